@@ -1,0 +1,58 @@
+"""queue_ratelimit: make a fleet of Celery, RQ and Dramatiq workers one polite API client.
+
+The public API, grouped by concept. Backends needing optional extras are imported from their
+modules (``queue_ratelimit.backends.redis.RedisBackend`` needs ``queue_ratelimit[redis]``).
+"""
+
+from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.errors import (
+    BackendError,
+    ConfigError,
+    InvalidRequest,
+    QueueRateLimitError,
+    RateLimited,
+)
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.aimd import (
+    Decision,
+    LimitSnapshot,
+    ReportResult,
+    Reservation,
+    Snapshot,
+)
+from queue_ratelimit.registry import (
+    BUILTIN_INTEGRATIONS,
+    get_integration,
+    list_integrations,
+    load_configs,
+    merge_configs,
+)
+
+__all__ = [
+    # configuration
+    "BUILTIN_INTEGRATIONS",
+    # errors
+    "BackendError",
+    "ConfigError",
+    # the limiter and what it answers
+    "Decision",
+    "IntegrationConfig",
+    "InvalidRequest",
+    "LimitConfig",
+    "LimitSnapshot",
+    "Limiter",
+    # backends
+    "MemoryBackend",
+    "QueueRateLimitError",
+    "RateLimited",
+    "ReportResult",
+    "Reservation",
+    "Snapshot",
+    "get_integration",
+    "list_integrations",
+    "load_configs",
+    "merge_configs",
+]
+
+__version__ = "0.1.0"

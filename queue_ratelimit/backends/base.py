@@ -1,0 +1,73 @@
+"""The contract every limiter backend fulfils (``MemoryBackend``, ``RedisBackend``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from queue_ratelimit.policy.aimd import Decision, LimitParams, ReportResult, Reservation, Snapshot
+
+
+class Backend(Protocol):
+    """Stores limiter keys and applies ``policy.aimd``'s rules to them atomically.
+
+    A key is an integration and an optional tenant. ``limits`` always starts with the
+    ``requests`` limit. Every method is one atomic step (one round trip for Redis).
+    """
+
+    def acquire(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        costs: Mapping[str, float],
+        *,
+        max_wait: float,
+        reserve: bool,
+        reservation: Reservation | None,
+        max_concurrent: int | None,
+        lease_id: str | None,
+        lease_ttl: float,
+    ) -> Decision:
+        """Decide an acquire (or a redemption) and record it."""
+        ...
+
+    def report_success(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        *,
+        lease_id: str | None,
+    ) -> ReportResult:
+        """Record a success: additive increase; give the lease back."""
+        ...
+
+    def report_backoff(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        *,
+        lease_id: str | None,
+        epoch: int | None,
+        retry_after: float | None,
+        cooldown_multiplier: float,
+        max_backoff: float,
+    ) -> ReportResult:
+        """Record a backoff signal: decrease once per congestion event, open a cooldown."""
+        ...
+
+    def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
+        """Give a concurrency lease back without reporting an outcome."""
+        ...
+
+    def snapshot(
+        self, integration: str, tenant: str | None, limits: Sequence[LimitParams]
+    ) -> Snapshot:
+        """Describe a key without changing it."""
+        ...
+
+    def reset(self, integration: str, tenant: str | None) -> None:
+        """Forget a key's state (rates, debts, cooldown, leases)."""
+        ...

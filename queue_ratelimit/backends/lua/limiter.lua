@@ -1,0 +1,199 @@
+-- One AIMD token-bucket limiter key: acquire, report and snapshot in one round trip each.
+-- The rules are those of queue_ratelimit/policy/aimd.py (read its docstring); keep both equal.
+--
+-- KEYS[1] state hash: epoch, cool, and per limit <name>.r (rate) <name>.t (tokens) <name>.s (ts)
+-- KEYS[2] lease zset: lease id -> expiry time (only touched with a concurrency limit)
+--
+-- ARGV[1] op: "acquire" | "success" | "backoff" | "release" | "snapshot"
+-- ARGV[2] now in seconds, or "" to use the Redis server's TIME (the default; tests pin it)
+-- ARGV[3] idle ttl in seconds (the keys expire this long after their last debt and cooldown)
+-- ARGV[4] n, the number of limits; then 8 values per limit:
+--         name, start rate, burst, min rate, max rate, increase, decrease, cost
+-- ARGV[5 + 8n ...] op arguments:
+--   acquire:  max_wait, reserve (0/1), reservation epoch or "", reservation slot,
+--             max_concurrent or "", lease id, lease ttl
+--   success:  lease id or ""
+--   backoff:  lease id or "", epoch or "", retry_after or "", cooldown multiplier, max backoff
+--   release:  lease id
+--
+-- Returns (numbers as strings, to keep their precision):
+--   acquire:  {granted (0/1), wait, reason, epoch, reservation slot or "", now, lease or ""}
+--   success/backoff: {epoch, decreased (0/1), old rate, new rate, cooldown left}
+--   release:  {released (0/1)}
+--   snapshot: {1, epoch, cooldown left, live leases, now, name, rate, tokens, ...}, or {0, now}
+
+local function num(x) return string.format('%.17g', x) end
+
+local op = ARGV[1]
+local now = tonumber(ARGV[2])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local idle_ttl = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local limits = {}
+for i = 0, n - 1 do
+  local b = 5 + 8 * i
+  limits[i + 1] = {
+    name = ARGV[b], rate = tonumber(ARGV[b + 1]), burst = tonumber(ARGV[b + 2]),
+    min = tonumber(ARGV[b + 3]), max = tonumber(ARGV[b + 4]), inc = tonumber(ARGV[b + 5]),
+    dec = tonumber(ARGV[b + 6]), cost = tonumber(ARGV[b + 7]),
+  }
+end
+local a = 5 + 8 * n
+
+-- load the state and bring every bucket to `now` (clamp rate, refill)
+local fields = {'epoch', 'cool'}
+for i, lim in ipairs(limits) do
+  fields[#fields + 1] = lim.name .. '.r'
+  fields[#fields + 1] = lim.name .. '.t'
+  fields[#fields + 1] = lim.name .. '.s'
+end
+local raw = redis.call('HMGET', KEYS[1], unpack(fields))
+local exists = raw[1] ~= false
+local epoch = tonumber(raw[1]) or math.floor(now * 1000000)
+local cool = tonumber(raw[2]) or 0
+for i, lim in ipairs(limits) do
+  local rate = tonumber(raw[3 * i]) or lim.rate
+  local tokens = tonumber(raw[3 * i + 1])
+  local ts = tonumber(raw[3 * i + 2]) or now
+  if tokens == nil then tokens = lim.burst end
+  rate = math.min(math.max(rate, lim.min), lim.max)
+  if now > ts then
+    tokens = math.min(lim.burst, tokens + (now - ts) * rate)
+    ts = now
+  end
+  lim.r, lim.t, lim.s = rate, tokens, ts
+end
+
+if op == 'snapshot' then
+  if not exists then return {'0', num(now)} end
+  local live = redis.call('ZCOUNT', KEYS[2], '(' .. num(now), '+inf')
+  local out = {'1', string.format('%d', epoch), num(math.max(0, cool - now)), tostring(live), num(now)}
+  for _, lim in ipairs(limits) do
+    out[#out + 1] = lim.name
+    out[#out + 1] = num(lim.r)
+    out[#out + 1] = num(lim.t)
+  end
+  return out
+end
+
+local function save()
+  local busy = math.max(0, cool - now)
+  local args = {'epoch', string.format('%d', epoch), 'cool', num(cool)}
+  for _, lim in ipairs(limits) do
+    busy = math.max(busy, math.max(0, lim.s - now) + math.max(0, -lim.t) / lim.r)
+    args[#args + 1] = lim.name .. '.r'
+    args[#args + 1] = num(lim.r)
+    args[#args + 1] = lim.name .. '.t'
+    args[#args + 1] = num(lim.t)
+    args[#args + 1] = lim.name .. '.s'
+    args[#args + 1] = num(lim.s)
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((busy + idle_ttl) * 1000))
+end
+
+local function pay()
+  for _, lim in ipairs(limits) do lim.t = lim.t - lim.cost end
+end
+
+if op == 'acquire' then
+  local max_wait = tonumber(ARGV[a])
+  local reserve = ARGV[a + 1] == '1'
+  local res_epoch = tonumber(ARGV[a + 2])
+  local max_conc = tonumber(ARGV[a + 4])
+  local lease_id = ARGV[a + 5]
+  local lease_ttl = tonumber(ARGV[a + 6])
+  local redeeming = res_epoch ~= nil and res_epoch == epoch
+  local slot
+  if redeeming then
+    slot = math.max(tonumber(ARGV[a + 3]), cool, now)
+  else
+    slot = math.max(now, cool)
+    for _, lim in ipairs(limits) do
+      if lim.cost > 0 then
+        slot = math.max(slot, math.max(lim.s, now) + math.max(0, lim.cost - lim.t) / lim.r)
+      end
+    end
+  end
+  local wait = slot - now
+  local ep = string.format('%d', epoch)
+  if max_conc ~= nil and wait <= max_wait then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
+    if redis.call('ZCARD', KEYS[2]) >= max_conc then
+      local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      local busy = math.min(tonumber(first[2]) - now, 1 / limits[1].r)
+      local kept = ''
+      if redeeming then kept = ARGV[a + 3] end
+      save()
+      return {'0', num(busy), 'concurrency', ep, kept, num(now), ''}
+    end
+  end
+  if wait <= max_wait then
+    if not redeeming then pay() end
+    local lease = ''
+    if max_conc ~= nil then
+      redis.call('ZADD', KEYS[2], num(now + lease_ttl), lease_id)
+      redis.call('PEXPIRE', KEYS[2], math.ceil((lease_ttl + idle_ttl) * 1000))
+      lease = lease_id
+    end
+    save()
+    local reason = 'ok'
+    if redeeming then reason = 'redeemed' end
+    return {'1', num(wait), reason, ep, '', num(now), lease}
+  end
+  local reason = 'rate'
+  if cool > now then reason = 'cooldown' end
+  if redeeming then
+    save()
+    return {'0', num(wait), reason, ep, num(slot), num(now), ''}
+  end
+  if reserve then
+    pay()
+    save()
+    return {'0', num(wait), reason, ep, num(slot), num(now), ''}
+  end
+  save()
+  return {'0', num(wait), reason, ep, '', num(now), ''}
+end
+
+if op == 'release' then
+  return {tostring(redis.call('ZREM', KEYS[2], ARGV[a]))}
+end
+
+-- success / backoff: both give back the lease first
+if ARGV[a] ~= '' then redis.call('ZREM', KEYS[2], ARGV[a]) end
+local old = limits[1].r
+local decreased = 0
+if op == 'success' then
+  if now >= cool then
+    for _, lim in ipairs(limits) do lim.r = math.min(lim.max, lim.r + lim.inc) end
+  end
+elseif op == 'backoff' then
+  local seen = tonumber(ARGV[a + 1])
+  local retry_after = tonumber(ARGV[a + 2])
+  local mult = tonumber(ARGV[a + 3])
+  local max_backoff = tonumber(ARGV[a + 4])
+  local new_event
+  if seen ~= nil then new_event = seen == epoch else new_event = now >= cool end
+  if retry_after ~= nil then retry_after = math.min(math.max(retry_after, 0), max_backoff) end
+  if new_event then
+    decreased = 1
+    for _, lim in ipairs(limits) do lim.r = math.max(lim.min, lim.r * lim.dec) end
+    epoch = math.max(epoch + 1, math.floor(now * 1000000))
+    local pause = retry_after
+    if pause == nil then pause = math.min(mult / limits[1].r, max_backoff) end
+    cool = math.max(cool, now + pause)
+    for _, lim in ipairs(limits) do lim.t = 0; lim.s = cool end
+  elseif retry_after ~= nil and now + retry_after > cool then
+    cool = now + retry_after
+    for _, lim in ipairs(limits) do lim.s = math.max(lim.s, cool) end
+  end
+else
+  return redis.error_reply('unknown op ' .. tostring(op))
+end
+save()
+return {string.format('%d', epoch), tostring(decreased), num(old), num(limits[1].r),
+        num(math.max(0, cool - now))}

@@ -1,0 +1,153 @@
+"""Limiter state in this process: thread-safe, the embedded default for one process and tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from queue_ratelimit.policy import aimd
+from queue_ratelimit.policy.aimd import Decision, LimitParams, ReportResult, Reservation, Snapshot
+
+_Key = tuple[str, "str | None"]
+_SWEEP_EVERY = 1024
+_T = TypeVar("_T")
+
+
+class MemoryBackend:
+    """Keeps every key in a dict guarded by one lock; idle keys are dropped like Redis expiry.
+
+    Args:
+        clock: returns the current time in seconds; inject a fake one in tests.
+        idle_ttl: a key with no debt and no cooldown is forgotten this long after last use.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, idle_ttl: float = 3600.0) -> None:
+        self._clock = clock
+        self._idle_ttl = idle_ttl
+        self._lock = threading.Lock()
+        self._keys: dict[_Key, tuple[aimd.KeyState, float]] = {}
+        self._ops = 0
+
+    def _load(self, key: _Key, now: float) -> aimd.KeyState | None:
+        entry = self._keys.get(key)
+        if entry is None or entry[1] <= now:
+            self._keys.pop(key, None)
+            return None
+        return entry[0]
+
+    def _store(self, key: _Key, state: aimd.KeyState, now: float) -> None:
+        self._keys[key] = (state, now + aimd.idle_expiry(state, now, self._idle_ttl))
+        self._ops += 1
+        if self._ops % _SWEEP_EVERY == 0:
+            for stale in [k for k, (_, exp) in self._keys.items() if exp <= now]:
+                del self._keys[stale]
+
+    def _apply(
+        self, integration: str, tenant: str | None, step: Callable[[aimd.KeyState, float], _T]
+    ) -> _T:
+        key = (integration, tenant)
+        with self._lock:
+            now = self._clock()
+            state = self._load(key, now) or aimd.new_state(now)
+            result = step(state, now)
+            self._store(key, state, now)
+            return result
+
+    def acquire(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        costs: Mapping[str, float],
+        *,
+        max_wait: float,
+        reserve: bool,
+        reservation: Reservation | None,
+        max_concurrent: int | None,
+        lease_id: str | None,
+        lease_ttl: float,
+    ) -> Decision:
+        """See ``Backend.acquire``."""
+
+        def step(state: aimd.KeyState, now: float) -> Decision:
+            return aimd.acquire(
+                state,
+                now,
+                limits,
+                costs,
+                max_wait=max_wait,
+                reserve=reserve,
+                reservation=reservation,
+                max_concurrent=max_concurrent,
+                lease_id=lease_id,
+                lease_ttl=lease_ttl,
+            )
+
+        return self._apply(integration, tenant, step)
+
+    def report_success(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        *,
+        lease_id: str | None,
+    ) -> ReportResult:
+        """See ``Backend.report_success``."""
+
+        def step(state: aimd.KeyState, now: float) -> ReportResult:
+            if lease_id:
+                aimd.release(state, lease_id)
+            return aimd.on_success(state, now, limits)
+
+        return self._apply(integration, tenant, step)
+
+    def report_backoff(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        *,
+        lease_id: str | None,
+        epoch: int | None,
+        retry_after: float | None,
+        cooldown_multiplier: float,
+        max_backoff: float,
+    ) -> ReportResult:
+        """See ``Backend.report_backoff``."""
+
+        def step(state: aimd.KeyState, now: float) -> ReportResult:
+            if lease_id:
+                aimd.release(state, lease_id)
+            return aimd.on_backoff(
+                state,
+                now,
+                limits,
+                epoch=epoch,
+                retry_after=retry_after,
+                cooldown_multiplier=cooldown_multiplier,
+                max_backoff=max_backoff,
+            )
+
+        return self._apply(integration, tenant, step)
+
+    def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
+        """See ``Backend.release``."""
+        with self._lock:
+            state = self._load((integration, tenant), self._clock())
+            return state is not None and aimd.release(state, lease_id)
+
+    def snapshot(
+        self, integration: str, tenant: str | None, limits: Sequence[LimitParams]
+    ) -> Snapshot:
+        """See ``Backend.snapshot``."""
+        with self._lock:
+            now = self._clock()
+            return aimd.snapshot(self._load((integration, tenant), now), now, limits)
+
+    def reset(self, integration: str, tenant: str | None) -> None:
+        """See ``Backend.reset``."""
+        with self._lock:
+            self._keys.pop((integration, tenant), None)

@@ -1,0 +1,352 @@
+"""Validated, immutable per-integration configuration.
+
+An :class:`IntegrationConfig` is everything the limiter knows about one upstream API: the
+AIMD bounds of its primary ``requests`` limit, how to back off, how long a task may wait in
+the worker before it is requeued, the requeue budget, the optional concurrency limit, the
+circuit breaker, and any extra named limits (:class:`LimitConfig`, e.g. OpenAI tokens).
+
+Both classes validate eagerly in ``__post_init__`` and raise
+:class:`~queue_ratelimit.errors.ConfigError` naming the integration, the field and the value,
+so a bad configuration fails at startup rather than in the middle of a task. Numbers given as
+``int`` are stored as ``float``; ``bool`` is never accepted as a number.
+
+Where the built-in configurations come from, and how TOML/JSON/environment overrides are
+layered on top of them, is :mod:`queue_ratelimit.registry`'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from queue_ratelimit.errors import ConfigError
+
+__all__ = ["PRIMARY_LIMIT", "IntegrationConfig", "LimitConfig"]
+
+PRIMARY_LIMIT = "requests"
+"""Name of the limit described by an integration's own rate fields; no extra limit may use it."""
+
+_INTEGRATION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+_LIMIT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_MAX_NAME_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class _Checker:
+    """Validates values for one config object, raising ConfigError with the right context."""
+
+    integration: str | None
+    prefix: str = ""
+
+    def fail(self, field_name: str, value: object, reason: str) -> NoReturn:
+        raise ConfigError(self.integration, self.prefix + field_name, value, reason)
+
+    def number(self, field_name: str, value: object, *, positive: bool) -> float:
+        """Return ``value`` as a finite float, > 0 when ``positive`` else >= 0."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(field_name, value, f"must be a number, not {type(value).__name__}")
+        try:
+            result = float(value)
+        except OverflowError:
+            self.fail(field_name, value, "is too large")
+        if not math.isfinite(result):
+            self.fail(field_name, value, "must be a finite number")
+        if positive and result <= 0.0:
+            self.fail(field_name, value, "must be > 0")
+        if result < 0.0:
+            self.fail(field_name, value, "must be >= 0")
+        return result
+
+    def fraction(self, field_name: str, value: object) -> float:
+        """Return ``value`` as a float strictly between 0 and 1."""
+        result = self.number(field_name, value, positive=False)
+        if not 0.0 < result < 1.0:
+            self.fail(field_name, value, "must be between 0 and 1, both exclusive")
+        return result
+
+    def integer(self, field_name: str, value: object, *, minimum: int) -> int:
+        """Return ``value`` as an int >= ``minimum``; integral floats (``5.0``) are accepted."""
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field_name, value, f"must be a whole number, not {type(value).__name__}")
+        if value < minimum:
+            self.fail(field_name, value, f"must be >= {minimum}")
+        return value
+
+
+def _store(owner: object, field_name: str, value: object) -> None:
+    object.__setattr__(owner, field_name, value)
+
+
+def _check_name(check: _Checker, value: object, pattern: re.Pattern[str], shape: str) -> None:
+    if not isinstance(value, str):
+        check.fail("name", value, f"must be a string, not {type(value).__name__}")
+    if len(value) > _MAX_NAME_LENGTH or not pattern.fullmatch(value):
+        check.fail("name", value, f"must match {shape} and be at most {_MAX_NAME_LENGTH} chars")
+
+
+def _check_aimd(owner: IntegrationConfig | LimitConfig, check: _Checker) -> None:
+    """Validate and normalise the AIMD fields an integration and an extra limit share."""
+    for name in ("rate_limit_per_sec", "burst_size", "min_rate", "max_rate"):
+        _store(owner, name, check.number(name, getattr(owner, name), positive=True))
+    _store(
+        owner,
+        "increase_factor",
+        check.number("increase_factor", owner.increase_factor, positive=False),
+    )
+    _store(owner, "decrease_factor", check.fraction("decrease_factor", owner.decrease_factor))
+    if owner.max_rate < owner.min_rate:
+        check.fail("max_rate", owner.max_rate, f"must be >= min_rate ({owner.min_rate})")
+    if not owner.min_rate <= owner.rate_limit_per_sec <= owner.max_rate:
+        check.fail(
+            "rate_limit_per_sec",
+            owner.rate_limit_per_sec,
+            f"must lie within [min_rate, max_rate] = [{owner.min_rate}, {owner.max_rate}]",
+        )
+
+
+def _check_status_codes(check: _Checker, value: object) -> frozenset[int]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        check.fail("backoff_status_codes", value, "must be a list of HTTP status codes")
+    codes = frozenset(value)
+    for code in codes:
+        if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+            check.fail(
+                "backoff_status_codes",
+                value,
+                f"{code!r} is not an HTTP status code (an integer in 100..599)",
+            )
+    return codes
+
+
+def _check_limits(check: _Checker, value: object) -> tuple[LimitConfig, ...]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        check.fail("limits", value, "must be a sequence of LimitConfig")
+    limits = tuple(value)
+    seen: set[str] = set()
+    for limit in limits:
+        if not isinstance(limit, LimitConfig):
+            check.fail("limits", value, f"{limit!r} is not a LimitConfig")
+        if limit.name in seen:
+            check.fail(f"limits.{limit.name}.name", limit.name, "duplicate limit name")
+        seen.add(limit.name)
+    return limits
+
+
+def _reject_unknown(
+    check: _Checker, prefix: str, data: Mapping[Any, object], allowed: Sequence[str]
+) -> None:
+    for key, value in data.items():
+        if key not in allowed:
+            check.fail(f"{prefix}{key}", value, f"unknown field; allowed: {', '.join(allowed)}")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _fields_help(cls: type[Any]) -> dict[str, str]:
+    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """An additional named limit on an integration (e.g. OpenAI tokens per second).
+
+    Each call to the limiter states its cost against every limit it names; the rate adapts
+    by AIMD between ``min_rate`` and ``max_rate`` exactly like the primary ``requests`` limit.
+    Validation errors name the field as ``limits.<name>.<field>``.
+    """
+
+    name: str = field(metadata=_help("limit name: [a-z][a-z0-9_]*, not 'requests'"))
+    rate_limit_per_sec: float = field(metadata=_help("starting rate in units per second"))
+    burst_size: float = field(metadata=_help("bucket capacity; also the largest single cost"))
+    min_rate: float = field(metadata=_help("lowest rate AIMD may fall to, units/s (> 0)"))
+    max_rate: float = field(metadata=_help("highest rate AIMD may climb to, units/s"))
+    increase_factor: float = field(
+        default=0.0, metadata=_help("additive increase in units/s per success (>= 0)")
+    )
+    decrease_factor: float = field(
+        default=0.5, metadata=_help("multiplicative decrease per backoff, in (0, 1)")
+    )
+
+    def __post_init__(self) -> None:
+        prefix = f"limits.{self.name}." if isinstance(self.name, str) else "limits."
+        check = _Checker(None, prefix)
+        _check_name(check, self.name, _LIMIT_NAME, "[a-z][a-z0-9_]*")
+        if self.name == PRIMARY_LIMIT:
+            check.fail("name", self.name, "is reserved for the integration's primary limit")
+        _check_aimd(self, check)
+
+    @classmethod
+    def fields_help(cls) -> dict[str, str]:
+        """Return each field's name mapped to its one-line help, in declaration order."""
+        return _fields_help(cls)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the fields except ``name``, JSON-friendly, as an override file spells them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+
+
+@dataclass(frozen=True)
+class IntegrationConfig:
+    """Everything the limiter needs to know about one upstream API.
+
+    The rate fields describe the primary ``requests`` limit (cost 1 per call); ``limits``
+    adds further named limits. Instances are immutable and always valid: construction,
+    :meth:`from_mapping` and :meth:`replace` all raise
+    :class:`~queue_ratelimit.errors.ConfigError` on the first invalid field.
+    """
+
+    name: str = field(metadata=_help("integration name: [a-z][a-z0-9_-]*, at most 64 chars"))
+    rate_limit_per_sec: float = field(
+        default=1.0, metadata=_help("starting rate of the 'requests' limit, req/s")
+    )
+    burst_size: float = field(
+        default=1.0, metadata=_help("bucket capacity: requests allowed back to back (> 0)")
+    )
+    increase_factor: float = field(
+        default=0.1, metadata=_help("additive increase in req/s per success (>= 0)")
+    )
+    decrease_factor: float = field(
+        default=0.5, metadata=_help("multiplicative decrease per backoff event, in (0, 1)")
+    )
+    min_rate: float = field(default=0.1, metadata=_help("lowest rate AIMD may fall to, req/s"))
+    max_rate: float = field(default=10.0, metadata=_help("highest rate AIMD may climb to, req/s"))
+    cooldown_multiplier: float = field(
+        default=2.0, metadata=_help("cooldown without Retry-After = this x current interval")
+    )
+    backoff_status_codes: frozenset[int] = field(
+        default=frozenset({429, 503}), metadata=_help("HTTP statuses that signal backoff")
+    )
+    max_backoff: float = field(
+        default=300.0, metadata=_help("clamp on any Retry-After or cooldown, seconds (> 0)")
+    )
+    max_wait: float = field(
+        default=1.0, metadata=_help("longest in-worker wait before requeueing, seconds")
+    )
+    requeue_budget: int = field(
+        default=100, metadata=_help("requeues allowed per task before it fails (>= 0)")
+    )
+    max_concurrent: int | None = field(
+        default=None, metadata=_help("concurrent calls allowed (leases); none when unset")
+    )
+    lease_ttl: float = field(
+        default=300.0, metadata=_help("seconds after which an unreleased lease expires")
+    )
+    breaker_failure_threshold: int = field(
+        default=5, metadata=_help("consecutive failures that open the circuit breaker")
+    )
+    breaker_open_seconds: float = field(
+        default=60.0, metadata=_help("seconds the breaker stays open before one probe")
+    )
+    limits: tuple[LimitConfig, ...] = field(
+        default=(), metadata=_help("extra named limits (e.g. tokens), names unique")
+    )
+
+    def __post_init__(self) -> None:
+        check = _Checker(self.name if isinstance(self.name, str) else None)
+        _check_name(check, self.name, _INTEGRATION_NAME, "[a-z][a-z0-9_-]*")
+        _check_aimd(self, check)
+        for name in ("cooldown_multiplier", "max_backoff", "lease_ttl", "breaker_open_seconds"):
+            _store(self, name, check.number(name, getattr(self, name), positive=True))
+        _store(self, "max_wait", check.number("max_wait", self.max_wait, positive=False))
+        _store(
+            self, "requeue_budget", check.integer("requeue_budget", self.requeue_budget, minimum=0)
+        )
+        _store(
+            self,
+            "breaker_failure_threshold",
+            check.integer("breaker_failure_threshold", self.breaker_failure_threshold, minimum=1),
+        )
+        if self.max_concurrent is not None:
+            _store(
+                self,
+                "max_concurrent",
+                check.integer("max_concurrent", self.max_concurrent, minimum=1),
+            )
+        _store(self, "backoff_status_codes", _check_status_codes(check, self.backoff_status_codes))
+        _store(self, "limits", _check_limits(check, self.limits))
+
+    @classmethod
+    def fields_help(cls) -> dict[str, str]:
+        """Return each field's name mapped to its one-line help, in declaration order."""
+        return _fields_help(cls)
+
+    @classmethod
+    def settable_fields(cls) -> tuple[str, ...]:
+        """Return the keys an override mapping may set (every field except ``name``)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "name")
+
+    @classmethod
+    def from_mapping(cls, name: str, data: Mapping[str, object]) -> IntegrationConfig:
+        """Build a config from defaults plus ``data`` (a parsed TOML table or JSON object).
+
+        ``backoff_status_codes`` may be any list of ints. ``limits`` is a mapping of limit
+        name to that limit's fields; a limit mapped to ``None`` is left out.
+
+        Raises:
+            ConfigError: a key is not a field (the reason lists the allowed keys), a limit
+                lacks a required field, or any value is invalid.
+        """
+        check = _Checker(name)
+        if not isinstance(data, Mapping):
+            check.fail("*", data, "settings must be a table / object of fields")
+        _reject_unknown(check, "", data, cls.settable_fields())
+        kwargs: dict[str, Any] = dict(data)
+        if "limits" in kwargs:
+            kwargs["limits"] = _limits_from_mapping(check, kwargs["limits"])
+        return cls(name=name, **kwargs)
+
+    def replace(self, **changes: Any) -> IntegrationConfig:
+        """Return a copy with ``changes`` applied, validated like a new instance.
+
+        Raises:
+            ConfigError: a change names no field or sets an invalid value.
+        """
+        _reject_unknown(_Checker(self.name), "", changes, self.settable_fields())
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the fields except ``name``, JSON-friendly, shaped like an override table.
+
+        ``{config.name: config.to_dict()}`` is a valid override file and round-trips through
+        :meth:`from_mapping`.
+        """
+        data = {name: getattr(self, name) for name in self.settable_fields()}
+        data["backoff_status_codes"] = sorted(self.backoff_status_codes)
+        data["limits"] = {limit.name: limit.to_dict() for limit in self.limits}
+        return data
+
+
+def _limits_from_mapping(check: _Checker, value: object) -> tuple[LimitConfig, ...]:
+    """Build extra limits from ``{name: {field: value}}``, attributing errors to the integration."""
+    if not isinstance(value, Mapping):
+        check.fail("limits", value, "must be a table mapping limit names to their fields")
+    required = [
+        f.name
+        for f in dataclasses.fields(LimitConfig)
+        if f.default is dataclasses.MISSING and f.name != "name"
+    ]
+    allowed = [f.name for f in dataclasses.fields(LimitConfig) if f.name != "name"]
+    limits = []
+    for limit_name, fields in value.items():
+        if fields is None:
+            continue
+        where = f"limits.{limit_name}"
+        if not isinstance(fields, Mapping):
+            check.fail(where, fields, "must be a table of the limit's fields")
+        _reject_unknown(check, f"{where}.", fields, allowed)
+        for key in required:
+            if key not in fields:
+                check.fail(f"{where}.{key}", None, "is required when defining a new limit")
+        try:
+            limits.append(LimitConfig(name=limit_name, **fields))
+        except ConfigError as exc:
+            raise ConfigError(check.integration, exc.field, exc.value, exc.reason) from None
+    return tuple(limits)

@@ -1,0 +1,254 @@
+"""The facade tasks and clients use: acquire before a call, report after it.
+
+A ``Limiter`` ties integration configs to a backend and announces each decision on
+``queue_ratelimit.signals``. It is cheap to share: one per process (or per Celery app).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+
+from queue_ratelimit import signals
+from queue_ratelimit.backends.base import Backend
+from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
+from queue_ratelimit.errors import InvalidRequest, RateLimited
+from queue_ratelimit.policy.aimd import (
+    Decision,
+    LimitParams,
+    ReportResult,
+    Reservation,
+    Snapshot,
+)
+from queue_ratelimit.registry import BUILTIN_INTEGRATIONS, get_integration
+
+Cost = float | Mapping[str, float]
+
+
+def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
+    return LimitParams(
+        name,
+        src.rate_limit_per_sec,
+        src.burst_size,
+        src.min_rate,
+        src.max_rate,
+        src.increase_factor,
+        src.decrease_factor,
+    )
+
+
+@lru_cache(maxsize=256)
+def limit_params(config: IntegrationConfig) -> tuple[LimitParams, ...]:
+    """The limits of an integration, ``requests`` first, as the decision rules take them."""
+    return (_params(PRIMARY_LIMIT, config), *(_params(lim.name, lim) for lim in config.limits))
+
+
+def _costs(
+    config: IntegrationConfig, limits: tuple[LimitParams, ...], cost: Cost
+) -> dict[str, float]:
+    """Cost per limit: a number charges ``requests``; a mapping names limits (``requests``
+    defaults to 1, other limits to 0)."""
+    wanted = (
+        {PRIMARY_LIMIT: float(cost)}
+        if isinstance(cost, int | float)
+        else {PRIMARY_LIMIT: 1.0, **cost}
+    )
+    bursts = {lim.name: lim.burst for lim in limits}
+    for name, value in wanted.items():
+        if name not in bursts:
+            raise InvalidRequest(f"{config.name}: no limit named {name!r}; have {sorted(bursts)}")
+        if not 0 <= value <= bursts[name]:
+            raise InvalidRequest(
+                f"{config.name}: cost {value!r} for {name!r} must lie in [0, burst {bursts[name]}]"
+            )
+    return wanted
+
+
+class Limiter:
+    """Fleet-wide AIMD rate limits per integration and tenant.
+
+    Args:
+        backend: where state lives; ``MemoryBackend()`` (one process) when omitted, a
+            ``RedisBackend`` to share limits across workers.
+        configs: integration configs by name; the built-in registry when omitted. See
+            ``queue_ratelimit.load_configs`` for TOML/JSON/environment overrides.
+        sleep: how ``wait`` sleeps; inject one in tests.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        configs: Mapping[str, IntegrationConfig] | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.backend: Backend = backend if backend is not None else MemoryBackend()
+        self.configs: Mapping[str, IntegrationConfig] = dict(
+            configs if configs is not None else BUILTIN_INTEGRATIONS
+        )
+        self._sleep = sleep
+
+    def config(self, integration: str) -> IntegrationConfig:
+        """The config of ``integration``; ``ConfigError`` naming the known ones when absent."""
+        return get_integration(integration, self.configs)
+
+    def _resolve(self, integration: str, tenant: str | None) -> IntegrationConfig:
+        if tenant is not None and (not isinstance(tenant, str) or not tenant):
+            raise InvalidRequest(f"{integration}: tenant must be a non-empty string or None")
+        return self.config(integration)
+
+    def acquire(
+        self,
+        integration: str,
+        tenant: str | None = None,
+        cost: Cost = 1.0,
+        *,
+        max_wait: float | None = None,
+        reserve: bool = True,
+        reservation: Reservation | None = None,
+    ) -> Decision:
+        """Ask for a slot; never sleeps.
+
+        Returns a ``Decision``: granted (sleep ``wait`` first, at most ``max_wait``), or not
+        granted with ``wait`` until its slot. Beyond ``max_wait`` the slot is reserved (when
+        ``reserve``): pass ``decision.reservation`` back here when the requeued task returns,
+        and it is granted without paying twice. A backoff voids earlier reservations; a void
+        one is simply a fresh acquire. ``max_wait`` defaults to the integration's.
+        """
+        config = self._resolve(integration, tenant)
+        limits = limit_params(config)
+        decision = self.backend.acquire(
+            integration,
+            tenant,
+            limits,
+            _costs(config, limits, cost),
+            max_wait=config.max_wait if max_wait is None else max_wait,
+            reserve=reserve,
+            reservation=reservation,
+            max_concurrent=config.max_concurrent,
+            lease_id=uuid.uuid4().hex if config.max_concurrent is not None else None,
+            lease_ttl=config.lease_ttl,
+        )
+        where = {"integration": integration, "tenant": tenant}
+        if decision.granted:
+            if decision.reason == "redeemed":
+                signals.emit(signals.reservation_redeemed, self, wait=decision.wait, **where)
+            signals.emit(
+                signals.acquired,
+                self,
+                wait=decision.wait,
+                cost=cost,
+                reason=decision.reason,
+                **where,
+            )
+        else:
+            signals.emit(
+                signals.throttled,
+                self,
+                wait=decision.wait,
+                reason=decision.reason,
+                reserved=decision.reservation is not None,
+                **where,
+            )
+        return decision
+
+    def wait(
+        self,
+        integration: str,
+        tenant: str | None = None,
+        cost: Cost = 1.0,
+        *,
+        timeout: float | None = None,
+    ) -> Decision:
+        """Acquire and sleep the computed wait (one call, no polling).
+
+        Raises:
+            RateLimited: when the slot is further than ``timeout`` (default: the
+                integration's ``max_wait``); nothing is reserved or paid then.
+        """
+        decision = self.acquire(integration, tenant, cost, max_wait=timeout, reserve=False)
+        if not decision.granted:
+            raise RateLimited(decision.wait, integration, tenant)
+        if decision.wait > 0:
+            self._sleep(decision.wait)
+        return decision
+
+    def on_success(
+        self, integration: str, tenant: str | None = None, *, lease: str | None = None
+    ) -> ReportResult:
+        """Report a successful call: additive increase; gives ``lease`` back."""
+        result = self.backend.report_success(
+            integration, tenant, limit_params(self._resolve(integration, tenant)), lease_id=lease
+        )
+        self._rate_moved(integration, tenant, result)
+        return result
+
+    def on_backoff(
+        self,
+        integration: str,
+        tenant: str | None = None,
+        *,
+        retry_after: float | None = None,
+        epoch: int | None = None,
+        lease: str | None = None,
+    ) -> ReportResult:
+        """Report a backoff signal (429, 503, ...): decrease once per congestion event.
+
+        Args:
+            retry_after: the upstream's ``Retry-After`` in seconds, when it sent one; the
+                cooldown then lasts exactly that (clamped to ``[0, max_backoff]``).
+            epoch: ``decision.epoch`` of the acquire that led to this call; with it, backoffs
+                from calls granted before the last decrease never decrease again.
+            lease: the concurrency lease to give back.
+        """
+        config = self._resolve(integration, tenant)
+        result = self.backend.report_backoff(
+            integration,
+            tenant,
+            limit_params(config),
+            lease_id=lease,
+            epoch=epoch,
+            retry_after=retry_after,
+            cooldown_multiplier=config.cooldown_multiplier,
+            max_backoff=config.max_backoff,
+        )
+        signals.emit(
+            signals.backoff,
+            self,
+            integration=integration,
+            tenant=tenant,
+            retry_after=retry_after,
+            decreased=result.decreased,
+            cooldown_left=result.cooldown_left,
+        )
+        self._rate_moved(integration, tenant, result)
+        return result
+
+    def release(self, integration: str, tenant: str | None, lease: str) -> bool:
+        """Give a concurrency lease back without reporting an outcome."""
+        self._resolve(integration, tenant)
+        return self.backend.release(integration, tenant, lease)
+
+    def snapshot(self, integration: str, tenant: str | None = None) -> Snapshot:
+        """The key's current rate, tokens, cooldown, reserved tokens and live leases."""
+        config = self._resolve(integration, tenant)
+        return self.backend.snapshot(integration, tenant, limit_params(config))
+
+    def reset(self, integration: str, tenant: str | None = None) -> None:
+        """Forget the key's learned rate, debts, cooldown and leases."""
+        self._resolve(integration, tenant)
+        self.backend.reset(integration, tenant)
+
+    def _rate_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:
+        if result.new_rate != result.old_rate:
+            signals.emit(
+                signals.rate_changed,
+                self,
+                integration=integration,
+                tenant=tenant,
+                old_rate=result.old_rate,
+                new_rate=result.new_rate,
+            )

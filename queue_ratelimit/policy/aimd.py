@@ -1,0 +1,332 @@
+"""AIMD over a token bucket, with reservations: the decision rules, free of I/O and clocks.
+
+This module is the reference semantics. ``backends/lua/limiter.lua`` implements the same
+rules inside Redis; ``tests/unit/test_limiter_behaviour.py`` runs one suite against both.
+
+The state of one limiter key (an integration, or an integration and a tenant):
+
+* per limit (``requests``, and any extra such as ``tokens``): ``rate`` (units per second),
+  ``tokens`` and ``ts``, the time at which ``tokens`` is valid. ``tokens`` may be negative:
+  that is debt owed by reservations and by granted-after-a-wait calls. ``ts`` may lie in the
+  future: that is a cooldown, during which the bucket does not refill.
+* ``epoch``: changes on every multiplicative decrease. A decision carries the epoch it was
+  made in; a reservation made in an older epoch is void, and a backoff reported from an older
+  epoch belongs to a congestion event already reacted to (so it does not decrease again).
+* ``cooldown_until``: nothing is granted before it.
+* ``leases``: concurrency leases, lease id to expiry time.
+
+Rules (``now`` is always passed in, in seconds):
+
+* refill: if ``now > ts``: ``tokens = min(burst, tokens + (now - ts) * rate)``, ``ts = now``.
+* acquire ``cost`` per limit: the slot is the earliest time every limit holds its cost,
+  ``max(cooldown_until, max over limits of max(ts, now) + max(0, cost - tokens) / rate)``.
+  If ``slot - now <= max_wait`` the call is granted (the caller sleeps ``slot - now``) and each
+  limit pays its cost; otherwise, when ``reserve`` is set, it pays anyway and receives a
+  reservation for ``slot``; else nothing changes. A concurrency limit, when set, is checked
+  first; a full one grants nothing and reserves nothing.
+* redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
+  waited for; a void reservation is treated as a fresh acquire.
+* success: ``rate = min(max_rate, rate + increase)`` per limit, except during a cooldown.
+* backoff: a new congestion event (its epoch is the current one; or, with no epoch given, no
+  cooldown is running) multiplies each rate by ``decrease`` (clamped to ``min_rate``), moves
+  the epoch on, forgives all debt (``tokens = 0``) and opens a cooldown of ``retry_after``
+  (clamped to ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. A
+  backoff from an event already reacted to only extends the cooldown to its ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from queue_ratelimit.config import PRIMARY_LIMIT
+
+
+@dataclass(frozen=True)
+class LimitParams:
+    """The configured bounds of one limit, as the decision rules need them."""
+
+    name: str
+    rate: float
+    burst: float
+    min_rate: float
+    max_rate: float
+    increase: float
+    decrease: float
+
+
+@dataclass
+class BucketState:
+    """Mutable state of one limit."""
+
+    rate: float
+    tokens: float
+    ts: float
+
+
+@dataclass
+class KeyState:
+    """Mutable state of one limiter key."""
+
+    epoch: int
+    cooldown_until: float
+    buckets: dict[str, BucketState] = field(default_factory=dict)
+    leases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A paid-for future slot, redeemed by passing it back to ``acquire``."""
+
+    epoch: int
+    slot: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to an acquire.
+
+    Attributes:
+        granted: the call may go ahead after sleeping ``wait`` seconds.
+        wait: seconds until the slot (granted: sleep this long; not granted: come back then).
+        reason: ``"ok"``, ``"redeemed"``, ``"rate"``, ``"cooldown"`` or ``"concurrency"``.
+        epoch: the congestion epoch the decision was made in; report a backoff with it.
+        reservation: when not granted and a slot was reserved: present it on the next acquire.
+        now: the decision time on the backend's clock.
+        lease: the concurrency lease id taken, when the key has a concurrency limit.
+    """
+
+    granted: bool
+    wait: float
+    reason: str
+    epoch: int
+    reservation: Reservation | None
+    now: float
+    lease: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What a success/backoff report changed."""
+
+    epoch: int
+    decreased: bool
+    old_rate: float
+    new_rate: float
+    cooldown_left: float
+
+
+def new_state(now: float) -> KeyState:
+    """A fresh key; its buckets are created full by ``sync_buckets`` on first use."""
+    return KeyState(epoch=epoch_at(now), cooldown_until=0.0)
+
+
+def epoch_at(now: float) -> int:
+    """The epoch number a decrease at ``now`` moves to (microseconds, unique per key life)."""
+    return math.floor(now * 1_000_000)
+
+
+def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> None:
+    """Create missing buckets, clamp rates to the configured bounds and refill to ``now``."""
+    for lim in limits:
+        bucket = state.buckets.get(lim.name)
+        if bucket is None:
+            bucket = state.buckets[lim.name] = BucketState(rate=lim.rate, tokens=lim.burst, ts=now)
+        bucket.rate = min(max(bucket.rate, lim.min_rate), lim.max_rate)
+        if now > bucket.ts:
+            bucket.tokens = min(lim.burst, bucket.tokens + (now - bucket.ts) * bucket.rate)
+            bucket.ts = now
+
+
+def _slot(
+    state: KeyState, now: float, limits: Sequence[LimitParams], costs: Mapping[str, float]
+) -> float:
+    slot = max(now, state.cooldown_until)
+    for lim in limits:
+        cost = costs.get(lim.name, 0.0)
+        if cost <= 0:
+            continue
+        bucket = state.buckets[lim.name]
+        slot = max(slot, max(bucket.ts, now) + max(0.0, cost - bucket.tokens) / bucket.rate)
+    return slot
+
+
+def _pay(state: KeyState, limits: Sequence[LimitParams], costs: Mapping[str, float]) -> None:
+    for lim in limits:
+        state.buckets[lim.name].tokens -= costs.get(lim.name, 0.0)
+
+
+def _concurrency_wait(state: KeyState, now: float, max_concurrent: int) -> float | None:
+    """None when a lease is free; else seconds until it is worth asking again."""
+    for lease_id in [k for k, expiry in state.leases.items() if expiry <= now]:
+        del state.leases[lease_id]
+    if len(state.leases) < max_concurrent:
+        return None
+    interval = 1.0 / state.buckets[PRIMARY_LIMIT].rate
+    return min(min(state.leases.values()) - now, interval)
+
+
+def acquire(
+    state: KeyState,
+    now: float,
+    limits: Sequence[LimitParams],
+    costs: Mapping[str, float],
+    *,
+    max_wait: float,
+    reserve: bool,
+    reservation: Reservation | None = None,
+    max_concurrent: int | None = None,
+    lease_id: str | None = None,
+    lease_ttl: float = 0.0,
+) -> Decision:
+    """Decide one acquire (or redemption) and apply it to ``state``."""
+    sync_buckets(state, now, limits)
+    redeeming = False
+    if reservation is not None and reservation.epoch == state.epoch:
+        redeeming = True
+        slot = max(reservation.slot, state.cooldown_until, now)
+    else:
+        slot = _slot(state, now, limits, costs)
+    wait = slot - now
+    if max_concurrent is not None and wait <= max_wait:
+        busy = _concurrency_wait(state, now, max_concurrent)
+        if busy is not None:
+            kept = reservation if redeeming else None
+            return Decision(False, busy, "concurrency", state.epoch, kept, now)
+    if wait <= max_wait:
+        if not redeeming:
+            _pay(state, limits, costs)
+        lease = None
+        if max_concurrent is not None and lease_id is not None:
+            state.leases[lease_id] = now + lease_ttl
+            lease = lease_id
+        return Decision(
+            True, wait, "redeemed" if redeeming else "ok", state.epoch, None, now, lease
+        )
+    reason = "cooldown" if state.cooldown_until > now else "rate"
+    if redeeming:
+        return Decision(False, wait, reason, state.epoch, Reservation(state.epoch, slot), now)
+    if reserve:
+        _pay(state, limits, costs)
+        return Decision(False, wait, reason, state.epoch, Reservation(state.epoch, slot), now)
+    return Decision(False, wait, reason, state.epoch, None, now)
+
+
+def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> ReportResult:
+    """Additive increase on every limit, unless a cooldown is running."""
+    sync_buckets(state, now, limits)
+    old = state.buckets[PRIMARY_LIMIT].rate
+    if now >= state.cooldown_until:
+        for lim in limits:
+            bucket = state.buckets[lim.name]
+            bucket.rate = min(lim.max_rate, bucket.rate + lim.increase)
+    new = state.buckets[PRIMARY_LIMIT].rate
+    return ReportResult(state.epoch, False, old, new, max(0.0, state.cooldown_until - now))
+
+
+def on_backoff(
+    state: KeyState,
+    now: float,
+    limits: Sequence[LimitParams],
+    *,
+    epoch: int | None,
+    retry_after: float | None,
+    cooldown_multiplier: float,
+    max_backoff: float,
+) -> ReportResult:
+    """Multiplicative decrease once per congestion event, and a cooldown."""
+    sync_buckets(state, now, limits)
+    old = state.buckets[PRIMARY_LIMIT].rate
+    new_event = state.epoch == epoch if epoch is not None else now >= state.cooldown_until
+    if retry_after is not None:
+        retry_after = min(max(retry_after, 0.0), max_backoff)
+    if new_event:
+        for lim in limits:
+            bucket = state.buckets[lim.name]
+            bucket.rate = max(lim.min_rate, bucket.rate * lim.decrease)
+        state.epoch = max(state.epoch + 1, epoch_at(now))
+        pause = retry_after
+        if pause is None:
+            pause = min(cooldown_multiplier / state.buckets[PRIMARY_LIMIT].rate, max_backoff)
+        state.cooldown_until = max(state.cooldown_until, now + pause)
+        for bucket in state.buckets.values():
+            bucket.tokens = 0.0
+            bucket.ts = state.cooldown_until
+    elif retry_after is not None and now + retry_after > state.cooldown_until:
+        state.cooldown_until = now + retry_after
+        for bucket in state.buckets.values():
+            bucket.ts = max(bucket.ts, state.cooldown_until)
+    new = state.buckets[PRIMARY_LIMIT].rate
+    return ReportResult(state.epoch, new_event, old, new, max(0.0, state.cooldown_until - now))
+
+
+def release(state: KeyState, lease_id: str) -> bool:
+    """Give a concurrency lease back; False when it had already expired or was unknown."""
+    return state.leases.pop(lease_id, None) is not None
+
+
+def idle_expiry(state: KeyState, now: float, idle_ttl: float) -> float:
+    """Seconds the key must live: ``idle_ttl`` past the end of its cooldown and its debts."""
+    busy = max(0.0, state.cooldown_until - now)
+    for bucket in state.buckets.values():
+        busy = max(busy, max(0.0, bucket.ts - now) + max(0.0, -bucket.tokens) / bucket.rate)
+    if state.leases:
+        busy = max(busy, max(state.leases.values()) - now)
+    return busy + idle_ttl
+
+
+@dataclass(frozen=True)
+class LimitSnapshot:
+    """One limit as seen at snapshot time.
+
+    Attributes:
+        name: the limit's name (``requests``, ``tokens``, ...).
+        rate: current AIMD rate, units per second.
+        tokens: tokens available now (negative while reservations are owed).
+        reserved: tokens owed to reservations and waiting callers (``max(0, -tokens)``).
+    """
+
+    name: str
+    rate: float
+    tokens: float
+    reserved: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A read-only view of one limiter key."""
+
+    exists: bool
+    epoch: int
+    cooldown_left: float
+    leases: int
+    now: float
+    limits: tuple[LimitSnapshot, ...] = ()
+
+    def limit(self, name: str = PRIMARY_LIMIT) -> LimitSnapshot:
+        """The named limit's view; ``KeyError`` when the key has no such limit."""
+        for lim in self.limits:
+            if lim.name == name:
+                return lim
+        raise KeyError(name)
+
+
+def snapshot(state: KeyState | None, now: float, limits: Sequence[LimitParams]) -> Snapshot:
+    """Describe ``state`` at ``now`` without changing it."""
+    if state is None:
+        return Snapshot(False, 0, 0.0, 0, now)
+    views = []
+    for lim in limits:
+        bucket = state.buckets.get(lim.name)
+        if bucket is None:
+            views.append(LimitSnapshot(lim.name, lim.rate, lim.burst, 0.0))
+            continue
+        rate = min(max(bucket.rate, lim.min_rate), lim.max_rate)
+        tokens = bucket.tokens
+        if now > bucket.ts:
+            tokens = min(lim.burst, tokens + (now - bucket.ts) * rate)
+        views.append(LimitSnapshot(lim.name, rate, tokens, max(0.0, -tokens)))
+    live = sum(1 for expiry in state.leases.values() if expiry > now)
+    cool = max(0.0, state.cooldown_until - now)
+    return Snapshot(True, state.epoch, cool, live, now, tuple(views))

@@ -1,0 +1,57 @@
+"""The event catalogue: every limiter decision is announced here.
+
+Receivers are plain callables taking the sender and keyword arguments; connect them with
+``acquired.connect(fn)``. Every event carries ``integration`` and ``tenant``; the other fields
+are listed beside each signal. A receiver that raises is logged and skipped: it never breaks
+the caller's task. Metrics, logs and the CLI subscribe here; the core never imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from blinker import NamedSignal, Namespace
+
+__all__ = [
+    "acquired",
+    "backoff",
+    "emit",
+    "rate_changed",
+    "reservation_redeemed",
+    "throttled",
+]
+
+log = logging.getLogger(__name__)
+_events = Namespace()
+
+acquired: NamedSignal = _events.signal(
+    "acquired", doc="A call was granted. Fields: integration, tenant, wait, cost, reason."
+)
+throttled: NamedSignal = _events.signal(
+    "throttled",
+    doc="A call was not granted. Fields: integration, tenant, wait, reason, reserved (bool).",
+)
+backoff: NamedSignal = _events.signal(
+    "backoff",
+    doc="The upstream said slow down. Fields: integration, tenant, retry_after, decreased, "
+    "cooldown_left.",
+)
+rate_changed: NamedSignal = _events.signal(
+    "rate_changed", doc="The AIMD rate moved. Fields: integration, tenant, old_rate, new_rate."
+)
+reservation_redeemed: NamedSignal = _events.signal(
+    "reservation_redeemed",
+    doc="A requeued call came back and used its reserved slot. Fields: integration, tenant, wait.",
+)
+
+
+def emit(signal: NamedSignal, sender: object, **fields: Any) -> None:
+    """Send ``signal`` to each receiver; a receiver's exception is logged, never raised."""
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **fields)
+        except Exception:
+            log.exception("queue_ratelimit: receiver %r of %s failed", receiver, signal.name)

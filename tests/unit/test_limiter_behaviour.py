@@ -1,0 +1,350 @@
+"""The limiter's behaviour, one suite run against both backends (memory and real Redis).
+
+Time is a fake clock handed to both backends (Redis takes it as a script argument instead of
+its TIME), so the suite constructs states instead of waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.limiter import Limiter
+from tests.conftest import FakeClock
+from tests.support import SVC, backoff_after_barrier, hold_lease_forever
+
+MakeLimiter = Callable[..., Limiter]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimiter:
+    """Build a limiter over the parametrised backend, sharing the test's fake clock."""
+
+    def make(config: IntegrationConfig = SVC, **changes: object) -> Limiter:
+        config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+        if request.param == "memory":
+            backend: object = MemoryBackend(clock=clock)
+        else:
+            url = request.getfixturevalue("redis_url")
+            prefix = request.getfixturevalue("key_prefix")
+            backend = RedisBackend(url, prefix=prefix, clock=clock)
+        return Limiter(backend, {config.name: config})  # type: ignore[arg-type]
+
+    make.kind = request.param  # type: ignore[attr-defined]
+    return make
+
+
+def test_fresh_key_grants_its_burst_then_throttles(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(burst_size=3.0)
+    granted = [limiter.acquire("svc", reserve=False).granted for _ in range(4)]
+    assert granted == [True, True, True, False]
+
+
+def test_wait_within_max_wait_is_granted_with_the_exact_wait(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(max_wait=1.0)
+    assert limiter.acquire("svc").wait == 0.0
+    second = limiter.acquire("svc")
+    assert second.granted
+    assert second.wait == pytest.approx(0.1)  # one interval at 10/s
+
+
+def test_additive_increase_per_success(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    for _ in range(3):
+        limiter.on_success("svc")
+    assert limiter.snapshot("svc").limit().rate == pytest.approx(13.0)
+
+
+def test_increase_is_clamped_to_max_rate(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    results = [limiter.on_success("svc") for _ in range(15)]
+    assert results[-1].new_rate == 20.0
+    assert limiter.snapshot("svc").limit().rate == 20.0
+
+
+def test_multiplicative_decrease_clamped_to_min_rate(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()
+    rates = []
+    for _ in range(6):
+        rates.append(limiter.on_backoff("svc").new_rate)
+        clock.advance(100)  # past every cooldown: each backoff is a new event
+    assert rates == [5.0, 2.5, 1.25, 1.0, 1.0, 1.0]
+
+
+def test_no_increase_during_cooldown(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter()
+    limiter.on_backoff("svc", retry_after=5.0)
+    assert limiter.on_success("svc").new_rate == 5.0
+    clock.advance(5.0)
+    assert limiter.on_success("svc").new_rate == 6.0
+
+
+def test_cooldown_from_retry_after(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter()
+    result = limiter.on_backoff("svc", retry_after=5.0)
+    assert result.cooldown_left == 5.0
+    clock.advance(4.0)
+    denied = limiter.acquire("svc", reserve=False)
+    assert (denied.granted, denied.reason) == (False, "cooldown")
+    # the cooldown's end, then one interval at the decreased rate (5/s) to earn a token
+    assert denied.wait == pytest.approx(1.0 + 0.2)
+    clock.advance(1.2)
+    assert limiter.acquire("svc").granted
+
+
+def test_cooldown_without_retry_after_is_a_multiple_of_the_interval(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()
+    result = limiter.on_backoff("svc")
+    # rate 10 -> 5; cooldown = cooldown_multiplier (2) x interval (1/5 s)
+    assert result.cooldown_left == pytest.approx(0.4)
+    assert limiter.snapshot("svc").cooldown_left == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(-3.0, 0.0), (1e9, 60.0)])
+def test_retry_after_is_clamped_to_zero_and_max_backoff(
+    make_limiter: MakeLimiter, given: float, expected: float
+) -> None:
+    assert make_limiter().on_backoff("svc", retry_after=given).cooldown_left == expected
+
+
+def test_backoffs_of_one_congestion_event_decrease_once(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(max_wait=10.0)
+    decisions = [limiter.acquire("svc") for _ in range(8)]
+    results = [limiter.on_backoff("svc", epoch=d.epoch) for d in decisions]
+    assert [r.decreased for r in results] == [True] + [False] * 7
+    # a call granted after the decrease may decrease again
+    clock.advance(10)
+    later = limiter.acquire("svc")
+    assert limiter.on_backoff("svc", epoch=later.epoch).decreased
+
+
+def test_backoffs_without_epoch_decrease_once_per_cooldown(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()
+    results = [limiter.on_backoff("svc", retry_after=2.0) for _ in range(8)]
+    assert sum(r.decreased for r in results) == 1
+    assert limiter.snapshot("svc").limit().rate == 5.0
+
+
+def test_same_event_backoff_extends_the_cooldown_to_its_retry_after(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter()
+    first = limiter.acquire("svc")
+    limiter.on_backoff("svc", epoch=first.epoch, retry_after=1.0)
+    later = limiter.on_backoff("svc", epoch=first.epoch, retry_after=7.0)
+    assert (later.decreased, later.cooldown_left) == (False, 7.0)
+
+
+def test_eight_concurrent_backoffs_decrease_once(make_limiter: MakeLimiter) -> None:
+    """Threads for memory; the Redis backend gets its own test with processes below."""
+    limiter = make_limiter(max_wait=10.0)
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+
+    def worker() -> None:
+        decision = limiter.acquire("svc")
+        barrier.wait(timeout=10)
+        results.append(limiter.on_backoff("svc", epoch=decision.epoch).decreased)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(results) == [False] * 7 + [True]
+    assert limiter.snapshot("svc").limit().rate == 5.0
+
+
+@pytest.mark.parametrize("use_epoch", [True, False])
+def test_eight_processes_backing_off_on_redis_decrease_once(
+    redis_url: str, key_prefix: str, use_epoch: bool
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(8)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=backoff_after_barrier,
+            args=(redis_url, key_prefix, SVC, barrier, use_epoch, results),
+        )
+        for _ in range(8)
+    ]
+    for p in procs:
+        p.start()
+    decreased = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert sorted(decreased) == [False] * 7 + [True]
+    limiter = Limiter(RedisBackend(redis_url, prefix=key_prefix), {"svc": SVC})
+    assert limiter.snapshot("svc").limit().rate == 5.0
+
+
+def test_reservations_are_spaced_by_the_rate(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter()
+    decisions = [limiter.acquire("svc") for _ in range(100)]
+    assert decisions[0].granted
+    slots = [d.reservation.slot for d in decisions[1:] if d.reservation is not None]
+    assert len(slots) == 99
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert gaps == pytest.approx([0.1] * 98, abs=1e-6)  # microsecond resolution
+    assert slots[0] - clock.now == pytest.approx(0.1)
+    assert limiter.snapshot("svc").limit().reserved == pytest.approx(99.0)
+
+
+def test_a_reservation_is_redeemed_at_its_slot_without_paying_twice(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()
+    limiter.acquire("svc")
+    first = limiter.acquire("svc")
+    second = limiter.acquire("svc")
+    assert first.reservation is not None and second.reservation is not None
+    early = limiter.acquire("svc", reservation=second.reservation)
+    assert not early.granted
+    assert early.reservation == second.reservation
+    assert early.wait == pytest.approx(0.2)
+    clock.advance(0.2)
+    for r in (first.reservation, second.reservation):
+        redeemed = limiter.acquire("svc", reservation=r)
+        assert (redeemed.granted, redeemed.reason) == (True, "redeemed")
+    # the debt of both reservations is paid by now: the bucket is empty, not negative
+    assert limiter.snapshot("svc").limit().tokens == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_backoff_voids_earlier_reservations(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter()
+    limiter.acquire("svc")
+    held = limiter.acquire("svc").reservation
+    assert held is not None
+    limiter.on_backoff("svc", retry_after=1.0)
+    assert limiter.snapshot("svc").limit().reserved == 0.0  # debts forgiven
+    clock.advance(1.0)
+    again = limiter.acquire("svc", reservation=held)
+    assert again.reason != "redeemed"
+    assert again.reservation is not None and again.reservation.epoch != held.epoch
+
+
+def test_concurrency_lease_is_released_on_report(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(max_concurrent=1, burst_size=10.0)
+    held = limiter.acquire("svc")
+    assert held.lease is not None
+    busy = limiter.acquire("svc")
+    assert (busy.granted, busy.reason, busy.reservation) == (False, "concurrency", None)
+    limiter.on_success("svc", lease=held.lease)
+    assert limiter.acquire("svc").granted
+
+
+def test_concurrency_lease_of_a_dead_holder_is_reclaimed(
+    make_limiter: MakeLimiter, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    config = dataclasses.replace(SVC, max_concurrent=1, burst_size=10.0, lease_ttl=30.0)
+    limiter = make_limiter(config)
+    if make_limiter.kind == "memory":  # type: ignore[attr-defined]
+        holder = threading.Thread(target=lambda: limiter.acquire("svc"))  # dies holding it
+        holder.start()
+        holder.join()
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        ready = ctx.Queue()
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
+        proc = ctx.Process(target=hold_lease_forever, args=(url, prefix, config, clock.now, ready))
+        proc.start()
+        assert ready.get(timeout=60)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=30)
+    assert limiter.snapshot("svc").leases == 1
+    assert limiter.acquire("svc").reason == "concurrency"
+    clock.advance(30.0)
+    assert limiter.acquire("svc").granted
+
+
+def test_multiple_limits_are_granted_all_or_nothing(make_limiter: MakeLimiter) -> None:
+    tokens = LimitConfig(
+        "tokens", rate_limit_per_sec=100.0, burst_size=100.0, min_rate=1.0, max_rate=1000.0
+    )
+    limiter = make_limiter(burst_size=10.0, limits=(tokens,))
+    assert limiter.acquire("svc", cost={"tokens": 80}).granted
+    denied = limiter.acquire("svc", cost={"tokens": 80}, reserve=False)
+    assert (denied.granted, denied.reason) == (False, "rate")
+    assert denied.wait == pytest.approx(0.6)  # 60 tokens short at 100/s
+    snap = limiter.snapshot("svc")
+    # the refused call took nothing from either limit
+    assert snap.limit("requests").tokens == pytest.approx(9.0)
+    assert snap.limit("tokens").tokens == pytest.approx(20.0)
+    assert limiter.acquire("svc", cost={"requests": 9, "tokens": 20}).granted
+
+
+def test_backoff_decreases_every_limit(make_limiter: MakeLimiter) -> None:
+    tokens = LimitConfig(
+        "tokens",
+        rate_limit_per_sec=100.0,
+        burst_size=100.0,
+        min_rate=1.0,
+        max_rate=1000.0,
+        decrease_factor=0.25,
+    )
+    limiter = make_limiter(limits=(tokens,))
+    limiter.on_backoff("svc")
+    snap = limiter.snapshot("svc")
+    assert (snap.limit("requests").rate, snap.limit("tokens").rate) == (5.0, 25.0)
+
+
+def test_snapshot_and_reset(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    assert not limiter.snapshot("svc").exists
+    limiter.on_backoff("svc", retry_after=3.0)
+    snap = limiter.snapshot("svc")
+    assert snap.exists and snap.cooldown_left == 3.0 and snap.limit().rate == 5.0
+    limiter.reset("svc")
+    assert not limiter.snapshot("svc").exists
+    assert limiter.acquire("svc").granted
+
+
+def test_tenants_have_separate_state(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    limiter.on_backoff("svc", "ws-1", retry_after=10.0)
+    assert not limiter.acquire("svc", "ws-1").granted
+    assert limiter.acquire("svc", "ws-2").granted
+    assert limiter.acquire("svc").granted
+
+
+def test_idle_keys_expire(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter()
+    limiter.acquire("svc")
+    clock.advance(3601.0)
+    if make_limiter.kind == "redis":  # type: ignore[attr-defined]
+        backend = limiter.backend
+        assert isinstance(backend, RedisBackend)
+        ttl_ms = backend.client.pttl(backend.keys_for("svc", None)[0])
+        assert 3_599_000 < ttl_ms <= 3_600_100
+    else:
+        assert not limiter.snapshot("svc").exists
+
+
+def test_costs_that_can_never_be_granted_are_rejected(make_limiter: MakeLimiter) -> None:
+    from queue_ratelimit.errors import InvalidRequest
+
+    limiter = make_limiter()
+    with pytest.raises(InvalidRequest, match="burst"):
+        limiter.acquire("svc", cost=2.0)
+    with pytest.raises(InvalidRequest, match="no limit named 'tokens'"):
+        limiter.acquire("svc", cost={"tokens": 1.0})

@@ -1,0 +1,104 @@
+"""The Limiter facade: input checks, blocking wait, error wrapping, key safety on Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from queue_ratelimit import (
+    BackendError,
+    ConfigError,
+    InvalidRequest,
+    Limiter,
+    MemoryBackend,
+    RateLimited,
+)
+from queue_ratelimit.backends.redis import RedisBackend
+from tests.conftest import FakeClock
+from tests.support import SVC
+
+
+def test_unknown_integration_names_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="notion") as info:
+        Limiter().acquire("notoin")
+    assert info.value.integration == "notoin"
+
+
+@pytest.mark.parametrize("tenant", ["", 42])
+def test_bad_tenants_are_rejected(tenant: object) -> None:
+    with pytest.raises(InvalidRequest, match="tenant"):
+        Limiter(configs={"svc": SVC}).acquire("svc", tenant)  # type: ignore[arg-type]
+
+
+def test_builtin_configs_are_the_default() -> None:
+    assert Limiter().acquire("notion", "workspace-42").granted
+
+
+def test_wait_sleeps_the_computed_wait_once(clock: FakeClock) -> None:
+    slept: list[float] = []
+    limiter = Limiter(MemoryBackend(clock=clock), {"svc": SVC}, sleep=slept.append)
+    limiter.wait("svc", timeout=1.0)
+    limiter.wait("svc", timeout=1.0)
+    assert slept == [pytest.approx(0.1)]
+
+
+def test_wait_raises_rate_limited_beyond_its_timeout_without_paying(clock: FakeClock) -> None:
+    limiter = Limiter(MemoryBackend(clock=clock), {"svc": SVC}, sleep=lambda s: None)
+    limiter.on_backoff("svc", retry_after=5.0)
+    with pytest.raises(RateLimited) as info:
+        limiter.wait("svc", timeout=1.0)
+    assert info.value.retry_after == pytest.approx(5.2)
+    assert limiter.snapshot("svc").limit().reserved == 0.0
+
+
+def test_unreachable_redis_raises_backend_error_with_the_cause() -> None:
+    limiter = Limiter(RedisBackend("redis://127.0.0.1:1/0"), {"svc": SVC})
+    with pytest.raises(BackendError) as info:
+        limiter.acquire("svc")
+    assert isinstance(info.value.__cause__, redis.ConnectionError)
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b}", "x" * 65, "sp ace"])
+def test_bad_prefixes_are_config_errors(redis_url: str, prefix: str) -> None:
+    with pytest.raises(ConfigError, match="prefix"):
+        RedisBackend(redis_url, prefix=prefix)
+
+
+HOSTILE_TENANTS = [
+    "a:b",
+    "a",
+    "{svc}",
+    "}{",
+    "with space",
+    "ünïcødé-✓",
+    "x" * 10_000,
+    "x" * 9_999 + "y",
+    "t=a",
+    "%3A",
+    ":state",
+]
+
+
+def test_hostile_tenants_get_distinct_keys_in_one_hash_tag(redis_url: str, key_prefix: str) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix)
+    keys = {backend.keys_for("svc", t)[0] for t in [*HOSTILE_TENANTS, None]}
+    assert len(keys) == len(HOSTILE_TENANTS) + 1
+    assert all(k.startswith(f"{{{key_prefix}:svc}}:") for k in keys)
+    assert all(len(k) < 300 for k in keys)
+    # and the state written under one tenant is not seen by any other
+    limiter = Limiter(backend, {"svc": SVC})
+    limiter.on_backoff("svc", "a:b", retry_after=30.0)
+    cooling = [t for t in [*HOSTILE_TENANTS, None] if limiter.snapshot("svc", t).exists]
+    assert cooling == ["a:b"]
+
+
+def test_two_prefixes_on_one_redis_do_not_share_state(redis_url: str, key_prefix: str) -> None:
+    one = Limiter(RedisBackend(redis_url, prefix=key_prefix + "-one"), {"svc": SVC})
+    two = Limiter(RedisBackend(redis_url, prefix=key_prefix + "-two"), {"svc": SVC})
+    try:
+        one.on_backoff("svc", retry_after=30.0)
+        assert not two.snapshot("svc").exists
+        assert two.acquire("svc").granted
+    finally:
+        one.reset("svc")
+        two.reset("svc")

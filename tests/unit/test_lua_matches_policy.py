@@ -1,0 +1,129 @@
+"""The Lua script and ``policy/aimd.py`` agree: random operation sequences, step by step."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.config import LimitConfig
+from queue_ratelimit.limiter import Limiter
+from tests.conftest import FakeClock
+from tests.support import SVC
+
+CONFIG = dataclasses.replace(
+    SVC,
+    burst_size=3.0,
+    max_concurrent=2,
+    lease_ttl=5.0,
+    limits=(LimitConfig("tokens", 50.0, 200.0, 5.0, 400.0, 2.0, 0.25),),
+)
+
+acquire_op = st.tuples(
+    st.just("acquire"),
+    st.integers(0, 3),  # request cost
+    st.integers(0, 200),  # tokens cost
+    st.sampled_from([0.0, 0.05, 0.5, 5.0]),  # max_wait
+    st.booleans(),  # reserve
+    st.booleans(),  # redeem the last reservation
+)
+report_op = st.tuples(
+    st.sampled_from(["success", "backoff"]),
+    st.sampled_from([None, 0.5, 3.0]),  # retry_after
+    st.booleans(),  # pass the epoch of the last decision
+    st.booleans(),  # give the last lease back
+)
+tick_op = st.tuples(st.just("tick"), st.sampled_from([0.0, 0.01, 0.1, 0.7, 2.5, 6.0]))
+
+
+def _approx(value: object) -> object:
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-9, abs=1e-6)
+    if isinstance(value, tuple):
+        return tuple(_approx(v) for v in value)
+    return value
+
+
+def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> list[object]:
+    out: list[object] = []
+    last = None
+    for op in ops:
+        if op[0] == "tick":
+            clock.advance(float(op[1]))  # type: ignore[arg-type]
+            continue
+        if op[0] == "acquire":
+            _, req, tok, max_wait, reserve, redeem = op
+            res = last.reservation if (redeem and last is not None) else None
+            decision = limiter.acquire(
+                "svc",
+                cost={"requests": req, "tokens": tok},
+                max_wait=max_wait,
+                reserve=bool(reserve),
+                reservation=res,
+            )
+            last = decision
+            out.append(
+                (
+                    decision.granted,
+                    decision.wait,
+                    decision.reason,
+                    decision.reservation is not None,
+                    decision.lease is not None,
+                )
+            )
+            continue
+        kind, retry_after, with_epoch, give_back = op
+        lease = last.lease if (give_back and last is not None) else None
+        epoch = last.epoch if (with_epoch and last is not None) else None
+        if kind == "success":
+            result = limiter.on_success("svc", lease=lease)
+        else:
+            result = limiter.on_backoff(
+                "svc",
+                retry_after=retry_after,
+                epoch=epoch,  # type: ignore[arg-type]
+                lease=lease,
+            )
+        out.append((result.decreased, result.old_rate, result.new_rate, result.cooldown_left))
+    snap = limiter.snapshot("svc")
+    out.append(
+        (snap.cooldown_left, snap.leases, tuple((s.name, s.rate, s.tokens) for s in snap.limits))
+    )
+    return out
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op), min_size=1, max_size=40))
+def test_random_sequences_give_identical_answers(
+    redis_url: str, ops: list[tuple[object, ...]]
+) -> None:
+    prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
+    mem_clock, redis_clock = FakeClock(), FakeClock()
+    memory = Limiter(MemoryBackend(clock=mem_clock), {"svc": CONFIG})
+    backend = RedisBackend(redis_url, prefix=prefix, clock=redis_clock)
+    shared = Limiter(backend, {"svc": CONFIG})
+    try:
+        expected = _run(memory, mem_clock, ops)
+        actual = _run(shared, redis_clock, ops)
+        assert actual == [_approx(v) for v in expected]
+    finally:
+        backend.client.delete(*backend.keys_for("svc", None))
+        backend.client.close()
+
+
+def test_server_time_is_used_by_default(redis_url: str, key_prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    limiter = Limiter(RedisBackend(client, prefix=key_prefix), {"svc": SVC})
+    seconds, micros = client.time()
+    decision = limiter.acquire("svc")
+    assert decision.now >= seconds + micros / 1e6
+    after_s, after_us = client.time()
+    assert decision.now <= after_s + after_us / 1e6
