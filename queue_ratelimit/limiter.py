@@ -131,6 +131,7 @@ class Limiter:
             max_concurrent=config.max_concurrent,
             lease_id=uuid.uuid4().hex if config.max_concurrent is not None else None,
             lease_ttl=config.lease_ttl,
+            breaker_open_seconds=config.breaker_open_seconds,
         )
         where = {"integration": integration, "tenant": tenant}
         if decision.granted:
@@ -184,6 +185,7 @@ class Limiter:
             integration, tenant, limit_params(self._resolve(integration, tenant)), lease_id=lease
         )
         self._rate_moved(integration, tenant, result)
+        self._breaker_moved(integration, tenant, result)
         return result
 
     def on_backoff(
@@ -227,6 +229,33 @@ class Limiter:
         self._rate_moved(integration, tenant, result)
         return result
 
+    def on_failure(
+        self, integration: str, tenant: str | None = None, *, lease: str | None = None
+    ) -> ReportResult:
+        """Report a failed call (5xx, timeout, connection error; not a 429, which is a
+        backoff): after ``breaker_failure_threshold`` in a row the integration's breaker opens
+        for every worker and tenant; gives ``lease`` back."""
+        config = self._resolve(integration, tenant)
+        result = self.backend.report_failure(
+            integration,
+            tenant,
+            limit_params(config),
+            lease_id=lease,
+            breaker_threshold=config.breaker_failure_threshold,
+            breaker_open_seconds=config.breaker_open_seconds,
+        )
+        self._breaker_moved(integration, tenant, result)
+        return result
+
+    def set_breaker(self, integration: str, state: str, open_seconds: float | None = None) -> None:
+        """Force the integration's breaker ``"open"`` (for ``open_seconds``, default the
+        config's ``breaker_open_seconds``) or ``"closed"``: an operator's override."""
+        config = self.config(integration)
+        seconds = config.breaker_open_seconds if open_seconds is None else open_seconds
+        self.backend.set_breaker(integration, state, seconds)
+        event = signals.breaker_opened if state == "open" else signals.breaker_closed
+        signals.emit(event, self, integration=integration, tenant=None, forced=True)
+
     def release(self, integration: str, tenant: str | None, lease: str) -> bool:
         """Give a concurrency lease back without reporting an outcome."""
         self._resolve(integration, tenant)
@@ -241,6 +270,11 @@ class Limiter:
         """Forget the key's learned rate, debts, cooldown and leases."""
         self._resolve(integration, tenant)
         self.backend.reset(integration, tenant)
+
+    def _breaker_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:
+        if result.breaker_changed and result.breaker in ("open", "closed"):
+            event = signals.breaker_opened if result.breaker == "open" else signals.breaker_closed
+            signals.emit(event, self, integration=integration, tenant=tenant, forced=False)
 
     def _rate_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:
         if result.new_rate != result.old_rate:

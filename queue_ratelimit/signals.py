@@ -16,6 +16,8 @@ from blinker import NamedSignal, Namespace
 __all__ = [
     "acquired",
     "backoff",
+    "breaker_closed",
+    "breaker_opened",
     "emit",
     "rate_changed",
     "reservation_redeemed",
@@ -43,6 +45,17 @@ rate_changed: NamedSignal = _events.signal(
 reservation_redeemed: NamedSignal = _events.signal(
     "reservation_redeemed",
     doc="A requeued call came back and used its reserved slot. Fields: integration, tenant, wait.",
+)
+
+breaker_opened: NamedSignal = _events.signal(
+    "breaker_opened",
+    doc="The integration's breaker opened (failures, a failed probe, or an operator). "
+    "Fields: integration, tenant (of the call that tipped it, or None), forced.",
+)
+breaker_closed: NamedSignal = _events.signal(
+    "breaker_closed",
+    doc="The integration's breaker closed (a probe succeeded, or an operator). Fields: "
+    "integration, tenant, forced.",
 )
 
 

@@ -28,8 +28,9 @@ class Backend(Protocol):
         max_concurrent: int | None,
         lease_id: str | None,
         lease_ttl: float,
+        breaker_open_seconds: float,
     ) -> Decision:
-        """Decide an acquire (or a redemption) and record it."""
+        """Decide an acquire (or a redemption) and record it; an open breaker grants nothing."""
         ...
 
     def report_success(
@@ -58,6 +59,19 @@ class Backend(Protocol):
         """Record a backoff signal: decrease once per congestion event, open a cooldown."""
         ...
 
+    def report_failure(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        *,
+        lease_id: str | None,
+        breaker_threshold: int,
+        breaker_open_seconds: float,
+    ) -> ReportResult:
+        """Record a failed call (5xx, timeout): the integration's breaker counts it."""
+        ...
+
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """Give a concurrency lease back without reporting an outcome."""
         ...
@@ -70,4 +84,8 @@ class Backend(Protocol):
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """Forget a key's state (rates, debts, cooldown, leases)."""
+        ...
+
+    def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
+        """Force the integration's breaker ``open`` (for ``open_seconds``) or ``closed``."""
         ...

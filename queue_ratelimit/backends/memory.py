@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from queue_ratelimit.policy import aimd
+from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.aimd import Decision, LimitParams, ReportResult, Reservation, Snapshot
 
 _Key = tuple[str, "str | None"]
@@ -28,6 +29,7 @@ class MemoryBackend:
         self._idle_ttl = idle_ttl
         self._lock = threading.Lock()
         self._keys: dict[_Key, tuple[aimd.KeyState, float]] = {}
+        self._breakers: dict[str, brk.BreakerState] = {}
         self._ops = 0
 
     def _load(self, key: _Key, now: float) -> aimd.KeyState | None:
@@ -45,14 +47,22 @@ class MemoryBackend:
                 del self._keys[stale]
 
     def _apply(
-        self, integration: str, tenant: str | None, step: Callable[[aimd.KeyState, float], _T]
+        self,
+        integration: str,
+        tenant: str | None,
+        step: Callable[[aimd.KeyState, brk.BreakerState, float], _T],
     ) -> _T:
         key = (integration, tenant)
         with self._lock:
             now = self._clock()
             state = self._load(key, now) or aimd.new_state(now)
-            result = step(state, now)
+            breaker = self._breakers.get(integration) or brk.BreakerState()
+            result = step(state, breaker, now)
             self._store(key, state, now)
+            if breaker.is_default:
+                self._breakers.pop(integration, None)
+            else:
+                self._breakers[integration] = breaker
             return result
 
     def acquire(
@@ -68,12 +78,14 @@ class MemoryBackend:
         max_concurrent: int | None,
         lease_id: str | None,
         lease_ttl: float,
+        breaker_open_seconds: float,
     ) -> Decision:
         """See ``Backend.acquire``."""
 
-        def step(state: aimd.KeyState, now: float) -> Decision:
+        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> Decision:
             return aimd.acquire(
                 state,
+                breaker,
                 now,
                 limits,
                 costs,
@@ -83,6 +95,7 @@ class MemoryBackend:
                 max_concurrent=max_concurrent,
                 lease_id=lease_id,
                 lease_ttl=lease_ttl,
+                breaker_open_seconds=breaker_open_seconds,
             )
 
         return self._apply(integration, tenant, step)
@@ -97,10 +110,13 @@ class MemoryBackend:
     ) -> ReportResult:
         """See ``Backend.report_success``."""
 
-        def step(state: aimd.KeyState, now: float) -> ReportResult:
+        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
             if lease_id:
                 aimd.release(state, lease_id)
-            return aimd.on_success(state, now, limits)
+            before = breaker.state
+            result = aimd.on_success(state, now, limits)
+            brk.on_success(breaker)
+            return aimd.with_breaker(result, breaker, before)
 
         return self._apply(integration, tenant, step)
 
@@ -118,10 +134,10 @@ class MemoryBackend:
     ) -> ReportResult:
         """See ``Backend.report_backoff``."""
 
-        def step(state: aimd.KeyState, now: float) -> ReportResult:
+        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
             if lease_id:
                 aimd.release(state, lease_id)
-            return aimd.on_backoff(
+            result = aimd.on_backoff(
                 state,
                 now,
                 limits,
@@ -130,6 +146,29 @@ class MemoryBackend:
                 cooldown_multiplier=cooldown_multiplier,
                 max_backoff=max_backoff,
             )
+            return aimd.with_breaker(result, breaker, breaker.state)
+
+        return self._apply(integration, tenant, step)
+
+    def report_failure(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        *,
+        lease_id: str | None,
+        breaker_threshold: int,
+        breaker_open_seconds: float,
+    ) -> ReportResult:
+        """See ``Backend.report_failure``."""
+
+        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
+            if lease_id:
+                aimd.release(state, lease_id)
+            before = breaker.state
+            result = aimd.on_failure(state, now, limits)
+            brk.on_failure(breaker, now, breaker_threshold, breaker_open_seconds)
+            return aimd.with_breaker(result, breaker, before)
 
         return self._apply(integration, tenant, step)
 
@@ -145,9 +184,19 @@ class MemoryBackend:
         """See ``Backend.snapshot``."""
         with self._lock:
             now = self._clock()
-            return aimd.snapshot(self._load((integration, tenant), now), now, limits)
+            breaker = self._breakers.get(integration) or brk.BreakerState()
+            return aimd.snapshot(self._load((integration, tenant), now), breaker, now, limits)
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""
         with self._lock:
             self._keys.pop((integration, tenant), None)
+
+    def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
+        """See ``Backend.set_breaker``."""
+        with self._lock:
+            breaker = brk.force(state, self._clock(), open_seconds)
+            if breaker.is_default:
+                self._breakers.pop(integration, None)
+            else:
+                self._breakers[integration] = breaker

@@ -81,19 +81,19 @@ class RedisBackend:
         self._clock = clock
         self._script = client.register_script(_script_source())
 
-    def keys_for(self, integration: str, tenant: str | None) -> tuple[str, str]:
-        """The Redis keys (state hash, lease set) of one limiter key.
+    def keys_for(self, integration: str, tenant: str | None) -> tuple[str, str, str]:
+        """The Redis keys (state hash, lease set, the integration's breaker) of one limiter key.
 
         A tenant is percent-encoded (so ``:``, ``{``, ``}`` and spaces cannot reach into
         another key's name) and replaced by its SHA-256 when long.
         """
-        base = f"{{{self.prefix}:{integration}}}"
+        base = tag = f"{{{self.prefix}:{integration}}}"
         if tenant is not None:
             part = quote(tenant, safe="")
             if len(part) > _MAX_TENANT_KEY:
                 part = "#" + hashlib.sha256(tenant.encode()).hexdigest()
             base += f":t={part}"
-        return base + ":state", base + ":leases"
+        return base + ":state", base + ":leases", tag + ":breaker"
 
     def _run(
         self,
@@ -130,6 +130,7 @@ class RedisBackend:
         max_concurrent: int | None,
         lease_id: str | None,
         lease_ttl: float,
+        breaker_open_seconds: float,
     ) -> Decision:
         """See ``Backend.acquire``."""
         extra = [
@@ -140,6 +141,7 @@ class RedisBackend:
             str(max_concurrent) if max_concurrent is not None else "",
             lease_id or "",
             _num(lease_ttl),
+            _num(breaker_open_seconds),
         ]
         granted, wait, reason, epoch, slot, now, lease = self._run(
             "acquire", integration, tenant, limits, costs, extra
@@ -162,8 +164,17 @@ class RedisBackend:
         limits: Sequence[LimitParams],
         extra: list[str],
     ) -> ReportResult:
-        epoch, decreased, old, new, cool = self._run(op, integration, tenant, limits, {}, extra)
-        return ReportResult(int(epoch), decreased == "1", float(old), float(new), float(cool))
+        reply = self._run(op, integration, tenant, limits, {}, extra)
+        epoch, decreased, old, new, cool, breaker, changed = reply
+        return ReportResult(
+            int(epoch),
+            decreased == "1",
+            float(old),
+            float(new),
+            float(cool),
+            breaker,
+            changed == "1",
+        )
 
     def report_success(
         self,
@@ -198,6 +209,20 @@ class RedisBackend:
         ]
         return self._report("backoff", integration, tenant, limits, extra)
 
+    def report_failure(
+        self,
+        integration: str,
+        tenant: str | None,
+        limits: Sequence[LimitParams],
+        *,
+        lease_id: str | None,
+        breaker_threshold: int,
+        breaker_open_seconds: float,
+    ) -> ReportResult:
+        """See ``Backend.report_failure``."""
+        extra = [lease_id or "", str(breaker_threshold), _num(breaker_open_seconds)]
+        return self._report("failure", integration, tenant, limits, extra)
+
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""
         (released,) = self._run("release", integration, tenant, [], {}, [lease_id])
@@ -208,20 +233,26 @@ class RedisBackend:
     ) -> Snapshot:
         """See ``Backend.snapshot``."""
         reply = self._run("snapshot", integration, tenant, limits, {}, [])
+        now, breaker = float(reply[1]), (reply[2], int(reply[3]), float(reply[4]))
         if reply[0] != "1":
-            return Snapshot(False, 0, 0.0, 0, float(reply[1]))
+            return Snapshot(False, 0, 0.0, 0, now, (), *breaker)
         views = []
-        rest = reply[5:]
+        rest = reply[8:]
         for i in range(0, len(rest), 3):
             tokens = float(rest[i + 2])
             views.append(LimitSnapshot(rest[i], float(rest[i + 1]), tokens, max(0.0, -tokens)))
-        return Snapshot(
-            True, int(reply[1]), float(reply[2]), int(reply[3]), float(reply[4]), tuple(views)
-        )
+        epoch, cool, leases = int(reply[5]), float(reply[6]), int(reply[7])
+        return Snapshot(True, epoch, cool, leases, now, tuple(views), *breaker)
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""
         try:
-            self.client.delete(*self.keys_for(integration, tenant))
+            self.client.delete(*self.keys_for(integration, tenant)[:2])
         except redis.RedisError as exc:
             raise BackendError(f"redis reset failed for {integration!r}: {exc}") from exc
+
+    def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
+        """See ``Backend.set_breaker``."""
+        if state not in ("open", "closed"):
+            raise ValueError(f"breaker state must be 'open' or 'closed', not {state!r}")
+        self._run("breaker", integration, None, [], {}, [state, _num(open_seconds)])

@@ -36,11 +36,14 @@ Rules (``now`` is always passed in, in seconds):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from queue_ratelimit.config import PRIMARY_LIMIT
+from queue_ratelimit.policy import breaker as brk
+from queue_ratelimit.policy.breaker import BreakerState
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ class Decision:
     Attributes:
         granted: the call may go ahead after sleeping ``wait`` seconds.
         wait: seconds until the slot (granted: sleep this long; not granted: come back then).
-        reason: ``"ok"``, ``"redeemed"``, ``"rate"``, ``"cooldown"`` or ``"concurrency"``.
+        reason: ``"ok"``, ``"redeemed"``, ``"probe"`` (granted as the breaker's half-open
+            probe), ``"rate"``, ``"cooldown"``, ``"concurrency"`` or ``"breaker_open"``.
         epoch: the congestion epoch the decision was made in; report a backoff with it.
         reservation: when not granted and a slot was reserved: present it on the next acquire.
         now: the decision time on the backend's clock.
@@ -108,13 +112,15 @@ class Decision:
 
 @dataclass(frozen=True)
 class ReportResult:
-    """What a success/backoff report changed."""
+    """What a success/backoff/failure report changed."""
 
     epoch: int
     decreased: bool
     old_rate: float
     new_rate: float
     cooldown_left: float
+    breaker: str = brk.CLOSED
+    breaker_changed: bool = False
 
 
 def new_state(now: float) -> KeyState:
@@ -169,6 +175,7 @@ def _concurrency_wait(state: KeyState, now: float, max_concurrent: int) -> float
 
 def acquire(
     state: KeyState,
+    breaker: BreakerState,
     now: float,
     limits: Sequence[LimitParams],
     costs: Mapping[str, float],
@@ -179,20 +186,23 @@ def acquire(
     max_concurrent: int | None = None,
     lease_id: str | None = None,
     lease_ttl: float = 0.0,
+    breaker_open_seconds: float = 60.0,
 ) -> Decision:
-    """Decide one acquire (or redemption) and apply it to ``state``."""
+    """Decide one acquire (or redemption) and apply it to ``state`` and ``breaker``."""
     sync_buckets(state, now, limits)
-    redeeming = False
-    if reservation is not None and reservation.epoch == state.epoch:
-        redeeming = True
-        slot = max(reservation.slot, state.cooldown_until, now)
+    redeeming = reservation is not None and reservation.epoch == state.epoch
+    kept = reservation if redeeming else None
+    held, probe = brk.admit(breaker, now)
+    if held > 0:
+        return Decision(False, held, "breaker_open", state.epoch, kept, now)
+    if kept is not None:
+        slot = max(kept.slot, state.cooldown_until, now)
     else:
         slot = _slot(state, now, limits, costs)
     wait = slot - now
     if max_concurrent is not None and wait <= max_wait:
         busy = _concurrency_wait(state, now, max_concurrent)
         if busy is not None:
-            kept = reservation if redeeming else None
             return Decision(False, busy, "concurrency", state.epoch, kept, now)
     if wait <= max_wait:
         if not redeeming:
@@ -201,9 +211,11 @@ def acquire(
         if max_concurrent is not None and lease_id is not None:
             state.leases[lease_id] = now + lease_ttl
             lease = lease_id
-        return Decision(
-            True, wait, "redeemed" if redeeming else "ok", state.epoch, None, now, lease
-        )
+        reason = "redeemed" if redeeming else "ok"
+        if probe:
+            brk.start_probe(breaker, now, breaker_open_seconds)
+            reason = "probe"
+        return Decision(True, wait, reason, state.epoch, None, now, lease)
     reason = "cooldown" if state.cooldown_until > now else "rate"
     if redeeming:
         return Decision(False, wait, reason, state.epoch, Reservation(state.epoch, slot), now)
@@ -261,6 +273,20 @@ def on_backoff(
     return ReportResult(state.epoch, new_event, old, new, max(0.0, state.cooldown_until - now))
 
 
+def on_failure(state: KeyState, now: float, limits: Sequence[LimitParams]) -> ReportResult:
+    """A failed call (5xx, timeout): no rate change; the breaker counts it (``breaker.py``)."""
+    sync_buckets(state, now, limits)
+    rate = state.buckets[PRIMARY_LIMIT].rate
+    return ReportResult(state.epoch, False, rate, rate, max(0.0, state.cooldown_until - now))
+
+
+def with_breaker(result: ReportResult, breaker: BreakerState, before: str) -> ReportResult:
+    """``result`` completed with the breaker's state after the report."""
+    return dataclasses.replace(
+        result, breaker=breaker.state, breaker_changed=breaker.state != before
+    )
+
+
 def release(state: KeyState, lease_id: str) -> bool:
     """Give a concurrency lease back; False when it had already expired or was unknown."""
     return state.leases.pop(lease_id, None) is not None
@@ -295,7 +321,19 @@ class LimitSnapshot:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A read-only view of one limiter key."""
+    """A read-only view of one limiter key and its integration's breaker.
+
+    Attributes:
+        exists: the key holds state (it has been used and has not expired).
+        epoch: the current congestion epoch.
+        cooldown_left: seconds until the cooldown ends (0 when none runs).
+        leases: concurrency leases currently held.
+        now: the snapshot time on the backend's clock.
+        limits: one view per limit, ``requests`` first.
+        breaker: ``closed``, ``open`` or ``half_open``.
+        breaker_failures: consecutive failures counted while closed.
+        breaker_wait: seconds until the open breaker admits a probe (or the probe's turn ends).
+    """
 
     exists: bool
     epoch: int
@@ -303,6 +341,9 @@ class Snapshot:
     leases: int
     now: float
     limits: tuple[LimitSnapshot, ...] = ()
+    breaker: str = brk.CLOSED
+    breaker_failures: int = 0
+    breaker_wait: float = 0.0
 
     def limit(self, name: str = PRIMARY_LIMIT) -> LimitSnapshot:
         """The named limit's view; ``KeyError`` when the key has no such limit."""
@@ -312,10 +353,14 @@ class Snapshot:
         raise KeyError(name)
 
 
-def snapshot(state: KeyState | None, now: float, limits: Sequence[LimitParams]) -> Snapshot:
-    """Describe ``state`` at ``now`` without changing it."""
+def snapshot(
+    state: KeyState | None, breaker: BreakerState, now: float, limits: Sequence[LimitParams]
+) -> Snapshot:
+    """Describe ``state`` and ``breaker`` at ``now`` without changing them."""
+    held = max(0.0, breaker.until - now) if breaker.state != brk.CLOSED else 0.0
+    seen = (breaker.state, breaker.failures, held)
     if state is None:
-        return Snapshot(False, 0, 0.0, 0, now)
+        return Snapshot(False, 0, 0.0, 0, now, (), *seen)
     views = []
     for lim in limits:
         bucket = state.buckets.get(lim.name)
@@ -329,4 +374,4 @@ def snapshot(state: KeyState | None, now: float, limits: Sequence[LimitParams]) 
         views.append(LimitSnapshot(lim.name, rate, tokens, max(0.0, -tokens)))
     live = sum(1 for expiry in state.leases.values() if expiry > now)
     cool = max(0.0, state.cooldown_until - now)
-    return Snapshot(True, state.epoch, cool, live, now, tuple(views))
+    return Snapshot(True, state.epoch, cool, live, now, tuple(views), *seen)

@@ -348,3 +348,91 @@ def test_costs_that_can_never_be_granted_are_rejected(make_limiter: MakeLimiter)
         limiter.acquire("svc", cost=2.0)
     with pytest.raises(InvalidRequest, match="no limit named 'tokens'"):
         limiter.acquire("svc", cost={"tokens": 1.0})
+
+
+BREAKER = dataclasses.replace(
+    SVC, burst_size=100.0, breaker_failure_threshold=3, breaker_open_seconds=30.0
+)
+
+
+def test_consecutive_failures_open_the_breaker_for_every_tenant(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(BREAKER)
+    results = [limiter.on_failure("svc", "ws-1") for _ in range(3)]
+    assert [(r.breaker, r.breaker_changed) for r in results] == [
+        ("closed", False),
+        ("closed", False),
+        ("open", True),
+    ]
+    for tenant in ("ws-1", "ws-2", None):
+        denied = limiter.acquire("svc", tenant)
+        assert (denied.granted, denied.reason, denied.reservation) == (False, "breaker_open", None)
+        assert denied.wait == 30.0
+    snap = limiter.snapshot("svc", "ws-9")
+    assert (snap.breaker, snap.breaker_failures, snap.breaker_wait) == ("open", 3, 30.0)
+
+
+def test_a_success_resets_the_failure_count(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(BREAKER)
+    for _ in range(5):
+        limiter.on_failure("svc")
+        limiter.on_failure("svc")
+        limiter.on_success("svc")
+    assert limiter.snapshot("svc").breaker == "closed"
+    assert limiter.acquire("svc").granted
+
+
+def test_half_open_lets_one_probe_through_and_its_success_closes(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(BREAKER)
+    for _ in range(3):
+        limiter.on_failure("svc")
+    limiter.on_success("svc")  # a call that was already in flight: changes nothing
+    assert limiter.snapshot("svc").breaker == "open"
+    clock.advance(30.0)
+    probe = limiter.acquire("svc", "ws-1")
+    assert (probe.granted, probe.reason) == (True, "probe")
+    held = limiter.acquire("svc", "ws-2")
+    assert (held.granted, held.reason, held.wait) == (False, "breaker_open", 30.0)
+    closed = limiter.on_success("svc", "ws-1")
+    assert (closed.breaker, closed.breaker_changed) == ("closed", True)
+    assert limiter.acquire("svc", "ws-2").granted
+
+
+def test_a_failed_probe_opens_the_breaker_again(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(BREAKER)
+    for _ in range(3):
+        limiter.on_failure("svc")
+    clock.advance(30.0)
+    assert limiter.acquire("svc").reason == "probe"
+    reopened = limiter.on_failure("svc")
+    assert (reopened.breaker, reopened.breaker_changed) == ("open", True)
+    assert limiter.acquire("svc").wait == 30.0
+
+
+def test_a_lost_probe_is_replaced_after_the_open_interval(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(BREAKER)
+    for _ in range(3):
+        limiter.on_failure("svc")
+    clock.advance(30.0)
+    assert limiter.acquire("svc").reason == "probe"  # and its worker dies: no report
+    clock.advance(29.0)
+    assert limiter.acquire("svc").reason == "breaker_open"
+    clock.advance(1.0)
+    assert limiter.acquire("svc").reason == "probe"
+
+
+def test_an_operator_can_force_the_breaker(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter(BREAKER)
+    limiter.set_breaker("svc", "open", 120.0)
+    denied = limiter.acquire("svc", "ws-1")
+    assert (denied.reason, denied.wait) == ("breaker_open", 120.0)
+    limiter.set_breaker("svc", "closed")
+    assert limiter.acquire("svc", "ws-1").granted
+    assert limiter.snapshot("svc").breaker == "closed"

@@ -22,6 +22,8 @@ CONFIG = dataclasses.replace(
     burst_size=3.0,
     max_concurrent=2,
     lease_ttl=5.0,
+    breaker_failure_threshold=2,
+    breaker_open_seconds=3.0,
     limits=(LimitConfig("tokens", 50.0, 200.0, 5.0, 400.0, 2.0, 0.25),),
 )
 
@@ -34,7 +36,7 @@ acquire_op = st.tuples(
     st.booleans(),  # redeem the last reservation
 )
 report_op = st.tuples(
-    st.sampled_from(["success", "backoff"]),
+    st.sampled_from(["success", "backoff", "failure", "failure"]),
     st.sampled_from([None, 0.5, 3.0]),  # retry_after
     st.booleans(),  # pass the epoch of the last decision
     st.booleans(),  # give the last lease back
@@ -83,6 +85,8 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
         epoch = last.epoch if (with_epoch and last is not None) else None
         if kind == "success":
             result = limiter.on_success("svc", lease=lease)
+        elif kind == "failure":
+            result = limiter.on_failure("svc", lease=lease)
         else:
             result = limiter.on_backoff(
                 "svc",
@@ -90,7 +94,16 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                 epoch=epoch,  # type: ignore[arg-type]
                 lease=lease,
             )
-        out.append((result.decreased, result.old_rate, result.new_rate, result.cooldown_left))
+        out.append(
+            (
+                result.decreased,
+                result.old_rate,
+                result.new_rate,
+                result.cooldown_left,
+                result.breaker,
+                result.breaker_changed,
+            )
+        )
     snap = limiter.snapshot("svc")
     out.append(
         (snap.cooldown_left, snap.leases, tuple((s.name, s.rate, s.tokens) for s in snap.limits))
@@ -99,7 +112,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op), min_size=1, max_size=40))
 def test_random_sequences_give_identical_answers(

@@ -3,24 +3,30 @@
 --
 -- KEYS[1] state hash: epoch, cool, and per limit <name>.r (rate) <name>.t (tokens) <name>.s (ts)
 -- KEYS[2] lease zset: lease id -> expiry time (only touched with a concurrency limit)
+-- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, no failures)
+--         (policy/breaker.py has its rules)
 --
--- ARGV[1] op: "acquire" | "success" | "backoff" | "release" | "snapshot"
+-- ARGV[1] op: "acquire" | "success" | "backoff" | "failure" | "release" | "snapshot" | "breaker"
 -- ARGV[2] now in seconds, or "" to use the Redis server's TIME (the default; tests pin it)
 -- ARGV[3] idle ttl in seconds (the keys expire this long after their last debt and cooldown)
 -- ARGV[4] n, the number of limits; then 8 values per limit:
 --         name, start rate, burst, min rate, max rate, increase, decrease, cost
 -- ARGV[5 + 8n ...] op arguments:
 --   acquire:  max_wait, reserve (0/1), reservation epoch or "", reservation slot,
---             max_concurrent or "", lease id, lease ttl
+--             max_concurrent or "", lease id, lease ttl, breaker open seconds
 --   success:  lease id or ""
 --   backoff:  lease id or "", epoch or "", retry_after or "", cooldown multiplier, max backoff
+--   failure:  lease id or "", breaker threshold, breaker open seconds
 --   release:  lease id
+--   breaker:  "open" or "closed", open seconds (an operator's override)
 --
 -- Returns (numbers as strings, to keep their precision):
 --   acquire:  {granted (0/1), wait, reason, epoch, reservation slot or "", now, lease or ""}
---   success/backoff: {epoch, decreased (0/1), old rate, new rate, cooldown left}
---   release:  {released (0/1)}
---   snapshot: {1, epoch, cooldown left, live leases, now, name, rate, tokens, ...}, or {0, now}
+--   success/backoff/failure: {epoch, decreased (0/1), old rate, new rate, cooldown left,
+--             breaker state, breaker changed (0/1)}
+--   release, breaker:  {done (0/1)}
+--   snapshot: {exists (0/1), now, breaker state, failures, breaker wait, epoch, cooldown left,
+--             live leases, then name, rate, tokens per limit}
 
 local function num(x) return string.format('%.17g', x) end
 
@@ -42,6 +48,30 @@ for i = 0, n - 1 do
   }
 end
 local a = 5 + 8 * n
+
+if op == 'release' then
+  return {tostring(redis.call('ZREM', KEYS[2], ARGV[a]))}
+end
+
+local b = redis.call('HMGET', KEYS[3], 'state', 'failures', 'until')
+local bstate, bfail, buntil = b[1] or 'closed', tonumber(b[2]) or 0, tonumber(b[3]) or 0
+local bbefore = bstate
+
+local function save_breaker()
+  if bstate == 'closed' and bfail == 0 then
+    if b[1] then redis.call('DEL', KEYS[3]) end
+    return
+  end
+  redis.call('HSET', KEYS[3], 'state', bstate, 'failures', bfail, 'until', num(buntil))
+  redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(0, buntil - now) + idle_ttl) * 1000))
+end
+
+if op == 'breaker' then
+  bstate, bfail, buntil = ARGV[a], 0, 0
+  if bstate == 'open' then buntil = now + tonumber(ARGV[a + 1]) end
+  save_breaker()
+  return {'1'}
+end
 
 -- load the state and bring every bucket to `now` (clamp rate, refill)
 local fields = {'epoch', 'cool'}
@@ -68,9 +98,14 @@ for i, lim in ipairs(limits) do
 end
 
 if op == 'snapshot' then
-  if not exists then return {'0', num(now)} end
-  local live = redis.call('ZCOUNT', KEYS[2], '(' .. num(now), '+inf')
-  local out = {'1', string.format('%d', epoch), num(math.max(0, cool - now)), tostring(live), num(now)}
+  local bwait = 0
+  if bstate ~= 'closed' then bwait = math.max(0, buntil - now) end
+  local out = {'0', num(now), bstate, tostring(bfail), num(bwait)}
+  if not exists then return out end
+  out[1] = '1'
+  out[#out + 1] = string.format('%d', epoch)
+  out[#out + 1] = num(math.max(0, cool - now))
+  out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[2], '(' .. num(now), '+inf'))
   for _, lim in ipairs(limits) do
     out[#out + 1] = lim.name
     out[#out + 1] = num(lim.r)
@@ -107,6 +142,17 @@ if op == 'acquire' then
   local lease_id = ARGV[a + 5]
   local lease_ttl = tonumber(ARGV[a + 6])
   local redeeming = res_epoch ~= nil and res_epoch == epoch
+  local ep = string.format('%d', epoch)
+  local kept = ''
+  if redeeming then kept = ARGV[a + 3] end
+  local probe = false
+  if bstate ~= 'closed' then
+    if now < buntil then
+      save()
+      return {'0', num(buntil - now), 'breaker_open', ep, kept, num(now), ''}
+    end
+    probe = true
+  end
   local slot
   if redeeming then
     slot = math.max(tonumber(ARGV[a + 3]), cool, now)
@@ -119,14 +165,11 @@ if op == 'acquire' then
     end
   end
   local wait = slot - now
-  local ep = string.format('%d', epoch)
   if max_conc ~= nil and wait <= max_wait then
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
     if redis.call('ZCARD', KEYS[2]) >= max_conc then
       local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
       local busy = math.min(tonumber(first[2]) - now, 1 / limits[1].r)
-      local kept = ''
-      if redeeming then kept = ARGV[a + 3] end
       save()
       return {'0', num(busy), 'concurrency', ep, kept, num(now), ''}
     end
@@ -142,6 +185,10 @@ if op == 'acquire' then
     save()
     local reason = 'ok'
     if redeeming then reason = 'redeemed' end
+    if probe then
+      bstate, buntil, reason = 'half_open', now + tonumber(ARGV[a + 7]), 'probe'
+      save_breaker()
+    end
     return {'1', num(wait), reason, ep, '', num(now), lease}
   end
   local reason = 'rate'
@@ -159,17 +206,21 @@ if op == 'acquire' then
   return {'0', num(wait), reason, ep, '', num(now), ''}
 end
 
-if op == 'release' then
-  return {tostring(redis.call('ZREM', KEYS[2], ARGV[a]))}
-end
-
--- success / backoff: both give back the lease first
+-- success / backoff / failure: each gives back the lease first
 if ARGV[a] ~= '' then redis.call('ZREM', KEYS[2], ARGV[a]) end
 local old = limits[1].r
 local decreased = 0
 if op == 'success' then
   if now >= cool then
     for _, lim in ipairs(limits) do lim.r = math.min(lim.max, lim.r + lim.inc) end
+  end
+  if bstate ~= 'open' then bstate, bfail, buntil = 'closed', 0, 0 end
+elseif op == 'failure' then
+  if bstate ~= 'open' then
+    bfail = bfail + 1
+    if bstate == 'half_open' or bfail >= tonumber(ARGV[a + 1]) then
+      bstate, buntil = 'open', now + tonumber(ARGV[a + 2])
+    end
   end
 elseif op == 'backoff' then
   local seen = tonumber(ARGV[a + 1])
@@ -195,5 +246,8 @@ else
   return redis.error_reply('unknown op ' .. tostring(op))
 end
 save()
+save_breaker()
+local changed = '0'
+if bstate ~= bbefore then changed = '1' end
 return {string.format('%d', epoch), tostring(decreased), num(old), num(limits[1].r),
-        num(math.max(0, cool - now))}
+        num(math.max(0, cool - now)), bstate, changed}
