@@ -14,7 +14,7 @@ from queue_ratelimit.errors import (
     RateLimited,
 )
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.policy.aimd import (
+from queue_ratelimit.policy.state import (
     Decision,
     LimitSnapshot,
     ReportResult,

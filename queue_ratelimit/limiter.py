@@ -16,7 +16,7 @@ from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import InvalidRequest, RateLimited
-from queue_ratelimit.policy.aimd import (
+from queue_ratelimit.policy.state import (
     Decision,
     LimitParams,
     ReportResult,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from queue_ratelimit.policy.aimd import Decision, LimitParams, ReportResult, Reservation, Snapshot
+from queue_ratelimit.policy.state import Decision, LimitParams, ReportResult, Reservation, Snapshot
 
 
 class Backend(Protocol):

@@ -9,7 +9,14 @@ from typing import TypeVar
 
 from queue_ratelimit.policy import aimd
 from queue_ratelimit.policy import breaker as brk
-from queue_ratelimit.policy.aimd import Decision, LimitParams, ReportResult, Reservation, Snapshot
+from queue_ratelimit.policy.state import (
+    Decision,
+    KeyState,
+    LimitParams,
+    ReportResult,
+    Reservation,
+    Snapshot,
+)
 
 _Key = tuple[str, "str | None"]
 _SWEEP_EVERY = 1024
@@ -28,18 +35,18 @@ class MemoryBackend:
         self._clock = clock
         self._idle_ttl = idle_ttl
         self._lock = threading.Lock()
-        self._keys: dict[_Key, tuple[aimd.KeyState, float]] = {}
+        self._keys: dict[_Key, tuple[KeyState, float]] = {}
         self._breakers: dict[str, brk.BreakerState] = {}
         self._ops = 0
 
-    def _load(self, key: _Key, now: float) -> aimd.KeyState | None:
+    def _load(self, key: _Key, now: float) -> KeyState | None:
         entry = self._keys.get(key)
         if entry is None or entry[1] <= now:
             self._keys.pop(key, None)
             return None
         return entry[0]
 
-    def _store(self, key: _Key, state: aimd.KeyState, now: float) -> None:
+    def _store(self, key: _Key, state: KeyState, now: float) -> None:
         self._keys[key] = (state, now + aimd.idle_expiry(state, now, self._idle_ttl))
         self._ops += 1
         if self._ops % _SWEEP_EVERY == 0:
@@ -50,7 +57,7 @@ class MemoryBackend:
         self,
         integration: str,
         tenant: str | None,
-        step: Callable[[aimd.KeyState, brk.BreakerState, float], _T],
+        step: Callable[[KeyState, brk.BreakerState, float], _T],
     ) -> _T:
         key = (integration, tenant)
         with self._lock:
@@ -82,7 +89,7 @@ class MemoryBackend:
     ) -> Decision:
         """See ``Backend.acquire``."""
 
-        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> Decision:
+        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> Decision:
             return aimd.acquire(
                 state,
                 breaker,
@@ -110,7 +117,7 @@ class MemoryBackend:
     ) -> ReportResult:
         """See ``Backend.report_success``."""
 
-        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
+        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
             if lease_id:
                 aimd.release(state, lease_id)
             before = breaker.state
@@ -134,7 +141,7 @@ class MemoryBackend:
     ) -> ReportResult:
         """See ``Backend.report_backoff``."""
 
-        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
+        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
             if lease_id:
                 aimd.release(state, lease_id)
             result = aimd.on_backoff(
@@ -162,7 +169,7 @@ class MemoryBackend:
     ) -> ReportResult:
         """See ``Backend.report_failure``."""
 
-        def step(state: aimd.KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
+        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
             if lease_id:
                 aimd.release(state, lease_id)
             before = breaker.state

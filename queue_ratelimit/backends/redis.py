@@ -20,7 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from queue_ratelimit.errors import BackendError, ConfigError
-from queue_ratelimit.policy.aimd import (
+from queue_ratelimit.policy.state import (
     Decision,
     LimitParams,
     LimitSnapshot,

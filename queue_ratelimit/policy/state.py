@@ -1,0 +1,136 @@
+"""The state and answers of the limiter's rules: plain data, shared by policy and backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from queue_ratelimit.config import PRIMARY_LIMIT
+from queue_ratelimit.policy import breaker as brk
+
+
+@dataclass(frozen=True)
+class LimitParams:
+    """The configured bounds of one limit, as the decision rules need them."""
+
+    name: str
+    rate: float
+    burst: float
+    min_rate: float
+    max_rate: float
+    increase: float
+    decrease: float
+
+
+@dataclass
+class BucketState:
+    """Mutable state of one limit."""
+
+    rate: float
+    tokens: float
+    ts: float
+
+
+@dataclass
+class KeyState:
+    """Mutable state of one limiter key."""
+
+    epoch: int
+    cooldown_until: float
+    buckets: dict[str, BucketState] = field(default_factory=dict)
+    leases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A paid-for future slot, redeemed by passing it back to ``acquire``."""
+
+    epoch: int
+    slot: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to an acquire.
+
+    Attributes:
+        granted: the call may go ahead after sleeping ``wait`` seconds.
+        wait: seconds until the slot (granted: sleep this long; not granted: come back then).
+        reason: ``"ok"``, ``"redeemed"``, ``"probe"`` (granted as the breaker's half-open
+            probe), ``"rate"``, ``"cooldown"``, ``"concurrency"`` or ``"breaker_open"``.
+        epoch: the congestion epoch the decision was made in; report a backoff with it.
+        reservation: when not granted and a slot was reserved: present it on the next acquire.
+        now: the decision time on the backend's clock.
+        lease: the concurrency lease id taken, when the key has a concurrency limit.
+    """
+
+    granted: bool
+    wait: float
+    reason: str
+    epoch: int
+    reservation: Reservation | None
+    now: float
+    lease: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What a success/backoff/failure report changed."""
+
+    epoch: int
+    decreased: bool
+    old_rate: float
+    new_rate: float
+    cooldown_left: float
+    breaker: str = brk.CLOSED
+    breaker_changed: bool = False
+
+
+@dataclass(frozen=True)
+class LimitSnapshot:
+    """One limit as seen at snapshot time.
+
+    Attributes:
+        name: the limit's name (``requests``, ``tokens``, ...).
+        rate: current AIMD rate, units per second.
+        tokens: tokens available now (negative while reservations are owed).
+        reserved: tokens owed to reservations and waiting callers (``max(0, -tokens)``).
+    """
+
+    name: str
+    rate: float
+    tokens: float
+    reserved: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A read-only view of one limiter key and its integration's breaker.
+
+    Attributes:
+        exists: the key holds state (it has been used and has not expired).
+        epoch: the current congestion epoch.
+        cooldown_left: seconds until the cooldown ends (0 when none runs).
+        leases: concurrency leases currently held.
+        now: the snapshot time on the backend's clock.
+        limits: one view per limit, ``requests`` first.
+        breaker: ``closed``, ``open`` or ``half_open``.
+        breaker_failures: consecutive failures counted while closed.
+        breaker_wait: seconds until the open breaker admits a probe (or the probe's turn ends).
+    """
+
+    exists: bool
+    epoch: int
+    cooldown_left: float
+    leases: int
+    now: float
+    limits: tuple[LimitSnapshot, ...] = ()
+    breaker: str = brk.CLOSED
+    breaker_failures: int = 0
+    breaker_wait: float = 0.0
+
+    def limit(self, name: str = PRIMARY_LIMIT) -> LimitSnapshot:
+        """The named limit's view; ``KeyError`` when the key has no such limit."""
+        for lim in self.limits:
+            if lim.name == name:
+                return lim
+        raise KeyError(name)

@@ -1,0 +1,216 @@
+"""A real local HTTP upstream that enforces a hidden rate limit: test your tasks against it.
+
+``HiddenLimitUpstream`` is a threaded HTTP server on 127.0.0.1 (a free port) that behaves like
+a rate-limited SaaS API. Every ``GET``/``POST`` to ``/<bucket>/<call-id>`` counts against the
+limit of ``<bucket>`` (``limit`` calls per ``window`` seconds); beyond it the server answers
+429 with ``Retry-After``. It counts what it served per call id, so a test can assert that
+every task ran exactly once::
+
+    with HiddenLimitUpstream(limit=10, window=1.0, headers="retry-after") as upstream:
+        run_my_tasks(base_url=upstream.url)
+        assert upstream.served_once(expected_ids)
+
+``headers`` chooses the dialect: ``"retry-after"`` (429 + ``Retry-After`` only),
+``"x-ratelimit"`` (also ``X-RateLimit-Limit/-Remaining/-Reset`` on every answer, Reset in
+epoch seconds), or ``"none"`` (a bare 429). ``set_limit`` changes the limit mid-run;
+``fail_with(500)`` makes every call fail (for the breaker); ``require_token`` checks
+``Authorization: Bearer <token>``. Nothing is logged (a token never reaches a log).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+__all__ = ["HiddenLimitUpstream"]
+
+_DIALECTS = ("retry-after", "x-ratelimit", "none")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silent: the upstream never logs requests (or their tokens)."""
+
+    def do_GET(self) -> None:
+        self.server.upstream._serve(self)
+
+    do_POST = do_GET
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    upstream: HiddenLimitUpstream
+
+
+class HiddenLimitUpstream:
+    """A local HTTP server allowing ``limit`` calls per ``window`` seconds per bucket.
+
+    Args:
+        limit: calls allowed per window (the hidden limit the client must discover).
+        window: the window in seconds; a sliding window for ``retry-after``/``none``, a fixed
+            one (aligned to multiples of ``window``) for ``x-ratelimit``.
+        headers: ``"retry-after"``, ``"x-ratelimit"`` or ``"none"`` (see the module doc).
+        require_token: when set, calls without ``Authorization: Bearer <token>`` get 401.
+    """
+
+    def __init__(
+        self,
+        limit: float,
+        window: float = 1.0,
+        *,
+        headers: str = "retry-after",
+        require_token: str | None = None,
+    ) -> None:
+        if headers not in _DIALECTS:
+            raise ValueError(f"headers must be one of {_DIALECTS}, not {headers!r}")
+        if limit <= 0 or window <= 0:
+            raise ValueError("limit and window must be > 0")
+        self.limit = limit
+        self.window = window
+        self.headers = headers
+        self.require_token = require_token
+        self._lock = threading.Lock()
+        self._recent: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._fixed: dict[str, tuple[float, int]] = {}
+        self._fault: int | None = None
+        self.served: collections.Counter[str] = collections.Counter()
+        self.status_counts: collections.Counter[int] = collections.Counter()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> HiddenLimitUpstream:
+        """Listen on a free port of 127.0.0.1 in a background thread."""
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.upstream = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> HiddenLimitUpstream:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:54321``."""
+        if self._server is None:
+            raise RuntimeError("the upstream is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # -- controls and counts ---------------------------------------------------------------
+
+    def set_limit(self, limit: float) -> None:
+        """Change the hidden limit from now on."""
+        with self._lock:
+            self.limit = limit
+
+    def fail_with(self, status: int | None) -> None:
+        """Answer every call with ``status`` (e.g. 500) until called with ``None``."""
+        with self._lock:
+            self._fault = status
+
+    def count(self, status: int) -> int:
+        """How many answers had ``status``."""
+        with self._lock:
+            return self.status_counts[status]
+
+    def served_once(self, call_ids: set[str]) -> bool:
+        """Every id in ``call_ids`` was served (200) exactly once, and nothing else was."""
+        with self._lock:
+            return set(self.served) == call_ids and all(n == 1 for n in self.served.values())
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def _serve(self, handler: _Handler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length:
+            handler.rfile.read(length)
+        parts = handler.path.split("?", 1)[0].strip("/").split("/")
+        bucket, call_id = parts[0], "/".join(parts[1:])
+        expected = f"Bearer {self.require_token}"
+        if self.require_token is not None and handler.headers.get("Authorization") != expected:
+            self._answer(handler, 401, {}, {"error": "unauthorized"})
+            return
+        with self._lock:
+            status, headers = self._decide(bucket, time.time())
+            self.status_counts[status] += 1
+            if status == 200:
+                self.served[call_id] += 1
+        self._answer(handler, status, headers, {"id": call_id, "status": status})
+
+    def _decide(self, bucket: str, now: float) -> tuple[int, dict[str, str]]:
+        if self._fault is not None:
+            return self._fault, {}
+        if self.headers == "x-ratelimit":
+            return self._decide_fixed(bucket, now)
+        recent = self._recent[bucket]
+        while recent and recent[0] <= now - self.window:
+            recent.popleft()
+        if len(recent) >= self.limit:
+            if self.headers == "none":
+                return 429, {}
+            wait = recent[0] + self.window - now
+            return 429, {"Retry-After": str(max(1, math.ceil(wait)))}
+        recent.append(now)
+        return 200, {}
+
+    def _decide_fixed(self, bucket: str, now: float) -> tuple[int, dict[str, str]]:
+        start = math.floor(now / self.window) * self.window
+        window_start, used = self._fixed.get(bucket, (start, 0))
+        if window_start != start:
+            used = 0
+        limit = math.floor(self.limit)
+        status = 200 if used < limit else 429
+        if status == 200:
+            used += 1
+        self._fixed[bucket] = (start, used)
+        reset = start + self.window
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - used)),
+            "X-RateLimit-Reset": f"{reset:.3f}",
+        }
+        if status == 429:
+            headers["Retry-After"] = str(max(1, math.ceil(reset - now)))
+        return status, headers
+
+    @staticmethod
+    def _answer(
+        handler: _Handler, status: int, headers: dict[str, str], body: dict[str, object]
+    ) -> None:
+        payload = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(payload)
