@@ -17,7 +17,9 @@ from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import InvalidRequest, RateLimited
 from queue_ratelimit.policy.state import (
+    NO_FEEDBACK,
     Decision,
+    Feedback,
     LimitParams,
     ReportResult,
     Reservation,
@@ -178,11 +180,24 @@ class Limiter:
         return decision
 
     def on_success(
-        self, integration: str, tenant: str | None = None, *, lease: str | None = None
+        self,
+        integration: str,
+        tenant: str | None = None,
+        *,
+        lease: str | None = None,
+        feedback: Feedback = NO_FEEDBACK,
     ) -> ReportResult:
-        """Report a successful call: additive increase; gives ``lease`` back."""
+        """Report a successful call: additive increase; gives ``lease`` back.
+
+        ``feedback`` carries what the response published (quotas) and the call's actual
+        cost (see ``policy/quota.py``); it is applied in the same round trip.
+        """
         result = self.backend.report_success(
-            integration, tenant, limit_params(self._resolve(integration, tenant)), lease_id=lease
+            integration,
+            tenant,
+            limit_params(self._resolve(integration, tenant)),
+            lease_id=lease,
+            feedback=feedback,
         )
         self._rate_moved(integration, tenant, result)
         self._breaker_moved(integration, tenant, result)
@@ -196,6 +211,7 @@ class Limiter:
         retry_after: float | None = None,
         epoch: int | None = None,
         lease: str | None = None,
+        feedback: Feedback = NO_FEEDBACK,
     ) -> ReportResult:
         """Report a backoff signal (429, 503, ...): decrease once per congestion event.
 
@@ -212,6 +228,7 @@ class Limiter:
             tenant,
             limit_params(config),
             lease_id=lease,
+            feedback=feedback,
             epoch=epoch,
             retry_after=retry_after,
             cooldown_multiplier=config.cooldown_multiplier,
@@ -230,7 +247,12 @@ class Limiter:
         return result
 
     def on_failure(
-        self, integration: str, tenant: str | None = None, *, lease: str | None = None
+        self,
+        integration: str,
+        tenant: str | None = None,
+        *,
+        lease: str | None = None,
+        feedback: Feedback = NO_FEEDBACK,
     ) -> ReportResult:
         """Report a failed call (5xx, timeout, connection error; not a 429, which is a
         backoff): after ``breaker_failure_threshold`` in a row the integration's breaker opens
@@ -241,6 +263,7 @@ class Limiter:
             tenant,
             limit_params(config),
             lease_id=lease,
+            feedback=feedback,
             breaker_threshold=config.breaker_failure_threshold,
             breaker_open_seconds=config.breaker_open_seconds,
         )

@@ -5,14 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from queue_ratelimit.policy.state import Decision, LimitParams, ReportResult, Reservation, Snapshot
+from queue_ratelimit.policy.state import (
+    Decision,
+    Feedback,
+    LimitParams,
+    ReportResult,
+    Reservation,
+    Snapshot,
+)
 
 
 class Backend(Protocol):
     """Stores limiter keys and applies ``policy.aimd``'s rules to them atomically.
 
     A key is an integration and an optional tenant. ``limits`` always starts with the
-    ``requests`` limit. Every method is one atomic step (one round trip for Redis).
+    ``requests`` limit. Every method is one atomic step (one round trip for Redis). Reports
+    apply their ``Feedback`` (published quotas, cost corrections) first.
     """
 
     def acquire(
@@ -40,6 +48,7 @@ class Backend(Protocol):
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
     ) -> ReportResult:
         """Record a success: additive increase; give the lease back."""
         ...
@@ -51,6 +60,7 @@ class Backend(Protocol):
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
         epoch: int | None,
         retry_after: float | None,
         cooldown_multiplier: float,
@@ -66,6 +76,7 @@ class Backend(Protocol):
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
         breaker_threshold: int,
         breaker_open_seconds: float,
     ) -> ReportResult:

@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from queue_ratelimit.policy import aimd
+from queue_ratelimit.policy import aimd, quota
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.state import (
     Decision,
+    Feedback,
     KeyState,
     LimitParams,
     ReportResult,
@@ -21,6 +22,20 @@ from queue_ratelimit.policy.state import (
 _Key = tuple[str, "str | None"]
 _SWEEP_EVERY = 1024
 _T = TypeVar("_T")
+
+
+def _settle(
+    state: KeyState,
+    now: float,
+    limits: Sequence[LimitParams],
+    lease_id: str | None,
+    feedback: Feedback,
+) -> None:
+    """What every report does first: give the lease back, apply the response's feedback."""
+    if lease_id:
+        aimd.release(state, lease_id)
+    aimd.sync_buckets(state, now, limits)
+    quota.apply(state, now, limits, feedback)
 
 
 class MemoryBackend:
@@ -114,12 +129,12 @@ class MemoryBackend:
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
     ) -> ReportResult:
         """See ``Backend.report_success``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            if lease_id:
-                aimd.release(state, lease_id)
+            _settle(state, now, limits, lease_id, feedback)
             before = breaker.state
             result = aimd.on_success(state, now, limits)
             brk.on_success(breaker)
@@ -134,6 +149,7 @@ class MemoryBackend:
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
         epoch: int | None,
         retry_after: float | None,
         cooldown_multiplier: float,
@@ -142,8 +158,7 @@ class MemoryBackend:
         """See ``Backend.report_backoff``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            if lease_id:
-                aimd.release(state, lease_id)
+            _settle(state, now, limits, lease_id, feedback)
             result = aimd.on_backoff(
                 state,
                 now,
@@ -164,14 +179,14 @@ class MemoryBackend:
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
         breaker_threshold: int,
         breaker_open_seconds: float,
     ) -> ReportResult:
         """See ``Backend.report_failure``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            if lease_id:
-                aimd.release(state, lease_id)
+            _settle(state, now, limits, lease_id, feedback)
             before = breaker.state
             result = aimd.on_failure(state, now, limits)
             brk.on_failure(breaker, now, breaker_threshold, breaker_open_seconds)

@@ -21,7 +21,9 @@ from redis.retry import Retry
 
 from queue_ratelimit.errors import BackendError, ConfigError
 from queue_ratelimit.policy.state import (
+    NO_FEEDBACK,
     Decision,
+    Feedback,
     LimitParams,
     LimitSnapshot,
     ReportResult,
@@ -103,13 +105,16 @@ class RedisBackend:
         limits: Sequence[LimitParams],
         costs: Mapping[str, float],
         extra: Sequence[str],
+        feedback: Feedback = NO_FEEDBACK,
     ) -> list[str]:
         args: list[str] = [op, _num(self._clock()) if self._clock else "", _num(self._idle_ttl)]
-        args.append(str(len(limits)))
+        args += [str(len(limits)), "" if feedback.seq is None else str(feedback.seq)]
         for lim in limits:
             args += [lim.name, _num(lim.rate), _num(lim.burst), _num(lim.min_rate)]
             args += [_num(lim.max_rate), _num(lim.increase), _num(lim.decrease)]
             args.append(_num(costs.get(lim.name, 0.0)))
+            remaining, reset_after = feedback.quotas.get(lim.name, (None, None))
+            args += [_num(remaining), _num(reset_after)]
         args += extra
         try:
             reply = self._script(keys=self.keys_for(integration, tenant), args=args)
@@ -143,7 +148,7 @@ class RedisBackend:
             _num(lease_ttl),
             _num(breaker_open_seconds),
         ]
-        granted, wait, reason, epoch, slot, now, lease = self._run(
+        granted, wait, reason, epoch, slot, now, lease, seq = self._run(
             "acquire", integration, tenant, limits, costs, extra
         )
         return Decision(
@@ -154,6 +159,7 @@ class RedisBackend:
             reservation=Reservation(int(epoch), float(slot)) if slot else None,
             now=float(now),
             lease=lease or None,
+            seq=int(seq),
         )
 
     def _report(
@@ -163,8 +169,9 @@ class RedisBackend:
         tenant: str | None,
         limits: Sequence[LimitParams],
         extra: list[str],
+        feedback: Feedback,
     ) -> ReportResult:
-        reply = self._run(op, integration, tenant, limits, {}, extra)
+        reply = self._run(op, integration, tenant, limits, feedback.adjust, extra, feedback)
         epoch, decreased, old, new, cool, breaker, changed = reply
         return ReportResult(
             int(epoch),
@@ -183,9 +190,10 @@ class RedisBackend:
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
     ) -> ReportResult:
         """See ``Backend.report_success``."""
-        return self._report("success", integration, tenant, limits, [lease_id or ""])
+        return self._report("success", integration, tenant, limits, [lease_id or ""], feedback)
 
     def report_backoff(
         self,
@@ -194,6 +202,7 @@ class RedisBackend:
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
         epoch: int | None,
         retry_after: float | None,
         cooldown_multiplier: float,
@@ -207,7 +216,7 @@ class RedisBackend:
             _num(cooldown_multiplier),
             _num(max_backoff),
         ]
-        return self._report("backoff", integration, tenant, limits, extra)
+        return self._report("backoff", integration, tenant, limits, extra, feedback)
 
     def report_failure(
         self,
@@ -216,12 +225,13 @@ class RedisBackend:
         limits: Sequence[LimitParams],
         *,
         lease_id: str | None,
+        feedback: Feedback,
         breaker_threshold: int,
         breaker_open_seconds: float,
     ) -> ReportResult:
         """See ``Backend.report_failure``."""
         extra = [lease_id or "", str(breaker_threshold), _num(breaker_open_seconds)]
-        return self._report("failure", integration, tenant, limits, extra)
+        return self._report("failure", integration, tenant, limits, extra, feedback)
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""

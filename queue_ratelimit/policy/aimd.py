@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
+from queue_ratelimit.policy import quota
 from queue_ratelimit.policy.breaker import BreakerState
 from queue_ratelimit.policy.state import (
     BucketState,
@@ -73,8 +74,10 @@ def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> 
             bucket = state.buckets[lim.name] = BucketState(rate=lim.rate, tokens=lim.burst, ts=now)
         bucket.rate = min(max(bucket.rate, lim.min_rate), lim.max_rate)
         if now > bucket.ts:
-            bucket.tokens = min(lim.burst, bucket.tokens + (now - bucket.ts) * bucket.rate)
+            refill = (now - bucket.ts) * quota.refill_rate(bucket)
+            bucket.tokens = min(lim.burst, bucket.tokens + refill)
             bucket.ts = now
+        quota.expire(bucket, now)
 
 
 def _slot(
@@ -86,13 +89,23 @@ def _slot(
         if cost <= 0:
             continue
         bucket = state.buckets[lim.name]
-        slot = max(slot, max(bucket.ts, now) + max(0.0, cost - bucket.tokens) / bucket.rate)
+        pace = quota.refill_rate(bucket)
+        if cost > bucket.tokens and pace <= 0:
+            slot = max(slot, bucket.quota_until)
+        elif cost > bucket.tokens:
+            slot = max(slot, max(bucket.ts, now) + (cost - bucket.tokens) / pace)
+        slot = max(slot, quota.hold_until(bucket, now, cost))
     return slot
 
 
-def _pay(state: KeyState, limits: Sequence[LimitParams], costs: Mapping[str, float]) -> None:
+def _pay(
+    state: KeyState, now: float, limits: Sequence[LimitParams], costs: Mapping[str, float]
+) -> None:
+    state.seq += 1
     for lim in limits:
-        state.buckets[lim.name].tokens -= costs.get(lim.name, 0.0)
+        cost = costs.get(lim.name, 0.0)
+        state.buckets[lim.name].tokens -= cost
+        quota.spend(state.buckets[lim.name], now, cost)
 
 
 def _concurrency_wait(state: KeyState, now: float, max_concurrent: int) -> float | None:
@@ -126,7 +139,7 @@ def acquire(
     kept = reservation if redeeming else None
     held, probe = brk.admit(breaker, now)
     if held > 0:
-        return Decision(False, held, "breaker_open", state.epoch, kept, now)
+        return Decision(False, held, "breaker_open", state.epoch, kept, now, seq=state.seq)
     if kept is not None:
         slot = max(kept.slot, state.cooldown_until, now)
     else:
@@ -135,10 +148,10 @@ def acquire(
     if max_concurrent is not None and wait <= max_wait:
         busy = _concurrency_wait(state, now, max_concurrent)
         if busy is not None:
-            return Decision(False, busy, "concurrency", state.epoch, kept, now)
+            return Decision(False, busy, "concurrency", state.epoch, kept, now, seq=state.seq)
     if wait <= max_wait:
         if not redeeming:
-            _pay(state, limits, costs)
+            _pay(state, now, limits, costs)
         lease = None
         if max_concurrent is not None and lease_id is not None:
             state.leases[lease_id] = now + lease_ttl
@@ -147,14 +160,12 @@ def acquire(
         if probe:
             brk.start_probe(breaker, now, breaker_open_seconds)
             reason = "probe"
-        return Decision(True, wait, reason, state.epoch, None, now, lease)
+        return Decision(True, wait, reason, state.epoch, None, now, lease, state.seq)
     reason = "cooldown" if state.cooldown_until > now else "rate"
-    if redeeming:
-        return Decision(False, wait, reason, state.epoch, Reservation(state.epoch, slot), now)
-    if reserve:
-        _pay(state, limits, costs)
-        return Decision(False, wait, reason, state.epoch, Reservation(state.epoch, slot), now)
-    return Decision(False, wait, reason, state.epoch, None, now)
+    if reserve and not redeeming:
+        _pay(state, now, limits, costs)
+    held_slot = Reservation(state.epoch, slot) if (reserve or redeeming) else None
+    return Decision(False, wait, reason, state.epoch, held_slot, now, seq=state.seq)
 
 
 def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> ReportResult:
@@ -251,7 +262,8 @@ def snapshot(
         rate = min(max(bucket.rate, lim.min_rate), lim.max_rate)
         tokens = bucket.tokens
         if now > bucket.ts:
-            tokens = min(lim.burst, tokens + (now - bucket.ts) * rate)
+            pace = quota.refill_rate(dataclasses.replace(bucket, rate=rate))
+            tokens = min(lim.burst, tokens + (now - bucket.ts) * pace)
         views.append(LimitSnapshot(lim.name, rate, tokens, max(0.0, -tokens)))
     live = sum(1 for expiry in state.leases.values() if expiry > now)
     cool = max(0.0, state.cooldown_until - now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from queue_ratelimit.config import PRIMARY_LIMIT
@@ -23,11 +24,14 @@ class LimitParams:
 
 @dataclass
 class BucketState:
-    """Mutable state of one limit."""
+    """Mutable state of one limit; ``quota_*`` hold the upstream's published quota, if any."""
 
     rate: float
     tokens: float
     ts: float
+    quota_left: float | None = None
+    quota_until: float = 0.0
+    quota_rate: float = 0.0
 
 
 @dataclass
@@ -38,6 +42,7 @@ class KeyState:
     cooldown_until: float
     buckets: dict[str, BucketState] = field(default_factory=dict)
     leases: dict[str, float] = field(default_factory=dict)
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class Decision:
         reservation: when not granted and a slot was reserved: present it on the next acquire.
         now: the decision time on the backend's clock.
         lease: the concurrency lease id taken, when the key has a concurrency limit.
+        seq: the key's count of paid calls after this decision; report it with the response
+            so the upstream's ``remaining`` can be corrected for calls granted since.
     """
 
     granted: bool
@@ -70,6 +77,26 @@ class Decision:
     reservation: Reservation | None
     now: float
     lease: str | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What a response teaches besides success or backoff.
+
+    Attributes:
+        quotas: per limit, ``(remaining, reset_after)`` as the upstream published them.
+        adjust: per limit, units to charge (positive) or refund (negative) now that the
+            call's actual cost is known (an estimate was paid at acquire).
+        seq: ``Decision.seq`` of the call that got this response.
+    """
+
+    quotas: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    adjust: Mapping[str, float] = field(default_factory=dict)
+    seq: int | None = None
+
+
+NO_FEEDBACK = Feedback()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.state import Feedback
 from tests.conftest import FakeClock
 from tests.support import SVC, backoff_after_barrier, hold_lease_forever
 
@@ -436,3 +437,63 @@ def test_an_operator_can_force_the_breaker(make_limiter: MakeLimiter, clock: Fak
     limiter.set_breaker("svc", "closed")
     assert limiter.acquire("svc", "ws-1").granted
     assert limiter.snapshot("svc").breaker == "closed"
+
+
+QUOTA = dataclasses.replace(SVC, burst_size=10.0, max_wait=0.0)
+
+
+def test_a_published_remaining_of_zero_holds_every_call_until_the_reset(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(QUOTA)
+    result = limiter.on_success("svc", feedback=Feedback(quotas={"requests": (0, 5.0)}))
+    assert not result.decreased
+    held = limiter.acquire("svc", reserve=False)
+    assert (held.granted, held.wait) == (False, pytest.approx(5.0))
+    clock.advance(5.0)  # the window resets; the empty bucket earns its next token (11/s)
+    assert limiter.acquire("svc", reserve=False).wait == pytest.approx(1 / 11, abs=1e-6)
+    clock.advance(1 / 11)
+    assert limiter.acquire("svc").granted
+
+
+def test_a_published_quota_caps_the_tokens_and_paces_the_window(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(QUOTA)  # 10/s, burst 10: would grant 10 at once
+    limiter.on_success("svc", feedback=Feedback(quotas={"requests": (4, 2.0)}))
+    decisions = [limiter.acquire("svc") for _ in range(6)]
+    assert [d.granted for d in decisions] == [True] * 4 + [False] * 2
+    # the quota is spent: the rest waits for its reset, however fast the bucket refills
+    assert [d.wait for d in decisions[4:]] == [pytest.approx(2.0)] * 2
+    clock.advance(2.0)
+    limiter.on_success("svc", feedback=Feedback(quotas={"requests": (4, 2.0)}))
+    clock.advance(0.2)
+    # after the cap, tokens refill at the quota's pace: 4 per 2 s, not 10/s
+    assert limiter.snapshot("svc").limit().tokens == pytest.approx(4 - 2 + 0.2 * 2.0, abs=1e-6)
+
+
+def test_remaining_is_lowered_by_calls_granted_since_the_answered_one(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(QUOTA)
+    answered = limiter.acquire("svc")
+    for _ in range(3):  # three more calls leave before the first one's answer arrives
+        limiter.acquire("svc")
+    feedback = Feedback(quotas={"requests": (5, 10.0)}, seq=answered.seq)
+    limiter.on_success("svc", feedback=feedback)
+    granted = [limiter.acquire("svc").granted for _ in range(3)]
+    assert granted == [True, True, False]  # 5 - 3 in flight = 2 left
+
+
+def test_an_estimated_cost_is_corrected_by_the_actual_usage(make_limiter: MakeLimiter) -> None:
+    tokens = LimitConfig(
+        "tokens", rate_limit_per_sec=10.0, burst_size=1000.0, min_rate=1.0, max_rate=100.0
+    )
+    limiter = make_limiter(burst_size=10.0, limits=(tokens,))
+    limiter.acquire("svc", cost={"tokens": 500})  # estimated
+    assert limiter.snapshot("svc").limit("tokens").tokens == pytest.approx(500.0)
+    limiter.on_success("svc", feedback=Feedback(adjust={"tokens": 300 - 500}))  # used 300
+    assert limiter.snapshot("svc").limit("tokens").tokens == pytest.approx(700.0)
+    limiter.on_success("svc", feedback=Feedback(adjust={"tokens": 900}))  # under-estimated
+    assert limiter.snapshot("svc").limit("tokens").tokens == pytest.approx(-200.0)
+    assert not limiter.acquire("svc", cost={"tokens": 100}, reserve=False).granted

@@ -14,6 +14,7 @@ from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import LimitConfig
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.state import Feedback
 from tests.conftest import FakeClock
 from tests.support import SVC
 
@@ -35,11 +36,17 @@ acquire_op = st.tuples(
     st.booleans(),  # reserve
     st.booleans(),  # redeem the last reservation
 )
+quota_value = st.one_of(
+    st.none(), st.tuples(st.sampled_from([0, 1, 5, 50]), st.sampled_from([0.0, 0.5, 2.0, 10.0]))
+)
 report_op = st.tuples(
     st.sampled_from(["success", "backoff", "failure", "failure"]),
     st.sampled_from([None, 0.5, 3.0]),  # retry_after
-    st.booleans(),  # pass the epoch of the last decision
+    st.booleans(),  # pass the epoch (and seq) of the last decision
     st.booleans(),  # give the last lease back
+    quota_value,  # published quota of requests
+    quota_value,  # published quota of tokens
+    st.sampled_from([0.0, -40.0, 25.0]),  # tokens adjustment
 )
 tick_op = st.tuples(st.just("tick"), st.sampled_from([0.0, 0.01, 0.1, 0.7, 2.5, 6.0]))
 
@@ -80,19 +87,26 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                 )
             )
             continue
-        kind, retry_after, with_epoch, give_back = op
+        kind, retry_after, with_epoch, give_back, q_req, q_tok, adjust = op
         lease = last.lease if (give_back and last is not None) else None
         epoch = last.epoch if (with_epoch and last is not None) else None
+        quotas = {name: q for name, q in (("requests", q_req), ("tokens", q_tok)) if q}
+        feedback = Feedback(
+            quotas=quotas,  # type: ignore[arg-type]
+            adjust={"tokens": adjust},  # type: ignore[dict-item]
+            seq=last.seq if (with_epoch and last is not None) else None,
+        )
         if kind == "success":
-            result = limiter.on_success("svc", lease=lease)
+            result = limiter.on_success("svc", lease=lease, feedback=feedback)
         elif kind == "failure":
-            result = limiter.on_failure("svc", lease=lease)
+            result = limiter.on_failure("svc", lease=lease, feedback=feedback)
         else:
             result = limiter.on_backoff(
                 "svc",
-                retry_after=retry_after,
-                epoch=epoch,  # type: ignore[arg-type]
+                retry_after=retry_after,  # type: ignore[arg-type]
+                epoch=epoch,
                 lease=lease,
+                feedback=feedback,
             )
         out.append(
             (

@@ -1,7 +1,9 @@
 -- One AIMD token-bucket limiter key: acquire, report and snapshot in one round trip each.
 -- The rules are those of queue_ratelimit/policy/aimd.py (read its docstring); keep both equal.
 --
--- KEYS[1] state hash: epoch, cool, and per limit <name>.r (rate) <name>.t (tokens) <name>.s (ts)
+-- KEYS[1] state hash: epoch, cool, seq (calls paid), and per limit <name>.r (rate), .t (tokens),
+--         .s (ts), and the published quota (policy/quota.py): .q (left, "" = none), .qu (until),
+--         .qc (pace)
 -- KEYS[2] lease zset: lease id -> expiry time (only touched with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, no failures)
 --         (policy/breaker.py has its rules)
@@ -9,9 +11,11 @@
 -- ARGV[1] op: "acquire" | "success" | "backoff" | "failure" | "release" | "snapshot" | "breaker"
 -- ARGV[2] now in seconds, or "" to use the Redis server's TIME (the default; tests pin it)
 -- ARGV[3] idle ttl in seconds (the keys expire this long after their last debt and cooldown)
--- ARGV[4] n, the number of limits; then 8 values per limit:
---         name, start rate, burst, min rate, max rate, increase, decrease, cost
--- ARGV[5 + 8n ...] op arguments:
+-- ARGV[4] n, the number of limits
+-- ARGV[5] seq of the decision a report is about, or ""; then 10 values per limit:
+--         name, start rate, burst, min rate, max rate, increase, decrease,
+--         cost (acquire) or adjustment (reports), published remaining or "", its reset_after
+-- ARGV[6 + 10n ...] op arguments:
 --   acquire:  max_wait, reserve (0/1), reservation epoch or "", reservation slot,
 --             max_concurrent or "", lease id, lease ttl, breaker open seconds
 --   success:  lease id or ""
@@ -21,7 +25,7 @@
 --   breaker:  "open" or "closed", open seconds (an operator's override)
 --
 -- Returns (numbers as strings, to keep their precision):
---   acquire:  {granted (0/1), wait, reason, epoch, reservation slot or "", now, lease or ""}
+--   acquire:  {granted (0/1), wait, reason, epoch, reservation slot or "", now, lease or "", seq}
 --   success/backoff/failure: {epoch, decreased (0/1), old rate, new rate, cooldown left,
 --             breaker state, breaker changed (0/1)}
 --   release, breaker:  {done (0/1)}
@@ -38,16 +42,18 @@ if now == nil then
 end
 local idle_ttl = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
+local seen_seq = tonumber(ARGV[5])
 local limits = {}
 for i = 0, n - 1 do
-  local b = 5 + 8 * i
+  local b = 6 + 10 * i
   limits[i + 1] = {
     name = ARGV[b], rate = tonumber(ARGV[b + 1]), burst = tonumber(ARGV[b + 2]),
     min = tonumber(ARGV[b + 3]), max = tonumber(ARGV[b + 4]), inc = tonumber(ARGV[b + 5]),
     dec = tonumber(ARGV[b + 6]), cost = tonumber(ARGV[b + 7]),
+    qrem = tonumber(ARGV[b + 8]), qreset = tonumber(ARGV[b + 9]),
   }
 end
-local a = 5 + 8 * n
+local a = 6 + 10 * n
 
 if op == 'release' then
   return {tostring(redis.call('ZREM', KEYS[2], ARGV[a]))}
@@ -73,28 +79,35 @@ if op == 'breaker' then
   return {'1'}
 end
 
--- load the state and bring every bucket to `now` (clamp rate, refill)
-local fields = {'epoch', 'cool'}
-for i, lim in ipairs(limits) do
-  fields[#fields + 1] = lim.name .. '.r'
-  fields[#fields + 1] = lim.name .. '.t'
-  fields[#fields + 1] = lim.name .. '.s'
+-- quota helpers (policy/quota.py)
+local function refill_rate(lim)
+  if lim.q ~= nil and lim.s < lim.qu then return math.min(lim.r, lim.qc) end
+  return lim.r
+end
+local function quota_active(lim) return lim.q ~= nil and now < lim.qu end
+
+-- load the state and bring every bucket to `now` (clamp rate, refill, expire its quota)
+local fields = {'epoch', 'cool', 'seq'}
+local F = {'.r', '.t', '.s', '.q', '.qu', '.qc'}
+for _, lim in ipairs(limits) do
+  for _, f in ipairs(F) do fields[#fields + 1] = lim.name .. f end
 end
 local raw = redis.call('HMGET', KEYS[1], unpack(fields))
 local exists = raw[1] ~= false
 local epoch = tonumber(raw[1]) or math.floor(now * 1000000)
 local cool = tonumber(raw[2]) or 0
+local seq = tonumber(raw[3]) or 0
 for i, lim in ipairs(limits) do
-  local rate = tonumber(raw[3 * i]) or lim.rate
-  local tokens = tonumber(raw[3 * i + 1])
-  local ts = tonumber(raw[3 * i + 2]) or now
-  if tokens == nil then tokens = lim.burst end
-  rate = math.min(math.max(rate, lim.min), lim.max)
-  if now > ts then
-    tokens = math.min(lim.burst, tokens + (now - ts) * rate)
-    ts = now
+  local o = 3 + 6 * (i - 1)
+  lim.r = math.min(math.max(tonumber(raw[o + 1]) or lim.rate, lim.min), lim.max)
+  lim.t = tonumber(raw[o + 2]) or lim.burst
+  lim.s = tonumber(raw[o + 3]) or now
+  lim.q, lim.qu, lim.qc = tonumber(raw[o + 4]), tonumber(raw[o + 5]) or 0, tonumber(raw[o + 6]) or 0
+  if now > lim.s then
+    lim.t = math.min(lim.burst, lim.t + (now - lim.s) * refill_rate(lim))
+    lim.s = now
   end
-  lim.r, lim.t, lim.s = rate, tokens, ts
+  if lim.q ~= nil and now >= lim.qu then lim.q, lim.qu, lim.qc = nil, 0, 0 end
 end
 
 if op == 'snapshot' then
@@ -116,22 +129,27 @@ end
 
 local function save()
   local busy = math.max(0, cool - now)
-  local args = {'epoch', string.format('%d', epoch), 'cool', num(cool)}
+  local args = {'epoch', string.format('%d', epoch), 'cool', num(cool), 'seq', tostring(seq)}
   for _, lim in ipairs(limits) do
     busy = math.max(busy, math.max(0, lim.s - now) + math.max(0, -lim.t) / lim.r)
-    args[#args + 1] = lim.name .. '.r'
-    args[#args + 1] = num(lim.r)
-    args[#args + 1] = lim.name .. '.t'
-    args[#args + 1] = num(lim.t)
-    args[#args + 1] = lim.name .. '.s'
-    args[#args + 1] = num(lim.s)
+    local q = ''
+    if lim.q ~= nil then q = num(lim.q) end
+    local values = {num(lim.r), num(lim.t), num(lim.s), q, num(lim.qu), num(lim.qc)}
+    for k, f in ipairs(F) do
+      args[#args + 1] = lim.name .. f
+      args[#args + 1] = values[k]
+    end
   end
   redis.call('HSET', KEYS[1], unpack(args))
   redis.call('PEXPIRE', KEYS[1], math.ceil((busy + idle_ttl) * 1000))
 end
 
 local function pay()
-  for _, lim in ipairs(limits) do lim.t = lim.t - lim.cost end
+  seq = seq + 1
+  for _, lim in ipairs(limits) do
+    lim.t = lim.t - lim.cost
+    if quota_active(lim) then lim.q = lim.q - lim.cost end
+  end
 end
 
 if op == 'acquire' then
@@ -149,7 +167,7 @@ if op == 'acquire' then
   if bstate ~= 'closed' then
     if now < buntil then
       save()
-      return {'0', num(buntil - now), 'breaker_open', ep, kept, num(now), ''}
+      return {'0', num(buntil - now), 'breaker_open', ep, kept, num(now), '', tostring(seq)}
     end
     probe = true
   end
@@ -160,7 +178,13 @@ if op == 'acquire' then
     slot = math.max(now, cool)
     for _, lim in ipairs(limits) do
       if lim.cost > 0 then
-        slot = math.max(slot, math.max(lim.s, now) + math.max(0, lim.cost - lim.t) / lim.r)
+        local pace = refill_rate(lim)
+        if lim.cost > lim.t and pace <= 0 then
+          slot = math.max(slot, lim.qu)
+        elseif lim.cost > lim.t then
+          slot = math.max(slot, math.max(lim.s, now) + (lim.cost - lim.t) / pace)
+        end
+        if quota_active(lim) and lim.q < lim.cost then slot = math.max(slot, lim.qu) end
       end
     end
   end
@@ -171,7 +195,7 @@ if op == 'acquire' then
       local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
       local busy = math.min(tonumber(first[2]) - now, 1 / limits[1].r)
       save()
-      return {'0', num(busy), 'concurrency', ep, kept, num(now), ''}
+      return {'0', num(busy), 'concurrency', ep, kept, num(now), '', tostring(seq)}
     end
   end
   if wait <= max_wait then
@@ -189,25 +213,38 @@ if op == 'acquire' then
       bstate, buntil, reason = 'half_open', now + tonumber(ARGV[a + 7]), 'probe'
       save_breaker()
     end
-    return {'1', num(wait), reason, ep, '', num(now), lease}
+    return {'1', num(wait), reason, ep, '', num(now), lease, tostring(seq)}
   end
   local reason = 'rate'
   if cool > now then reason = 'cooldown' end
   if redeeming then
     save()
-    return {'0', num(wait), reason, ep, num(slot), num(now), ''}
+    return {'0', num(wait), reason, ep, num(slot), num(now), '', tostring(seq)}
   end
   if reserve then
     pay()
     save()
-    return {'0', num(wait), reason, ep, num(slot), num(now), ''}
+    return {'0', num(wait), reason, ep, num(slot), num(now), '', tostring(seq)}
   end
   save()
-  return {'0', num(wait), reason, ep, '', num(now), ''}
+  return {'0', num(wait), reason, ep, '', num(now), '', tostring(seq)}
 end
 
--- success / backoff / failure: each gives back the lease first
+-- success / backoff / failure: each gives back the lease first, then applies the feedback
 if ARGV[a] ~= '' then redis.call('ZREM', KEYS[2], ARGV[a]) end
+for i, lim in ipairs(limits) do
+  if lim.cost ~= 0 then
+    lim.t = math.min(lim.burst, lim.t - lim.cost)
+    if quota_active(lim) then lim.q = lim.q - lim.cost end
+  end
+  if lim.qrem ~= nil and lim.qreset ~= nil and lim.qreset > 0 then
+    local left = lim.qrem
+    if i == 1 and seen_seq ~= nil then left = left - math.max(0, seq - seen_seq) end
+    left = math.max(0, left)
+    lim.q, lim.qu, lim.qc = left, now + lim.qreset, left / lim.qreset
+    lim.t = math.min(lim.t, left)
+  end
+end
 local old = limits[1].r
 local decreased = 0
 if op == 'success' then
