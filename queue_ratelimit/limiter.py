@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from dataclasses import dataclass
 
 from queue_ratelimit import signals
 from queue_ratelimit.backends.base import Backend
@@ -21,6 +21,7 @@ from queue_ratelimit.policy.state import (
     Decision,
     Feedback,
     LimitParams,
+    Plan,
     ReportResult,
     Reservation,
     Snapshot,
@@ -42,31 +43,46 @@ def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
     )
 
 
-@lru_cache(maxsize=256)
-def limit_params(config: IntegrationConfig) -> tuple[LimitParams, ...]:
-    """The limits of an integration, ``requests`` first, as the decision rules take them."""
-    return (_params(PRIMARY_LIMIT, config), *(_params(lim.name, lim) for lim in config.limits))
-
-
-def _costs(
-    config: IntegrationConfig, limits: tuple[LimitParams, ...], cost: Cost
-) -> dict[str, float]:
-    """Cost per limit: a number charges ``requests``; a mapping names limits (``requests``
-    defaults to 1, other limits to 0)."""
-    wanted = (
-        {PRIMARY_LIMIT: float(cost)}
-        if isinstance(cost, int | float)
-        else {PRIMARY_LIMIT: 1.0, **cost}
+def plan_for(config: IntegrationConfig) -> Plan:
+    """What a backend needs of ``config``: its limits (``requests`` first) and settings."""
+    limits = (_params(PRIMARY_LIMIT, config), *(_params(lim.name, lim) for lim in config.limits))
+    return Plan(
+        limits=limits,
+        max_concurrent=config.max_concurrent,
+        lease_ttl=config.lease_ttl,
+        cooldown_multiplier=config.cooldown_multiplier,
+        max_backoff=config.max_backoff,
+        breaker_threshold=config.breaker_failure_threshold,
+        breaker_open_seconds=config.breaker_open_seconds,
     )
-    bursts = {lim.name: lim.burst for lim in limits}
-    for name, value in wanted.items():
-        if name not in bursts:
-            raise InvalidRequest(f"{config.name}: no limit named {name!r}; have {sorted(bursts)}")
-        if not 0 <= value <= bursts[name]:
-            raise InvalidRequest(
-                f"{config.name}: cost {value!r} for {name!r} must lie in [0, burst {bursts[name]}]"
-            )
-    return wanted
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An integration's config with what every call derives from it, computed once."""
+
+    config: IntegrationConfig
+    plan: Plan
+    bursts: dict[str, float]
+
+    def costs(self, cost: Cost) -> dict[str, float]:
+        """Cost per limit: a number charges ``requests``; a mapping names limits
+        (``requests`` defaults to 1, other limits to 0)."""
+        if isinstance(cost, int | float):
+            wanted = {PRIMARY_LIMIT: float(cost)}
+        else:
+            wanted = {PRIMARY_LIMIT: 1.0, **cost}
+        for name, value in wanted.items():
+            burst = self.bursts.get(name)
+            if burst is None:
+                have = sorted(self.bursts)
+                raise InvalidRequest(f"{self.config.name}: no limit named {name!r}; have {have}")
+            if not 0 <= value <= burst:
+                raise InvalidRequest(
+                    f"{self.config.name}: cost {value!r} for {name!r} must lie in "
+                    f"[0, burst {burst}]"
+                )
+        return wanted
 
 
 class Limiter:
@@ -92,15 +108,25 @@ class Limiter:
             configs if configs is not None else BUILTIN_INTEGRATIONS
         )
         self._sleep = sleep
+        self._prepared: dict[str, _Prepared] = {}
 
     def config(self, integration: str) -> IntegrationConfig:
         """The config of ``integration``; ``ConfigError`` naming the known ones when absent."""
-        return get_integration(integration, self.configs)
+        return self._prepare(integration).config
 
-    def _resolve(self, integration: str, tenant: str | None) -> IntegrationConfig:
+    def _prepare(self, integration: str) -> _Prepared:
+        prepared = self._prepared.get(integration)
+        if prepared is None:
+            config = get_integration(integration, self.configs)
+            plan = plan_for(config)
+            bursts = {lim.name: lim.burst for lim in plan.limits}
+            prepared = self._prepared[integration] = _Prepared(config, plan, bursts)
+        return prepared
+
+    def _resolve(self, integration: str, tenant: str | None) -> _Prepared:
         if tenant is not None and (not isinstance(tenant, str) or not tenant):
             raise InvalidRequest(f"{integration}: tenant must be a non-empty string or None")
-        return self.config(integration)
+        return self._prepare(integration)
 
     def acquire(
         self,
@@ -120,20 +146,17 @@ class Limiter:
         and it is granted without paying twice. A backoff voids earlier reservations; a void
         one is simply a fresh acquire. ``max_wait`` defaults to the integration's.
         """
-        config = self._resolve(integration, tenant)
-        limits = limit_params(config)
+        prepared = self._resolve(integration, tenant)
+        config = prepared.config
         decision = self.backend.acquire(
             integration,
             tenant,
-            limits,
-            _costs(config, limits, cost),
+            prepared.plan,
+            prepared.costs(cost),
             max_wait=config.max_wait if max_wait is None else max_wait,
             reserve=reserve,
             reservation=reservation,
-            max_concurrent=config.max_concurrent,
             lease_id=uuid.uuid4().hex if config.max_concurrent is not None else None,
-            lease_ttl=config.lease_ttl,
-            breaker_open_seconds=config.breaker_open_seconds,
         )
         where = {"integration": integration, "tenant": tenant}
         if decision.granted:
@@ -195,7 +218,7 @@ class Limiter:
         result = self.backend.report_success(
             integration,
             tenant,
-            limit_params(self._resolve(integration, tenant)),
+            self._resolve(integration, tenant).plan,
             lease_id=lease,
             feedback=feedback,
         )
@@ -222,17 +245,14 @@ class Limiter:
                 from calls granted before the last decrease never decrease again.
             lease: the concurrency lease to give back.
         """
-        config = self._resolve(integration, tenant)
         result = self.backend.report_backoff(
             integration,
             tenant,
-            limit_params(config),
+            self._resolve(integration, tenant).plan,
             lease_id=lease,
             feedback=feedback,
             epoch=epoch,
             retry_after=retry_after,
-            cooldown_multiplier=config.cooldown_multiplier,
-            max_backoff=config.max_backoff,
         )
         signals.emit(
             signals.backoff,
@@ -257,15 +277,12 @@ class Limiter:
         """Report a failed call (5xx, timeout, connection error; not a 429, which is a
         backoff): after ``breaker_failure_threshold`` in a row the integration's breaker opens
         for every worker and tenant; gives ``lease`` back."""
-        config = self._resolve(integration, tenant)
         result = self.backend.report_failure(
             integration,
             tenant,
-            limit_params(config),
+            self._resolve(integration, tenant).plan,
             lease_id=lease,
             feedback=feedback,
-            breaker_threshold=config.breaker_failure_threshold,
-            breaker_open_seconds=config.breaker_open_seconds,
         )
         self._breaker_moved(integration, tenant, result)
         return result
@@ -286,8 +303,7 @@ class Limiter:
 
     def snapshot(self, integration: str, tenant: str | None = None) -> Snapshot:
         """The key's current rate, tokens, cooldown, reserved tokens and live leases."""
-        config = self._resolve(integration, tenant)
-        return self.backend.snapshot(integration, tenant, limit_params(config))
+        return self.backend.snapshot(integration, tenant, self._resolve(integration, tenant).plan)
 
     def reset(self, integration: str, tenant: str | None = None) -> None:
         """Forget the key's learned rate, debts, cooldown and leases."""

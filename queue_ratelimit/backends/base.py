@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol
 
 from queue_ratelimit.policy.state import (
     Decision,
     Feedback,
-    LimitParams,
+    Plan,
     ReportResult,
     Reservation,
     Snapshot,
@@ -16,27 +16,25 @@ from queue_ratelimit.policy.state import (
 
 
 class Backend(Protocol):
-    """Stores limiter keys and applies ``policy.aimd``'s rules to them atomically.
+    """Stores limiter keys and applies the rules of ``queue_ratelimit.policy`` atomically.
 
-    A key is an integration and an optional tenant. ``limits`` always starts with the
-    ``requests`` limit. Every method is one atomic step (one round trip for Redis). Reports
-    apply their ``Feedback`` (published quotas, cost corrections) first.
+    A key is an integration and an optional tenant; the ``Plan`` carries the integration's
+    limits (``requests`` first) and settings. Every method is one atomic step (one round trip
+    for Redis). Reports give the lease back and apply their ``Feedback`` (published quotas,
+    cost corrections) first.
     """
 
     def acquire(
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         costs: Mapping[str, float],
         *,
         max_wait: float,
         reserve: bool,
         reservation: Reservation | None,
-        max_concurrent: int | None,
         lease_id: str | None,
-        lease_ttl: float,
-        breaker_open_seconds: float,
     ) -> Decision:
         """Decide an acquire (or a redemption) and record it; an open breaker grants nothing."""
         ...
@@ -45,26 +43,24 @@ class Backend(Protocol):
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
     ) -> ReportResult:
-        """Record a success: additive increase; give the lease back."""
+        """Record a success: additive increase; a success closes a half-open breaker."""
         ...
 
     def report_backoff(
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
         epoch: int | None,
         retry_after: float | None,
-        cooldown_multiplier: float,
-        max_backoff: float,
     ) -> ReportResult:
         """Record a backoff signal: decrease once per congestion event, open a cooldown."""
         ...
@@ -73,12 +69,10 @@ class Backend(Protocol):
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
-        breaker_threshold: int,
-        breaker_open_seconds: float,
     ) -> ReportResult:
         """Record a failed call (5xx, timeout): the integration's breaker counts it."""
         ...
@@ -87,10 +81,8 @@ class Backend(Protocol):
         """Give a concurrency lease back without reporting an outcome."""
         ...
 
-    def snapshot(
-        self, integration: str, tenant: str | None, limits: Sequence[LimitParams]
-    ) -> Snapshot:
-        """Describe a key without changing it."""
+    def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
+        """Describe a key and its integration's breaker without changing them."""
         ...
 
     def reset(self, integration: str, tenant: str | None) -> None:

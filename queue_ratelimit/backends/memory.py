@@ -14,6 +14,7 @@ from queue_ratelimit.policy.state import (
     Feedback,
     KeyState,
     LimitParams,
+    Plan,
     ReportResult,
     Reservation,
     Snapshot,
@@ -91,16 +92,13 @@ class MemoryBackend:
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         costs: Mapping[str, float],
         *,
         max_wait: float,
         reserve: bool,
         reservation: Reservation | None,
-        max_concurrent: int | None,
         lease_id: str | None,
-        lease_ttl: float,
-        breaker_open_seconds: float,
     ) -> Decision:
         """See ``Backend.acquire``."""
 
@@ -109,15 +107,15 @@ class MemoryBackend:
                 state,
                 breaker,
                 now,
-                limits,
+                plan.limits,
                 costs,
                 max_wait=max_wait,
                 reserve=reserve,
                 reservation=reservation,
-                max_concurrent=max_concurrent,
+                max_concurrent=plan.max_concurrent,
                 lease_id=lease_id,
-                lease_ttl=lease_ttl,
-                breaker_open_seconds=breaker_open_seconds,
+                lease_ttl=plan.lease_ttl,
+                breaker_open_seconds=plan.breaker_open_seconds,
             )
 
         return self._apply(integration, tenant, step)
@@ -126,7 +124,7 @@ class MemoryBackend:
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
@@ -134,9 +132,9 @@ class MemoryBackend:
         """See ``Backend.report_success``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            _settle(state, now, limits, lease_id, feedback)
+            _settle(state, now, plan.limits, lease_id, feedback)
             before = breaker.state
-            result = aimd.on_success(state, now, limits)
+            result = aimd.on_success(state, now, plan.limits)
             brk.on_success(breaker)
             return aimd.with_breaker(result, breaker, before)
 
@@ -146,27 +144,25 @@ class MemoryBackend:
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
         epoch: int | None,
         retry_after: float | None,
-        cooldown_multiplier: float,
-        max_backoff: float,
     ) -> ReportResult:
         """See ``Backend.report_backoff``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            _settle(state, now, limits, lease_id, feedback)
+            _settle(state, now, plan.limits, lease_id, feedback)
             result = aimd.on_backoff(
                 state,
                 now,
-                limits,
+                plan.limits,
                 epoch=epoch,
                 retry_after=retry_after,
-                cooldown_multiplier=cooldown_multiplier,
-                max_backoff=max_backoff,
+                cooldown_multiplier=plan.cooldown_multiplier,
+                max_backoff=plan.max_backoff,
             )
             return aimd.with_breaker(result, breaker, breaker.state)
 
@@ -176,20 +172,18 @@ class MemoryBackend:
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
-        breaker_threshold: int,
-        breaker_open_seconds: float,
     ) -> ReportResult:
         """See ``Backend.report_failure``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            _settle(state, now, limits, lease_id, feedback)
+            _settle(state, now, plan.limits, lease_id, feedback)
             before = breaker.state
-            result = aimd.on_failure(state, now, limits)
-            brk.on_failure(breaker, now, breaker_threshold, breaker_open_seconds)
+            result = aimd.on_failure(state, now, plan.limits)
+            brk.on_failure(breaker, now, plan.breaker_threshold, plan.breaker_open_seconds)
             return aimd.with_breaker(result, breaker, before)
 
         return self._apply(integration, tenant, step)
@@ -200,14 +194,13 @@ class MemoryBackend:
             state = self._load((integration, tenant), self._clock())
             return state is not None and aimd.release(state, lease_id)
 
-    def snapshot(
-        self, integration: str, tenant: str | None, limits: Sequence[LimitParams]
-    ) -> Snapshot:
+    def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
         with self._lock:
             now = self._clock()
             breaker = self._breakers.get(integration) or brk.BreakerState()
-            return aimd.snapshot(self._load((integration, tenant), now), breaker, now, limits)
+            state = self._load((integration, tenant), now)
+            return aimd.snapshot(state, breaker, now, plan.limits)
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -21,11 +23,10 @@ from redis.retry import Retry
 
 from queue_ratelimit.errors import BackendError, ConfigError
 from queue_ratelimit.policy.state import (
-    NO_FEEDBACK,
     Decision,
     Feedback,
-    LimitParams,
     LimitSnapshot,
+    Plan,
     ReportResult,
     Reservation,
     Snapshot,
@@ -45,6 +46,19 @@ def _text(value: object) -> str:
 
 def _num(value: float | None) -> str:
     return "" if value is None else repr(float(value))
+
+
+def _word(value: float | None) -> str:
+    """One word of the script's argument string: a number, or "-" for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+_MICRO = 1_000_000
+_NO_PLAN = Plan(limits=())
 
 
 class RedisBackend:
@@ -82,6 +96,7 @@ class RedisBackend:
         self._idle_ttl = idle_ttl
         self._clock = clock
         self._script = client.register_script(_script_source())
+        self._plans: dict[int, tuple[Plan, str]] = {}
 
     def keys_for(self, integration: str, tenant: str | None) -> tuple[str, str, str]:
         """The Redis keys (state hash, lease set, the integration's breaker) of one limiter key.
@@ -97,68 +112,75 @@ class RedisBackend:
             base += f":t={part}"
         return base + ":state", base + ":leases", tag + ":breaker"
 
-    def _run(
-        self,
-        op: str,
-        integration: str,
-        tenant: str | None,
-        limits: Sequence[LimitParams],
-        costs: Mapping[str, float],
-        extra: Sequence[str],
-        feedback: Feedback = NO_FEEDBACK,
-    ) -> list[str]:
-        args: list[str] = [op, _num(self._clock()) if self._clock else "", _num(self._idle_ttl)]
-        args += [str(len(limits)), "" if feedback.seq is None else str(feedback.seq)]
-        for lim in limits:
-            args += [lim.name, _num(lim.rate), _num(lim.burst), _num(lim.min_rate)]
-            args += [_num(lim.max_rate), _num(lim.increase), _num(lim.decrease)]
-            args.append(_num(costs.get(lim.name, 0.0)))
-            remaining, reset_after = feedback.quotas.get(lim.name, (None, None))
-            args += [_num(remaining), _num(reset_after)]
-        args += extra
+    def _plan_json(self, plan: Plan) -> str:
+        """The plan as the script reads it; encoded once per plan object."""
+        cached = self._plans.get(id(plan))
+        if cached is not None and cached[0] is plan:
+            return cached[1]
+        limits = [
+            [lim.name, lim.rate, lim.burst, lim.min_rate, lim.max_rate, lim.increase, lim.decrease]
+            for lim in plan.limits
+        ]
+        wire = json.dumps(
+            [
+                self._idle_ttl,
+                plan.cooldown_multiplier,
+                plan.max_backoff,
+                plan.max_concurrent or 0,
+                plan.lease_ttl,
+                plan.breaker_threshold,
+                plan.breaker_open_seconds,
+                limits,
+            ]
+        )
+        if len(self._plans) > 1024:
+            self._plans.clear()
+        self._plans[id(plan)] = (plan, wire)
+        return wire
+
+    def _call(
+        self, op: str, integration: str, tenant: str | None, plan: Plan, words: list[str]
+    ) -> Any:
+        now = _num(self._clock()) if self._clock else ""
         try:
-            reply = self._script(keys=self.keys_for(integration, tenant), args=args)
+            return self._script(
+                keys=self.keys_for(integration, tenant),
+                args=[op, now, self._plan_json(plan), " ".join(words)],
+            )
         except redis.RedisError as exc:
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-        return [_text(v) for v in reply]
 
     def acquire(
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         costs: Mapping[str, float],
         *,
         max_wait: float,
         reserve: bool,
         reservation: Reservation | None,
-        max_concurrent: int | None,
         lease_id: str | None,
-        lease_ttl: float,
-        breaker_open_seconds: float,
     ) -> Decision:
         """See ``Backend.acquire``."""
-        extra = [
-            _num(max_wait),
+        words = [
+            _word(max_wait),
             "1" if reserve else "0",
-            str(reservation.epoch) if reservation else "",
-            _num(reservation.slot) if reservation else "",
-            str(max_concurrent) if max_concurrent is not None else "",
-            lease_id or "",
-            _num(lease_ttl),
-            _num(breaker_open_seconds),
+            _word(reservation.epoch if reservation else None),
+            _word(reservation.slot if reservation else None),
+            lease_id or "-",
         ]
-        granted, wait, reason, epoch, slot, now, lease, seq = self._run(
-            "acquire", integration, tenant, limits, costs, extra
-        )
+        words += [_word(costs.get(lim.name, 0.0)) for lim in plan.limits]
+        reply = self._call("acquire", integration, tenant, plan, words)
+        granted, wait, reason, epoch, slot, now, lease, seq = _text(reply).split()
         return Decision(
             granted=granted == "1",
-            wait=float(wait),
+            wait=int(wait) / _MICRO,
             reason=reason,
             epoch=int(epoch),
-            reservation=Reservation(int(epoch), float(slot)) if slot else None,
-            now=float(now),
-            lease=lease or None,
+            reservation=Reservation(int(epoch), int(slot) / _MICRO) if slot != "0" else None,
+            now=int(now) / _MICRO,
+            lease=None if lease == "-" else lease,
             seq=int(seq),
         )
 
@@ -167,18 +189,25 @@ class RedisBackend:
         op: str,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
-        extra: list[str],
+        plan: Plan,
+        lease_id: str | None,
         feedback: Feedback,
+        epoch: int | None = None,
+        retry_after: float | None = None,
     ) -> ReportResult:
-        reply = self._run(op, integration, tenant, limits, feedback.adjust, extra, feedback)
-        epoch, decreased, old, new, cool, breaker, changed = reply
+        words = [lease_id or "-", _word(feedback.seq), _word(epoch), _word(retry_after)]
+        for lim in plan.limits:
+            remaining, reset_after = feedback.quotas.get(lim.name, (None, None))
+            words += [_word(feedback.adjust.get(lim.name, 0.0)), _word(remaining)]
+            words.append(_word(reset_after))
+        reply = self._call(op, integration, tenant, plan, words)
+        epoch_now, decreased, old, new, cool, breaker, changed = _text(reply).split()
         return ReportResult(
-            int(epoch),
+            int(epoch_now),
             decreased == "1",
-            float(old),
-            float(new),
-            float(cool),
+            int(old) / _MICRO,
+            int(new) / _MICRO,
+            int(cool) / _MICRO,
             breaker,
             changed == "1",
         )
@@ -187,71 +216,62 @@ class RedisBackend:
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
     ) -> ReportResult:
         """See ``Backend.report_success``."""
-        return self._report("success", integration, tenant, limits, [lease_id or ""], feedback)
+        return self._report("success", integration, tenant, plan, lease_id, feedback)
 
     def report_backoff(
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
         epoch: int | None,
         retry_after: float | None,
-        cooldown_multiplier: float,
-        max_backoff: float,
     ) -> ReportResult:
         """See ``Backend.report_backoff``."""
-        extra = [
-            lease_id or "",
-            str(epoch) if epoch is not None else "",
-            _num(retry_after),
-            _num(cooldown_multiplier),
-            _num(max_backoff),
-        ]
-        return self._report("backoff", integration, tenant, limits, extra, feedback)
+        return self._report(
+            "backoff", integration, tenant, plan, lease_id, feedback, epoch, retry_after
+        )
 
     def report_failure(
         self,
         integration: str,
         tenant: str | None,
-        limits: Sequence[LimitParams],
+        plan: Plan,
         *,
         lease_id: str | None,
         feedback: Feedback,
-        breaker_threshold: int,
-        breaker_open_seconds: float,
     ) -> ReportResult:
         """See ``Backend.report_failure``."""
-        extra = [lease_id or "", str(breaker_threshold), _num(breaker_open_seconds)]
-        return self._report("failure", integration, tenant, limits, extra, feedback)
+        return self._report("failure", integration, tenant, plan, lease_id, feedback)
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""
-        (released,) = self._run("release", integration, tenant, [], {}, [lease_id])
-        return released == "1"
+        (released,) = self._call("release", integration, tenant, _NO_PLAN, [lease_id])
+        return bool(released == 1)
 
-    def snapshot(
-        self, integration: str, tenant: str | None, limits: Sequence[LimitParams]
-    ) -> Snapshot:
+    def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
-        reply = self._run("snapshot", integration, tenant, limits, {}, [])
-        now, breaker = float(reply[1]), (reply[2], int(reply[3]), float(reply[4]))
-        if reply[0] != "1":
+        reply = self._call("snapshot", integration, tenant, plan, [])
+        now = reply[1] / _MICRO
+        breaker = (_text(reply[2]), int(reply[3]), reply[4] / _MICRO)
+        if reply[0] != 1:
             return Snapshot(False, 0, 0.0, 0, now, (), *breaker)
         views = []
         rest = reply[8:]
         for i in range(0, len(rest), 3):
-            tokens = float(rest[i + 2])
-            views.append(LimitSnapshot(rest[i], float(rest[i + 1]), tokens, max(0.0, -tokens)))
-        epoch, cool, leases = int(reply[5]), float(reply[6]), int(reply[7])
+            tokens = rest[i + 2] / _MICRO
+            views.append(
+                LimitSnapshot(_text(rest[i]), rest[i + 1] / _MICRO, tokens, max(0.0, -tokens))
+            )
+        epoch, cool, leases = reply[5], reply[6] / _MICRO, reply[7]
         return Snapshot(True, epoch, cool, leases, now, tuple(views), *breaker)
 
     def reset(self, integration: str, tenant: str | None) -> None:
@@ -265,4 +285,4 @@ class RedisBackend:
         """See ``Backend.set_breaker``."""
         if state not in ("open", "closed"):
             raise ValueError(f"breaker state must be 'open' or 'closed', not {state!r}")
-        self._run("breaker", integration, None, [], {}, [state, _num(open_seconds)])
+        self._call("breaker", integration, None, _NO_PLAN, [state, _word(open_seconds)])

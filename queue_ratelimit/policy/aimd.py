@@ -55,6 +55,10 @@ from queue_ratelimit.policy.state import (
     Snapshot,
 )
 
+SLACK = 1e-6
+"""A wait this much above ``max_wait`` still counts as within it: float noise, and replies
+from Redis that carry microseconds."""
+
 
 def new_state(now: float) -> KeyState:
     """A fresh key; its buckets are created full by ``sync_buckets`` on first use."""
@@ -145,6 +149,7 @@ def acquire(
     else:
         slot = _slot(state, now, limits, costs)
     wait = slot - now
+    max_wait += SLACK
     if max_concurrent is not None and wait <= max_wait:
         busy = _concurrency_wait(state, now, max_concurrent)
         if busy is not None:

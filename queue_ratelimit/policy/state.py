@@ -22,6 +22,29 @@ class LimitParams:
     decrease: float
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Everything a backend needs to know of one integration; built once per config.
+
+    Attributes:
+        limits: the limits, ``requests`` first.
+        max_concurrent: the concurrency limit, or None.
+        lease_ttl: seconds after which an unreleased concurrency lease expires.
+        cooldown_multiplier: cooldown without ``retry_after``, in intervals (1 / rate).
+        max_backoff: clamp of any cooldown, seconds.
+        breaker_threshold: consecutive failures that open the breaker.
+        breaker_open_seconds: how long the breaker stays open (and a probe's turn lasts).
+    """
+
+    limits: tuple[LimitParams, ...]
+    max_concurrent: int | None = None
+    lease_ttl: float = 300.0
+    cooldown_multiplier: float = 2.0
+    max_backoff: float = 300.0
+    breaker_threshold: int = 5
+    breaker_open_seconds: float = 60.0
+
+
 @dataclass
 class BucketState:
     """Mutable state of one limit; ``quota_*`` hold the upstream's published quota, if any."""

@@ -1,64 +1,63 @@
--- One AIMD token-bucket limiter key: acquire, report and snapshot in one round trip each.
--- The rules are those of queue_ratelimit/policy/aimd.py (read its docstring); keep both equal.
+-- One AIMD token-bucket limiter key: every decision in one round trip.
+-- The rules are those of queue_ratelimit/policy/ (aimd.py, quota.py, breaker.py: read their
+-- docstrings); tests/unit/test_lua_matches_policy.py checks that both give the same answers.
 --
--- KEYS[1] state hash: epoch, cool, seq (calls paid), and per limit <name>.r (rate), .t (tokens),
---         .s (ts), and the published quota (policy/quota.py): .q (left, "" = none), .qu (until),
---         .qc (pace)
--- KEYS[2] lease zset: lease id -> expiry time (only touched with a concurrency limit)
--- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, no failures)
---         (policy/breaker.py has its rules)
+-- KEYS[1] state: a msgpack array {epoch, cooldown_until, seq, then per limit
+--         name, rate, tokens, ts, quota_left, quota_until, quota_rate} (quota_until 0 = none)
+-- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
+-- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
 --
--- ARGV[1] op: "acquire" | "success" | "backoff" | "failure" | "release" | "snapshot" | "breaker"
--- ARGV[2] now in seconds, or "" to use the Redis server's TIME (the default; tests pin it)
--- ARGV[3] idle ttl in seconds (the keys expire this long after their last debt and cooldown)
--- ARGV[4] n, the number of limits
--- ARGV[5] seq of the decision a report is about, or ""; then 10 values per limit:
---         name, start rate, burst, min rate, max rate, increase, decrease,
---         cost (acquire) or adjustment (reports), published remaining or "", its reset_after
--- ARGV[6 + 10n ...] op arguments:
---   acquire:  max_wait, reserve (0/1), reservation epoch or "", reservation slot,
---             max_concurrent or "", lease id, lease ttl, breaker open seconds
---   success:  lease id or ""
---   backoff:  lease id or "", epoch or "", retry_after or "", cooldown multiplier, max backoff
---   failure:  lease id or "", breaker threshold, breaker open seconds
---   release:  lease id
---   breaker:  "open" or "closed", open seconds (an operator's override)
+-- ARGV[1] op: acquire | success | backoff | failure | release | snapshot | breaker
+-- ARGV[2] now in seconds, or "" for the Redis server's TIME (the default; tests pin it)
+-- ARGV[3] the plan, JSON: [idle_ttl, cooldown_multiplier, max_backoff, max_concurrent (0 =
+--         none), lease_ttl, breaker_threshold, breaker_open_seconds,
+--         [[name, rate, burst, min_rate, max_rate, increase, decrease], ...]]
+-- ARGV[4] op arguments, one string of space-separated words ("-" = none; n = number of limits):
+--   acquire:  max_wait, reserve (0/1), reservation epoch, reservation slot, lease id,
+--             then n costs
+--   success, backoff, failure: lease id, seq, epoch, retry_after,
+--             then per limit: adjustment, published remaining, its reset_after
+--   release:  lease id              breaker: "open" or "closed", open seconds
 --
--- Returns (numbers as strings, to keep their precision):
---   acquire:  {granted (0/1), wait, reason, epoch, reservation slot or "", now, lease or "", seq}
---   success/backoff/failure: {epoch, decreased (0/1), old rate, new rate, cooldown left,
---             breaker state, breaker changed (0/1)}
---   release, breaker:  {done (0/1)}
+-- Returns: times, rates and tokens as integers in millionths (seconds -> microseconds);
+-- the hot paths answer one string of space-separated words (cheaper to build and to read):
+--   acquire:  "granted (0/1) wait reason epoch reservation-slot (0 = none) now lease seq"
+--   success, backoff, failure: "epoch decreased (0/1) old-rate new-rate cooldown-left
+--             breaker-state breaker-changed (0/1)"
+--   release, breaker: {done (0/1)}
 --   snapshot: {exists (0/1), now, breaker state, failures, breaker wait, epoch, cooldown left,
 --             live leases, then name, rate, tokens per limit}
 
-local function num(x) return string.format('%.17g', x) end
+local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
+local function micro(x) return math.floor(x * 1000000 + 0.5) end
+
+local function opt(w) if w then return tonumber(w) end return nil end
 
 local op = ARGV[1]
+local A = {}
+for w in string.gmatch(ARGV[4] or '', '%S+') do
+  if w == '-' then A[#A + 1] = false else A[#A + 1] = w end
+end
 local now = tonumber(ARGV[2])
 if now == nil then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local idle_ttl = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local seen_seq = tonumber(ARGV[5])
+local plan = cjson.decode(ARGV[3])
+local idle_ttl, mult, max_backoff = plan[1], plan[2], plan[3]
+local max_conc, lease_ttl, b_threshold, b_open = plan[4], plan[5], plan[6], plan[7]
 local limits = {}
-for i = 0, n - 1 do
-  local b = 6 + 10 * i
-  limits[i + 1] = {
-    name = ARGV[b], rate = tonumber(ARGV[b + 1]), burst = tonumber(ARGV[b + 2]),
-    min = tonumber(ARGV[b + 3]), max = tonumber(ARGV[b + 4]), inc = tonumber(ARGV[b + 5]),
-    dec = tonumber(ARGV[b + 6]), cost = tonumber(ARGV[b + 7]),
-    qrem = tonumber(ARGV[b + 8]), qreset = tonumber(ARGV[b + 9]),
-  }
+for i, p in ipairs(plan[8]) do
+  limits[i] = {name = p[1], rate = p[2], burst = p[3], min = p[4], max = p[5], inc = p[6],
+               dec = p[7]}
 end
-local a = 6 + 10 * n
+local n = #limits
 
 if op == 'release' then
-  return {tostring(redis.call('ZREM', KEYS[2], ARGV[a]))}
+  return {redis.call('ZREM', KEYS[2], A[1])}
 end
 
+-- the breaker (policy/breaker.py)
 local b = redis.call('HMGET', KEYS[3], 'state', 'failures', 'until')
 local bstate, bfail, buntil = b[1] or 'closed', tonumber(b[2]) or 0, tonumber(b[3]) or 0
 local bbefore = bstate
@@ -68,15 +67,16 @@ local function save_breaker()
     if b[1] then redis.call('DEL', KEYS[3]) end
     return
   end
-  redis.call('HSET', KEYS[3], 'state', bstate, 'failures', bfail, 'until', num(buntil))
+  redis.call('HSET', KEYS[3], 'state', bstate, 'failures', bfail, 'until',
+             string.format('%.17g', buntil))
   redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(0, buntil - now) + idle_ttl) * 1000))
 end
 
 if op == 'breaker' then
-  bstate, bfail, buntil = ARGV[a], 0, 0
-  if bstate == 'open' then buntil = now + tonumber(ARGV[a + 1]) end
+  bstate, bfail, buntil = A[1], 0, 0
+  if bstate == 'open' then buntil = now + tonumber(A[2]) end
   save_breaker()
-  return {'1'}
+  return {1}
 end
 
 -- quota helpers (policy/quota.py)
@@ -86,23 +86,27 @@ local function refill_rate(lim)
 end
 local function quota_active(lim) return lim.q ~= nil and now < lim.qu end
 
--- load the state and bring every bucket to `now` (clamp rate, refill, expire its quota)
-local fields = {'epoch', 'cool', 'seq'}
-local F = {'.r', '.t', '.s', '.q', '.qu', '.qc'}
-for _, lim in ipairs(limits) do
-  for _, f in ipairs(F) do fields[#fields + 1] = lim.name .. f end
+-- load the key and bring every bucket to `now`: clamp the rate, refill, expire the quota
+local blob = redis.call('GET', KEYS[1])
+local exists = blob ~= false
+local saved = {}
+local epoch, cool, seq = math.floor(now * 1000000), 0, 0
+if exists then
+  local st = cmsgpack.unpack(blob)
+  epoch, cool, seq = st[1], st[2], st[3]
+  for j = 4, #st, 7 do saved[st[j]] = j end
+  for _, lim in ipairs(limits) do
+    local j = saved[lim.name]
+    if j then
+      lim.r, lim.t, lim.s = st[j + 1], st[j + 2], st[j + 3]
+      if st[j + 5] ~= 0 then lim.q, lim.qu, lim.qc = st[j + 4], st[j + 5], st[j + 6] end
+    end
+  end
 end
-local raw = redis.call('HMGET', KEYS[1], unpack(fields))
-local exists = raw[1] ~= false
-local epoch = tonumber(raw[1]) or math.floor(now * 1000000)
-local cool = tonumber(raw[2]) or 0
-local seq = tonumber(raw[3]) or 0
-for i, lim in ipairs(limits) do
-  local o = 3 + 6 * (i - 1)
-  lim.r = math.min(math.max(tonumber(raw[o + 1]) or lim.rate, lim.min), lim.max)
-  lim.t = tonumber(raw[o + 2]) or lim.burst
-  lim.s = tonumber(raw[o + 3]) or now
-  lim.q, lim.qu, lim.qc = tonumber(raw[o + 4]), tonumber(raw[o + 5]) or 0, tonumber(raw[o + 6]) or 0
+for _, lim in ipairs(limits) do
+  if lim.r == nil then lim.r, lim.t, lim.s = lim.rate, lim.burst, now end
+  if lim.qu == nil then lim.qu, lim.qc = 0, 0 end
+  lim.r = math.min(math.max(lim.r, lim.min), lim.max)
   if now > lim.s then
     lim.t = math.min(lim.burst, lim.t + (now - lim.s) * refill_rate(lim))
     lim.s = now
@@ -113,67 +117,61 @@ end
 if op == 'snapshot' then
   local bwait = 0
   if bstate ~= 'closed' then bwait = math.max(0, buntil - now) end
-  local out = {'0', num(now), bstate, tostring(bfail), num(bwait)}
+  local out = {0, micro(now), bstate, bfail, micro(bwait)}
   if not exists then return out end
-  out[1] = '1'
-  out[#out + 1] = string.format('%d', epoch)
-  out[#out + 1] = num(math.max(0, cool - now))
-  out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[2], '(' .. num(now), '+inf'))
+  out[1] = 1
+  out[6] = epoch
+  out[7] = micro(math.max(0, cool - now))
+  out[8] = redis.call('ZCOUNT', KEYS[2], '(' .. string.format('%.17g', now), '+inf')
   for _, lim in ipairs(limits) do
     out[#out + 1] = lim.name
-    out[#out + 1] = num(lim.r)
-    out[#out + 1] = num(lim.t)
+    out[#out + 1] = micro(lim.r)
+    out[#out + 1] = micro(lim.t)
   end
   return out
 end
 
 local function save()
   local busy = math.max(0, cool - now)
-  local args = {'epoch', string.format('%d', epoch), 'cool', num(cool), 'seq', tostring(seq)}
+  local st = {epoch, cool, seq}
   for _, lim in ipairs(limits) do
     busy = math.max(busy, math.max(0, lim.s - now) + math.max(0, -lim.t) / lim.r)
-    local q = ''
-    if lim.q ~= nil then q = num(lim.q) end
-    local values = {num(lim.r), num(lim.t), num(lim.s), q, num(lim.qu), num(lim.qc)}
-    for k, f in ipairs(F) do
-      args[#args + 1] = lim.name .. f
-      args[#args + 1] = values[k]
-    end
+    st[#st + 1] = lim.name
+    st[#st + 1] = lim.r
+    st[#st + 1] = lim.t
+    st[#st + 1] = lim.s
+    st[#st + 1] = lim.q or 0
+    st[#st + 1] = lim.qu
+    st[#st + 1] = lim.qc
   end
-  redis.call('HSET', KEYS[1], unpack(args))
-  redis.call('PEXPIRE', KEYS[1], math.ceil((busy + idle_ttl) * 1000))
+  redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', math.ceil((busy + idle_ttl) * 1000))
 end
 
-local function pay()
-  seq = seq + 1
-  for _, lim in ipairs(limits) do
-    lim.t = lim.t - lim.cost
-    if quota_active(lim) then lim.q = lim.q - lim.cost end
-  end
+local function answer(granted, wait, reason, slot, lease)
+  return string.format('%d %d %s %d %d %d %s %d', granted, micro(wait), reason, epoch, slot,
+                       micro(now), lease, seq)
 end
 
 if op == 'acquire' then
-  local max_wait = tonumber(ARGV[a])
-  local reserve = ARGV[a + 1] == '1'
-  local res_epoch = tonumber(ARGV[a + 2])
-  local max_conc = tonumber(ARGV[a + 4])
-  local lease_id = ARGV[a + 5]
-  local lease_ttl = tonumber(ARGV[a + 6])
+  local max_wait = tonumber(A[1]) + SLACK
+  local reserve = A[2] == '1'
+  local res_epoch = opt(A[3])
+  local lease_id = A[5]
+  for i, lim in ipairs(limits) do lim.cost = tonumber(A[5 + i]) end
   local redeeming = res_epoch ~= nil and res_epoch == epoch
-  local ep = string.format('%d', epoch)
-  local kept = ''
-  if redeeming then kept = ARGV[a + 3] end
+  local kept = 0
+  if redeeming then kept = micro(tonumber(A[4])) end
   local probe = false
   if bstate ~= 'closed' then
     if now < buntil then
       save()
-      return {'0', num(buntil - now), 'breaker_open', ep, kept, num(now), '', tostring(seq)}
+      return answer(0, buntil - now, 'breaker_open', kept, '-')
     end
     probe = true
   end
   local slot
   if redeeming then
-    slot = math.max(tonumber(ARGV[a + 3]), cool, now)
+    slot = math.max(tonumber(A[4]), cool, now)
   else
     slot = math.max(now, cool)
     for _, lim in ipairs(limits) do
@@ -189,20 +187,27 @@ if op == 'acquire' then
     end
   end
   local wait = slot - now
-  if max_conc ~= nil and wait <= max_wait then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
+  if max_conc > 0 and wait <= max_wait then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
     if redis.call('ZCARD', KEYS[2]) >= max_conc then
       local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
       local busy = math.min(tonumber(first[2]) - now, 1 / limits[1].r)
       save()
-      return {'0', num(busy), 'concurrency', ep, kept, num(now), '', tostring(seq)}
+      return answer(0, busy, 'concurrency', kept, '-')
+    end
+  end
+  local function pay()
+    seq = seq + 1
+    for _, lim in ipairs(limits) do
+      lim.t = lim.t - lim.cost
+      if quota_active(lim) then lim.q = lim.q - lim.cost end
     end
   end
   if wait <= max_wait then
     if not redeeming then pay() end
-    local lease = ''
-    if max_conc ~= nil then
-      redis.call('ZADD', KEYS[2], num(now + lease_ttl), lease_id)
+    local lease = '-'
+    if max_conc > 0 then
+      redis.call('ZADD', KEYS[2], string.format('%.17g', now + lease_ttl), lease_id)
       redis.call('PEXPIRE', KEYS[2], math.ceil((lease_ttl + idle_ttl) * 1000))
       lease = lease_id
     end
@@ -210,41 +215,39 @@ if op == 'acquire' then
     local reason = 'ok'
     if redeeming then reason = 'redeemed' end
     if probe then
-      bstate, buntil, reason = 'half_open', now + tonumber(ARGV[a + 7]), 'probe'
+      bstate, buntil, reason = 'half_open', now + b_open, 'probe'
       save_breaker()
     end
-    return {'1', num(wait), reason, ep, '', num(now), lease, tostring(seq)}
+    return answer(1, wait, reason, 0, lease)
   end
   local reason = 'rate'
   if cool > now then reason = 'cooldown' end
-  if redeeming then
-    save()
-    return {'0', num(wait), reason, ep, num(slot), num(now), '', tostring(seq)}
-  end
-  if reserve then
-    pay()
-    save()
-    return {'0', num(wait), reason, ep, num(slot), num(now), '', tostring(seq)}
-  end
+  if reserve and not redeeming then pay() end
+  local held = 0
+  if reserve or redeeming then held = micro(slot) end
   save()
-  return {'0', num(wait), reason, ep, '', num(now), '', tostring(seq)}
+  return answer(0, wait, reason, held, '-')
 end
 
--- success / backoff / failure: each gives back the lease first, then applies the feedback
-if ARGV[a] ~= '' then redis.call('ZREM', KEYS[2], ARGV[a]) end
+-- success / backoff / failure: give the lease back, apply the response's feedback
+if A[1] then redis.call('ZREM', KEYS[2], A[1]) end
+local seen_seq, seen_epoch, retry_after = opt(A[2]), opt(A[3]), opt(A[4])
 for i, lim in ipairs(limits) do
-  if lim.cost ~= 0 then
-    lim.t = math.min(lim.burst, lim.t - lim.cost)
-    if quota_active(lim) then lim.q = lim.q - lim.cost end
+  local f = 5 + 3 * (i - 1)
+  local delta = tonumber(A[f])
+  local qrem, qreset = opt(A[f + 1]), opt(A[f + 2])
+  if delta ~= 0 then
+    lim.t = math.min(lim.burst, lim.t - delta)
+    if quota_active(lim) then lim.q = lim.q - delta end
   end
-  if lim.qrem ~= nil and lim.qreset ~= nil and lim.qreset > 0 then
-    local left = lim.qrem
-    if i == 1 and seen_seq ~= nil then left = left - math.max(0, seq - seen_seq) end
-    left = math.max(0, left)
-    lim.q, lim.qu, lim.qc = left, now + lim.qreset, left / lim.qreset
-    lim.t = math.min(lim.t, left)
+  if qrem ~= nil and qreset ~= nil and qreset > 0 then
+    if i == 1 and seen_seq ~= nil then qrem = qrem - math.max(0, seq - seen_seq) end
+    qrem = math.max(0, qrem)
+    lim.q, lim.qu, lim.qc = qrem, now + qreset, qrem / qreset
+    lim.t = math.min(lim.t, qrem)
   end
 end
+
 local old = limits[1].r
 local decreased = 0
 if op == 'success' then
@@ -255,17 +258,11 @@ if op == 'success' then
 elseif op == 'failure' then
   if bstate ~= 'open' then
     bfail = bfail + 1
-    if bstate == 'half_open' or bfail >= tonumber(ARGV[a + 1]) then
-      bstate, buntil = 'open', now + tonumber(ARGV[a + 2])
-    end
+    if bstate == 'half_open' or bfail >= b_threshold then bstate, buntil = 'open', now + b_open end
   end
 elseif op == 'backoff' then
-  local seen = tonumber(ARGV[a + 1])
-  local retry_after = tonumber(ARGV[a + 2])
-  local mult = tonumber(ARGV[a + 3])
-  local max_backoff = tonumber(ARGV[a + 4])
   local new_event
-  if seen ~= nil then new_event = seen == epoch else new_event = now >= cool end
+  if seen_epoch ~= nil then new_event = seen_epoch == epoch else new_event = now >= cool end
   if retry_after ~= nil then retry_after = math.min(math.max(retry_after, 0), max_backoff) end
   if new_event then
     decreased = 1
@@ -284,7 +281,7 @@ else
 end
 save()
 save_breaker()
-local changed = '0'
-if bstate ~= bbefore then changed = '1' end
-return {string.format('%d', epoch), tostring(decreased), num(old), num(limits[1].r),
-        num(math.max(0, cool - now)), bstate, changed}
+local changed = 0
+if bstate ~= bbefore then changed = 1 end
+return string.format('%d %d %d %d %d %s %d', epoch, decreased, micro(old), micro(limits[1].r),
+                     micro(math.max(0, cool - now)), bstate, changed)
