@@ -14,8 +14,11 @@ from queue_ratelimit.errors import (
     RateLimited,
 )
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.outcome import Outcome
+from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal, parse_rate_limit
 from queue_ratelimit.policy.state import (
     Decision,
+    Feedback,
     LimitSnapshot,
     ReportResult,
     Reservation,
@@ -32,27 +35,33 @@ from queue_ratelimit.registry import (
 __all__ = [
     # configuration
     "BUILTIN_INTEGRATIONS",
-    # errors
-    "BackendError",
-    "ConfigError",
-    # the limiter and what it answers
-    "Decision",
     "IntegrationConfig",
-    "InvalidRequest",
     "LimitConfig",
-    "LimitSnapshot",
-    "Limiter",
-    # backends
-    "MemoryBackend",
-    "QueueRateLimitError",
-    "RateLimited",
-    "ReportResult",
-    "Reservation",
-    "Snapshot",
     "get_integration",
     "list_integrations",
     "load_configs",
     "merge_configs",
+    # the limiter and what it answers
+    "Limiter",
+    "Decision",
+    "Reservation",
+    "Feedback",
+    "Outcome",
+    "ReportResult",
+    "Snapshot",
+    "LimitSnapshot",
+    # reading upstream signals
+    "parse_rate_limit",
+    "RateLimitSignal",
+    "Quota",
+    # backends
+    "MemoryBackend",
+    # errors
+    "QueueRateLimitError",
+    "ConfigError",
+    "InvalidRequest",
+    "BackendError",
+    "RateLimited",
 ]
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from queue_ratelimit import signals
@@ -16,6 +16,8 @@ from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import InvalidRequest, RateLimited
+from queue_ratelimit.outcome import BACKOFF, FAILURE, Outcome, classify, feedback_for
+from queue_ratelimit.policy.signals_http import parse_rate_limit
 from queue_ratelimit.policy.state import (
     NO_FEEDBACK,
     Decision,
@@ -113,6 +115,10 @@ class Limiter:
     def config(self, integration: str) -> IntegrationConfig:
         """The config of ``integration``; ``ConfigError`` naming the known ones when absent."""
         return self._prepare(integration).config
+
+    def costs(self, integration: str, cost: Cost) -> dict[str, float]:
+        """``cost`` per limit, as ``acquire`` charges it; ``InvalidRequest`` if impossible."""
+        return self._prepare(integration).costs(cost)
 
     def _prepare(self, integration: str) -> _Prepared:
         prepared = self._prepared.get(integration)
@@ -286,6 +292,61 @@ class Limiter:
         )
         self._breaker_moved(integration, tenant, result)
         return result
+
+    def report_response(
+        self,
+        integration: str,
+        tenant: str | None,
+        status: int | None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        body: bytes | str | Mapping[str, object] | None = None,
+        *,
+        decision: Decision | None = None,
+        estimated: Mapping[str, float] | None = None,
+        actual: Mapping[str, float] | None = None,
+    ) -> Outcome:
+        """Report what the upstream answered, in one round trip; never raises on its content.
+
+        The response is read with ``parse_rate_limit`` (the integration's
+        ``backoff_status_codes`` and ``max_backoff``) and reported as a backoff, a failure
+        (a 5xx, or ``status=None`` for a timeout or connection error) or a success, with the
+        quotas it published (``policy/quota.py``) and, when ``actual`` usage is given, the
+        correction of the ``estimated`` cost. Pass the call's ``decision``: its epoch keeps
+        one congestion event to one decrease, its seq corrects ``remaining`` for calls in
+        flight, and its lease is given back.
+        """
+        prepared = self._resolve(integration, tenant)
+        config = prepared.config
+        signal = parse_rate_limit(
+            status or 0,
+            headers,
+            body,
+            backoff_status_codes=config.backoff_status_codes,
+            max_backoff=config.max_backoff,
+        )
+        kind = classify(status, signal)
+        feedback = feedback_for(
+            prepared.plan,
+            signal,
+            seq=decision.seq if decision else None,
+            estimated=estimated,
+            actual=actual,
+        )
+        lease = decision.lease if decision else None
+        if kind == BACKOFF:
+            result = self.on_backoff(
+                integration,
+                tenant,
+                retry_after=signal.retry_after,
+                epoch=decision.epoch if decision else None,
+                lease=lease,
+                feedback=feedback,
+            )
+        elif kind == FAILURE:
+            result = self.on_failure(integration, tenant, lease=lease, feedback=feedback)
+        else:
+            result = self.on_success(integration, tenant, lease=lease, feedback=feedback)
+        return Outcome(kind, signal, result)
 
     def set_breaker(self, integration: str, state: str, open_seconds: float | None = None) -> None:
         """Force the integration's breaker ``"open"`` (for ``open_seconds``, default the

@@ -12,9 +12,11 @@ every task ran exactly once::
 
 ``headers`` chooses the dialect: ``"retry-after"`` (429 + ``Retry-After`` only),
 ``"x-ratelimit"`` (also ``X-RateLimit-Limit/-Remaining/-Reset`` on every answer, Reset in
-epoch seconds), or ``"none"`` (a bare 429). ``set_limit`` changes the limit mid-run;
-``fail_with(500)`` makes every call fail (for the breaker); ``require_token`` checks
-``Authorization: Bearer <token>``. Nothing is logged (a token never reaches a log).
+epoch seconds), or ``"none"`` (a bare 429). A call with ``?tokens=N`` is answered with
+``{"usage": {"total_tokens": N}}``, like an LLM API reporting what a call really cost.
+``set_limit`` changes the limit mid-run; ``fail_with(500)`` makes every call fail (for the
+breaker); ``require_token`` checks ``Authorization: Bearer <token>``. Nothing is logged (a
+token never reaches a log).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import math
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
@@ -153,8 +156,10 @@ class HiddenLimitUpstream:
         length = int(handler.headers.get("Content-Length") or 0)
         if length:
             handler.rfile.read(length)
-        parts = handler.path.split("?", 1)[0].strip("/").split("/")
+        path, _, query = handler.path.partition("?")
+        parts = path.strip("/").split("/")
         bucket, call_id = parts[0], "/".join(parts[1:])
+        params = urllib.parse.parse_qs(query)
         expected = f"Bearer {self.require_token}"
         if self.require_token is not None and handler.headers.get("Authorization") != expected:
             self._answer(handler, 401, {}, {"error": "unauthorized"})
@@ -164,7 +169,10 @@ class HiddenLimitUpstream:
             self.status_counts[status] += 1
             if status == 200:
                 self.served[call_id] += 1
-        self._answer(handler, status, headers, {"id": call_id, "status": status})
+        body: dict[str, object] = {"id": call_id, "status": status}
+        if status == 200 and "tokens" in params:  # an LLM-style API reports its usage
+            body["usage"] = {"total_tokens": int(params["tokens"][0])}
+        self._answer(handler, status, headers, body)
 
     def _decide(self, bucket: str, now: float) -> tuple[int, dict[str, str]]:
         if self._fault is not None:

@@ -22,6 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from queue_ratelimit.errors import BackendError, ConfigError
+from queue_ratelimit.policy.aimd import fresh_views
 from queue_ratelimit.policy.state import (
     Decision,
     Feedback,
@@ -263,7 +264,7 @@ class RedisBackend:
         now = reply[1] / _MICRO
         breaker = (_text(reply[2]), int(reply[3]), reply[4] / _MICRO)
         if reply[0] != 1:
-            return Snapshot(False, 0, 0.0, 0, now, (), *breaker)
+            return Snapshot(False, 0, 0.0, 0, now, fresh_views(plan.limits), *breaker)
         views = []
         rest = reply[8:]
         for i in range(0, len(rest), 3):

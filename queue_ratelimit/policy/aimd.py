@@ -250,6 +250,11 @@ def idle_expiry(state: KeyState, now: float, idle_ttl: float) -> float:
     return busy + idle_ttl
 
 
+def fresh_views(limits: Sequence[LimitParams]) -> tuple[LimitSnapshot, ...]:
+    """How a key that holds no state looks: full buckets at the starting rates."""
+    return tuple(LimitSnapshot(lim.name, lim.rate, lim.burst, 0.0) for lim in limits)
+
+
 def snapshot(
     state: KeyState | None, breaker: BreakerState, now: float, limits: Sequence[LimitParams]
 ) -> Snapshot:
@@ -257,7 +262,7 @@ def snapshot(
     held = max(0.0, breaker.until - now) if breaker.state != brk.CLOSED else 0.0
     seen = (breaker.state, breaker.failures, held)
     if state is None:
-        return Snapshot(False, 0, 0.0, 0, now, (), *seen)
+        return Snapshot(False, 0, 0.0, 0, now, fresh_views(limits), *seen)
     views = []
     for lim in limits:
         bucket = state.buckets.get(lim.name)

@@ -1,0 +1,293 @@
+"""Rate-limited HTTP: a ``requests`` adapter and ``httpx`` transports (sync and async).
+
+Each request acquires from the limiter first (sleeping a short wait, at most ``max_wait``;
+beyond it ``RateLimited`` is raised before anything is sent), and each answer is reported:
+its quotas feed the limiter, a backoff slows the fleet down and raises ``RateLimited``
+carrying ``retry_after`` (or is returned, with ``raise_on_backoff=False``), a 5xx or a
+transport error counts toward the breaker.
+
+    session = requests.Session()
+    session.mount("https://api.notion.com/", RateLimitedAdapter(limiter, "notion"))
+
+    client = httpx.Client(transport=RateLimitedTransport(limiter, "notion"))
+    client = httpx.AsyncClient(transport=AsyncRateLimitedTransport(limiter, "notion"))
+
+The tenant is a fixed string, a function of the request, or ``BY_TOKEN``: a digest of the
+``Authorization`` header, so each API token gets its own limit while the token itself never
+reaches Redis, signals, logs or exceptions. Timeouts: the adapter applies
+``DEFAULT_TIMEOUT`` (5 s to connect, 30 s to read) when a request sets none; httpx clients
+keep their own (httpx's default is 5 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import httpx
+import requests
+from requests.adapters import HTTPAdapter
+
+from queue_ratelimit.errors import RateLimited
+from queue_ratelimit.limiter import Cost, Limiter
+from queue_ratelimit.outcome import BACKOFF, Outcome
+from queue_ratelimit.policy.state import Decision
+
+__all__ = [
+    "BY_TOKEN",
+    "DEFAULT_TIMEOUT",
+    "AsyncRateLimitedTransport",
+    "RateLimitedAdapter",
+    "RateLimitedTransport",
+    "token_tenant",
+]
+
+DEFAULT_TIMEOUT: Final = (5.0, 30.0)
+"""(connect, read) seconds used by ``RateLimitedAdapter`` when a request sets no timeout."""
+
+BY_TOKEN: Final = "queue_ratelimit:by-token"
+"""Pass as ``tenant`` to key each request's limit by a digest of its Authorization header."""
+
+Request = requests.PreparedRequest | httpx.Request
+Tenant = str | Callable[[Any], str | None] | None
+
+
+def token_tenant(authorization: str | None) -> str | None:
+    """A stable, non-reversible tenant name for an Authorization header value."""
+    if not authorization:
+        return None
+    return "tok-" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Call:
+    tenant: str | None
+    cost: Cost
+    decision: Decision
+
+
+class _Gate:
+    """The framework-neutral part: what to ask before a request and report after it."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        integration: str,
+        tenant: Tenant,
+        max_wait: float | None,
+        raise_on_backoff: bool,
+        estimate: Callable[[Any], Cost] | None,
+        usage: Callable[[Any], Mapping[str, float] | None] | None,
+    ) -> None:
+        limiter.config(integration)  # fail at construction on an unknown integration
+        self.limiter = limiter
+        self.integration = integration
+        self.tenant = tenant
+        self.max_wait = max_wait
+        self.raise_on_backoff = raise_on_backoff
+        self.estimate = estimate
+        self.usage = usage
+
+    def tenant_of(self, request: Request) -> str | None:
+        if self.tenant == BY_TOKEN:
+            return token_tenant(request.headers.get("Authorization"))
+        if callable(self.tenant):
+            return self.tenant(request)
+        return self.tenant
+
+    def before(self, request: Request) -> _Call:
+        """Acquire; raise ``RateLimited`` when the slot is further than ``max_wait``."""
+        tenant = self.tenant_of(request)
+        cost = self.estimate(request) if self.estimate else 1.0
+        decision = self.limiter.acquire(
+            self.integration, tenant, cost, max_wait=self.max_wait, reserve=False
+        )
+        if not decision.granted:
+            raise RateLimited(decision.wait, self.integration, tenant)
+        return _Call(tenant, cost, decision)
+
+    def wants_body(self, status: int) -> bool:
+        return status in self.limiter.config(self.integration).backoff_status_codes
+
+    def after(
+        self,
+        call: _Call,
+        status: int | None,
+        headers: Any = (),
+        body: bytes | None = None,
+        response: Any = None,
+    ) -> Outcome:
+        """Report the answer (``status=None``: none came); raise ``RateLimited`` on a backoff."""
+        actual = self.usage(response) if (self.usage and response is not None) else None
+        outcome = self.limiter.report_response(
+            self.integration,
+            call.tenant,
+            status,
+            headers,
+            body,
+            decision=call.decision,
+            estimated=self.limiter.costs(self.integration, call.cost) if actual else None,
+            actual=actual,
+        )
+        if outcome.kind == BACKOFF and self.raise_on_backoff:
+            raise RateLimited(outcome.retry_after, self.integration, call.tenant)
+        return outcome
+
+
+class RateLimitedAdapter(HTTPAdapter):
+    """A ``requests`` transport adapter that rate-limits every request sent through it.
+
+    Args:
+        limiter: the shared limiter.
+        integration: the integration whose limits apply.
+        tenant: a tenant name, a function of the ``PreparedRequest``, or ``BY_TOKEN``.
+        max_wait: the longest wait slept before sending (default: the integration's).
+        raise_on_backoff: raise ``RateLimited`` on a backoff answer (else return it).
+        estimate: a function of the request giving its cost (``{"tokens": 1200}``).
+        usage: a function of the response giving its actual cost, to correct the estimate.
+        **kwargs: passed to ``HTTPAdapter`` (pool sizes, ``max_retries``).
+    """
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        integration: str,
+        *,
+        tenant: Tenant = None,
+        max_wait: float | None = None,
+        raise_on_backoff: bool = True,
+        estimate: Callable[[Any], Cost] | None = None,
+        usage: Callable[[Any], Mapping[str, float] | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._gate = _Gate(
+            limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
+        )
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Acquire, send, report; see the class docstring."""
+        call = self._gate.before(request)
+        if call.decision.wait > 0:
+            time.sleep(call.decision.wait)
+        try:
+            response = super().send(
+                request, stream=stream, timeout=timeout or DEFAULT_TIMEOUT, **kwargs
+            )
+        except requests.RequestException:
+            self._gate.after(call, None)
+            raise
+        body = (
+            response.content
+            if (self._gate.wants_body(response.status_code) and not stream)
+            else None
+        )
+        try:
+            self._gate.after(call, response.status_code, response.headers, body, response)
+        except RateLimited:
+            response.close()
+            raise
+        return response
+
+
+class RateLimitedTransport(httpx.BaseTransport):
+    """An ``httpx`` transport that rate-limits every request; wraps another transport.
+
+    Args: as ``RateLimitedAdapter``, plus ``transport`` (default ``httpx.HTTPTransport()``).
+    """
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        integration: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        tenant: Tenant = None,
+        max_wait: float | None = None,
+        raise_on_backoff: bool = True,
+        estimate: Callable[[Any], Cost] | None = None,
+        usage: Callable[[Any], Mapping[str, float] | None] | None = None,
+    ) -> None:
+        self._transport = transport or httpx.HTTPTransport()
+        self._gate = _Gate(
+            limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Acquire, send, report; see the module docstring."""
+        call = self._gate.before(request)
+        if call.decision.wait > 0:
+            time.sleep(call.decision.wait)
+        try:
+            response = self._transport.handle_request(request)
+        except httpx.TransportError:
+            self._gate.after(call, None)
+            raise
+        body = response.read() if self._gate.wants_body(response.status_code) else None
+        try:
+            self._gate.after(call, response.status_code, response.headers, body, response)
+        except RateLimited:
+            response.close()
+            raise
+        return response
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self._transport.close()
+
+
+class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
+    """The async twin of ``RateLimitedTransport``: limiter calls run in a worker thread
+    (they do blocking Redis I/O) and waits are ``anyio.sleep``, so the event loop never
+    blocks. Args: as ``RateLimitedTransport`` with an ``httpx.AsyncBaseTransport``."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        integration: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        tenant: Tenant = None,
+        max_wait: float | None = None,
+        raise_on_backoff: bool = True,
+        estimate: Callable[[Any], Cost] | None = None,
+        usage: Callable[[Any], Mapping[str, float] | None] | None = None,
+    ) -> None:
+        self._transport = transport or httpx.AsyncHTTPTransport()
+        self._gate = _Gate(
+            limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Acquire, send, report; see the module docstring."""
+        call = await anyio.to_thread.run_sync(self._gate.before, request)
+        if call.decision.wait > 0:
+            await anyio.sleep(call.decision.wait)
+        try:
+            response = await self._transport.handle_async_request(request)
+        except httpx.TransportError:
+            await anyio.to_thread.run_sync(self._gate.after, call, None)
+            raise
+        body = await response.aread() if self._gate.wants_body(response.status_code) else None
+        try:
+            await anyio.to_thread.run_sync(
+                self._gate.after, call, response.status_code, response.headers, body, response
+            )
+        except RateLimited:
+            await response.aclose()
+            raise
+        return response
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._transport.aclose()

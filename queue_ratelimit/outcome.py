@@ -1,0 +1,85 @@
+"""From a response to a report: classify it and derive the feedback the limiter applies.
+
+Pure functions: ``Limiter.report_response`` parses the response with
+``parse_rate_limit``, calls :func:`classify` and :func:`feedback_for`, and sends the result
+in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from queue_ratelimit.config import PRIMARY_LIMIT
+from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal
+from queue_ratelimit.policy.state import Feedback, Plan, ReportResult
+
+SUCCESS, BACKOFF, FAILURE = "success", "backoff", "failure"
+
+
+def classify(status: int | None, signal: RateLimitSignal) -> str:
+    """``backoff`` for a rate-limit answer, ``failure`` for a 5xx or no answer (``None``: a
+    timeout or connection error), else ``success``: any other answer, 4xx included, shows the
+    upstream accepted the call's rate."""
+    if signal.backoff:
+        return BACKOFF
+    if status is None or status >= 500:
+        return FAILURE
+    return SUCCESS
+
+
+def feedback_for(
+    plan: Plan,
+    signal: RateLimitSignal,
+    *,
+    seq: int | None = None,
+    estimated: Mapping[str, float] | None = None,
+    actual: Mapping[str, float] | None = None,
+) -> Feedback:
+    """The quotas the response published for the plan's limits, and the cost corrections.
+
+    The headline quota (``signal.remaining``/``reset_after``) counts as ``requests`` unless
+    the response named a ``requests`` quota. ``actual`` minus ``estimated`` (per limit) is
+    charged; a limit missing from ``estimated`` was estimated at 0.
+    """
+    names = {lim.name for lim in plan.limits}
+    published = dict(signal.quotas)
+    if PRIMARY_LIMIT not in published and signal.remaining is not None:
+        published[PRIMARY_LIMIT] = Quota(signal.limit, signal.remaining, signal.reset_after)
+    quotas = {
+        name: (float(quota.remaining), quota.reset_after)
+        for name, quota in published.items()
+        if name in names and quota.remaining is not None and quota.reset_after
+    }
+    adjust: dict[str, float] = {}
+    if actual:
+        spent = estimated or {}
+        adjust = {
+            name: units - spent.get(name, 0.0)
+            for name, units in actual.items()
+            if name in names and units != spent.get(name, 0.0)
+        }
+    return Feedback(quotas=quotas, adjust=adjust, seq=seq)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``Limiter.report_response`` learned and did.
+
+    Attributes:
+        kind: ``success``, ``backoff`` or ``failure``.
+        signal: the parsed response.
+        result: the limiter's report result (rates, cooldown, breaker).
+    """
+
+    kind: str
+    signal: RateLimitSignal
+    result: ReportResult
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds to wait before retrying: the upstream's ``Retry-After``, else the cooldown
+        the limiter opened (or the breaker's open interval is the caller's to look up)."""
+        if self.signal.retry_after is not None:
+            return self.signal.retry_after
+        return self.result.cooldown_left

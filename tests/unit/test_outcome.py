@@ -1,0 +1,64 @@
+"""Classifying answers and deriving feedback (quotas, cost corrections) from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from queue_ratelimit.limiter import plan_for
+from queue_ratelimit.outcome import BACKOFF, FAILURE, SUCCESS, classify, feedback_for
+from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal
+from queue_ratelimit.registry import BUILTIN_INTEGRATIONS
+
+OPENAI = plan_for(BUILTIN_INTEGRATIONS["openai"])
+
+
+@pytest.mark.parametrize(
+    ("status", "signal", "kind"),
+    [
+        (200, RateLimitSignal(), SUCCESS),
+        (404, RateLimitSignal(), SUCCESS),
+        (429, RateLimitSignal(backoff=True), BACKOFF),
+        (503, RateLimitSignal(backoff=True), BACKOFF),
+        (500, RateLimitSignal(), FAILURE),
+        (None, RateLimitSignal(), FAILURE),
+    ],
+)
+def test_classify(status: int | None, signal: RateLimitSignal, kind: str) -> None:
+    assert classify(status, signal) == kind
+
+
+def test_the_headline_quota_feeds_the_requests_limit() -> None:
+    signal = RateLimitSignal(limit=100, remaining=7, reset_after=12.0)
+    assert feedback_for(OPENAI, signal, seq=4).quotas == {"requests": (7.0, 12.0)}
+    assert feedback_for(OPENAI, signal, seq=4).seq == 4
+
+
+def test_named_quotas_feed_limits_of_that_name_only() -> None:
+    signal = RateLimitSignal(
+        quotas={
+            "requests": Quota(500, 499, 0.12),
+            "tokens": Quota(30000, 29000, 2.0),
+            "images": Quota(5, 0, 60.0),  # no such limit configured: ignored
+        },
+        limit=500,
+        remaining=499,
+        reset_after=0.12,
+    )
+    assert feedback_for(OPENAI, signal).quotas == {
+        "requests": (499.0, 0.12),
+        "tokens": (29000.0, 2.0),
+    }
+
+
+def test_quotas_without_a_reset_are_not_fed_forward() -> None:
+    assert feedback_for(OPENAI, RateLimitSignal(remaining=3)).quotas == {}
+
+
+def test_actual_usage_corrects_the_estimate() -> None:
+    feedback = feedback_for(
+        OPENAI,
+        RateLimitSignal(),
+        estimated={"requests": 1.0, "tokens": 500.0},
+        actual={"tokens": 320.0, "unknown": 5.0},
+    )
+    assert feedback.adjust == {"tokens": -180.0}
