@@ -6,7 +6,8 @@
     ├── ConfigError (also ValueError)      invalid configuration, raised at startup
     ├── InvalidRequest (also ValueError)   a call the limiter can never satisfy (cost > burst)
     ├── BackendError                       the shared state (Redis) failed; chained from the cause
-    └── RateLimited                        control flow: wait ``retry_after`` seconds, then retry
+    ├── RateLimited                        control flow: wait ``retry_after`` seconds, then retry
+    └── RequeueBudgetExhausted             a task was requeued ``requeue_budget`` times: it fails
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ class ConfigError(QueueRateLimitError, ValueError):
     """
 
     def __init__(self, integration: str | None, field: str, value: object, reason: str) -> None:
+        super().__init__(integration, field, value, reason)  # args rebuild it (pickle)
         self.integration = integration
         self.field = field
         self.value = value
         self.reason = reason
-        where = f"integration {integration!r}: " if integration else ""
-        super().__init__(f"{where}field {field!r} = {value!r}: {reason}")
+
+    def __str__(self) -> str:
+        where = f"integration {self.integration!r}: " if self.integration else ""
+        return f"{where}field {self.field!r} = {self.value!r}: {self.reason}"
 
 
 class InvalidRequest(QueueRateLimitError, ValueError):
@@ -52,12 +56,26 @@ class RateLimited(QueueRateLimitError):
     """
 
     def __init__(
-        self, retry_after: float, integration: str = "", tenant: str | None = None
+        self, retry_after: float = 0.0, integration: str = "", tenant: str | None = None
     ) -> None:
+        super().__init__(retry_after, integration, tenant)  # args rebuild it (result backends)
         self.retry_after = retry_after
         self.integration = integration
         self.tenant = tenant
-        target = f"{integration}:{tenant}" if tenant else integration
-        super().__init__(
-            f"rate limited{' on ' + target if target else ''}; retry in {retry_after:.3f}s"
-        )
+
+    def __str__(self) -> str:
+        target = f"{self.integration}:{self.tenant}" if self.tenant else self.integration
+        where = f" on {target}" if target else ""
+        return f"rate limited{where}; retry in {float(self.retry_after):.3f}s"
+
+
+class RequeueBudgetExhausted(QueueRateLimitError):
+    """A task was put back on the broker ``requeue_budget`` times and still found no slot.
+
+    It fails through the framework's own failure path (result backend, ``task_failure``,
+    dead letters, the failed job registry), so nothing is dropped silently. Only a message
+    is positional, so every framework can serialise and rebuild it.
+    """
+
+    def __init__(self, message: str = "requeue budget exhausted") -> None:
+        super().__init__(message)

@@ -1,10 +1,12 @@
 """Rate-limited HTTP: a ``requests`` adapter and ``httpx`` transports (sync and async).
 
 Each request acquires from the limiter first (sleeping a short wait, at most ``max_wait``;
-beyond it ``RateLimited`` is raised before anything is sent), and each answer is reported:
+beyond it ``RateLimited`` is raised before anything is sent; inside a rate-limited task the
+first call uses the slot the task acquired before it started), and each answer is reported:
 its quotas feed the limiter, a backoff slows the fleet down and raises ``RateLimited``
-carrying ``retry_after`` (or is returned, with ``raise_on_backoff=False``), a 5xx or a
-transport error counts toward the breaker.
+carrying ``retry_after`` (or is returned, with ``raise_on_backoff=False``; inside a task the
+integration's requeue hook takes it instead), a 5xx or a transport error counts toward the
+breaker.
 
     session = requests.Session()
     session.mount("https://api.notion.com/", RateLimitedAdapter(limiter, "notion"))
@@ -32,6 +34,7 @@ import httpx
 import requests
 from requests.adapters import HTTPAdapter
 
+from queue_ratelimit import context
 from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Cost, Limiter
 from queue_ratelimit.outcome import BACKOFF, Outcome
@@ -103,11 +106,13 @@ class _Gate:
         """Acquire; raise ``RateLimited`` when the slot is further than ``max_wait``."""
         tenant = self.tenant_of(request)
         cost = self.estimate(request) if self.estimate else 1.0
-        decision = self.limiter.acquire(
-            self.integration, tenant, cost, max_wait=self.max_wait, reserve=False
-        )
+        decision = context.take_prepaid(self.integration, tenant)
+        if decision is None:
+            decision = self.limiter.acquire(
+                self.integration, tenant, cost, max_wait=self.max_wait, reserve=False
+            )
         if not decision.granted:
-            raise RateLimited(decision.wait, self.integration, tenant)
+            context.raise_rate_limited(RateLimited(decision.wait, self.integration, tenant))
         return _Call(tenant, cost, decision)
 
     def wants_body(self, status: int) -> bool:
@@ -134,7 +139,9 @@ class _Gate:
             actual=actual,
         )
         if outcome.kind == BACKOFF and self.raise_on_backoff:
-            raise RateLimited(outcome.retry_after, self.integration, call.tenant)
+            context.raise_rate_limited(
+                RateLimited(outcome.retry_after, self.integration, call.tenant)
+            )
         return outcome
 
 

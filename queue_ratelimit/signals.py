@@ -13,14 +13,18 @@ from typing import Any
 
 from blinker import NamedSignal, Namespace
 
+from queue_ratelimit import context
+
 __all__ = [
     "acquired",
     "backoff",
     "breaker_closed",
     "breaker_opened",
+    "budget_exhausted",
     "emit",
     "rate_changed",
     "reservation_redeemed",
+    "task_requeued",
     "throttled",
 ]
 
@@ -59,10 +63,30 @@ breaker_closed: NamedSignal = _events.signal(
 )
 
 
+task_requeued: NamedSignal = _events.signal(
+    "task_requeued",
+    doc="A task went back to the broker instead of waiting in the worker. Fields: "
+    "integration, tenant, reason (rate, cooldown, concurrency, breaker_open, backoff, parked), "
+    "countdown, requeues.",
+)
+budget_exhausted: NamedSignal = _events.signal(
+    "budget_exhausted",
+    doc="A task used its whole requeue budget and fails with RequeueBudgetExhausted. Fields: "
+    "integration, tenant, requeues.",
+)
+
+
 def emit(signal: NamedSignal, sender: object, **fields: Any) -> None:
-    """Send ``signal`` to each receiver; a receiver's exception is logged, never raised."""
+    """Send ``signal`` to each receiver; a receiver's exception is logged, never raised.
+
+    While a task runs (``queue_ratelimit.context``), ``task_name`` and ``task_id`` are
+    added to the fields.
+    """
     if not signal.receivers:
         return
+    info = context.task.get()
+    if info is not None:
+        fields = {"task_name": info.name, "task_id": info.id, **fields}
     for receiver in signal.receivers_for(sender):
         try:
             receiver(sender, **fields)

@@ -1,0 +1,1 @@
+"""Thin adapters that put Celery, Dramatiq and RQ tasks behind ``queue_ratelimit.tasks``."""

@@ -1,0 +1,301 @@
+"""Celery: ``RateLimitedTask``, per-integration routing, and a breaker that pauses consumption.
+
+::
+
+    app = Celery("app", broker="redis://localhost:6379/0")
+    app.conf.queue_ratelimit_redis_url = "redis://localhost:6379/1"
+    app.conf.task_routes = (integration_router,)
+    install(app)                              # the worker bootstep that pauses queues
+
+    class SyncNotion(RateLimitedTask):
+        integration = "notion"
+        def tenant(self, workspace_id, page_id):
+            return workspace_id
+        def run(self, workspace_id, page_id): ...
+
+    sync_notion = app.register_task(SyncNotion())
+
+    @app.task(base=RateLimitedTask, integration="github", bind=True)
+    def sync_repo(self, installation_id, repo): ...
+
+Before the body runs the task acquires; a short wait is slept, a longer one sends the task
+back to the broker (same task id, ``countdown`` = its reserved slot plus jitter) and frees
+the worker slot at once. A ``RateLimited`` met in the body (the project's HTTP clients raise
+it on a 429, or ``raise self.rate_limited(retry_after=...)``) does the same with the
+upstream's ``Retry-After``. Requeues are published like ``Task.retry`` publishes, before the
+current message is acknowledged (so ``acks_late`` loses nothing), but keep
+``request.retries`` unchanged: ``max_retries`` and ``autoretry_for`` never see them. After
+``requeue_budget`` requeues the task fails with ``RequeueBudgetExhausted``.
+
+Settings (``app.conf``): ``queue_ratelimit_redis_url`` (shared state; without it, an
+in-process memory backend), ``queue_ratelimit_prefix`` (default ``qrl``),
+``queue_ratelimit_config`` (a TOML or JSON file of integration overrides),
+``queue_ratelimit_max_countdown`` (longest countdown handed to the broker; default 600 s, or
+half the Redis broker's ``visibility_timeout`` when smaller), ``queue_ratelimit_poll``
+(seconds between the breaker checks of ``install``'s bootstep, default 1).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, NoReturn
+
+from celery import Celery, Task, bootsteps
+from celery.exceptions import Retry
+
+from queue_ratelimit import context
+from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.errors import ConfigError, RateLimited
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.registry import load_configs
+from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Run, TaskGate, Ticket
+
+__all__ = ["BreakerStep", "RateLimitedTask", "configure", "install", "integration_router"]
+
+log = logging.getLogger(__name__)
+_GATE_ATTR = "_queue_ratelimit_gate"
+
+
+def configure(app: Celery, limiter: Limiter | None = None, **options: Any) -> TaskGate:
+    """Give ``app`` its limiter (built from ``app.conf`` when omitted) and return its gate.
+
+    Raises:
+        ConfigError: a ``queue_ratelimit_*`` setting is invalid (named in the error).
+    """
+    conf = app.conf
+    if limiter is None:
+        limiter = _limiter_from_conf(conf)
+    max_countdown = options.pop("max_countdown", None) or conf.get("queue_ratelimit_max_countdown")
+    if max_countdown is None:
+        max_countdown = _default_max_countdown(conf)
+    if not isinstance(max_countdown, int | float) or max_countdown <= 0:
+        raise ConfigError(None, "queue_ratelimit_max_countdown", max_countdown, "must be > 0")
+    gate = TaskGate(limiter, max_countdown=float(max_countdown), **options)
+    setattr(app, _GATE_ATTR, gate)
+    return gate
+
+
+def gate_for(app: Celery) -> TaskGate:
+    """The app's gate, configured from ``app.conf`` on first use."""
+    gate = getattr(app, _GATE_ATTR, None)
+    return gate if isinstance(gate, TaskGate) else configure(app)
+
+
+def _limiter_from_conf(conf: Mapping[str, Any]) -> Limiter:
+    path = conf.get("queue_ratelimit_config")
+    if path is None:
+        configs = load_configs()
+    elif str(path).endswith(".toml"):
+        configs = load_configs(toml_path=path)
+    elif str(path).endswith(".json"):
+        configs = load_configs(json_path=path)
+    else:
+        raise ConfigError(None, "queue_ratelimit_config", path, "must be a .toml or .json file")
+    url = conf.get("queue_ratelimit_redis_url")
+    if url is None:
+        return Limiter(MemoryBackend(), configs)
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(None, "queue_ratelimit_redis_url", url, "must be a redis:// URL")
+    from queue_ratelimit.backends.redis import RedisBackend
+
+    return Limiter(RedisBackend(url, prefix=conf.get("queue_ratelimit_prefix") or "qrl"), configs)
+
+
+def _default_max_countdown(conf: Mapping[str, Any]) -> float:
+    broker = str(conf.get("broker_url") or "")
+    options = conf.get("broker_transport_options") or {}
+    if broker.startswith(("redis", "rediss", "sentinel")):
+        return min(600.0, float(options.get("visibility_timeout", 3600)) / 2)
+    return 600.0
+
+
+class RateLimitedTask(Task):  # type: ignore[misc]
+    """A Celery task whose body runs only with a slot from its integration's limiter.
+
+    Attributes:
+        integration: the integration whose limits apply (required).
+        requeue_budget: requeues allowed before ``RequeueBudgetExhausted`` (default: the
+            integration's ``requeue_budget``).
+        max_wait: the longest wait slept in the worker (default: the integration's).
+    """
+
+    integration: str | None = None
+    requeue_budget: int | None = None
+    max_wait: float | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tenant = cls.__dict__.get("tenant")
+        if inspect.isfunction(tenant) and not _takes_self(tenant):
+            # @app.task(base=RateLimitedTask, tenant=lambda ws, page: ws): a plain function
+            cls.tenant = staticmethod(tenant)  # type: ignore[method-assign]
+
+    def tenant(self, *args: Any, **kwargs: Any) -> str | None:
+        """The tenant key for these arguments (override it); None: one limit for all."""
+        return None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly or self.request.is_eager:
+            return super().__call__(*args, **kwargs)
+        integration = self._integration()
+        tenant = self.tenant(*args, **kwargs)
+        gate = gate_for(self.app)
+        ticket = Ticket.loads(_header(self.request))
+        info = context.TaskInfo(self.name, self.request.id)
+        with context.running(info):
+            verdict = gate.before(
+                integration, tenant, ticket, max_wait=self.max_wait, budget=self.requeue_budget
+            )
+        if isinstance(verdict, Requeue):
+            raise self._requeue(verdict)
+        return self._run(verdict, gate, integration, tenant, ticket, info, args, kwargs)
+
+    def _run(
+        self,
+        verdict: Run,
+        gate: TaskGate,
+        integration: str,
+        tenant: str | None,
+        ticket: Ticket,
+        info: context.TaskInfo,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        decision = verdict.decision
+        if decision.wait > 0:
+            time.sleep(decision.wait)
+        slot = context.Prepaid(integration, tenant, decision)
+
+        def hook(exc: RateLimited) -> NoReturn:
+            raise self._requeue(self._backoff(gate, integration, tenant, ticket, exc))
+
+        try:
+            with context.running(info, slot, hook):
+                return super().__call__(*args, **kwargs)
+        except RateLimited as exc:  # raised by code that did not go through the hook
+            with context.running(info):
+                raise self._requeue(self._backoff(gate, integration, tenant, ticket, exc)) from exc
+        finally:
+            if not slot.used and decision.lease:
+                gate.limiter.release(integration, tenant, decision.lease)
+
+    def rate_limited(self, retry_after: float, *, report: bool = True) -> Retry:
+        """Requeue this task after ``retry_after`` seconds; ``raise`` what this returns.
+
+        With ``report`` the limiter also learns of the backoff (slowing every worker).
+        """
+        integration = self._integration()
+        tenant = self.tenant(*self.request.args, **(self.request.kwargs or {}))
+        gate = gate_for(self.app)
+        if report:
+            gate.limiter.on_backoff(integration, tenant, retry_after=retry_after)
+        ticket = Ticket.loads(_header(self.request))
+        exc = RateLimited(retry_after, integration, tenant)
+        return self._requeue(self._backoff(gate, integration, tenant, ticket, exc))
+
+    def _backoff(
+        self,
+        gate: TaskGate,
+        integration: str,
+        tenant: str | None,
+        ticket: Ticket,
+        exc: RateLimited,
+    ) -> Requeue:
+        return gate.rate_limited(
+            integration, tenant, ticket, exc.retry_after, budget=self.requeue_budget
+        )
+
+    def _requeue(self, requeue: Requeue) -> Retry:
+        """Publish the same task (same id and retries) for later; the Retry to raise."""
+        request = self.request
+        headers = {**(request.headers or {}), TICKET_HEADER: requeue.ticket.dumps()}
+        signature = self.signature_from_request(
+            request, countdown=requeue.countdown, retries=request.retries, headers=headers
+        )
+        signature.apply_async()
+        exc = RateLimited(requeue.countdown, self._integration())
+        return Retry(f"requeued ({requeue.reason})", exc=exc, when=requeue.countdown, sig=signature)
+
+    def _integration(self) -> str:
+        if not self.integration:
+            raise ConfigError(None, "integration", self.integration, f"task {self.name} has none")
+        return self.integration
+
+
+def _takes_self(function: Any) -> bool:
+    params = list(inspect.signature(function).parameters)
+    return bool(params) and params[0] == "self"
+
+
+def _header(request: Any) -> object:
+    value = getattr(request, TICKET_HEADER, None)
+    if value is None and isinstance(request.headers, dict):
+        value = request.headers.get(TICKET_HEADER)
+    return value
+
+
+def integration_router(
+    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
+) -> dict[str, str] | None:
+    """A ``task_routes`` entry sending each ``RateLimitedTask`` to its integration's queue."""
+    integration = getattr(task, "integration", None)
+    if isinstance(task, RateLimitedTask) and integration:
+        return {"queue": integration}
+    return None
+
+
+class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Stops consuming an integration's queue while its breaker is open, on every worker.
+
+    Each ``queue_ratelimit_poll`` seconds the step reads the breaker of every consumed queue
+    named like an integration. Open (and not yet due for its probe): the consumer is
+    cancelled, and the messages stay in the broker. Due for its probe, or closed: the queue
+    is consumed again; the first task through is the probe.
+    """
+
+    requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.paused: set[str] = set()
+        self.timer_ref: Any = None
+
+    def start(self, consumer: Any) -> None:
+        gate_for(consumer.app)  # invalid settings fail at worker start
+        interval = float(consumer.app.conf.get("queue_ratelimit_poll") or 1.0)
+        self.timer_ref = consumer.timer.call_repeatedly(interval, self.poll, (consumer,))
+
+    def stop(self, consumer: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+    def poll(self, consumer: Any) -> None:
+        """Pause or resume each integration queue after its breaker; never raises."""
+        try:
+            self._poll(consumer)
+        except Exception:  # a Redis outage must not kill the consumer's timer
+            log.exception("queue_ratelimit: breaker check failed")
+
+    def _poll(self, consumer: Any) -> None:
+        limiter = gate_for(consumer.app).limiter
+        consuming = {q.name for q in consumer.task_consumer.queues}
+        for queue in sorted((consuming | self.paused) & set(limiter.configs)):
+            snap = limiter.snapshot(queue)
+            held = snap.breaker != "closed" and snap.breaker_wait > 0
+            if held and queue not in self.paused:
+                consumer.cancel_task_queue(queue)
+                self.paused.add(queue)
+                log.warning("queue_ratelimit: breaker of %s is open: queue paused", queue)
+            elif not held and queue in self.paused:
+                consumer.add_task_queue(queue)
+                self.paused.discard(queue)
+                log.warning("queue_ratelimit: breaker of %s: queue resumed", queue)
+
+
+def install(app: Celery) -> None:
+    """Add ``BreakerStep`` to the app's workers."""
+    app.steps["consumer"].add(BreakerStep)

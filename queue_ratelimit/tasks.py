@@ -1,0 +1,214 @@
+"""What to do with a task, whatever runs it: run now, or requeue it for later.
+
+The Celery, Dramatiq and RQ integrations are thin adapters over :class:`TaskGate`:
+
+* before the body, ``gate.before(...)`` acquires (redeeming the task's reservation when it
+  carries one) and answers :class:`Run` (sleep ``decision.wait``, at most ``max_wait``, then
+  run) or :class:`Requeue` (put the task back on the broker with ``countdown``);
+* when the body meets a backoff (``RateLimited``), ``gate.rate_limited(...)`` answers the
+  :class:`Requeue` carrying the upstream's ``Retry-After`` plus jitter.
+
+A requeued task carries a :class:`Ticket` in a message header: how often it was requeued
+(against its own ``requeue_budget``, never the framework's retries), its reservation, and,
+for a wait longer than ``max_countdown``, the time before which it must not run: such a task
+is parked in hops no longer than ``max_countdown`` (a Redis broker redelivers unacked
+messages after its ``visibility_timeout``; RabbitMQ closes channels that hold a message
+longer than its ``consumer_timeout``). Parking hops do not count against the budget. When
+the budget is spent, ``RequeueBudgetExhausted`` is raised for the framework's failure path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from queue_ratelimit import signals
+from queue_ratelimit.errors import RequeueBudgetExhausted
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.state import Decision, Reservation
+
+TICKET_HEADER = "queue_ratelimit"
+"""The message header that carries a requeued task's :class:`Ticket`."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What a requeued task carries from one delivery to the next."""
+
+    requeues: int = 0
+    reservation: Reservation | None = None
+    not_before: float | None = None
+
+    def dumps(self) -> str:
+        """The ticket as a header value (JSON)."""
+        res = self.reservation
+        return json.dumps(
+            {
+                "requeues": self.requeues,
+                "reservation": [res.epoch, res.slot] if res else None,
+                "not_before": self.not_before,
+            }
+        )
+
+    @classmethod
+    def loads(cls, value: object) -> Ticket:
+        """Read a header value; anything unreadable is a fresh ticket, never an error."""
+        try:
+            data = json.loads(value) if isinstance(value, str | bytes) else value
+            if not isinstance(data, dict):
+                return cls()
+            requeues = int(data.get("requeues") or 0)
+            res = data.get("reservation")
+            reservation = Reservation(int(res[0]), float(res[1])) if res else None
+            not_before = data.get("not_before")
+            not_before = float(not_before) if not_before is not None else None
+        except (TypeError, ValueError, IndexError, KeyError):
+            return cls()
+        if requeues < 0 or (not_before is not None and not math.isfinite(not_before)):
+            return cls()
+        return cls(requeues, reservation, not_before)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run the body after sleeping ``decision.wait``."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Put the task back on the broker: run again in ``countdown`` seconds with ``ticket``."""
+
+    countdown: float
+    ticket: Ticket
+    reason: str
+
+
+Verdict = Run | Requeue
+
+
+class TaskGate:
+    """Decides, for one limiter, whether a task runs now or goes back to the broker.
+
+    Args:
+        limiter: the shared limiter.
+        max_countdown: the longest single countdown given to the broker; longer waits are
+            parked in hops (see the module docstring).
+        jitter: a requeue's countdown grows by up to this fraction (at most 5 s), so tasks
+            throttled together do not all return at the same instant.
+        clock: wall-clock time in seconds (for parking).
+        rng: the jitter's random source.
+    """
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        max_countdown: float = 600.0,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if max_countdown <= 0:
+            raise ValueError("max_countdown must be > 0")
+        self.limiter = limiter
+        self.max_countdown = max_countdown
+        self.jitter = jitter
+        self._clock = clock
+        self._rng = rng
+
+    def budget(self, integration: str, override: int | None = None) -> int:
+        """The requeue budget: the task's own, else the integration's."""
+        return self.limiter.config(integration).requeue_budget if override is None else override
+
+    def before(
+        self,
+        integration: str,
+        tenant: str | None,
+        ticket: Ticket,
+        *,
+        max_wait: float | None = None,
+        budget: int | None = None,
+    ) -> Verdict:
+        """Acquire for a task about to run (redeeming its reservation); never sleeps."""
+        now = self._clock()
+        if ticket.not_before is not None and now < ticket.not_before:
+            return self._park(integration, tenant, ticket, ticket.not_before - now)
+        decision = self.limiter.acquire(
+            integration, tenant, max_wait=max_wait, reservation=ticket.reservation
+        )
+        if decision.granted:
+            return Run(decision)
+        return self._requeue(
+            integration,
+            tenant,
+            ticket,
+            decision.wait,
+            decision.reason,
+            decision.reservation,
+            budget,
+        )
+
+    def rate_limited(
+        self,
+        integration: str,
+        tenant: str | None,
+        ticket: Ticket,
+        retry_after: float,
+        *,
+        budget: int | None = None,
+    ) -> Requeue:
+        """The body met a backoff: requeue after ``retry_after`` (plus jitter)."""
+        return self._requeue(integration, tenant, ticket, retry_after, "backoff", None, budget)
+
+    def _requeue(
+        self,
+        integration: str,
+        tenant: str | None,
+        ticket: Ticket,
+        wait: float,
+        reason: str,
+        reservation: Reservation | None,
+        budget: int | None,
+    ) -> Requeue:
+        allowed = self.budget(integration, budget)
+        if ticket.requeues >= allowed:
+            signals.emit(
+                signals.budget_exhausted,
+                self,
+                integration=integration,
+                tenant=tenant,
+                requeues=ticket.requeues,
+            )
+            target = f"{integration}:{tenant}" if tenant else integration
+            raise RequeueBudgetExhausted(
+                f"{target}: requeued {ticket.requeues} times (requeue_budget {allowed}) "
+                f"without a slot; last reason: {reason}"
+            )
+        countdown = max(0.0, wait) + self._rng() * min(self.jitter * max(0.0, wait), 5.0)
+        not_before = self._clock() + countdown if countdown > self.max_countdown else None
+        next_ticket = Ticket(ticket.requeues + 1, reservation, not_before)
+        requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason)
+        self._announce(integration, tenant, requeue)
+        return requeue
+
+    def _park(self, integration: str, tenant: str | None, ticket: Ticket, left: float) -> Requeue:
+        requeue = Requeue(min(left, self.max_countdown), ticket, "parked")
+        self._announce(integration, tenant, requeue)
+        return requeue
+
+    def _announce(self, integration: str, tenant: str | None, requeue: Requeue) -> None:
+        signals.emit(
+            signals.task_requeued,
+            self,
+            integration=integration,
+            tenant=tenant,
+            reason=requeue.reason,
+            countdown=requeue.countdown,
+            requeues=requeue.ticket.requeues,
+        )

@@ -1,0 +1,134 @@
+"""The Celery app the integration tests run in real worker processes.
+
+Everything test-specific comes from the environment, so a worker started with
+``celery -A tests.integration.celery_app worker`` matches the test that started it:
+QRL_BROKER, QRL_BACKEND, QRL_REDIS (limiter state), QRL_PREFIX (limiter keys and the
+integration-name suffix), QRL_UPSTREAM (the hidden-limit server), QRL_SETTINGS (JSON of
+extra app.conf settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import redis
+import requests
+from celery import Celery, signals
+
+from queue_ratelimit import IntegrationConfig, Limiter
+from queue_ratelimit import signals as qrl_signals
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.http import RateLimitedAdapter
+from queue_ratelimit.integrations.celery import (
+    RateLimitedTask,
+    configure,
+    install,
+    integration_router,
+)
+
+PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
+SUFFIX = PREFIX.replace("qrltest-", "")[:12]
+NOTION = f"notion{SUFFIX}"
+GITHUB = f"github{SUFFIX}"
+UPSTREAM = os.environ.get("QRL_UPSTREAM", "http://127.0.0.1:1")
+REDIS_URL = os.environ.get("QRL_REDIS", "redis://127.0.0.1:6379/0")
+
+COMMON: dict[str, Any] = dict(
+    rate_limit_per_sec=5.0,
+    burst_size=1.0,
+    increase_factor=0.2,
+    decrease_factor=0.5,
+    min_rate=0.5,
+    max_rate=50.0,
+    max_wait=1.0,
+    max_backoff=120.0,
+    requeue_budget=int(os.environ.get("QRL_BUDGET", "200")),
+    breaker_failure_threshold=5,
+    breaker_open_seconds=float(os.environ.get("QRL_BREAKER_OPEN", "8")),
+)
+CONFIGS = {
+    NOTION: IntegrationConfig(name=NOTION, **COMMON),
+    GITHUB: IntegrationConfig(name=GITHUB, **COMMON),
+}
+
+app = Celery(
+    "qrl_tests", broker=os.environ.get("QRL_BROKER"), backend=os.environ.get("QRL_BACKEND")
+)
+app.conf.update(
+    task_routes=(integration_router,),
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    result_expires=600,
+    queue_ratelimit_poll=0.5,
+    **json.loads(os.environ.get("QRL_SETTINGS", "{}")),
+)
+limiter = Limiter(RedisBackend(REDIS_URL, prefix=PREFIX), CONFIGS)
+configure(app, limiter)
+install(app)
+
+_session = requests.Session()
+for name in CONFIGS:
+    _session.mount(f"{UPSTREAM}/{name}/", RateLimitedAdapter(limiter, name, tenant=None))
+_waits = redis.Redis.from_url(REDIS_URL)
+
+
+def _call(integration: str, task_id: str) -> None:
+    _session.get(f"{UPSTREAM}/{integration}/{task_id}").raise_for_status()
+
+
+class SyncNotion(RateLimitedTask):
+    """The class form: one upstream call per task."""
+
+    name = "tests.sync_notion"
+    integration = NOTION
+
+    def run(self, page: int) -> dict[str, Any]:
+        _call(NOTION, self.request.id)
+        return {"retries": self.request.retries, "page": page}
+
+
+sync_notion = app.register_task(SyncNotion())
+
+
+@app.task(
+    base=RateLimitedTask,
+    integration=GITHUB,
+    bind=True,
+    name="tests.sync_repo",
+    autoretry_for=(Exception,),
+    max_retries=2,
+)
+def sync_repo(self: RateLimitedTask, repo: int) -> dict[str, Any]:
+    """The decorator form, with autoretry_for that must never see a rate limit."""
+    _call(GITHUB, self.request.id)
+    return {"retries": self.request.retries, "repo": repo}
+
+
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.explicit")
+def explicit(self: RateLimitedTask) -> None:
+    """Always meets a backoff it reports itself: for the requeue budget."""
+    raise self.rate_limited(retry_after=0.2, report=False)
+
+
+@signals.worker_process_init.connect
+def _reset_connections(**_: Any) -> None:  # prefork children get fresh sockets
+    _waits.connection_pool.reset()
+
+
+def _record_wait(sender: object, **fields: Any) -> None:
+    """Every in-worker wait granted to a task, for the tests to check against max_wait."""
+    if fields.get("task_id"):
+        _waits.rpush(f"{PREFIX}:waits", repr(float(fields["wait"])))
+
+
+qrl_signals.acquired.connect(_record_wait)
+
+
+@signals.task_failure.connect
+def _record_failure(sender: Any = None, task_id: str = "", exception: Any = None, **_: Any) -> None:
+    """Failures as the framework reports them, for the tests to find."""
+    _waits.rpush(f"{PREFIX}:failures", f"{task_id} {type(exception).__name__}")

@@ -1,0 +1,170 @@
+"""Real Celery workers for the tests: subprocesses on a real broker, a client app, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+from queue_ratelimit import Limiter
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.testing import HiddenLimitUpstream
+
+# one prefix per test session: limiter keys, broker keys and the integrations' names
+os.environ.setdefault("QRL_PREFIX", f"qrltest-{uuid.uuid4().hex[:8]}")
+from tests.integration import celery_app as capp
+
+ROOT = Path(__file__).resolve().parents[2]
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+class CeleryRig:
+    """One test's brokers, workers, upstream and limiter, torn down afterwards."""
+
+    def __init__(self, broker: str, redis_url: str, upstream: HiddenLimitUpstream) -> None:
+        self.redis_url = redis_url
+        self.upstream = upstream
+        self.kind = broker
+        self.settings: dict[str, Any] = {}
+        if broker == "redis":
+            self.broker_url = redis_url
+            self.settings["broker_transport_options"] = {
+                "global_keyprefix": f"{capp.PREFIX}-broker:",
+                "visibility_timeout": 3600,
+            }
+        else:
+            self.broker_url = RABBITMQ_URL
+        self.client = self._client_app()
+        self.limiter = Limiter(RedisBackend(redis_url, prefix=capp.PREFIX), capp.CONFIGS)
+        self.workers: list[tuple[str, subprocess.Popen[bytes], Any]] = []
+
+    def _client_app(self) -> Celery:
+        client = Celery("qrl_client", broker=self.broker_url, backend=self.redis_url)
+        client.conf.update(broker_connection_retry_on_startup=True, **self.settings)
+        return client
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "QRL_BROKER": self.broker_url,
+            "QRL_BACKEND": self.redis_url,
+            "QRL_REDIS": self.redis_url,
+            "QRL_UPSTREAM": self.upstream.url,
+            "QRL_SETTINGS": json.dumps(self.settings),
+            **extra,
+        }
+
+    def start_worker(self, name: str, queues: list[str], concurrency: int = 4, **env: str) -> str:
+        """Start ``celery worker`` in a subprocess and wait until it answers a ping."""
+        node = f"{name}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open for the worker's lifetime
+            prefix=f"qrl-{name}-", suffix=".log", delete=False
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integration.celery_app",
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "-n",
+            node,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "INFO",
+        ]
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT
+        )
+        self.workers.append((node, proc, log))
+        deadline = time.monotonic() + 60
+        while not self.client.control.ping(destination=[node], timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker {node} did not start:\n{self.log_of(node)}")
+        return node
+
+    def log_of(self, node: str) -> str:
+        for name, _, log in self.workers:
+            if name == node:
+                return Path(log.name).read_text(errors="replace")[-5000:]
+        return ""
+
+    def kill(self, node: str, sig: int = signal.SIGKILL) -> None:
+        for name, proc, _ in self.workers:
+            if name == node and proc.poll() is None:
+                proc.send_signal(sig)
+                proc.wait(timeout=30)
+
+    def send(self, task: str, args: list[Any], queue: str) -> str:
+        return str(self.client.send_task(task, args=args, queue=queue).id)
+
+    def results(self, ids: list[str]) -> list[Any]:
+        return [self.client.AsyncResult(i) for i in ids]
+
+    def close(self) -> None:
+        for _, proc, _log in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _node, proc, log in self.workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+            os.unlink(log.name)
+        self._purge()
+        self.client.close()
+
+    def _purge(self) -> None:
+        client = redis.Redis.from_url(self.redis_url)
+        for pattern in (f"{capp.PREFIX}-broker:*", f"{{{capp.PREFIX}:*", f"{capp.PREFIX}:*"):
+            keys = list(client.scan_iter(match=pattern))
+            if keys:
+                client.delete(*keys)
+        if self.kind == "rabbitmq":
+            with self.client.connection_for_write() as conn:
+                channel = conn.default_channel
+                for queue in capp.CONFIGS:
+                    channel.queue_delete(queue)
+
+
+@contextmanager
+def celery_rig(broker: str, redis_url: str, **upstream: Any) -> Iterator[CeleryRig]:
+    with HiddenLimitUpstream(**upstream) as server:
+        rig = CeleryRig(broker, redis_url, server)
+        try:
+            yield rig
+        finally:
+            rig.close()
+
+
+def wait_all(results: list[Any], timeout: float) -> list[Any]:
+    """Each result's value, waiting with a deadline; failures come back as exceptions."""
+    deadline = time.monotonic() + timeout
+    values = []
+    for result in results:
+        left = max(0.1, deadline - time.monotonic())
+        values.append(result.get(timeout=left, propagate=False))
+    return values
