@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import redis
@@ -112,6 +113,14 @@ def sync_repo(self: RateLimitedTask, repo: int) -> dict[str, Any]:
 def explicit(self: RateLimitedTask) -> None:
     """Always meets a backoff it reports itself: for the requeue budget."""
     raise self.rate_limited(retry_after=0.2, report=False)
+
+
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.slow")
+def slow(self: RateLimitedTask, seconds: float) -> str:
+    """Calls the upstream, then works a while: long enough to be killed mid-task."""
+    _call(NOTION, self.request.id)
+    time.sleep(seconds)
+    return str(self.request.id)
 
 
 @signals.worker_process_init.connect

@@ -34,7 +34,13 @@ RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672
 class CeleryRig:
     """One test's brokers, workers, upstream and limiter, torn down afterwards."""
 
-    def __init__(self, broker: str, redis_url: str, upstream: HiddenLimitUpstream) -> None:
+    def __init__(
+        self,
+        broker: str,
+        redis_url: str,
+        upstream: HiddenLimitUpstream,
+        visibility_timeout: float = 3600,
+    ) -> None:
         self.redis_url = redis_url
         self.upstream = upstream
         self.kind = broker
@@ -43,7 +49,7 @@ class CeleryRig:
             self.broker_url = redis_url
             self.settings["broker_transport_options"] = {
                 "global_keyprefix": f"{capp.PREFIX}-broker:",
-                "visibility_timeout": 3600,
+                "visibility_timeout": visibility_timeout,
             }
         else:
             self.broker_url = RABBITMQ_URL
@@ -116,6 +122,18 @@ class CeleryRig:
                 proc.send_signal(sig)
                 proc.wait(timeout=30)
 
+    def active_queues(self, node: str) -> set[str]:
+        replies = self.client.control.inspect(destination=[node], timeout=2).active_queues()
+        return {q["name"] for q in (replies or {}).get(node, [])}
+
+    def waiting(self, queue: str) -> int:
+        """Messages of ``queue`` still in the broker (not delivered to any worker)."""
+        if self.kind == "redis":
+            key = self.settings["broker_transport_options"]["global_keyprefix"] + queue
+            return int(redis.Redis.from_url(self.redis_url).llen(key))
+        with self.client.connection_for_write() as conn:
+            return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+
     def send(self, task: str, args: list[Any], queue: str) -> str:
         return str(self.client.send_task(task, args=args, queue=queue).id)
 
@@ -151,9 +169,11 @@ class CeleryRig:
 
 
 @contextmanager
-def celery_rig(broker: str, redis_url: str, **upstream: Any) -> Iterator[CeleryRig]:
+def celery_rig(
+    broker: str, redis_url: str, visibility_timeout: float = 3600, **upstream: Any
+) -> Iterator[CeleryRig]:
     with HiddenLimitUpstream(**upstream) as server:
-        rig = CeleryRig(broker, redis_url, server)
+        rig = CeleryRig(broker, redis_url, server, visibility_timeout)
         try:
             yield rig
         finally:
