@@ -5,7 +5,8 @@ emitter read them. Context variables, so threads and asyncio tasks each see thei
 
 * ``task`` (name and id): added to every signal emitted while the task runs.
 * ``prepaid``: the slot the task acquired before its body ran. The first HTTP call for the
-  same integration and tenant uses it instead of acquiring a second time.
+  same integration and tenant uses it instead of acquiring a second time; a client built
+  without a tenant takes the task's.
 * ``on_rate_limited``: how the task turns a ``RateLimited`` into a requeue. The HTTP clients
   call it instead of raising, so a task's own ``autoretry_for`` never sees the exception.
 """
@@ -45,6 +46,12 @@ prepaid: ContextVar[Prepaid | None] = ContextVar("queue_ratelimit_prepaid", defa
 on_rate_limited: ContextVar[Callable[[RateLimited], NoReturn] | None] = ContextVar(
     "queue_ratelimit_on_rate_limited", default=None
 )
+
+
+def task_tenant(integration: str) -> str | None:
+    """The running task's tenant for ``integration`` (clients built with no tenant use it)."""
+    slot = prepaid.get()
+    return slot.tenant if slot is not None and slot.integration == integration else None
 
 
 def take_prepaid(integration: str, tenant: str | None) -> Decision | None:

@@ -16,7 +16,8 @@ breaker.
 
 The tenant is a fixed string, a function of the request, or ``BY_TOKEN``: a digest of the
 ``Authorization`` header, so each API token gets its own limit while the token itself never
-reaches Redis, signals, logs or exceptions. Timeouts: the adapter applies
+reaches Redis, signals, logs or exceptions. Without one, a call made inside a rate-limited
+task uses the task's tenant. Timeouts: the adapter applies
 ``DEFAULT_TIMEOUT`` (5 s to connect, 30 s to read) when a request sets none; httpx clients
 keep their own (httpx's default is 5 s).
 """
@@ -100,6 +101,8 @@ class _Gate:
             return token_tenant(request.headers.get("Authorization"))
         if callable(self.tenant):
             return self.tenant(request)
+        if self.tenant is None:
+            return context.task_tenant(self.integration)
         return self.tenant
 
     def before(self, request: Request) -> _Call:

@@ -53,7 +53,14 @@ from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.registry import load_configs
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Run, TaskGate, Ticket
 
-__all__ = ["BreakerStep", "RateLimitedTask", "configure", "install", "integration_router"]
+__all__ = [
+    "BreakerStep",
+    "RateLimitedTask",
+    "configure",
+    "install",
+    "integration_router",
+    "limiter_for",
+]
 
 log = logging.getLogger(__name__)
 _GATE_ATTR = "_queue_ratelimit_gate"
@@ -82,6 +89,11 @@ def gate_for(app: Celery) -> TaskGate:
     """The app's gate, configured from ``app.conf`` on first use."""
     gate = getattr(app, _GATE_ATTR, None)
     return gate if isinstance(gate, TaskGate) else configure(app)
+
+
+def limiter_for(app: Celery) -> Limiter:
+    """The limiter the app's tasks use (for HTTP clients and operator calls)."""
+    return gate_for(app).limiter
 
 
 def _limiter_from_conf(conf: Mapping[str, Any]) -> Limiter:

@@ -133,3 +133,19 @@ def test_the_authorization_header_never_leaks(
     assert not [text for text in payloads + errors + [caplog.text] if secret_part in text]
     if tenant == BY_TOKEN:
         assert token_tenant(SECRET) in errors[0]  # keyed per token, by a digest
+
+
+def test_inside_a_task_the_first_call_uses_the_tasks_slot_and_tenant(clock: FakeClock) -> None:
+    from queue_ratelimit import context
+
+    limiter = Limiter(MemoryBackend(clock=clock), {"llm": LLM})
+    decision = limiter.acquire("llm", "ws-1")  # what the task acquired before its body
+    slot = context.Prepaid("llm", "ws-1", decision)
+    with HiddenLimitUpstream(limit=100) as upstream:
+        session = _session(limiter, upstream.url)  # built without a tenant
+        with context.running(context.TaskInfo("t", "id-1"), slot):
+            session.get(f"{upstream.url}/llm/1").raise_for_status()  # prepaid
+            session.get(f"{upstream.url}/llm/2").raise_for_status()  # acquires: ws-1 again
+    assert slot.used
+    assert limiter.snapshot("llm", "ws-1").limit().tokens == 8.0  # 2 calls, 2 tokens
+    assert not limiter.snapshot("llm").exists  # nothing charged to the tenant-less key

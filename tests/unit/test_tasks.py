@@ -1,0 +1,84 @@
+"""The framework-neutral task gate: run or requeue, tickets, parking, budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from queue_ratelimit import Limiter, MemoryBackend
+from queue_ratelimit.errors import RequeueBudgetExhausted
+from queue_ratelimit.policy.state import Reservation
+from queue_ratelimit.tasks import Requeue, Run, TaskGate, Ticket
+from tests.conftest import FakeClock
+from tests.support import SVC
+
+
+@pytest.fixture
+def gate(clock: FakeClock) -> TaskGate:
+    config = dataclasses.replace(SVC, max_wait=0.5, requeue_budget=3)
+    limiter = Limiter(MemoryBackend(clock=clock), {"svc": config})
+    return TaskGate(limiter, max_countdown=10.0, clock=clock, rng=lambda: 0.5)
+
+
+def test_a_free_slot_runs_now(gate: TaskGate) -> None:
+    verdict = gate.before("svc", None, Ticket())
+    assert isinstance(verdict, Run) and verdict.decision.granted
+
+
+def test_a_long_wait_requeues_with_the_reserved_slot_and_redeems_it(
+    gate: TaskGate, clock: FakeClock
+) -> None:
+    gate.limiter.on_backoff("svc", retry_after=3.0)
+    verdict = gate.before("svc", None, Ticket())
+    assert isinstance(verdict, Requeue)
+    assert verdict.reason == "cooldown"
+    assert verdict.countdown == pytest.approx(3.2 + 0.5 * 0.1 * 3.2)  # slot + jitter
+    assert verdict.ticket.requeues == 1 and verdict.ticket.reservation is not None
+    clock.advance(verdict.countdown)
+    again = gate.before("svc", None, verdict.ticket)
+    assert isinstance(again, Run) and again.decision.reason == "redeemed"
+
+
+def test_waits_beyond_max_countdown_are_parked_in_hops(gate: TaskGate, clock: FakeClock) -> None:
+    gate.limiter.on_backoff("svc", retry_after=25.0)
+    first = gate.before("svc", None, Ticket())
+    assert isinstance(first, Requeue) and first.countdown == 10.0
+    assert first.ticket.not_before is not None
+    clock.advance(10.0)
+    hop = gate.before("svc", None, first.ticket)
+    assert isinstance(hop, Requeue) and hop.reason == "parked"
+    assert hop.ticket == first.ticket  # parking costs no budget
+    clock.advance(hop.countdown)
+    assert isinstance(gate.before("svc", None, hop.ticket), Requeue)  # the last hop
+
+
+def test_the_budget_ends_in_a_typed_failure(gate: TaskGate) -> None:
+    ticket = Ticket(requeues=3)
+    with pytest.raises(RequeueBudgetExhausted, match="requeued 3 times"):
+        gate.rate_limited("svc", "ws-1", ticket, retry_after=1.0)
+    assert gate.rate_limited("svc", None, Ticket(2), 1.0, budget=5).ticket.requeues == 3
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "not json",
+        "[]",
+        '{"requeues": -1}',
+        '{"requeues": "x"}',
+        b"\xff",
+        '{"reservation": [1]}',
+        '{"not_before": "nan"}',
+        42,
+    ],
+)
+def test_unreadable_tickets_are_fresh_tickets(header: object) -> None:
+    assert Ticket.loads(header) == Ticket()
+
+
+def test_tickets_round_trip() -> None:
+    ticket = Ticket(4, Reservation(1_800_000_000_000_000, 1_800_000_001.25), 1_800_000_100.5)
+    assert Ticket.loads(ticket.dumps()) == ticket
