@@ -13,9 +13,9 @@ import hashlib
 import importlib.resources
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -112,6 +112,28 @@ class RedisBackend:
                 part = "#" + hashlib.sha256(tenant.encode()).hexdigest()
             base += f":t={part}"
         return base + ":state", base + ":leases", tag + ":breaker"
+
+    def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
+        """Every limiter key in Redis under this prefix: ``(integration, tenant)`` pairs.
+
+        A tenant stored by its digest (over 128 characters once encoded) is listed as
+        ``#<sha256>``; the key exists but its raw name cannot be recovered.
+        """
+        head = f"{{{self.prefix}:"
+        pattern = f"{head}{integration}}}:*" if integration else f"{head}*"
+        try:
+            for raw in self.client.scan_iter(match=pattern, count=1000):
+                key = _text(raw)
+                if not key.endswith(":state"):
+                    continue
+                name, _, rest = key[len(head) :].partition("}")
+                part = rest[len(":t=") : -len(":state")] if rest.startswith(":t=") else None
+                if part is None:
+                    yield name, None
+                else:
+                    yield name, part if part.startswith("#") else unquote(part)
+        except redis.RedisError as exc:
+            raise BackendError(f"redis scan failed: {exc}") from exc
 
     def _plan_json(self, plan: Plan) -> str:
         """The plan as the script reads it; encoded once per plan object."""

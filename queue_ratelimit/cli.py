@@ -1,0 +1,234 @@
+"""``queue-ratelimit``: see and steer the fleet's shared limiter state from a terminal.
+
+::
+
+    queue-ratelimit status [INTEGRATION] [--json]       every limiter key in Redis
+    queue-ratelimit reset INTEGRATION [--tenant T]      forget a key's learned state
+    queue-ratelimit breaker open|close INTEGRATION      an operator's override
+    queue-ratelimit config show | validate FILE         the merged configuration
+
+Redis and configuration come from ``--redis`` / ``--prefix`` / ``--config`` or the
+environment (``QUEUE_RATELIMIT_REDIS_URL``, ``QUEUE_RATELIMIT_PREFIX``,
+``QUEUE_RATELIMIT_CONFIG``). Needs the ``cli`` extra (click, rich).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.errors import QueueRateLimitError
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.registry import load_configs, load_json, load_toml, merge_configs
+
+__all__ = ["main"]
+
+
+def _configs(path: str | None) -> dict[str, IntegrationConfig]:
+    if path is None:
+        return load_configs()
+    if path.endswith(".json"):
+        return load_configs(json_path=path)
+    return load_configs(toml_path=path)
+
+
+class _Context:
+    """What every command needs, built lazily so ``config`` works without Redis."""
+
+    def __init__(self, redis_url: str, prefix: str, config: str | None) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.config_path = config
+
+    def limiter(self) -> tuple[Limiter, RedisBackend]:
+        backend = RedisBackend(self.redis_url, prefix=self.prefix)
+        return Limiter(backend, _configs(self.config_path)), backend
+
+
+@click.group()
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="QUEUE_RATELIMIT_REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="The shared state.",
+)
+@click.option(
+    "--prefix",
+    envvar="QUEUE_RATELIMIT_PREFIX",
+    default="qrl",
+    show_default=True,
+    help="The key prefix the workers use.",
+)
+@click.option(
+    "--config",
+    envvar="QUEUE_RATELIMIT_CONFIG",
+    default=None,
+    help="A TOML or JSON file of integration overrides.",
+)
+@click.pass_context
+def cli(ctx: click.Context, redis_url: str, prefix: str, config: str | None) -> None:
+    """See and steer queue_ratelimit's shared limiter state."""
+    ctx.obj = _Context(redis_url, prefix, config)
+
+
+def _rows(
+    limiter: Limiter, backend: RedisBackend, integration: str | None
+) -> Iterator[dict[str, Any]]:
+    for name, tenant in sorted(backend.scan(integration), key=lambda k: (k[0], k[1] or "")):
+        if name not in limiter.configs:
+            continue  # a key of an integration this configuration does not know
+        row: dict[str, Any] = {"integration": name, "tenant": tenant}
+        if tenant is not None and tenant.startswith("#"):
+            yield row  # stored by digest: the raw tenant name is not recoverable
+            continue
+        config = limiter.config(name)
+        snap = limiter.snapshot(name, tenant)
+        primary = snap.limit()
+        row.update(
+            rate=round(primary.rate, 4),
+            min_rate=config.min_rate,
+            max_rate=config.max_rate,
+            tokens=round(primary.tokens, 3),
+            reserved=round(primary.reserved, 3),
+            cooldown_left=round(snap.cooldown_left, 3),
+            leases=snap.leases,
+            breaker=snap.breaker,
+            breaker_wait=round(snap.breaker_wait, 3),
+        )
+        yield row
+
+
+@cli.command()
+@click.argument("integration", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines for scripts.")
+@click.pass_obj
+def status(obj: _Context, integration: str | None, as_json: bool) -> None:
+    """Every limiter key in Redis: rate, tokens, cooldown, reservations, breaker."""
+    limiter, backend = obj.limiter()
+    if integration is not None:
+        limiter.config(integration)  # unknown: a ConfigError naming the known ones
+    rows = list(_rows(limiter, backend, integration))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"queue_ratelimit keys under {obj.prefix!r}")
+    for column in (
+        "integration",
+        "tenant",
+        "rate (min-max)",
+        "tokens",
+        "reserved",
+        "cooldown",
+        "leases",
+        "breaker",
+    ):
+        table.add_column(column)
+    for row in rows:
+        if "rate" not in row:
+            table.add_row(row["integration"], row["tenant"], "(stored by digest)")
+            continue
+        breaker = row["breaker"] + (f" {row['breaker_wait']}s" if row["breaker_wait"] else "")
+        table.add_row(
+            row["integration"],
+            row["tenant"] or "-",
+            f"{row['rate']} ({row['min_rate']}-{row['max_rate']})",
+            str(row["tokens"]),
+            str(row["reserved"]),
+            f"{row['cooldown_left']}s",
+            str(row["leases"]),
+            breaker,
+        )
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("integration")
+@click.option("--tenant", default=None, help="Reset one tenant's key only.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> None:
+    """Forget a key's learned rate, debts, cooldown and leases."""
+    limiter, _ = obj.limiter()
+    limiter.config(integration)
+    target = f"{integration}:{tenant}" if tenant else integration
+    if not yes:
+        click.confirm(f"Reset the limiter state of {target}?", abort=True)
+    limiter.reset(integration, tenant)
+    click.echo(f"reset {target}")
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["open", "close"]))
+@click.argument("integration")
+@click.option(
+    "--seconds",
+    type=float,
+    default=None,
+    help="How long to hold it open (default: the integration's breaker_open_seconds).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def breaker(obj: _Context, action: str, integration: str, seconds: float | None, yes: bool) -> None:
+    """Force an integration's breaker open (every worker pauses its queue) or closed."""
+    limiter, _ = obj.limiter()
+    limiter.config(integration)
+    if not yes:
+        click.confirm(f"{action.capitalize()} the breaker of {integration}?", abort=True)
+    limiter.set_breaker(integration, "open" if action == "open" else "closed", seconds)
+    click.echo(f"breaker of {integration}: {'open' if action == 'open' else 'closed'}")
+
+
+@cli.group()
+def config() -> None:
+    """The merged integration configuration."""
+
+
+@config.command("show")
+@click.argument("integration", required=False)
+@click.pass_obj
+def config_show(obj: _Context, integration: str | None) -> None:
+    """Print the merged configuration (built-ins < TOML < JSON < environment) as JSON."""
+    configs = _configs(obj.config_path)
+    names = [integration] if integration else sorted(configs)
+    for name in names:
+        if name not in configs:
+            raise click.BadParameter(f"unknown integration {name!r}", param_hint="INTEGRATION")
+    click.echo(json.dumps({name: configs[name].to_dict() for name in names}, indent=2))
+
+
+@config.command("validate")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def config_validate(path: str) -> None:
+    """Check a TOML or JSON override file; exit 1 naming the bad field when invalid."""
+    layer = load_json(path) if path.endswith(".json") else load_toml(path)
+    configs = merge_configs(layer)
+    click.echo(f"{path}: valid ({len(layer)} integrations overridden, {len(configs)} in all)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; library errors become one line on stderr and exit status 1."""
+    try:
+        cli.main(args=argv, prog_name="queue-ratelimit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except QueueRateLimitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

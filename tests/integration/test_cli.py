@@ -1,0 +1,96 @@
+"""The queue-ratelimit CLI against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from queue_ratelimit import Limiter
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.cli import cli
+
+
+@pytest.fixture
+def run(redis_url: str, key_prefix: str):  # type: ignore[no-untyped-def]
+    def invoke(*args: str, input: str | None = None) -> tuple[int, str]:
+        result = CliRunner().invoke(
+            cli, ["--redis", redis_url, "--prefix", key_prefix, *args], input=input
+        )
+        return result.exit_code, result.output
+
+    return invoke
+
+
+@pytest.fixture
+def limiter(redis_url: str, key_prefix: str) -> Limiter:
+    return Limiter(RedisBackend(redis_url, prefix=key_prefix))
+
+
+def test_status_lists_every_key_with_its_state(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
+    limiter.acquire("notion", "ws:1")
+    limiter.on_backoff("notion", "ws:1", retry_after=30.0)
+    limiter.acquire("github")
+    code, out = run("status", "--json")
+    assert code == 0, out
+    rows = {(r["integration"], r["tenant"]): r for r in json.loads(out)}
+    assert set(rows) == {("notion", "ws:1"), ("github", None)}
+    cooling = rows[("notion", "ws:1")]
+    assert cooling["rate"] == pytest.approx(1.0)  # 2.0 halved
+    assert 29 < cooling["cooldown_left"] <= 30
+    assert cooling["breaker"] == "closed"
+    code, out = run("status", "github", "--json")
+    assert [r["integration"] for r in json.loads(out)] == ["github"]
+    code, out = run("status")
+    assert code == 0 and "notion" in out and "ws:1" in out
+
+
+def test_reset_asks_then_forgets_the_key(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
+    limiter.on_backoff("notion", "ws-1", retry_after=30.0)
+    code, out = run("reset", "notion", "--tenant", "ws-1", input="n\n")
+    assert code != 0 and limiter.snapshot("notion", "ws-1").exists  # declined: nothing done
+    code, out = run("reset", "notion", "--tenant", "ws-1", "--yes")
+    assert code == 0, out
+    assert not limiter.snapshot("notion", "ws-1").exists
+
+
+def test_breaker_open_and_close(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
+    code, out = run("breaker", "open", "slack", "--seconds", "120", "--yes")
+    assert code == 0, out
+    snap = limiter.snapshot("slack")
+    assert snap.breaker == "open" and 119 < snap.breaker_wait <= 120
+    assert limiter.acquire("slack").reason == "breaker_open"
+    code, out = run("breaker", "close", "slack", "--yes")
+    assert code == 0 and limiter.snapshot("slack").breaker == "closed"
+
+
+def test_config_validate_names_the_bad_field_and_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "queue-ratelimit.toml"
+    bad.write_text("[notion]\nmax_rate = -2.0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "queue_ratelimit.cli", "config", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "notion" in result.stderr and "max_rate" in result.stderr and "-2.0" in result.stderr
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"notion": {"max_rate": 2.5, "rate_limit_per_sec": 2.0}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "queue_ratelimit.cli", "config", "validate", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_config_show_prints_the_merged_configuration(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out = run("config", "show", "notion")
+    assert code == 0
+    assert json.loads(out)["notion"]["max_rate"] == 3.0
