@@ -6,6 +6,7 @@
     queue-ratelimit reset INTEGRATION [--tenant T]      forget a key's learned state
     queue-ratelimit breaker open|close INTEGRATION      an operator's override
     queue-ratelimit config show | validate FILE         the merged configuration
+    queue-ratelimit exporter [--port N]                 /metrics for Prometheus
 
 Redis and configuration come from ``--redis`` / ``--prefix`` / ``--config`` or the
 environment (``QUEUE_RATELIMIT_REDIS_URL``, ``QUEUE_RATELIMIT_PREFIX``,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -213,6 +215,26 @@ def config_validate(path: str) -> None:
     layer = load_json(path) if path.endswith(".json") else load_toml(path)
     configs = merge_configs(layer)
     click.echo(f"{path}: valid ({len(layer)} integrations overridden, {len(configs)} in all)")
+
+
+@cli.command()
+@click.option("--port", type=int, default=9808, show_default=True, help="Port to listen on.")
+@click.option("--addr", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option(
+    "--multiproc-dir",
+    envvar="PROMETHEUS_MULTIPROC_DIR",
+    default=None,
+    help="prometheus-client's multiprocess directory of the workers on this host.",
+)
+@click.pass_obj
+def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> None:
+    """Serve the fleet-wide state (and this host's worker counters) for Prometheus."""
+    from queue_ratelimit.metrics import serve
+
+    limiter, backend = obj.limiter()
+    serve(limiter, backend, port, addr, multiproc_dir)
+    click.echo(f"serving http://{addr}:{port}/metrics from {obj.redis_url} prefix {obj.prefix!r}")
+    threading.Event().wait()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,14 +58,16 @@ app = Celery(
     "qrl_tests", broker=os.environ.get("QRL_BROKER"), backend=os.environ.get("QRL_BACKEND")
 )
 app.conf.update(
-    task_routes=(integration_router,),
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-    result_expires=600,
-    queue_ratelimit_poll=0.5,
-    **json.loads(os.environ.get("QRL_SETTINGS", "{}")),
+    {
+        "task_routes": (integration_router,),
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 600,
+        "queue_ratelimit_poll": 0.5,
+        **json.loads(os.environ.get("QRL_SETTINGS", "{}")),
+    }
 )
 limiter = Limiter(RedisBackend(REDIS_URL, prefix=PREFIX), CONFIGS)
 configure(app, limiter)
@@ -119,6 +121,7 @@ def explicit(self: RateLimitedTask) -> None:
 def slow(self: RateLimitedTask, seconds: float) -> str:
     """Calls the upstream, then works a while: long enough to be killed mid-task."""
     _call(NOTION, self.request.id)
+    _waits.sadd(f"{PREFIX}:pids", os.getpid())
     time.sleep(seconds)
     return str(self.request.id)
 
@@ -135,6 +138,11 @@ def _record_wait(sender: object, **fields: Any) -> None:
 
 
 qrl_signals.acquired.connect(_record_wait)
+
+if os.environ.get("QRL_METRICS") == "1":  # prometheus multiprocess mode: see test_metrics
+    from queue_ratelimit.metrics import EventMetrics
+
+    EventMetrics().connect()
 
 
 @signals.task_failure.connect

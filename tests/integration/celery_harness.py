@@ -73,7 +73,9 @@ class CeleryRig:
             **extra,
         }
 
-    def start_worker(self, name: str, queues: list[str], concurrency: int = 4, **env: str) -> str:
+    def start_worker(
+        self, name: str, queues: list[str], concurrency: int = 4, pool: str = "threads", **env: str
+    ) -> str:
         """Start ``celery worker`` in a subprocess and wait until it answers a ping."""
         node = f"{name}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open for the worker's lifetime
@@ -89,7 +91,7 @@ class CeleryRig:
             "-Q",
             ",".join(queues),
             "-P",
-            "threads",
+            pool,
             "-c",
             str(concurrency),
             "-n",

@@ -1,0 +1,72 @@
+"""Structured log records for the decisions an operator cares about, built from the signals.
+
+``install_logging()`` connects receivers that write one line per requeue, backoff, breaker
+transition and exhausted budget to the ``queue_ratelimit`` logger. Each record carries the
+event's fields in ``extra`` (``record.qrl_event``, ``record.qrl_integration``, ...) for a
+JSON formatter; the message itself is one readable line. Fields never hold a token or a
+header: signals carry integration, tenant, timings and reasons only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from blinker import NamedSignal
+
+from queue_ratelimit import signals
+
+__all__ = ["install_logging", "uninstall_logging"]
+
+_LEVELS: dict[str, int] = {
+    "task_requeued": logging.INFO,
+    "backoff": logging.INFO,
+    "breaker_opened": logging.WARNING,
+    "breaker_closed": logging.WARNING,
+    "budget_exhausted": logging.ERROR,
+}
+_installed: list[tuple[NamedSignal, Callable[..., None]]] = []
+
+
+def _line(event: str, fields: dict[str, Any]) -> str:
+    target = fields.get("integration", "?")
+    if fields.get("tenant"):
+        target += f":{fields['tenant']}"
+    task = f" task {fields['task_name']}[{fields['task_id']}]" if fields.get("task_id") else ""
+    if event == "task_requeued":
+        detail = (
+            f"requeued for {fields['countdown']:.3f}s ({fields['reason']}, #{fields['requeues']})"
+        )
+    elif event == "backoff":
+        after = fields.get("retry_after")
+        detail = "backoff" + (f", retry after {after:.3f}s" if after is not None else "")
+        detail += ", rate decreased" if fields.get("decreased") else ""
+    elif event == "budget_exhausted":
+        detail = f"requeue budget exhausted after {fields['requeues']} requeues"
+    else:
+        detail = event.replace("_", " ") + (" by an operator" if fields.get("forced") else "")
+    return f"queue_ratelimit {target}{task}: {detail}"
+
+
+def install_logging(logger: logging.Logger | None = None) -> None:
+    """Log requeues, backoffs, breaker transitions and exhausted budgets (idempotent)."""
+    if _installed:
+        return
+    target = logger or logging.getLogger("queue_ratelimit")
+    for name, level in _LEVELS.items():
+        signal: NamedSignal = getattr(signals, name)
+
+        def receiver(sender: object, _name: str = name, _level: int = level, **fields: Any) -> None:
+            extra = {f"qrl_{key}": value for key, value in fields.items()}
+            target.log(_level, _line(_name, fields), extra={"qrl_event": _name, **extra})
+
+        signal.connect(receiver)
+        _installed.append((signal, receiver))
+
+
+def uninstall_logging() -> None:
+    """Disconnect what ``install_logging`` connected."""
+    while _installed:
+        signal, receiver = _installed.pop()
+        signal.disconnect(receiver)

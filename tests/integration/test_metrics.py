@@ -1,0 +1,92 @@
+"""Prometheus: counters from a real prefork worker's children, gauges from the shared state."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from queue_ratelimit import Limiter, MemoryBackend
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.metrics import EventMetrics, serve
+from tests.integration.celery_harness import capp, celery_rig, wait_all
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    samples = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_the_exporter_adds_up_two_prefork_children_and_reads_the_shared_state(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with celery_rig("redis", redis_url, limit=100) as rig:
+        rig.start_worker(
+            "w1",
+            [capp.NOTION],
+            concurrency=2,
+            pool="prefork",
+            QRL_METRICS="1",
+            PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+        )
+        ids = [rig.send("tests.slow", [0.3], capp.NOTION) for _ in range(20)]  # busy both children
+        assert wait_all(rig.results(ids), timeout=120) == ids
+        pids = {p.stem.split("_")[-1] for p in tmp_path.glob("counter_*.db")}
+        port = _free_port()
+        backend = RedisBackend(redis_url, prefix=capp.PREFIX)
+        server = serve(Limiter(backend, capp.CONFIGS), backend, port, "127.0.0.1", str(tmp_path))
+        try:
+            samples = _scrape(port)
+        finally:
+            server.shutdown()
+            server.server_close()
+        integration = (("integration", capp.NOTION),)
+        assert len(pids) >= 2  # the two children each counted their own tasks
+        assert samples[("queue_ratelimit_acquired_total", integration)] == 20  # one grant a task
+        key = (("integration", capp.NOTION), ("tenant", ""))
+        assert (
+            samples[("queue_ratelimit_rate", key)] == rig.limiter.snapshot(capp.NOTION).limit().rate
+        )
+        assert samples[("queue_ratelimit_breaker_state", integration)] == 0
+
+
+def test_event_counters_and_the_wait_histogram(clock) -> None:  # type: ignore[no-untyped-def]
+    registry = CollectorRegistry()
+    metrics = EventMetrics(registry).connect()
+    try:
+        config = dataclasses.replace(capp.CONFIGS[capp.NOTION], name="notion")
+        limiter = Limiter(MemoryBackend(clock=clock), {"notion": config})
+        limiter.acquire("notion")
+        limiter.acquire("notion", max_wait=5.0)  # granted after a wait of one interval
+        limiter.acquire("notion", max_wait=0.0)  # throttled: reserved
+        limiter.on_backoff("notion", retry_after=3.0)
+        limiter.on_failure("notion")
+    finally:
+        metrics.disconnect()
+    value = registry.get_sample_value
+    assert value("queue_ratelimit_acquired_total", {"integration": "notion"}) == 2
+    assert (
+        value("queue_ratelimit_throttled_total", {"integration": "notion", "reason": "rate"}) == 1
+    )
+    assert (
+        value("queue_ratelimit_backoffs_total", {"integration": "notion", "decreased": "true"}) == 1
+    )
+    assert value("queue_ratelimit_wait_seconds_count", {"integration": "notion"}) == 2
+    assert value("queue_ratelimit_wait_seconds_sum", {"integration": "notion"}) == pytest.approx(
+        0.2
+    )
