@@ -11,9 +11,12 @@ every task ran exactly once::
         assert upstream.served_once(expected_ids)
 
 ``headers`` chooses the dialect: ``"retry-after"`` (429 + ``Retry-After`` only),
-``"x-ratelimit"`` (also ``X-RateLimit-Limit/-Remaining/-Reset`` on every answer, Reset in
-epoch seconds), or ``"none"`` (a bare 429). A call with ``?tokens=N`` is answered with
-``{"usage": {"total_tokens": N}}``, like an LLM API reporting what a call really cost.
+``"x-ratelimit"`` or its alias ``"github"`` (also ``X-RateLimit-Limit/-Remaining/-Reset``
+on every answer, Reset in epoch seconds, as GitHub sends them), ``"ietf"`` (the IETF
+``RateLimit-Limit/-Remaining/-Reset`` fields, Reset in delta seconds, plus
+``RateLimit-Policy``), or ``"none"`` (a bare 429). The quota dialects count a fixed
+window. A call with ``?tokens=N`` is answered with ``{"usage": {"total_tokens": N}}``, like
+an LLM API reporting what a call really cost.
 ``set_limit`` changes the limit mid-run; ``fail_with(500)`` makes every call fail (for the
 breaker); ``require_token`` checks ``Authorization: Bearer <token>``. Nothing is logged (a
 token never reaches a log).
@@ -32,7 +35,7 @@ from types import TracebackType
 
 __all__ = ["HiddenLimitUpstream"]
 
-_DIALECTS = ("retry-after", "x-ratelimit", "none")
+_DIALECTS = ("retry-after", "x-ratelimit", "github", "ietf", "none")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -177,7 +180,7 @@ class HiddenLimitUpstream:
     def _decide(self, bucket: str, now: float) -> tuple[int, dict[str, str]]:
         if self._fault is not None:
             return self._fault, {}
-        if self.headers == "x-ratelimit":
+        if self.headers in ("x-ratelimit", "github", "ietf"):
             return self._decide_fixed(bucket, now)
         recent = self._recent[bucket]
         while recent and recent[0] <= now - self.window:
@@ -201,11 +204,20 @@ class HiddenLimitUpstream:
             used += 1
         self._fixed[bucket] = (start, used)
         reset = start + self.window
-        headers = {
-            "X-RateLimit-Limit": str(limit),
-            "X-RateLimit-Remaining": str(max(0, limit - used)),
-            "X-RateLimit-Reset": f"{reset:.3f}",
-        }
+        left = str(max(0, limit - used))
+        if self.headers == "ietf":
+            headers = {
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": left,
+                "RateLimit-Reset": str(max(1, math.ceil(reset - now))),
+                "RateLimit-Policy": f"{limit};w={self.window:g}",
+            }
+        else:
+            headers = {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": left,
+                "X-RateLimit-Reset": f"{reset:.3f}",
+            }
         if status == 429:
             headers["Retry-After"] = str(max(1, math.ceil(reset - now)))
         return status, headers
