@@ -3,6 +3,7 @@
 ::
 
     queue-ratelimit status [INTEGRATION] [--json]       every limiter key in Redis
+    queue-ratelimit top [INTEGRATION]                   the same, live, with requeues/s
     queue-ratelimit reset INTEGRATION [--tenant T]      forget a key's learned state
     queue-ratelimit breaker open|close INTEGRATION      an operator's override
     queue-ratelimit config show | validate FILE         the merged configuration
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,6 +153,68 @@ def status(obj: _Context, integration: str | None, as_json: bool) -> None:
             breaker,
         )
     Console().print(table)
+
+
+def _top_table(rows: list[dict[str, Any]], rates: dict[str, dict[str, float]]) -> Table:
+    table = Table(title="queue_ratelimit top (Ctrl-C to quit)")
+    for column in (
+        "integration",
+        "tenant",
+        "rate",
+        "tokens",
+        "reserved",
+        "cooldown",
+        "breaker",
+        "requeues/s",
+        "backoffs/s",
+    ):
+        table.add_column(column)
+    for row in rows:
+        per_second = rates.get(row["integration"], {})
+        table.add_row(
+            row["integration"],
+            row["tenant"] or "-",
+            str(row.get("rate", "")),
+            str(row.get("tokens", "")),
+            str(row.get("reserved", "")),
+            f"{row.get('cooldown_left', '')}s",
+            str(row.get("breaker", "")),
+            f"{per_second.get('requeues', 0.0):.2f}",
+            f"{per_second.get('backoffs', 0.0):.2f}",
+        )
+    return table
+
+
+@cli.command()
+@click.argument("integration", required=False)
+@click.option(
+    "--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes."
+)
+@click.option(
+    "--iterations", type=int, default=0, help="Stop after this many refreshes (0: never)."
+)
+@click.pass_obj
+def top(obj: _Context, integration: str | None, interval: float, iterations: int) -> None:
+    """``status``, live, with the fleet's requeues and backoffs per second."""
+    from rich.live import Live
+
+    limiter, backend = obj.limiter()
+    names = [integration] if integration else sorted(limiter.configs)
+    before = {name: limiter.stats(name) for name in names}
+    started = time.monotonic()
+    done = 0
+    with Live(_top_table([], {}), console=Console(), auto_refresh=False) as live:
+        while iterations == 0 or done < iterations:
+            time.sleep(interval)
+            elapsed, started = time.monotonic() - started, time.monotonic()
+            after = {name: limiter.stats(name) for name in names}
+            rates = {
+                name: {k: (v - before[name].get(k, 0)) / elapsed for k, v in after[name].items()}
+                for name in names
+            }
+            before = after
+            live.update(_top_table(list(_rows(limiter, backend, integration)), rates), refresh=True)
+            done += 1
 
 
 @cli.command()

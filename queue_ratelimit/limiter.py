@@ -357,6 +357,16 @@ class Limiter:
         event = signals.breaker_opened if state == "open" else signals.breaker_closed
         signals.emit(event, self, integration=integration, tenant=None, forced=True)
 
+    def count(self, integration: str, event: str) -> None:
+        """Add one to the integration's fleet-wide count of ``event`` (``requeues``, ...)."""
+        self.config(integration)
+        self.backend.count(integration, event)
+
+    def stats(self, integration: str) -> dict[str, int]:
+        """The integration's fleet-wide event counts (``backoffs``, ``requeues``, ...)."""
+        self.config(integration)
+        return self.backend.stats(integration)
+
     def release(self, integration: str, tenant: str | None, lease: str) -> bool:
         """Give a concurrency lease back without reporting an outcome."""
         self._resolve(integration, tenant)

@@ -22,7 +22,7 @@ from typing import Any
 
 from blinker import NamedSignal
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -184,9 +184,18 @@ class StateCollector(Collector):
         for name in sorted(self.limiter.configs):
             breaker.add_metric([name], _BREAKER.get(self.limiter.snapshot(name).breaker, 0.0))
             dropped.add_metric([name], max(0, seen.get(name, 0) - self.max_tenants))
+        events = CounterMetricFamily(
+            "queue_ratelimit_fleet_events",
+            "Fleet-wide counts from Redis (backoffs, requeues).",
+            labels=["integration", "event"],
+        )
+        for name in sorted(self.limiter.configs):
+            for event, total in sorted(self.limiter.stats(name).items()):
+                events.add_metric([name, event], total)
         yield from families.values()
         yield breaker
         yield dropped
+        yield events
 
 
 def serve(

@@ -178,6 +178,7 @@ class TaskGate:
     ) -> Requeue:
         allowed = self.budget(integration, budget)
         if ticket.requeues >= allowed:
+            self.limiter.count(integration, "budget_exhausted")
             signals.emit(
                 signals.budget_exhausted,
                 self,
@@ -203,6 +204,7 @@ class TaskGate:
         return requeue
 
     def _announce(self, integration: str, tenant: str | None, requeue: Requeue) -> None:
+        self.limiter.count(integration, "requeues")
         signals.emit(
             signals.task_requeued,
             self,

@@ -89,6 +89,16 @@ class Backend(Protocol):
         """Forget a key's state (rates, debts, cooldown, leases)."""
         ...
 
+    def count(self, integration: str, event: str) -> None:
+        """Add one to the integration's fleet-wide count of ``event`` (``requeues``, ...).
+
+        Backoffs are counted by ``report_backoff`` itself."""
+        ...
+
+    def stats(self, integration: str) -> dict[str, int]:
+        """The integration's fleet-wide event counts."""
+        ...
+
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """Force the integration's breaker ``open`` (for ``open_seconds``) or ``closed``."""
         ...

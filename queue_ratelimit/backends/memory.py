@@ -53,6 +53,7 @@ class MemoryBackend:
         self._lock = threading.Lock()
         self._keys: dict[_Key, tuple[KeyState, float]] = {}
         self._breakers: dict[str, brk.BreakerState] = {}
+        self._stats: dict[str, dict[str, int]] = {}
         self._ops = 0
 
     def _load(self, key: _Key, now: float) -> KeyState | None:
@@ -155,6 +156,7 @@ class MemoryBackend:
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
             _settle(state, now, plan.limits, lease_id, feedback)
+            self._bump(integration, "backoffs")
             result = aimd.on_backoff(
                 state,
                 now,
@@ -206,6 +208,20 @@ class MemoryBackend:
         """See ``Backend.reset``."""
         with self._lock:
             self._keys.pop((integration, tenant), None)
+
+    def _bump(self, integration: str, event: str) -> None:
+        counts = self._stats.setdefault(integration, {})
+        counts[event] = counts.get(event, 0) + 1
+
+    def count(self, integration: str, event: str) -> None:
+        """See ``Backend.count``."""
+        with self._lock:
+            self._bump(integration, event)
+
+    def stats(self, integration: str) -> dict[str, int]:
+        """See ``Backend.stats``."""
+        with self._lock:
+            return dict(self._stats.get(integration, {}))
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """See ``Backend.set_breaker``."""

@@ -99,8 +99,9 @@ class RedisBackend:
         self._script = client.register_script(_script_source())
         self._plans: dict[int, tuple[Plan, str]] = {}
 
-    def keys_for(self, integration: str, tenant: str | None) -> tuple[str, str, str]:
-        """The Redis keys (state hash, lease set, the integration's breaker) of one limiter key.
+    def keys_for(self, integration: str, tenant: str | None) -> tuple[str, str, str, str]:
+        """The Redis keys of one limiter key: state, leases, and the integration's breaker
+        and event counts.
 
         A tenant is percent-encoded (so ``:``, ``{``, ``}`` and spaces cannot reach into
         another key's name) and replaced by its SHA-256 when long.
@@ -111,7 +112,7 @@ class RedisBackend:
             if len(part) > _MAX_TENANT_KEY:
                 part = "#" + hashlib.sha256(tenant.encode()).hexdigest()
             base += f":t={part}"
-        return base + ":state", base + ":leases", tag + ":breaker"
+        return base + ":state", base + ":leases", tag + ":breaker", tag + ":stats"
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix: ``(integration, tenant)`` pairs.
@@ -303,6 +304,18 @@ class RedisBackend:
             self.client.delete(*self.keys_for(integration, tenant)[:2])
         except redis.RedisError as exc:
             raise BackendError(f"redis reset failed for {integration!r}: {exc}") from exc
+
+    def count(self, integration: str, event: str) -> None:
+        """See ``Backend.count``."""
+        self._call("count", integration, None, _NO_PLAN, [event])
+
+    def stats(self, integration: str) -> dict[str, int]:
+        """See ``Backend.stats``."""
+        try:
+            raw: Mapping[Any, Any] = self.client.hgetall(self.keys_for(integration, None)[3])  # type: ignore[assignment]
+        except redis.RedisError as exc:
+            raise BackendError(f"redis stats failed for {integration!r}: {exc}") from exc
+        return {_text(k): int(v) for k, v in raw.items()}
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """See ``Backend.set_breaker``."""

@@ -19,7 +19,10 @@ from queue_ratelimit.cli import cli
 def run(redis_url: str, key_prefix: str):  # type: ignore[no-untyped-def]
     def invoke(*args: str, input: str | None = None) -> tuple[int, str]:
         result = CliRunner().invoke(
-            cli, ["--redis", redis_url, "--prefix", key_prefix, *args], input=input
+            cli,
+            ["--redis", redis_url, "--prefix", key_prefix, *args],
+            input=input,
+            env={"COLUMNS": "200"},
         )
         return result.exit_code, result.output
 
@@ -94,3 +97,11 @@ def test_config_show_prints_the_merged_configuration(run, tmp_path: Path) -> Non
     code, out = run("config", "show", "notion")
     assert code == 0
     assert json.loads(out)["notion"]["max_rate"] == 3.0
+
+
+def test_top_refreshes_with_fleet_rates(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
+    limiter.on_backoff("notion", "ws-1", retry_after=30.0)
+    code, out = run("top", "notion", "--interval", "0.1", "--iterations", "2")
+    assert code == 0, out
+    assert "requeues/s" in out and "ws-1" in out
+    assert limiter.stats("notion") == {"backoffs": 1}

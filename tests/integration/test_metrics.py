@@ -90,3 +90,31 @@ def test_event_counters_and_the_wait_histogram(clock) -> None:  # type: ignore[n
     assert value("queue_ratelimit_wait_seconds_sum", {"integration": "notion"}) == pytest.approx(
         0.2
     )
+
+
+def test_the_grafana_dashboard_only_uses_metrics_the_exporter_serves(
+    redis_url: str, key_prefix: str
+) -> None:
+    import json
+    import re
+
+    backend = RedisBackend(redis_url, prefix=key_prefix)
+    limiter = Limiter(backend, {"svc": dataclasses.replace(capp.CONFIGS[capp.NOTION], name="svc")})
+    limiter.on_backoff("svc", retry_after=1.0)
+    registry = CollectorRegistry()
+    EventMetrics(registry)
+    from queue_ratelimit.metrics import StateCollector
+
+    registry.register(StateCollector(limiter, backend))
+    served = set()
+    for family in registry.collect():
+        served.add(family.name)
+        served.update(sample.name for sample in family.samples)
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "dashboards/queue_ratelimit.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    suffix = re.compile(r"_(bucket|count|sum|total|created)$")
+    used = {suffix.sub("", n) for e in exprs for n in re.findall(r"queue_ratelimit_\w+", e)}
+    served = {suffix.sub("", n) for n in served}
+    assert used and not used - served, used - served

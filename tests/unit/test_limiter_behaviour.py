@@ -497,3 +497,11 @@ def test_an_estimated_cost_is_corrected_by_the_actual_usage(make_limiter: MakeLi
     limiter.on_success("svc", feedback=Feedback(adjust={"tokens": 900}))  # under-estimated
     assert limiter.snapshot("svc").limit("tokens").tokens == pytest.approx(-200.0)
     assert not limiter.acquire("svc", cost={"tokens": 100}, reserve=False).granted
+
+
+def test_fleet_wide_event_counts(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    limiter.on_backoff("svc", "ws-1", retry_after=1.0)
+    limiter.on_backoff("svc", "ws-2", retry_after=1.0)
+    limiter.count("svc", "requeues")
+    assert limiter.stats("svc") == {"backoffs": 2, "requeues": 1}

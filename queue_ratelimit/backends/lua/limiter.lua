@@ -6,8 +6,9 @@
 --         name, rate, tokens, ts, quota_left, quota_until, quota_rate} (quota_until 0 = none)
 -- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
+-- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ...
 --
--- ARGV[1] op: acquire | success | backoff | failure | release | snapshot | breaker
+-- ARGV[1] op: acquire | success | backoff | failure | release | snapshot | breaker | count
 -- ARGV[2] now in seconds, or "" for the Redis server's TIME (the default; tests pin it)
 -- ARGV[3] the plan, JSON: [idle_ttl, cooldown_multiplier, max_backoff, max_concurrent (0 =
 --         none), lease_ttl, breaker_threshold, breaker_open_seconds,
@@ -18,13 +19,14 @@
 --   success, backoff, failure: lease id, seq, epoch, retry_after,
 --             then per limit: adjustment, published remaining, its reset_after
 --   release:  lease id              breaker: "open" or "closed", open seconds
+--   count:    the event to count (requeues, budget_exhausted, ...)
 --
 -- Returns: times, rates and tokens as integers in millionths (seconds -> microseconds);
 -- the hot paths answer one string of space-separated words (cheaper to build and to read):
 --   acquire:  "granted (0/1) wait reason epoch reservation-slot (0 = none) now lease seq"
 --   success, backoff, failure: "epoch decreased (0/1) old-rate new-rate cooldown-left
 --             breaker-state breaker-changed (0/1)"
---   release, breaker: {done (0/1)}
+--   release, breaker, count: {done (0/1)}
 --   snapshot: {exists (0/1), now, breaker state, failures, breaker wait, epoch, cooldown left,
 --             live leases, then name, rate, tokens per limit}
 
@@ -55,6 +57,16 @@ local n = #limits
 
 if op == 'release' then
   return {redis.call('ZREM', KEYS[2], A[1])}
+end
+
+local function count(event)
+  redis.call('HINCRBY', KEYS[4], event, 1)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(math.max(idle_ttl, 86400) * 1000))
+end
+
+if op == 'count' then
+  count(A[1])
+  return {1}
 end
 
 -- the breaker (policy/breaker.py)
@@ -261,6 +273,7 @@ elseif op == 'failure' then
     if bstate == 'half_open' or bfail >= b_threshold then bstate, buntil = 'open', now + b_open end
   end
 elseif op == 'backoff' then
+  count('backoffs')
   local new_event
   if seen_epoch ~= nil then new_event = seen_epoch == epoch else new_event = now >= cool end
   if retry_after ~= nil then retry_after = math.min(math.max(retry_after, 0), max_backoff) end
