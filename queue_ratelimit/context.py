@@ -13,6 +13,7 @@ emitter read them. Context variables, so threads and asyncio tasks each see thei
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -55,12 +56,13 @@ def task_tenant(integration: str) -> str | None:
 
 
 def take_prepaid(integration: str, tenant: str | None) -> Decision | None:
-    """The task's prepaid slot for this key, once; None when there is none (left)."""
+    """The task's prepaid slot for this key, once (its wait already slept by the task);
+    None when there is none (left)."""
     slot = prepaid.get()
     if slot is None or slot.used or slot.integration != integration or slot.tenant != tenant:
         return None
     slot.used = True
-    return slot.decision
+    return dataclasses.replace(slot.decision, wait=0.0)  # the task has waited already
 
 
 def raise_rate_limited(exc: RateLimited) -> NoReturn:

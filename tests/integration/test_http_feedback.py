@@ -149,3 +149,25 @@ def test_inside_a_task_the_first_call_uses_the_tasks_slot_and_tenant(clock: Fake
     assert slot.used
     assert limiter.snapshot("llm", "ws-1").limit().tokens == 8.0  # 2 calls, 2 tokens
     assert not limiter.snapshot("llm").exists  # nothing charged to the tenant-less key
+
+
+def test_the_prepaid_slot_is_not_waited_for_twice(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from queue_ratelimit import context
+
+    slept: list[float] = []
+    limiter = Limiter(MemoryBackend(clock=clock), {"llm": dataclasses.replace(LLM, max_wait=5.0)})
+    limiter.acquire("llm", cost=10.0)  # empty the bucket: the next slot is 1 s away
+    decision = limiter.acquire("llm")
+    assert decision.granted and decision.wait == 1.0
+    slot = context.Prepaid("llm", None, decision)  # the task slept decision.wait already
+    with (
+        HiddenLimitUpstream(limit=100) as upstream,
+        context.running(context.TaskInfo("t", "id"), slot),
+    ):
+        monkeypatch.setattr(time, "sleep", slept.append)  # record any wait, sleep none
+        _session(limiter, upstream.url).get(f"{upstream.url}/llm/1").raise_for_status()
+    assert slot.used and slept == []
