@@ -8,6 +8,7 @@
     queue-ratelimit breaker open|close INTEGRATION      an operator's override
     queue-ratelimit config show | validate FILE         the merged configuration
     queue-ratelimit exporter [--port N]                 /metrics for Prometheus
+    queue-ratelimit demo [--plot FILE.png]              the product, end to end, no server
 
 Redis and configuration come from ``--redis`` / ``--prefix`` / ``--config`` or the
 environment (``QUEUE_RATELIMIT_REDIS_URL``, ``QUEUE_RATELIMIT_PREFIX``,
@@ -299,6 +300,40 @@ def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> 
     serve(limiter, backend, port, addr, multiproc_dir)
     click.echo(f"serving http://{addr}:{port}/metrics from {obj.redis_url} prefix {obj.prefix!r}")
     threading.Event().wait()
+
+
+@cli.command()
+@click.option("--tasks", type=int, default=300, show_default=True, help="Tasks to run.")
+@click.option(
+    "--hidden-limit",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Calls per second the local upstream accepts, per integration.",
+)
+@click.option("--plot", "plot_path", default=None, help="Write a PNG chart of the rate here.")
+@click.option(
+    "--redis",
+    "demo_redis",
+    default=None,
+    help="Keep the limiter state in this Redis instead of in memory.",
+)
+@click.option("--framework", type=click.Choice(["celery"]), default="celery", show_default=True)
+def demo(
+    tasks: int, hidden_limit: float, plot_path: str | None, demo_redis: str | None, framework: str
+) -> None:
+    """The product end to end, no server needed: tasks find an upstream's hidden limit."""
+    from queue_ratelimit.demo import run_demo
+
+    summary = run_demo(
+        tasks=tasks,
+        hidden_limit=hidden_limit,
+        plot=plot_path,
+        redis_url=demo_redis,
+        framework=framework,
+    )
+    if not summary.ok:
+        raise click.ClickException(f"{summary.lost} lost, {summary.duplicates} duplicated")
 
 
 def main(argv: list[str] | None = None) -> None:

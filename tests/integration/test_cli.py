@@ -105,3 +105,25 @@ def test_top_refreshes_with_fleet_rates(run, limiter: Limiter) -> None:  # type:
     assert code == 0, out
     assert "requeues/s" in out and "ws-1" in out
     assert limiter.stats("notion") == {"backoffs": 1}
+
+
+def test_the_demo_command_runs_end_to_end(tmp_path: Path) -> None:
+    chart = tmp_path / "rate.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "queue_ratelimit.cli",
+            "demo",
+            "--tasks",
+            "60",
+            "--plot",
+            str(chart),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lost 0" in result.stdout and "duplicates 0" in result.stdout
+    assert chart.read_bytes().startswith(b"\x89PNG")
