@@ -1,0 +1,408 @@
+"""Dramatiq: ``RateLimitMiddleware``: requeues that spare ``Retries``; a breaker that pauses queues.
+
+::
+
+    broker = RedisBroker(url="redis://localhost:6379/0")
+    broker.add_middleware(RateLimitMiddleware(Limiter(RedisBackend("redis://localhost:6379/1"))))
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name="notion", integration="notion", tenant=lambda ws, page: ws)
+    def sync_page(ws, page): ...
+
+Actor options (``requeue_budget`` and ``max_wait`` also per message, via
+``send_with_options``): ``integration`` (required to be gated), ``tenant`` (a string, or a
+function of the message's arguments), ``requeue_budget``, ``max_wait``.
+
+In ``before_process_message`` the message acquires; a short wait is slept, a longer one
+sends it back to the broker (same ``message_id``, delayed by its reserved slot plus jitter,
+its ``Ticket`` in the ``queue_ratelimit`` option) and ``SkipMessage`` acknowledges the
+current delivery. A ``RateLimited`` met in the body (the project's HTTP clients hand it to
+the message's hook, or ``raise rate_limited(retry_after=...)``) does the same with the
+upstream's ``Retry-After``. A skipped message never reaches ``Retries``, so
+``message.options["retries"]`` stays unchanged. The copy is published in
+``after_skip_message``, before the delivery is acknowledged. After ``requeue_budget`` requeues,
+or when the limiter itself fails, the message is failed (the dead-letter queue) with the
+typed error stuffed in, where ``Results`` stores it.
+
+``after_worker_boot`` starts a thread that pauses the consumer of each queue named like an
+integration while that integration's breaker is open (the messages stay in the broker),
+and resumes it when the probe is due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from dramatiq.actor import Actor
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
+from dramatiq.worker import ConsumerThread, Worker
+
+from queue_ratelimit import context
+from queue_ratelimit.errors import ConfigError, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.state import Decision
+from queue_ratelimit.tasks import TICKET_HEADER, Requeue, TaskGate, Ticket
+
+__all__ = ["TICKET_OPTION", "RateLimitMiddleware", "rate_limited"]
+
+log = logging.getLogger(__name__)
+
+TICKET_OPTION = TICKET_HEADER
+"""The message option that carries a requeued message's :class:`~queue_ratelimit.tasks.Ticket`."""
+
+_OPTIONS = frozenset({"integration", "tenant", "requeue_budget", "max_wait"})
+_UNSET: Any = object()
+
+
+class _Skip(SkipMessage):
+    """Ends a delivery without the body's result: requeued, or failed with a typed error."""
+
+
+class _InvalidActor(ConfigError, MiddlewareError):
+    """An actor's rate-limit options are invalid (a ``MiddlewareError``, so Dramatiq raises it)."""
+
+
+class RateLimitMiddleware(Middleware):
+    """Runs each message of an actor with an ``integration`` only with a slot from ``limiter``.
+
+    Args:
+        limiter: the shared limiter.
+        max_countdown: the longest delay given to the broker; longer waits are parked in hops
+            (RabbitMQ closes a channel holding a delayed message longer than its
+            ``consumer_timeout``, 30 min by default).
+        poll: seconds between the breaker checks of each worker.
+        jitter: a requeue's delay grows by up to this fraction (at most 5 s).
+
+    Raises:
+        ConfigError: ``max_countdown`` or ``poll`` is not > 0.
+    """
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        max_countdown: float = 600.0,
+        poll: float = 1.0,
+        jitter: float = 0.1,
+    ) -> None:
+        for name, value in (("max_countdown", max_countdown), ("poll", poll)):
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(None, name, value, "must be > 0")
+        self.gate = TaskGate(limiter, max_countdown=float(max_countdown), jitter=jitter)
+        self.poll = float(poll)
+        self._taken: dict[int, str] = {}  # id(message) -> queue, until acked or nacked
+        self._lock = threading.Lock()
+        self._watch: _BreakerWatch | None = None
+
+    @property
+    def limiter(self) -> Limiter:
+        """The limiter the gated actors use (for HTTP clients and operator calls)."""
+        return self.gate.limiter
+
+    @property
+    def actor_options(self) -> set[str]:
+        return set(_OPTIONS)
+
+    def before_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
+        """Reject invalid options when the actor is declared (at import), not per message."""
+        _validate(self.limiter, actor)
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        """Acquire; sleep a short wait, or end the delivery (``SkipMessage``) to requeue it."""
+        with self._lock:
+            self._taken[id(message)] = q_name(message.queue_name)
+        actor = broker.get_actor(message.actor_name)
+        integration = actor.options.get("integration")
+        if not integration or message.failed:
+            return
+        delivery = _Delivery(self.gate, message, integration)
+        _current.set(delivery)
+        try:
+            delivery.tenant = _tenant(actor, message)
+            delivery.ticket = Ticket.loads(message.options.get(TICKET_OPTION))
+            delivery.budget = _option(actor, message, "requeue_budget")
+            with context.running(delivery.info):
+                verdict = self.gate.before(
+                    integration,
+                    delivery.tenant,
+                    delivery.ticket,
+                    max_wait=_option(actor, message, "max_wait"),
+                    budget=delivery.budget,
+                )
+        except Exception as exc:  # the budget, the limiter's backend, a tenant function:
+            raise delivery.fail(exc) from exc  # raised on, Dramatiq would run the body unguarded
+        if isinstance(verdict, Requeue):
+            raise delivery.requeue(verdict)
+        delivery.run(verdict.decision)
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """The body ended (``Retries`` and ``Results`` see it as usual)."""
+        delivery = _end(message)
+        if delivery is not None:
+            delivery.finish()
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        """Publish the requeue, or record the typed error, before the delivery is settled."""
+        delivery = _end(message)
+        if delivery is not None:
+            delivery.settle(broker)
+
+    def after_ack(self, broker: Broker, message: MessageProxy) -> None:
+        with self._lock:
+            self._taken.pop(id(message), None)
+
+    after_nack = after_ack
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        """Start pausing the queues whose integration's breaker is open."""
+        self._watch = _BreakerWatch(self, worker)
+        self._watch.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def _idle(self, worker: Worker, queue: str) -> bool:
+        """No message of ``queue`` is waiting in ``worker`` or unsettled (safe to pause)."""
+        with self._lock:
+            if queue in self._taken.values():
+                return False
+        with worker.work_queue.mutex:
+            return all(q_name(item.message.queue_name) != queue for item in worker.work_queue.queue)
+
+
+def rate_limited(retry_after: float, *, report: bool = True) -> Exception:
+    """Requeue the running message after ``retry_after`` seconds; ``raise`` what this returns.
+
+    With ``report`` the limiter also learns of the backoff (slowing every worker). Outside a
+    gated message it is a plain ``RateLimited``.
+    """
+    delivery = _current.get()
+    if delivery is None or delivery.slot is None:
+        return RateLimited(retry_after)
+    if report:
+        delivery.gate.limiter.on_backoff(
+            delivery.integration, delivery.tenant, retry_after=retry_after
+        )
+    return delivery.rate_limited(retry_after)
+
+
+@dataclass
+class _Delivery:
+    """One gated message in its worker thread, from ``before_process_message`` to its end."""
+
+    gate: TaskGate
+    message: MessageProxy
+    integration: str
+    tenant: str | None = None
+    ticket: Ticket = field(default_factory=Ticket)
+    budget: int | None = None
+    slot: context.Prepaid | None = None
+    scope: ExitStack = field(default_factory=ExitStack)
+    outcome: Requeue | BaseException | None = None
+    stored: Any = _UNSET  # the message's own store_results option, hidden while requeued
+
+    @property
+    def info(self) -> context.TaskInfo:
+        return context.TaskInfo(self.message.actor_name, self.message.message_id)
+
+    def run(self, decision: Decision) -> None:
+        """Sleep the granted wait, then set the body's context (prepaid slot, backoff hook)."""
+        if decision.wait > 0:
+            time.sleep(decision.wait)
+        self.slot = context.Prepaid(self.integration, self.tenant, decision)
+        self.scope.enter_context(context.running(self.info, self.slot, self._hook))
+
+    def _hook(self, exc: RateLimited) -> NoReturn:
+        raise self.rate_limited(exc.retry_after) from exc
+
+    def rate_limited(self, retry_after: float) -> SkipMessage:
+        if self.outcome is not None:  # the body caught the first one: that one stands
+            return _Skip("already ended")
+        try:
+            requeue = self.gate.rate_limited(
+                self.integration, self.tenant, self.ticket, retry_after, budget=self.budget
+            )
+        except RequeueBudgetExhausted as exc:
+            return self.fail(exc)
+        return self.requeue(requeue)
+
+    def requeue(self, requeue: Requeue) -> SkipMessage:
+        """Requeue once the delivery ends; ``Results`` must not store a result meanwhile."""
+        self.outcome = requeue
+        self.stored = self.message.options.get("store_results", _UNSET)
+        self.message.options["store_results"] = False
+        return _Skip(f"requeued ({requeue.reason}) for {requeue.countdown:.3f}s")
+
+    def fail(self, exc: Exception) -> SkipMessage:
+        """Dead-letter the message with ``exc``; ``Retries`` never sees it."""
+        if isinstance(exc, RequeueBudgetExhausted):
+            log.warning("queue_ratelimit: %s: %s", self.message, exc)
+        else:
+            log.error("queue_ratelimit: %s failed", self.message, exc_info=exc)
+        self.outcome = exc
+        self.message.fail()
+        self.message.stuff_exception(exc)
+        return _Skip(f"failed: {type(exc).__name__}: {exc}")
+
+    def finish(self) -> None:
+        """The body ended: a requeue it caught (and went on after) is dropped."""
+        self._leave()
+        if isinstance(self.outcome, Requeue):
+            log.warning("queue_ratelimit: %s caught its requeue: not requeued", self.message)
+            self._unhide(self.message.options)
+
+    def settle(self, broker: Broker) -> None:
+        """The delivery was skipped: publish the requeue, or put back the typed error."""
+        self._leave()
+        if isinstance(self.outcome, BaseException):
+            self.message.stuff_exception(self.outcome)  # the worker stuffed SkipMessage
+        elif isinstance(self.outcome, Requeue):
+            try:
+                self._publish(broker, self.outcome)
+            except Exception as exc:  # acknowledging now would lose the message
+                self._unhide(self.message.options)
+                self.fail(exc)
+
+    def _leave(self) -> None:
+        """Leave the body's context; give back a lease no call used."""
+        self.scope.close()
+        slot = self.slot
+        if slot is not None and not slot.used and slot.decision.lease:
+            try:
+                self.gate.limiter.release(self.integration, self.tenant, slot.decision.lease)
+            except Exception:
+                log.exception("queue_ratelimit: releasing the lease of %s failed", self.message)
+
+    def _publish(self, broker: Broker, requeue: Requeue) -> None:
+        message = self.message
+        copy = message.copy(
+            queue_name=q_name(message.queue_name),
+            options={TICKET_OPTION: requeue.ticket.dumps()},
+        )
+        self._unhide(copy.options)
+        delay = round(requeue.countdown * 1000)
+        broker.enqueue(copy, delay=delay if delay > 0 else None)
+
+    def _unhide(self, options: dict[str, Any]) -> None:
+        if self.stored is _UNSET:
+            options.pop("store_results", None)
+        else:
+            options["store_results"] = self.stored
+
+
+_current: ContextVar[_Delivery | None] = ContextVar("queue_ratelimit_delivery", default=None)
+
+
+def _end(message: MessageProxy) -> _Delivery | None:
+    delivery = _current.get()
+    _current.set(None)
+    return delivery if delivery is not None and delivery.message is message else None
+
+
+def _option(actor: Actor[Any, Any], message: MessageProxy, name: str) -> Any:
+    """A message's own option over its actor's; None: the integration's config decides."""
+    return message.options.get(name, actor.options.get(name))
+
+
+def _tenant(actor: Actor[Any, Any], message: MessageProxy) -> str | None:
+    tenant = actor.options.get("tenant")
+    if callable(tenant):
+        return tenant(*message.args, **message.kwargs)  # type: ignore[no-any-return]
+    return tenant
+
+
+def _validate(limiter: Limiter, actor: Actor[Any, Any]) -> None:
+    options = actor.options
+    integration = options.get("integration")
+    where = f"actor {actor.actor_name}"
+    if integration is None:
+        if _OPTIONS & options.keys():
+            raise _InvalidActor(None, "integration", None, f"{where} sets rate-limit options")
+        return
+    try:
+        limiter.config(integration)
+    except ConfigError as exc:
+        raise _InvalidActor(integration, "integration", integration, str(exc)) from exc
+    tenant = options.get("tenant")
+    if tenant is not None and not callable(tenant) and not (isinstance(tenant, str) and tenant):
+        raise _InvalidActor(integration, "tenant", tenant, f"{where}: a string or a function")
+    for name, kinds, what in (
+        ("requeue_budget", int, "an int"),
+        ("max_wait", int | float, "seconds"),
+    ):
+        value = options.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, kinds) or value < 0
+        ):
+            raise _InvalidActor(integration, name, value, f"{where}: {what} >= 0")
+
+
+class _BreakerWatch(threading.Thread):
+    """Pauses a worker's consumer of each integration queue while its breaker is open.
+
+    Every ``poll`` seconds it reads the breaker of each consumed queue named like an
+    integration. Open (and not yet due for its probe): the queue's consumer thread is paused
+    once no message of the queue is unsettled in this worker (a RabbitMQ consumer closes its
+    channel when it pauses), and the messages stay in the broker. Due for its probe, or
+    closed: the consumer resumes; the first message through is the probe.
+    """
+
+    def __init__(self, middleware: RateLimitMiddleware, worker: Worker) -> None:
+        super().__init__(name="queue_ratelimit-breaker", daemon=True)
+        self.middleware = middleware
+        self.worker = worker
+        self.paused: set[str] = set()
+        self.confirmed: set[str] = set()
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5 * self.middleware.poll)
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.middleware.poll):
+            try:
+                self.check()
+            except Exception:  # a Redis outage must not end the watch
+                log.exception("queue_ratelimit: breaker check failed")
+
+    def check(self) -> None:
+        """Pause or resume each integration queue after its breaker."""
+        limiter = self.middleware.limiter
+        for queue, consumer in sorted(self.worker.consumers.copy().items()):
+            if queue not in limiter.configs:
+                continue
+            snap = limiter.snapshot(queue)
+            if snap.breaker != "closed" and snap.breaker_wait > 0:
+                self._hold(queue, consumer)
+            elif queue in self.paused:
+                consumer.resume()
+                self.paused.discard(queue)
+                self.confirmed.discard(queue)
+                log.warning("queue_ratelimit: breaker of %s: queue resumed", queue)
+
+    def _hold(self, queue: str, consumer: ConsumerThread) -> None:
+        if queue not in self.paused:
+            if self.middleware._idle(self.worker, queue):
+                consumer.pause()
+                self.paused.add(queue)
+        elif queue not in self.confirmed and consumer.paused_event.is_set():
+            self.confirmed.add(queue)
+            log.warning("queue_ratelimit: breaker of %s is open: queue paused", queue)
