@@ -1,0 +1,481 @@
+"""RQ: ``rate_limited`` jobs, and workers that pace them and pause broken integrations.
+
+::
+
+    @rate_limited("notion", tenant=lambda workspace, page: workspace)
+    def sync_page(workspace, page): ...
+
+    queue.enqueue(sync_page, "ws-1", "page-9")
+
+    # QUEUE_RATELIMIT_REDIS_URL=redis://localhost:6379/1 \\
+    # rq worker -w queue_ratelimit.integrations.rq.RateLimitedWorker --with-scheduler notion github
+
+``rate_limited`` only marks the function; the worker does the rest, in the process that runs
+the job (the work horse of the forking ``RateLimitedWorker``, the worker itself for
+``RateLimitedSimpleWorker``):
+
+* ``perform_job``: before the body the job acquires from its integration's limiter. A wait up
+  to ``max_wait`` is slept; a longer one ends the execution at once and the same job (same
+  id) is scheduled for its reserved slot: it waits in the ``ScheduledJobRegistry`` until the
+  scheduler (``--with-scheduler``) enqueues it again. A ``RateLimited`` met in the body (the
+  HTTP clients raise it on a 429) does the same with the upstream's ``Retry-After``.
+* ``handle_job_retry``: such a requeue travels as a ``Retry`` returned in place of the
+  result, so it never passes through the failure path: ``retries_left``, failure callbacks
+  and exception handlers are untouched. The count of requeues lives in ``job.meta`` and has
+  its own budget; when it is spent the job fails with ``RequeueBudgetExhausted`` and lands
+  in the ``FailedJobRegistry`` (RQ's ``Retry`` does not restart it).
+* ``dequeue_job_and_maintain_ttl``: queues named like an integration whose breaker is open
+  are left out of the dequeue (their jobs stay in Redis) until the breaker admits its probe.
+
+Settings come from the environment (``limiter_from_env``: ``QUEUE_RATELIMIT_REDIS_URL``,
+``_PREFIX``, ``_CONFIG``; and ``QUEUE_RATELIMIT_MAX_COUNTDOWN``, ``QUEUE_RATELIMIT_POLL``) or
+from a subclass (``RateLimitedWorkerMixin``); an invalid one stops the worker at start with
+a ``ConfigError`` naming it. See docs/rq.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any, ClassVar, NoReturn, TypeVar
+
+import redis
+from rq import Queue, SimpleWorker, Worker
+from rq.executions import Execution
+from rq.job import Job, Retry
+from rq.rate_limit import release_slot
+from rq.registry import StartedJobRegistry
+from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus
+
+from queue_ratelimit import context
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.errors import ConfigError, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.registry import load_configs
+from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Run, TaskGate, Ticket
+
+__all__ = [
+    "JobLimits",
+    "RateLimitedSimpleWorker",
+    "RateLimitedWorker",
+    "RateLimitedWorkerMixin",
+    "limiter_from_env",
+    "rate_limited",
+]
+
+REDIS_URL_ENV = "QUEUE_RATELIMIT_REDIS_URL"
+PREFIX_ENV = "QUEUE_RATELIMIT_PREFIX"
+MAX_COUNTDOWN_ENV = "QUEUE_RATELIMIT_MAX_COUNTDOWN"
+POLL_ENV = "QUEUE_RATELIMIT_POLL"
+PAUSED_FIELD = "queue_ratelimit_paused"
+"""The field of the worker's Redis hash listing the queues it leaves alone (breaker open)."""
+
+_MARK = "__queue_ratelimit__"
+F = TypeVar("F", bound=Callable[..., Any])
+Tenant = str | Callable[..., str | None] | None
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What ``rate_limited`` marks a job function with (read by the worker from ``job.func``).
+
+    Attributes:
+        integration: the integration whose limits apply.
+        tenant: a tenant name, or a function of the job's arguments giving one (None: one
+            limit for every job of the integration).
+        requeue_budget: requeues allowed before ``RequeueBudgetExhausted`` (default: the
+            integration's ``requeue_budget``).
+        max_wait: the longest wait slept in the worker (default: the integration's).
+    """
+
+    integration: str
+    tenant: Tenant = None
+    requeue_budget: int | None = None
+    max_wait: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.integration, str) or not self.integration:
+            raise ConfigError(None, "integration", self.integration, "must be a non-empty string")
+        budget = self.requeue_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
+            raise ConfigError(self.integration, "requeue_budget", budget, "must be an int")
+        if budget is not None and budget < 0:
+            raise ConfigError(self.integration, "requeue_budget", budget, "must be >= 0")
+        wait = self.max_wait
+        if wait is not None and (not isinstance(wait, int | float) or not wait >= 0):
+            raise ConfigError(self.integration, "max_wait", wait, "must be a number >= 0")
+
+    def tenant_for(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """The tenant key of a job with these arguments."""
+        return self.tenant(*args, **kwargs) if callable(self.tenant) else self.tenant
+
+
+def rate_limited(
+    integration: str,
+    tenant: Tenant = None,
+    requeue_budget: int | None = None,
+    max_wait: float | None = None,
+) -> Callable[[F], F]:
+    """Mark a job function as calling ``integration``; a ``RateLimitedWorker`` paces it.
+
+    The function itself is returned unchanged (called directly, or by a plain RQ worker, it
+    simply runs). See ``JobLimits`` for the arguments.
+
+    Raises:
+        ConfigError: an argument is invalid (at decoration time).
+    """
+    limits = JobLimits(integration, tenant, requeue_budget, max_wait)
+
+    def mark(func: F) -> F:
+        setattr(func, _MARK, limits)
+        return func
+
+    return mark
+
+
+def limits_of(job: Job) -> JobLimits | None:
+    """The limits a job's function was marked with; None when unmarked or unloadable."""
+    try:
+        func = job.func
+    except Exception:  # RQ reports an unimportable function when the job runs
+        return None
+    limits = getattr(func, _MARK, None)
+    return limits if isinstance(limits, JobLimits) else None
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def limiter_from_env(
+    environ: Mapping[str, str] | None = None, *, connection: redis.Redis | None = None
+) -> Limiter:
+    """The limiter the worker builds from its environment (see the module docstring).
+
+    Job modules call it too, so their HTTP clients share the worker's configuration.
+    Without ``QUEUE_RATELIMIT_REDIS_URL`` the limiter uses ``connection`` (the worker's
+    Redis), through a client of its own that fails fast.
+
+    Raises:
+        ConfigError: a setting is invalid, or there is neither a URL nor a connection.
+    """
+    env = os.environ if environ is None else environ
+    configs = load_configs(environ=env)
+    url = env.get(REDIS_URL_ENV)
+    if url:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(None, REDIS_URL_ENV, url, "must be a redis:// URL")
+        client: redis.Redis | str = url
+    elif connection is not None:
+        client = _fail_fast_client(connection)
+    else:
+        raise ConfigError(None, REDIS_URL_ENV, url, "is required outside an RQ worker")
+    prefix = env.get(PREFIX_ENV) or "qrl"
+    try:
+        return Limiter(RedisBackend(client, prefix=prefix), configs)
+    except ConfigError as exc:
+        if exc.field != "prefix":
+            raise
+        raise ConfigError(None, PREFIX_ENV, prefix, exc.reason) from None
+
+
+def _fail_fast_client(connection: redis.Redis) -> redis.Redis:
+    """A client to the worker's Redis whose calls give up within seconds (RQ's own
+    connection waits minutes, for its blocking dequeue)."""
+    pool = connection.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": 2.0, "socket_connect_timeout": 1.0}
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+
+
+def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(None, name, raw, "must be a number of seconds > 0")
+    return value
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+
+class _Requeue(Retry):
+    """Returned in place of a job's result: ``handle_job_retry`` schedules the job again."""
+
+    def __init__(self, requeue: Requeue) -> None:
+        super().__init__(max=1)
+        self.requeue = requeue
+
+    def __repr__(self) -> str:
+        return f"requeue({self.requeue.reason}, in {self.requeue.countdown:.3f}s)"
+
+
+class _Backoff(BaseException):
+    """Carries a body's ``RateLimited`` out of the body. Control flow, a ``BaseException``
+    like ``asyncio.CancelledError``: the body's own ``except Exception`` cannot swallow it."""
+
+    def __init__(self, exc: RateLimited) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+def _hand_over(exc: RateLimited) -> NoReturn:
+    raise _Backoff(exc)
+
+
+class RateLimitedWorkerMixin(BaseWorker):
+    """Paces ``rate_limited`` jobs and skips queues whose breaker is open; mix in first.
+
+    Attributes:
+        limiter: a limiter for every worker of the class (else one is built from the
+            environment, or given as ``limiter=`` to the constructor).
+        max_countdown: the longest single schedule (else ``QUEUE_RATELIMIT_MAX_COUNTDOWN``).
+        poll: seconds between breaker checks (else ``QUEUE_RATELIMIT_POLL``).
+    """
+
+    limiter: ClassVar[Limiter | None] = None
+    max_countdown: ClassVar[float | None] = None
+    poll: ClassVar[float | None] = None
+
+    def __init__(self, *args: Any, limiter: Limiter | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limiter = limiter
+        self._gate: TaskGate | None = None
+        self._poll = 1.0
+        self._paused: frozenset[str] = frozenset()
+        self._next_check = 0.0
+        self._exhausted: set[str] = set()
+        if kwargs.get("prepare_for_work", True):
+            self.gate  # noqa: B018 - invalid settings fail here, at worker start
+
+    @property
+    def gate(self) -> TaskGate:
+        """The worker's gate, built on first use from the settings above (with ``_poll``)."""
+        if self._gate is None:
+            env = os.environ
+            limiter = self._limiter or type(self).limiter
+            if limiter is None:
+                limiter = limiter_from_env(env, connection=self.connection)
+            countdown = self.max_countdown or _env_seconds(env, MAX_COUNTDOWN_ENV, 600.0)
+            self._poll = self.poll or _env_seconds(env, POLL_ENV, 1.0)
+            self._gate = TaskGate(limiter, max_countdown=countdown)
+        return self._gate
+
+    # -- running a job (in the process that runs it) -----------------------------------------
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """Run a ``rate_limited`` job only with a slot; see the module docstring."""
+        limits = limits_of(job)
+        if limits is not None:  # inside RQ's bookkeeping (timeout, registries, results)
+            gated = partial(self._perform_gated, job, limits, job.perform)
+            job.perform = gated  # type: ignore[method-assign]
+        return super().perform_job(job, queue, execution)
+
+    def _perform_gated(self, job: Job, limits: JobLimits, perform: Callable[[], Any]) -> Any:
+        gate, integration = self.gate, limits.integration
+        tenant = limits.tenant_for(job.args, job.kwargs)
+        ticket = Ticket.loads(job.meta.get(TICKET_HEADER))
+        info = context.TaskInfo(job.func_name or "", job.id)
+        try:
+            with context.running(info):
+                verdict = gate.before(
+                    integration,
+                    tenant,
+                    ticket,
+                    max_wait=limits.max_wait,
+                    budget=limits.requeue_budget,
+                )
+            if isinstance(verdict, Requeue):
+                return _Requeue(verdict)
+            _forget_ticket(job)  # its reservation is redeemed: never present it again
+            return self._run(verdict, limits, tenant, ticket, info, perform)
+        except RequeueBudgetExhausted:
+            _forget_ticket(job)  # a job requeued by hand from the failed registry starts afresh
+            self._exhausted.add(job.id)
+            raise
+
+    def _run(
+        self,
+        verdict: Run,
+        limits: JobLimits,
+        tenant: str | None,
+        ticket: Ticket,
+        info: context.TaskInfo,
+        perform: Callable[[], Any],
+    ) -> Any:
+        gate, integration, decision = self.gate, limits.integration, verdict.decision
+        if decision.wait > 0:
+            time.sleep(decision.wait)
+        slot = context.Prepaid(integration, tenant, decision)
+        try:
+            try:
+                with context.running(info, slot, _hand_over):
+                    return perform()
+            except _Backoff as backoff:
+                exc = backoff.exc
+            except RateLimited as raised:  # raised by code that did not go through the hook
+                exc = raised
+            with context.running(info):
+                return _Requeue(
+                    gate.rate_limited(
+                        integration, tenant, ticket, exc.retry_after, budget=limits.requeue_budget
+                    )
+                )
+        finally:
+            if not slot.used and decision.lease:
+                gate.limiter.release(integration, tenant, decision.lease)
+
+    def handle_job_retry(
+        self,
+        job: Job,
+        queue: Queue,
+        retry: Retry,
+        started_job_registry: StartedJobRegistry,
+        execution: Execution,
+    ) -> None:
+        """Schedule a requeued job for its slot; any other ``Retry`` is RQ's."""
+        if not isinstance(retry, _Requeue):
+            super().handle_job_retry(job, queue, retry, started_job_registry, execution)
+            return
+        requeue = retry.requeue
+        job.meta[TICKET_HEADER] = requeue.ticket.dumps()
+        # the registry keeps whole seconds: round up so a job never returns before its slot
+        when = datetime.fromtimestamp(math.ceil(time.time() + requeue.countdown), timezone.utc)
+        with self.connection.pipeline() as pipeline:
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            queue.schedule_job(job, when, pipeline=pipeline)
+            pipeline.execute()
+        self.log.info(
+            "Worker %s: job %s requeued (%s, %d so far) for %s",
+            self.name,
+            job.id,
+            requeue.reason,
+            requeue.ticket.requeues,
+            when.isoformat(),
+        )
+        try:
+            release_slot(job)  # RQ's own concurrency limit, as RQ does for a retry
+        except Exception:
+            self.log.exception("Worker %s: failed to release slot of job %s", self.name, job.id)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        """RQ's failure path; ``RequeueBudgetExhausted`` is final (``Retry`` does not apply)."""
+        if job.id not in self._exhausted:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            return
+        self._exhausted.discard(job.id)
+        retries_left, job.retries_left = job.retries_left, None
+        try:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        finally:
+            job.retries_left = retries_left
+
+    # -- the breaker pauses queues (in the worker's main process) ----------------------------
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """Dequeue from the queues whose breaker is not open, re-checking every ``poll``.
+
+        A queue is named like its integration. While blocked, the dequeue is cut into slices
+        of ``poll`` seconds so a breaker opened by another worker is noticed within them.
+        """
+        configs = self.gate.limiter.configs
+        if not any(q.name in configs for q in self.queues):
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        started = time.monotonic()
+        while True:
+            paused = self._paused_queues()
+            ready = [q for q in self._ordered_queues if q.name not in paused]
+            result = self._dequeue_from(ready, timeout)
+            if result is not None or timeout is None:
+                return result
+            if max_idle_time is not None and time.monotonic() - started >= max_idle_time:
+                return None
+
+    def _dequeue_from(self, ready: list[Queue], timeout: int | None) -> tuple[Job, Queue] | None:
+        if not ready:  # every queue paused: stay alive and look again
+            try:
+                self.set_state(WorkerStatus.IDLE)
+                self.heartbeat()
+            except redis.RedisError:
+                self.log.exception("Worker %s: heartbeat failed", self.name)
+            if timeout is not None:
+                time.sleep(self._poll)
+            return None
+        step = None if timeout is None else max(1, min(timeout, math.ceil(self._poll)))
+        every = self._ordered_queues
+        self._ordered_queues = ready
+        try:
+            result = super().dequeue_job_and_maintain_ttl(step, step)
+        finally:  # keep a round-robin/random order; the default order is the configured one
+            if self._dequeue_strategy in (None, DequeueStrategy.DEFAULT):
+                self._ordered_queues = every
+            else:
+                self._ordered_queues += [q for q in every if q not in self._ordered_queues]
+        if result is not None and len(ready) == 1 < len(self.queues):
+            # one queue left is dequeued with LMOVE to its intermediate list, which RQ only
+            # clears for single-queue workers: clear it as RQ does, or maintenance fails it
+            job, queue = result
+            self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+        return result
+
+    def _paused_queues(self) -> frozenset[str]:
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._paused
+        self._next_check = now + self._poll
+        limiter = self.gate.limiter
+        paused = set()
+        for name in sorted({q.name for q in self.queues} & set(limiter.configs)):
+            try:
+                snap = limiter.snapshot(name)
+            except Exception:  # Redis trouble must not stop the worker: keep what we knew
+                self.log.exception("queue_ratelimit: breaker check of %s failed", name)
+                held = name in self._paused
+            else:
+                held = snap.breaker != "closed" and snap.breaker_wait > 0
+            if held:
+                paused.add(name)
+        if paused != self._paused:
+            for name in sorted(paused - self._paused):
+                self.log.warning("queue_ratelimit: breaker of %s is open: queue paused", name)
+            for name in sorted(self._paused - paused):
+                self.log.warning("queue_ratelimit: breaker of %s: queue resumed", name)
+            self._paused = frozenset(paused)
+            try:  # for operators (and tests): which queues this worker leaves alone
+                self.connection.hset(self.key, PAUSED_FIELD, ",".join(sorted(paused)))
+            except redis.RedisError:
+                self.log.exception("Worker %s: could not record paused queues", self.name)
+        return self._paused
+
+
+def _forget_ticket(job: Job) -> None:
+    if TICKET_HEADER in job.meta:
+        del job.meta[TICKET_HEADER]
+        job.save_meta()  # type: ignore[no-untyped-call]
+
+
+class RateLimitedWorker(RateLimitedWorkerMixin, Worker):
+    """RQ's forking ``Worker``: each job's gate and body run in its work horse."""
+
+
+class RateLimitedSimpleWorker(RateLimitedWorkerMixin, SimpleWorker):
+    """RQ's ``SimpleWorker``: jobs run in the worker's own process."""

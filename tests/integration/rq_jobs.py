@@ -1,0 +1,100 @@
+"""The RQ jobs the integration tests run on real workers (importable by work horses).
+
+Everything test-specific comes from the environment the harness gives the worker:
+QRL_PREFIX (the integration-name suffix and the Redis key for records), QRL_UPSTREAM (the
+hidden-limit server), and the QUEUE_RATELIMIT_* settings the worker itself reads, so the
+jobs' HTTP clients share the worker's limiter configuration (``limiter_from_env``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import redis
+import requests
+from rq import get_current_job
+
+from queue_ratelimit import RateLimited
+from queue_ratelimit import signals as qrl_signals
+from queue_ratelimit.http import RateLimitedAdapter
+from queue_ratelimit.integrations.rq import limiter_from_env, rate_limited
+
+PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
+SUFFIX = PREFIX.replace("qrltest-", "")[:12]
+NOTION = f"notion{SUFFIX}"
+GITHUB = f"github{SUFFIX}"
+
+COMMON: dict[str, Any] = dict(
+    rate_limit_per_sec=5.0,
+    burst_size=1.0,
+    increase_factor=0.2,
+    decrease_factor=0.5,
+    min_rate=0.5,
+    max_rate=50.0,
+    max_wait=1.0,
+    max_backoff=120.0,
+    requeue_budget=200,
+    breaker_failure_threshold=5,
+    breaker_open_seconds=5.0,
+)
+CONFIGS = {NOTION: COMMON, GITHUB: COMMON}
+"""The override file the harness writes for QUEUE_RATELIMIT_CONFIG."""
+
+
+@functools.cache
+def _session() -> requests.Session:
+    limiter = limiter_from_env()
+    upstream = os.environ["QRL_UPSTREAM"]
+    session = requests.Session()
+    for name in CONFIGS:
+        session.mount(f"{upstream}/{name}/", RateLimitedAdapter(limiter, name))
+    return session
+
+
+@functools.cache
+def _records() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["QUEUE_RATELIMIT_REDIS_URL"])
+
+
+def _call(integration: str) -> str:
+    job = get_current_job()
+    assert job is not None
+    upstream = os.environ["QRL_UPSTREAM"]
+    _session().get(f"{upstream}/{integration}/{job.id}").raise_for_status()
+    return job.id
+
+
+@rate_limited(NOTION)
+def sync_notion(page: int) -> dict[str, Any]:
+    """One upstream call per job."""
+    return {"page": page, "id": _call(NOTION)}
+
+
+@rate_limited(GITHUB, tenant=lambda installation, repo: installation)
+def sync_repo(installation: str, repo: int) -> dict[str, Any]:
+    """A per-tenant limit; the client (built without a tenant) takes the job's."""
+    return {"repo": repo, "id": _call(GITHUB)}
+
+
+@rate_limited(NOTION, requeue_budget=3)
+def always_throttled() -> None:
+    """Meets a backoff every time it runs (raised directly, not by an HTTP client)."""
+    raise RateLimited(0.2, NOTION)
+
+
+def _record_wait(sender: object, **fields: Any) -> None:
+    """Each wait granted to a job, with the job's name and id, for the tests to check."""
+    if fields.get("task_id"):
+        line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
+        _records().rpush(f"{PREFIX}:waits", line)
+
+
+def _record_requeue(sender: object, **fields: Any) -> None:
+    """Each requeue of a job, with the job's id and the reason."""
+    _records().rpush(f"{PREFIX}:requeues", f"{fields['task_id']} {fields['reason']}")
+
+
+qrl_signals.acquired.connect(_record_wait)
+qrl_signals.task_requeued.connect(_record_requeue)
