@@ -137,7 +137,8 @@ def _record_wait(sender: object, **fields: Any) -> None:
         _waits.rpush(f"{PREFIX}:waits", repr(float(fields["wait"])))
 
 
-qrl_signals.acquired.connect(_record_wait)
+if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
+    qrl_signals.acquired.connect(_record_wait)
 
 if os.environ.get("QRL_METRICS") == "1":  # prometheus multiprocess mode: see test_metrics
     from queue_ratelimit.metrics import EventMetrics
@@ -145,7 +146,10 @@ if os.environ.get("QRL_METRICS") == "1":  # prometheus multiprocess mode: see te
     EventMetrics().connect()
 
 
-@signals.task_failure.connect
 def _record_failure(sender: Any = None, task_id: str = "", exception: Any = None, **_: Any) -> None:
     """Failures as the framework reports them, for the tests to find."""
     _waits.rpush(f"{PREFIX}:failures", f"{task_id} {type(exception).__name__}")
+
+
+if os.environ.get("QRL_WORKER") == "1":
+    signals.task_failure.connect(_record_failure)

@@ -69,6 +69,7 @@ class CeleryRig:
             "QRL_BACKEND": self.redis_url,
             "QRL_REDIS": self.redis_url,
             "QRL_UPSTREAM": self.upstream.url,
+            "QRL_WORKER": "1",  # the app connects its recording receivers only in workers
             "QRL_SETTINGS": json.dumps(self.settings),
             **extra,
         }

@@ -145,4 +145,5 @@ def _record_wait(sender: object, **fields: Any) -> None:
         _redis.rpush(f"{PREFIX}:waits", f"{fields['task_name']} {float(fields['wait'])!r}")
 
 
-qrl_signals.acquired.connect(_record_wait)
+if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
+    qrl_signals.acquired.connect(_record_wait)

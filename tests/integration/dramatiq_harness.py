@@ -71,6 +71,7 @@ class DramatiqRig:
             "QRL_BROKER": self.broker_url,
             "QRL_REDIS": self.redis_url,
             "QRL_UPSTREAM": self.upstream.url,
+            "QRL_WORKER": "1",  # the app connects its recording receivers only in workers
         }
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append((proc, log))

@@ -59,6 +59,7 @@ class RQRig:
         return {
             **os.environ,
             "QRL_UPSTREAM": self.upstream.url,
+            "QRL_WORKER": "1",  # the app connects its recording receivers only in workers
             "QUEUE_RATELIMIT_REDIS_URL": self.redis_url,
             "QUEUE_RATELIMIT_PREFIX": jobs.PREFIX,
             "QUEUE_RATELIMIT_CONFIG": self.config_path,

@@ -96,5 +96,6 @@ def _record_requeue(sender: object, **fields: Any) -> None:
     _records().rpush(f"{PREFIX}:requeues", f"{fields['task_id']} {fields['reason']}")
 
 
-qrl_signals.acquired.connect(_record_wait)
-qrl_signals.task_requeued.connect(_record_requeue)
+if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
+    qrl_signals.acquired.connect(_record_wait)
+    qrl_signals.task_requeued.connect(_record_requeue)

@@ -36,7 +36,7 @@ def test_each_decision_is_one_structured_line(
         with pytest.raises(RequeueBudgetExhausted):
             gate.rate_limited("svc", "ws-1", Ticket(1), 1.0)
     limiter.on_failure("svc")
-    records = logged.records
+    records = [r for r in logged.records if hasattr(r, "qrl_event")]
     events = [r.qrl_event for r in records]  # type: ignore[attr-defined]
     assert events == ["backoff", "task_requeued", "budget_exhausted", "breaker_opened"]
     assert all("\n" not in r.getMessage() for r in records)
