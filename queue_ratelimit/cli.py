@@ -21,6 +21,7 @@ import json
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -298,7 +299,7 @@ def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> 
 
     limiter, backend = obj.limiter()
     serve(limiter, backend, port, addr, multiproc_dir)
-    click.echo(f"serving http://{addr}:{port}/metrics from {obj.redis_url} prefix {obj.prefix!r}")
+    click.echo(f"serving http://{addr}:{port}/metrics from {_redacted(obj.redis_url)}")
     threading.Event().wait()
 
 
@@ -334,6 +335,16 @@ def demo(
     )
     if not summary.ok:
         raise click.ClickException(f"{summary.lost} lost, {summary.duplicates} duplicated")
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for printing."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def main(argv: list[str] | None = None) -> None:

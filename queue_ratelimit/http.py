@@ -25,6 +25,7 @@ keep their own (httpx's default is 5 s).
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ __all__ = [
     "RateLimitedTransport",
     "token_tenant",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT: Final = (5.0, 30.0)
 """(connect, read) seconds used by ``RateLimitedAdapter`` when a request sets no timeout."""
@@ -114,12 +117,30 @@ class _Gate:
             decision = self.limiter.acquire(
                 self.integration, tenant, cost, max_wait=self.max_wait, reserve=False
             )
+        else:
+            cost = 1.0  # what the task paid: the reported usage is then charged in full
         if not decision.granted:
             context.raise_rate_limited(RateLimited(decision.wait, self.integration, tenant))
         return _Call(tenant, cost, decision)
 
     def wants_body(self, status: int) -> bool:
-        return status in self.limiter.config(self.integration).backoff_status_codes
+        """Read the body first: a backoff's (for its wording), or any usable answer's when
+        ``usage`` reads it."""
+        codes = self.limiter.config(self.integration).backoff_status_codes
+        return status in codes or (self.usage is not None and status < 500)
+
+    def _usage(self, status: int | None, response: Any) -> Mapping[str, float] | None:
+        """The call's actual cost from a successful answer; None when unknown or unreadable."""
+        codes = self.limiter.config(self.integration).backoff_status_codes
+        if self.usage is None or response is None or status is None:
+            return None
+        if status >= 500 or status in codes:
+            return None
+        try:
+            return self.usage(response)
+        except Exception:  # a usage function must never turn an answer into an error
+            log.warning("queue_ratelimit: usage() failed for %s", self.integration, exc_info=True)
+            return None
 
     def after(
         self,
@@ -130,7 +151,7 @@ class _Gate:
         response: Any = None,
     ) -> Outcome:
         """Report the answer (``status=None``: none came); raise ``RateLimited`` on a backoff."""
-        actual = self.usage(response) if (self.usage and response is not None) else None
+        actual = self._usage(status, response)
         outcome = self.limiter.report_response(
             self.integration,
             call.tenant,

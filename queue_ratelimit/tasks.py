@@ -139,8 +139,13 @@ class TaskGate:
         now = self._clock()
         if ticket.not_before is not None and now < ticket.not_before:
             return self._park(integration, tenant, ticket, ticket.not_before - now)
-        decision = self.limiter.acquire(
-            integration, tenant, max_wait=max_wait, reservation=ticket.reservation
+        last_chance = ticket.requeues >= self.budget(integration, budget)
+        decision = self.limiter.acquire(  # no budget left: nothing to reserve a slot for
+            integration,
+            tenant,
+            max_wait=max_wait,
+            reservation=ticket.reservation,
+            reserve=not last_chance,
         )
         if decision.granted:
             return Run(decision)

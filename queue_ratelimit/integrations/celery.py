@@ -54,6 +54,7 @@ from queue_ratelimit.registry import load_configs
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Run, TaskGate, Ticket
 
 __all__ = [
+    "Backoff",
     "BreakerStep",
     "RateLimitedTask",
     "configure",
@@ -180,33 +181,34 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         if decision.wait > 0:
             time.sleep(decision.wait)
         slot = context.Prepaid(integration, tenant, decision)
-
-        def hook(exc: RateLimited) -> NoReturn:
-            raise self._requeue(self._backoff(gate, integration, tenant, ticket, exc))
-
         try:
-            with context.running(info, slot, hook):
+            with context.running(info, slot, _hand_over):
                 return super().__call__(*args, **kwargs)
-        except RateLimited as exc:  # raised by code that did not go through the hook
+        except (Backoff, RateLimited) as caught:  # RateLimited: raised past the clients' hook
+            exc = caught.exc if isinstance(caught, Backoff) else caught
             with context.running(info):
-                raise self._requeue(self._backoff(gate, integration, tenant, ticket, exc)) from exc
+                requeue = self._backoff(gate, integration, tenant, ticket, exc)
+                raise self._requeue(requeue) from exc
         finally:
             if not slot.used and decision.lease:
                 gate.limiter.release(integration, tenant, decision.lease)
 
-    def rate_limited(self, retry_after: float, *, report: bool = True) -> Retry:
-        """Requeue this task after ``retry_after`` seconds; ``raise`` what this returns.
+    def rate_limited(self, retry_after: float, *, report: bool = True) -> Backoff:
+        """``raise`` what this returns to requeue the task after ``retry_after`` seconds.
 
-        With ``report`` the limiter also learns of the backoff (slowing every worker).
+        With ``report`` the limiter also learns of the backoff (slowing every worker), as
+        part of the same congestion event as the task's own slot. What it returns is a
+        ``BaseException``, so neither ``except Exception`` in the body nor ``autoretry_for``
+        can swallow the requeue.
         """
         integration = self._integration()
         tenant = self.tenant(*self.request.args, **(self.request.kwargs or {}))
-        gate = gate_for(self.app)
         if report:
-            gate.limiter.on_backoff(integration, tenant, retry_after=retry_after)
-        ticket = Ticket.loads(_header(self.request))
-        exc = RateLimited(retry_after, integration, tenant)
-        return self._requeue(self._backoff(gate, integration, tenant, ticket, exc))
+            slot = context.prepaid.get()
+            epoch = slot.decision.epoch if slot and slot.integration == integration else None
+            limiter = gate_for(self.app).limiter
+            limiter.on_backoff(integration, tenant, retry_after=retry_after, epoch=epoch)
+        return Backoff(RateLimited(retry_after, integration, tenant))
 
     def _backoff(
         self,
@@ -235,6 +237,24 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         if not self.integration:
             raise ConfigError(None, "integration", self.integration, f"task {self.name} has none")
         return self.integration
+
+
+class Backoff(BaseException):
+    """Carries a ``RateLimited`` out of a task's body to the requeue.
+
+    Control flow, a ``BaseException`` like ``KeyboardInterrupt``: a body's own
+    ``except Exception`` cannot swallow the requeue (which would run the task twice: once
+    finishing, once requeued), and ``autoretry_for`` never sees it.
+    """
+
+    def __init__(self, exc: RateLimited) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+def _hand_over(exc: RateLimited) -> NoReturn:
+    """The task context's hook: the HTTP clients call it instead of raising."""
+    raise Backoff(exc)
 
 
 def _takes_self(function: Any) -> bool:

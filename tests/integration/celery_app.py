@@ -111,6 +111,16 @@ def sync_repo(self: RateLimitedTask, repo: int) -> dict[str, Any]:
     return {"retries": self.request.retries, "repo": repo}
 
 
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.swallowing")
+def swallowing(self: RateLimitedTask) -> str:
+    """A body that swallows every Exception: it must not swallow a requeue."""
+    try:
+        _call(NOTION, self.request.id)
+    except Exception:
+        return "swallowed"
+    return "ok"
+
+
 @app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.explicit")
 def explicit(self: RateLimitedTask) -> None:
     """Always meets a backoff it reports itself: for the requeue budget."""

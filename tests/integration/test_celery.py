@@ -115,3 +115,15 @@ def test_a_countdown_beyond_the_visibility_timeout_runs_once(redis_url: str) -> 
         assert isinstance(value, dict)
         time.sleep(5.0)  # longer than the visibility timeout: a duplicate would show by now
         assert rig.upstream.served_once({task_id})
+
+
+def test_a_body_catching_exception_cannot_swallow_a_requeue(redis_url: str) -> None:
+    with celery_rig("redis", redis_url, limit=1, window=30.0) as rig:
+        rig.start_worker("w1", [capp.NOTION], concurrency=2)
+        ids = [rig.send("tests.swallowing", [], capp.NOTION) for _ in range(2)]
+        wait_until(lambda: rig.upstream.count(429) >= 1, timeout=30)
+        wait_until(
+            lambda: sorted(r.state for r in rig.results(ids)) == ["RETRY", "SUCCESS"], timeout=30
+        )
+        done = next(r for r in rig.results(ids) if r.state == "SUCCESS")
+        assert done.get(timeout=5) == "ok"  # and the other was requeued, not "swallowed"

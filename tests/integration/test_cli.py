@@ -127,3 +127,11 @@ def test_the_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "lost 0" in result.stdout and "duplicates 0" in result.stdout
     assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_exporter_never_prints_the_redis_password() -> None:
+    from queue_ratelimit.cli import _redacted
+
+    assert _redacted("redis://user:s3cret@redis:6380/1") == "redis://user:***@redis:6380/1"
+    assert "s3cret" not in _redacted("redis://:s3cret@redis/0")
+    assert _redacted("redis://redis:6379/0") == "redis://redis:6379/0"

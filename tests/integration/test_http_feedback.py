@@ -171,3 +171,41 @@ def test_the_prepaid_slot_is_not_waited_for_twice(
         monkeypatch.setattr(time, "sleep", slept.append)  # record any wait, sleep none
         _session(limiter, upstream.url).get(f"{upstream.url}/llm/1").raise_for_status()
     assert slot.used and slept == []
+
+
+def test_httpx_usage_reads_successes_only_and_never_breaks_a_429(clock: FakeClock) -> None:
+    limiter = Limiter(MemoryBackend(clock=clock), {"llm": dataclasses.replace(LLM, max_wait=5)})
+    seen: list[int] = []
+
+    def usage(response: httpx.Response) -> dict[str, float]:
+        seen.append(response.status_code)
+        return {"tokens": float(response.json()["usage"]["total_tokens"])}  # KeyError on a 429
+
+    with HiddenLimitUpstream(limit=1, window=60) as upstream:
+        transport = RateLimitedTransport(
+            limiter, "llm", estimate=lambda r: {"tokens": 500.0}, usage=usage
+        )
+        with httpx.Client(transport=transport, base_url=upstream.url) as client:
+            assert client.get("/llm/1?tokens=120").status_code == 200
+            assert limiter.snapshot("llm").limit("tokens").tokens == 1000 - 120  # corrected
+            with pytest.raises(RateLimited):
+                client.get("/llm/2?tokens=120")
+    assert seen == [200]  # usage() never saw the 429
+    assert limiter.snapshot("llm").cooldown_left > 0  # the 429 was reported as a backoff
+
+
+def test_inside_a_task_the_usage_is_charged_in_full(clock: FakeClock) -> None:
+    from queue_ratelimit import context
+
+    limiter = Limiter(MemoryBackend(clock=clock), {"llm": LLM})
+    slot = context.Prepaid("llm", None, limiter.acquire("llm"))  # the task paid 1 request
+    with HiddenLimitUpstream(limit=100) as upstream:
+        session = _session(
+            limiter,
+            upstream.url,
+            estimate=lambda r: {"tokens": 1200.0},
+            usage=lambda r: {"tokens": float(r.json()["usage"]["total_tokens"])},
+        )
+        with context.running(context.TaskInfo("t", "id"), slot):
+            session.get(f"{upstream.url}/llm/1?tokens=1100").raise_for_status()
+    assert limiter.snapshot("llm").limit("tokens").tokens == 1000 - 1100

@@ -82,8 +82,10 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                     decision.granted,
                     decision.wait,
                     decision.reason,
-                    decision.reservation is not None,
+                    decision.reservation.slot if decision.reservation else None,
                     decision.lease is not None,
+                    decision.epoch,
+                    decision.seq,
                 )
             )
             continue
@@ -116,6 +118,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                 result.cooldown_left,
                 result.breaker,
                 result.breaker_changed,
+                result.epoch,
             )
         )
     snap = limiter.snapshot("svc")

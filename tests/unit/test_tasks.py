@@ -82,3 +82,10 @@ def test_unreadable_tickets_are_fresh_tickets(header: object) -> None:
 def test_tickets_round_trip() -> None:
     ticket = Ticket(4, Reservation(1_800_000_000_000_000, 1_800_000_001.25), 1_800_000_100.5)
     assert Ticket.loads(ticket.dumps()) == ticket
+
+
+def test_a_task_out_of_budget_reserves_nothing(gate: TaskGate) -> None:
+    gate.limiter.on_backoff("svc", retry_after=3.0)
+    with pytest.raises(RequeueBudgetExhausted):
+        gate.before("svc", None, Ticket(requeues=3))
+    assert gate.limiter.snapshot("svc").limit().reserved == 0.0  # no slot paid for nothing
