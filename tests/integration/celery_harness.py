@@ -137,6 +137,21 @@ class CeleryRig:
         with self.client.connection_for_write() as conn:
             return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
 
+    def idle(self, nodes: list[str], queues: list[str]) -> bool:
+        """No worker runs, holds or schedules a task and no message waits in ``queues``:
+        nothing left that could still run (a duplicate included)."""
+        inspect = self.client.control.inspect(destination=nodes, timeout=1)
+        for view in (inspect.active, inspect.reserved, inspect.scheduled):
+            replies = view() or {}
+            if len(replies) < len(nodes) or any(replies.values()):
+                return False
+        if self.kind == "redis":
+            client = redis.Redis.from_url(self.redis_url)
+            prefix = self.settings["broker_transport_options"]["global_keyprefix"]
+            if client.hlen(prefix + "unacked") or any(client.llen(prefix + q) for q in queues):
+                return False
+        return all(self.waiting(q) == 0 for q in queues) if self.kind != "redis" else True
+
     def send(self, task: str, args: list[Any], queue: str) -> str:
         return str(self.client.send_task(task, args=args, queue=queue).id)
 

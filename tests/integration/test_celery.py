@@ -104,16 +104,16 @@ def test_a_worker_killed_mid_task_loses_nothing(broker: str, redis_url: str) -> 
 def test_a_countdown_beyond_the_visibility_timeout_runs_once(redis_url: str) -> None:
     with celery_rig("redis", redis_url, visibility_timeout=4, limit=100) as rig:
         rig.limiter.on_backoff(capp.NOTION, retry_after=12.0)  # requeued for ~12 s
-        rig.start_worker("w1", [capp.NOTION], concurrency=2)
+        w1 = rig.start_worker("w1", [capp.NOTION], concurrency=2)
         (task_id,) = ids = [rig.send("tests.sync_notion", [1], capp.NOTION)]
         wait_until(lambda: rig.results(ids)[0].state == "RETRY", timeout=30)
         # a worker starting after the visibility timeout takes back every message held
         # unacked longer than it: an ETA message held for the whole 12 s would run twice
         time.sleep(5.0)
-        rig.start_worker("w2", [capp.NOTION], concurrency=2)
+        w2 = rig.start_worker("w2", [capp.NOTION], concurrency=2)
         (value,) = wait_all(rig.results(ids), timeout=60)
         assert isinstance(value, dict)
-        time.sleep(5.0)  # longer than the visibility timeout: a duplicate would show by now
+        wait_until(lambda: rig.idle([w1, w2], [capp.NOTION]), timeout=30)  # nothing left to run
         assert rig.upstream.served_once({task_id})
 
 
