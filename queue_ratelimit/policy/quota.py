@@ -3,7 +3,8 @@
 When a response says ``remaining=R, reset in T``, the limit is held to that window:
 
 * calls paid since the answered call was granted may not have been counted by the upstream
-  yet, so ``R`` is lowered by them (for the ``requests`` limit, using ``Decision.seq``);
+  yet, so ``R`` is lowered by them, and by one more for a call granted earlier that may
+  arrive later (for the ``requests`` limit, using ``Decision.seq``);
 * the bucket's tokens are capped at ``R``, and until the reset it refills no faster than
   ``R / T``, so the rest of the window is spread evenly instead of spent at once;
 * each call paid before the reset spends from ``R``; at ``R = 0`` nothing is granted until
@@ -19,6 +20,11 @@ from collections.abc import Sequence
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy.state import BucketState, Feedback, KeyState, LimitParams
+
+IN_FLIGHT_MARGIN = 1.0
+"""Requests kept back from a published ``remaining``: a call granted *before* the answered
+one may reach the upstream after it, uncounted in that ``remaining`` (seen with async
+clients, where a grant and its send are apart)."""
 
 
 def active(bucket: BucketState, now: float) -> bool:
@@ -65,7 +71,7 @@ def apply(state: KeyState, now: float, limits: Sequence[LimitParams], feedback: 
             continue
         remaining, reset_after = published
         if lim.name == PRIMARY_LIMIT and feedback.seq is not None:
-            remaining -= max(0, state.seq - feedback.seq)
+            remaining -= max(0, state.seq - feedback.seq) + IN_FLIGHT_MARGIN
         remaining = max(0.0, remaining)
         bucket.quota_left = remaining
         bucket.quota_until = now + reset_after

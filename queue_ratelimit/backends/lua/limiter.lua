@@ -253,7 +253,7 @@ for i, lim in ipairs(limits) do
     if quota_active(lim) then lim.q = lim.q - delta end
   end
   if qrem ~= nil and qreset ~= nil and qreset > 0 then
-    if i == 1 and seen_seq ~= nil then qrem = qrem - math.max(0, seq - seen_seq) end
+    if i == 1 and seen_seq ~= nil then qrem = qrem - math.max(0, seq - seen_seq) - 1 end
     qrem = math.max(0, qrem)
     lim.q, lim.qu, lim.qc = qrem, now + qreset, qrem / qreset
     lim.t = math.min(lim.t, qrem)
