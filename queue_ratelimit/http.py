@@ -123,6 +123,12 @@ class _Gate:
             context.raise_rate_limited(RateLimited(decision.wait, self.integration, tenant))
         return _Call(tenant, cost, decision)
 
+    def abandon(self, call: _Call) -> None:
+        """The call ended without an answer to report (the caller's own exception): give
+        its concurrency lease back rather than hold it until it expires."""
+        if call.decision.lease:
+            self.limiter.release(self.integration, call.tenant, call.decision.lease)
+
     def wants_body(self, status: int) -> bool:
         """Read the body first: a backoff's (for its wording), or any usable answer's when
         ``usage`` reads it."""
@@ -218,6 +224,9 @@ class RateLimitedAdapter(HTTPAdapter):
         except requests.RequestException:
             self._gate.after(call, None)
             raise
+        except BaseException:
+            self._gate.abandon(call)
+            raise
         body = (
             response.content
             if (self._gate.wants_body(response.status_code) and not stream)
@@ -225,7 +234,7 @@ class RateLimitedAdapter(HTTPAdapter):
         )
         try:
             self._gate.after(call, response.status_code, response.headers, body, response)
-        except RateLimited:
+        except BaseException:  # a RateLimited, or a task's requeue carrier
             response.close()
             raise
         return response
@@ -264,10 +273,13 @@ class RateLimitedTransport(httpx.BaseTransport):
         except httpx.TransportError:
             self._gate.after(call, None)
             raise
+        except BaseException:
+            self._gate.abandon(call)
+            raise
         body = response.read() if self._gate.wants_body(response.status_code) else None
         try:
             self._gate.after(call, response.status_code, response.headers, body, response)
-        except RateLimited:
+        except BaseException:  # a RateLimited, or a task's requeue carrier
             response.close()
             raise
         return response
@@ -309,12 +321,15 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
         except httpx.TransportError:
             await anyio.to_thread.run_sync(self._gate.after, call, None)
             raise
+        except BaseException:  # cancellation included: no await here, it could be cancelled too
+            self._gate.abandon(call)
+            raise
         body = await response.aread() if self._gate.wants_body(response.status_code) else None
         try:
             await anyio.to_thread.run_sync(
                 self._gate.after, call, response.status_code, response.headers, body, response
             )
-        except RateLimited:
+        except BaseException:  # a RateLimited, or a task's requeue carrier
             await response.aclose()
             raise
         return response

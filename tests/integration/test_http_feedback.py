@@ -209,3 +209,25 @@ def test_inside_a_task_the_usage_is_charged_in_full(clock: FakeClock) -> None:
         with context.running(context.TaskInfo("t", "id"), slot):
             session.get(f"{upstream.url}/llm/1?tokens=1100").raise_for_status()
     assert limiter.snapshot("llm").limit("tokens").tokens == 1000 - 1100
+
+
+def test_a_call_ended_by_the_callers_own_exception_gives_its_lease_back(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from requests.adapters import HTTPAdapter
+
+    limiter = Limiter(
+        MemoryBackend(clock=clock), {"llm": dataclasses.replace(LLM, max_concurrent=1)}
+    )
+
+    def broken_send(self: HTTPAdapter, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("not a requests error")
+
+    with HiddenLimitUpstream(limit=100) as upstream:
+        session = _session(limiter, upstream.url)
+        with monkeypatch.context() as patch:
+            patch.setattr(HTTPAdapter, "send", broken_send)
+            with pytest.raises(RuntimeError):
+                session.get(f"{upstream.url}/llm/1")
+        assert limiter.snapshot("llm").leases == 0  # not held until lease_ttl
+        session.get(f"{upstream.url}/llm/2").raise_for_status()
