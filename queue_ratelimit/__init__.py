@@ -8,6 +8,7 @@ from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import (
     BackendError,
+    BackendUnavailable,
     ConfigError,
     InvalidRequest,
     QueueRateLimitError,
@@ -61,6 +62,7 @@ __all__ = [
     "ConfigError",
     "InvalidRequest",
     "BackendError",
+    "BackendUnavailable",
     "RateLimited",
 ]
 

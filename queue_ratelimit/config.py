@@ -25,10 +25,13 @@ from typing import Any, NoReturn
 
 from queue_ratelimit.errors import ConfigError
 
-__all__ = ["PRIMARY_LIMIT", "IntegrationConfig", "LimitConfig"]
+__all__ = ["BACKEND_ERROR_MODES", "PRIMARY_LIMIT", "IntegrationConfig", "LimitConfig"]
 
 PRIMARY_LIMIT = "requests"
 """Name of the limit described by an integration's own rate fields; no extra limit may use it."""
+
+BACKEND_ERROR_MODES = ("closed", "open")
+"""What ``on_backend_error`` may say: fail closed (requeue) or open (local fallback limiter)."""
 
 _INTEGRATION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _LIMIT_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -248,6 +251,19 @@ class IntegrationConfig:
     limits: tuple[LimitConfig, ...] = field(
         default=(), metadata=_help("extra named limits (e.g. tokens), names unique")
     )
+    on_backend_error: str = field(
+        default="closed",
+        metadata=_help(
+            "when Redis fails: 'closed' requeues tasks (callers get BackendUnavailable); "
+            "'open' runs on a local fallback limiter"
+        ),
+    )
+    fallback_processes: int = field(
+        default=1,
+        metadata=_help(
+            "processes sharing the limit: on a local fallback each takes 1/N of the rates (>= 1)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         check = _Checker(self.name if isinstance(self.name, str) else None)
@@ -272,6 +288,13 @@ class IntegrationConfig:
             )
         _store(self, "backoff_status_codes", _check_status_codes(check, self.backoff_status_codes))
         _store(self, "limits", _check_limits(check, self.limits))
+        if self.on_backend_error not in BACKEND_ERROR_MODES:
+            check.fail("on_backend_error", self.on_backend_error, "must be 'open' or 'closed'")
+        _store(
+            self,
+            "fallback_processes",
+            check.integer("fallback_processes", self.fallback_processes, minimum=1),
+        )
 
     @classmethod
     def fields_help(cls) -> dict[str, str]:

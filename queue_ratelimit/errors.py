@@ -6,6 +6,7 @@
     ├── ConfigError (also ValueError)      invalid configuration, raised at startup
     ├── InvalidRequest (also ValueError)   a call the limiter can never satisfy (cost > burst)
     ├── BackendError                       the shared state (Redis) failed; chained from the cause
+    │   └── BackendUnavailable             ... and the integration fails closed: retry later
     ├── RateLimited                        control flow: wait ``retry_after`` seconds, then retry
     └── RequeueBudgetExhausted             a task was requeued ``requeue_budget`` times: it fails
 """
@@ -44,6 +45,21 @@ class InvalidRequest(QueueRateLimitError, ValueError):
 
 class BackendError(QueueRateLimitError):
     """The limiter's backend (Redis) failed; the original exception is the ``__cause__``."""
+
+
+class BackendUnavailable(BackendError):
+    """The shared state is unreachable and the integration fails closed
+    (``on_backend_error="closed"``): nothing was granted; try again after ``retry_after``.
+
+    Task integrations turn it into a requeue, never a failure.
+    """
+
+    def __init__(self, message: str = "backend unavailable", retry_after: float = 5.0) -> None:
+        super().__init__(message, retry_after)  # args rebuild it (result backends)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}; retry in {float(self.retry_after):.3f}s"
 
 
 class RateLimited(QueueRateLimitError):

@@ -37,9 +37,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from queue_ratelimit import context
-from queue_ratelimit.errors import RateLimited
-from queue_ratelimit.limiter import Cost, Limiter
+from queue_ratelimit.errors import BackendUnavailable, RateLimited
+from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import BACKOFF, Outcome
+from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision
 
 __all__ = [
@@ -114,9 +115,15 @@ class _Gate:
         cost = self.estimate(request) if self.estimate else 1.0
         decision = context.take_prepaid(self.integration, tenant)
         if decision is None:
-            decision = self.limiter.acquire(
-                self.integration, tenant, cost, max_wait=self.max_wait, reserve=False
-            )
+            try:
+                decision = self.limiter.acquire(
+                    self.integration, tenant, cost, max_wait=self.max_wait, reserve=False
+                )
+            except BackendUnavailable as exc:
+                if context.on_rate_limited.get() is None:
+                    raise
+                # inside a task: requeue it like a throttled call, to retry once Redis answers
+                context.raise_rate_limited(RateLimited(exc.retry_after, self.integration, tenant))
         else:
             cost = 1.0  # what the task paid: the reported usage is then charged in full
         if not decision.granted:

@@ -9,82 +9,26 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from queue_ratelimit import signals
 from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
-from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
+from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import InvalidRequest, RateLimited
+from queue_ratelimit.outage import OutageGuard
 from queue_ratelimit.outcome import BACKOFF, FAILURE, Outcome, classify, feedback_for
+from queue_ratelimit.plans import Cost, Prepared, plan_for
 from queue_ratelimit.policy.signals_http import parse_rate_limit
 from queue_ratelimit.policy.state import (
     NO_FEEDBACK,
     Decision,
     Feedback,
-    LimitParams,
     Plan,
     ReportResult,
     Reservation,
     Snapshot,
 )
 from queue_ratelimit.registry import BUILTIN_INTEGRATIONS, get_integration
-
-Cost = float | Mapping[str, float]
-
-
-def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
-    return LimitParams(
-        name,
-        src.rate_limit_per_sec,
-        src.burst_size,
-        src.min_rate,
-        src.max_rate,
-        src.increase_factor,
-        src.decrease_factor,
-    )
-
-
-def plan_for(config: IntegrationConfig) -> Plan:
-    """What a backend needs of ``config``: its limits (``requests`` first) and settings."""
-    limits = (_params(PRIMARY_LIMIT, config), *(_params(lim.name, lim) for lim in config.limits))
-    return Plan(
-        limits=limits,
-        max_concurrent=config.max_concurrent,
-        lease_ttl=config.lease_ttl,
-        cooldown_multiplier=config.cooldown_multiplier,
-        max_backoff=config.max_backoff,
-        breaker_threshold=config.breaker_failure_threshold,
-        breaker_open_seconds=config.breaker_open_seconds,
-    )
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """An integration's config with what every call derives from it, computed once."""
-
-    config: IntegrationConfig
-    plan: Plan
-    bursts: dict[str, float]
-
-    def costs(self, cost: Cost) -> dict[str, float]:
-        """Cost per limit: a number charges ``requests``; a mapping names limits
-        (``requests`` defaults to 1, other limits to 0)."""
-        if isinstance(cost, int | float):
-            wanted = {PRIMARY_LIMIT: float(cost)}
-        else:
-            wanted = {PRIMARY_LIMIT: 1.0, **cost}
-        for name, value in wanted.items():
-            burst = self.bursts.get(name)
-            if burst is None:
-                have = sorted(self.bursts)
-                raise InvalidRequest(f"{self.config.name}: no limit named {name!r}; have {have}")
-            if not 0 <= value <= burst:
-                raise InvalidRequest(
-                    f"{self.config.name}: cost {value!r} for {name!r} must lie in "
-                    f"[0, burst {burst}]"
-                )
-        return wanted
 
 
 class Limiter:
@@ -96,6 +40,9 @@ class Limiter:
         configs: integration configs by name; the built-in registry when omitted. See
             ``queue_ratelimit.load_configs`` for TOML/JSON/environment overrides.
         sleep: how ``wait`` sleeps; inject one in tests.
+        probe_interval: while the backend is unreachable, seconds between attempts to reach
+            it; meanwhile each integration's ``on_backend_error`` decides (see
+            ``queue_ratelimit.outage``).
     """
 
     def __init__(
@@ -104,13 +51,15 @@ class Limiter:
         configs: Mapping[str, IntegrationConfig] | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        probe_interval: float = 2.0,
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
+        self._guard = OutageGuard(self.backend, probe_interval=probe_interval)
         self.configs: Mapping[str, IntegrationConfig] = dict(
             configs if configs is not None else BUILTIN_INTEGRATIONS
         )
         self._sleep = sleep
-        self._prepared: dict[str, _Prepared] = {}
+        self._prepared: dict[str, Prepared] = {}
 
     def config(self, integration: str) -> IntegrationConfig:
         """The config of ``integration``; ``ConfigError`` naming the known ones when absent."""
@@ -120,16 +69,16 @@ class Limiter:
         """``cost`` per limit, as ``acquire`` charges it; ``InvalidRequest`` if impossible."""
         return self._prepare(integration).costs(cost)
 
-    def _prepare(self, integration: str) -> _Prepared:
+    def _prepare(self, integration: str) -> Prepared:
         prepared = self._prepared.get(integration)
         if prepared is None:
             config = get_integration(integration, self.configs)
             plan = plan_for(config)
             bursts = {lim.name: lim.burst for lim in plan.limits}
-            prepared = self._prepared[integration] = _Prepared(config, plan, bursts)
+            prepared = self._prepared[integration] = Prepared(config, plan, bursts)
         return prepared
 
-    def _resolve(self, integration: str, tenant: str | None) -> _Prepared:
+    def _resolve(self, integration: str, tenant: str | None) -> Prepared:
         if tenant is not None and (not isinstance(tenant, str) or not tenant):
             raise InvalidRequest(f"{integration}: tenant must be a non-empty string or None")
         return self._prepare(integration)
@@ -154,15 +103,22 @@ class Limiter:
         """
         prepared = self._resolve(integration, tenant)
         config = prepared.config
-        decision = self.backend.acquire(
-            integration,
-            tenant,
+        costs = prepared.costs(cost)
+        lease_id = uuid.uuid4().hex if config.max_concurrent is not None else None
+        decision = self._guard.call(
+            config,
             prepared.plan,
-            prepared.costs(cost),
-            max_wait=config.max_wait if max_wait is None else max_wait,
-            reserve=reserve,
-            reservation=reservation,
-            lease_id=uuid.uuid4().hex if config.max_concurrent is not None else None,
+            tenant,
+            lambda backend, plan: backend.acquire(
+                integration,
+                tenant,
+                plan,
+                costs,
+                max_wait=config.max_wait if max_wait is None else max_wait,
+                reserve=reserve,
+                reservation=reservation,
+                lease_id=lease_id,
+            ),
         )
         where = {"integration": integration, "tenant": tenant}
         if decision.granted:
@@ -221,12 +177,12 @@ class Limiter:
         ``feedback`` carries what the response published (quotas) and the call's actual
         cost (see ``policy/quota.py``); it is applied in the same round trip.
         """
-        result = self.backend.report_success(
+        result = self._report(
             integration,
             tenant,
-            self._resolve(integration, tenant).plan,
-            lease_id=lease,
-            feedback=feedback,
+            lambda backend, plan: backend.report_success(
+                integration, tenant, plan, lease_id=lease, feedback=feedback
+            ),
         )
         self._rate_moved(integration, tenant, result)
         self._breaker_moved(integration, tenant, result)
@@ -251,14 +207,18 @@ class Limiter:
                 from calls granted before the last decrease never decrease again.
             lease: the concurrency lease to give back.
         """
-        result = self.backend.report_backoff(
+        result = self._report(
             integration,
             tenant,
-            self._resolve(integration, tenant).plan,
-            lease_id=lease,
-            feedback=feedback,
-            epoch=epoch,
-            retry_after=retry_after,
+            lambda backend, plan: backend.report_backoff(
+                integration,
+                tenant,
+                plan,
+                lease_id=lease,
+                feedback=feedback,
+                epoch=epoch,
+                retry_after=retry_after,
+            ),
         )
         signals.emit(
             signals.backoff,
@@ -283,12 +243,12 @@ class Limiter:
         """Report a failed call (5xx, timeout, connection error; not a 429, which is a
         backoff): after ``breaker_failure_threshold`` in a row the integration's breaker opens
         for every worker and tenant; gives ``lease`` back."""
-        result = self.backend.report_failure(
+        result = self._report(
             integration,
             tenant,
-            self._resolve(integration, tenant).plan,
-            lease_id=lease,
-            feedback=feedback,
+            lambda backend, plan: backend.report_failure(
+                integration, tenant, plan, lease_id=lease, feedback=feedback
+            ),
         )
         self._breaker_moved(integration, tenant, result)
         return result
@@ -358,9 +318,16 @@ class Limiter:
         signals.emit(event, self, integration=integration, tenant=None, forced=True)
 
     def count(self, integration: str, event: str) -> None:
-        """Add one to the integration's fleet-wide count of ``event`` (``requeues``, ...)."""
-        self.config(integration)
-        self.backend.count(integration, event)
+        """Add one to the integration's fleet-wide count of ``event`` (``requeues``, ...);
+        while the backend is down, the count is kept locally or dropped, never raised."""
+        prepared = self._prepare(integration)
+        self._guard.call(
+            prepared.config,
+            prepared.plan,
+            None,
+            lambda backend, _plan: backend.count(integration, event),
+            closed=lambda _error: None,
+        )
 
     def stats(self, integration: str) -> dict[str, int]:
         """The integration's fleet-wide event counts (``backoffs``, ``requeues``, ...)."""
@@ -368,9 +335,16 @@ class Limiter:
         return self.backend.stats(integration)
 
     def release(self, integration: str, tenant: str | None, lease: str) -> bool:
-        """Give a concurrency lease back without reporting an outcome."""
-        self._resolve(integration, tenant)
-        return self.backend.release(integration, tenant, lease)
+        """Give a concurrency lease back without reporting an outcome (while the backend
+        is down and the integration fails closed, the lease simply expires)."""
+        prepared = self._resolve(integration, tenant)
+        return self._guard.call(
+            prepared.config,
+            prepared.plan,
+            tenant,
+            lambda backend, _plan: backend.release(integration, tenant, lease),
+            closed=lambda _error: False,
+        )
 
     def snapshot(self, integration: str, tenant: str | None = None) -> Snapshot:
         """The key's current rate, tokens, cooldown, reserved tokens and live leases."""
@@ -380,6 +354,24 @@ class Limiter:
         """Forget the key's learned rate, debts, cooldown and leases."""
         self._resolve(integration, tenant)
         self.backend.reset(integration, tenant)
+
+    def _report(
+        self,
+        integration: str,
+        tenant: str | None,
+        op: Callable[[Backend, Plan], ReportResult],
+    ) -> ReportResult:
+        """Apply a report; while the backend is down and the integration fails closed, the
+        report is dropped (the call was made; its answer still reaches the caller)."""
+        prepared = self._resolve(integration, tenant)
+        rate = prepared.config.rate_limit_per_sec
+        return self._guard.call(
+            prepared.config,
+            prepared.plan,
+            tenant,
+            op,
+            closed=lambda _error: ReportResult(0, False, rate, rate, 0.0),
+        )
 
     def _breaker_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:
         if result.breaker_changed and result.breaker in ("open", "closed"):

@@ -1,10 +1,11 @@
 """Structured log records for the decisions an operator cares about, built from the signals.
 
 ``install_logging()`` connects receivers that write one line per requeue, backoff, breaker
-transition and exhausted budget to the ``queue_ratelimit`` logger. Each record carries the
-event's fields in ``extra`` (``record.qrl_event``, ``record.qrl_integration``, ...) for a
-JSON formatter; the message itself is one readable line. Fields never hold a token or a
-header: signals carry integration, tenant, timings and reasons only.
+transition, exhausted budget and backend outage to the ``queue_ratelimit`` logger. Each
+record carries the event's fields in ``extra`` (``record.qrl_event``,
+``record.qrl_integration``, ...) for a JSON formatter; the message itself is one readable
+line. Fields never hold a token or a header: signals carry integration, tenant, timings and
+reasons only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _LEVELS: dict[str, int] = {
     "breaker_opened": logging.WARNING,
     "breaker_closed": logging.WARNING,
     "budget_exhausted": logging.ERROR,
+    "backend_unavailable": logging.ERROR,
+    "backend_recovered": logging.WARNING,
 }
 _installed: list[tuple[NamedSignal, Callable[..., None]]] = []
 
@@ -44,13 +47,18 @@ def _line(event: str, fields: dict[str, Any]) -> str:
         detail += ", rate decreased" if fields.get("decreased") else ""
     elif event == "budget_exhausted":
         detail = f"requeue budget exhausted after {fields['requeues']} requeues"
+    elif event == "backend_unavailable":
+        detail = f"limiter backend unavailable, failing {fields['mode']}: {fields['error']}"
+    elif event == "backend_recovered":
+        detail = f"limiter backend recovered after {fields['down_for']:.1f}s"
     else:
         detail = event.replace("_", " ") + (" by an operator" if fields.get("forced") else "")
     return f"queue_ratelimit {target}{task}: {detail}"
 
 
 def install_logging(logger: logging.Logger | None = None) -> None:
-    """Log requeues, backoffs, breaker transitions and exhausted budgets (idempotent)."""
+    """Log requeues, backoffs, breaker transitions, exhausted budgets and backend outages
+    (idempotent)."""
     if _installed:
         return
     target = logger or logging.getLogger("queue_ratelimit")

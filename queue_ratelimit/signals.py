@@ -17,6 +17,8 @@ from queue_ratelimit import context
 
 __all__ = [
     "acquired",
+    "backend_recovered",
+    "backend_unavailable",
     "backoff",
     "breaker_closed",
     "breaker_opened",
@@ -62,11 +64,23 @@ breaker_closed: NamedSignal = _events.signal(
     "integration, tenant, forced.",
 )
 
+backend_unavailable: NamedSignal = _events.signal(
+    "backend_unavailable",
+    doc="The shared state (Redis) stopped answering for this process. Fields: integration, "
+    "tenant, mode ('open': a local fallback limiter decides; 'closed': tasks are requeued), "
+    "error (the exception's class and message; never a URL or credential).",
+)
+backend_recovered: NamedSignal = _events.signal(
+    "backend_recovered",
+    doc="The shared state answers again; decisions are shared again. Fields: integration, "
+    "tenant, down_for (seconds).",
+)
 
 task_requeued: NamedSignal = _events.signal(
     "task_requeued",
     doc="A task went back to the broker instead of waiting in the worker. Fields: "
-    "integration, tenant, reason (rate, cooldown, concurrency, breaker_open, backoff, parked), "
+    "integration, tenant, reason (rate, cooldown, concurrency, breaker_open, backoff, parked, "
+    "backend_unavailable), "
     "countdown, requeues.",
 )
 budget_exhausted: NamedSignal = _events.signal(

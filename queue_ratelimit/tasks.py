@@ -13,7 +13,8 @@ A requeued task carries a :class:`Ticket` in a message header: how often it was 
 for a wait longer than ``max_countdown``, the time before which it must not run: such a task
 is parked in hops no longer than ``max_countdown`` (a Redis broker redelivers unacked
 messages after its ``visibility_timeout``; RabbitMQ closes channels that hold a message
-longer than its ``consumer_timeout``). Parking hops do not count against the budget. When
+longer than its ``consumer_timeout``). Parking hops do not count against the budget, nor do
+requeues while the shared backend is unavailable and the integration fails closed. When
 the budget is spent, ``RequeueBudgetExhausted`` is raised for the framework's failure path.
 """
 
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from queue_ratelimit import signals
-from queue_ratelimit.errors import RequeueBudgetExhausted
+from queue_ratelimit.errors import BackendUnavailable, RequeueBudgetExhausted
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.policy.state import Decision, Reservation
 
@@ -138,15 +139,19 @@ class TaskGate:
         """Acquire for a task about to run (redeeming its reservation); never sleeps."""
         now = self._clock()
         if ticket.not_before is not None and now < ticket.not_before:
-            return self._park(integration, tenant, ticket, ticket.not_before - now)
+            return self._park(integration, tenant, ticket, ticket.not_before - now, "parked")
         last_chance = ticket.requeues >= self.budget(integration, budget)
-        decision = self.limiter.acquire(  # no budget left: nothing to reserve a slot for
-            integration,
-            tenant,
-            max_wait=max_wait,
-            reservation=ticket.reservation,
-            reserve=not last_chance,
-        )
+        try:
+            decision = self.limiter.acquire(  # no budget left: nothing to reserve a slot for
+                integration,
+                tenant,
+                max_wait=max_wait,
+                reservation=ticket.reservation,
+                reserve=not last_chance,
+            )
+        except BackendUnavailable as exc:  # fails closed: come back once it may answer
+            wait = exc.retry_after * (1.0 + self._rng())
+            return self._park(integration, tenant, ticket, wait, "backend_unavailable")
         if decision.granted:
             return Run(decision)
         return self._requeue(
@@ -203,8 +208,11 @@ class TaskGate:
         self._announce(integration, tenant, requeue)
         return requeue
 
-    def _park(self, integration: str, tenant: str | None, ticket: Ticket, left: float) -> Requeue:
-        requeue = Requeue(min(left, self.max_countdown), ticket, "parked")
+    def _park(
+        self, integration: str, tenant: str | None, ticket: Ticket, left: float, reason: str
+    ) -> Requeue:
+        """Requeue without counting against the budget (the ticket is unchanged)."""
+        requeue = Requeue(min(left, self.max_countdown), ticket, reason)
         self._announce(integration, tenant, requeue)
         return requeue
 

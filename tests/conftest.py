@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
+
+from tests.support import RedisProcess, reachable
 
 REDIS_HINT = (
     "Redis is needed by the test suite and none is reachable, and no redis-server binary "
@@ -21,61 +19,26 @@ REDIS_HINT = (
 )
 
 
-def _reachable(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A reachable Redis: $REDIS_URL, else 127.0.0.1:6379, else a redis-server we start."""
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if _reachable(url):
+    if reachable(url):
         yield url
         return
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(REDIS_HINT)
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="qrl-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not _reachable(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"could not start {binary} on port {port}")
-        time.sleep(0.05)
+    try:
+        server = RedisProcess(binary).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    url = server.url
     os.environ["REDIS_URL"] = url
     try:
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.close()
 
 
 @pytest.fixture
@@ -111,3 +74,17 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, not yet started: the test takes it down and
+    brings it back (fails, never skips, when the binary is missing)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(REDIS_HINT)
+    server = RedisProcess(binary)
+    try:
+        yield server
+    finally:
+        server.close()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+import redis
 
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import IntegrationConfig
@@ -34,6 +40,53 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, every: float
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+class RedisProcess:
+    """A ``redis-server`` of our own on a fixed free port, which a test may stop and start
+    again (an outage, a restart that loses every key)."""
+
+    def __init__(self, binary: str, port: int | None = None) -> None:
+        self.binary = binary
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.mkdtemp(prefix="qrl-redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> RedisProcess:
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", self._dir]
+        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not reachable(self.url):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self._proc.kill()
+                raise RuntimeError(f"could not start {self.binary} on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()  # no shutdown courtesy: an outage
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def redis_limiter(url: str, prefix: str, config: IntegrationConfig, now: float | None) -> Limiter:

@@ -48,7 +48,7 @@ from celery.exceptions import Retry
 
 from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
-from queue_ratelimit.errors import ConfigError, RateLimited
+from queue_ratelimit.errors import BackendError, ConfigError, RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.registry import load_configs
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Run, TaskGate, Ticket
@@ -294,6 +294,7 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         super().__init__(parent, **kwargs)
         self.paused: set[str] = set()
         self.timer_ref: Any = None
+        self.failing = False
 
     def start(self, consumer: Any) -> None:
         gate_for(consumer.app)  # invalid settings fail at worker start
@@ -309,8 +310,16 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         """Pause or resume each integration queue after its breaker; never raises."""
         try:
             self._poll(consumer)
-        except Exception:  # a Redis outage must not kill the consumer's timer
+        except BackendError as exc:  # Redis down: keep the queues as they are, say so once
+            if not self.failing:
+                log.warning(
+                    "queue_ratelimit: breaker check failed, queues left as they are: %s", exc
+                )
+            self.failing = True
+        except Exception:  # nothing must kill the consumer's timer
             log.exception("queue_ratelimit: breaker check failed")
+        else:
+            self.failing = False
 
     def _poll(self, consumer: Any) -> None:
         limiter = gate_for(consumer.app).limiter

@@ -48,6 +48,8 @@ COMMON: dict[str, Any] = dict(
     requeue_budget=int(os.environ.get("QRL_BUDGET", "200")),
     breaker_failure_threshold=5,
     breaker_open_seconds=float(os.environ.get("QRL_BREAKER_OPEN", "8")),
+    on_backend_error=os.environ.get("QRL_ON_BACKEND_ERROR", "closed"),
+    fallback_processes=2,
 )
 CONFIGS = {
     NOTION: IntegrationConfig(name=NOTION, **COMMON),
@@ -69,14 +71,15 @@ app.conf.update(
         **json.loads(os.environ.get("QRL_SETTINGS", "{}")),
     }
 )
-limiter = Limiter(RedisBackend(REDIS_URL, prefix=PREFIX), CONFIGS)
+limiter = Limiter(RedisBackend(REDIS_URL, prefix=PREFIX), CONFIGS, probe_interval=0.5)
 configure(app, limiter)
 install(app)
 
 _session = requests.Session()
 for name in CONFIGS:
     _session.mount(f"{UPSTREAM}/{name}/", RateLimitedAdapter(limiter, name, tenant=None))
-_waits = redis.Redis.from_url(REDIS_URL)
+# the tests' records go to the result backend's Redis: the limiter's may be taken down
+_waits = redis.Redis.from_url(os.environ.get("QRL_BACKEND") or REDIS_URL)
 
 
 def _call(integration: str, task_id: str) -> None:
@@ -147,8 +150,20 @@ def _record_wait(sender: object, **fields: Any) -> None:
         _waits.rpush(f"{PREFIX}:waits", repr(float(fields["wait"])))
 
 
+def _record_event(sender: object, **fields: Any) -> None:
+    """Requeue reasons and backend outages, for the fault tests."""
+    what = fields.get("reason") or fields.get("mode") or "recovered"
+    _waits.rpush(f"{PREFIX}:events", what)
+
+
 if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
     qrl_signals.acquired.connect(_record_wait)
+    for _signal in (
+        qrl_signals.task_requeued,
+        qrl_signals.backend_unavailable,
+        qrl_signals.backend_recovered,
+    ):
+        _signal.connect(_record_event)
 
 if os.environ.get("QRL_METRICS") == "1":  # prometheus multiprocess mode: see test_metrics
     from queue_ratelimit.metrics import EventMetrics

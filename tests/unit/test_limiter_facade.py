@@ -7,6 +7,7 @@ import redis
 
 from queue_ratelimit import (
     BackendError,
+    BackendUnavailable,
     ConfigError,
     InvalidRequest,
     Limiter,
@@ -55,7 +56,10 @@ def test_unreachable_redis_raises_backend_error_with_the_cause() -> None:
     limiter = Limiter(RedisBackend("redis://127.0.0.1:1/0"), {"svc": SVC})
     with pytest.raises(BackendError) as info:
         limiter.acquire("svc")
+    assert isinstance(info.value, BackendUnavailable)  # SVC fails closed, the default
     assert isinstance(info.value.__cause__, redis.ConnectionError)
+    with pytest.raises(BackendError, match="scan failed"):  # operator tools: plain errors
+        list(RedisBackend("redis://127.0.0.1:1/0").scan())
 
 
 @pytest.mark.parametrize("prefix", ["", "a{b}", "x" * 65, "sp ace"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from queue_ratelimit.limiter import plan_for
 from queue_ratelimit.outcome import BACKOFF, FAILURE, SUCCESS, classify, feedback_for
+from queue_ratelimit.plans import plan_for
 from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal
 from queue_ratelimit.registry import BUILTIN_INTEGRATIONS
 

@@ -1,0 +1,170 @@
+"""What the limiter does while its shared backend (Redis) is unreachable.
+
+Each integration chooses with ``on_backend_error``:
+
+* ``"closed"`` (the default): nothing is granted. ``acquire`` raises
+  :class:`~queue_ratelimit.errors.BackendUnavailable`, which the task integrations turn into a
+  requeue (never a failure, never counted against the requeue budget); reports of calls
+  already made are dropped, since the call has happened and its answer still reaches the
+  caller.
+* ``"open"``: a process-local ``MemoryBackend`` decides instead, at ``1 / fallback_processes``
+  of the configured rates, so a fleet of that many processes stays near the limit.
+
+The first failure marks the backend down for ``probe_interval`` seconds: calls in that time
+do not touch Redis at all (no connection storm, no crash loop); the first call after it
+probes. When a probe succeeds, decisions are shared again and the local state is dropped.
+One ``backend_unavailable`` and one ``backend_recovered`` signal per integration per outage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from queue_ratelimit import signals
+from queue_ratelimit.backends.base import Backend
+from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.errors import BackendError, BackendUnavailable
+from queue_ratelimit.policy.state import Plan
+
+__all__ = ["OutageGuard", "local_plan"]
+
+T = TypeVar("T")
+
+
+def local_plan(plan: Plan, processes: int) -> Plan:
+    """``plan`` with every limit's rates divided among ``processes``; bursts are kept, so
+    any cost the shared limiter accepts is still possible locally."""
+    if processes == 1:
+        return plan
+    share = 1.0 / processes
+    limits = tuple(
+        dataclasses.replace(
+            lim, rate=lim.rate * share, min_rate=lim.min_rate * share, max_rate=lim.max_rate * share
+        )
+        for lim in plan.limits
+    )
+    return dataclasses.replace(plan, limits=limits)
+
+
+class OutageGuard:
+    """Routes each backend call to the shared backend, or, while it is down, to the
+    integration's fallback: a local limiter or :class:`BackendUnavailable`.
+
+    Args:
+        primary: the shared backend.
+        probe_interval: seconds between attempts to reach a backend that failed.
+        clock: monotonic seconds; inject one in tests.
+    """
+
+    def __init__(
+        self,
+        primary: Backend,
+        *,
+        probe_interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if probe_interval <= 0:
+            raise ValueError("probe_interval must be > 0")
+        self.primary = primary
+        self.local = MemoryBackend()
+        self.probe_interval = probe_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+        self._announced: set[str] = set()
+        self._cause: BaseException | None = None  # what the last failure was
+        self._plans: dict[tuple[int, int], Plan] = {}
+
+    @property
+    def down(self) -> bool:
+        """Whether the shared backend failed and has not answered since."""
+        return self._down_since is not None
+
+    def call(
+        self,
+        config: IntegrationConfig,
+        plan: Plan,
+        tenant: str | None,
+        op: Callable[[Backend, Plan], T],
+        *,
+        closed: Callable[[BackendUnavailable], T] | None = None,
+    ) -> T:
+        """Run ``op`` on the shared backend, or on the fallback while it is down.
+
+        When the integration fails closed, ``closed`` supplies the answer (reports pass a
+        neutral result); without it, :class:`BackendUnavailable` is raised.
+        """
+        if self._down_since is None or self._clock() >= self._next_probe:
+            try:
+                result = op(self.primary, plan)
+            except BackendError as exc:
+                self._failed(config, tenant, exc)
+            else:
+                if self._down_since is not None:
+                    self._recovered(config, tenant)
+                return result
+        self._announce(config, tenant, None)
+        if config.on_backend_error == "open":
+            return op(self.local, self._local_plan(plan, config.fallback_processes))
+        error = BackendUnavailable(
+            f"{config.name}: the limiter backend is unavailable and on_backend_error is 'closed'",
+            retry_after=self.probe_interval,
+        )
+        if closed is None:
+            raise error from self._cause
+        return closed(error)
+
+    def _local_plan(self, plan: Plan, processes: int) -> Plan:
+        key = (id(plan), processes)
+        cached = self._plans.get(key)
+        if cached is None:
+            cached = self._plans[key] = local_plan(plan, processes)
+        return cached
+
+    def _failed(self, config: IntegrationConfig, tenant: str | None, exc: BackendError) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = now
+            self._cause = exc.__cause__ or exc
+            self._next_probe = now + self.probe_interval
+        self._announce(config, tenant, exc)
+
+    def _announce(
+        self, config: IntegrationConfig, tenant: str | None, exc: BackendError | None
+    ) -> None:
+        with self._lock:
+            if config.name in self._announced:
+                return
+            self._announced.add(config.name)
+        cause = self._cause
+        error = f"{type(cause).__name__}: {cause}" if cause is not None else "backend down"
+        signals.emit(
+            signals.backend_unavailable,
+            self,
+            integration=config.name,
+            tenant=tenant,
+            mode=config.on_backend_error,
+            error=error,
+        )
+
+    def _recovered(self, config: IntegrationConfig, tenant: str | None) -> None:
+        with self._lock:
+            since, self._down_since = self._down_since, None
+            announced, self._announced = self._announced, set()
+            self.local = MemoryBackend()  # the shared state is the truth again
+        down_for = self._clock() - since if since is not None else 0.0
+        for name in sorted(announced):
+            signals.emit(
+                signals.backend_recovered,
+                self,
+                integration=name,
+                tenant=tenant if name == config.name else None,
+                down_for=down_for,
+            )

@@ -1,0 +1,68 @@
+"""What the backends need of an integration's config, derived once: its plan and costs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
+from queue_ratelimit.errors import InvalidRequest
+from queue_ratelimit.policy.state import LimitParams, Plan
+
+__all__ = ["Cost", "Prepared", "plan_for"]
+
+Cost = float | Mapping[str, float]
+
+
+def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
+    return LimitParams(
+        name,
+        src.rate_limit_per_sec,
+        src.burst_size,
+        src.min_rate,
+        src.max_rate,
+        src.increase_factor,
+        src.decrease_factor,
+    )
+
+
+def plan_for(config: IntegrationConfig) -> Plan:
+    """What a backend needs of ``config``: its limits (``requests`` first) and settings."""
+    limits = (_params(PRIMARY_LIMIT, config), *(_params(lim.name, lim) for lim in config.limits))
+    return Plan(
+        limits=limits,
+        max_concurrent=config.max_concurrent,
+        lease_ttl=config.lease_ttl,
+        cooldown_multiplier=config.cooldown_multiplier,
+        max_backoff=config.max_backoff,
+        breaker_threshold=config.breaker_failure_threshold,
+        breaker_open_seconds=config.breaker_open_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An integration's config with what every call derives from it, computed once."""
+
+    config: IntegrationConfig
+    plan: Plan
+    bursts: dict[str, float]
+
+    def costs(self, cost: Cost) -> dict[str, float]:
+        """Cost per limit: a number charges ``requests``; a mapping names limits
+        (``requests`` defaults to 1, other limits to 0)."""
+        if isinstance(cost, int | float):
+            wanted = {PRIMARY_LIMIT: float(cost)}
+        else:
+            wanted = {PRIMARY_LIMIT: 1.0, **cost}
+        for name, value in wanted.items():
+            burst = self.bursts.get(name)
+            if burst is None:
+                have = sorted(self.bursts)
+                raise InvalidRequest(f"{self.config.name}: no limit named {name!r}; have {have}")
+            if not 0 <= value <= burst:
+                raise InvalidRequest(
+                    f"{self.config.name}: cost {value!r} for {name!r} must lie in "
+                    f"[0, burst {burst}]"
+                )
+        return wanted
