@@ -10,7 +10,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure
 
-from queue_ratelimit import BackendError, ConfigError, Limiter, MemoryBackend
+from queue_ratelimit import BackendError, ConfigError, Limiter, MemoryBackend, signals
 from queue_ratelimit.errors import RequeueBudgetExhausted
 from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware, rate_limited
 from tests.integration.dramatiq_harness import dapp, dramatiq_rig
@@ -105,8 +105,12 @@ def test_consecutive_5xx_pause_the_queue_until_a_probe_succeeds(
 
 
 class _BrokenBackend(MemoryBackend):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
     def acquire(self, *args: Any, **kwargs: Any) -> Any:
-        raise BackendError("redis is down")
+        raise self.error
 
 
 @pytest.fixture
@@ -139,15 +143,40 @@ def test_invalid_actor_options_fail_when_the_actor_is_declared(stub: StubBroker)
 def test_a_failing_limiter_dead_letters_the_message_instead_of_running_it(
     stub: StubBroker,
 ) -> None:
-    stub.add_middleware(RateLimitMiddleware(Limiter(_BrokenBackend(), {"svc": SVC})))
+    broken = _BrokenBackend(RuntimeError("a bug, not an outage"))
+    stub.add_middleware(RateLimitMiddleware(Limiter(broken, {"svc": SVC})))
     ran: list[int] = []
     work = dramatiq.actor(broker=stub, queue_name="svc", integration="svc")(ran.append)
     work.send(1)
     _run(stub, "svc")
     assert ran == []  # never unguarded, although Dramatiq swallows middleware errors
     (dead,) = stub.dead_letters
-    assert isinstance(dead._exception, BackendError)
+    assert isinstance(dead._exception, RuntimeError)
     assert "retries" not in dead.options
+
+
+def test_an_unreachable_backend_failing_closed_requeues_the_message(stub: StubBroker) -> None:
+    broken = Limiter(_BrokenBackend(BackendError("redis is down")), {"svc": SVC})
+    stub.add_middleware(RateLimitMiddleware(broken))
+    ran: list[int] = []
+    work = dramatiq.actor(broker=stub, queue_name="svc", integration="svc")(ran.append)
+    work.send(1)
+    reasons: list[str] = []
+
+    def requeued(sender: object, **fields: Any) -> None:
+        reasons.append(fields["reason"])
+
+    signals.task_requeued.connect(requeued)
+    worker = dramatiq.Worker(stub, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:  # back on the broker, delayed until the backend may answer again
+        wait_until(lambda: reasons, timeout=10)
+    finally:
+        worker.stop()
+        signals.task_requeued.disconnect(requeued)
+    assert reasons[0] == "backend_unavailable"
+    assert ran == []
+    assert stub.dead_letters == []
 
 
 def test_a_per_message_budget_overrides_the_actors(stub: StubBroker) -> None:
