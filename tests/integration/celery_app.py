@@ -4,7 +4,8 @@ Everything test-specific comes from the environment, so a worker started with
 ``celery -A tests.integration.celery_app worker`` matches the test that started it:
 QRL_BROKER, QRL_BACKEND, QRL_REDIS (limiter state), QRL_PREFIX (limiter keys and the
 integration-name suffix), QRL_UPSTREAM (the hidden-limit server), QRL_SETTINGS (JSON of
-extra app.conf settings).
+extra app.conf settings); QRL_RATE, QRL_MAX_CONCURRENT, QRL_LEASE_TTL, QRL_BUDGET,
+QRL_BREAKER_OPEN and QRL_ON_BACKEND_ERROR adjust the integrations' configs.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ GITHUB = f"github{SUFFIX}"
 UPSTREAM = os.environ.get("QRL_UPSTREAM", "http://127.0.0.1:1")
 REDIS_URL = os.environ.get("QRL_REDIS", "redis://127.0.0.1:6379/0")
 
+_concurrent = os.environ.get("QRL_MAX_CONCURRENT")
 COMMON: dict[str, Any] = dict(
-    rate_limit_per_sec=5.0,
+    rate_limit_per_sec=float(os.environ.get("QRL_RATE", "5")),
     burst_size=1.0,
     increase_factor=0.2,
     decrease_factor=0.5,
     min_rate=0.5,
-    max_rate=50.0,
+    max_rate=max(50.0, float(os.environ.get("QRL_RATE", "5"))),
+    max_concurrent=int(_concurrent) if _concurrent else None,
+    lease_ttl=float(os.environ.get("QRL_LEASE_TTL", "300")),
     max_wait=1.0,
     max_backoff=120.0,
     requeue_budget=int(os.environ.get("QRL_BUDGET", "200")),

@@ -40,13 +40,14 @@ class CeleryRig:
         redis_url: str,
         upstream: HiddenLimitUpstream,
         visibility_timeout: float = 3600,
+        broker_url: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.upstream = upstream
         self.kind = broker
         self.settings: dict[str, Any] = {}
         if broker == "redis":
-            self.broker_url = redis_url
+            self.broker_url = broker_url or redis_url
             self.settings["broker_transport_options"] = {
                 "global_keyprefix": f"{capp.PREFIX}-broker:",
                 "visibility_timeout": visibility_timeout,
@@ -133,7 +134,7 @@ class CeleryRig:
         """Messages of ``queue`` still in the broker (not delivered to any worker)."""
         if self.kind == "redis":
             key = self.settings["broker_transport_options"]["global_keyprefix"] + queue
-            return int(redis.Redis.from_url(self.redis_url).llen(key))
+            return int(redis.Redis.from_url(self.broker_url).llen(key))
         with self.client.connection_for_write() as conn:
             return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
 
@@ -146,7 +147,7 @@ class CeleryRig:
             if len(replies) < len(nodes) or any(replies.values()):
                 return False
         if self.kind == "redis":
-            client = redis.Redis.from_url(self.redis_url)
+            client = redis.Redis.from_url(self.broker_url)
             prefix = self.settings["broker_transport_options"]["global_keyprefix"]
             if client.hlen(prefix + "unacked") or any(client.llen(prefix + q) for q in queues):
                 return False
@@ -188,10 +189,15 @@ class CeleryRig:
 
 @contextmanager
 def celery_rig(
-    broker: str, redis_url: str, visibility_timeout: float = 3600, **upstream: Any
+    broker: str,
+    redis_url: str,
+    visibility_timeout: float = 3600,
+    broker_url: str | None = None,
+    **upstream: Any,
 ) -> Iterator[CeleryRig]:
+    """A rig; ``broker_url`` puts the Redis broker on a server of its own."""
     with HiddenLimitUpstream(**upstream) as server:
-        rig = CeleryRig(broker, redis_url, server, visibility_timeout)
+        rig = CeleryRig(broker, redis_url, server, visibility_timeout, broker_url)
         try:
             yield rig
         finally:

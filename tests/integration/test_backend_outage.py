@@ -113,6 +113,7 @@ def test_a_task_gate_failing_closed_requeues_without_spending_the_budget() -> No
     assert verdict.ticket == Ticket()  # a budget of 0 is not spent on an outage
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("mode", ["closed", "open"])
 def test_celery_tasks_survive_redis_down_at_start_and_restarted_mid_run(
     mode: str, redis_url: str, private_redis: RedisProcess

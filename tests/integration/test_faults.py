@@ -1,0 +1,62 @@
+"""Faults a fleet meets in production: killed workers, a dropped broker connection, a 429
+storm. Each task ends completed or visibly failed; none is lost."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.integration.celery_harness import CeleryRig, capp, celery_rig, wait_all
+from tests.support import RedisProcess, wait_until
+
+pytestmark = pytest.mark.faults
+
+
+def _ready(results: list[object]) -> int:
+    return sum(r.ready() for r in results)  # type: ignore[attr-defined]
+
+
+def _assert_all_completed(rig: CeleryRig, ids: list[str], values: list[object]) -> None:
+    failed = [v for v in values if not isinstance(v, dict)]
+    assert not failed, failed[:3]
+    assert {v["retries"] for v in values if isinstance(v, dict)} == {0}
+    assert set(rig.upstream.served) == set(ids)  # every task's call went through
+
+
+def test_workers_killed_repeatedly_lose_nothing_and_dead_leases_are_reclaimed(
+    redis_url: str,
+) -> None:
+    env = {"QRL_RATE": "400", "QRL_MAX_CONCURRENT": "4", "QRL_LEASE_TTL": "2"}
+    with celery_rig("rabbitmq", redis_url, limit=10_000) as rig:
+        nodes = [rig.start_worker(f"k{i}", [capp.NOTION], concurrency=4, **env) for i in range(2)]
+        ids = [rig.send("tests.sync_notion", [i], capp.NOTION) for i in range(1000)]
+        results = rig.results(ids)
+        for kill in range(4):  # SIGKILL mid-run, four times, then replace the worker
+            target = 150 * (kill + 1)
+            wait_until(lambda t=target: _ready(results) >= t, timeout=120, every=0.1)
+            rig.kill(nodes.pop(0))
+            nodes.append(rig.start_worker(f"r{kill}", [capp.NOTION], concurrency=4, **env))
+        values = wait_all(results, timeout=240)
+        _assert_all_completed(rig, ids, values)
+        assert len(rig.upstream.served) == 1000
+        # at most the four killed workers' tasks in flight ran twice (acks_late redelivery)
+        assert sum(rig.upstream.served.values()) - 1000 <= 4 * 4
+        # the killed workers' leases expired: the whole concurrency is free again
+        config = capp.CONFIGS[capp.NOTION].replace(max_concurrent=4)
+        wait_until(lambda: rig.limiter.snapshot(config.name).leases == 0, timeout=10)
+
+
+def test_a_dropped_broker_connection_is_restored_and_loses_nothing(
+    redis_url: str, private_redis: RedisProcess
+) -> None:
+    broker = private_redis.start()
+    with celery_rig("redis", redis_url, broker_url=broker.url, limit=10_000) as rig:
+        rig.start_worker("d1", [capp.NOTION], concurrency=4, QRL_RATE="200")
+        ids = [rig.send("tests.sync_notion", [i], capp.NOTION) for i in range(300)]
+        results = rig.results(ids)
+        admin = redis.Redis.from_url(broker.url)
+        for target in (60, 160):
+            wait_until(lambda t=target: _ready(results) >= t, timeout=120, every=0.1)
+            admin.execute_command("CLIENT", "KILL", "TYPE", "normal")  # every connection
+        values = wait_all(results, timeout=240)
+        _assert_all_completed(rig, ids, values)
