@@ -319,7 +319,13 @@ def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> 
     default=None,
     help="Keep the limiter state in this Redis instead of in memory.",
 )
-@click.option("--framework", type=click.Choice(["celery"]), default="celery", show_default=True)
+@click.option(
+    "--framework",
+    type=click.Choice(["celery", "dramatiq"]),
+    default="celery",
+    show_default=True,
+    help="Celery on its in-memory broker, or Dramatiq on its StubBroker.",
+)
 def demo(
     tasks: int, hidden_limit: float, plot_path: str | None, demo_redis: str | None, framework: str
 ) -> None:

@@ -60,6 +60,7 @@ from queue_ratelimit.testing import HiddenLimitUpstream
 __all__ = ["DemoSummary", "run_demo"]
 
 CONCURRENCY = 8
+FRAMEWORKS = ("celery", "dramatiq")
 SAMPLE_EVERY = 0.1
 
 
@@ -104,7 +105,8 @@ def run_demo(
         plot: where to write a PNG of the rate over time (needs matplotlib).
         console: where the progress bar and the table go (default: the terminal).
         redis_url: keep the limiter state in this Redis instead of in memory.
-        framework: the task framework; only ``"celery"`` for now.
+        framework: ``"celery"`` (its in-memory broker and an embedded worker) or
+            ``"dramatiq"`` (its ``StubBroker`` and an in-process ``Worker``).
         redis_prefix: the Redis key prefix (default: a fresh one); its keys are deleted at
             the end, so never pass your workers' prefix.
 
@@ -123,7 +125,14 @@ def run_demo(
         for name in INTEGRATIONS:
             limiter.snapshot(name)  # an unreachable Redis fails here, before anything starts
         with HiddenLimitUpstream(hidden_limit, 1.0, headers="retry-after") as upstream:
-            recorder, ids = _run_celery(limiter, upstream, tasks, seconds_budget, console)
+            run = _runner(framework)
+            with run(limiter, upstream.url, CONCURRENCY) as (recorder, send):
+                ids: dict[str, list[str]] = {name: [] for name in INTEGRATIONS}
+                recorder.start = time.monotonic()
+                recorder.sample()
+                for n in range(tasks):
+                    ids[INTEGRATIONS[n % len(INTEGRATIONS)]].append(send(n))
+                _watch(console, recorder, upstream, tasks, seconds_budget)
             summary = summarize(recorder, upstream, ids, hidden_limit)
     finally:
         close()
@@ -135,10 +144,10 @@ def run_demo(
 
 
 def _check(tasks: int, hidden_limit: float, seconds_budget: float, framework: str) -> None:
-    if framework != "celery":
+    if framework not in FRAMEWORKS:
         raise ValueError(
-            f"framework {framework!r} is not supported by the demo: use 'celery' "
-            "(dramatiq and rq are not yet supported by the demo)"
+            f"framework {framework!r} is not supported by the demo: use one of {FRAMEWORKS} "
+            "(rq needs a Redis server: see docs/rq.md)"
         )
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
         raise ValueError(f"tasks must be a whole number >= 1, not {tasks!r}")
@@ -166,14 +175,29 @@ def _open_limiter(redis_url: str | None, prefix: str | None) -> tuple[Limiter, C
     return Limiter(backend, configs), close
 
 
-def _run_celery(
-    limiter: Limiter,
-    upstream: HiddenLimitUpstream,
-    tasks: int,
-    seconds_budget: float,
-    console: Console,
-) -> tuple[Recorder, dict[str, list[str]]]:
-    """Run the tasks on a real Celery worker; the recorder and the task ids by integration."""
+Runner = Callable[
+    [Limiter, str, int], contextlib.AbstractContextManager[tuple[Recorder, Callable[[int], str]]]
+]
+
+
+def _runner(framework: str) -> Runner:
+    if framework == "dramatiq":
+        try:
+            from queue_ratelimit.demo_dramatiq import dramatiq_run
+        except ImportError as exc:
+            raise ImportError(
+                "the dramatiq demo needs Dramatiq: pip install 'queue_ratelimit[dramatiq]'"
+            ) from exc
+        return dramatiq_run
+    return _celery_run
+
+
+@contextlib.contextmanager
+def _celery_run(
+    limiter: Limiter, url: str, concurrency: int
+) -> Iterator[tuple[Recorder, Callable[[int], str]]]:
+    """A real Celery worker on the memory broker and its recorder, with ``send(n)``:
+    enqueue the ``n``-th task."""
     app = Celery("queue_ratelimit_demo", broker="memory://", backend="cache+memory://")
     app.conf.update(
         task_routes=(integration_router,),
@@ -186,19 +210,14 @@ def _run_celery(
     gate = configure(app, limiter)
     install(app)
     with requests.Session() as session:
-        registered = {
-            name: _register(app, limiter, name, session, upstream.url) for name in INTEGRATIONS
-        }
+        registered = {name: _register(app, limiter, name, session, url) for name in INTEGRATIONS}
         recorder = Recorder(limiter, gate, {task.name for task in registered.values()})
-        with recorder.listening(), _worker(app):
-            ids: dict[str, list[str]] = {name: [] for name in INTEGRATIONS}
-            recorder.start = time.monotonic()
-            recorder.sample()
-            for n in range(tasks):
-                name = INTEGRATIONS[n % len(INTEGRATIONS)]
-                ids[name].append(registered[name].apply_async(args=(n,)).id)
-            _watch(console, recorder, upstream, tasks, seconds_budget)
-    return recorder, ids
+
+        def send(n: int) -> str:
+            return str(registered[INTEGRATIONS[n % len(INTEGRATIONS)]].apply_async(args=(n,)).id)
+
+        with recorder.listening(), _worker(app, concurrency):
+            yield recorder, send
 
 
 def _register(
@@ -221,13 +240,13 @@ def _register(
 
 
 @contextlib.contextmanager
-def _worker(app: Celery) -> Iterator[None]:
+def _worker(app: Celery, concurrency: int) -> Iterator[None]:
     """One embedded worker consuming every integration queue; its queues purged after."""
     try:
         with start_worker(
             app,
             pool="threads",
-            concurrency=CONCURRENCY,
+            concurrency=concurrency,
             perform_ping_check=False,
             queues=list(INTEGRATIONS),
             shutdown_timeout=10,

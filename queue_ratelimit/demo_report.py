@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery import signals as celery_signals
 from rich.table import Table
 
 from queue_ratelimit import signals
@@ -69,7 +68,10 @@ class DemoSummary:
 class Recorder:
     """What the demo watches: limiter and task signals, and the rates sampled over time."""
 
-    def __init__(self, limiter: Limiter, gate: TaskGate, task_names: set[str]) -> None:
+    def __init__(
+        self, limiter: Limiter, gate: TaskGate, task_names: set[str], *, celery: bool = True
+    ) -> None:
+        self.celery = celery  # task ends come from Celery's signals, else from task_done()
         self.limiter = limiter
         self.gate = gate
         self.task_names = task_names
@@ -90,13 +92,17 @@ class Recorder:
         """Connect the receivers for the duration of the run (strongly: no weak refs)."""
         signals.backoff.connect(self._on_backoff, sender=self.limiter, weak=False)
         signals.task_requeued.connect(self._on_requeue, sender=self.gate, weak=False)
-        celery_signals.task_success.connect(self._on_success, weak=False)
-        celery_signals.task_failure.connect(self._on_failure, weak=False)
+        if self.celery:
+            from celery import signals as celery_signals
+
+            celery_signals.task_success.connect(self._on_success, weak=False)
+            celery_signals.task_failure.connect(self._on_failure, weak=False)
         try:
             yield
         finally:
-            celery_signals.task_failure.disconnect(self._on_failure)
-            celery_signals.task_success.disconnect(self._on_success)
+            if self.celery:
+                celery_signals.task_failure.disconnect(self._on_failure)
+                celery_signals.task_success.disconnect(self._on_success)
             signals.task_requeued.disconnect(self._on_requeue, sender=self.gate)
             signals.backoff.disconnect(self._on_backoff, sender=self.limiter)
 
@@ -110,16 +116,17 @@ class Recorder:
 
     def _on_success(self, sender: Any = None, **_: Any) -> None:
         if getattr(sender, "name", None) in self.task_names:
-            self._done(sender, sender.request.id, self.succeeded)
+            self.task_done(sender.integration, sender.request.id, ok=True)
 
     def _on_failure(self, sender: Any = None, task_id: str = "", **_: Any) -> None:
         if getattr(sender, "name", None) in self.task_names:
-            self._done(sender, task_id, self.failed)
+            self.task_done(sender.integration, task_id, ok=False)
 
-    def _done(self, task: Any, task_id: str, into: set[str]) -> None:
+    def task_done(self, integration: str, task_id: str, *, ok: bool) -> None:
+        """A task ended for good: succeeded (``ok``) or failed."""
         with self._lock:
-            into.add(task_id)
-            self.last_done[task.integration] = self.now()
+            (self.succeeded if ok else self.failed).add(task_id)
+            self.last_done[integration] = self.now()
 
     def sample(self) -> None:
         """Record each integration's current rate."""

@@ -47,6 +47,12 @@ def test_demo_runs_every_task_once_and_draws_the_rate(tmp_path: Path) -> None:
     assert "lost 0 · duplicates 0 · failed 0" in output
 
 
+def test_demo_on_dramatiq_runs_every_task_once() -> None:
+    summary, output = _run(framework="dramatiq")
+    _assert_every_task_ran_once(summary)
+    assert "lost 0 · duplicates 0 · failed 0" in output
+
+
 def test_demo_keeps_limiter_state_in_redis_and_deletes_it(
     redis_url: str, key_prefix: str, redis_client: redis.Redis
 ) -> None:
@@ -73,9 +79,9 @@ def _must_not_start(*args: Any) -> Any:
     raise AssertionError("the demo started although it cannot plot")
 
 
-@pytest.mark.parametrize("framework", ["dramatiq", "rq"])
-def test_demo_names_the_frameworks_it_does_not_support_yet(framework: str) -> None:
-    with pytest.raises(ValueError, match="dramatiq and rq are not yet supported"):
+@pytest.mark.parametrize("framework", ["rq", "huey"])
+def test_demo_names_the_frameworks_it_supports(framework: str) -> None:
+    with pytest.raises(ValueError, match=r"use one of \('celery', 'dramatiq'\)"):
         run_demo(framework=framework)
 
 
