@@ -99,3 +99,8 @@ def _record_requeue(sender: object, **fields: Any) -> None:
 if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
     qrl_signals.acquired.connect(_record_wait)
     qrl_signals.task_requeued.connect(_record_requeue)
+
+if os.environ.get("QRL_METRICS") == "1":  # prometheus multiprocess mode: see test_metrics
+    from queue_ratelimit.metrics import EventMetrics
+
+    EventMetrics().connect()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -15,12 +14,8 @@ from queue_ratelimit import Limiter, MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.metrics import EventMetrics, serve
 from tests.integration.celery_harness import capp, celery_rig, wait_all
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.integration.rq_harness import jobs, rq_rig
+from tests.support import free_port, wait_until
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -47,7 +42,7 @@ def test_the_exporter_adds_up_two_prefork_children_and_reads_the_shared_state(
         ids = [rig.send("tests.slow", [0.3], capp.NOTION) for _ in range(20)]  # busy both children
         assert wait_all(rig.results(ids), timeout=120) == ids
         pids = {p.stem.split("_")[-1] for p in tmp_path.glob("counter_*.db")}
-        port = _free_port()
+        port = free_port()
         backend = RedisBackend(redis_url, prefix=capp.PREFIX)
         server = serve(Limiter(backend, capp.CONFIGS), backend, port, "127.0.0.1", str(tmp_path))
         try:
@@ -63,6 +58,30 @@ def test_the_exporter_adds_up_two_prefork_children_and_reads_the_shared_state(
             samples[("queue_ratelimit_rate", key)] == rig.limiter.snapshot(capp.NOTION).limit().rate
         )
         assert samples[("queue_ratelimit_breaker_state", integration)] == 0
+
+
+def test_the_exporter_adds_up_the_work_horses_of_a_forking_rq_worker(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with rq_rig("fork", redis_url, limit=100) as rig:
+        rig.start_worker([jobs.NOTION], QRL_METRICS="1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+        ids = [rig.enqueue(jobs.NOTION, jobs.sync_notion, i).id for i in range(12)]
+        wait_until(lambda: rig.all_done(ids), timeout=60, every=0.2)
+        assert set(rig.statuses(ids)) == {"finished"}
+        assert len(list(tmp_path.glob("counter_*.db"))) >= 12  # a work horse per job counted
+        port = free_port()
+        server = serve(rig.limiter, rig.limiter.backend, port, "127.0.0.1", str(tmp_path))
+        try:
+            samples = _scrape(port)
+        finally:
+            server.shutdown()
+            server.server_close()
+        integration = (("integration", jobs.NOTION),)
+        assert samples[("queue_ratelimit_acquired_total", integration)] == 12  # one per job
+        key = (("integration", jobs.NOTION), ("tenant", ""))
+        assert (
+            samples[("queue_ratelimit_rate", key)] == rig.limiter.snapshot(jobs.NOTION).limit().rate
+        )
 
 
 def test_event_counters_and_the_wait_histogram(clock) -> None:  # type: ignore[no-untyped-def]
