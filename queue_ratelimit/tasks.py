@@ -50,7 +50,7 @@ class Ticket:
         return json.dumps(
             {
                 "requeues": self.requeues,
-                "reservation": [res.epoch, res.slot] if res else None,
+                "reservation": [res.epoch, res.slot, list(res.due)] if res else None,
                 "not_before": self.not_before,
             }
         )
@@ -64,7 +64,11 @@ class Ticket:
                 return cls()
             requeues = int(data.get("requeues") or 0)
             res = data.get("reservation")
-            reservation = Reservation(int(res[0]), float(res[1])) if res else None
+            reservation = None
+            if res:
+                due = tuple(float(mark) for mark in res[2]) if len(res) > 2 else ()
+                due = due if all(math.isfinite(mark) for mark in due) else ()
+                reservation = Reservation(int(res[0]), float(res[1]), due)
             not_before = data.get("not_before")
             not_before = float(not_before) if not_before is not None else None
         except (TypeError, ValueError, IndexError, KeyError):
@@ -154,11 +158,11 @@ class TaskGate:
             return self._park(integration, tenant, ticket, wait, "backend_unavailable")
         if decision.granted:
             return Run(decision)
-        return self._requeue(
+        return self._requeue(  # come back at the slot, or sooner while the rate climbs
             integration,
             tenant,
             ticket,
-            decision.wait,
+            decision.come_back,
             decision.reason,
             decision.reservation,
             budget,

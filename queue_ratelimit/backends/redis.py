@@ -195,17 +195,24 @@ class RedisBackend:
             lease_id or "-",
         ]
         words += [_word(costs.get(lim.name, 0.0)) for lim in plan.limits]
+        dues = reservation.due if reservation else ()
+        words += [_word(due) for due in dues] if len(dues) == len(plan.limits) else []
         reply = self._call("acquire", integration, tenant, plan, words)
-        granted, wait, reason, epoch, slot, now, lease, seq = _text(reply).split()
+        granted, wait, reason, epoch, slot, now, lease, seq, recheck, *marks = _text(reply).split()
+        promise = None
+        if slot != "0":
+            due = tuple(int(mark) / _MICRO for mark in marks)
+            promise = Reservation(int(epoch), int(slot) / _MICRO, due)
         return Decision(
             granted=granted == "1",
             wait=int(wait) / _MICRO,
             reason=reason,
             epoch=int(epoch),
-            reservation=Reservation(int(epoch), int(slot) / _MICRO) if slot != "0" else None,
+            reservation=promise,
             now=int(now) / _MICRO,
             lease=None if lease == "-" else lease,
             seq=int(seq),
+            recheck=None if recheck == "-" else int(recheck) / _MICRO,
         )
 
     def _report(

@@ -79,7 +79,9 @@ def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> 
         bucket.rate = min(max(bucket.rate, lim.min_rate), lim.max_rate)
         if now > bucket.ts:
             refill = (now - bucket.ts) * quota.refill_rate(bucket)
+            before = bucket.tokens
             bucket.tokens = min(lim.burst, bucket.tokens + refill)
+            bucket.credit += max(0.0, bucket.tokens - before)
             bucket.ts = now
         quota.expire(bucket, now)
 
@@ -145,7 +147,7 @@ def acquire(
     if held > 0:
         return Decision(False, held, "breaker_open", state.epoch, kept, now, seq=state.seq)
     if kept is not None:
-        slot = max(kept.slot, state.cooldown_until, now)
+        slot = max(_pulled(state, now, limits, kept), state.cooldown_until, now)
     else:
         slot = _slot(state, now, limits, costs)
     wait = slot - now
@@ -167,10 +169,71 @@ def acquire(
             reason = "probe"
         return Decision(True, wait, reason, state.epoch, None, now, lease, state.seq)
     reason = "cooldown" if state.cooldown_until > now else "rate"
-    if reserve and not redeeming:
+    if not (reserve or redeeming):
+        return Decision(False, wait, reason, state.epoch, None, now, seq=state.seq)
+    if kept is None:
         _pay(state, now, limits, costs)
-    held_slot = Reservation(state.epoch, slot) if (reserve or redeeming) else None
-    return Decision(False, wait, reason, state.epoch, held_slot, now, seq=state.seq)
+        due = tuple(
+            state.buckets[lim.name].credit - state.buckets[lim.name].tokens for lim in limits
+        )
+    else:
+        due = kept.due
+    recheck = _recheck(state, now, limits, due, wait)
+    promise = Reservation(state.epoch, slot, due)
+    return Decision(False, wait, reason, state.epoch, promise, now, seq=state.seq, recheck=recheck)
+
+
+def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Reservation) -> float:
+    """A reservation's slot at the current rates (never later than it was promised)."""
+    if len(kept.due) != len(limits):
+        return kept.slot
+    slot = now
+    for lim, due in zip(limits, kept.due, strict=True):
+        bucket = state.buckets[lim.name]
+        left = due - bucket.credit
+        if left <= 0:
+            continue
+        if bucket.quota_left is not None:  # a published quota paces it: keep the promise
+            return kept.slot
+        slot = max(slot, max(bucket.ts, now) + left / bucket.rate)
+    return min(kept.slot, slot)
+
+
+def _recheck(
+    state: KeyState,
+    now: float,
+    limits: Sequence[LimitParams],
+    due: tuple[float, ...],
+    wait: float,
+) -> float:
+    """When a reservation's holder should come back: its slot, or sooner if the requests
+    rate goes on climbing by ``increase`` per success, as AIMD climbs it until a backoff."""
+    if len(due) != len(limits):
+        return wait
+    start = max(now, state.cooldown_until)
+    back = start - now
+    for index, (lim, mark) in enumerate(zip(limits, due, strict=True)):
+        bucket = state.buckets[lim.name]
+        left = mark - bucket.credit
+        if left <= 0:
+            continue
+        if bucket.quota_left is not None:
+            return wait
+        begin = max(bucket.ts, start) - now
+        increase = lim.increase if index == 0 else 0.0  # other limits grow with requests
+        back = max(back, begin + climb_time(left, bucket.rate, increase, lim.max_rate))
+    return min(wait, back)
+
+
+def climb_time(units: float, rate: float, increase: float, max_rate: float) -> float:
+    """Seconds to refill ``units`` starting at ``rate`` if each unit granted raises the rate
+    by ``increase`` (so ``rate' = increase * rate``), up to ``max_rate``."""
+    if increase <= 0 or rate >= max_rate:
+        return units / rate
+    cap_units = (max_rate - rate) / increase
+    if units <= cap_units:
+        return math.log(1 + units * increase / rate) / increase
+    return math.log(max_rate / rate) / increase + (units - cap_units) / max_rate
 
 
 def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> ReportResult:

@@ -55,6 +55,7 @@ class BucketState:
     quota_left: float | None = None
     quota_until: float = 0.0
     quota_rate: float = 0.0
+    credit: float = 0.0  # units refilled since the bucket was created: a reservation's clock
 
 
 @dataclass
@@ -70,10 +71,18 @@ class KeyState:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A paid-for future slot, redeemed by passing it back to ``acquire``."""
+    """A paid-for future slot, redeemed by passing it back to ``acquire``.
+
+    Attributes:
+        epoch: the congestion epoch it was made in; a later decrease voids it.
+        slot: when it falls due if the rate stays as it was when it was made.
+        due: per limit, the bucket's ``credit`` at which it is paid off; when the rate has
+            risen since, it falls due sooner than ``slot`` (empty: use ``slot``).
+    """
 
     epoch: int
     slot: float
+    due: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,8 @@ class Decision:
         lease: the concurrency lease id taken, when the key has a concurrency limit.
         seq: the key's count of paid calls after this decision; report it with the response
             so the upstream's ``remaining`` can be corrected for calls granted since.
+        recheck: with a reservation, when to come back: its slot, or sooner if the rate
+            climbs on as AIMD climbs it (``None``: the same as ``wait``).
     """
 
     granted: bool
@@ -101,6 +112,12 @@ class Decision:
     now: float
     lease: str | None = None
     seq: int = 0
+    recheck: float | None = None
+
+    @property
+    def come_back(self) -> float:
+        """Seconds after which asking again is worthwhile (``recheck``, else ``wait``)."""
+        return self.wait if self.recheck is None else self.recheck
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import multiprocessing
 import os
 import signal
@@ -229,6 +230,43 @@ def test_a_reservation_is_redeemed_at_its_slot_without_paying_twice(
         assert (redeemed.granted, redeemed.reason) == (True, "redeemed")
     # the debt of both reservations is paid by now: the bucket is empty, not negative
     assert limiter.snapshot("svc").limit().tokens == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_reservation_falls_due_sooner_when_the_rate_rises_and_keeps_its_place(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, +1/s per success, at most 20/s
+    limiter.acquire("svc")
+    held = [limiter.acquire("svc").reservation for _ in range(20)]
+    last = held[-1]
+    assert last is not None and last.slot - clock.now == pytest.approx(2.0)
+    for _ in range(10):
+        limiter.on_success("svc")  # the rate doubles to 20/s
+    early = limiter.acquire("svc", reservation=last)
+    assert not early.granted
+    assert early.wait == pytest.approx(1.0)  # its 20 units ahead now pass at 20/s
+    assert early.reservation is not None and early.reservation.due == last.due
+    newcomer = limiter.acquire("svc")
+    assert newcomer.wait == pytest.approx(1.05)  # behind every reservation, not before
+    clock.advance(1.0)
+    assert limiter.acquire("svc", reservation=last).reason == "redeemed"
+
+
+def test_a_reservation_holder_comes_back_early_while_the_rate_climbs(
+    make_limiter: MakeLimiter,
+) -> None:
+    climbing = make_limiter()
+    climbing.acquire("svc")
+    decisions = [climbing.acquire("svc") for _ in range(30)]
+    last = decisions[-1]
+    assert last.recheck is not None and last.recheck < last.wait  # 3.0 s at a steady 10/s
+    # from 10/s gaining 1/s per unit: 10 units take ln(2) s to reach the 20/s cap, the
+    # other 20 units take 1 s at 20/s
+    assert last.recheck == pytest.approx(math.log(2.0) + 1.0, abs=1e-6)
+    steady = make_limiter(increase_factor=0.0)
+    steady.acquire("svc")
+    flat = [steady.acquire("svc") for _ in range(30)][-1]
+    assert flat.recheck == pytest.approx(flat.wait)
 
 
 def test_a_backoff_voids_earlier_reservations(make_limiter: MakeLimiter, clock: FakeClock) -> None:

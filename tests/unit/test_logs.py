@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -42,7 +43,9 @@ def test_each_decision_is_one_structured_line(
     assert all("\n" not in r.getMessage() for r in records)
     requeued = records[1]
     assert requeued.getMessage() == (
-        "queue_ratelimit svc:ws-1 task app.sync[task-1]: requeued for 2.200s (cooldown, #1)"
+        "queue_ratelimit svc:ws-1 task app.sync[task-1]: requeued for 2.182s (cooldown, #1)"
     )
-    assert requeued.qrl_task_id == "task-1" and requeued.qrl_countdown == pytest.approx(2.2)  # type: ignore[attr-defined]
+    assert requeued.qrl_task_id == "task-1" and requeued.qrl_countdown == pytest.approx(
+        2.0 + math.log(1.2)
+    )  # type: ignore[attr-defined]
     assert records[2].levelno == logging.ERROR and records[3].levelno == logging.WARNING

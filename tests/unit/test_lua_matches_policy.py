@@ -83,6 +83,8 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                     decision.wait,
                     decision.reason,
                     decision.reservation.slot if decision.reservation else None,
+                    decision.reservation.due if decision.reservation else None,
+                    decision.recheck,
                     decision.lease is not None,
                     decision.epoch,
                     decision.seq,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -33,7 +34,10 @@ def test_a_long_wait_requeues_with_the_reserved_slot_and_redeems_it(
     verdict = gate.before("svc", None, Ticket())
     assert isinstance(verdict, Requeue)
     assert verdict.reason == "cooldown"
-    assert verdict.countdown == pytest.approx(3.2 + 0.5 * 0.1 * 3.2)  # slot + jitter
+    # the slot is 3.2 s away (the cooldown, then 1 / 5 per s); the task comes back as early
+    # as the climbing rate may bring it (3 + ln(1.2) s), plus jitter
+    back = 3.0 + math.log(1.2)
+    assert verdict.countdown == pytest.approx(back + 0.5 * 0.1 * back)
     assert verdict.ticket.requeues == 1 and verdict.ticket.reservation is not None
     clock.advance(verdict.countdown)
     again = gate.before("svc", None, verdict.ticket)
@@ -82,6 +86,28 @@ def test_unreadable_tickets_are_fresh_tickets(header: object) -> None:
 def test_tickets_round_trip() -> None:
     ticket = Ticket(4, Reservation(1_800_000_000_000_000, 1_800_000_001.25), 1_800_000_100.5)
     assert Ticket.loads(ticket.dumps()) == ticket
+    marked = Ticket(1, Reservation(7, 1_800_000_001.25, (12.5, 300.0)))
+    assert Ticket.loads(marked.dumps()) == marked
+    hostile = '{"reservation": [7, 1.5, ["nan", 1e400]]}'
+    assert Ticket.loads(hostile) == Ticket(0, Reservation(7, 1.5))  # slot kept, marks dropped
+
+
+def test_a_task_comes_back_early_when_the_rate_may_have_climbed(
+    gate: TaskGate, clock: FakeClock
+) -> None:
+    tickets = []
+    for _ in range(20):
+        verdict = gate.before("svc", None, Ticket())
+        if isinstance(verdict, Requeue):
+            tickets.append((verdict.countdown, verdict.ticket))
+    countdown, ticket = tickets[-1]
+    assert ticket.reservation is not None
+    assert countdown < ticket.reservation.slot - clock.now  # sooner than the slot
+    for _ in range(10):
+        gate.limiter.on_success("svc")  # it did climb: 10/s -> 20/s
+    clock.advance(countdown)
+    again = gate.before("svc", None, ticket)
+    assert isinstance(again, Run) and again.decision.reason == "redeemed"
 
 
 def test_a_task_out_of_budget_reserves_nothing(gate: TaskGate) -> None:

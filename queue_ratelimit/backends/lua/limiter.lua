@@ -3,7 +3,8 @@
 -- docstrings); tests/unit/test_lua_matches_policy.py checks that both give the same answers.
 --
 -- KEYS[1] state: a msgpack array {epoch, cooldown_until, seq, then per limit
---         name, rate, tokens, ts, quota_left, quota_until, quota_rate} (quota_until 0 = none)
+--         name, rate, tokens, ts, quota_left, quota_until, quota_rate, credit}
+--         (quota_until 0 = none; credit: units refilled so far, a reservation's clock)
 -- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ...
@@ -15,7 +16,7 @@
 --         [[name, rate, burst, min_rate, max_rate, increase, decrease], ...]]
 -- ARGV[4] op arguments, one string of space-separated words ("-" = none; n = number of limits):
 --   acquire:  max_wait, reserve (0/1), reservation epoch, reservation slot, lease id,
---             then n costs
+--             then n costs, then n reservation dues (credit marks; "-" = none)
 --   success, backoff, failure: lease id, seq, epoch, retry_after,
 --             then per limit: adjustment, published remaining, its reset_after
 --   release:  lease id              breaker: "open" or "closed", open seconds
@@ -23,7 +24,8 @@
 --
 -- Returns: times, rates and tokens as integers in millionths (seconds -> microseconds);
 -- the hot paths answer one string of space-separated words (cheaper to build and to read):
---   acquire:  "granted (0/1) wait reason epoch reservation-slot (0 = none) now lease seq"
+--   acquire:  "granted (0/1) wait reason epoch reservation-slot (0 = none) now lease seq
+--             recheck ("-" = wait), then with a reservation its n dues"
 --   success, backoff, failure: "epoch decreased (0/1) old-rate new-rate cooldown-left
 --             breaker-state breaker-changed (0/1)"
 --   release, breaker, count: {done (0/1)}
@@ -32,6 +34,7 @@
 
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local function micro(x) return math.floor(x * 1000000 + 0.5) end
+local STRIDE = 8  -- state fields per limit
 
 local function opt(w) if w then return tonumber(w) end return nil end
 
@@ -106,21 +109,25 @@ local epoch, cool, seq = math.floor(now * 1000000), 0, 0
 if exists then
   local st = cmsgpack.unpack(blob)
   epoch, cool, seq = st[1], st[2], st[3]
-  for j = 4, #st, 7 do saved[st[j]] = j end
+  if (#st - 3) % STRIDE == 0 then  -- else an older layout: its buckets start afresh
+    for j = 4, #st, STRIDE do saved[st[j]] = j end
+  end
   for _, lim in ipairs(limits) do
     local j = saved[lim.name]
     if j then
-      lim.r, lim.t, lim.s = st[j + 1], st[j + 2], st[j + 3]
+      lim.r, lim.t, lim.s, lim.c = st[j + 1], st[j + 2], st[j + 3], st[j + 7]
       if st[j + 5] ~= 0 then lim.q, lim.qu, lim.qc = st[j + 4], st[j + 5], st[j + 6] end
     end
   end
 end
 for _, lim in ipairs(limits) do
-  if lim.r == nil then lim.r, lim.t, lim.s = lim.rate, lim.burst, now end
+  if lim.r == nil then lim.r, lim.t, lim.s, lim.c = lim.rate, lim.burst, now, 0 end
   if lim.qu == nil then lim.qu, lim.qc = 0, 0 end
   lim.r = math.min(math.max(lim.r, lim.min), lim.max)
   if now > lim.s then
+    local before = lim.t
     lim.t = math.min(lim.burst, lim.t + (now - lim.s) * refill_rate(lim))
+    lim.c = lim.c + math.max(0, lim.t - before)
     lim.s = now
   end
   if lim.q ~= nil and now >= lim.qu then lim.q, lim.qu, lim.qc = nil, 0, 0 end
@@ -155,13 +162,58 @@ local function save()
     st[#st + 1] = lim.q or 0
     st[#st + 1] = lim.qu
     st[#st + 1] = lim.qc
+    st[#st + 1] = lim.c
   end
   redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', math.ceil((busy + idle_ttl) * 1000))
 end
 
-local function answer(granted, wait, reason, slot, lease)
-  return string.format('%d %d %s %d %d %d %s %d', granted, micro(wait), reason, epoch, slot,
-                       micro(now), lease, seq)
+local function answer(granted, wait, reason, slot, lease, recheck, dues)
+  local out = string.format('%d %d %s %d %d %d %s %d', granted, micro(wait), reason, epoch,
+                            slot, micro(now), lease, seq)
+  if recheck == nil then out = out .. ' -' else out = out .. ' ' .. micro(recheck) end
+  if slot ~= 0 and dues then
+    for _, d in ipairs(dues) do out = out .. ' ' .. micro(d) end
+  end
+  return out
+end
+
+-- a reservation's slot at the current rates, never later than promised (aimd._pulled)
+local function pulled(kept_slot, dues)
+  if #dues ~= n then return kept_slot end
+  local slot = now
+  for i, lim in ipairs(limits) do
+    local left = dues[i] - lim.c
+    if left > 0 then
+      if lim.q ~= nil then return kept_slot end
+      slot = math.max(slot, math.max(lim.s, now) + left / lim.r)
+    end
+  end
+  return math.min(kept_slot, slot)
+end
+
+-- seconds to refill `units` from `rate` when each unit raises it by `inc` (aimd.climb_time)
+local function climb_time(units, rate, inc, max_rate)
+  if inc <= 0 or rate >= max_rate then return units / rate end
+  local cap_units = (max_rate - rate) / inc
+  if units <= cap_units then return math.log(1 + units * inc / rate) / inc end
+  return math.log(max_rate / rate) / inc + (units - cap_units) / max_rate
+end
+
+-- when a reservation's holder should come back (aimd._recheck)
+local function recheck_of(dues, wait)
+  if #dues ~= n then return wait end
+  local start = math.max(now, cool)
+  local back = start - now
+  for i, lim in ipairs(limits) do
+    local left = dues[i] - lim.c
+    if left > 0 then
+      if lim.q ~= nil then return wait end
+      local inc = 0
+      if i == 1 then inc = lim.inc end
+      back = math.max(back, math.max(lim.s, start) - now + climb_time(left, lim.r, inc, lim.max))
+    end
+  end
+  return math.min(wait, back)
 end
 
 if op == 'acquire' then
@@ -170,6 +222,12 @@ if op == 'acquire' then
   local res_epoch = opt(A[3])
   local lease_id = A[5]
   for i, lim in ipairs(limits) do lim.cost = tonumber(A[5 + i]) end
+  local dues = {}
+  for i = 1, n do
+    local d = opt(A[5 + n + i])
+    if d == nil then dues = {}; break end
+    dues[i] = d
+  end
   local redeeming = res_epoch ~= nil and res_epoch == epoch
   local kept = 0
   if redeeming then kept = micro(tonumber(A[4])) end
@@ -177,13 +235,13 @@ if op == 'acquire' then
   if bstate ~= 'closed' then
     if now < buntil then
       save()
-      return answer(0, buntil - now, 'breaker_open', kept, '-')
+      return answer(0, buntil - now, 'breaker_open', kept, '-', nil, dues)
     end
     probe = true
   end
   local slot
   if redeeming then
-    slot = math.max(tonumber(A[4]), cool, now)
+    slot = math.max(pulled(tonumber(A[4]), dues), cool, now)
   else
     slot = math.max(now, cool)
     for _, lim in ipairs(limits) do
@@ -205,7 +263,7 @@ if op == 'acquire' then
       local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
       local busy = math.min(tonumber(first[2]) - now, 1 / limits[1].r)
       save()
-      return answer(0, busy, 'concurrency', kept, '-')
+      return answer(0, busy, 'concurrency', kept, '-', nil, dues)
     end
   end
   local function pay()
@@ -234,11 +292,17 @@ if op == 'acquire' then
   end
   local reason = 'rate'
   if cool > now then reason = 'cooldown' end
-  if reserve and not redeeming then pay() end
-  local held = 0
-  if reserve or redeeming then held = micro(slot) end
+  if not (reserve or redeeming) then
+    save()
+    return answer(0, wait, reason, 0, '-')
+  end
+  if not redeeming then
+    pay()
+    dues = {}
+    for i, lim in ipairs(limits) do dues[i] = lim.c - lim.t end
+  end
   save()
-  return answer(0, wait, reason, held, '-')
+  return answer(0, wait, reason, micro(slot), '-', recheck_of(dues, wait), dues)
 end
 
 -- success / backoff / failure: give the lease back, apply the response's feedback
