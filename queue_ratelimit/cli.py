@@ -317,7 +317,14 @@ def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> 
     "--redis",
     "demo_redis",
     default=None,
-    help="Keep the limiter state in this Redis instead of in memory.",
+    help="Run a small fleet on this Redis: limiter state, broker and --workers processes.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Celery worker processes (8 threads each) with --redis.",
 )
 @click.option(
     "--framework",
@@ -327,7 +334,12 @@ def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> 
     help="Celery on its in-memory broker, or Dramatiq on its StubBroker.",
 )
 def demo(
-    tasks: int, hidden_limit: float, plot_path: str | None, demo_redis: str | None, framework: str
+    tasks: int,
+    hidden_limit: float,
+    plot_path: str | None,
+    demo_redis: str | None,
+    workers: int,
+    framework: str,
 ) -> None:
     """The product end to end, no server needed: tasks find an upstream's hidden limit."""
     from queue_ratelimit.demo import run_demo
@@ -338,6 +350,7 @@ def demo(
         plot=plot_path,
         redis_url=demo_redis,
         framework=framework,
+        workers=workers,
     )
     if not summary.ok:
         raise click.ClickException(f"{summary.lost} lost, {summary.duplicates} duplicated")

@@ -15,44 +15,37 @@ counts lost and duplicated tasks, both of which must be 0::
     summary = run_demo(plot="rate.png")       # about 20 s; plot= needs matplotlib
     assert summary.lost == summary.duplicates == 0
 
-With ``redis_url`` the limiter state lives in Redis (under a prefix of its own, deleted
-afterwards) while the broker stays in memory. Needs the ``celery``, ``http`` and ``cli``
-extras; ``plot`` needs matplotlib (``pip install matplotlib``).
+With ``redis_url`` the run is a small fleet: the limiter state and the broker live in Redis
+(under a prefix of its own, deleted afterwards) and ``workers`` Celery worker processes
+share the limit. ``framework="dramatiq"`` runs the same on Dramatiq's ``StubBroker``. Needs
+the ``celery``, ``http`` and ``cli`` extras (and ``dramatiq`` for Dramatiq); ``plot`` needs
+matplotlib (``pip install matplotlib``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import requests
-from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from queue_ratelimit.backends.memory import MemoryBackend
-from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.demo_celery import Send, celery_fleet_run, celery_run
 from queue_ratelimit.demo_report import (
     INTEGRATIONS,
     PLOT_HINT,
     DemoSummary,
     Recorder,
+    demo_config,
     plot_rates,
     summarize,
     summary_table,
-)
-from queue_ratelimit.http import RateLimitedAdapter
-from queue_ratelimit.integrations.celery import (
-    RateLimitedTask,
-    configure,
-    install,
-    integration_router,
 )
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.testing import HiddenLimitUpstream
@@ -62,27 +55,6 @@ __all__ = ["DemoSummary", "run_demo"]
 CONCURRENCY = 8
 FRAMEWORKS = ("celery", "dramatiq")
 SAMPLE_EVERY = 0.1
-
-
-def demo_config(name: str) -> IntegrationConfig:
-    """A cautious start (3/s) and a generous ceiling (200/s): AIMD must find the limit.
-
-    ``max_wait`` covers the worker's threads at the starting rate (8 threads at 3/s), so
-    the first tasks wait in the worker instead of reserving slots paced at 3/s for the
-    whole backlog, which would hold the run to the starting rate. An increase of 0.3/s per
-    success climbs to 20/s in about 6 s and overshoots a limit by only a few calls/s.
-    """
-    return IntegrationConfig(
-        name=name,
-        rate_limit_per_sec=3.0,
-        burst_size=1.0,
-        increase_factor=0.3,
-        decrease_factor=0.7,
-        min_rate=0.5,
-        max_rate=200.0,
-        max_wait=3.0,
-        max_backoff=30.0,
-    )
 
 
 def run_demo(
@@ -95,6 +67,7 @@ def run_demo(
     redis_url: str | None = None,
     framework: str = "celery",
     redis_prefix: str | None = None,
+    workers: int = 2,
 ) -> DemoSummary:
     """Run ``tasks`` rate-limited tasks against an upstream with a hidden limit; summarise.
 
@@ -104,11 +77,13 @@ def run_demo(
         seconds_budget: the run fails with ``TimeoutError`` if the tasks take longer.
         plot: where to write a PNG of the rate over time (needs matplotlib).
         console: where the progress bar and the table go (default: the terminal).
-        redis_url: keep the limiter state in this Redis instead of in memory.
+        redis_url: keep the limiter state in this Redis instead of in memory; on Celery,
+            the broker too, with ``workers`` worker processes.
         framework: ``"celery"`` (its in-memory broker and an embedded worker) or
             ``"dramatiq"`` (its ``StubBroker`` and an in-process ``Worker``).
         redis_prefix: the Redis key prefix (default: a fresh one); its keys are deleted at
             the end, so never pass your workers' prefix.
+        workers: Celery worker processes (of 8 threads each) when ``redis_url`` is given.
 
     Raises:
         ValueError: an argument is invalid or the framework is not supported.
@@ -117,6 +92,8 @@ def run_demo(
         BackendError: ``redis_url`` is given and Redis cannot be reached.
     """
     _check(tasks, hidden_limit, seconds_budget, framework)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, not {workers!r}")
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise ImportError(PLOT_HINT)
     console = console if console is not None else Console()
@@ -125,7 +102,7 @@ def run_demo(
         for name in INTEGRATIONS:
             limiter.snapshot(name)  # an unreachable Redis fails here, before anything starts
         with HiddenLimitUpstream(hidden_limit, 1.0, headers="retry-after") as upstream:
-            run = _runner(framework)
+            run = _runner(framework, redis_url, workers)
             with run(limiter, upstream.url, CONCURRENCY) as (recorder, send):
                 ids: dict[str, list[str]] = {name: [] for name in INTEGRATIONS}
                 recorder.start = time.monotonic()
@@ -175,12 +152,10 @@ def _open_limiter(redis_url: str | None, prefix: str | None) -> tuple[Limiter, C
     return Limiter(backend, configs), close
 
 
-Runner = Callable[
-    [Limiter, str, int], contextlib.AbstractContextManager[tuple[Recorder, Callable[[int], str]]]
-]
+Runner = Callable[[Limiter, str, int], contextlib.AbstractContextManager[tuple[Recorder, Send]]]
 
 
-def _runner(framework: str) -> Runner:
+def _runner(framework: str, redis_url: str | None, workers: int) -> Runner:
     if framework == "dramatiq":
         try:
             from queue_ratelimit.demo_dramatiq import dramatiq_run
@@ -189,73 +164,9 @@ def _runner(framework: str) -> Runner:
                 "the dramatiq demo needs Dramatiq: pip install 'queue_ratelimit[dramatiq]'"
             ) from exc
         return dramatiq_run
-    return _celery_run
-
-
-@contextlib.contextmanager
-def _celery_run(
-    limiter: Limiter, url: str, concurrency: int
-) -> Iterator[tuple[Recorder, Callable[[int], str]]]:
-    """A real Celery worker on the memory broker and its recorder, with ``send(n)``:
-    enqueue the ``n``-th task."""
-    app = Celery("queue_ratelimit_demo", broker="memory://", backend="cache+memory://")
-    app.conf.update(
-        task_routes=(integration_router,),
-        task_acks_late=True,
-        worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.05},
-    )
-    gate = configure(app, limiter)
-    install(app)
-    with requests.Session() as session:
-        registered = {name: _register(app, limiter, name, session, url) for name in INTEGRATIONS}
-        recorder = Recorder(limiter, gate, {task.name for task in registered.values()})
-
-        def send(n: int) -> str:
-            return str(registered[INTEGRATIONS[n % len(INTEGRATIONS)]].apply_async(args=(n,)).id)
-
-        with recorder.listening(), _worker(app, concurrency):
-            yield recorder, send
-
-
-def _register(
-    app: Celery, limiter: Limiter, which: str, session: requests.Session, url: str
-) -> Any:
-    """One ``RateLimitedTask`` for ``which``; its 429s requeue it through the context hook."""
-    session.mount(f"{url}/{which}/", RateLimitedAdapter(limiter, which, pool_maxsize=CONCURRENCY))
-
-    class DemoCall(RateLimitedTask):
-        """One upstream call per task, keyed by the task id (the same across requeues)."""
-
-        name = f"queue_ratelimit.demo.{which}"
-        integration = which
-
-        def run(self, n: int) -> int:
-            session.get(f"{url}/{which}/{self.request.id}", timeout=10).raise_for_status()
-            return n
-
-    return app.register_task(DemoCall())
-
-
-@contextlib.contextmanager
-def _worker(app: Celery, concurrency: int) -> Iterator[None]:
-    """One embedded worker consuming every integration queue; its queues purged after."""
-    try:
-        with start_worker(
-            app,
-            pool="threads",
-            concurrency=concurrency,
-            perform_ping_check=False,
-            queues=list(INTEGRATIONS),
-            shutdown_timeout=10,
-        ):
-            yield
-    finally:  # the memory broker is process-global: leave nothing for the next run
-        with app.connection_for_write() as conn:
-            for queue in INTEGRATIONS:
-                conn.default_channel.queue_purge(queue)
+    if redis_url is not None:
+        return functools.partial(celery_fleet_run, redis_url=redis_url, processes=workers)
+    return celery_run
 
 
 def _watch(

@@ -1,4 +1,5 @@
-"""What the demo observes and reports: signals recorded over time, the summary, the chart."""
+"""What every demo run shares and reports: the integrations' configs, signals recorded over
+time, the summary, the chart."""
 
 from __future__ import annotations
 
@@ -14,12 +15,34 @@ from typing import Any
 from rich.table import Table
 
 from queue_ratelimit import signals
+from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.tasks import TaskGate
 from queue_ratelimit.testing import HiddenLimitUpstream
 
 INTEGRATIONS = ("notion", "github")
 PLOT_HINT = "plot= needs matplotlib: pip install matplotlib (or queue_ratelimit[plot])"
+
+
+def demo_config(name: str) -> IntegrationConfig:
+    """A cautious start (3/s) and a generous ceiling (200/s): AIMD must find the limit.
+
+    ``max_wait`` covers the worker's threads at the starting rate (8 threads at 3/s), so
+    the first tasks wait in the worker instead of reserving slots paced at 3/s for the
+    whole backlog, which would hold the run to the starting rate. An increase of 0.3/s per
+    success climbs to 20/s in about 6 s and overshoots a limit by only a few calls/s.
+    """
+    return IntegrationConfig(
+        name=name,
+        rate_limit_per_sec=3.0,
+        burst_size=1.0,
+        increase_factor=0.3,
+        decrease_factor=0.7,
+        min_rate=0.5,
+        max_rate=200.0,
+        max_wait=3.0,
+        max_backoff=30.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -107,12 +130,21 @@ class Recorder:
             signals.backoff.disconnect(self._on_backoff, sender=self.limiter)
 
     def _on_backoff(self, sender: object, **fields: Any) -> None:
-        with self._lock:
-            self.backoffs.append((self.now(), fields["integration"], bool(fields["decreased"])))
+        self.record_backoff(fields["integration"], bool(fields["decreased"]))
 
     def _on_requeue(self, sender: object, **fields: Any) -> None:
+        self.record_requeue(fields["integration"])
+
+    def record_backoff(self, integration: str, decreased: bool, at: float | None = None) -> None:
+        """A backoff at monotonic time ``at`` (default: now), decreasing the rate or not."""
+        t = self.now() if at is None else at - self.start
         with self._lock:
-            self.requeues[fields["integration"]] += 1
+            self.backoffs.append((t, integration, decreased))
+
+    def record_requeue(self, integration: str) -> None:
+        """A task went back to the broker."""
+        with self._lock:
+            self.requeues[integration] += 1
 
     def _on_success(self, sender: Any = None, **_: Any) -> None:
         if getattr(sender, "name", None) in self.task_names:
@@ -122,11 +154,15 @@ class Recorder:
         if getattr(sender, "name", None) in self.task_names:
             self.task_done(sender.integration, task_id, ok=False)
 
-    def task_done(self, integration: str, task_id: str, *, ok: bool) -> None:
-        """A task ended for good: succeeded (``ok``) or failed."""
+    def task_done(
+        self, integration: str, task_id: str, *, ok: bool, at: float | None = None
+    ) -> None:
+        """A task ended for good at monotonic time ``at`` (default: now): succeeded
+        (``ok``) or failed."""
+        t = self.now() if at is None else at - self.start
         with self._lock:
             (self.succeeded if ok else self.failed).add(task_id)
-            self.last_done[integration] = self.now()
+            self.last_done[integration] = max(t, self.last_done.get(integration, 0.0))
 
     def sample(self) -> None:
         """Record each integration's current rate."""
