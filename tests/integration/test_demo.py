@@ -53,12 +53,13 @@ def test_demo_on_dramatiq_runs_every_task_once() -> None:
     assert "lost 0 · duplicates 0 · failed 0" in output
 
 
-def test_demo_keeps_limiter_state_in_redis_and_deletes_it(
+def test_demo_runs_a_fleet_on_redis_and_deletes_its_keys(
     redis_url: str, key_prefix: str, redis_client: redis.Redis
 ) -> None:
-    summary, _ = _run(redis_url=redis_url, redis_prefix=key_prefix)
-    _assert_every_task_ran_once(summary)
+    summary, _ = _run(redis_url=redis_url, redis_prefix=key_prefix, workers=2)
+    _assert_every_task_ran_once(summary)  # on two worker processes, a Redis broker
     assert list(redis_client.scan_iter(match=f"{{{key_prefix}:*")) == []
+    assert list(redis_client.scan_iter(match=f"{key_prefix}*")) == []  # broker keys, events
 
 
 def test_demo_without_matplotlib_fails_before_starting(
