@@ -4,9 +4,9 @@ A framework integration sets these around a task's body; the HTTP clients and th
 emitter read them. Context variables, so threads and asyncio tasks each see their own.
 
 * ``task`` (name and id): added to every signal emitted while the task runs.
-* ``prepaid``: the slot the task acquired before its body ran. The first HTTP call for the
-  same integration and tenant uses it instead of acquiring a second time; a client built
-  without a tenant takes the task's.
+* ``prepaid``: the slot the task acquired before its body ran, and the cost it paid. The
+  first HTTP call for the same integration and tenant uses it instead of acquiring a second
+  time (the cost is that call's estimate); a client built without a tenant takes the task's.
 * ``on_rate_limited``: how the task turns a ``RateLimited`` into a requeue. The HTTP clients
   call it instead of raising, so a task's own ``autoretry_for`` never sees the exception.
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from queue_ratelimit.errors import RateLimited
+from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision
 
 
@@ -39,6 +40,7 @@ class Prepaid:
     integration: str
     tenant: str | None
     decision: Decision
+    cost: Cost = 1.0
     used: bool = field(default=False)
 
 
@@ -55,14 +57,15 @@ def task_tenant(integration: str) -> str | None:
     return slot.tenant if slot is not None and slot.integration == integration else None
 
 
-def take_prepaid(integration: str, tenant: str | None) -> Decision | None:
-    """The task's prepaid slot for this key, once (its wait already slept by the task);
-    None when there is none (left)."""
+def take_prepaid(integration: str, tenant: str | None) -> Prepaid | None:
+    """The task's prepaid slot for this key, once (its wait already slept by the task, so
+    the decision's ``wait`` is 0); None when there is none (left)."""
     slot = prepaid.get()
     if slot is None or slot.used or slot.integration != integration or slot.tenant != tenant:
         return None
     slot.used = True
-    return dataclasses.replace(slot.decision, wait=0.0)  # the task has waited already
+    decision = dataclasses.replace(slot.decision, wait=0.0)  # the task has waited already
+    return dataclasses.replace(slot, decision=decision)
 
 
 def raise_rate_limited(exc: RateLimited) -> NoReturn:

@@ -113,8 +113,8 @@ class _Gate:
         """Acquire; raise ``RateLimited`` when the slot is further than ``max_wait``."""
         tenant = self.tenant_of(request)
         cost = self.estimate(request) if self.estimate else 1.0
-        decision = context.take_prepaid(self.integration, tenant)
-        if decision is None:
+        slot = context.take_prepaid(self.integration, tenant)
+        if slot is None:
             try:
                 decision = self.limiter.acquire(
                     self.integration, tenant, cost, max_wait=self.max_wait, reserve=False
@@ -124,8 +124,8 @@ class _Gate:
                     raise
                 # inside a task: requeue it like a throttled call, to retry once Redis answers
                 context.raise_rate_limited(RateLimited(exc.retry_after, self.integration, tenant))
-        else:
-            cost = 1.0  # what the task paid: the reported usage is then charged in full
+        else:  # what the task paid is this call's estimate
+            decision, cost = slot.decision, slot.cost
         if not decision.granted:
             context.raise_rate_limited(RateLimited(decision.wait, self.integration, tenant))
         return _Call(tenant, cost, decision)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from queue_ratelimit import signals
 from queue_ratelimit.errors import BackendUnavailable, RequeueBudgetExhausted
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision, Reservation
 
 TICKET_HEADER = "queue_ratelimit"
@@ -139,8 +140,10 @@ class TaskGate:
         *,
         max_wait: float | None = None,
         budget: int | None = None,
+        cost: Cost = 1.0,
     ) -> Verdict:
-        """Acquire for a task about to run (redeeming its reservation); never sleeps."""
+        """Acquire ``cost`` for a task about to run (redeeming its reservation); never
+        sleeps."""
         now = self._clock()
         if ticket.not_before is not None and now < ticket.not_before:
             return self._park(integration, tenant, ticket, ticket.not_before - now, "parked")
@@ -149,6 +152,7 @@ class TaskGate:
             decision = self.limiter.acquire(  # no budget left: nothing to reserve a slot for
                 integration,
                 tenant,
+                cost,
                 max_wait=max_wait,
                 reservation=ticket.reservation,
                 reserve=not last_chance,

@@ -50,6 +50,7 @@ from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.errors import BackendError, ConfigError, RateLimited
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.plans import Cost
 from queue_ratelimit.registry import load_configs
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Run, TaskGate, Ticket
 
@@ -133,6 +134,11 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         requeue_budget: requeues allowed before ``RequeueBudgetExhausted`` (default: the
             integration's ``requeue_budget``).
         max_wait: the longest wait slept in the worker (default: the integration's).
+
+    Override ``tenant(*args, **kwargs)`` for a limit per tenant, and ``cost(*args,
+    **kwargs)`` (or set ``cost`` to a number or a ``{limit: units}`` mapping) when a task
+    spends more than one request, e.g. ``{"tokens": estimate}`` on OpenAI; both may also be
+    given to the decorator as plain functions of the task's arguments.
     """
 
     integration: str | None = None
@@ -141,46 +147,61 @@ class RateLimitedTask(Task):  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        tenant = cls.__dict__.get("tenant")
-        if inspect.isfunction(tenant) and not _takes_self(tenant):
-            # @app.task(base=RateLimitedTask, tenant=lambda ws, page: ws): a plain function
-            cls.tenant = staticmethod(tenant)  # type: ignore[method-assign]
+        for name in ("tenant", "cost"):
+            given = cls.__dict__.get(name)
+            if inspect.isfunction(given) and not _takes_self(given):
+                # @app.task(base=RateLimitedTask, tenant=lambda ws, page: ws): a plain function
+                setattr(cls, name, staticmethod(given))
 
     def tenant(self, *args: Any, **kwargs: Any) -> str | None:
         """The tenant key for these arguments (override it); None: one limit for all."""
         return None
+
+    def cost(self, *args: Any, **kwargs: Any) -> Cost:
+        """What a run with these arguments spends (override it): a number of requests, or
+        ``{limit: units}`` (``requests`` then defaults to 1)."""
+        return 1.0
+
+    def _cost(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Cost:
+        given: Any = self.cost
+        return given(*args, **kwargs) if callable(given) else given  # type: ignore[no-any-return]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly or self.request.is_eager:
             return super().__call__(*args, **kwargs)
         integration = self._integration()
         tenant = self.tenant(*args, **kwargs)
+        cost = self._cost(args, kwargs)
         gate = gate_for(self.app)
         ticket = Ticket.loads(_header(self.request))
         info = context.TaskInfo(self.name, self.request.id)
         with context.running(info):
             verdict = gate.before(
-                integration, tenant, ticket, max_wait=self.max_wait, budget=self.requeue_budget
+                integration,
+                tenant,
+                ticket,
+                max_wait=self.max_wait,
+                budget=self.requeue_budget,
+                cost=cost,
             )
         if isinstance(verdict, Requeue):
             raise self._requeue(verdict)
-        return self._run(verdict, gate, integration, tenant, ticket, info, args, kwargs)
+        slot = context.Prepaid(integration, tenant, verdict.decision, cost)
+        return self._run(verdict, gate, slot, ticket, info, args, kwargs)
 
     def _run(
         self,
         verdict: Run,
         gate: TaskGate,
-        integration: str,
-        tenant: str | None,
+        slot: context.Prepaid,
         ticket: Ticket,
         info: context.TaskInfo,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        decision = verdict.decision
+        decision, integration, tenant = verdict.decision, slot.integration, slot.tenant
         if decision.wait > 0:
             time.sleep(decision.wait)
-        slot = context.Prepaid(integration, tenant, decision)
         try:
             with context.running(info, slot, _hand_over):
                 return super().__call__(*args, **kwargs)

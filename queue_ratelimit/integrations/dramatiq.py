@@ -11,7 +11,9 @@
 
 Actor options (``requeue_budget`` and ``max_wait`` also per message, via
 ``send_with_options``): ``integration`` (required to be gated), ``tenant`` (a string, or a
-function of the message's arguments), ``requeue_budget``, ``max_wait``.
+function of the message's arguments), ``cost`` (what a run spends: a number of requests,
+``{limit: units}``, or a function of the message's arguments giving one), ``requeue_budget``,
+``max_wait``.
 
 In ``before_process_message`` the message acquires; a short wait is slept, a longer one
 sends it back to the broker (same ``message_id``, delayed by its reserved slot plus jitter,
@@ -43,11 +45,13 @@ from dramatiq.actor import Actor
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
-from dramatiq.worker import ConsumerThread, Worker
+from dramatiq.worker import Worker
 
 from queue_ratelimit import context
-from queue_ratelimit.errors import ConfigError, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.integrations.dramatiq_breaker import BreakerWatch
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, TaskGate, Ticket
 
@@ -58,7 +62,7 @@ log = logging.getLogger(__name__)
 TICKET_OPTION = TICKET_HEADER
 """The message option that carries a requeued message's :class:`~queue_ratelimit.tasks.Ticket`."""
 
-_OPTIONS = frozenset({"integration", "tenant", "requeue_budget", "max_wait"})
+_OPTIONS = frozenset({"integration", "tenant", "cost", "requeue_budget", "max_wait"})
 _UNSET: Any = object()
 
 
@@ -100,7 +104,7 @@ class RateLimitMiddleware(Middleware):
         self.poll = float(poll)
         self._taken: dict[int, str] = {}  # id(message) -> queue, until acked or nacked
         self._lock = threading.Lock()
-        self._watch: _BreakerWatch | None = None
+        self._watch: BreakerWatch | None = None
 
     @property
     def limiter(self) -> Limiter:
@@ -127,6 +131,7 @@ class RateLimitMiddleware(Middleware):
         _current.set(delivery)
         try:
             delivery.tenant = _tenant(actor, message)
+            delivery.cost = _cost(actor, message)
             delivery.ticket = Ticket.loads(message.options.get(TICKET_OPTION))
             delivery.budget = _option(actor, message, "requeue_budget")
             with context.running(delivery.info):
@@ -136,6 +141,7 @@ class RateLimitMiddleware(Middleware):
                     delivery.ticket,
                     max_wait=_option(actor, message, "max_wait"),
                     budget=delivery.budget,
+                    cost=delivery.cost,
                 )
         except Exception as exc:  # the budget, the limiter's backend, a tenant function:
             raise delivery.fail(exc) from exc  # raised on, Dramatiq would run the body unguarded
@@ -170,7 +176,9 @@ class RateLimitMiddleware(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Start pausing the queues whose integration's breaker is open."""
-        self._watch = _BreakerWatch(self, worker)
+        self._watch = BreakerWatch(
+            self.limiter, worker, self.poll, lambda queue: self._idle(worker, queue)
+        )
         self._watch.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
@@ -211,6 +219,7 @@ class _Delivery:
     message: MessageProxy
     integration: str
     tenant: str | None = None
+    cost: Cost = 1.0
     ticket: Ticket = field(default_factory=Ticket)
     budget: int | None = None
     slot: context.Prepaid | None = None
@@ -226,7 +235,7 @@ class _Delivery:
         """Sleep the granted wait, then set the body's context (prepaid slot, backoff hook)."""
         if decision.wait > 0:
             time.sleep(decision.wait)
-        self.slot = context.Prepaid(self.integration, self.tenant, decision)
+        self.slot = context.Prepaid(self.integration, self.tenant, decision, self.cost)
         self.scope.enter_context(context.running(self.info, self.slot, self._hook))
 
     def _hook(self, exc: RateLimited) -> NoReturn:
@@ -328,6 +337,13 @@ def _tenant(actor: Actor[Any, Any], message: MessageProxy) -> str | None:
     return tenant
 
 
+def _cost(actor: Actor[Any, Any], message: MessageProxy) -> Cost:
+    cost = actor.options.get("cost", 1.0)
+    if callable(cost):
+        return cost(*message.args, **message.kwargs)  # type: ignore[no-any-return]
+    return cost  # type: ignore[no-any-return]
+
+
 def _validate(limiter: Limiter, actor: Actor[Any, Any]) -> None:
     options = actor.options
     integration = options.get("integration")
@@ -343,6 +359,12 @@ def _validate(limiter: Limiter, actor: Actor[Any, Any]) -> None:
     tenant = options.get("tenant")
     if tenant is not None and not callable(tenant) and not (isinstance(tenant, str) and tenant):
         raise _InvalidActor(integration, "tenant", tenant, f"{where}: a string or a function")
+    cost = options.get("cost")
+    if cost is not None and not callable(cost):
+        try:
+            limiter.costs(integration, cost)
+        except (InvalidRequest, TypeError) as exc:
+            raise _InvalidActor(integration, "cost", cost, f"{where}: {exc}") from exc
     for name, kinds, what in (
         ("requeue_budget", int, "an int"),
         ("max_wait", int | float, "seconds"),
@@ -352,57 +374,3 @@ def _validate(limiter: Limiter, actor: Actor[Any, Any]) -> None:
             isinstance(value, bool) or not isinstance(value, kinds) or value < 0
         ):
             raise _InvalidActor(integration, name, value, f"{where}: {what} >= 0")
-
-
-class _BreakerWatch(threading.Thread):
-    """Pauses a worker's consumer of each integration queue while its breaker is open.
-
-    Every ``poll`` seconds it reads the breaker of each consumed queue named like an
-    integration. Open (and not yet due for its probe): the queue's consumer thread is paused
-    once no message of the queue is unsettled in this worker (a RabbitMQ consumer closes its
-    channel when it pauses), and the messages stay in the broker. Due for its probe, or
-    closed: the consumer resumes; the first message through is the probe.
-    """
-
-    def __init__(self, middleware: RateLimitMiddleware, worker: Worker) -> None:
-        super().__init__(name="queue_ratelimit-breaker", daemon=True)
-        self.middleware = middleware
-        self.worker = worker
-        self.paused: set[str] = set()
-        self.confirmed: set[str] = set()
-        self._stopped = threading.Event()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join(timeout=5 * self.middleware.poll)
-
-    def run(self) -> None:
-        while not self._stopped.wait(self.middleware.poll):
-            try:
-                self.check()
-            except Exception:  # a Redis outage must not end the watch
-                log.exception("queue_ratelimit: breaker check failed")
-
-    def check(self) -> None:
-        """Pause or resume each integration queue after its breaker."""
-        limiter = self.middleware.limiter
-        for queue, consumer in sorted(self.worker.consumers.copy().items()):
-            if queue not in limiter.configs:
-                continue
-            snap = limiter.snapshot(queue)
-            if snap.breaker != "closed" and snap.breaker_wait > 0:
-                self._hold(queue, consumer)
-            elif queue in self.paused:
-                consumer.resume()
-                self.paused.discard(queue)
-                self.confirmed.discard(queue)
-                log.warning("queue_ratelimit: breaker of %s: queue resumed", queue)
-
-    def _hold(self, queue: str, consumer: ConsumerThread) -> None:
-        if queue not in self.paused:
-            if self.middleware._idle(self.worker, queue):
-                consumer.pause()
-                self.paused.add(queue)
-        elif queue not in self.confirmed and consumer.paused_event.is_set():
-            self.confirmed.add(queue)
-            log.warning("queue_ratelimit: breaker of %s is open: queue paused", queue)

@@ -153,6 +153,7 @@ class RateLimitedWorkerMixin(BaseWorker):
     def _perform_gated(self, job: Job, limits: JobLimits, perform: Callable[[], Any]) -> Any:
         gate, integration = self.gate, limits.integration
         tenant = limits.tenant_for(job.args, job.kwargs)
+        cost = limits.cost_for(job.args, job.kwargs)
         ticket = Ticket.loads(job.meta.get(TICKET_HEADER))
         info = context.TaskInfo(job.func_name or "", job.id)
         try:
@@ -163,11 +164,13 @@ class RateLimitedWorkerMixin(BaseWorker):
                     ticket,
                     max_wait=limits.max_wait,
                     budget=limits.requeue_budget,
+                    cost=cost,
                 )
             if isinstance(verdict, Requeue):
                 return _Requeue(verdict)
             _forget_ticket(job)  # its reservation is redeemed: never present it again
-            return self._run(verdict, limits, tenant, ticket, info, perform)
+            slot = context.Prepaid(integration, tenant, verdict.decision, cost)
+            return self._run(verdict, limits, slot, ticket, info, perform)
         except RequeueBudgetExhausted:
             _forget_ticket(job)  # a job requeued by hand from the failed registry starts afresh
             self._exhausted.add(job.id)
@@ -177,15 +180,15 @@ class RateLimitedWorkerMixin(BaseWorker):
         self,
         verdict: Run,
         limits: JobLimits,
-        tenant: str | None,
+        slot: context.Prepaid,
         ticket: Ticket,
         info: context.TaskInfo,
         perform: Callable[[], Any],
     ) -> Any:
         gate, integration, decision = self.gate, limits.integration, verdict.decision
+        tenant = slot.tenant
         if decision.wait > 0:
             time.sleep(decision.wait)
-        slot = context.Prepaid(integration, tenant, decision)
         try:
             try:
                 with context.running(info, slot, _hand_over):

@@ -17,6 +17,7 @@ from rq.job import Job
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.plans import Cost
 from queue_ratelimit.registry import load_configs
 
 __all__ = ["JobLimits", "limiter_from_env", "limits_of", "rate_limited"]
@@ -44,12 +45,15 @@ class JobLimits:
         requeue_budget: requeues allowed before ``RequeueBudgetExhausted`` (default: the
             integration's ``requeue_budget``).
         max_wait: the longest wait slept in the worker (default: the integration's).
+        cost: what a run spends: a number of requests, ``{limit: units}``, or a function of
+            the job's arguments giving one (the limiter checks it when the job runs).
     """
 
     integration: str
     tenant: Tenant = None
     requeue_budget: int | None = None
     max_wait: float | None = None
+    cost: Cost | Callable[..., Cost] = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.integration, str) or not self.integration:
@@ -67,12 +71,17 @@ class JobLimits:
         """The tenant key of a job with these arguments."""
         return self.tenant(*args, **kwargs) if callable(self.tenant) else self.tenant
 
+    def cost_for(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Cost:
+        """What a job with these arguments spends."""
+        return self.cost(*args, **kwargs) if callable(self.cost) else self.cost
+
 
 def rate_limited(
     integration: str,
     tenant: Tenant = None,
     requeue_budget: int | None = None,
     max_wait: float | None = None,
+    cost: Cost | Callable[..., Cost] = 1.0,
 ) -> Callable[[F], F]:
     """Mark a job function as calling ``integration``; a ``RateLimitedWorker`` paces it.
 
@@ -82,7 +91,7 @@ def rate_limited(
     Raises:
         ConfigError: an argument is invalid (at decoration time).
     """
-    limits = JobLimits(integration, tenant, requeue_budget, max_wait)
+    limits = JobLimits(integration, tenant, requeue_budget, max_wait, cost)
 
     def mark(func: F) -> F:
         setattr(func, _MARK, limits)

@@ -127,3 +127,30 @@ def test_a_body_catching_exception_cannot_swallow_a_requeue(redis_url: str) -> N
         )
         done = next(r for r in rig.results(ids) if r.state == "SUCCESS")
         assert done.get(timeout=5) == "ok"  # and the other was requeued, not "swallowed"
+
+
+def test_a_tasks_cost_is_a_method_a_value_or_a_function_of_its_arguments() -> None:
+    from celery import Celery
+
+    from queue_ratelimit.integrations.celery import RateLimitedTask
+
+    app = Celery("costs")
+
+    @app.task(base=RateLimitedTask, integration="openai", cost=lambda p: {"tokens": len(p)})
+    def summarise(prompt: str) -> str:
+        return prompt
+
+    @app.task(base=RateLimitedTask, integration="openai", cost={"tokens": 7.0})
+    def fixed(prompt: str) -> str:
+        return prompt
+
+    class Embed(RateLimitedTask):
+        integration = "openai"
+
+        def cost(self, n: int) -> dict[str, float]:
+            return {"tokens": 2.0 * n}
+
+    assert summarise._cost(("abcd",), {}) == {"tokens": 4}
+    assert fixed._cost(("x",), {}) == {"tokens": 7.0}
+    assert Embed()._cost((5,), {}) == {"tokens": 10.0}
+    assert RateLimitedTask()._cost((), {}) == 1.0  # one request by default

@@ -13,6 +13,7 @@ from dramatiq.results import ResultFailure
 from queue_ratelimit import BackendError, ConfigError, Limiter, MemoryBackend, signals
 from queue_ratelimit.errors import RequeueBudgetExhausted
 from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware, rate_limited
+from tests.conftest import FakeClock
 from tests.integration.dramatiq_harness import dapp, dramatiq_rig
 from tests.support import SVC, wait_until
 
@@ -177,6 +178,24 @@ def test_an_unreachable_backend_failing_closed_requeues_the_message(stub: StubBr
     assert reasons[0] == "backend_unavailable"
     assert ran == []
     assert stub.dead_letters == []
+
+
+def test_an_actors_cost_is_charged_per_message_and_checked_when_declared(
+    stub: StubBroker, clock: FakeClock
+) -> None:
+    config = SVC.replace(burst_size=5.0, max_wait=5.0)
+    limiter = Limiter(MemoryBackend(clock=clock), {"svc": config})  # time stands still
+    stub.add_middleware(RateLimitMiddleware(limiter))
+    ran: list[int] = []
+    work = dramatiq.actor(
+        broker=stub, queue_name="svc", integration="svc", cost=lambda n: float(n)
+    )(ran.append)
+    work.send(4)
+    _run(stub, "svc")
+    assert ran == [4]
+    assert limiter.snapshot("svc").limit().tokens == 5.0 - 4.0  # the message paid 4
+    with pytest.raises(ConfigError, match="cost"):
+        dramatiq.actor(broker=stub, integration="svc", cost=6.0)(print)  # above the burst
 
 
 def test_a_per_message_budget_overrides_the_actors(stub: StubBroker) -> None:

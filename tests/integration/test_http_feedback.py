@@ -211,6 +211,30 @@ def test_inside_a_task_the_usage_is_charged_in_full(clock: FakeClock) -> None:
     assert limiter.snapshot("llm").limit("tokens").tokens == 1000 - 1100
 
 
+def test_a_tasks_declared_cost_is_paid_before_the_body_and_corrected_by_the_usage(
+    clock: FakeClock,
+) -> None:
+    from queue_ratelimit import context
+    from queue_ratelimit.tasks import Run, TaskGate, Ticket
+
+    limiter = Limiter(MemoryBackend(clock=clock), {"llm": LLM})
+    gate = TaskGate(limiter, clock=clock)
+    cost = {"tokens": 900.0}  # what the task says a run spends
+    verdict = gate.before("llm", None, Ticket(), cost=cost)
+    assert isinstance(verdict, Run)
+    assert limiter.snapshot("llm").limit("tokens").tokens == 1000 - 900  # paid up front
+    slot = context.Prepaid("llm", None, verdict.decision, cost)
+    with HiddenLimitUpstream(limit=100) as upstream:
+        session = _session(
+            limiter,
+            upstream.url,
+            usage=lambda r: {"tokens": float(r.json()["usage"]["total_tokens"])},
+        )
+        with context.running(context.TaskInfo("t", "id"), slot):
+            session.get(f"{upstream.url}/llm/1?tokens=1100").raise_for_status()
+    assert limiter.snapshot("llm").limit("tokens").tokens == 1000 - 1100  # 200 more charged
+
+
 def test_a_call_ended_by_the_callers_own_exception_gives_its_lease_back(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
