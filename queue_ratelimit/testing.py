@@ -32,6 +32,7 @@ import argparse
 import collections
 import json
 import math
+import random
 import signal
 import threading
 import time
@@ -97,6 +98,8 @@ class HiddenLimitUpstream:
         )
         self._fixed: dict[str, tuple[float, int]] = {}
         self._fault: int | None = None
+        self._storm: tuple[float, str] | None = None
+        self._dice = random.Random(0)  # a storm hits the same calls run after run
         self.served: collections.Counter[str] = collections.Counter()
         self.status_counts: collections.Counter[int] = collections.Counter()
         self._server: _Server | None = None
@@ -155,6 +158,14 @@ class HiddenLimitUpstream:
         with self._lock:
             self._fault = status
 
+    def storm(self, fraction: float | None, retry_after: float = 0.0) -> None:
+        """Answer 429 (with ``Retry-After: retry_after``) to a random ``fraction`` of the
+        calls the limit would let through, until called with ``None``."""
+        if fraction is not None and not 0 <= fraction <= 1:
+            raise ValueError("fraction must lie in [0, 1]")
+        with self._lock:
+            self._storm = None if fraction is None else (fraction, f"{retry_after:g}")
+
     def count(self, status: int) -> int:
         """How many answers had ``status``."""
         with self._lock:
@@ -198,6 +209,8 @@ class HiddenLimitUpstream:
     def _decide(self, bucket: str, now: float) -> tuple[int, dict[str, str]]:
         if self._fault is not None:
             return self._fault, {}
+        if self._storm is not None and self._dice.random() < self._storm[0]:
+            return 429, {"Retry-After": self._storm[1]}
         if self.headers in ("x-ratelimit", "github", "ietf"):
             return self._decide_fixed(bucket, now)
         recent = self._recent[bucket]
