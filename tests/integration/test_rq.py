@@ -135,6 +135,7 @@ def test_consecutive_5xx_pause_the_queue_until_a_probe_succeeds(kind: str, redis
         ("QUEUE_RATELIMIT_REDIS_URL", "http://127.0.0.1:6379"),
         (f"QUEUE_RATELIMIT__{jobs.NOTION.upper()}__DECREASE_FACTOR", "1.5"),
     ],
+    ids=["poll", "redis-url", "decrease-factor"],  # stable across test processes
 )
 def test_an_invalid_setting_stops_the_worker_at_start(
     variable: str, value: str, redis_url: str
