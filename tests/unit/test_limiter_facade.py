@@ -83,6 +83,7 @@ HOSTILE_TENANTS = [
 ]
 
 
+@pytest.mark.faults
 def test_hostile_tenants_get_distinct_keys_in_one_hash_tag(redis_url: str, key_prefix: str) -> None:
     backend = RedisBackend(redis_url, prefix=key_prefix)
     keys = {backend.keys_for("svc", t)[0] for t in [*HOSTILE_TENANTS, None]}
@@ -96,6 +97,7 @@ def test_hostile_tenants_get_distinct_keys_in_one_hash_tag(redis_url: str, key_p
     assert cooling == ["a:b"]
 
 
+@pytest.mark.faults
 def test_two_prefixes_on_one_redis_do_not_share_state(redis_url: str, key_prefix: str) -> None:
     one = Limiter(RedisBackend(redis_url, prefix=key_prefix + "-one"), {"svc": SVC})
     two = Limiter(RedisBackend(redis_url, prefix=key_prefix + "-two"), {"svc": SVC})
