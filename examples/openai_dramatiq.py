@@ -1,17 +1,13 @@
 """OpenAI with Dramatiq: two limits, requests and tokens per minute, granted together.
 
 OpenAI limits each key per model in requests (RPM) and tokens (TPM). The built-in
-``openai`` config has its ``requests`` limit plus a ``tokens`` ``LimitConfig``. Each
-message is gated on ``requests`` by ``RateLimitMiddleware`` before its body runs; the body
-then pays the call's estimated tokens (``limiter.acquire(cost={"requests": 0, "tokens":
-estimate})``), waits for them or goes back to the broker until they refill, makes the
-call, and reports the answer with the tokens it really used
-(``report_response(estimated=..., actual=...)``): the difference is refunded or charged,
-and a 429 requeues the message after its ``Retry-After``.
-
-Outside a task, ``RateLimitedAdapter(limiter, "openai", estimate=..., usage=...)`` does all
-of this by itself (docs/http.md). Inside one, the call takes the slot the message already
-paid, which covers one request but no tokens, hence the explicit steps here.
+``openai`` config has its ``requests`` limit plus a ``tokens`` ``LimitConfig``. The actor's
+``cost`` option estimates what a message spends (one request and the prompt's tokens plus
+the longest answer allowed); ``RateLimitMiddleware`` acquires both before the body runs, or
+sends the message back to the broker until they refill. The body's call goes through
+``RateLimitedAdapter`` with a ``usage`` function: the tokens the answer says it used
+correct the estimate (the difference is refunded or charged), and a 429 requeues the
+message after its ``Retry-After``.
 
 Real API: ``OPENAI_API_KEY=sk-... python examples/openai_dramatiq.py`` asks
 ``OPENAI_MODEL`` (default gpt-4o-mini) for 20 short summaries at the built-in limits.
@@ -24,7 +20,6 @@ the local ``tokens`` limit is small enough that tokens, not requests, pace the r
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import dramatiq
@@ -35,7 +30,8 @@ from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend
 
 from queue_ratelimit import Limiter, MemoryBackend
-from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware, rate_limited
+from queue_ratelimit.http import RateLimitedAdapter
+from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
 
 CHAT_URL = "https://api.openai.com/v1/chat/completions"
 MAX_COMPLETION_TOKENS = 200
@@ -53,41 +49,18 @@ def estimate_tokens(prompt: str) -> float:
     return len(prompt) / 4 + MAX_COMPLETION_TOKENS
 
 
-def complete(limiter: Limiter, session: requests.Session, prompt: str, url: str) -> int:
-    """One chat completion paid in requests and tokens; the tokens it used.
+def tokens_used(answer: requests.Response) -> dict[str, float] | None:
+    """What the answer says the call spent (read from successful answers only)."""
+    used = answer.json().get("usage", {}).get("total_tokens")
+    return {"tokens": float(used)} if used is not None else None
 
-    Must run inside a gated message: a token shortage or a 429 raises the requeue.
-    """
-    estimate = estimate_tokens(prompt)
-    tokens = limiter.acquire("openai", cost={"requests": 0, "tokens": estimate}, reserve=False)
-    if not tokens.granted:
-        raise rate_limited(tokens.wait, report=False)  # no slowdown: only waiting to refill
-    time.sleep(tokens.wait)
-    body = {
+
+def chat_body(prompt: str) -> dict[str, Any]:
+    return {
         "model": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": MAX_COMPLETION_TOKENS,
     }
-    try:
-        answer = session.post(url, json=body, timeout=60)
-    except requests.RequestException:
-        limiter.report_response("openai", None, None, decision=tokens)  # toward the breaker
-        raise
-    used = answer.json().get("usage", {}).get("total_tokens") if answer.ok else None
-    outcome = limiter.report_response(
-        "openai",
-        None,
-        answer.status_code,
-        answer.headers,
-        answer.content,
-        decision=tokens,
-        estimated={"tokens": estimate},
-        actual={"tokens": used} if used is not None else None,
-    )
-    if outcome.kind == "backoff":
-        raise rate_limited(outcome.retry_after, report=False)  # reported just above
-    answer.raise_for_status()
-    return int(used or 0)
 
 
 def make_broker(limiter: Limiter, session: requests.Session) -> tuple[StubBroker, Any]:
@@ -97,9 +70,14 @@ def make_broker(limiter: Limiter, session: requests.Session) -> tuple[StubBroker
     broker.add_middleware(Results(backend=StubBackend()))
     dramatiq.set_broker(broker)
 
-    @dramatiq.actor(queue_name="openai", integration="openai", store_results=True)
+    @dramatiq.actor(
+        queue_name="openai",
+        integration="openai",
+        store_results=True,
+        cost=lambda doc, prompt, url: {"tokens": estimate_tokens(prompt)},  # paid up front
+    )
     def summarise(doc: str, prompt: str, url: str) -> str:
-        complete(limiter, session, prompt, url)
+        session.post(url, json=chat_body(prompt), timeout=60).raise_for_status()
         return doc
 
     return broker, summarise
@@ -124,6 +102,8 @@ def main() -> int:
         limiter = Limiter(MemoryBackend(), configs_for(api, "openai", LOCAL))
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {api.token}"
+        adapter = RateLimitedAdapter(limiter, "openai", usage=tokens_used)
+        session.mount(api.prefix("https://api.openai.com/"), adapter)
         broker, summarise = make_broker(limiter, session)
         work = documents(api)
         with Tally("openai") as tally, dramatiq_worker(broker):
