@@ -108,3 +108,39 @@ def test_two_prefixes_on_one_redis_do_not_share_state(redis_url: str, key_prefix
     finally:
         one.reset("svc")
         two.reset("svc")
+
+
+def test_large_credits_and_reservation_marks_survive_the_reply(
+    redis_url: str, key_prefix: str, clock: FakeClock
+) -> None:
+    config = SVC.replace(rate_limit_per_sec=1e6, burst_size=1e6, min_rate=1.0, max_rate=1e6)
+    limiter = Limiter(RedisBackend(redis_url, prefix=key_prefix, clock=clock), {"svc": config})
+    for _ in range(150):  # each round refills a whole burst: credit passes 1e8 units
+        assert limiter.acquire("svc", cost=1e6, max_wait=1.0).granted
+        clock.advance(1.0)
+    limiter.acquire("svc", cost=1e6, max_wait=1.0)
+    held = limiter.acquire("svc", cost=1e6, max_wait=0.0)  # one more burst: reserved
+    assert held.reservation is not None and held.reservation.due[0] > 1e8
+    clock.advance(held.wait)
+    assert limiter.acquire("svc", reservation=held.reservation).reason == "redeemed"
+
+
+def test_state_written_in_the_previous_layout_keeps_its_rate_and_debt(
+    redis_url: str, key_prefix: str, clock: FakeClock
+) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix, clock=clock)
+    state_key = backend.keys_for("svc", None)[0]
+    # {epoch, cooldown_until, seq, then per limit 7 fields and no credits}: what the
+    # script wrote before credits existed (rate 15/s, 3 tokens owed, written now)
+    backend.client.eval(
+        "redis.call('SET', KEYS[1], cmsgpack.pack({7, 0, 4, 'requests', 15.0, -3.0,"
+        " tonumber(ARGV[1]), 0, 0, 0}))",
+        1,
+        state_key,
+        repr(clock.now),
+    )
+    limiter = Limiter(backend, {"svc": SVC})
+    snap = limiter.snapshot("svc")
+    assert (snap.epoch, snap.limit().rate, snap.limit().tokens) == (7, 15.0, -3.0)
+    decision = limiter.acquire("svc", max_wait=5.0)
+    assert decision.granted and decision.wait == pytest.approx(4.0 / 15.0, abs=1e-6)

@@ -3,8 +3,11 @@
 -- docstrings); tests/unit/test_lua_matches_policy.py checks that both give the same answers.
 --
 -- KEYS[1] state: a msgpack array {epoch, cooldown_until, seq, then per limit
---         name, rate, tokens, ts, quota_left, quota_until, quota_rate, credit}
---         (quota_until 0 = none; credit: units refilled so far, a reservation's clock)
+--         name, rate, tokens, ts, quota_left, quota_until, quota_rate (quota_until 0 =
+--         none), then "~credit" and per limit, in the same order, its credit (units
+--         refilled so far: a reservation's clock)}. Credits trail the 7-field groups so a
+--         script of the previous layout still reads this state, and this one reads its
+--         state (credits then start at 0; reservations keep their promised slots).
 -- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ...
@@ -34,7 +37,7 @@
 
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local function micro(x) return math.floor(x * 1000000 + 0.5) end
-local STRIDE = 8  -- state fields per limit
+local STRIDE = 7  -- state fields per limit, before the credits
 
 local function opt(w) if w then return tonumber(w) end return nil end
 
@@ -109,14 +112,18 @@ local epoch, cool, seq = math.floor(now * 1000000), 0, 0
 if exists then
   local st = cmsgpack.unpack(blob)
   epoch, cool, seq = st[1], st[2], st[3]
-  if (#st - 3) % STRIDE == 0 then  -- else an older layout: its buckets start afresh
-    for j = 4, #st, STRIDE do saved[st[j]] = j end
+  local j = 4
+  while j <= #st and st[j] ~= '~credit' do
+    saved[st[j]] = j
+    j = j + STRIDE
   end
+  local credits = j  -- st[credits + g] is the credit of the g-th group, when present
   for _, lim in ipairs(limits) do
-    local j = saved[lim.name]
-    if j then
-      lim.r, lim.t, lim.s, lim.c = st[j + 1], st[j + 2], st[j + 3], st[j + 7]
-      if st[j + 5] ~= 0 then lim.q, lim.qu, lim.qc = st[j + 4], st[j + 5], st[j + 6] end
+    local k = saved[lim.name]
+    if k then
+      lim.r, lim.t, lim.s = st[k + 1], st[k + 2], st[k + 3]
+      if st[k + 5] ~= 0 then lim.q, lim.qu, lim.qc = st[k + 4], st[k + 5], st[k + 6] end
+      lim.c = tonumber(st[credits + (k - 4) / STRIDE + 1]) or 0
     end
   end
 end
@@ -162,17 +169,19 @@ local function save()
     st[#st + 1] = lim.q or 0
     st[#st + 1] = lim.qu
     st[#st + 1] = lim.qc
-    st[#st + 1] = lim.c
   end
+  st[#st + 1] = '~credit'
+  for _, lim in ipairs(limits) do st[#st + 1] = lim.c end
   redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', math.ceil((busy + idle_ttl) * 1000))
 end
 
 local function answer(granted, wait, reason, slot, lease, recheck, dues)
   local out = string.format('%d %d %s %d %d %d %s %d', granted, micro(wait), reason, epoch,
                             slot, micro(now), lease, seq)
-  if recheck == nil then out = out .. ' -' else out = out .. ' ' .. micro(recheck) end
+  -- %d: a number's own text may be exponent notation (1e+14) once credits grow large
+  if recheck == nil then out = out .. ' -' else out = out .. string.format(' %d', micro(recheck)) end
   if slot ~= 0 and dues then
-    for _, d in ipairs(dues) do out = out .. ' ' .. micro(d) end
+    for _, d in ipairs(dues) do out = out .. string.format(' %d', micro(d)) end
   end
   return out
 end
