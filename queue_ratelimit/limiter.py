@@ -183,6 +183,7 @@ class Limiter:
             lambda backend, plan: backend.report_success(
                 integration, tenant, plan, lease_id=lease, feedback=feedback
             ),
+            lease,
         )
         self._rate_moved(integration, tenant, result)
         self._breaker_moved(integration, tenant, result)
@@ -219,6 +220,7 @@ class Limiter:
                 epoch=epoch,
                 retry_after=retry_after,
             ),
+            lease,
         )
         signals.emit(
             signals.backoff,
@@ -249,6 +251,7 @@ class Limiter:
             lambda backend, plan: backend.report_failure(
                 integration, tenant, plan, lease_id=lease, feedback=feedback
             ),
+            lease,
         )
         self._breaker_moved(integration, tenant, result)
         return result
@@ -336,7 +339,7 @@ class Limiter:
 
     def release(self, integration: str, tenant: str | None, lease: str) -> bool:
         """Give a concurrency lease back without reporting an outcome (while the backend
-        is down and the integration fails closed, the lease simply expires)."""
+        is down, once it answers again)."""
         prepared = self._resolve(integration, tenant)
         return self._guard.call(
             prepared.config,
@@ -344,6 +347,7 @@ class Limiter:
             tenant,
             lambda backend, _plan: backend.release(integration, tenant, lease),
             closed=lambda _error: False,
+            lease=lease,
         )
 
     def snapshot(self, integration: str, tenant: str | None = None) -> Snapshot:
@@ -360,6 +364,7 @@ class Limiter:
         integration: str,
         tenant: str | None,
         op: Callable[[Backend, Plan], ReportResult],
+        lease: str | None,
     ) -> ReportResult:
         """Apply a report; while the backend is down and the integration fails closed, the
         report is dropped (the call was made; its answer still reaches the caller)."""
@@ -371,6 +376,7 @@ class Limiter:
             tenant,
             op,
             closed=lambda _error: ReportResult(0, False, rate, rate, 0.0),
+            lease=lease,
         )
 
     def _breaker_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:

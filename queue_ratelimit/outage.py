@@ -11,13 +11,15 @@ Each integration chooses with ``on_backend_error``:
   of the configured rates, so a fleet of that many processes stays near the limit.
 
 The first failure marks the backend down for ``probe_interval`` seconds: calls in that time
-do not touch Redis at all (no connection storm, no crash loop); the first call after it
-probes. When a probe succeeds, decisions are shared again and the local state is dropped.
-One ``backend_unavailable`` and one ``backend_recovered`` signal per integration per outage.
+do not touch Redis at all (no connection storm, no crash loop); after it, one caller per
+interval probes. When a probe succeeds, decisions are shared again, the local state is
+dropped, and the concurrency leases given back meanwhile are released in Redis. One
+``backend_unavailable`` and one ``backend_recovered`` signal per integration per outage.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -79,6 +81,9 @@ class OutageGuard:
         self._next_probe = 0.0
         self._announced: set[str] = set()
         self._cause: BaseException | None = None  # what the last failure was
+        self._owed: collections.deque[tuple[str, str | None, str]] = collections.deque(
+            maxlen=10_000
+        )  # leases given back while the shared backend was down
         self._plans: dict[tuple[int, int], Plan] = {}
 
     @property
@@ -94,22 +99,27 @@ class OutageGuard:
         op: Callable[[Backend, Plan], T],
         *,
         closed: Callable[[BackendUnavailable], T] | None = None,
+        lease: str | None = None,
     ) -> T:
         """Run ``op`` on the shared backend, or on the fallback while it is down.
 
         When the integration fails closed, ``closed`` supplies the answer (reports pass a
-        neutral result); without it, :class:`BackendUnavailable` is raised.
+        neutral result); without it, :class:`BackendUnavailable` is raised. A ``lease``
+        the op gives back while the shared backend is down is given back to it once it
+        answers again (else it would hold a concurrency slot until its TTL).
         """
-        if self._down_since is None or self._clock() >= self._next_probe:
+        started = self._route()
+        if started is not None:
             try:
                 result = op(self.primary, plan)
             except BackendError as exc:
                 self._failed(config, tenant, exc)
             else:
-                if self._down_since is not None:
-                    self._recovered(config, tenant)
+                self._answered(config, tenant, started)
                 return result
-        self._announce(config, tenant, None)
+        self._announce(config, tenant)
+        if lease is not None:
+            self._owed.append((config.name, tenant, lease))
         if config.on_backend_error == "open":
             return op(self.local, self._local_plan(plan, config.fallback_processes))
         error = BackendUnavailable(
@@ -119,6 +129,18 @@ class OutageGuard:
         if closed is None:
             raise error from self._cause
         return closed(error)
+
+    def _route(self) -> float | None:
+        """When to try the shared backend: the time the attempt starts, or None (use the
+        fallback). While it is down, one caller per ``probe_interval`` probes it."""
+        now = self._clock()
+        with self._lock:
+            if self._down_since is None:
+                return now
+            if now >= self._next_probe:
+                self._next_probe = now + self.probe_interval  # this caller is the probe
+                return now
+        return None
 
     def _local_plan(self, plan: Plan, processes: int) -> Plan:
         key = (id(plan), processes)
@@ -134,11 +156,9 @@ class OutageGuard:
                 self._down_since = now
             self._cause = exc.__cause__ or exc
             self._next_probe = now + self.probe_interval
-        self._announce(config, tenant, exc)
+        self._announce(config, tenant)
 
-    def _announce(
-        self, config: IntegrationConfig, tenant: str | None, exc: BackendError | None
-    ) -> None:
+    def _announce(self, config: IntegrationConfig, tenant: str | None) -> None:
         with self._lock:
             if config.name in self._announced:
                 return
@@ -154,12 +174,25 @@ class OutageGuard:
             error=error,
         )
 
-    def _recovered(self, config: IntegrationConfig, tenant: str | None) -> None:
+    def _answered(self, config: IntegrationConfig, tenant: str | None, started: float) -> None:
+        """The shared backend answered a call that started at ``started``: if it was down
+        before that call began, it is back (a call in flight since before the outage
+        proves nothing)."""
         with self._lock:
-            since, self._down_since = self._down_since, None
+            since = self._down_since
+            if since is None or started < since:
+                return
+            self._down_since = None
             announced, self._announced = self._announced, set()
+            owed = list(self._owed)
+            self._owed.clear()
             self.local = MemoryBackend()  # the shared state is the truth again
-        down_for = self._clock() - since if since is not None else 0.0
+        for integration, lease_tenant, lease in owed:
+            try:
+                self.primary.release(integration, lease_tenant, lease)
+            except BackendError:
+                break  # down again: the leases expire by their TTL
+        down_for = self._clock() - since
         for name in sorted(announced):
             signals.emit(
                 signals.backend_recovered,

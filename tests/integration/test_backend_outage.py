@@ -14,13 +14,15 @@ import pytest
 import redis
 
 from queue_ratelimit import signals
+from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import IntegrationConfig
-from queue_ratelimit.errors import BackendUnavailable
+from queue_ratelimit.errors import BackendError, BackendUnavailable
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.outage import local_plan
+from queue_ratelimit.outage import OutageGuard, local_plan
 from queue_ratelimit.plans import plan_for
 from queue_ratelimit.tasks import Requeue, TaskGate, Ticket
+from tests.conftest import FakeClock
 from tests.integration.celery_harness import capp, celery_rig, wait_all
 from tests.support import SVC, RedisProcess, free_port, wait_until
 
@@ -149,3 +151,70 @@ def test_celery_tasks_survive_redis_down_at_start_and_restarted_mid_run(
         assert b"recovered" in seen
         if mode == "closed":
             assert b"backend_unavailable" in seen  # requeued, not failed
+
+
+class _Flaky(MemoryBackend):
+    """A real memory backend whose calls fail (as Redis's would) while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.calls = 0
+
+    def count(self, integration: str, event: str) -> None:
+        self.calls += 1
+        if self.down:
+            raise BackendError("redis count failed: Connection refused")
+        super().count(integration, event)
+
+
+def test_one_caller_per_interval_probes_and_a_call_from_before_the_outage_proves_nothing(
+    clock: FakeClock, outages: list[tuple[str, dict[str, Any]]]
+) -> None:
+    flaky = _Flaky()
+    guard = OutageGuard(flaky, probe_interval=1.0, clock=clock)
+    config = SVC.replace(on_backend_error="closed")
+    plan = plan_for(config)
+
+    def count(backend: Any, _plan: Any) -> None:
+        backend.count("svc", "requeues")
+
+    def slow_success(backend: Any, _plan: Any) -> None:  # the outage begins while it runs
+        clock.advance(0.05)
+        flaky.down = True
+        guard.call(config, plan, None, count, closed=lambda _e: None)  # fails meanwhile
+        clock.advance(0.05)
+
+    guard.call(config, plan, None, slow_success)  # answered, but it started before
+    assert guard.down and [kind for kind, _ in outages] == ["down"]
+    before = flaky.calls
+    guard.call(config, plan, None, count, closed=lambda _e: None)
+    assert flaky.calls == before  # within the interval: Redis is left alone
+    clock.advance(1.0)
+    for _ in range(3):
+        guard.call(config, plan, None, count, closed=lambda _e: None)
+    assert flaky.calls == before + 1  # one probe, not three
+    flaky.down = False
+    clock.advance(1.0)
+    guard.call(config, plan, None, count)
+    assert not guard.down and [kind for kind, _ in outages] == ["down", "up"]
+
+
+def test_a_lease_given_back_during_an_outage_is_released_when_redis_returns(
+    private_redis: RedisProcess,
+) -> None:
+    server = private_redis.start()
+    config = SVC.replace(max_concurrent=1, lease_ttl=300.0, max_wait=5.0)
+    limiter = Limiter(
+        RedisBackend(server.url, prefix="qrl-lease"), {"svc": config}, probe_interval=0.05
+    )
+    held = limiter.acquire("svc")
+    assert held.granted and held.lease is not None
+    server.stop()
+    limiter.on_success("svc", lease=held.lease)  # dropped for now, not forgotten
+    server.start()  # every key lost, as after a restart: rebuild the lease by hand
+    backend = RedisBackend(server.url, prefix="qrl-lease")
+    leases_key = backend.keys_for("svc", None)[1]
+    backend.client.zadd(leases_key, {held.lease: 4_000_000_000})
+    wait_until(lambda: _acquired(limiter), timeout=10)
+    assert backend.client.zscore(leases_key, held.lease) is None  # released on recovery
