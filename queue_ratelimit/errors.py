@@ -69,15 +69,23 @@ class RateLimited(QueueRateLimitError):
         retry_after: seconds from now until a retry may succeed.
         integration: the integration that is throttled.
         tenant: the tenant key, when the limit is per tenant.
+        reason: ``"backoff"`` (the upstream or the limiter said wait), or
+            ``"backend_unavailable"`` (the limiter's Redis did not answer; a task requeued
+            for it spends none of its requeue budget).
     """
 
     def __init__(
-        self, retry_after: float = 0.0, integration: str = "", tenant: str | None = None
+        self,
+        retry_after: float = 0.0,
+        integration: str = "",
+        tenant: str | None = None,
+        reason: str = "backoff",
     ) -> None:
-        super().__init__(retry_after, integration, tenant)  # args rebuild it (result backends)
+        super().__init__(retry_after, integration, tenant, reason)  # args rebuild it (pickle)
         self.retry_after = retry_after
         self.integration = integration
         self.tenant = tenant
+        self.reason = reason
 
     def __str__(self) -> str:
         target = f"{self.integration}:{self.tenant}" if self.tenant else self.integration

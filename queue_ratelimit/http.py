@@ -123,7 +123,9 @@ class _Gate:
                 if context.on_rate_limited.get() is None:
                     raise
                 # inside a task: requeue it like a throttled call, to retry once Redis answers
-                context.raise_rate_limited(RateLimited(exc.retry_after, self.integration, tenant))
+                context.raise_rate_limited(
+                    RateLimited(exc.retry_after, self.integration, tenant, "backend_unavailable")
+                )
         else:  # what the task paid is this call's estimate
             decision, cost = slot.decision, slot.cost
         if not decision.granted:

@@ -14,7 +14,8 @@ for a wait longer than ``max_countdown``, the time before which it must not run:
 is parked in hops no longer than ``max_countdown`` (a Redis broker redelivers unacked
 messages after its ``visibility_timeout``; RabbitMQ closes channels that hold a message
 longer than its ``consumer_timeout``). Parking hops do not count against the budget, nor do
-requeues while the shared backend is unavailable and the integration fails closed. When
+requeues while the shared backend is unavailable and the integration fails closed, nor a
+holder of a reservation coming back early (while AIMD climbs) and going again until its slot. When
 the budget is spent, ``RequeueBudgetExhausted`` is raised for the framework's failure path.
 """
 
@@ -64,19 +65,26 @@ class Ticket:
             if not isinstance(data, dict):
                 return cls()
             requeues = int(data.get("requeues") or 0)
-            res = data.get("reservation")
-            reservation = None
-            if res:
-                due = tuple(float(mark) for mark in res[2]) if len(res) > 2 else ()
-                due = due if all(math.isfinite(mark) for mark in due) else ()
-                reservation = Reservation(int(res[0]), float(res[1]), due)
+            reservation = _reservation(data.get("reservation"))
             not_before = data.get("not_before")
             not_before = float(not_before) if not_before is not None else None
-        except (TypeError, ValueError, IndexError, KeyError):
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError, RecursionError):
             return cls()
         if requeues < 0 or (not_before is not None and not math.isfinite(not_before)):
             return cls()
         return cls(requeues, reservation, not_before)
+
+
+def _reservation(value: object) -> Reservation | None:
+    """A ticket's reservation, ``[epoch, slot, [dues]]``; None unless every number is finite."""
+    if not value or not isinstance(value, list):
+        return None
+    slot = float(value[1])
+    if not math.isfinite(slot):
+        return None
+    due = tuple(float(mark) for mark in value[2]) if len(value) > 2 else ()
+    due = due if all(math.isfinite(mark) for mark in due) else ()
+    return Reservation(int(value[0]), slot, due)
 
 
 @dataclass(frozen=True)
@@ -162,14 +170,22 @@ class TaskGate:
             return self._park(integration, tenant, ticket, wait, "backend_unavailable")
         if decision.granted:
             return Run(decision)
+        held, kept = ticket.reservation, decision.reservation
+        early = (  # a paid-for slot, only not yet due at the rate reached so far
+            decision.reason == "rate"
+            and held is not None
+            and kept is not None
+            and kept.epoch == held.epoch
+        )
         return self._requeue(  # come back at the slot, or sooner while the rate climbs
             integration,
             tenant,
             ticket,
             decision.come_back,
-            decision.reason,
-            decision.reservation,
+            "recheck" if early else decision.reason,
+            kept,
             budget,
+            spend=not early,  # its slot is paid for: only not yet due
         )
 
     def rate_limited(
@@ -180,9 +196,15 @@ class TaskGate:
         retry_after: float,
         *,
         budget: int | None = None,
+        reason: str = "backoff",
     ) -> Requeue:
-        """The body met a backoff: requeue after ``retry_after`` (plus jitter)."""
-        return self._requeue(integration, tenant, ticket, retry_after, "backoff", None, budget)
+        """The body met a backoff: requeue after ``retry_after`` (plus jitter). With
+        ``reason="backend_unavailable"`` (the limiter's Redis did not answer) no budget is
+        spent."""
+        spend = reason != "backend_unavailable"
+        return self._requeue(
+            integration, tenant, ticket, retry_after, reason, None, budget, spend=spend
+        )
 
     def _requeue(
         self,
@@ -193,9 +215,11 @@ class TaskGate:
         reason: str,
         reservation: Reservation | None,
         budget: int | None,
+        *,
+        spend: bool = True,
     ) -> Requeue:
         allowed = self.budget(integration, budget)
-        if ticket.requeues >= allowed:
+        if spend and ticket.requeues >= allowed:
             self.limiter.count(integration, "budget_exhausted")
             signals.emit(
                 signals.budget_exhausted,
@@ -211,7 +235,7 @@ class TaskGate:
             )
         countdown = max(0.0, wait) + self._rng() * min(self.jitter * max(0.0, wait), 5.0)
         not_before = self._clock() + countdown if countdown > self.max_countdown else None
-        next_ticket = Ticket(ticket.requeues + 1, reservation, not_before)
+        next_ticket = Ticket(ticket.requeues + int(spend), reservation, not_before)
         requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason)
         self._announce(integration, tenant, requeue)
         return requeue

@@ -240,7 +240,12 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         exc: RateLimited,
     ) -> Requeue:
         return gate.rate_limited(
-            integration, tenant, ticket, exc.retry_after, budget=self.requeue_budget
+            integration,
+            tenant,
+            ticket,
+            exc.retry_after,
+            budget=self.requeue_budget,
+            reason=exc.reason,
         )
 
     def _requeue(self, requeue: Requeue) -> Retry:

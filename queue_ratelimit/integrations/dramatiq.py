@@ -239,14 +239,19 @@ class _Delivery:
         self.scope.enter_context(context.running(self.info, self.slot, self._hook))
 
     def _hook(self, exc: RateLimited) -> NoReturn:
-        raise self.rate_limited(exc.retry_after) from exc
+        raise self.rate_limited(exc.retry_after, exc.reason) from exc
 
-    def rate_limited(self, retry_after: float) -> SkipMessage:
+    def rate_limited(self, retry_after: float, reason: str = "backoff") -> SkipMessage:
         if self.outcome is not None:  # the body caught the first one: that one stands
             return _Skip("already ended")
         try:
             requeue = self.gate.rate_limited(
-                self.integration, self.tenant, self.ticket, retry_after, budget=self.budget
+                self.integration,
+                self.tenant,
+                self.ticket,
+                retry_after,
+                budget=self.budget,
+                reason=reason,
             )
         except RequeueBudgetExhausted as exc:
             return self.fail(exc)

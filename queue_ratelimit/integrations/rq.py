@@ -52,7 +52,7 @@ from rq.registry import StartedJobRegistry
 from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus
 
 from queue_ratelimit import context
-from queue_ratelimit.errors import RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.errors import ConfigError, RateLimited, RequeueBudgetExhausted
 from queue_ratelimit.integrations.rq_settings import (
     MAX_COUNTDOWN_ENV,
     PAUSED_FIELD,
@@ -137,6 +137,8 @@ class RateLimitedWorkerMixin(BaseWorker):
                 limiter = limiter_from_env(env, connection=self.connection)
             countdown = self.max_countdown or env_seconds(env, MAX_COUNTDOWN_ENV, 600.0)
             self._poll = self.poll or env_seconds(env, POLL_ENV, 1.0)
+            if not isinstance(self, SimpleWorker):
+                _refuse_local_fallback(limiter)
             self._gate = TaskGate(limiter, max_countdown=countdown)
         return self._gate
 
@@ -200,7 +202,12 @@ class RateLimitedWorkerMixin(BaseWorker):
             with context.running(info):
                 return _Requeue(
                     gate.rate_limited(
-                        integration, tenant, ticket, exc.retry_after, budget=limits.requeue_budget
+                        integration,
+                        tenant,
+                        ticket,
+                        exc.retry_after,
+                        budget=limits.requeue_budget,
+                        reason=exc.reason,
                     )
                 )
         finally:
@@ -343,6 +350,20 @@ def _forget_ticket(job: Job) -> None:
     if TICKET_HEADER in job.meta:
         del job.meta[TICKET_HEADER]
         job.save_meta()  # type: ignore[no-untyped-call]
+
+
+def _refuse_local_fallback(limiter: Limiter) -> None:
+    """A forking worker starts each job in a fresh process: a local fallback limiter there
+    would start full for every job, i.e. limit nothing."""
+    for config in limiter.configs.values():
+        if config.on_backend_error == "open":
+            raise ConfigError(
+                config.name,
+                "on_backend_error",
+                "open",
+                "RQ's forking worker keeps no local state between jobs: use "
+                "RateLimitedSimpleWorker for a local fallback, or 'closed'",
+            )
 
 
 class RateLimitedWorker(RateLimitedWorkerMixin, Worker):

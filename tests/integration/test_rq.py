@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from rq import Retry
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.results import Result
@@ -146,3 +147,15 @@ def test_an_invalid_setting_stops_the_worker_at_start(
         log = rig.log_of("qrl-misconfigured")
         assert "ConfigError" in log
         assert (variable if "__" not in variable else "decrease_factor") in log
+
+
+def test_the_forking_worker_refuses_a_local_fallback_it_could_not_keep(redis_url: str) -> None:
+    from queue_ratelimit import ConfigError, IntegrationConfig, Limiter, MemoryBackend
+    from queue_ratelimit.integrations.rq import RateLimitedSimpleWorker, RateLimitedWorker
+
+    config = IntegrationConfig(name="svc", on_backend_error="open", fallback_processes=4)
+    limiter = Limiter(MemoryBackend(), {"svc": config})
+    connection = redis.Redis.from_url(redis_url)
+    with pytest.raises(ConfigError, match="on_backend_error"):
+        RateLimitedWorker(["svc"], connection=connection, limiter=limiter)
+    RateLimitedSimpleWorker(["svc"], connection=connection, limiter=limiter)  # one process

@@ -77,6 +77,10 @@ def test_the_budget_ends_in_a_typed_failure(gate: TaskGate) -> None:
         '{"reservation": [1]}',
         '{"not_before": "nan"}',
         42,
+        '{"requeues": Infinity}',
+        '{"reservation": [1e400, 1.5]}',
+        '{"reservation": [7, NaN]}',
+        "[" * 100_000 + "]" * 100_000,
     ],
 )
 def test_unreadable_tickets_are_fresh_tickets(header: object) -> None:
@@ -115,3 +119,28 @@ def test_a_task_out_of_budget_reserves_nothing(gate: TaskGate) -> None:
     with pytest.raises(RequeueBudgetExhausted):
         gate.before("svc", None, Ticket(requeues=3))
     assert gate.limiter.snapshot("svc").limit().reserved == 0.0  # no slot paid for nothing
+
+
+def test_coming_back_early_for_a_reserved_slot_spends_no_budget(
+    gate: TaskGate, clock: FakeClock
+) -> None:
+    tickets = [gate.before("svc", None, Ticket()) for _ in range(20)]
+    first = tickets[-1]
+    assert isinstance(first, Requeue) and first.ticket.requeues == 1
+    clock.advance(first.countdown)  # back early: the rate did not climb as it might have
+    again = gate.before("svc", None, first.ticket)
+    assert isinstance(again, Requeue) and again.reason == "recheck"
+    assert again.ticket.requeues == 1  # the budget of 3 is untouched
+    assert again.ticket.reservation is not None
+    assert again.ticket.reservation.epoch == first.ticket.reservation.epoch  # type: ignore[union-attr]
+    while isinstance(again, Requeue):  # its slot comes, however many rechecks it takes
+        clock.advance(again.countdown)
+        again = gate.before("svc", None, again.ticket)
+    assert again.decision.reason == "redeemed"
+
+
+def test_a_redis_outage_met_in_the_body_spends_no_budget(gate: TaskGate) -> None:
+    spent = gate.rate_limited("svc", None, Ticket(3), 2.0, reason="backend_unavailable")
+    assert spent.reason == "backend_unavailable" and spent.ticket.requeues == 3
+    with pytest.raises(RequeueBudgetExhausted):
+        gate.rate_limited("svc", None, Ticket(3), 2.0)
