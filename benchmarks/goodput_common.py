@@ -1,0 +1,184 @@
+"""What the goodput benchmark's driver and its worker apps share: settings, bookkeeping, calls.
+
+The worker apps (``goodput_celery``, ``goodput_dramatiq``, ``goodput_rq``) read their run from
+the environment the driver starts them with (``GP_*``), and every task records what it did in
+Redis, keyed by its own id (the same across requeues and retries):
+
+* ``<run>:done``: how many times the body completed (``> 1``: the task ran twice), and
+  ``<run>:t``: when it last completed (epoch seconds, for latencies);
+* ``<run>:sleep``: seconds slept inside the worker (tenacity's waits, or this project's
+  in-worker waits reported by the ``acquired`` signal);
+* ``<run>:requeues``: times the task went back to the broker (this project's requeues,
+  Celery's and Dramatiq's retries);
+* ``<run>:failed``: tasks that failed visibly, with the error's name.
+
+Every task makes one call, ``GET <base>/<bucket>/<task id>``: ``bucket`` is the tenant (the
+upstream keeps a hidden limit per bucket), so the upstream can tell which task a call
+belongs to.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+import requests
+
+from queue_ratelimit import IntegrationConfig
+
+REDIS_ENV, RUN_ENV, QUEUES_ENV, RATE_ENV = "GP_REDIS", "GP_RUN", "GP_QUEUES", "GP_RATE"
+NO_TENANT = "x"
+"""The bucket of calls made without a tenant."""
+
+OURS_START_FRACTION = 0.25  # of L: the conservative starting rate
+OURS_MAX_FACTOR = 10.0  # of L: the generous ceiling
+
+
+def ours_config(name: str, hidden_limit: float) -> IntegrationConfig:
+    """This project's settings for every integration of the benchmark (the same for all).
+
+    The client does not know the limit: it starts at L/4 and may climb to 10 L. The AIMD
+    steps are the demo's (``queue_ratelimit.demo``); ``max_wait`` is the library's default,
+    1 s, which covers 4 workers at the starting rate, so the first tasks wait in the worker
+    rather than reserving slots paced at the starting rate (see benchmarks/README.md).
+    """
+    return IntegrationConfig(
+        name=name,
+        rate_limit_per_sec=hidden_limit * OURS_START_FRACTION,
+        burst_size=1.0,
+        increase_factor=0.3,
+        decrease_factor=0.7,
+        min_rate=0.5,
+        max_rate=hidden_limit * OURS_MAX_FACTOR,
+        max_wait=1.0,
+        max_backoff=30.0,
+        requeue_budget=100,
+    )
+
+
+def env(name: str, default: str | None = None) -> str:
+    """A ``GP_*`` setting; a missing one without default is a clear error in the worker log."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise RuntimeError(f"goodput worker: {name} is not set")
+    return value
+
+
+def queues() -> tuple[str, str]:
+    """The worker's two queues, named like this project's integrations: (api, other)."""
+    api, other = env(QUEUES_ENV).split(",")
+    return api, other
+
+
+class Records:
+    """A task's bookkeeping in Redis (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, run: str) -> None:
+        self.client = client
+        self.run = run
+
+    def key(self, what: str) -> str:
+        return f"{self.run}:{what}"
+
+    def done(self, task_id: str) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.key("done"), task_id, 1)
+            pipe.hset(self.key("t"), task_id, repr(time.time()))
+            pipe.execute()
+
+    def slept(self, task_id: str, seconds: float) -> None:
+        self.client.hincrbyfloat(self.key("sleep"), task_id, seconds)
+
+    def requeued(self, task_id: str) -> None:
+        self.client.hincrby(self.key("requeues"), task_id, 1)
+
+    def failed(self, task_id: str, error: str) -> None:
+        self.client.hset(self.key("failed"), task_id, error)
+
+    def fetch(self, what: str, ids: Iterable[str]) -> list[Any]:
+        """The ``what`` field of each id, in order (None when absent)."""
+        ids = list(ids)
+        values: list[Any] = self.client.hmget(self.key(what), ids) if ids else []  # type: ignore[assignment]
+        return values
+
+
+@functools.cache
+def records() -> Records:
+    """The worker's records (one client per process; redis-py reconnects after a fork)."""
+    return Records(redis.Redis.from_url(env(REDIS_ENV)), env(RUN_ENV))
+
+
+def call_url(base: str, tenant: str, task_id: str) -> str:
+    return f"{base}/{tenant or NO_TENANT}/{task_id}"
+
+
+@functools.cache
+def plain_session() -> requests.Session:
+    """The peers' HTTP client: plain requests, one session per process."""
+    return requests.Session()
+
+
+def call_plain(base: str, tenant: str, task_id: str) -> None:
+    """One call; a 429 (or any error status) raises ``requests.HTTPError``."""
+    plain_session().get(call_url(base, tenant, task_id), timeout=10).raise_for_status()
+
+
+def retry_after(exc: BaseException) -> float:
+    """tenacity's documented ``wait_exception`` recipe: the 429's ``Retry-After``, else 1 s."""
+    response = getattr(exc, "response", None)
+    if response is not None and response.status_code == 429:
+        return float(response.headers.get("Retry-After", "1"))
+    return 1.0
+
+
+def is_429(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None)
+    return (
+        isinstance(exc, requests.HTTPError)
+        and response is not None
+        and (response.status_code == 429)
+    )
+
+
+def call_with_tenacity(base: str, tenant: str, task_id: str) -> None:
+    """Sleep-on-429 inside the task: tenacity honouring ``Retry-After``, sleeps recorded."""
+    from tenacity import (
+        retry,
+        retry_if_exception,
+        stop_after_delay,
+        wait_exception,
+        wait_random,
+    )
+
+    def sleep(seconds: float) -> None:
+        records().slept(task_id, seconds)
+        time.sleep(seconds)
+
+    retrying: Callable[..., None] = retry(
+        retry=retry_if_exception(is_429),
+        wait=wait_exception(retry_after) + wait_random(0, 0.2),
+        stop=stop_after_delay(300),
+        sleep=sleep,
+        reraise=True,
+    )(call_plain)
+    retrying(base, tenant, task_id)
+
+
+def record_our_signals() -> None:
+    """Count this project's in-worker waits and requeues per task (connect in workers only)."""
+    from queue_ratelimit import signals
+
+    def waited(sender: object, **fields: Any) -> None:
+        if fields.get("task_id") and fields.get("wait", 0) > 0:
+            records().slept(str(fields["task_id"]), float(fields["wait"]))
+
+    def requeued(sender: object, **fields: Any) -> None:
+        if fields.get("task_id"):
+            records().requeued(str(fields["task_id"]))
+
+    signals.acquired.connect(waited, weak=False)
+    signals.task_requeued.connect(requeued, weak=False)

@@ -1,0 +1,79 @@
+"""The goodput benchmark's RQ jobs: rows (e) tenacity, ``RateLimit(concurrency=...)``, (f) ours.
+
+Run by ``rq worker`` processes the driver starts with the ``GP_*`` environment (see
+``goodput_common``) and this project's ``QUEUE_RATELIMIT_*`` settings. Every job takes
+``(base, tenant, limit)`` and makes one call to ``<base>/<tenant>/<job id>``; the driver
+enqueues them by name (``goodput_rq.ours_api``), so only the worker imports this module.
+
+* ``ours_api`` / ``ours_other``: ``@rate_limited`` for the integration named like the
+  queue, run by ``RateLimitedSimpleWorker``; the call through ``RateLimitedAdapter``.
+* ``tenacity_job``: a plain call, tenacity sleeping each 429's ``Retry-After`` in the job;
+  enqueued with or without RQ's ``RateLimit(key, concurrency=...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import goodput_common as common
+import requests
+from rq import get_current_job
+from rq.job import Job
+
+from queue_ratelimit.http import RateLimitedAdapter
+from queue_ratelimit.integrations.rq import limiter_from_env, rate_limited
+
+API, OTHER = os.environ.get(common.QUEUES_ENV, "api,other").split(",")
+
+
+def _job_id() -> str:
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("not inside an RQ job")
+    return str(job.id)
+
+
+@functools.cache
+def _session(base: str, integration: str) -> requests.Session:
+    session = requests.Session()
+    session.mount(f"{base}/", RateLimitedAdapter(limiter_from_env(), integration))
+    return session
+
+
+def _ours(integration: str, base: str, tenant: str) -> None:
+    task_id = _job_id()
+    url = common.call_url(base, tenant, task_id)
+    _session(base, integration).get(url, timeout=10).raise_for_status()
+    common.records().done(task_id)
+
+
+def _tenant(base: str, tenant: str, limit: float) -> str | None:
+    return tenant or None
+
+
+@rate_limited(API, tenant=_tenant)
+def ours_api(base: str, tenant: str, limit: float) -> None:
+    _ours(API, base, tenant)
+
+
+@rate_limited(OTHER, tenant=_tenant)
+def ours_other(base: str, tenant: str, limit: float) -> None:
+    _ours(OTHER, base, tenant)
+
+
+def tenacity_job(base: str, tenant: str, limit: float) -> None:
+    """Sleep on each 429 for its ``Retry-After``, inside the job."""
+    task_id = _job_id()
+    common.call_with_tenacity(base, tenant, task_id)
+    common.records().done(task_id)
+
+
+def record_failure(job: Job, exc_type: type[BaseException], *_: object) -> bool:
+    """The workers' exception handler (``--exception-handler``): a visible failure."""
+    common.records().failed(str(job.id), exc_type.__name__)
+    return True  # RQ's own handling goes on
+
+
+if os.environ.get("GP_WORKER") == "1":
+    common.record_our_signals()

@@ -1,0 +1,288 @@
+"""The goodput benchmark's five scenarios: what each runs, measures and aims for.
+
+Each scenario runs one or two phases (``goodput_phase``) on a system's fleet and returns its
+row of the scenario's table (``goodput_report``); ``SCENARIOS`` lists them with their
+headings, extra columns, targets (checked on this project's rows) and notes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from goodput_fleet import Fleet
+from goodput_phase import Event, Phase, Send, run_phase
+from goodput_report import (
+    LOST,
+    TWICE,
+    Row,
+    Target,
+    base_row,
+    common_checks,
+    fmt,
+    latencies,
+    p95,
+    reconverge,
+    span,
+    steady_rate,
+)
+
+RETRY_AFTER, QUOTA = "retry-after", "github"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big each scenario is (the full run, or ``--quick``)."""
+
+    rate: float
+    steady: int
+    change_at: tuple[float, float]
+    change_tail: float
+    quota: int
+    quiet: int
+    y_tasks: int
+
+    @property
+    def noisy(self) -> int:
+        """The noisy tenant's backlog: 10x the quiet one's."""
+        return 10 * self.quiet
+
+    @property
+    def change_tasks(self) -> int:
+        t1, t2 = self.change_at
+        return round(self.rate * (t1 + (t2 - t1) / 2 + self.change_tail))
+
+
+FULL = Scale(40.0, 240, (4.0, 10.0), 3.0, 120, 12, 20)
+QUICK = Scale(20.0, 40, (1.5, 4.0), 2.0, 30, 4, 6)
+
+
+def deadline(ideal: float) -> float:
+    """How long a phase may take: twice the time at exactly L, plus 6 s."""
+    return 2.0 * ideal + 6.0
+
+
+def constant(limit: float) -> Callable[[float], float]:
+    return lambda t: limit
+
+
+def steady_phase(fleet: Fleet, sc: Scale, memo: dict[str, Phase]) -> Phase:
+    """The steady backlog, run once per system: the steady scenario, and the integrations
+    scenario's X running alone (the same tasks on the same queue)."""
+    if "steady" not in memo:
+        memo["steady"] = run_phase(
+            fleet,
+            {"main": (sc.rate, RETRY_AFTER)},
+            [Send("api", sc.steady)],
+            deadline(sc.steady / sc.rate),
+        )
+        fleet.reset_limiter()
+    return memo["steady"]
+
+
+def steady(fleet: Fleet, sc: Scale, memo: dict[str, Phase]) -> Row:
+    phase = steady_phase(fleet, sc, memo)
+    row = base_row(fleet.system, phase, steady_rate(phase.calls["main"], constant(sc.rate)))
+    row.checks = {
+        **common_checks(row),
+        "rate": row.rate,
+        "429": row.share_429 * 100,
+        "requeues": row.requeues,
+    }
+    return row
+
+
+def change(fleet: Fleet, sc: Scale, memo: dict[str, Phase]) -> Row:
+    (t1, t2), low = sc.change_at, sc.rate / 2
+    events = [Event(t1, low), Event(t2, sc.rate)]
+    phase = run_phase(
+        fleet,
+        {"main": (sc.rate, RETRY_AFTER)},
+        [Send("api", sc.change_tasks)],
+        deadline(t2 + sc.change_tail),
+        events,
+    )
+    start, calls = phase.start, phase.calls["main"]
+
+    def limit_at(t: float) -> float:
+        return low if start + t1 <= t < start + t2 else sc.rate
+
+    row = base_row(fleet.system, phase, steady_rate(calls, limit_at))
+    drop = reconverge(calls, start + t1, start + t2, low)
+    rise = reconverge(calls, start + t2, max((t for t, _, _ in calls), default=start), sc.rate)
+    row.unmeasured = {"drop": f">{t2 - t1:g}", "rise": "never"}
+    row.extra = {
+        "re-conv drop s": fmt(drop, ".1f", row.unmeasured["drop"]),
+        "re-conv rise s": fmt(rise, ".1f", row.unmeasured["rise"]),
+    }
+    row.checks = {**common_checks(row), "drop": drop, "rise": rise}
+    return row
+
+
+def quota(fleet: Fleet, sc: Scale, memo: dict[str, Phase]) -> Row:
+    phase = run_phase(
+        fleet,
+        {"main": (sc.rate, QUOTA)},
+        [Send("api", sc.quota)],
+        deadline(sc.quota / sc.rate),
+    )
+    calls = phase.calls["main"]
+    row = base_row(fleet.system, phase, steady_rate(calls, constant(sc.rate)))
+    refused = sum(1 for _, _, s in calls if s == 429)
+    row.extra = {"429s": str(refused)}
+    row.checks = {**common_checks(row), "429s": float(refused), "requeues": row.requeues}
+    return row
+
+
+def tenants(fleet: Fleet, sc: Scale, memo: dict[str, Phase]) -> Row:
+    upstream = {"main": (sc.rate, RETRY_AFTER)}
+    quiet = Send("quiet", sc.quiet, tenant="quiet")
+    alone = run_phase(fleet, upstream, [quiet], deadline(sc.quiet / sc.rate))
+    fleet.reset_limiter()
+    noisy = Send("noisy", sc.noisy, tenant="noisy")
+    both = run_phase(fleet, upstream, [noisy, quiet], deadline(11 * sc.quiet / sc.rate))
+    noisy_rate = steady_rate(both.calls["main"], constant(sc.rate), {"noisy"})
+    row = base_row(fleet.system, both, noisy_rate)
+    solo, shared = p95(latencies(alone, "quiet")), p95(latencies(both, "quiet"))
+    ratio = shared / solo if solo > 0 else None
+    row.extra = {
+        "quiet p95 alone s": fmt(solo),
+        "quiet p95 s": fmt(shared),
+        "p95 ratio": fmt(ratio),
+    }
+    row.checks = {**_both_checks(row, base_row(fleet.system, alone, None)), "p95": ratio}
+    return row
+
+
+def integrations(fleet: Fleet, sc: Scale, memo: dict[str, Phase]) -> Row:
+    alone = steady_phase(fleet, sc, memo)
+    slow = sc.rate / 10
+    sends = [Send("y", sc.y_tasks, queue=1, upstream="y"), Send("x", sc.steady, upstream="x")]
+    ideal = max(sc.steady / sc.rate, sc.y_tasks / slow)
+    upstreams = {"x": (sc.rate, RETRY_AFTER), "y": (slow, RETRY_AFTER)}
+    both = run_phase(fleet, upstreams, sends, deadline(ideal))
+    row = base_row(fleet.system, both, steady_rate(both.calls["x"], constant(sc.rate)))
+    solo, shared = span(alone, "api"), span(both, "x")
+    ratio = shared / solo if solo and shared else None
+    y_done = sum(1 for i in both.groups["y"] if i in both.t_done)
+    row.extra = {
+        "X alone s": fmt(solo, ".1f"),
+        "X shared s": fmt(shared, ".1f"),
+        "X ratio": fmt(ratio),
+        "Y done": f"{y_done}/{sc.y_tasks}",
+    }
+    row.checks = {**_both_checks(row, base_row(fleet.system, alone, None)), "x": ratio}
+    return row
+
+
+def _both_checks(row: Row, alone: Row) -> dict[str, float | None]:
+    """Lost and run-twice over a scenario's two phases (the table shows the shared one)."""
+    checks, before = common_checks(row), common_checks(alone)
+    lost, earlier = checks["lost"], before["lost"]
+    row.unmeasured.update(alone.unmeasured)
+    return {
+        "lost": None if lost is None or earlier is None else lost + earlier,
+        "twice": (checks["twice"] or 0.0) + (before["twice"] or 0.0),
+    }
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    run: Callable[[Fleet, Scale, dict[str, Phase]], Row]
+    title: Callable[[Scale, int], str]
+    extra: tuple[str, ...]
+    targets: tuple[Target, ...]
+    notes: tuple[str, ...]
+
+
+RATE_T = Target("rate/L (steady state)", ">= 0.90", "rate", lambda v: v >= 0.9)
+SHARE_T = Target("429 % (Retry-After only)", "<= 2.0", "429", lambda v: v <= 2.0, ".1f")
+REQUEUE_T = Target("requeues/task", "<= 1.2", "requeues", lambda v: v <= 1.2)
+
+
+def _heading(name: str, what: str) -> Callable[[Scale, int], str]:
+    return lambda sc, n: f"{name}: {what.format(L=sc.rate, sc=sc)}, N={n} worker processes"
+
+
+SCENARIOS = (
+    Scenario(
+        "steady",
+        steady,
+        _heading("steady", "L={L:g}/s (Retry-After, 1 s sliding window), T={sc.steady} tasks"),
+        (),
+        (RATE_T, SHARE_T, REQUEUE_T, LOST, TWICE),
+        (
+            "rate/L: served calls/s / L, from the limit found (first 429, or first second at "
+            ">= 90% of L) or the 10th percentile of served calls, to the 90th",
+        ),
+    ),
+    Scenario(
+        "change",
+        change,
+        _heading(
+            "change",
+            "L={L:g}/s, L/2 from t={sc.change_at[0]:g} s, L again from t={sc.change_at[1]:g} s "
+            "(Retry-After), T={sc.change_tasks} tasks",
+        ),
+        ("re-conv drop s", "re-conv rise s"),
+        (
+            Target("re-converge after L halves", "<= 30 s", "drop", lambda v: v <= 30, ".1f"),
+            Target("re-converge after L recovers", "<= 30 s", "rise", lambda v: v <= 30, ".1f"),
+            LOST,
+            TWICE,
+        ),
+        (
+            "re-converged: the first 3 s window after the change serving >= 70% of the new L "
+            "with <= 5% of its answers 429 (seconds after the change; '>' not within the "
+            "phase, 'never': not before the tasks ran out)",
+            "rate/L: over the limit in force at each moment",
+        ),
+    ),
+    Scenario(
+        "quota",
+        quota,
+        _heading(
+            "quota", "L={L:g}/s published as X-RateLimit-* (1 s fixed window), T={sc.quota} tasks"
+        ),
+        ("429s",),
+        (
+            Target("429s with quota headers", "== 0", "429s", lambda v: v == 0, ".0f"),
+            REQUEUE_T,
+            LOST,
+            TWICE,
+        ),
+        ("X-RateLimit-Limit/-Remaining/-Reset (epoch s) on every answer, Retry-After on a 429",),
+    ),
+    Scenario(
+        "tenants",
+        tenants,
+        _heading(
+            "tenants",
+            "L={L:g}/s per tenant (Retry-After); the noisy tenant's {sc.noisy} tasks "
+            "enqueued first, then the quiet tenant's {sc.quiet}",
+        ),
+        ("quiet p95 alone s", "quiet p95 s", "p95 ratio"),
+        (Target("quiet p95 vs alone", "<= 2.00", "p95", lambda v: v <= 2.0), LOST, TWICE),
+        (
+            "latency: enqueue to completion; alone: the quiet backlog with no noisy tenant",
+            "rate/L: the noisy tenant's; celery rate_limit is per task type, so both tenants "
+            "share one L there",
+        ),
+    ),
+    Scenario(
+        "integrations",
+        integrations,
+        _heading(
+            "integrations",
+            "X: {sc.steady} tasks, L={L:g}/s; Y (throttled): "
+            "{sc.y_tasks} tasks, L/10, enqueued first; one queue each, same workers",
+        ),
+        ("X alone s", "X shared s", "X ratio", "Y done"),
+        (Target("X time vs alone", "<= 1.10", "x", lambda v: v <= 1.1), LOST, TWICE),
+        (
+            "X time: first enqueue to last completion of X; X alone: the steady scenario's "
+            "run (the same tasks on the same queue); rate/L: X's; 429 %: X's and Y's answers",
+        ),
+    ),
+)
