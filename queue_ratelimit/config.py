@@ -214,7 +214,10 @@ class IntegrationConfig:
         default=1.0, metadata=_help("bucket capacity: requests allowed back to back (> 0)")
     )
     increase_factor: float = field(
-        default=0.1, metadata=_help("additive increase in req/s per success (>= 0)")
+        default=0.1,
+        metadata=_help(
+            "additive increase in req/s per success (>= 0); per second near the last ceiling"
+        ),
     )
     decrease_factor: float = field(
         default=0.5, metadata=_help("multiplicative decrease per backoff event, in (0, 1)")

@@ -26,10 +26,16 @@ Rules (``now`` is always passed in, in seconds):
   first; a full one grants nothing and reserves nothing.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
   waited for; a void reservation is treated as a fresh acquire.
-* success: ``rate = min(max_rate, rate + increase)`` per limit, except during a cooldown.
+* success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
+  step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
+  rate), except within ``PROBE_BAND`` of ``peak``, the rate at the last decrease, where it
+  is ``increase / rate`` (about ``increase`` per second): the fleet climbs fast back to near
+  the ceiling it last met, probes it gently, and climbs fast again once well past it (the
+  limit rose). Congestion events, each costing a cooldown, become rare in steady state.
 * backoff: a new congestion event (its epoch is the current one; or, with no epoch given, no
   cooldown is running) multiplies each rate by ``decrease`` (clamped to ``min_rate``), moves
-  the epoch on, forgives all debt (``tokens = 0``) and opens a cooldown of ``retry_after``
+  the epoch on, records each rate before the decrease as its ``peak``, forgives all debt
+  (``tokens = 0``) and opens a cooldown of ``retry_after``
   (clamped to ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. A
   backoff from an event already reacted to only extends the cooldown to its ``retry_after``.
 """
@@ -54,6 +60,9 @@ from queue_ratelimit.policy.state import (
     Reservation,
     Snapshot,
 )
+
+PROBE_BAND = (0.9, 1.1)
+"""Within these fractions of ``peak`` the rate climbs by about ``increase`` per second."""
 
 SLACK = 1e-6
 """A wait this much above ``max_wait`` still counts as within it: float noise, and replies
@@ -243,7 +252,11 @@ def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> Re
     if now >= state.cooldown_until:
         for lim in limits:
             bucket = state.buckets[lim.name]
-            bucket.rate = min(lim.max_rate, bucket.rate + lim.increase)
+            low, high = PROBE_BAND
+            step = lim.increase
+            if low * bucket.peak <= bucket.rate <= high * bucket.peak:
+                step = lim.increase / bucket.rate  # near the last ceiling: probe gently
+            bucket.rate = min(lim.max_rate, bucket.rate + step)
     new = state.buckets[PRIMARY_LIMIT].rate
     return ReportResult(state.epoch, False, old, new, max(0.0, state.cooldown_until - now))
 
@@ -267,6 +280,7 @@ def on_backoff(
     if new_event:
         for lim in limits:
             bucket = state.buckets[lim.name]
+            bucket.peak = bucket.rate
             bucket.rate = max(lim.min_rate, bucket.rate * lim.decrease)
         state.epoch = max(state.epoch + 1, epoch_at(now))
         pause = retry_after

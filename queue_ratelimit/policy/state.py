@@ -56,6 +56,7 @@ class BucketState:
     quota_until: float = 0.0
     quota_rate: float = 0.0
     credit: float = 0.0  # units refilled since the bucket was created: a reservation's clock
+    peak: float = 0.0  # the rate at the last multiplicative decrease (0: none yet)
 
 
 @dataclass

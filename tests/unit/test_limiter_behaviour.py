@@ -200,6 +200,22 @@ def test_eight_processes_backing_off_on_redis_decrease_once(
     assert limiter.snapshot("svc").limit().rate == 5.0
 
 
+def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_gently(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, +1 per success, x0.5 per backoff
+    limiter.on_backoff("svc", retry_after=1.0)  # the ceiling met: 10/s; now 5/s
+    clock.advance(1.0)
+    rates = [limiter.on_success("svc").new_rate for _ in range(4)]
+    assert rates == pytest.approx([6.0, 7.0, 8.0, 9.0])  # fast: +1 per success
+    gentle = limiter.on_success("svc").new_rate
+    assert gentle == pytest.approx(9.0 + 1.0 / 9.0)  # within 10% of 10/s: +1 per second
+    while gentle <= 11.0:
+        gentle = limiter.on_success("svc").new_rate
+    assert limiter.on_success("svc").new_rate == pytest.approx(gentle + 1.0)  # well past it:
+    # the limit rose, so the climb is fast again
+
+
 def test_reservations_are_spaced_by_the_rate(make_limiter: MakeLimiter, clock: FakeClock) -> None:
     limiter = make_limiter()
     decisions = [limiter.acquire("svc") for _ in range(100)]

@@ -4,10 +4,11 @@
 --
 -- KEYS[1] state: a msgpack array {epoch, cooldown_until, seq, then per limit
 --         name, rate, tokens, ts, quota_left, quota_until, quota_rate (quota_until 0 =
---         none), then "~credit" and per limit, in the same order, its credit (units
---         refilled so far: a reservation's clock)}. Credits trail the 7-field groups so a
---         script of the previous layout still reads this state, and this one reads its
---         state (credits then start at 0; reservations keep their promised slots).
+--         none), then "~ext" and per limit, in the same order, its credit (units refilled
+--         so far: a reservation's clock) and peak (the rate at the last decrease; 0 =
+--         none)}. These trail the 7-field groups so a script of the previous layout still
+--         reads this state, and this one reads its state (credits and peaks then start at
+--         0; reservations keep their promised slots).
 -- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ...
@@ -113,22 +114,24 @@ if exists then
   local st = cmsgpack.unpack(blob)
   epoch, cool, seq = st[1], st[2], st[3]
   local j = 4
-  while j <= #st and st[j] ~= '~credit' do
+  while j <= #st and st[j] ~= '~ext' do
     saved[st[j]] = j
     j = j + STRIDE
   end
-  local credits = j  -- st[credits + g] is the credit of the g-th group, when present
+  local ext = j  -- st[ext + 2g - 1], st[ext + 2g]: credit and peak of the g-th group
   for _, lim in ipairs(limits) do
     local k = saved[lim.name]
     if k then
       lim.r, lim.t, lim.s = st[k + 1], st[k + 2], st[k + 3]
       if st[k + 5] ~= 0 then lim.q, lim.qu, lim.qc = st[k + 4], st[k + 5], st[k + 6] end
-      lim.c = tonumber(st[credits + (k - 4) / STRIDE + 1]) or 0
+      local g = (k - 4) / STRIDE + 1
+      lim.c = tonumber(st[ext + 2 * g - 1]) or 0
+      lim.p = tonumber(st[ext + 2 * g]) or 0
     end
   end
 end
 for _, lim in ipairs(limits) do
-  if lim.r == nil then lim.r, lim.t, lim.s, lim.c = lim.rate, lim.burst, now, 0 end
+  if lim.r == nil then lim.r, lim.t, lim.s, lim.c, lim.p = lim.rate, lim.burst, now, 0, 0 end
   if lim.qu == nil then lim.qu, lim.qc = 0, 0 end
   lim.r = math.min(math.max(lim.r, lim.min), lim.max)
   if now > lim.s then
@@ -170,8 +173,11 @@ local function save()
     st[#st + 1] = lim.qu
     st[#st + 1] = lim.qc
   end
-  st[#st + 1] = '~credit'
-  for _, lim in ipairs(limits) do st[#st + 1] = lim.c end
+  st[#st + 1] = '~ext'
+  for _, lim in ipairs(limits) do
+    st[#st + 1] = lim.c
+    st[#st + 1] = lim.p
+  end
   redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', math.ceil((busy + idle_ttl) * 1000))
 end
 
@@ -337,7 +343,11 @@ local old = limits[1].r
 local decreased = 0
 if op == 'success' then
   if now >= cool then
-    for _, lim in ipairs(limits) do lim.r = math.min(lim.max, lim.r + lim.inc) end
+    for _, lim in ipairs(limits) do
+      local step = lim.inc  -- near the last ceiling, about inc per second (aimd.PROBE_BAND)
+      if lim.r >= 0.9 * lim.p and lim.r <= 1.1 * lim.p then step = lim.inc / lim.r end
+      lim.r = math.min(lim.max, lim.r + step)
+    end
   end
   if bstate ~= 'open' then bstate, bfail, buntil = 'closed', 0, 0 end
 elseif op == 'failure' then
@@ -352,7 +362,10 @@ elseif op == 'backoff' then
   if retry_after ~= nil then retry_after = math.min(math.max(retry_after, 0), max_backoff) end
   if new_event then
     decreased = 1
-    for _, lim in ipairs(limits) do lim.r = math.max(lim.min, lim.r * lim.dec) end
+    for _, lim in ipairs(limits) do
+      lim.p = lim.r
+      lim.r = math.max(lim.min, lim.r * lim.dec)
+    end
     epoch = math.max(epoch + 1, math.floor(now * 1000000))
     local pause = retry_after
     if pause == nil then pause = math.min(mult / limits[1].r, max_backoff) end
