@@ -109,10 +109,11 @@ def _embedded_worker(app: Celery, concurrency: int) -> Iterator[None]:
             queues=list(INTEGRATIONS),
             shutdown_timeout=10,
         ) as worker:
-            yield
-            # a warm shutdown by remote control ends at once; otherwise the worker's loop
-            # waits out its 2 s broker poll before it sees the stop
-            app.control.shutdown(destination=[worker.hostname])
+            try:
+                yield
+            finally:  # a warm shutdown by remote control ends at once; otherwise the
+                # worker's loop waits out its 2 s broker poll before it sees the stop
+                app.control.shutdown(destination=[worker.hostname])
     finally:  # the memory broker is process-global: leave nothing for the next run
         with app.connection_for_write() as conn:
             for queue in INTEGRATIONS:

@@ -48,7 +48,7 @@ from celery.exceptions import Retry
 
 from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
-from queue_ratelimit.errors import BackendError, ConfigError, RateLimited
+from queue_ratelimit.errors import BackendError, ConfigError, InvalidRequest, RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.registry import load_configs
@@ -91,6 +91,37 @@ def gate_for(app: Celery) -> TaskGate:
     """The app's gate, configured from ``app.conf`` on first use."""
     gate = getattr(app, _GATE_ATTR, None)
     return gate if isinstance(gate, TaskGate) else configure(app)
+
+
+def check_tasks(app: Celery) -> None:
+    """Check the app's settings and the fixed ``cost`` of every ``RateLimitedTask``.
+
+    ``install(app)`` runs it when a worker starts, so a mistake stops the worker there
+    instead of failing tasks one by one. A task whose integration the limiter does not
+    know is only logged: the registry also holds other apps' shared tasks, and such a task
+    fails with ``ConfigError`` when it runs.
+
+    Raises:
+        ConfigError: naming the task and the field (``cost``).
+    """
+    limiter = gate_for(app).limiter
+    for task in list(app.tasks.values()):
+        if not isinstance(task, RateLimitedTask) or not task.integration:
+            continue
+        if task.integration not in limiter.configs:
+            log.warning(
+                "queue_ratelimit: task %s names integration %r, which the limiter does not know",
+                task.name,
+                task.integration,
+            )
+            continue
+        cost = task.cost
+        if not callable(cost):
+            try:
+                limiter.costs(task.integration, cost)
+            except (InvalidRequest, TypeError) as exc:
+                reason = f"task {task.name}: {exc}"
+                raise ConfigError(task.integration, "cost", cost, reason) from exc
 
 
 def limiter_for(app: Celery) -> Limiter:
@@ -323,7 +354,7 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.failing = False
 
     def start(self, consumer: Any) -> None:
-        gate_for(consumer.app)  # invalid settings fail at worker start
+        check_tasks(consumer.app)  # invalid settings fail at worker start
         interval = float(consumer.app.conf.get("queue_ratelimit_poll") or 1.0)
         self.timer_ref = consumer.timer.call_repeatedly(interval, self.poll, (consumer,))
 

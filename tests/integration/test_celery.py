@@ -154,3 +154,29 @@ def test_a_tasks_cost_is_a_method_a_value_or_a_function_of_its_arguments() -> No
     assert fixed._cost(("x",), {}) == {"tokens": 7.0}
     assert Embed()._cost((5,), {}) == {"tokens": 10.0}
     assert RateLimitedTask()._cost((), {}) == 1.0  # one request by default
+
+
+def test_a_task_with_an_impossible_cost_fails_the_check_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from celery import Celery
+
+    from queue_ratelimit import ConfigError
+    from queue_ratelimit.integrations.celery import RateLimitedTask, check_tasks
+
+    app = Celery("checks")
+
+    @app.task(base=RateLimitedTask, integration="openai", cost={"tokens": 1e12}, shared=False)
+    def huge(prompt: str) -> str:
+        return prompt
+
+    with pytest.raises(ConfigError, match="cost") as caught:
+        check_tasks(app)
+    assert "huge" in str(caught.value)
+    app.tasks.pop(huge.name)
+
+    @app.task(base=RateLimitedTask, integration="no-such-api", shared=False)
+    def lost() -> None: ...
+
+    check_tasks(app)  # an unknown integration is only logged: it may be another app's task
+    assert "no-such-api" in caplog.text
