@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import anyio
 import httpx
@@ -62,6 +62,19 @@ BY_TOKEN: Final = "queue_ratelimit:by-token"
 
 Request = requests.PreparedRequest | httpx.Request
 Tenant = str | Callable[[Any], str | None] | None
+
+
+class _Answer(Protocol):
+    """What the report reads of a ``requests`` or ``httpx`` response."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+
+R = TypeVar("R", bound=_Answer)
 
 
 def token_tenant(authorization: str | None) -> str | None:
@@ -131,6 +144,40 @@ class _Gate:
         if not decision.granted:
             context.raise_rate_limited(RateLimited(decision.wait, self.integration, tenant))
         return _Call(tenant, cost, decision)
+
+    def exchange(
+        self,
+        request: Any,
+        send: Callable[[], R],
+        transport_errors: type[BaseException] | tuple[type[BaseException], ...],
+        body_of: Callable[[R], bytes | None],
+        close: Callable[[R], object],
+    ) -> R:
+        """One blocking call, whole: acquire (sleeping a short wait), ``send``, report.
+
+        ``transport_errors`` are reported as "no answer"; any other exception only gives the
+        lease back. ``body_of`` reads the body the report needs; the response is closed when
+        the report raises (a ``RateLimited``, or a task's requeue carrier).
+        """
+        call = self.before(request)
+        if call.decision.wait > 0:
+            time.sleep(call.decision.wait)
+        try:
+            response = send()
+        except transport_errors:
+            self.after(call, None)
+            raise
+        except BaseException:
+            self.abandon(call)
+            raise
+        status = response.status_code
+        body = body_of(response) if self.wants_body(status) else None
+        try:
+            self.after(call, status, response.headers, body, response)
+        except BaseException:
+            close(response)
+            raise
+        return response
 
     def abandon(self, call: _Call) -> None:
         """The call ended without an answer to report (the caller's own exception): give
@@ -223,30 +270,14 @@ class RateLimitedAdapter(HTTPAdapter):
         **kwargs: Any,
     ) -> requests.Response:
         """Acquire, send, report; see the class docstring."""
-        call = self._gate.before(request)
-        if call.decision.wait > 0:
-            time.sleep(call.decision.wait)
-        try:
-            response = super().send(
-                request, stream=stream, timeout=timeout or DEFAULT_TIMEOUT, **kwargs
-            )
-        except requests.RequestException:
-            self._gate.after(call, None)
-            raise
-        except BaseException:
-            self._gate.abandon(call)
-            raise
-        body = (
-            response.content
-            if (self._gate.wants_body(response.status_code) and not stream)
-            else None
+        parent = super().send
+        return self._gate.exchange(
+            request,
+            lambda: parent(request, stream=stream, timeout=timeout or DEFAULT_TIMEOUT, **kwargs),
+            requests.RequestException,
+            lambda response: None if stream else response.content,
+            requests.Response.close,
         )
-        try:
-            self._gate.after(call, response.status_code, response.headers, body, response)
-        except BaseException:  # a RateLimited, or a task's requeue carrier
-            response.close()
-            raise
-        return response
 
 
 class RateLimitedTransport(httpx.BaseTransport):
@@ -274,24 +305,13 @@ class RateLimitedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Acquire, send, report; see the module docstring."""
-        call = self._gate.before(request)
-        if call.decision.wait > 0:
-            time.sleep(call.decision.wait)
-        try:
-            response = self._transport.handle_request(request)
-        except httpx.TransportError:
-            self._gate.after(call, None)
-            raise
-        except BaseException:
-            self._gate.abandon(call)
-            raise
-        body = response.read() if self._gate.wants_body(response.status_code) else None
-        try:
-            self._gate.after(call, response.status_code, response.headers, body, response)
-        except BaseException:  # a RateLimited, or a task's requeue carrier
-            response.close()
-            raise
-        return response
+        return self._gate.exchange(
+            request,
+            lambda: self._transport.handle_request(request),
+            httpx.TransportError,
+            httpx.Response.read,
+            httpx.Response.close,
+        )
 
     def close(self) -> None:
         """Close the wrapped transport."""
