@@ -351,8 +351,20 @@ class Limiter:
         )
 
     def snapshot(self, integration: str, tenant: str | None = None) -> Snapshot:
-        """The key's current rate, tokens, cooldown, reserved tokens and live leases."""
-        return self.backend.snapshot(integration, tenant, self._resolve(integration, tenant).plan)
+        """The key's current rate, tokens, cooldown, reserved tokens and live leases.
+
+        Raises:
+            BackendUnavailable: the shared backend is down (a queue's breaker poll then
+                leaves it alone until the next probe instead of waiting out its timeouts).
+        """
+        prepared = self._resolve(integration, tenant)
+        return self._guard.call(
+            prepared.config,
+            prepared.plan,
+            tenant,
+            lambda backend, plan: backend.snapshot(integration, tenant, plan),
+            fallback=False,
+        )
 
     def reset(self, integration: str, tenant: str | None = None) -> None:
         """Forget the key's learned rate, debts, cooldown and leases."""

@@ -100,27 +100,30 @@ class OutageGuard:
         *,
         closed: Callable[[BackendUnavailable], T] | None = None,
         lease: str | None = None,
+        fallback: bool = True,
     ) -> T:
         """Run ``op`` on the shared backend, or on the fallback while it is down.
 
         When the integration fails closed, ``closed`` supplies the answer (reports pass a
         neutral result); without it, :class:`BackendUnavailable` is raised. A ``lease``
         the op gives back while the shared backend is down is given back to it once it
-        answers again (else it would hold a concurrency slot until its TTL).
+        answers again (else it would hold a concurrency slot until its TTL). Without
+        ``fallback`` (reading the shared state itself), the op never runs locally: it fails
+        closed whatever the integration says.
         """
         started = self._route()
         if started is not None:
             try:
                 result = op(self.primary, plan)
             except BackendError as exc:
-                self._failed(config, tenant, exc)
+                self._failed(exc)
             else:
                 self._answered(config, tenant, started)
                 return result
         self._announce(config, tenant)
         if lease is not None:
             self._owed.append((config.name, tenant, lease))
-        if config.on_backend_error == "open":
+        if fallback and config.on_backend_error == "open":
             return op(self.local, self._local_plan(plan, config.fallback_processes))
         error = BackendUnavailable(
             f"{config.name}: the limiter backend is unavailable and on_backend_error is 'closed'",
@@ -149,14 +152,13 @@ class OutageGuard:
             cached = self._plans[key] = local_plan(plan, processes)
         return cached
 
-    def _failed(self, config: IntegrationConfig, tenant: str | None, exc: BackendError) -> None:
+    def _failed(self, exc: BackendError) -> None:
         now = self._clock()
         with self._lock:
             if self._down_since is None:
                 self._down_since = now
             self._cause = exc.__cause__ or exc
             self._next_probe = now + self.probe_interval
-        self._announce(config, tenant)
 
     def _announce(self, config: IntegrationConfig, tenant: str | None) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from queue_ratelimit import signals
+from queue_ratelimit.context import Prepaid
 from queue_ratelimit.errors import BackendUnavailable, RequeueBudgetExhausted
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
@@ -204,6 +205,19 @@ class TaskGate:
         spend = reason != "backend_unavailable"
         return self._requeue(
             integration, tenant, ticket, retry_after, reason, None, budget, spend=spend
+        )
+
+    def report_backoff(self, slot: Prepaid, retry_after: float) -> None:
+        """The running task met a backoff it reports itself: one report, in the congestion
+        event of the task's own slot, giving its unused lease back in the same round trip."""
+        lease = None if slot.used else slot.decision.lease
+        slot.used = True  # its lease is given back here, not again when the task ends
+        self.limiter.on_backoff(
+            slot.integration,
+            slot.tenant,
+            retry_after=retry_after,
+            epoch=slot.decision.epoch,
+            lease=lease,
         )
 
     def _requeue(

@@ -254,13 +254,15 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         can swallow the requeue.
         """
         integration = self._integration()
-        tenant = self.tenant(*self.request.args, **(self.request.kwargs or {}))
+        slot = context.prepaid.get()
+        if slot is None or slot.integration != integration:  # called outside its own run
+            tenant = self.tenant(*self.request.args, **(self.request.kwargs or {}))
+            if report:
+                gate_for(self.app).limiter.on_backoff(integration, tenant, retry_after=retry_after)
+            return Backoff(RateLimited(retry_after, integration, tenant))
         if report:
-            slot = context.prepaid.get()
-            epoch = slot.decision.epoch if slot and slot.integration == integration else None
-            limiter = gate_for(self.app).limiter
-            limiter.on_backoff(integration, tenant, retry_after=retry_after, epoch=epoch)
-        return Backoff(RateLimited(retry_after, integration, tenant))
+            gate_for(self.app).report_backoff(slot, retry_after)
+        return Backoff(RateLimited(retry_after, integration, slot.tenant))
 
     def _backoff(
         self,

@@ -205,9 +205,7 @@ def rate_limited(retry_after: float, *, report: bool = True) -> Exception:
     if delivery is None or delivery.slot is None:
         return RateLimited(retry_after)
     if report:
-        delivery.gate.limiter.on_backoff(
-            delivery.integration, delivery.tenant, retry_after=retry_after
-        )
+        delivery.gate.report_backoff(delivery.slot, retry_after)
     return delivery.rate_limited(retry_after)
 
 
