@@ -153,6 +153,18 @@ class CeleryRig:
                 return False
         return all(self.waiting(q) == 0 for q in queues) if self.kind != "redis" else True
 
+    def held(self) -> dict[bytes, float]:
+        """Redis broker: the deliveries held unacked, with the time each was taken."""
+        key = self.settings["broker_transport_options"]["global_keyprefix"] + "unacked_index"
+        held = redis.Redis.from_url(self.broker_url).zrange(key, 0, -1, withscores=True)
+        return {tag: float(score) for tag, score in held}
+
+    def held_longer_than(self, seconds: float) -> bool:
+        """Messages are held unacked, every one of them for longer than ``seconds`` (past a
+        visibility timeout, a starting worker takes them back)."""
+        held = self.held()
+        return bool(held) and max(held.values()) < time.time() - seconds
+
     def send(self, task: str, args: list[Any], queue: str) -> str:
         return str(self.client.send_task(task, args=args, queue=queue).id)
 

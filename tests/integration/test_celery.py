@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 
@@ -94,7 +92,8 @@ def test_a_worker_killed_mid_task_loses_nothing(broker: str, redis_url: str) -> 
         wait_until(lambda: rig.upstream.count(200) >= 3, timeout=30)  # w1 is mid-task
         rig.kill(doomed)
         if broker == "redis":  # the broker hands a dead worker's unacked tasks on only
-            time.sleep(6.5)  # once its visibility timeout has passed, when a worker starts
+            # once its visibility timeout has passed, when a worker starts
+            wait_until(lambda: rig.held_longer_than(6.0), timeout=30, every=0.1)
         rig.start_worker("w2", [capp.NOTION], concurrency=4)
         values = wait_all(rig.results(ids), timeout=120)
         assert values == ids  # every task completed
@@ -109,7 +108,15 @@ def test_a_countdown_beyond_the_visibility_timeout_runs_once(redis_url: str) -> 
         wait_until(lambda: rig.results(ids)[0].state == "RETRY", timeout=30)
         # a worker starting after the visibility timeout takes back every message held
         # unacked longer than it: an ETA message held for the whole 12 s would run twice
-        time.sleep(5.0)
+        # here it is parked in hops of 2 s instead: wait until three deliveries of it have
+        # been held in turn, i.e. past the 4 s visibility timeout of the first
+        deliveries: set[bytes] = set()
+
+        def held_three_times() -> bool:
+            deliveries.update(rig.held())
+            return len(deliveries) >= 3
+
+        wait_until(held_three_times, timeout=30, every=0.1)
         w2 = rig.start_worker("w2", [capp.NOTION], concurrency=2)
         (value,) = wait_all(rig.results(ids), timeout=60)
         assert isinstance(value, dict)

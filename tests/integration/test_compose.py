@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +25,7 @@ from queue_ratelimit import signals
 from queue_ratelimit.registry import load_configs
 from queue_ratelimit.testing import HiddenLimitUpstream
 from queue_ratelimit.testing import main as upstream_main
+from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -52,12 +52,6 @@ APP_MODULES = ("settings", "celery_app", "dramatiq_actors", "rq_jobs", "rq_setti
 def _services() -> dict[str, dict[str, Any]]:
     services: dict[str, dict[str, Any]] = yaml.safe_load(COMPOSE.read_text())["services"]
     return services
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the file ---------------------------------------------------------------------------------
@@ -157,7 +151,7 @@ def test_no_password_is_written_in_the_file() -> None:
 
 
 def test_the_upstream_entry_point_serves_until_sigterm() -> None:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "queue_ratelimit.testing", "--port", str(port)]
     with subprocess.Popen(
         [*command, "--limit", "1", "--window", "30", "--dialect", "retry-after"],
@@ -332,9 +326,7 @@ def test_the_producer_feeds_all_three_frameworks_and_each_call_is_served_once(
         _run_dramatiq(modules["dramatiq_actors"].broker)
         app = modules["celery_app"].app
         with start_worker(app, pool="solo", perform_ping_check=False, queues=["crm", "helpdesk"]):
-            deadline = time.monotonic() + 10
-            while sum(upstream.served.values()) < 6 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: sum(upstream.served.values()) >= 6, timeout=10, every=0.05)
     finally:
         signals.acquired.disconnect(granted)
         _forget_rq(connection, rq_ids)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 
+from queue_ratelimit import Limiter
+from queue_ratelimit.backends.redis import RedisBackend
 from tests.integration.celery_harness import CeleryRig, capp, celery_rig, wait_all
 from tests.support import RedisProcess, wait_until
 
@@ -42,8 +44,10 @@ def test_workers_killed_repeatedly_lose_nothing_and_dead_leases_are_reclaimed(
         # at most the four killed workers' tasks in flight ran twice (acks_late redelivery)
         assert sum(rig.upstream.served.values()) - 1000 <= 4 * 4
         # the killed workers' leases expired: the whole concurrency is free again
-        config = capp.CONFIGS[capp.NOTION].replace(max_concurrent=4)
-        wait_until(lambda: rig.limiter.snapshot(config.name).leases == 0, timeout=10)
+        wait_until(lambda: rig.limiter.snapshot(capp.NOTION).leases == 0, timeout=10)
+        config = capp.CONFIGS[capp.NOTION].replace(max_concurrent=4, lease_ttl=2.0)
+        fleet = Limiter(RedisBackend(redis_url, prefix=capp.PREFIX), {capp.NOTION: config})
+        assert all(fleet.acquire(capp.NOTION, max_wait=5.0).granted for _ in range(4))
 
 
 def test_a_dropped_broker_connection_is_restored_and_loses_nothing(

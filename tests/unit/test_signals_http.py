@@ -10,9 +10,11 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from requests.structures import CaseInsensitiveDict
 
 from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal, parse_rate_limit
 from tests.unit.http_cases import CASES, DOCUMENTED, NOW, HttpCase
@@ -59,13 +61,11 @@ def test_case(case: HttpCase) -> None:
 
 
 def test_header_containers_read_alike() -> None:
-    requests_structures = pytest.importorskip("requests.structures")
-    httpx = pytest.importorskip("httpx")
     pairs = [("retry-after", "junk"), ("Retry-After", "12"), ("X-RateLimit-Remaining", "0")]
     shapes: list[Headers] = [
         dict(pairs[1:]),
         pairs,
-        requests_structures.CaseInsensitiveDict(dict(pairs[1:])),
+        CaseInsensitiveDict(dict(pairs[1:])),
         httpx.Headers(pairs),
     ]
     signals = {parse_rate_limit(429, shape, now=NOW) for shape in shapes}
