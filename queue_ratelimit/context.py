@@ -68,6 +68,25 @@ def take_prepaid(integration: str, tenant: str | None) -> Prepaid | None:
     return dataclasses.replace(slot, decision=decision)
 
 
+class Backoff(BaseException):
+    """Carries a ``RateLimited`` out of a task's body to the requeue.
+
+    Control flow, a ``BaseException`` like ``KeyboardInterrupt``: a body's own
+    ``except Exception`` cannot swallow the requeue (which would run the task twice: once
+    finishing, once requeued), and ``autoretry_for`` never sees it.
+    """
+
+    def __init__(self, exc: RateLimited) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+def hand_over(exc: RateLimited) -> NoReturn:
+    """A task's ``on_rate_limited`` hook for frameworks that requeue from outside the body:
+    carry ``exc`` out of the body as a :class:`Backoff`."""
+    raise Backoff(exc)
+
+
 def raise_rate_limited(exc: RateLimited) -> NoReturn:
     """Hand ``exc`` to the running task's requeue hook, or raise it when there is none."""
     hook = on_rate_limited.get()

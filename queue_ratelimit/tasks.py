@@ -207,6 +207,12 @@ class TaskGate:
             integration, tenant, ticket, retry_after, reason, None, budget, spend=spend
         )
 
+    def release_unused(self, slot: Prepaid) -> None:
+        """The task ended: give back the concurrency lease of a slot no call used."""
+        if not slot.used and slot.decision.lease:
+            slot.used = True
+            self.limiter.release(slot.integration, slot.tenant, slot.decision.lease)
+
     def report_backoff(self, slot: Prepaid, retry_after: float) -> None:
         """The running task met a backoff it reports itself: one report, in the congestion
         event of the task's own slot, giving its unused lease back in the same round trip."""

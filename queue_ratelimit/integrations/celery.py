@@ -41,13 +41,14 @@ import inspect
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 from celery import Celery, Task, bootsteps
 from celery.exceptions import Retry
 
 from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.context import Backoff
 from queue_ratelimit.errors import BackendError, ConfigError, InvalidRequest, RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
@@ -234,16 +235,22 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         if decision.wait > 0:
             time.sleep(decision.wait)
         try:
-            with context.running(info, slot, _hand_over):
+            with context.running(info, slot, context.hand_over):
                 return super().__call__(*args, **kwargs)
         except (Backoff, RateLimited) as caught:  # RateLimited: raised past the clients' hook
             exc = caught.exc if isinstance(caught, Backoff) else caught
             with context.running(info):
-                requeue = self._backoff(gate, integration, tenant, ticket, exc)
+                requeue = gate.rate_limited(
+                    integration,
+                    tenant,
+                    ticket,
+                    exc.retry_after,
+                    budget=self.requeue_budget,
+                    reason=exc.reason,
+                )
                 raise self._requeue(requeue) from exc
         finally:
-            if not slot.used and decision.lease:
-                gate.limiter.release(integration, tenant, decision.lease)
+            gate.release_unused(slot)
 
     def rate_limited(self, retry_after: float, *, report: bool = True) -> Backoff:
         """``raise`` what this returns to requeue the task after ``retry_after`` seconds.
@@ -264,23 +271,6 @@ class RateLimitedTask(Task):  # type: ignore[misc]
             gate_for(self.app).report_backoff(slot, retry_after)
         return Backoff(RateLimited(retry_after, integration, slot.tenant))
 
-    def _backoff(
-        self,
-        gate: TaskGate,
-        integration: str,
-        tenant: str | None,
-        ticket: Ticket,
-        exc: RateLimited,
-    ) -> Requeue:
-        return gate.rate_limited(
-            integration,
-            tenant,
-            ticket,
-            exc.retry_after,
-            budget=self.requeue_budget,
-            reason=exc.reason,
-        )
-
     def _requeue(self, requeue: Requeue) -> Retry:
         """Publish the same task (same id and retries) for later; the Retry to raise."""
         request = self.request
@@ -296,24 +286,6 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         if not self.integration:
             raise ConfigError(None, "integration", self.integration, f"task {self.name} has none")
         return self.integration
-
-
-class Backoff(BaseException):
-    """Carries a ``RateLimited`` out of a task's body to the requeue.
-
-    Control flow, a ``BaseException`` like ``KeyboardInterrupt``: a body's own
-    ``except Exception`` cannot swallow the requeue (which would run the task twice: once
-    finishing, once requeued), and ``autoretry_for`` never sees it.
-    """
-
-    def __init__(self, exc: RateLimited) -> None:
-        super().__init__(exc)
-        self.exc = exc
-
-
-def _hand_over(exc: RateLimited) -> NoReturn:
-    """The task context's hook: the HTTP clients call it instead of raising."""
-    raise Backoff(exc)
 
 
 def _takes_self(function: Any) -> bool:

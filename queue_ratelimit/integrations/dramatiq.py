@@ -296,9 +296,9 @@ class _Delivery:
         """Leave the body's context; give back a lease no call used."""
         self.scope.close()
         slot = self.slot
-        if slot is not None and not slot.used and slot.decision.lease:
+        if slot is not None:
             try:
-                self.gate.limiter.release(self.integration, self.tenant, slot.decision.lease)
+                self.gate.release_unused(slot)
             except Exception:
                 log.exception("queue_ratelimit: releasing the lease of %s failed", self.message)
 

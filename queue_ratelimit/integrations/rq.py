@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 import redis
 from rq import Queue, SimpleWorker, Worker
@@ -87,19 +87,6 @@ class _Requeue(Retry):
 
     def __repr__(self) -> str:
         return f"requeue({self.requeue.reason}, in {self.requeue.countdown:.3f}s)"
-
-
-class _Backoff(BaseException):
-    """Carries a body's ``RateLimited`` out of the body. Control flow, a ``BaseException``
-    like ``asyncio.CancelledError``: the body's own ``except Exception`` cannot swallow it."""
-
-    def __init__(self, exc: RateLimited) -> None:
-        super().__init__(exc)
-        self.exc = exc
-
-
-def _hand_over(exc: RateLimited) -> NoReturn:
-    raise _Backoff(exc)
 
 
 class RateLimitedWorkerMixin(BaseWorker):
@@ -193,9 +180,9 @@ class RateLimitedWorkerMixin(BaseWorker):
             time.sleep(decision.wait)
         try:
             try:
-                with context.running(info, slot, _hand_over):
+                with context.running(info, slot, context.hand_over):
                     return perform()
-            except _Backoff as backoff:
+            except context.Backoff as backoff:
                 exc = backoff.exc
             except RateLimited as raised:  # raised by code that did not go through the hook
                 exc = raised
@@ -211,8 +198,7 @@ class RateLimitedWorkerMixin(BaseWorker):
                     )
                 )
         finally:
-            if not slot.used and decision.lease:
-                gate.limiter.release(integration, tenant, decision.lease)
+            gate.release_unused(slot)
 
     def handle_job_retry(
         self,
