@@ -104,7 +104,8 @@ class _Gate:
         estimate: Callable[[Any], Cost] | None,
         usage: Callable[[Any], Mapping[str, float] | None] | None,
     ) -> None:
-        limiter.config(integration)  # fail at construction on an unknown integration
+        # an unknown integration fails here, at construction
+        self.backoff_codes = limiter.config(integration).backoff_status_codes
         self.limiter = limiter
         self.integration = integration
         self.tenant = tenant
@@ -188,15 +189,13 @@ class _Gate:
     def wants_body(self, status: int) -> bool:
         """Read the body first: a backoff's (for its wording), or any usable answer's when
         ``usage`` reads it."""
-        codes = self.limiter.config(self.integration).backoff_status_codes
-        return status in codes or (self.usage is not None and status < 500)
+        return status in self.backoff_codes or (self.usage is not None and status < 500)
 
     def _usage(self, status: int | None, response: Any) -> Mapping[str, float] | None:
         """The call's actual cost from a successful answer; None when unknown or unreadable."""
-        codes = self.limiter.config(self.integration).backoff_status_codes
         if self.usage is None or response is None or status is None:
             return None
-        if status >= 500 or status in codes:
+        if status >= 500 or status in self.backoff_codes:
             return None
         try:
             return self.usage(response)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.support import RedisProcess, reachable
+from tests.support import RedisProcess, delete_keys, reachable
 
 REDIS_HINT = (
     "Redis is needed by the test suite and none is reachable, and no redis-server binary "
@@ -53,9 +53,7 @@ def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A prefix of this test's own; its keys are deleted afterwards (no FLUSHALL)."""
     prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
     yield prefix
-    keys = list(redis_client.scan_iter(match=f"{{{prefix}:*"))
-    if keys:
-        redis_client.delete(*keys)
+    delete_keys(redis_client, f"{{{prefix}:*")
 
 
 class FakeClock:

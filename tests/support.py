@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 import redis
 
@@ -119,3 +121,30 @@ def hold_lease_forever(
     decision = limiter.acquire(config.name, max_wait=60.0)
     ready.put(decision.lease)
     time.sleep(3600)
+
+
+def stop_workers(
+    workers: Iterable[tuple[subprocess.Popen[bytes], IO[bytes]]], timeout: float
+) -> None:
+    """Stop worker subprocesses warmly (SIGTERM to all, then wait; kill after ``timeout``)
+    and delete the log file each wrote to."""
+    workers = list(workers)
+    for proc, _log in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc, log in workers:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+def delete_keys(client: redis.Redis, *patterns: str) -> None:
+    """Delete the keys matching ``patterns`` (SCAN, never FLUSHDB)."""
+    for pattern in patterns:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)

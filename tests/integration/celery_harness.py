@@ -26,6 +26,7 @@ from queue_ratelimit.testing import HiddenLimitUpstream
 # one prefix per test session: limiter keys, broker keys and the integrations' names
 os.environ.setdefault("QRL_PREFIX", f"qrltest-{uuid.uuid4().hex[:8]}")
 from tests.integration import celery_app as capp
+from tests.support import delete_keys, stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -172,26 +173,13 @@ class CeleryRig:
         return [self.client.AsyncResult(i) for i in ids]
 
     def close(self) -> None:
-        for _, proc, _log in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _node, proc, log in self.workers:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-            os.unlink(log.name)
+        stop_workers(((proc, log) for _, proc, log in self.workers), timeout=20)
         self._purge()
         self.client.close()
 
     def _purge(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
-        for pattern in (f"{capp.PREFIX}-broker:*", f"{{{capp.PREFIX}:*", f"{capp.PREFIX}:*"):
-            keys = list(client.scan_iter(match=pattern))
-            if keys:
-                client.delete(*keys)
+        delete_keys(client, f"{capp.PREFIX}-broker:*", f"{{{capp.PREFIX}:*", f"{capp.PREFIX}:*")
         if self.kind == "rabbitmq":
             with self.client.connection_for_write() as conn:
                 channel = conn.default_channel

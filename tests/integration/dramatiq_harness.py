@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from queue_ratelimit.testing import HiddenLimitUpstream
 # one prefix per test session: limiter keys, broker and result keys, the integrations' names
 os.environ.setdefault("QRL_PREFIX", f"qrltest-{uuid.uuid4().hex[:8]}")
 from tests.integration import dramatiq_app as dapp
+from tests.support import delete_keys, stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -139,24 +139,11 @@ class DramatiqRig:
             connection.close()
 
     def close(self) -> None:
-        for proc, _ in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, log in self.workers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-            os.unlink(log.name)
+        stop_workers(self.workers, timeout=30)
         self._purge()
 
     def _purge(self) -> None:
-        for pattern in (f"{dapp.PREFIX}-*", f"{{{dapp.PREFIX}:*", f"{dapp.PREFIX}:*"):
-            keys = list(self.redis.scan_iter(match=pattern))
-            if keys:
-                self.redis.delete(*keys)
+        delete_keys(self.redis, f"{dapp.PREFIX}-*", f"{{{dapp.PREFIX}:*", f"{dapp.PREFIX}:*")
         if self.kind == "rabbitmq":
 
             def delete(channel: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from queue_ratelimit.testing import HiddenLimitUpstream
 # one prefix per test session: limiter keys, records and the integrations' (queues') names
 os.environ.setdefault("QRL_PREFIX", f"qrltest-{uuid.uuid4().hex[:8]}")
 from tests.integration import rq_jobs as jobs
+from tests.support import stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 # ``rq worker``, with the job module imported first: work horses inherit it instead of
@@ -137,17 +137,7 @@ class RQRig:
         return [r.decode() for r in self.connection.lrange(f"{jobs.PREFIX}:{what}", 0, -1)]
 
     def close(self) -> None:
-        for _, proc, _log in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc, log in self.workers:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-            os.unlink(log.name)
+        stop_workers(((proc, log) for _, proc, log in self.workers), timeout=20)
         os.unlink(self.config_path)
         self._purge()
         self.connection.close()
