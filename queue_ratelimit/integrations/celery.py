@@ -356,8 +356,7 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         limiter = gate_for(consumer.app).limiter
         consuming = {q.name for q in consumer.task_consumer.queues}
         for queue in sorted((consuming | self.paused) & set(limiter.configs)):
-            snap = limiter.snapshot(queue)
-            held = snap.breaker != "closed" and snap.breaker_wait > 0
+            held = limiter.snapshot(queue).breaker_holds
             if held and queue not in self.paused:
                 consumer.cancel_task_queue(queue)
                 self.paused.add(queue)

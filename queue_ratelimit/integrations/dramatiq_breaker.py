@@ -56,7 +56,7 @@ class BreakerWatch(threading.Thread):
             if queue not in limiter.configs:
                 continue
             snap = limiter.snapshot(queue)
-            if snap.breaker != "closed" and snap.breaker_wait > 0:
+            if snap.breaker_holds:
                 self._hold(queue, consumer)
             elif queue in self.paused:
                 consumer.resume()

@@ -316,7 +316,7 @@ class RateLimitedWorkerMixin(BaseWorker):
                 self.log.exception("queue_ratelimit: breaker check of %s failed", name)
                 held = name in self._paused
             else:
-                held = snap.breaker != "closed" and snap.breaker_wait > 0
+                held = snap.breaker_holds
             if held:
                 paused.add(name)
         if paused != self._paused:

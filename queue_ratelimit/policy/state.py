@@ -196,6 +196,11 @@ class Snapshot:
     breaker_failures: int = 0
     breaker_wait: float = 0.0
 
+    @property
+    def breaker_holds(self) -> bool:
+        """The breaker is open and its probe not yet due: the queue should stay paused."""
+        return self.breaker != brk.CLOSED and self.breaker_wait > 0
+
     def limit(self, name: str = PRIMARY_LIMIT) -> LimitSnapshot:
         """The named limit's view; ``KeyError`` when the key has no such limit."""
         for lim in self.limits:
