@@ -93,8 +93,11 @@ class Records:
     def slept(self, task_id: str, seconds: float) -> None:
         self.client.hincrbyfloat(self.key("sleep"), task_id, seconds)
 
-    def requeued(self, task_id: str) -> None:
-        self.client.hincrby(self.key("requeues"), task_id, 1)
+    def requeued(self, task_id: str, reason: str = "retry") -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.key("requeues"), task_id, 1)
+            pipe.hincrby(self.key("reasons"), reason, 1)
+            pipe.execute()
 
     def failed(self, task_id: str, error: str) -> None:
         self.client.hset(self.key("failed"), task_id, error)
@@ -178,7 +181,7 @@ def record_our_signals() -> None:
 
     def requeued(sender: object, **fields: Any) -> None:
         if fields.get("task_id"):
-            records().requeued(str(fields["task_id"]))
+            records().requeued(str(fields["task_id"]), str(fields.get("reason", "?")))
 
     signals.acquired.connect(waited, weak=False)
     signals.task_requeued.connect(requeued, weak=False)

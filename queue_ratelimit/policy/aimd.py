@@ -20,8 +20,9 @@ Rules (``now`` is always passed in, in seconds):
 * refill: if ``now > ts``: ``tokens = min(burst, tokens + (now - ts) * rate)``, ``ts = now``.
 * acquire ``cost`` per limit: the slot is the earliest time every limit holds its cost,
   ``max(cooldown_until, max over limits of max(ts, now) + max(0, cost - tokens) / rate)``.
-  If ``slot - now <= max_wait`` the call is granted (the caller sleeps ``slot - now``) and each
-  limit pays its cost; otherwise, when ``reserve`` is set, it pays anyway and receives a
+  If the call fits ``max_wait`` it is granted (the caller sleeps ``slot - now``) and each
+  limit pays its cost. It fits when ``slot - now <= max_wait``, or, during a cooldown, when
+  both the cooldown left and the wait after it are within ``max_wait`` (``fits_wait``); otherwise, when ``reserve`` is set, it pays anyway and receives a
   reservation for ``slot``; else nothing changes. A concurrency limit, when set, is checked
   first; a full one grants nothing and reserves nothing.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
@@ -32,9 +33,14 @@ Rules (``now`` is always passed in, in seconds):
   is ``increase / rate`` (about ``increase`` per second): the fleet climbs fast back to near
   the ceiling it last met, probes it gently, and climbs fast again once well past it (the
   limit rose). Congestion events, each costing a cooldown, become rare in steady state.
+* delivery: every success is counted in windows of ``DELIVERY_WINDOW`` seconds; the
+  delivered rate is the current window's count plus the previous window's, weighted by how
+  much of it still lies within the last ``DELIVERY_WINDOW`` (a sliding-window estimate).
 * backoff: a new congestion event (its epoch is the current one; or, with no epoch given, no
   cooldown is running) multiplies each rate by ``decrease`` (clamped to ``min_rate``), moves
-  the epoch on, records each rate before the decrease as its ``peak``, forgives all debt
+  the epoch on, records each rate before the decrease as its ``peak`` (for ``requests``, the
+  delivered rate when successes were counted and it is lower: the rate sent when the 429
+  came overshoots the limit, the rate served does not), forgives all debt
   (``tokens = 0``) and opens a cooldown of ``retry_after``
   (clamped to ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. A
   backoff from an event already reacted to only extends the cooldown to its ``retry_after``.
@@ -63,6 +69,9 @@ from queue_ratelimit.policy.state import (
 
 PROBE_BAND = (0.9, 1.1)
 """Within these fractions of ``peak`` the rate climbs by about ``increase`` per second."""
+
+DELIVERY_WINDOW = 1.0
+"""Seconds over which successes are counted to estimate the delivered rate."""
 
 SLACK = 1e-6
 """A wait this much above ``max_wait`` still counts as within it: float noise, and replies
@@ -113,6 +122,20 @@ def _slot(
     return slot
 
 
+def fits_wait(now: float, slot: float, cooldown_until: float, max_wait: float) -> bool:
+    """Whether a wait until ``slot`` is slept in the caller rather than requeued.
+
+    A cooldown counts apart from the wait for the slot after it: it holds back every task of
+    the bucket alike, so a task requeued for it would free its worker only for the next task
+    of the same queue to meet it too, and a backlog would be requeued whole. Each part up to
+    ``max_wait`` is slept.
+    """
+    max_wait += SLACK
+    if slot - now <= max_wait:
+        return True
+    return now < cooldown_until <= now + max_wait and slot - cooldown_until <= max_wait
+
+
 def _pay(
     state: KeyState, now: float, limits: Sequence[LimitParams], costs: Mapping[str, float]
 ) -> None:
@@ -160,12 +183,12 @@ def acquire(
     else:
         slot = _slot(state, now, limits, costs)
     wait = slot - now
-    max_wait += SLACK
-    if max_concurrent is not None and wait <= max_wait:
+    fits = fits_wait(now, slot, state.cooldown_until, max_wait)
+    if max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, max_concurrent)
         if busy is not None:
             return Decision(False, busy, "concurrency", state.epoch, kept, now, seq=state.seq)
-    if wait <= max_wait:
+    if fits:
         if not redeeming:
             _pay(state, now, limits, costs)
         lease = None
@@ -245,9 +268,29 @@ def climb_time(units: float, rate: float, increase: float, max_rate: float) -> f
     return math.log(max_rate / rate) / increase + (units - cap_units) / max_rate
 
 
+def _roll_delivery(state: KeyState, now: float) -> None:
+    """Move the delivery windows on to the one holding ``now``."""
+    if now < state.served_from + DELIVERY_WINDOW:
+        return
+    if now < state.served_from + 2 * DELIVERY_WINDOW:
+        state.served_before, state.served_from = state.served, state.served_from + DELIVERY_WINDOW
+    else:
+        state.served_before, state.served_from = 0.0, now
+    state.served = 0.0
+
+
+def delivered(state: KeyState, now: float) -> float:
+    """Successes per second over the last ``DELIVERY_WINDOW`` (sliding-window estimate)."""
+    _roll_delivery(state, now)
+    left = max(0.0, 1.0 - (now - state.served_from) / DELIVERY_WINDOW)
+    return (state.served + state.served_before * left) / DELIVERY_WINDOW
+
+
 def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> ReportResult:
-    """Additive increase on every limit, unless a cooldown is running."""
+    """Count the delivery; additive increase on every limit, unless a cooldown is running."""
     sync_buckets(state, now, limits)
+    _roll_delivery(state, now)
+    state.served += 1.0
     old = state.buckets[PRIMARY_LIMIT].rate
     if now >= state.cooldown_until:
         for lim in limits:
@@ -278,9 +321,12 @@ def on_backoff(
     if retry_after is not None:
         retry_after = min(max(retry_after, 0.0), max_backoff)
     if new_event:
+        served = delivered(state, now)
         for lim in limits:
             bucket = state.buckets[lim.name]
             bucket.peak = bucket.rate
+            if lim.name == PRIMARY_LIMIT and served > 0:
+                bucket.peak = min(bucket.rate, served)
             bucket.rate = max(lim.min_rate, bucket.rate * lim.decrease)
         state.epoch = max(state.epoch + 1, epoch_at(now))
         pause = retry_after

@@ -68,6 +68,9 @@ class KeyState:
     buckets: dict[str, BucketState] = field(default_factory=dict)
     leases: dict[str, float] = field(default_factory=dict)
     seq: int = 0
+    served_from: float = 0.0  # start of the current delivery window (aimd.DELIVERY_WINDOW)
+    served: float = 0.0  # successes reported in the current window
+    served_before: float = 0.0  # successes reported in the window before it
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,36 @@ def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_gent
     # the limit rose, so the climb is fast again
 
 
+def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(increase_factor=0.01, decrease_factor=0.75)  # 10/s
+    for _ in range(8):  # 8 successes in 0.7 s: 8/s delivered while about 10/s were sent
+        limiter.on_success("svc")
+        clock.advance(0.1)
+    sent = limiter.on_backoff("svc", retry_after=1.0).old_rate
+    assert sent == pytest.approx(10.08)
+    clock.advance(1.0)
+    after = limiter.on_success("svc")
+    # 7.56/s is within 10% of the 8/s delivered, so the step is the gentle one (increase per
+    # second); measured from the 10.08/s sent, 7.56 would be far below and climb fast
+    assert after.new_rate - after.old_rate == pytest.approx(0.01 / 7.56, abs=1e-5)
+
+
+def test_a_cooldown_and_the_wait_after_it_each_count_up_to_max_wait(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, burst 1; after the backoff 5/s
+    limiter.on_backoff("svc", retry_after=0.8)
+    waits = [limiter.acquire("svc", max_wait=1.0) for _ in range(6)]
+    # 0.8 s of cooldown, then slots 0.2 s apart: 1.0 .. 1.8 s are slept (each part <= 1 s)
+    assert [d.granted for d in waits] == [True] * 5 + [False]
+    assert [d.wait for d in waits[:5]] == pytest.approx([1.0, 1.2, 1.4, 1.6, 1.8])
+    assert waits[5].reason == "cooldown" and waits[5].reservation is not None
+    limiter.on_backoff("svc", retry_after=1.5, epoch=waits[0].epoch)  # a longer cooldown
+    assert not limiter.acquire("svc", max_wait=1.0).granted
+
+
 def test_reservations_are_spaced_by_the_rate(make_limiter: MakeLimiter, clock: FakeClock) -> None:
     limiter = make_limiter()
     decisions = [limiter.acquire("svc") for _ in range(100)]

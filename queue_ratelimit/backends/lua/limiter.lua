@@ -8,7 +8,8 @@
 --         so far: a reservation's clock) and peak (the rate at the last decrease; 0 =
 --         none)}. These trail the 7-field groups so a script of the previous layout still
 --         reads this state, and this one reads its state (credits and peaks then start at
---         0; reservations keep their promised slots).
+--         0; reservations keep their promised slots). Then "~srv", the delivery count:
+--         window start, successes in it, successes in the window before (aimd.delivered).
 -- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ...
@@ -39,6 +40,7 @@
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local function micro(x) return math.floor(x * 1000000 + 0.5) end
 local STRIDE = 7  -- state fields per limit, before the credits
+local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
 
 local function opt(w) if w then return tonumber(w) end return nil end
 
@@ -110,6 +112,7 @@ local blob = redis.call('GET', KEYS[1])
 local exists = blob ~= false
 local saved = {}
 local epoch, cool, seq = math.floor(now * 1000000), 0, 0
+local sfrom, served, sbefore = 0, 0, 0
 if exists then
   local st = cmsgpack.unpack(blob)
   epoch, cool, seq = st[1], st[2], st[3]
@@ -119,6 +122,8 @@ if exists then
     j = j + STRIDE
   end
   local ext = j  -- st[ext + 2g - 1], st[ext + 2g]: credit and peak of the g-th group
+  local srv = ext + 2 * (ext - 4) / STRIDE + 1
+  if st[srv] == '~srv' then sfrom, served, sbefore = st[srv + 1], st[srv + 2], st[srv + 3] end
   for _, lim in ipairs(limits) do
     local k = saved[lim.name]
     if k then
@@ -178,6 +183,10 @@ local function save()
     st[#st + 1] = lim.c
     st[#st + 1] = lim.p
   end
+  st[#st + 1] = '~srv'
+  st[#st + 1] = sfrom
+  st[#st + 1] = served
+  st[#st + 1] = sbefore
   redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', math.ceil((busy + idle_ttl) * 1000))
 end
 
@@ -272,7 +281,10 @@ if op == 'acquire' then
     end
   end
   local wait = slot - now
-  if max_conc > 0 and wait <= max_wait then
+  -- aimd.fits_wait: a cooldown and the wait after it each count up to max_wait
+  local fits = wait <= max_wait
+  if not fits and now < cool and cool <= now + max_wait then fits = slot - cool <= max_wait end
+  if max_conc > 0 and fits then
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
     if redis.call('ZCARD', KEYS[2]) >= max_conc then
       local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -288,7 +300,7 @@ if op == 'acquire' then
       if quota_active(lim) then lim.q = lim.q - lim.cost end
     end
   end
-  if wait <= max_wait then
+  if fits then
     if not redeeming then pay() end
     local lease = '-'
     if max_conc > 0 then
@@ -339,9 +351,22 @@ for i, lim in ipairs(limits) do
   end
 end
 
+-- the delivery windows (aimd._roll_delivery, aimd.delivered)
+local function roll_delivery()
+  if now < sfrom + DELIVERY_WINDOW then return end
+  if now < sfrom + 2 * DELIVERY_WINDOW then
+    sbefore, sfrom = served, sfrom + DELIVERY_WINDOW
+  else
+    sbefore, sfrom = 0, now
+  end
+  served = 0
+end
+
 local old = limits[1].r
 local decreased = 0
 if op == 'success' then
+  roll_delivery()
+  served = served + 1
   if now >= cool then
     for _, lim in ipairs(limits) do
       local step = lim.inc  -- near the last ceiling, about inc per second (aimd.PROBE_BAND)
@@ -362,8 +387,12 @@ elseif op == 'backoff' then
   if retry_after ~= nil then retry_after = math.min(math.max(retry_after, 0), max_backoff) end
   if new_event then
     decreased = 1
-    for _, lim in ipairs(limits) do
+    roll_delivery()
+    local left = math.max(0, 1 - (now - sfrom) / DELIVERY_WINDOW)
+    local rate_served = (served + sbefore * left) / DELIVERY_WINDOW
+    for i, lim in ipairs(limits) do
       lim.p = lim.r
+      if i == 1 and rate_served > 0 then lim.p = math.min(lim.r, rate_served) end
       lim.r = math.max(lim.min, lim.r * lim.dec)
     end
     epoch = math.max(epoch + 1, math.floor(now * 1000000))
