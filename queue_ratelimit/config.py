@@ -236,6 +236,13 @@ class IntegrationConfig:
     max_wait: float = field(
         default=1.0, metadata=_help("longest in-worker wait before requeueing, seconds")
     )
+    cooldown_wait: float | None = field(
+        default=None,
+        metadata=_help(
+            "longest cooldown slept in the worker besides max_wait for the slot after it, "
+            "seconds; unset: max_wait; 0 where workers also serve other integrations"
+        ),
+    )
     requeue_budget: int = field(
         default=100, metadata=_help("requeues allowed per task before it fails (>= 0)")
     )
@@ -275,6 +282,12 @@ class IntegrationConfig:
         for name in ("cooldown_multiplier", "max_backoff", "lease_ttl", "breaker_open_seconds"):
             _store(self, name, check.number(name, getattr(self, name), positive=True))
         _store(self, "max_wait", check.number("max_wait", self.max_wait, positive=False))
+        if self.cooldown_wait is not None:
+            _store(
+                self,
+                "cooldown_wait",
+                check.number("cooldown_wait", self.cooldown_wait, positive=False),
+            )
         _store(
             self, "requeue_budget", check.integer("requeue_budget", self.requeue_budget, minimum=0)
         )

@@ -117,6 +117,7 @@ class MemoryBackend:
                 lease_id=lease_id,
                 lease_ttl=plan.lease_ttl,
                 breaker_open_seconds=plan.breaker_open_seconds,
+                cooldown_wait=plan.cooldown_wait,
             )
 
         return self._apply(integration, tenant, step)

@@ -155,6 +155,7 @@ class RedisBackend:
                 plan.breaker_threshold,
                 plan.breaker_open_seconds,
                 limits,
+                -1 if plan.cooldown_wait is None else plan.cooldown_wait,
             ]
         )
         if len(self._plans) > 1024:

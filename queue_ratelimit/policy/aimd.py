@@ -22,9 +22,10 @@ Rules (``now`` is always passed in, in seconds):
   ``max(cooldown_until, max over limits of max(ts, now) + max(0, cost - tokens) / rate)``.
   If the call fits ``max_wait`` it is granted (the caller sleeps ``slot - now``) and each
   limit pays its cost. It fits when ``slot - now <= max_wait``, or, during a cooldown, when
-  both the cooldown left and the wait after it are within ``max_wait`` (``fits_wait``); otherwise, when ``reserve`` is set, it pays anyway and receives a
-  reservation for ``slot``; else nothing changes. A concurrency limit, when set, is checked
-  first; a full one grants nothing and reserves nothing.
+  the cooldown left is within ``cooldown_wait`` (None: ``max_wait``) and the wait after it
+  within ``max_wait`` (``fits_wait``). Otherwise, when ``reserve`` is set, it pays anyway
+  and receives a reservation for ``slot``; else nothing changes. A concurrency limit, when
+  set, is checked first; a full one grants nothing and reserves nothing.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
   waited for; a void reservation is treated as a fresh acquire.
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
@@ -122,18 +123,22 @@ def _slot(
     return slot
 
 
-def fits_wait(now: float, slot: float, cooldown_until: float, max_wait: float) -> bool:
+def fits_wait(
+    now: float, slot: float, cooldown_until: float, max_wait: float, cooldown_wait: float | None
+) -> bool:
     """Whether a wait until ``slot`` is slept in the caller rather than requeued.
 
     A cooldown counts apart from the wait for the slot after it: it holds back every task of
-    the bucket alike, so a task requeued for it would free its worker only for the next task
-    of the same queue to meet it too, and a backlog would be requeued whole. Each part up to
-    ``max_wait`` is slept.
+    the bucket alike, so on a worker that serves only this integration's queue, a task
+    requeued for it would free the worker only for the next task of the queue to meet it too,
+    and a backlog would be requeued whole. A cooldown up to ``cooldown_wait`` (None:
+    ``max_wait``), then up to ``max_wait`` for the slot after it, is slept.
     """
     max_wait += SLACK
     if slot - now <= max_wait:
         return True
-    return now < cooldown_until <= now + max_wait and slot - cooldown_until <= max_wait
+    cooldown_wait = max_wait if cooldown_wait is None else cooldown_wait + SLACK
+    return now < cooldown_until <= now + cooldown_wait and slot - cooldown_until <= max_wait
 
 
 def _pay(
@@ -170,6 +175,7 @@ def acquire(
     lease_id: str | None = None,
     lease_ttl: float = 0.0,
     breaker_open_seconds: float = 60.0,
+    cooldown_wait: float | None = None,
 ) -> Decision:
     """Decide one acquire (or redemption) and apply it to ``state`` and ``breaker``."""
     sync_buckets(state, now, limits)
@@ -183,7 +189,7 @@ def acquire(
     else:
         slot = _slot(state, now, limits, costs)
     wait = slot - now
-    fits = fits_wait(now, slot, state.cooldown_until, max_wait)
+    fits = fits_wait(now, slot, state.cooldown_until, max_wait, cooldown_wait)
     if max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, max_concurrent)
         if busy is not None:

@@ -246,6 +246,15 @@ def test_a_cooldown_and_the_wait_after_it_each_count_up_to_max_wait(
     assert not limiter.acquire("svc", max_wait=1.0).granted
 
 
+def test_cooldown_wait_zero_requeues_what_a_cooldown_holds_beyond_max_wait(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(cooldown_wait=0.0)  # for workers that serve other queues too
+    limiter.on_backoff("svc", retry_after=0.8)
+    waits = [limiter.acquire("svc", max_wait=1.0) for _ in range(2)]
+    assert [(d.granted, round(d.wait, 6)) for d in waits] == [(True, 1.0), (False, 1.2)]
+
+
 def test_reservations_are_spaced_by_the_rate(make_limiter: MakeLimiter, clock: FakeClock) -> None:
     limiter = make_limiter()
     decisions = [limiter.acquire("svc") for _ in range(100)]

@@ -18,7 +18,8 @@
 -- ARGV[2] now in seconds, or "" for the Redis server's TIME (the default; tests pin it)
 -- ARGV[3] the plan, JSON: [idle_ttl, cooldown_multiplier, max_backoff, max_concurrent (0 =
 --         none), lease_ttl, breaker_threshold, breaker_open_seconds,
---         [[name, rate, burst, min_rate, max_rate, increase, decrease], ...]]
+--         [[name, rate, burst, min_rate, max_rate, increase, decrease], ...],
+--         cooldown_wait (-1 = max_wait)]
 -- ARGV[4] op arguments, one string of space-separated words ("-" = none; n = number of limits):
 --   acquire:  max_wait, reserve (0/1), reservation epoch, reservation slot, lease id,
 --             then n costs, then n reservation dues (credit marks; "-" = none)
@@ -57,6 +58,7 @@ end
 local plan = cjson.decode(ARGV[3])
 local idle_ttl, mult, max_backoff = plan[1], plan[2], plan[3]
 local max_conc, lease_ttl, b_threshold, b_open = plan[4], plan[5], plan[6], plan[7]
+local cooldown_wait = plan[9] or -1
 local limits = {}
 for i, p in ipairs(plan[8]) do
   limits[i] = {name = p[1], rate = p[2], burst = p[3], min = p[4], max = p[5], inc = p[6],
@@ -283,7 +285,9 @@ if op == 'acquire' then
   local wait = slot - now
   -- aimd.fits_wait: a cooldown and the wait after it each count up to max_wait
   local fits = wait <= max_wait
-  if not fits and now < cool and cool <= now + max_wait then fits = slot - cool <= max_wait end
+  local cw = max_wait
+  if cooldown_wait >= 0 then cw = cooldown_wait + SLACK end
+  if not fits and now < cool and cool <= now + cw then fits = slot - cool <= max_wait end
   if max_conc > 0 and fits then
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
     if redis.call('ZCARD', KEYS[2]) >= max_conc then
