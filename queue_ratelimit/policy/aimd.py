@@ -41,7 +41,11 @@ Rules (``now`` is always passed in, in seconds):
   cooldown is running) multiplies each rate by ``decrease`` (clamped to ``min_rate``), moves
   the epoch on, records each rate before the decrease as its ``peak`` (for ``requests``, the
   delivered rate when successes were counted and it is lower: the rate sent when the 429
-  came overshoots the limit, the rate served does not), forgives all debt
+  came overshoots the limit, the rate served does not), forgives all debt. When successes
+  were counted, ``requests`` decreases no lower than the bottom of ``PROBE_BAND`` around the
+  delivered rate: a 429 with nearly every call served says the limit is just there, and a
+  429 among many says so too (what is served is then far below what is sent, and the
+  multiplicative decrease is the deeper one).
   (``tokens = 0``) and opens a cooldown of ``retry_after``
   (clamped to ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. A
   backoff from an event already reacted to only extends the cooldown to its ``retry_after``.
@@ -331,9 +335,11 @@ def on_backoff(
         for lim in limits:
             bucket = state.buckets[lim.name]
             bucket.peak = bucket.rate
+            target = bucket.rate * lim.decrease
             if lim.name == PRIMARY_LIMIT and served > 0:
                 bucket.peak = min(bucket.rate, served)
-            bucket.rate = max(lim.min_rate, bucket.rate * lim.decrease)
+                target = min(bucket.rate, max(target, PROBE_BAND[0] * served))
+            bucket.rate = max(lim.min_rate, target)
         state.epoch = max(state.epoch + 1, epoch_at(now))
         pause = retry_after
         if pause is None:

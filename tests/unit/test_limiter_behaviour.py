@@ -232,6 +232,23 @@ def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
     assert after.new_rate - after.old_rate == pytest.approx(0.01 / 7.56, abs=1e-5)
 
 
+def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(increase_factor=0.01)  # 10/s, x0.5 per backoff
+    for _ in range(9):  # 9/s served: the limit is just below the 10.09/s sent
+        limiter.on_success("svc")
+        clock.advance(0.1)
+    result = limiter.on_backoff("svc", retry_after=1.0)
+    assert result.old_rate == pytest.approx(10.09)
+    assert result.new_rate == pytest.approx(0.9 * 9.0)  # not 10.09 * 0.5
+    for _ in range(3):  # one call in three served: the multiplicative decrease is deeper
+        clock.advance(2.0)
+        limiter.on_success("svc")
+        result = limiter.on_backoff("svc", retry_after=0.5)
+    assert result.new_rate == pytest.approx(result.old_rate * 0.5)
+
+
 def test_a_cooldown_and_the_wait_after_it_each_count_up_to_max_wait(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:

@@ -42,6 +42,7 @@ local SLACK = 0.000001  -- a wait this small counts as none (float noise, micros
 local function micro(x) return math.floor(x * 1000000 + 0.5) end
 local STRIDE = 7  -- state fields per limit, before the credits
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
+local PROBE_LOW, PROBE_HIGH = 0.9, 1.1  -- aimd.PROBE_BAND
 
 local function opt(w) if w then return tonumber(w) end return nil end
 
@@ -374,7 +375,7 @@ if op == 'success' then
   if now >= cool then
     for _, lim in ipairs(limits) do
       local step = lim.inc  -- near the last ceiling, about inc per second (aimd.PROBE_BAND)
-      if lim.r >= 0.9 * lim.p and lim.r <= 1.1 * lim.p then step = lim.inc / lim.r end
+      if lim.r >= PROBE_LOW * lim.p and lim.r <= PROBE_HIGH * lim.p then step = lim.inc / lim.r end
       lim.r = math.min(lim.max, lim.r + step)
     end
   end
@@ -395,9 +396,13 @@ elseif op == 'backoff' then
     local left = math.max(0, 1 - (now - sfrom) / DELIVERY_WINDOW)
     local rate_served = (served + sbefore * left) / DELIVERY_WINDOW
     for i, lim in ipairs(limits) do
+      local target = lim.r * lim.dec
       lim.p = lim.r
-      if i == 1 and rate_served > 0 then lim.p = math.min(lim.r, rate_served) end
-      lim.r = math.max(lim.min, lim.r * lim.dec)
+      if i == 1 and rate_served > 0 then
+        lim.p = math.min(lim.r, rate_served)
+        target = math.min(lim.r, math.max(target, PROBE_LOW * rate_served))
+      end
+      lim.r = math.max(lim.min, target)
     end
     epoch = math.max(epoch + 1, math.floor(now * 1000000))
     local pause = retry_after
