@@ -31,6 +31,7 @@ import requests
 from queue_ratelimit import IntegrationConfig
 
 REDIS_ENV, RUN_ENV, QUEUES_ENV, RATE_ENV = "GP_REDIS", "GP_RUN", "GP_QUEUES", "GP_RATE"
+SHARED_ENV = "GP_SHARED"
 NO_TENANT = "x"
 """The bucket of calls made without a tenant."""
 
@@ -38,14 +39,20 @@ OURS_START_FRACTION = 0.25  # of L: the conservative starting rate
 OURS_MAX_FACTOR = 10.0  # of L: the generous ceiling
 
 
-def ours_config(name: str, hidden_limit: float) -> IntegrationConfig:
+def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> IntegrationConfig:
     """This project's settings for every integration of the benchmark (the same for all).
 
     The client does not know the limit: it starts at L/4 and may climb to 10 L. The AIMD
     steps are the demo's (``queue_ratelimit.demo``); ``max_wait`` is the library's default,
     1 s, which covers 4 workers at the starting rate, so the first tasks wait in the worker
     rather than reserving slots paced at the starting rate (see benchmarks/README.md).
+    ``cooldown_wait`` is the library's default (``max_wait``) on workers that serve one
+    integration's queue, and 0 when ``shared`` (default: ``GP_SHARED=1`` in the
+    environment): the workers serve several integrations' queues, as in the integrations
+    scenario.
     """
+    if shared is None:
+        shared = os.environ.get(SHARED_ENV) == "1"
     return IntegrationConfig(
         name=name,
         rate_limit_per_sec=hidden_limit * OURS_START_FRACTION,
@@ -55,6 +62,7 @@ def ours_config(name: str, hidden_limit: float) -> IntegrationConfig:
         min_rate=0.5,
         max_rate=hidden_limit * OURS_MAX_FACTOR,
         max_wait=1.0,
+        cooldown_wait=0.0 if shared else None,
         max_backoff=30.0,
         requeue_budget=100,
     )

@@ -90,6 +90,7 @@ class Fleet(ABC):
         self.redis = redis.Redis.from_url(redis_url)
         self.records = common.Records(self.redis, self.run)
         self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        self.shared = False  # this project: cooldown_wait 0 (workers shared; see ours_config)
 
     def env(self, **extra: str) -> dict[str, str]:
         path = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])
@@ -100,6 +101,7 @@ class Fleet(ABC):
             common.RUN_ENV: self.run,
             common.QUEUES_ENV: ",".join(self.queues),
             common.RATE_ENV: repr(self.rate),
+            common.SHARED_ENV: "1" if self.shared else "0",
             "GP_WORKER": "1",
             **extra,
         }
@@ -301,7 +303,9 @@ class RQFleet(Fleet):
             "w", prefix="goodput-rq-", suffix=".json", delete=False
         )
         with config:
-            configs = {q: common.ours_config(q, self.rate).to_dict() for q in self.queues}
+            configs = {
+                q: common.ours_config(q, self.rate, self.shared).to_dict() for q in self.queues
+            }
             json.dump(configs, config)
         return config.name
 

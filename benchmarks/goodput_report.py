@@ -2,9 +2,10 @@
 its tables.
 
 * **rate/L**: calls served (200) per second over the hidden limit, in the steady state:
-  from the moment the limit was found (the first 429, or the first second serving 90% of
+  from the moment the limit was found (the end of the first congestion event, its first 429
+  plus the 1 s ``Retry-After`` the upstream announces; or the first second serving 90% of
   L) or the 10th percentile of served calls, whichever is later, to the 90th percentile
-  (the ramp-up and the tail left out).
+  (the ramp-up, the discovery of the limit and the tail left out).
 * **429 %**: answers refused with 429 over all answers of the phase (every upstream).
 * **requeues/task**: times a task went back to the broker (this project's requeues,
   Celery's and Dramatiq's retries), per task.
@@ -27,6 +28,7 @@ from goodput_phase import Phase
 
 Calls = list[tuple[float, str, int]]
 WINDOW = 3.0  # seconds: the window in which re-convergence is judged
+DISCOVERY = 1.0  # seconds: the Retry-After of the upstream's first 429 (its 1 s window)
 CONVERGED = 0.7  # of the new limit, served in that window
 STEP = 0.1
 
@@ -80,9 +82,10 @@ def limit_found(
     limit_at: Callable[[float], float],
     buckets: set[str] | None,
 ) -> float | None:
-    """The first 429, or the first moment 1 s of served calls reached 90% of the limit."""
+    """The end of the first 429's ``Retry-After``, or the first moment 1 s of served calls
+    reached 90% of the limit."""
     refused = [t for t, b, s in calls if s == 429 and (buckets is None or b in buckets)]
-    first = min(refused, default=math.inf)
+    first = min(refused, default=math.inf) + DISCOVERY
     tail = 0
     for head, t in enumerate(times):
         while times[tail] <= t - 1.0:

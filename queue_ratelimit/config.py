@@ -243,6 +243,13 @@ class IntegrationConfig:
             "seconds; unset: max_wait; 0 where workers also serve other integrations"
         ),
     )
+    tenant_sleepers: int | None = field(
+        default=1,
+        metadata=_help(
+            "workers that may sleep at once for one tenant's slots before a task; the others "
+            "requeue theirs with a reservation and move on (none: no cap)"
+        ),
+    )
     requeue_budget: int = field(
         default=100, metadata=_help("requeues allowed per task before it fails (>= 0)")
     )
@@ -296,6 +303,12 @@ class IntegrationConfig:
             "breaker_failure_threshold",
             check.integer("breaker_failure_threshold", self.breaker_failure_threshold, minimum=1),
         )
+        if self.tenant_sleepers is not None:
+            _store(
+                self,
+                "tenant_sleepers",
+                check.integer("tenant_sleepers", self.tenant_sleepers, minimum=1),
+            )
         if self.max_concurrent is not None:
             _store(
                 self,

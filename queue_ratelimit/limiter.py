@@ -92,14 +92,19 @@ class Limiter:
         max_wait: float | None = None,
         reserve: bool = True,
         reservation: Reservation | None = None,
+        cooldown_wait: float | None = None,
+        max_sleepers: int | None = None,
     ) -> Decision:
         """Ask for a slot; never sleeps.
 
-        Returns a ``Decision``: granted (sleep ``wait`` first, at most ``max_wait``), or not
-        granted with ``wait`` until its slot. Beyond ``max_wait`` the slot is reserved (when
-        ``reserve``): pass ``decision.reservation`` back here when the requeued task returns,
-        and it is granted without paying twice. A backoff voids earlier reservations; a void
-        one is simply a fresh acquire. ``max_wait`` defaults to the integration's.
+        Returns a ``Decision``: granted (sleep ``wait`` first), or not granted with ``wait``
+        until its slot. Granted means the slot is within ``max_wait`` (default: the
+        integration's), and within ``max_sleepers`` places in line when given; during a
+        cooldown, up to ``cooldown_wait`` of the cooldown is added (default: the
+        integration's ``cooldown_wait``, which when unset is ``max_wait``). Beyond, the slot
+        is reserved (when ``reserve``): pass ``decision.reservation`` back here when the
+        requeued task returns, and it is granted without paying twice. A backoff voids
+        earlier reservations; a void one is simply a fresh acquire.
         """
         prepared = self._resolve(integration, tenant)
         config = prepared.config
@@ -118,6 +123,8 @@ class Limiter:
                 reserve=reserve,
                 reservation=reservation,
                 lease_id=lease_id,
+                cooldown_wait=config.cooldown_wait if cooldown_wait is None else cooldown_wait,
+                max_sleepers=max_sleepers,
             ),
         )
         where = {"integration": integration, "tenant": tenant}
@@ -154,10 +161,19 @@ class Limiter:
         """Acquire and sleep the computed wait (one call, no polling).
 
         Raises:
-            RateLimited: when the slot is further than ``timeout`` (default: the
-                integration's ``max_wait``); nothing is reserved or paid then.
+            RateLimited: when the slot is further than ``timeout``; nothing is reserved or
+                paid then. Without a ``timeout``: further than the integration's
+                ``max_wait``, or, during a cooldown, than its ``cooldown_wait`` plus
+                ``max_wait`` (see ``acquire``).
         """
-        decision = self.acquire(integration, tenant, cost, max_wait=timeout, reserve=False)
+        decision = self.acquire(
+            integration,
+            tenant,
+            cost,
+            max_wait=timeout,
+            reserve=False,
+            cooldown_wait=None if timeout is None else 0.0,
+        )
         if not decision.granted:
             raise RateLimited(decision.wait, integration, tenant)
         if decision.wait > 0:

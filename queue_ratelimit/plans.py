@@ -37,7 +37,6 @@ def plan_for(config: IntegrationConfig) -> Plan:
         max_backoff=config.max_backoff,
         breaker_threshold=config.breaker_failure_threshold,
         breaker_open_seconds=config.breaker_open_seconds,
-        cooldown_wait=config.cooldown_wait,
     )
 
 

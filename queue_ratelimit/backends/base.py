@@ -35,8 +35,13 @@ class Backend(Protocol):
         reserve: bool,
         reservation: Reservation | None,
         lease_id: str | None,
+        cooldown_wait: float | None = None,
+        max_sleepers: int | None = None,
     ) -> Decision:
-        """Decide an acquire (or a redemption) and record it; an open breaker grants nothing."""
+        """Decide an acquire (or a redemption) and record it; an open breaker grants nothing.
+
+        ``cooldown_wait`` and ``max_sleepers`` bound the waits granted (``aimd.fits_wait``).
+        """
         ...
 
     def report_success(

@@ -100,6 +100,8 @@ class MemoryBackend:
         reserve: bool,
         reservation: Reservation | None,
         lease_id: str | None,
+        cooldown_wait: float | None = None,
+        max_sleepers: int | None = None,
     ) -> Decision:
         """See ``Backend.acquire``."""
 
@@ -117,7 +119,8 @@ class MemoryBackend:
                 lease_id=lease_id,
                 lease_ttl=plan.lease_ttl,
                 breaker_open_seconds=plan.breaker_open_seconds,
-                cooldown_wait=plan.cooldown_wait,
+                cooldown_wait=cooldown_wait,
+                max_sleepers=max_sleepers,
             )
 
         return self._apply(integration, tenant, step)

@@ -155,7 +155,6 @@ class RedisBackend:
                 plan.breaker_threshold,
                 plan.breaker_open_seconds,
                 limits,
-                -1 if plan.cooldown_wait is None else plan.cooldown_wait,
             ]
         )
         if len(self._plans) > 1024:
@@ -186,6 +185,8 @@ class RedisBackend:
         reserve: bool,
         reservation: Reservation | None,
         lease_id: str | None,
+        cooldown_wait: float | None = None,
+        max_sleepers: int | None = None,
     ) -> Decision:
         """See ``Backend.acquire``."""
         words = [
@@ -194,6 +195,8 @@ class RedisBackend:
             _word(reservation.epoch if reservation else None),
             _word(reservation.slot if reservation else None),
             lease_id or "-",
+            _word(cooldown_wait),
+            _word(max_sleepers),
         ]
         words += [_word(costs.get(lim.name, 0.0)) for lim in plan.limits]
         dues = reservation.due if reservation else ()

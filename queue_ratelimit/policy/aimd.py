@@ -21,11 +21,12 @@ Rules (``now`` is always passed in, in seconds):
 * acquire ``cost`` per limit: the slot is the earliest time every limit holds its cost,
   ``max(cooldown_until, max over limits of max(ts, now) + max(0, cost - tokens) / rate)``.
   If the call fits ``max_wait`` it is granted (the caller sleeps ``slot - now``) and each
-  limit pays its cost. It fits when ``slot - now <= max_wait``, or, during a cooldown, when
-  the cooldown left is within ``cooldown_wait`` (None: ``max_wait``) and the wait after it
-  within ``max_wait`` (``fits_wait``). Otherwise, when ``reserve`` is set, it pays anyway
-  and receives a reservation for ``slot``; else nothing changes. A concurrency limit, when
-  set, is checked first; a full one grants nothing and reserves nothing.
+  limit pays its cost. It fits when ``slot - now <= max_wait`` (and, with ``max_sleepers``,
+  within that many places in line), or, during a cooldown, when the cooldown left is within
+  ``cooldown_wait`` (None: ``max_wait``) and the wait after it fits (``fits_wait``).
+  Otherwise, when ``reserve`` is set, it pays anyway and receives a reservation for
+  ``slot``; else nothing changes. A concurrency limit, when set, is checked first; a full
+  one grants nothing and reserves nothing.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
   waited for; a void reservation is treated as a fresh acquire.
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
@@ -128,21 +129,34 @@ def _slot(
 
 
 def fits_wait(
-    now: float, slot: float, cooldown_until: float, max_wait: float, cooldown_wait: float | None
+    now: float,
+    slot: float,
+    cooldown_until: float,
+    *,
+    max_wait: float,
+    cooldown_wait: float | None = None,
+    max_sleepers: int | None = None,
+    pace: float = 0.0,
 ) -> bool:
     """Whether a wait until ``slot`` is slept in the caller rather than requeued.
 
-    A cooldown counts apart from the wait for the slot after it: it holds back every task of
-    the bucket alike, so on a worker that serves only this integration's queue, a task
-    requeued for it would free the worker only for the next task of the queue to meet it too,
-    and a backlog would be requeued whole. A cooldown up to ``cooldown_wait`` (None:
-    ``max_wait``), then up to ``max_wait`` for the slot after it, is slept.
+    The wait for a place in line counts up to ``max_wait``, and with ``max_sleepers`` up to
+    that many places (``max_sleepers / pace`` seconds, ``pace`` being the requests refill
+    rate): a tenant's backlog then holds at most that many sleeping workers, and the others
+    move on to the tasks queued behind it.
+
+    A cooldown counts apart, up to ``cooldown_wait`` (None: ``max_wait``): it holds back
+    every task of the bucket alike, so on a worker that serves only this integration's
+    queue, a task requeued for it would free the worker only for the next task of the queue
+    to meet it too, and a backlog would be requeued whole.
     """
-    max_wait += SLACK
-    if slot - now <= max_wait:
+    in_line = max_wait + SLACK
+    if max_sleepers is not None and pace > 0:
+        in_line = min(in_line, max_sleepers / pace + SLACK)
+    if slot - now <= in_line:
         return True
-    cooldown_wait = max_wait if cooldown_wait is None else cooldown_wait + SLACK
-    return now < cooldown_until <= now + cooldown_wait and slot - cooldown_until <= max_wait
+    cooldown = max_wait + SLACK if cooldown_wait is None else cooldown_wait + SLACK
+    return now < cooldown_until <= now + cooldown and slot - cooldown_until <= in_line
 
 
 def _pay(
@@ -180,6 +194,7 @@ def acquire(
     lease_ttl: float = 0.0,
     breaker_open_seconds: float = 60.0,
     cooldown_wait: float | None = None,
+    max_sleepers: int | None = None,
 ) -> Decision:
     """Decide one acquire (or redemption) and apply it to ``state`` and ``breaker``."""
     sync_buckets(state, now, limits)
@@ -193,7 +208,15 @@ def acquire(
     else:
         slot = _slot(state, now, limits, costs)
     wait = slot - now
-    fits = fits_wait(now, slot, state.cooldown_until, max_wait, cooldown_wait)
+    fits = fits_wait(
+        now,
+        slot,
+        state.cooldown_until,
+        max_wait=max_wait,
+        cooldown_wait=cooldown_wait,
+        max_sleepers=max_sleepers,
+        pace=quota.refill_rate(state.buckets[limits[0].name]),
+    )
     if max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, max_concurrent)
         if busy is not None:

@@ -34,8 +34,6 @@ class Plan:
         max_backoff: clamp of any cooldown, seconds.
         breaker_threshold: consecutive failures that open the breaker.
         breaker_open_seconds: how long the breaker stays open (and a probe's turn lasts).
-        cooldown_wait: the longest cooldown slept besides ``max_wait`` (``aimd.fits_wait``);
-            None: ``max_wait``.
     """
 
     limits: tuple[LimitParams, ...]
@@ -45,7 +43,6 @@ class Plan:
     max_backoff: float = 300.0
     breaker_threshold: int = 5
     breaker_open_seconds: float = 60.0
-    cooldown_wait: float | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ import pytest
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.policy.state import Feedback
 from tests.conftest import FakeClock
@@ -261,6 +262,28 @@ def test_a_cooldown_and_the_wait_after_it_each_count_up_to_max_wait(
     assert waits[5].reason == "cooldown" and waits[5].reservation is not None
     limiter.on_backoff("svc", retry_after=1.5, epoch=waits[0].epoch)  # a longer cooldown
     assert not limiter.acquire("svc", max_wait=1.0).granted
+
+
+def test_max_sleepers_caps_the_places_in_line_slept(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()  # 10/s, burst 1: slots 0, 0.1, 0.2, 0.3 s away
+    decisions = [limiter.acquire("svc", max_wait=1.0, max_sleepers=2) for _ in range(4)]
+    assert [d.granted for d in decisions] == [True, True, True, False]
+    assert decisions[3].reservation is not None
+    assert decisions[3].wait == pytest.approx(0.3, abs=1e-6)
+
+
+def test_wait_with_a_timeout_sleeps_no_cooldown_beyond_it(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(max_wait=1.0)  # after the backoff: 0.8 s cooldown, then 5/s
+    limiter.on_backoff("svc", retry_after=0.8)
+    assert limiter.acquire("svc", max_wait=1.0, reserve=False).wait == pytest.approx(1.0)
+    with pytest.raises(RateLimited):
+        limiter.wait("svc", timeout=1.0)  # 1.2 s away: beyond the timeout given
+    # without a timeout, the integration's own bounds: 0.8 s of cooldown (cooldown_wait
+    # unset: up to max_wait), then 0.4 s in line (up to max_wait)
+    granted = limiter.acquire("svc", reserve=False)
+    assert granted.granted and granted.wait == pytest.approx(1.2)
 
 
 def test_cooldown_wait_zero_requeues_what_a_cooldown_holds_beyond_max_wait(

@@ -44,6 +44,18 @@ def test_a_long_wait_requeues_with_the_reserved_slot_and_redeems_it(
     assert isinstance(again, Run) and again.decision.reason == "redeemed"
 
 
+def test_one_tenant_holds_at_most_tenant_sleepers_workers_sleeping(gate: TaskGate) -> None:
+    # 10/s, burst 1, max_wait 0.5 s: five tasks in a row would sleep 0 .. 0.4 s in workers
+    untenanted = [gate.before("svc", None, Ticket()) for _ in range(5)]
+    assert all(isinstance(v, Run) for v in untenanted)
+    tenanted = [gate.before("svc", "ws-1", Ticket()) for _ in range(4)]
+    # the default tenant_sleepers is 1: one place in line (0.1 s) is slept, the rest requeue
+    # with a reservation, so the worker moves on to other tenants' tasks
+    assert [type(v).__name__ for v in tenanted] == ["Run", "Run", "Requeue", "Requeue"]
+    assert all(v.ticket.reservation is not None for v in tenanted[2:])  # type: ignore[union-attr]
+    assert isinstance(gate.before("svc", "ws-2", Ticket()), Run)  # another tenant: its own line
+
+
 def test_waits_beyond_max_countdown_are_parked_in_hops(gate: TaskGate, clock: FakeClock) -> None:
     gate.limiter.on_backoff("svc", retry_after=25.0)
     first = gate.before("svc", None, Ticket())

@@ -18,10 +18,10 @@
 -- ARGV[2] now in seconds, or "" for the Redis server's TIME (the default; tests pin it)
 -- ARGV[3] the plan, JSON: [idle_ttl, cooldown_multiplier, max_backoff, max_concurrent (0 =
 --         none), lease_ttl, breaker_threshold, breaker_open_seconds,
---         [[name, rate, burst, min_rate, max_rate, increase, decrease], ...],
---         cooldown_wait (-1 = max_wait)]
+--         [[name, rate, burst, min_rate, max_rate, increase, decrease], ...]]
 -- ARGV[4] op arguments, one string of space-separated words ("-" = none; n = number of limits):
 --   acquire:  max_wait, reserve (0/1), reservation epoch, reservation slot, lease id,
+--             cooldown_wait ("-" = max_wait), max_sleepers ("-" = none),
 --             then n costs, then n reservation dues (credit marks; "-" = none)
 --   success, backoff, failure: lease id, seq, epoch, retry_after,
 --             then per limit: adjustment, published remaining, its reset_after
@@ -59,7 +59,6 @@ end
 local plan = cjson.decode(ARGV[3])
 local idle_ttl, mult, max_backoff = plan[1], plan[2], plan[3]
 local max_conc, lease_ttl, b_threshold, b_open = plan[4], plan[5], plan[6], plan[7]
-local cooldown_wait = plan[9] or -1
 local limits = {}
 for i, p in ipairs(plan[8]) do
   limits[i] = {name = p[1], rate = p[2], burst = p[3], min = p[4], max = p[5], inc = p[6],
@@ -248,10 +247,11 @@ if op == 'acquire' then
   local reserve = A[2] == '1'
   local res_epoch = opt(A[3])
   local lease_id = A[5]
-  for i, lim in ipairs(limits) do lim.cost = tonumber(A[5 + i]) end
+  local cooldown_wait, sleepers = opt(A[6]), opt(A[7])
+  for i, lim in ipairs(limits) do lim.cost = tonumber(A[7 + i]) end
   local dues = {}
   for i = 1, n do
-    local d = opt(A[5 + n + i])
+    local d = opt(A[7 + n + i])
     if d == nil then dues = {}; break end
     dues[i] = d
   end
@@ -285,10 +285,15 @@ if op == 'acquire' then
   end
   local wait = slot - now
   -- aimd.fits_wait: a cooldown and the wait after it each count up to max_wait
-  local fits = wait <= max_wait
+  -- aimd.fits_wait: the wait for a place in line, capped to max_sleepers places, and a
+  -- cooldown up to cooldown_wait before it
+  local in_line = max_wait
+  local pace = refill_rate(limits[1])
+  if sleepers ~= nil and pace > 0 then in_line = math.min(in_line, sleepers / pace + SLACK) end
   local cw = max_wait
-  if cooldown_wait >= 0 then cw = cooldown_wait + SLACK end
-  if not fits and now < cool and cool <= now + cw then fits = slot - cool <= max_wait end
+  if cooldown_wait ~= nil then cw = cooldown_wait + SLACK end
+  local fits = wait <= in_line
+  if not fits and now < cool and cool <= now + cw then fits = slot - cool <= in_line end
   if max_conc > 0 and fits then
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
     if redis.call('ZCARD', KEYS[2]) >= max_conc then
