@@ -3,9 +3,9 @@ its tables.
 
 * **rate/L**: calls served (200) per second over the hidden limit, in the steady state:
   from the moment the limit was found (the end of the first congestion event, its first 429
-  plus the 1 s ``Retry-After`` the upstream announces; or the first second serving 90% of
-  L) or the 10th percentile of served calls, whichever is later, to the 90th percentile
-  (the ramp-up, the discovery of the limit and the tail left out).
+  plus the 1 s ``Retry-After`` the upstream announces; with no 429, the first second serving
+  90% of L) or the 10th percentile of served calls, whichever is later, to the 90th
+  percentile (the ramp-up, the discovery of the limit and the tail left out).
 * **429 %**: answers refused with 429 over all answers of the phase (every upstream).
 * **requeues/task**: times a task went back to the broker (this project's requeues,
   Celery's and Dramatiq's retries), per task.
@@ -82,10 +82,13 @@ def limit_found(
     limit_at: Callable[[float], float],
     buckets: set[str] | None,
 ) -> float | None:
-    """The end of the first 429's ``Retry-After``, or the first moment 1 s of served calls
-    reached 90% of the limit."""
+    """The end of the first 429's ``Retry-After`` (the discovery of the limit is a
+    transient, whenever the rate served passed 90% of it); with no 429, the first moment 1 s
+    of served calls reached 90% of the limit."""
     refused = [t for t, b, s in calls if s == 429 and (buckets is None or b in buckets)]
-    first = min(refused, default=math.inf) + DISCOVERY
+    if refused:
+        return min(refused) + DISCOVERY
+    first = math.inf
     tail = 0
     for head, t in enumerate(times):
         while times[tail] <= t - 1.0:

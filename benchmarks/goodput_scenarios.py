@@ -218,8 +218,8 @@ SCENARIOS = (
         (RATE_T, SHARE_T, REQUEUE_T, LOST, TWICE),
         (
             "rate/L: served calls/s / L, from the limit found (the first 429 plus its 1 s "
-            "Retry-After, or the first second at >= 90% of L) or the 10th percentile of "
-            "served calls, to the 90th",
+            "Retry-After; with no 429, the first second at >= 90% of L) or the 10th "
+            "percentile of served calls, to the 90th",
         ),
     ),
     Scenario(

@@ -32,9 +32,10 @@ Rules (``now`` is always passed in, in seconds):
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
   step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
   rate), except within ``PROBE_BAND`` of ``peak``, the rate at the last decrease, where it
-  is ``increase / rate`` (about ``increase`` per second): the fleet climbs fast back to near
-  the ceiling it last met, probes it gently, and climbs fast again once well past it (the
-  limit rose). Congestion events, each costing a cooldown, become rare in steady state.
+  is ``GENTLE * increase / rate`` (about ``increase / 2`` per second): the fleet climbs fast
+  back to near the ceiling it last met, probes it gently, and climbs fast again once past
+  it (the limit rose). Congestion events, each costing a cooldown, become rare in steady
+  state: at ``increase`` 0.3 and a ceiling of 40/s, one about every 14 s.
 * delivery: every success is counted in windows of ``DELIVERY_WINDOW`` seconds; the
   delivered rate is the current window's count plus the previous window's, weighted by how
   much of it still lies within the last ``DELIVERY_WINDOW`` (a sliding-window estimate).
@@ -73,8 +74,13 @@ from queue_ratelimit.policy.state import (
     Snapshot,
 )
 
-PROBE_BAND = (0.9, 1.1)
-"""Within these fractions of ``peak`` the rate climbs by about ``increase`` per second."""
+PROBE_BAND = (0.95, 1.05)
+"""Within these fractions of ``peak`` the rate climbs gently (``GENTLE``)."""
+
+GENTLE = 0.5
+"""Within ``PROBE_BAND``, a success adds ``GENTLE * increase / rate``: as successes come at
+the rate, about ``GENTLE * increase`` per second. Each probe of the ceiling costs a cooldown;
+crossing the band's lower half slowly spaces them out."""
 
 DELIVERY_WINDOW = 1.0
 """Seconds over which successes are counted to estimate the delivered rate."""
@@ -331,7 +337,7 @@ def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> Re
             low, high = PROBE_BAND
             step = lim.increase
             if low * bucket.peak <= bucket.rate <= high * bucket.peak:
-                step = lim.increase / bucket.rate  # near the last ceiling: probe gently
+                step = GENTLE * lim.increase / bucket.rate  # near the ceiling: probe gently
             bucket.rate = min(lim.max_rate, bucket.rate + step)
     new = state.buckets[PRIMARY_LIMIT].rate
     return ReportResult(state.epoch, False, old, new, max(0.0, state.cooldown_until - now))

@@ -207,14 +207,14 @@ def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_gent
     limiter = make_limiter()  # 10/s, +1 per success, x0.5 per backoff
     limiter.on_backoff("svc", retry_after=1.0)  # the ceiling met: 10/s; now 5/s
     clock.advance(1.0)
-    rates = [limiter.on_success("svc").new_rate for _ in range(4)]
-    assert rates == pytest.approx([6.0, 7.0, 8.0, 9.0])  # fast: +1 per success
+    rates = [limiter.on_success("svc").new_rate for _ in range(5)]
+    assert rates == pytest.approx([6.0, 7.0, 8.0, 9.0, 10.0])  # fast: +1 per success
     gentle = limiter.on_success("svc").new_rate
-    assert gentle == pytest.approx(9.0 + 1.0 / 9.0)  # within 10% of 10/s: +1 per second
-    while gentle <= 11.0:
+    assert gentle == pytest.approx(10.0 + 0.5 / 10.0)  # within 5% of 10/s: +1/2 per second
+    while gentle <= 10.5:
         gentle = limiter.on_success("svc").new_rate
-    assert limiter.on_success("svc").new_rate == pytest.approx(gentle + 1.0)  # well past it:
-    # the limit rose, so the climb is fast again
+    assert limiter.on_success("svc").new_rate == pytest.approx(gentle + 1.0)  # past it: the
+    # limit rose, so the climb is fast again
 
 
 def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
@@ -228,9 +228,10 @@ def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
     assert sent == pytest.approx(10.08)
     clock.advance(1.0)
     after = limiter.on_success("svc")
-    # 7.56/s is within 10% of the 8/s delivered, so the step is the gentle one (increase per
-    # second); measured from the 10.08/s sent, 7.56 would be far below and climb fast
-    assert after.new_rate - after.old_rate == pytest.approx(0.01 / 7.56, abs=1e-5)
+    # 7.6/s (95% of the 8/s delivered, above 10.08 x 0.75) is within 5% of the 8/s, so the
+    # step is the gentle one; measured from the 10.08/s sent, 7.6 would climb fast
+    assert after.old_rate == pytest.approx(7.6, abs=1e-6)
+    assert after.new_rate - after.old_rate == pytest.approx(0.5 * 0.01 / 7.6, abs=1e-5)
 
 
 def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
@@ -242,7 +243,7 @@ def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
         clock.advance(0.1)
     result = limiter.on_backoff("svc", retry_after=1.0)
     assert result.old_rate == pytest.approx(10.09)
-    assert result.new_rate == pytest.approx(0.9 * 9.0)  # not 10.09 * 0.5
+    assert result.new_rate == pytest.approx(0.95 * 9.0)  # not 10.09 * 0.5
     for _ in range(3):  # one call in three served: the multiplicative decrease is deeper
         clock.advance(2.0)
         limiter.on_success("svc")
