@@ -33,9 +33,10 @@ Rules (``now`` is always passed in, in seconds):
   step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
   rate), except within ``PROBE_BAND`` of ``peak``, the rate at the last decrease, where it
   is ``GENTLE * increase / rate`` (about ``increase / 2`` per second): the fleet climbs fast
-  back to near the ceiling it last met, probes it gently, and climbs fast again once past
-  it (the limit rose). Congestion events, each costing a cooldown, become rare in steady
-  state: at ``increase`` 0.3 and a ceiling of 40/s, one about every 14 s.
+  back to just below the ceiling it last met, approaches it gently, and climbs fast again
+  once past it (the limit rose, or the next 429 comes at once). Congestion events, each
+  costing a cooldown, become rare in steady state: at ``increase`` 0.3 and a ceiling of
+  40/s, one about every 14 s.
 * delivery: every success is counted in windows of ``DELIVERY_WINDOW`` seconds; the
   delivered rate is the current window's count plus the previous window's, weighted by how
   much of it still lies within the last ``DELIVERY_WINDOW`` (a sliding-window estimate).
@@ -74,8 +75,10 @@ from queue_ratelimit.policy.state import (
     Snapshot,
 )
 
-PROBE_BAND = (0.95, 1.05)
-"""Within these fractions of ``peak`` the rate climbs gently (``GENTLE``)."""
+PROBE_BAND = (0.95, 1.0)
+"""Within these fractions of ``peak`` the rate climbs gently (``GENTLE``): just below the
+ceiling last met. Past it, the climb is fast again: the limit rose, or the next 429 comes at
+once and costs no more than it would have later."""
 
 GENTLE = 0.5
 """Within ``PROBE_BAND``, a success adds ``GENTLE * increase / rate``: as successes come at
@@ -336,7 +339,7 @@ def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> Re
             bucket = state.buckets[lim.name]
             low, high = PROBE_BAND
             step = lim.increase
-            if low * bucket.peak <= bucket.rate <= high * bucket.peak:
+            if low * bucket.peak <= bucket.rate < high * bucket.peak:
                 step = GENTLE * lim.increase / bucket.rate  # near the ceiling: probe gently
             bucket.rate = min(lim.max_rate, bucket.rate + step)
     new = state.buckets[PRIMARY_LIMIT].rate

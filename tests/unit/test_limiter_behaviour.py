@@ -204,17 +204,17 @@ def test_eight_processes_backing_off_on_redis_decrease_once(
 def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_gently(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
-    limiter = make_limiter()  # 10/s, +1 per success, x0.5 per backoff
+    limiter = make_limiter(increase_factor=0.5)  # 10/s, +0.5 per success, x0.5 per backoff
     limiter.on_backoff("svc", retry_after=1.0)  # the ceiling met: 10/s; now 5/s
     clock.advance(1.0)
-    rates = [limiter.on_success("svc").new_rate for _ in range(5)]
-    assert rates == pytest.approx([6.0, 7.0, 8.0, 9.0, 10.0])  # fast: +1 per success
+    rates = [limiter.on_success("svc").new_rate for _ in range(9)]
+    assert rates == pytest.approx([5.5 + 0.5 * k for k in range(9)])  # fast, up to 9.5/s
     gentle = limiter.on_success("svc").new_rate
-    assert gentle == pytest.approx(10.0 + 0.5 / 10.0)  # within 5% of 10/s: +1/2 per second
-    while gentle <= 10.5:
+    assert gentle == pytest.approx(9.5 + 0.5 * 0.5 / 9.5)  # within 5% below 10/s: gently
+    while gentle < 10.0:
         gentle = limiter.on_success("svc").new_rate
-    assert limiter.on_success("svc").new_rate == pytest.approx(gentle + 1.0)  # past it: the
-    # limit rose, so the climb is fast again
+    assert limiter.on_success("svc").new_rate == pytest.approx(gentle + 0.5)  # past it: the
+    # limit rose (or the next 429 comes at once), so the climb is fast again
 
 
 def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(

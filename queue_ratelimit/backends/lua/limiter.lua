@@ -42,7 +42,7 @@ local SLACK = 0.000001  -- a wait this small counts as none (float noise, micros
 local function micro(x) return math.floor(x * 1000000 + 0.5) end
 local STRIDE = 7  -- state fields per limit, before the credits
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
-local PROBE_LOW, PROBE_HIGH, GENTLE = 0.95, 1.05, 0.5  -- aimd.PROBE_BAND, aimd.GENTLE
+local PROBE_LOW, PROBE_HIGH, GENTLE = 0.95, 1.0, 0.5  -- aimd.PROBE_BAND, aimd.GENTLE
 
 local function opt(w) if w then return tonumber(w) end return nil end
 
@@ -380,7 +380,7 @@ if op == 'success' then
   if now >= cool then
     for _, lim in ipairs(limits) do
       local step = lim.inc  -- near the last ceiling, about inc / 2 per second (aimd.GENTLE)
-      if lim.r >= PROBE_LOW * lim.p and lim.r <= PROBE_HIGH * lim.p then
+      if lim.r >= PROBE_LOW * lim.p and lim.r < PROBE_HIGH * lim.p then
         step = GENTLE * lim.inc / lim.r
       end
       lim.r = math.min(lim.max, lim.r + step)
