@@ -38,7 +38,6 @@ from typing import Any
 import redis
 from goodput_common import OURS_MAX_FACTOR, OURS_START_FRACTION, ours_config
 from goodput_fleet import SYSTEMS, Fleet, System, fleet_for
-from goodput_phase import Phase
 from goodput_report import Row, fmt, print_scenario
 from goodput_scenarios import FULL, QUICK, SCENARIOS, Scale, Scenario
 
@@ -66,10 +65,9 @@ def run_system(
     """Every scenario on one fleet of workers (started once, stopped and purged at the end)."""
     fleet = fleet_for(system, args.redis, run, args.workers, sc.rate)
     rows: dict[str, Row] = {}
-    memo: dict[str, Phase] = {}
     try:
         fleet.start()
-        _run_scenarios(fleet, scenarios, sc, memo, rows)
+        _run_scenarios(fleet, scenarios, sc, rows)
     except Exception:  # one system's failure must not lose the others' results
         log(f"  {system.label}: failed:\n{traceback.format_exc()}")
     finally:
@@ -81,13 +79,12 @@ def _run_scenarios(
     fleet: Fleet,
     scenarios: Sequence[Scenario],
     sc: Scale,
-    memo: dict[str, Phase],
     rows: dict[str, Row],
 ) -> None:
     """Each scenario in turn; a fleet with a dead worker is restarted clean."""
     for scenario in scenarios:
         began = time.monotonic()
-        rows[scenario.name] = row = scenario.run(fleet, sc, memo)
+        rows[scenario.name] = row = scenario.run(fleet, sc)
         took = time.monotonic() - began
         log(
             f"  {fleet.system.label:18} {scenario.name:12} {took:5.1f} s  wall {row.wall:5.1f} s"

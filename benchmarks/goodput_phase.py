@@ -18,7 +18,7 @@ from goodput_fleet import Fleet
 from queue_ratelimit.testing import HiddenLimitUpstream
 
 POLL = 0.2
-SETTLE = 0.3  # seconds to wait after the last task, so a late duplicate is still seen
+SETTLE = 0.2  # seconds to wait after the last task, so a late duplicate is still seen
 
 
 class RecordingUpstream(HiddenLimitUpstream):
