@@ -113,8 +113,8 @@ def print_header(args: argparse.Namespace, sc: Scale, systems: Sequence[System])
         f"ours          start {OURS_START_FRACTION:g} L = {cfg.rate_limit_per_sec:g}/s, "
         f"max_rate {OURS_MAX_FACTOR:g} L = {cfg.max_rate:g}/s, burst {cfg.burst_size:g}, "
         f"increase {cfg.increase_factor:g}/success, decrease x{cfg.decrease_factor:g}, "
-        f"max_wait {cfg.max_wait:g} s (the same for every integration); cooldown_wait unset "
-        f"(max_wait), 0 in the integrations scenario (workers shared by two integrations)"
+        f"max_wait {cfg.max_wait:g} s, other settings the library's defaults (the same for "
+        f"every integration); max_sleepers 1 in the integrations scenario (workers shared)"
     )
     print("\nsystems")
     for system in systems:

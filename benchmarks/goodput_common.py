@@ -46,10 +46,11 @@ def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> I
     steps are the demo's (``queue_ratelimit.demo``); ``max_wait`` is the library's default,
     1 s, which covers 4 workers at the starting rate, so the first tasks wait in the worker
     rather than reserving slots paced at the starting rate (see benchmarks/README.md).
-    ``cooldown_wait`` is the library's default (``max_wait``) on workers that serve one
-    integration's queue, and 0 when ``shared`` (default: ``GP_SHARED=1`` in the
-    environment): the workers serve several integrations' queues, as in the integrations
-    scenario.
+    Everything else is the library's default, ``max_sleepers`` included (none: the
+    workers are as good as dedicated to one queue, the other being empty), except when
+    ``shared`` (default: ``GP_SHARED=1`` in the environment): the workers serve several
+    integrations' queues, as in the integrations scenario, and ``max_sleepers`` is 1, as
+    docs/configuration.md advises.
     """
     if shared is None:
         shared = os.environ.get(SHARED_ENV) == "1"
@@ -62,7 +63,7 @@ def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> I
         min_rate=0.5,
         max_rate=hidden_limit * OURS_MAX_FACTOR,
         max_wait=1.0,
-        cooldown_wait=0.0 if shared else None,
+        max_sleepers=1 if shared else None,
         max_backoff=30.0,
         requeue_budget=100,
     )

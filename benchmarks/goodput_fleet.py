@@ -90,7 +90,7 @@ class Fleet(ABC):
         self.redis = redis.Redis.from_url(redis_url)
         self.records = common.Records(self.redis, self.run)
         self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
-        self.shared = False  # this project: cooldown_wait 0 (workers shared; see ours_config)
+        self.shared = False  # this project: max_sleepers 1 (workers shared; see ours_config)
 
     def env(self, **extra: str) -> dict[str, str]:
         path = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])

@@ -243,6 +243,13 @@ class IntegrationConfig:
             "seconds; unset: max_wait; 0 where workers also serve other integrations"
         ),
     )
+    max_sleepers: int | None = field(
+        default=None,
+        metadata=_help(
+            "workers that may sleep at once for this integration's slots before a task (1 "
+            "where workers also serve other integrations' queues; none: no cap)"
+        ),
+    )
     tenant_sleepers: int | None = field(
         default=1,
         metadata=_help(
@@ -303,12 +310,9 @@ class IntegrationConfig:
             "breaker_failure_threshold",
             check.integer("breaker_failure_threshold", self.breaker_failure_threshold, minimum=1),
         )
-        if self.tenant_sleepers is not None:
-            _store(
-                self,
-                "tenant_sleepers",
-                check.integer("tenant_sleepers", self.tenant_sleepers, minimum=1),
-            )
+        for name in ("max_sleepers", "tenant_sleepers"):
+            if getattr(self, name) is not None:
+                _store(self, name, check.integer(name, getattr(self, name), minimum=1))
         if self.max_concurrent is not None:
             _store(
                 self,

@@ -157,7 +157,8 @@ class TaskGate:
         if ticket.not_before is not None and now < ticket.not_before:
             return self._park(integration, tenant, ticket, ticket.not_before - now, "parked")
         last_chance = ticket.requeues >= self.budget(integration, budget)
-        sleepers = None if tenant is None else self.limiter.config(integration).tenant_sleepers
+        config = self.limiter.config(integration)
+        sleepers = config.max_sleepers if tenant is None else config.tenant_sleepers
         try:
             decision = self.limiter.acquire(  # no budget left: nothing to reserve a slot for
                 integration,
@@ -166,7 +167,7 @@ class TaskGate:
                 max_wait=max_wait,
                 reservation=ticket.reservation,
                 reserve=not last_chance,
-                max_sleepers=sleepers,  # a tenant's backlog must not hold every worker
+                max_sleepers=sleepers,  # one backlog must not hold every worker asleep
             )
         except BackendUnavailable as exc:  # fails closed: come back once it may answer
             wait = exc.retry_after * (1.0 + self._rng())

@@ -221,6 +221,8 @@ LIMIT_TOKENS = "limits.tokens"
         ("notion", {"requeue_budget": 2.5}, "requeue_budget", 2.5),
         ("notion", {"max_concurrent": 0}, "max_concurrent", 0),
         ("notion", {"cooldown_wait": -1}, "cooldown_wait", -1),
+        ("notion", {"max_sleepers": 0}, "max_sleepers", 0),
+        ("notion", {"tenant_sleepers": 0}, "tenant_sleepers", 0),
         ("notion", {"max_wait": float("inf")}, "max_wait", float("inf")),
         ("notion", {"backoff_status_codes": [429, 99]}, "backoff_status_codes", [429, 99]),
         ("notion", {"backoff_status_codes": 429}, "backoff_status_codes", 429),

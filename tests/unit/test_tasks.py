@@ -56,6 +56,13 @@ def test_one_tenant_holds_at_most_tenant_sleepers_workers_sleeping(gate: TaskGat
     assert isinstance(gate.before("svc", "ws-2", Ticket()), Run)  # another tenant: its own line
 
 
+def test_max_sleepers_caps_the_workers_asleep_for_an_integration(clock: FakeClock) -> None:
+    config = dataclasses.replace(SVC, max_wait=0.5, max_sleepers=1)  # workers shared
+    gate = TaskGate(Limiter(MemoryBackend(clock=clock), {"svc": config}), clock=clock)
+    verdicts = [gate.before("svc", None, Ticket()) for _ in range(3)]
+    assert [type(v).__name__ for v in verdicts] == ["Run", "Run", "Requeue"]
+
+
 def test_waits_beyond_max_countdown_are_parked_in_hops(gate: TaskGate, clock: FakeClock) -> None:
     gate.limiter.on_backoff("svc", retry_after=25.0)
     first = gate.before("svc", None, Ticket())
