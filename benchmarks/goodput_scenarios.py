@@ -59,8 +59,8 @@ QUICK = Scale(20.0, 40, (1.5, 4.0), 2.0, 30, 4, 6, 40)
 
 
 def deadline(ideal: float) -> float:
-    """How long a phase may take: 1.5 times the time at exactly L, plus 4 s."""
-    return 1.5 * ideal + 4.0
+    """How long a phase may take: 1.5 times the time at exactly L, plus 5 s."""
+    return 1.5 * ideal + 5.0
 
 
 def constant(limit: float) -> Callable[[float], float]:
