@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from goodput_fleet import Fleet
-from goodput_phase import Event, Send, run_phase
+from goodput_phase import Event, Phase, Send, run_phase
 from goodput_report import (
     LOST,
     TWICE,
@@ -67,13 +67,14 @@ def constant(limit: float) -> Callable[[float], float]:
     return lambda t: limit
 
 
+def backlog(fleet: Fleet, sc: Scale, tasks: int, dialect: str) -> Phase:
+    """``tasks`` one-call tasks on the api queue against one upstream at L."""
+    upstream = {"main": (sc.rate, dialect)}
+    return run_phase(fleet, upstream, [Send("api", tasks)], deadline(tasks / sc.rate))
+
+
 def steady(fleet: Fleet, sc: Scale) -> Row:
-    phase = run_phase(
-        fleet,
-        {"main": (sc.rate, RETRY_AFTER)},
-        [Send("api", sc.steady)],
-        deadline(sc.steady / sc.rate),
-    )
+    phase = backlog(fleet, sc, sc.steady, RETRY_AFTER)
     row = base_row(fleet.system, phase, steady_rate(phase.calls["main"], constant(sc.rate)))
     row.checks = {
         **common_checks(row),
@@ -112,12 +113,7 @@ def change(fleet: Fleet, sc: Scale) -> Row:
 
 
 def quota(fleet: Fleet, sc: Scale) -> Row:
-    phase = run_phase(
-        fleet,
-        {"main": (sc.rate, QUOTA)},
-        [Send("api", sc.quota)],
-        deadline(sc.quota / sc.rate),
-    )
+    phase = backlog(fleet, sc, sc.quota, QUOTA)
     calls = phase.calls["main"]
     row = base_row(fleet.system, phase, steady_rate(calls, constant(sc.rate)))
     refused = sum(1 for _, _, s in calls if s == 429)
