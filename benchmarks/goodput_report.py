@@ -27,7 +27,7 @@ from goodput_fleet import System
 from goodput_phase import Phase
 
 Calls = list[tuple[float, str, int]]
-WINDOW = 3.0  # seconds: the window in which re-convergence is judged
+WINDOW = 2.0  # seconds: the window in which re-convergence is judged (the L/2 phase lasts 6)
 DISCOVERY = 1.0  # seconds: the Retry-After of the upstream's first 429 (its 1 s window)
 CONVERGED = 0.7  # of the new limit, served in that window
 STEP = 0.1

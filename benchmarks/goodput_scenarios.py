@@ -231,7 +231,7 @@ SCENARIOS = (
             TWICE,
         ),
         (
-            "re-converged: the first 3 s window after the change serving >= 70% of the new L "
+            "re-converged: the first 2 s window after the change serving >= 70% of the new L "
             "with <= 5% of its answers 429 (seconds after the change; '>' not within the "
             "phase, 'never': not before the tasks ran out)",
             "rate/L: over the limit in force at each moment",
