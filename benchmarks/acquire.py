@@ -32,6 +32,7 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 import redis
+from text_table import table
 
 import queue_ratelimit
 from queue_ratelimit import IntegrationConfig, Limiter
@@ -212,17 +213,6 @@ def run_throughput(ctx: SpawnContext, url: str, run: str, seconds: float, procs:
     return rows
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
-    """Plain-text table; ``align`` holds ``l`` or ``r`` per column."""
-    widths = [max(len(c) for c in col) for col in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        pads = zip(cells, widths, align, strict=True)
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in pads).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -240,7 +230,7 @@ def print_throughput(rows: list[Row], procs: int) -> None:
     for cells, r in zip(body, rows, strict=True):
         cells += [f"{r.rate / raw[r.clients]:.2f}", str(r.denied)]
     headers = ["contender", "clients", "acquires/s", "p50 us", "p99 us", "vs raw", "denied"]
-    print(_table(headers, body, "llrrrrr"))
+    print(table(headers, body, "llrrrrr"))
     ours = {r.clients: r for r in rows if r.name == OURS}
     ratio, multi = ours[1].rate / raw[1], ours[procs]
     targets: list[tuple[str, str, str, bool]] = [
@@ -256,7 +246,7 @@ def print_throughput(rows: list[Row], procs: int) -> None:
         )
     print(f"\ntargets ({OURS})")
     body = [[label, got, goal, _verdict(ok)] for label, got, goal, ok in targets]
-    print(_table(["target", "measured", "goal", "verdict"], body, "lrll"))
+    print(table(["target", "measured", "goal", "verdict"], body, "lrll"))
 
 
 def _pace(url: str, tag: str, seconds: float, barrier: Barrier) -> tuple[list[float], int, int]:
@@ -314,7 +304,7 @@ def run_pacing(ctx: SpawnContext, url: str, run: str, seconds: float, procs: int
     print(
         f"\npacing: {procs} procs, one limit of {PACE_RATE:g}/s burst {PACE_BURST:g}, {seconds:g} s"
     )
-    print(_table(["measure", "value", "goal", "verdict"], body, "lrll"))
+    print(table(["measure", "value", "goal", "verdict"], body, "lrll"))
 
 
 def print_header(url: str, procs: int) -> None:

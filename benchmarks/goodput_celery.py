@@ -13,7 +13,6 @@ one call to ``<base>/<tenant>/<task id>``.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any
@@ -24,7 +23,6 @@ from celery import Celery, Task, signals
 
 from queue_ratelimit import Limiter
 from queue_ratelimit.backends.redis import RedisBackend
-from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.celery import RateLimitedTask, configure, install
 
 RUN = os.environ.get(common.RUN_ENV, "gp")
@@ -49,13 +47,6 @@ configure(app, limiter)
 install(app)
 
 
-@functools.cache
-def _session(base: str, integration: str) -> requests.Session:
-    session = requests.Session()
-    session.mount(f"{base}/", RateLimitedAdapter(limiter, integration))
-    return session
-
-
 class _Ours(RateLimitedTask):
     """One call through this project's adapter; the tenant is the task's second argument."""
 
@@ -63,10 +54,7 @@ class _Ours(RateLimitedTask):
         return tenant or None
 
     def run(self, base: str, tenant: str, limit: float = 0.0) -> None:
-        task_id = str(self.request.id)
-        url = common.call_url(base, tenant, task_id)
-        _session(base, str(self.integration)).get(url, timeout=10).raise_for_status()
-        common.records().done(task_id)
+        common.call_ours(lambda: limiter, str(self.integration), base, tenant, str(self.request.id))
 
 
 class OursApi(_Ours):

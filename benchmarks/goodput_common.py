@@ -28,7 +28,8 @@ from typing import Any
 import redis
 import requests
 
-from queue_ratelimit import IntegrationConfig
+from queue_ratelimit import IntegrationConfig, Limiter
+from queue_ratelimit.http import RateLimitedAdapter
 
 REDIS_ENV, RUN_ENV, QUEUES_ENV, RATE_ENV = "GP_REDIS", "GP_RUN", "GP_QUEUES", "GP_RATE"
 SHARED_ENV = "GP_SHARED"
@@ -132,6 +133,22 @@ def call_url(base: str, tenant: str, task_id: str) -> str:
 def plain_session() -> requests.Session:
     """The peers' HTTP client: plain requests, one session per process."""
     return requests.Session()
+
+
+_ours_sessions: dict[tuple[str, str], requests.Session] = {}
+
+
+def call_ours(
+    limiter: Callable[[], Limiter], integration: str, base: str, tenant: str, task_id: str
+) -> None:
+    """This project's one call, through ``RateLimitedAdapter`` (a session per upstream and
+    integration in each process, its limiter made once), then the task recorded done."""
+    session = _ours_sessions.get((base, integration))
+    if session is None:
+        session = _ours_sessions[base, integration] = requests.Session()
+        session.mount(f"{base}/", RateLimitedAdapter(limiter(), integration))
+    session.get(call_url(base, tenant, task_id), timeout=10).raise_for_status()
+    records().done(task_id)
 
 
 def call_plain(base: str, tenant: str, task_id: str) -> None:

@@ -13,13 +13,11 @@ Every actor takes ``(base, tenant, limit)`` and makes one call to ``<base>/<tena
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
 import dramatiq
 import goodput_common as common
-import requests
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware
 from dramatiq.rate_limits import BucketRateLimiter
@@ -27,7 +25,6 @@ from dramatiq.rate_limits.backends import RedisBackend as DramatiqRedisBackend
 
 from queue_ratelimit import Limiter
 from queue_ratelimit.backends.redis import RedisBackend
-from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
 
 RUN = os.environ.get(common.RUN_ENV, "gp")
@@ -75,13 +72,6 @@ def _message_id() -> str:
     return str(message.message_id)
 
 
-@functools.cache
-def _session(base: str, integration: str) -> requests.Session:
-    session = requests.Session()
-    session.mount(f"{base}/", RateLimitedAdapter(limiter, integration))
-    return session
-
-
 def _declare(queue: str) -> None:
     @dramatiq.actor(
         actor_name=f"gp_ours_{queue}",
@@ -92,10 +82,7 @@ def _declare(queue: str) -> None:
         min_backoff=500,
     )
     def ours(base: str, tenant: str, limit: float) -> None:
-        task_id = _message_id()
-        url = common.call_url(base, tenant, task_id)
-        _session(base, queue).get(url, timeout=10).raise_for_status()
-        common.records().done(task_id)
+        common.call_ours(lambda: limiter, queue, base, tenant, _message_id())
 
     @dramatiq.actor(
         actor_name=f"gp_bucket_{queue}",

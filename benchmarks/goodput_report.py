@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from goodput_fleet import System
 from goodput_phase import Phase
+from text_table import table
 
 Calls = list[tuple[float, str, int]]
 WINDOW = 2.0  # seconds: the window in which re-convergence is judged (the L/2 phase lasts 6)
@@ -165,17 +166,6 @@ def base_row(system: System, phase: Phase, rate: float | None) -> Row:
 
 def fmt(value: float | None, spec: str = ".2f", missing: str = "-") -> str:
     return missing if value is None or math.isnan(value) else format(value, spec)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
-    """Plain-text table; ``align`` holds ``l`` or ``r`` per column."""
-    widths = [max(len(c) for c in col) for col in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        pads = zip(cells, widths, align, strict=True)
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in pads).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 BASE_HEADERS = ["system", "wall s", "rate/L", "429 %", "requeues/task", "sleep w-s"]

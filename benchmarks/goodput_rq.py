@@ -13,15 +13,12 @@ enqueues them by name (``goodput_rq.ours_api``), so only the worker imports this
 
 from __future__ import annotations
 
-import functools
 import os
 
 import goodput_common as common
-import requests
 from rq import get_current_job
 from rq.job import Job
 
-from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.rq import limiter_from_env, rate_limited
 
 API, OTHER = os.environ.get(common.QUEUES_ENV, "api,other").split(",")
@@ -34,18 +31,8 @@ def _job_id() -> str:
     return str(job.id)
 
 
-@functools.cache
-def _session(base: str, integration: str) -> requests.Session:
-    session = requests.Session()
-    session.mount(f"{base}/", RateLimitedAdapter(limiter_from_env(), integration))
-    return session
-
-
 def _ours(integration: str, base: str, tenant: str) -> None:
-    task_id = _job_id()
-    url = common.call_url(base, tenant, task_id)
-    _session(base, integration).get(url, timeout=10).raise_for_status()
-    common.records().done(task_id)
+    common.call_ours(limiter_from_env, integration, base, tenant, _job_id())
 
 
 def _tenant(base: str, tenant: str, limit: float) -> str | None:
