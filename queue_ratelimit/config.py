@@ -310,15 +310,9 @@ class IntegrationConfig:
             "breaker_failure_threshold",
             check.integer("breaker_failure_threshold", self.breaker_failure_threshold, minimum=1),
         )
-        for name in ("max_sleepers", "tenant_sleepers"):
+        for name in ("max_concurrent", "max_sleepers", "tenant_sleepers"):
             if getattr(self, name) is not None:
                 _store(self, name, check.integer(name, getattr(self, name), minimum=1))
-        if self.max_concurrent is not None:
-            _store(
-                self,
-                "max_concurrent",
-                check.integer("max_concurrent", self.max_concurrent, minimum=1),
-            )
         _store(self, "backoff_status_codes", _check_status_codes(check, self.backoff_status_codes))
         _store(self, "limits", _check_limits(check, self.limits))
         if self.on_backend_error not in BACKEND_ERROR_MODES:

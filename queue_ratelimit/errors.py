@@ -62,6 +62,10 @@ class BackendUnavailable(BackendError):
         return f"{self.args[0]}; retry in {float(self.retry_after):.3f}s"
 
 
+BACKEND_UNAVAILABLE = "backend_unavailable"
+"""``RateLimited.reason`` when the limiter's Redis did not answer."""
+
+
 class RateLimited(QueueRateLimitError):
     """Raised to say "not now": the caller should retry after ``retry_after`` seconds.
 

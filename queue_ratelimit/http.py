@@ -37,7 +37,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from queue_ratelimit import context
-from queue_ratelimit.errors import BackendUnavailable, RateLimited
+from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import BACKOFF, Outcome
 from queue_ratelimit.plans import Cost
@@ -138,7 +138,7 @@ class _Gate:
                     raise
                 # inside a task: requeue it like a throttled call, to retry once Redis answers
                 context.raise_rate_limited(
-                    RateLimited(exc.retry_after, self.integration, tenant, "backend_unavailable")
+                    RateLimited(exc.retry_after, self.integration, tenant, BACKEND_UNAVAILABLE)
                 )
         else:  # what the task paid is this call's estimate
             decision, cost = slot.decision, slot.cost

@@ -137,6 +137,8 @@ class OutageGuard:
         """When to try the shared backend: the time the attempt starts, or None (use the
         fallback). While it is down, one caller per ``probe_interval`` probes it."""
         now = self._clock()
+        if self._down_since is None:  # the usual case, without the lock (a stale read: one call)
+            return now
         with self._lock:
             if self._down_since is None:
                 return now
@@ -180,6 +182,8 @@ class OutageGuard:
         """The shared backend answered a call that started at ``started``: if it was down
         before that call began, it is back (a call in flight since before the outage
         proves nothing)."""
+        if self._down_since is None:  # the usual case: nothing to recover, no lock
+            return
         with self._lock:
             since = self._down_since
             if since is None or started < since:

@@ -26,11 +26,11 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from queue_ratelimit import signals
 from queue_ratelimit.context import Prepaid
-from queue_ratelimit.errors import BackendUnavailable, RequeueBudgetExhausted
+from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RequeueBudgetExhausted
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision, Reservation
@@ -170,8 +170,7 @@ class TaskGate:
                 max_sleepers=sleepers,  # one backlog must not hold every worker asleep
             )
         except BackendUnavailable as exc:  # fails closed: come back once it may answer
-            wait = exc.retry_after * (1.0 + self._rng())
-            return self._park(integration, tenant, ticket, wait, "backend_unavailable")
+            return self._outage(integration, tenant, ticket, exc.retry_after)
         if decision.granted:
             return Run(decision)
         held, kept = ticket.reservation, decision.reservation
@@ -204,11 +203,10 @@ class TaskGate:
     ) -> Requeue:
         """The body met a backoff: requeue after ``retry_after`` (plus jitter). With
         ``reason="backend_unavailable"`` (the limiter's Redis did not answer) no budget is
-        spent."""
-        spend = reason != "backend_unavailable"
-        return self._requeue(
-            integration, tenant, ticket, retry_after, reason, None, budget, spend=spend
-        )
+        spent, as when the outage is met before the body."""
+        if reason == BACKEND_UNAVAILABLE:  # its slot is used: nothing left to redeem
+            return self._outage(integration, tenant, replace(ticket, reservation=None), retry_after)
+        return self._requeue(integration, tenant, ticket, retry_after, reason, None, budget)
 
     def release_unused(self, slot: Prepaid) -> None:
         """The task ended: give back the concurrency lease of a slot no call used."""
@@ -262,6 +260,14 @@ class TaskGate:
         requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason)
         self._announce(integration, tenant, requeue)
         return requeue
+
+    def _outage(
+        self, integration: str, tenant: str | None, ticket: Ticket, retry_after: float
+    ) -> Requeue:
+        """The limiter's Redis did not answer: come back once it may (spread over up to twice
+        ``retry_after``, so a fleet does not probe it at once), spending no budget."""
+        wait = retry_after * (1.0 + self._rng())
+        return self._park(integration, tenant, ticket, wait, BACKEND_UNAVAILABLE)
 
     def _park(
         self, integration: str, tenant: str | None, ticket: Ticket, left: float, reason: str

@@ -31,7 +31,8 @@ Rules (``now`` is always passed in, in seconds):
   waited for; a void reservation is treated as a fresh acquire.
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
   step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
-  rate), except within ``PROBE_BAND`` of ``peak``, the rate at the last decrease, where it
+  rate), except from ``PROBE_FLOOR`` of ``peak`` (the rate at the last decrease) up to
+  ``peak`` itself, where it
   is ``GENTLE * increase / rate`` (about ``increase / 2`` per second): the fleet climbs fast
   back to just below the ceiling it last met, approaches it gently, and climbs fast again
   once past it (the limit rose, or the next 429 comes at once). Congestion events, each
@@ -44,14 +45,13 @@ Rules (``now`` is always passed in, in seconds):
   cooldown is running) multiplies each rate by ``decrease`` (clamped to ``min_rate``), moves
   the epoch on, records each rate before the decrease as its ``peak`` (for ``requests``, the
   delivered rate when successes were counted and it is lower: the rate sent when the 429
-  came overshoots the limit, the rate served does not), forgives all debt. When successes
-  were counted, ``requests`` decreases no lower than the bottom of ``PROBE_BAND`` around the
-  delivered rate: a 429 with nearly every call served says the limit is just there, and a
-  429 among many says so too (what is served is then far below what is sent, and the
-  multiplicative decrease is the deeper one).
-  (``tokens = 0``) and opens a cooldown of ``retry_after``
-  (clamped to ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. A
-  backoff from an event already reacted to only extends the cooldown to its ``retry_after``.
+  came overshoots the limit, the rate served does not), forgives all debt (``tokens = 0``)
+  and opens a cooldown of ``retry_after`` (clamped to ``[0, max_backoff]``) or, without
+  one, ``cooldown_multiplier / rate``. When successes were counted, ``requests`` decreases
+  no lower than ``PROBE_FLOOR`` of the delivered rate: a 429 with nearly every call served
+  says the limit is just there, and a 429 among many says so too (what is served is then
+  far below what is sent, and the multiplicative decrease is the deeper one). A backoff
+  from an event already reacted to only extends the cooldown to its ``retry_after``.
 """
 
 from __future__ import annotations
@@ -75,15 +75,15 @@ from queue_ratelimit.policy.state import (
     Snapshot,
 )
 
-PROBE_BAND = (0.95, 1.0)
-"""Within these fractions of ``peak`` the rate climbs gently (``GENTLE``): just below the
-ceiling last met. Past it, the climb is fast again: the limit rose, or the next 429 comes at
-once and costs no more than it would have later."""
+PROBE_FLOOR = 0.95
+"""From this fraction of ``peak`` up to ``peak`` the rate climbs gently (``GENTLE``): just
+below the ceiling last met. Past it, the climb is fast again: the limit rose, or the next
+429 comes at once and costs no more than it would have later."""
 
 GENTLE = 0.5
-"""Within ``PROBE_BAND``, a success adds ``GENTLE * increase / rate``: as successes come at
-the rate, about ``GENTLE * increase`` per second. Each probe of the ceiling costs a cooldown;
-crossing the band's lower half slowly spaces them out."""
+"""From ``PROBE_FLOOR`` of ``peak`` to ``peak``, a success adds ``GENTLE * increase / rate``:
+as successes come at the rate, about ``GENTLE * increase`` per second. Each probe of the
+ceiling costs a cooldown; crossing that band slowly spaces them out."""
 
 DELIVERY_WINDOW = 1.0
 """Seconds over which successes are counted to estimate the delivered rate."""
@@ -337,9 +337,8 @@ def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> Re
     if now >= state.cooldown_until:
         for lim in limits:
             bucket = state.buckets[lim.name]
-            low, high = PROBE_BAND
             step = lim.increase
-            if low * bucket.peak <= bucket.rate < high * bucket.peak:
+            if PROBE_FLOOR * bucket.peak <= bucket.rate < bucket.peak:
                 step = GENTLE * lim.increase / bucket.rate  # near the ceiling: probe gently
             bucket.rate = min(lim.max_rate, bucket.rate + step)
     new = state.buckets[PRIMARY_LIMIT].rate
@@ -370,7 +369,7 @@ def on_backoff(
             target = bucket.rate * lim.decrease
             if lim.name == PRIMARY_LIMIT and served > 0:
                 bucket.peak = min(bucket.rate, served)
-                target = min(bucket.rate, max(target, PROBE_BAND[0] * served))
+                target = min(bucket.rate, max(target, PROBE_FLOOR * served))
             bucket.rate = max(lim.min_rate, target)
         state.epoch = max(state.epoch + 1, epoch_at(now))
         pause = retry_after

@@ -35,6 +35,8 @@ acquire_op = st.tuples(
     st.sampled_from([0.0, 0.05, 0.5, 5.0]),  # max_wait
     st.booleans(),  # reserve
     st.booleans(),  # redeem the last reservation
+    st.sampled_from([None, 0.0, 0.3, 2.0]),  # cooldown_wait
+    st.sampled_from([None, 1, 2]),  # max_sleepers
 )
 quota_value = st.one_of(
     st.none(), st.tuples(st.sampled_from([0, 1, 5, 50]), st.sampled_from([0.0, 0.5, 2.0, 10.0]))
@@ -67,7 +69,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
             clock.advance(float(op[1]))  # type: ignore[arg-type]
             continue
         if op[0] == "acquire":
-            _, req, tok, max_wait, reserve, redeem = op
+            _, req, tok, max_wait, reserve, redeem, cooldown_wait, sleepers = op
             res = last.reservation if (redeem and last is not None) else None
             decision = limiter.acquire(
                 "svc",
@@ -75,6 +77,8 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                 max_wait=max_wait,
                 reserve=bool(reserve),
                 reservation=res,
+                cooldown_wait=cooldown_wait,  # type: ignore[arg-type]
+                max_sleepers=sleepers,  # type: ignore[arg-type]
             )
             last = decision
             out.append(

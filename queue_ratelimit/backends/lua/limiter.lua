@@ -6,10 +6,12 @@
 --         name, rate, tokens, ts, quota_left, quota_until, quota_rate (quota_until 0 =
 --         none), then "~ext" and per limit, in the same order, its credit (units refilled
 --         so far: a reservation's clock) and peak (the rate at the last decrease; 0 =
---         none)}. These trail the 7-field groups so a script of the previous layout still
---         reads this state, and this one reads its state (credits and peaks then start at
---         0; reservations keep their promised slots). Then "~srv", the delivery count:
---         window start, successes in it, successes in the window before (aimd.delivered).
+--         none)}. These trail the 7-field groups, so a script of the 7-field layout (no
+--         credits) still reads this state, and this one reads its state (credits and peaks
+--         then start at 0; reservations keep their promised slots). An 8-field layout with
+--         the credit inside each group existed only between commits, never in a release:
+--         its buckets start afresh. Then "~srv", the delivery count: window start,
+--         successes in it, successes in the window before (aimd.delivered).
 -- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ...
@@ -42,7 +44,7 @@ local SLACK = 0.000001  -- a wait this small counts as none (float noise, micros
 local function micro(x) return math.floor(x * 1000000 + 0.5) end
 local STRIDE = 7  -- state fields per limit, before the credits
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
-local PROBE_LOW, PROBE_HIGH, GENTLE = 0.95, 1.0, 0.5  -- aimd.PROBE_BAND, aimd.GENTLE
+local PROBE_FLOOR, GENTLE = 0.95, 0.5  -- aimd.PROBE_FLOOR, aimd.GENTLE
 
 local function opt(w) if w then return tonumber(w) end return nil end
 
@@ -284,7 +286,6 @@ if op == 'acquire' then
     end
   end
   local wait = slot - now
-  -- aimd.fits_wait: a cooldown and the wait after it each count up to max_wait
   -- aimd.fits_wait: the wait for a place in line, capped to max_sleepers places, and a
   -- cooldown up to cooldown_wait before it
   local in_line = max_wait
@@ -380,7 +381,7 @@ if op == 'success' then
   if now >= cool then
     for _, lim in ipairs(limits) do
       local step = lim.inc  -- near the last ceiling, about inc / 2 per second (aimd.GENTLE)
-      if lim.r >= PROBE_LOW * lim.p and lim.r < PROBE_HIGH * lim.p then
+      if lim.r >= PROBE_FLOOR * lim.p and lim.r < lim.p then
         step = GENTLE * lim.inc / lim.r
       end
       lim.r = math.min(lim.max, lim.r + step)
@@ -407,7 +408,7 @@ elseif op == 'backoff' then
       lim.p = lim.r
       if i == 1 and rate_served > 0 then
         lim.p = math.min(lim.r, rate_served)
-        target = math.min(lim.r, math.max(target, PROBE_LOW * rate_served))
+        target = math.min(lim.r, math.max(target, PROBE_FLOOR * rate_served))
       end
       lim.r = math.max(lim.min, target)
     end
