@@ -211,8 +211,12 @@ def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_gent
     assert rates == pytest.approx([5.5 + 0.5 * k for k in range(9)])  # fast, up to 9.5/s
     gentle = limiter.on_success("svc").new_rate
     assert gentle == pytest.approx(9.5 + 0.5 * 0.5 / 9.5)  # within 5% below 10/s: gently
-    while gentle < 10.0:
+    for _ in range(1000):  # about 20 successes at 0.025/s each
+        if gentle >= 10.0:
+            break
         gentle = limiter.on_success("svc").new_rate
+    else:
+        pytest.fail(f"the gentle climb stalled at {gentle}/s below the 10/s ceiling")
     assert limiter.on_success("svc").new_rate == pytest.approx(gentle + 0.5)  # past it: the
     # limit rose (or the next 429 comes at once), so the climb is fast again
 
