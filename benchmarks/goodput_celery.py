@@ -27,7 +27,7 @@ from queue_ratelimit.integrations.celery import RateLimitedTask, configure, inst
 
 RUN = os.environ.get(common.RUN_ENV, "gp")
 REDIS_URL = os.environ.get(common.REDIS_ENV, "redis://127.0.0.1:6379/0")
-API, OTHER = os.environ.get(common.QUEUES_ENV, "api,other").split(",")
+API, OTHER = common.queues()
 RATE = float(os.environ.get(common.RATE_ENV, "40"))
 
 app = Celery("goodput", broker=REDIS_URL)

@@ -79,8 +79,9 @@ def env(name: str, default: str | None = None) -> str:
 
 
 def queues() -> tuple[str, str]:
-    """The worker's two queues, named like this project's integrations: (api, other)."""
-    api, other = env(QUEUES_ENV).split(",")
+    """The worker's two queues, named like this project's integrations: (api, other); the
+    driver, which imports the worker apps too, gets placeholder names."""
+    api, other = os.environ.get(QUEUES_ENV, "api,other").split(",")
     return api, other
 
 
@@ -103,11 +104,8 @@ class Records:
     def slept(self, task_id: str, seconds: float) -> None:
         self.client.hincrbyfloat(self.key("sleep"), task_id, seconds)
 
-    def requeued(self, task_id: str, reason: str = "retry") -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(self.key("requeues"), task_id, 1)
-            pipe.hincrby(self.key("reasons"), reason, 1)
-            pipe.execute()
+    def requeued(self, task_id: str) -> None:
+        self.client.hincrby(self.key("requeues"), task_id, 1)
 
     def failed(self, task_id: str, error: str) -> None:
         self.client.hset(self.key("failed"), task_id, error)
@@ -207,7 +205,7 @@ def record_our_signals() -> None:
 
     def requeued(sender: object, **fields: Any) -> None:
         if fields.get("task_id"):
-            records().requeued(str(fields["task_id"]), str(fields.get("reason", "?")))
+            records().requeued(str(fields["task_id"]))
 
     signals.acquired.connect(waited, weak=False)
     signals.task_requeued.connect(requeued, weak=False)

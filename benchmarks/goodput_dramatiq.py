@@ -29,7 +29,7 @@ from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
 
 RUN = os.environ.get(common.RUN_ENV, "gp")
 REDIS_URL = os.environ.get(common.REDIS_ENV, "redis://127.0.0.1:6379/0")
-QUEUES = tuple(os.environ.get(common.QUEUES_ENV, "api,other").split(","))
+QUEUES = common.queues()
 RATE = float(os.environ.get(common.RATE_ENV, "40"))
 NAMESPACE = f"{RUN}-dramatiq"
 

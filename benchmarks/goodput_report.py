@@ -39,7 +39,6 @@ class Row:
     """One system's line in one scenario's table, and the values its targets check."""
 
     system: System
-    tasks: int
     wall: float
     rate: float | None
     share_429: float
@@ -89,15 +88,13 @@ def limit_found(
     refused = [t for t, b, s in calls if s == 429 and (buckets is None or b in buckets)]
     if refused:
         return min(refused) + DISCOVERY
-    first = math.inf
     tail = 0
     for head, t in enumerate(times):
         while times[tail] <= t - 1.0:
             tail += 1
         if head - tail + 1 >= 0.9 * limit_at(t):
-            first = min(first, t)
-            break
-    return None if math.isinf(first) else first
+            return t
+    return None
 
 
 def integrate(limit_at: Callable[[float], float], start: float, end: float) -> float:
@@ -152,7 +149,6 @@ def base_row(system: System, phase: Phase, rate: float | None) -> Row:
     calls = [c for log in phase.calls.values() for c in log]
     return Row(
         system=system,
-        tasks=len(ids),
         wall=phase.end - phase.start,
         rate=rate,
         share_429=share_429(calls),

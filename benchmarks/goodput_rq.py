@@ -21,7 +21,7 @@ from rq.job import Job
 
 from queue_ratelimit.integrations.rq import limiter_from_env, rate_limited
 
-API, OTHER = os.environ.get(common.QUEUES_ENV, "api,other").split(",")
+API, OTHER = common.queues()
 
 
 def _job_id() -> str:
