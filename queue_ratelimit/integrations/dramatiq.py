@@ -84,9 +84,14 @@ class RateLimitMiddleware(Middleware):
             ``consumer_timeout``, 30 min by default).
         poll: seconds between the breaker checks of each worker.
         jitter: a requeue's delay grows by up to this fraction (at most 5 s).
+        consumer_backoff: seconds; at worker boot the worker's ``worker_timeout`` (1 s by
+            default) is lowered to this, never raised; ``None`` leaves it. A consumer whose
+            prefetch is full (its messages' threads sleeping for their slots) gets nothing
+            from each fetch and backs off up to that timeout, so after a cooldown the next
+            message would wait up to 1 s for it.
 
     Raises:
-        ConfigError: ``max_countdown`` or ``poll`` is not > 0.
+        ConfigError: ``max_countdown``, ``poll`` or ``consumer_backoff`` is not > 0.
     """
 
     def __init__(
@@ -96,12 +101,17 @@ class RateLimitMiddleware(Middleware):
         max_countdown: float = 600.0,
         poll: float = 1.0,
         jitter: float = 0.1,
+        consumer_backoff: float | None = 0.1,
     ) -> None:
-        for name, value in (("max_countdown", max_countdown), ("poll", poll)):
-            if not isinstance(value, int | float) or value <= 0:
+        checked = {"max_countdown": max_countdown, "poll": poll}
+        if consumer_backoff is not None:
+            checked["consumer_backoff"] = consumer_backoff
+        for name, value in checked.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(None, name, value, "must be > 0")
         self.gate = TaskGate(limiter, max_countdown=float(max_countdown), jitter=jitter)
         self.poll = float(poll)
+        self.consumer_backoff = consumer_backoff
         self._taken: dict[int, str] = {}  # id(message) -> queue, until acked or nacked
         self._lock = threading.Lock()
         self._watch: BreakerWatch | None = None
@@ -173,6 +183,12 @@ class RateLimitMiddleware(Middleware):
             self._taken.pop(id(message), None)
 
     after_nack = after_ack
+
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        """Lower the worker's timeout to ``consumer_backoff`` before its consumers start."""
+        if self.consumer_backoff is not None:
+            ms = max(1, round(self.consumer_backoff * 1000))
+            worker.worker_timeout = min(worker.worker_timeout, ms)
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Start pausing the queues whose integration's breaker is open."""

@@ -142,6 +142,28 @@ def test_invalid_actor_options_fail_when_the_actor_is_declared(stub: StubBroker)
         dramatiq.actor(broker=stub, integration="svc", requeue_budget=-1)(print)
 
 
+def test_the_worker_timeout_is_lowered_at_boot_so_a_full_prefetch_is_refilled_soon(
+    stub: StubBroker,
+) -> None:
+    stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC})))
+    dramatiq.actor(broker=stub, queue_name="svc", integration="svc")(print)
+    timeouts = {}
+    for asked in (1000, 40):  # Dramatiq's default is lowered; a shorter one is kept
+        worker = dramatiq.Worker(stub, worker_timeout=asked, worker_threads=1)
+        worker.start()
+        try:
+            timeouts[asked] = {c.worker_timeout for c in worker.consumers.values()}
+        finally:
+            worker.stop()
+    assert timeouts == {1000: {100}, 40: {40}}
+
+
+@pytest.mark.parametrize("value", [0, -1.0, True, "0.1"])
+def test_an_invalid_consumer_backoff_fails_naming_it(value: Any) -> None:
+    with pytest.raises(ConfigError, match="consumer_backoff"):
+        RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC}), consumer_backoff=value)
+
+
 def test_a_failing_limiter_dead_letters_the_message_instead_of_running_it(
     stub: StubBroker,
 ) -> None:
