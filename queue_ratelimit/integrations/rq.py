@@ -16,16 +16,19 @@ the job (the work horse of the forking ``RateLimitedWorker``, the worker itself 
 
 * ``perform_job``: before the body the job acquires from its integration's limiter. A wait up
   to ``max_wait`` is slept; a longer one ends the execution at once and the same job (same
-  id) is scheduled for its reserved slot: it waits in the ``ScheduledJobRegistry`` until the
-  scheduler (``--with-scheduler``) enqueues it again. A ``RateLimited`` met in the body (the
-  HTTP clients raise it on a 429) does the same with the upstream's ``Retry-After``.
+  id) is scheduled for its reserved slot: a rate-limited worker puts it back at the front of
+  its queue when the slot is due, RQ's scheduler (``--with-scheduler``) a second later if
+  none did (``rq_due``). A ``RateLimited`` met in the body (the HTTP clients raise it on a
+  429) does the same with the upstream's ``Retry-After``.
 * ``handle_job_retry``: such a requeue travels as a ``Retry`` returned in place of the
   result, so it never passes through the failure path: ``retries_left``, failure callbacks
   and exception handlers are untouched. The count of requeues lives in ``job.meta`` and has
   its own budget; when it is spent the job fails with ``RequeueBudgetExhausted`` and lands
   in the ``FailedJobRegistry`` (RQ's ``Retry`` does not restart it).
-* ``dequeue_job_and_maintain_ttl``: queues named like an integration whose breaker is open
-  are left out of the dequeue (their jobs stay in Redis) until the breaker admits its probe.
+* ``dequeue_job_and_maintain_ttl``: requeued jobs that are due go back to their queues first,
+  and the dequeue blocks no longer than until the next one is due. Queues named like an
+  integration whose breaker is open are left out of the dequeue (their jobs stay in Redis)
+  until the breaker admits its probe.
 
 Settings come from the environment (``limiter_from_env``: ``QUEUE_RATELIMIT_REDIS_URL``,
 ``_PREFIX``, ``_CONFIG``; and ``QUEUE_RATELIMIT_MAX_COUNTDOWN``, ``QUEUE_RATELIMIT_POLL``) or
@@ -39,7 +42,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from functools import partial
 from typing import Any, ClassVar
 
@@ -53,6 +55,7 @@ from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus
 
 from queue_ratelimit import context
 from queue_ratelimit.errors import ConfigError, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.integrations.rq_due import DueJobs
 from queue_ratelimit.integrations.rq_settings import (
     MAX_COUNTDOWN_ENV,
     PAUSED_FIELD,
@@ -111,6 +114,7 @@ class RateLimitedWorkerMixin(BaseWorker):
         self._paused: frozenset[str] = frozenset()
         self._next_check = 0.0
         self._exhausted: set[str] = set()
+        self._due: DueJobs | None = None
         if kwargs.get("prepare_for_work", True):
             self.gate  # noqa: B018 - invalid settings fail here, at worker start
 
@@ -128,6 +132,13 @@ class RateLimitedWorkerMixin(BaseWorker):
                 _refuse_local_fallback(limiter)
             self._gate = TaskGate(limiter, max_countdown=countdown)
         return self._gate
+
+    @property
+    def due(self) -> DueJobs:
+        """Requeued jobs' schedule, on the worker's RQ connection."""
+        if self._due is None:
+            self._due = DueJobs(self.connection)
+        return self._due
 
     # -- running a job (in the process that runs it) -----------------------------------------
 
@@ -214,19 +225,18 @@ class RateLimitedWorkerMixin(BaseWorker):
             return
         requeue = retry.requeue
         job.meta[TICKET_HEADER] = requeue.ticket.dumps()
-        # the registry keeps whole seconds: round up so a job never returns before its slot
-        when = datetime.fromtimestamp(math.ceil(time.time() + requeue.countdown), timezone.utc)
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            queue.schedule_job(job, when, pipeline=pipeline)
+            fallback = self.due.schedule(job, queue, requeue.countdown, pipeline)
             pipeline.execute()
         self.log.info(
-            "Worker %s: job %s requeued (%s, %d so far) for %s",
+            "Worker %s: job %s requeued (%s, %d so far) in %.3f s (RQ's scheduler: %s)",
             self.name,
             job.id,
             requeue.reason,
             requeue.ticket.requeues,
-            when.isoformat(),
+            requeue.countdown,
+            fallback.isoformat(),
         )
         try:
             release_slot(job)  # RQ's own concurrency limit, as RQ does for a retry
@@ -257,39 +267,49 @@ class RateLimitedWorkerMixin(BaseWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """Dequeue from the queues whose breaker is not open, re-checking every ``poll``.
+        """Promote due requeued jobs, then dequeue from the queues whose breaker is not open.
 
         A queue is named like its integration. While blocked, the dequeue is cut into slices
-        of ``poll`` seconds so a breaker opened by another worker is noticed within them.
+        of ``poll`` seconds, so a breaker opened by another worker is noticed within them, and
+        ends when the next requeued job is due.
         """
-        configs = self.gate.limiter.configs
-        if not any(q.name in configs for q in self.queues):
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         started = time.monotonic()
         while True:
             paused = self._paused_queues()
             ready = [q for q in self._ordered_queues if q.name not in paused]
-            result = self._dequeue_from(ready, timeout)
+            result = self._dequeue_from(ready, timeout, self._promote(ready))
             if result is not None or timeout is None:
                 return result
             if max_idle_time is not None and time.monotonic() - started >= max_idle_time:
                 return None
 
-    def _dequeue_from(self, ready: list[Queue], timeout: int | None) -> tuple[Job, Queue] | None:
+    def _promote(self, ready: list[Queue]) -> float | None:
+        """Seconds until the next requeued job of ``ready`` is due (the due ones promoted)."""
+        try:
+            return self.due.promote(ready)
+        except redis.RedisError:  # RQ's scheduler enqueues them a second late
+            self.log.exception("Worker %s: promoting requeued jobs failed", self.name)
+            return None
+
+    def _dequeue_from(
+        self, ready: list[Queue], timeout: int | None, due_in: float | None
+    ) -> tuple[Job, Queue] | None:
+        step = None if timeout is None else min(timeout, self._poll, math.inf if due_in is None else due_in)
+        if step is not None:
+            step = max(step, 0.01)  # RQ takes 0 for "block forever"
         if not ready:  # every queue paused: stay alive and look again
             try:
                 self.set_state(WorkerStatus.IDLE)
                 self.heartbeat()
             except redis.RedisError:
                 self.log.exception("Worker %s: heartbeat failed", self.name)
-            if timeout is not None:
-                time.sleep(self._poll)
+            if step is not None:
+                time.sleep(step)
             return None
-        step = None if timeout is None else max(1, min(timeout, math.ceil(self._poll)))
         every = self._ordered_queues
         self._ordered_queues = ready
         try:
-            result = super().dequeue_job_and_maintain_ttl(step, step)
+            result = super().dequeue_job_and_maintain_ttl(step, step)  # type: ignore[arg-type]
         finally:  # keep a round-robin/random order; the default order is the configured one
             if self._dequeue_strategy in (None, DequeueStrategy.DEFAULT):
                 self._ordered_queues = every

@@ -67,10 +67,10 @@ class RQRig:
             **extra,
         }
 
-    def start_worker(self, queues: list[str], **env: str) -> str:
-        """Start ``rq worker`` with the scheduler; wait until it has registered."""
+    def start_worker(self, queues: list[str], *, scheduler: bool = True, **env: str) -> str:
+        """Start ``rq worker`` (with RQ's scheduler); wait until it has registered."""
         name = f"qrl-{self.kind}-{uuid.uuid4().hex[:8]}"
-        proc = self.spawn(queues, name, **env)
+        proc = self.spawn(queues, name, scheduler=scheduler, **env)
         deadline = time.monotonic() + 30
         while not self.connection.exists(f"rq:worker:{name}"):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -78,7 +78,9 @@ class RQRig:
             time.sleep(0.05)
         return name
 
-    def spawn(self, queues: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, queues: list[str], name: str, *, scheduler: bool = True, **env: str
+    ) -> subprocess.Popen[bytes]:
         """Start ``rq worker`` in a subprocess, its output in a log file (see ``log_of``)."""
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open for the worker's lifetime
             prefix=f"qrl-{name}-", suffix=".log", delete=False
@@ -90,7 +92,7 @@ class RQRig:
             "worker",
             "-w",
             WORKERS[self.kind],
-            "--with-scheduler",
+            *(["--with-scheduler"] if scheduler else []),
             "--url",
             self.redis_url,
             "--name",

@@ -10,6 +10,7 @@ from rq import Retry
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.results import Result
 
+from queue_ratelimit.integrations.rq_due import due_key
 from queue_ratelimit.tasks import TICKET_HEADER
 from tests.integration.rq_harness import jobs, rq_rig
 from tests.support import wait_until
@@ -67,6 +68,26 @@ def test_a_backlog_is_paced_by_reservations_each_redeemed_once(kind: str, redis_
         assert {reason for _, reason in requeues} == {"rate"}  # sent back with a reserved slot
         assert len(requeues) >= 8  # the backlog went to the scheduler, not to sleep
         assert len({job_id for job_id, _ in requeues}) == len(requeues)  # each came back once
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_requeued_jobs_come_back_through_the_worker_without_rqs_scheduler(
+    kind: str, redis_url: str
+) -> None:
+    slow = {  # 4 calls/s, and no wait in the worker beyond 0.05 s: most jobs are requeued
+        f"QUEUE_RATELIMIT__{jobs.NOTION.upper()}__{field}": value
+        for field, value in [("RATE_LIMIT_PER_SEC", "4"), ("MAX_RATE", "4"), ("MAX_WAIT", "0.05")]
+    }
+    with rq_rig(kind, redis_url, limit=100) as rig:
+        rig.start_worker([jobs.NOTION], scheduler=False, **slow)
+        ids = [rig.enqueue(jobs.NOTION, jobs.sync_notion, i).id for i in range(12)]
+        wait_until(lambda: rig.all_done(ids), timeout=45, every=0.1)
+        assert set(rig.statuses(ids)) == {"finished"}
+        assert rig.upstream.served_once(set(ids))
+        requeued = {line.split()[0] for line in rig.records("requeues")}
+        assert len(requeued) >= 8  # these came back with no RQ scheduler running
+        assert ScheduledJobRegistry(jobs.NOTION, connection=rig.connection).count == 0
+        assert rig.connection.zcard(due_key(rig.queue(jobs.NOTION))) == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
