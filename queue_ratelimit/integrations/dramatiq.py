@@ -91,7 +91,8 @@ class RateLimitMiddleware(Middleware):
             message would wait up to 1 s for it.
 
     Raises:
-        ConfigError: ``max_countdown``, ``poll`` or ``consumer_backoff`` is not > 0.
+        ConfigError: ``max_countdown`` or ``poll`` is not > 0, or ``consumer_backoff`` is
+            below 0.01 (Dramatiq's backoff would round to no sleep: a busy loop).
     """
 
     def __init__(
@@ -103,12 +104,13 @@ class RateLimitMiddleware(Middleware):
         jitter: float = 0.1,
         consumer_backoff: float | None = 0.1,
     ) -> None:
-        checked = {"max_countdown": max_countdown, "poll": poll}
+        checked = {"max_countdown": (max_countdown, "> 0"), "poll": (poll, "> 0")}
         if consumer_backoff is not None:
-            checked["consumer_backoff"] = consumer_backoff
-        for name, value in checked.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(None, name, value, "must be > 0")
+            checked["consumer_backoff"] = (consumer_backoff, ">= 0.01")
+        for name, (value, rule) in checked.items():
+            number = not isinstance(value, bool) and isinstance(value, int | float)
+            if not number or not (value >= 0.01 if rule == ">= 0.01" else value > 0):
+                raise ConfigError(None, name, value, f"must be {rule}")
         self.gate = TaskGate(limiter, max_countdown=float(max_countdown), jitter=jitter)
         self.poll = float(poll)
         self.consumer_backoff = consumer_backoff
@@ -187,7 +189,7 @@ class RateLimitMiddleware(Middleware):
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Lower the worker's timeout to ``consumer_backoff`` before its consumers start."""
         if self.consumer_backoff is not None:
-            ms = max(1, round(self.consumer_backoff * 1000))
+            ms = round(self.consumer_backoff * 1000)
             worker.worker_timeout = min(worker.worker_timeout, ms)
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:

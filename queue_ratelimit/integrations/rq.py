@@ -51,6 +51,7 @@ from rq.executions import Execution
 from rq.job import Job, Retry
 from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
+from rq.utils import get_version
 from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus
 
 from queue_ratelimit import context
@@ -115,6 +116,7 @@ class RateLimitedWorkerMixin(BaseWorker):
         self._next_check = 0.0
         self._exhausted: set[str] = set()
         self._due: DueJobs | None = None
+        self._whole_seconds: bool | None = None
         if kwargs.get("prepare_for_work", True):
             self.gate  # noqa: B018 - invalid settings fail here, at worker start
 
@@ -227,16 +229,15 @@ class RateLimitedWorkerMixin(BaseWorker):
         job.meta[TICKET_HEADER] = requeue.ticket.dumps()
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            fallback = self.due.schedule(job, queue, requeue.countdown, pipeline)
+            self.due.schedule(job, queue, requeue.countdown, pipeline)
             pipeline.execute()
         self.log.info(
-            "Worker %s: job %s requeued (%s, %d so far) in %.3f s (RQ's scheduler: %s)",
+            "Worker %s: job %s requeued (%s, %d so far) for %.3f s from now",
             self.name,
             job.id,
             requeue.reason,
             requeue.ticket.requeues,
             requeue.countdown,
-            fallback.isoformat(),
         )
         try:
             release_slot(job)  # RQ's own concurrency limit, as RQ does for a retry
@@ -270,8 +271,9 @@ class RateLimitedWorkerMixin(BaseWorker):
         """Promote due requeued jobs, then dequeue from the queues whose breaker is not open.
 
         A queue is named like its integration. While blocked, the dequeue is cut into slices
-        of ``poll`` seconds, so a breaker opened by another worker is noticed within them, and
-        ends when the next requeued job is due.
+        of ``poll`` seconds (at least 1) when a queue is named like an integration, so a
+        breaker opened by another worker is noticed within them; and it ends when the next
+        requeued job is due.
         """
         started = time.monotonic()
         while True:
@@ -294,9 +296,7 @@ class RateLimitedWorkerMixin(BaseWorker):
     def _dequeue_from(
         self, ready: list[Queue], timeout: int | None, due_in: float | None
     ) -> tuple[Job, Queue] | None:
-        step = None if timeout is None else min(timeout, self._poll, math.inf if due_in is None else due_in)
-        if step is not None:
-            step = max(step, 0.01)  # RQ takes 0 for "block forever"
+        step = None if timeout is None else self._step(timeout, due_in)
         if not ready:  # every queue paused: stay alive and look again
             try:
                 self.set_state(WorkerStatus.IDLE)
@@ -321,6 +321,16 @@ class RateLimitedWorkerMixin(BaseWorker):
             job, queue = result
             self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
         return result
+
+    def _step(self, timeout: float, due_in: float | None) -> float:
+        """How long one blocking dequeue may last (see ``dequeue_job_and_maintain_ttl``)."""
+        if any(q.name in self.gate.limiter.configs for q in self.queues):
+            timeout = min(timeout, max(1, math.ceil(self._poll)))
+        if due_in is not None:
+            timeout = min(timeout, max(due_in, 0.01))  # RQ refuses 0 ("block forever")
+        if self._whole_seconds is None:  # Redis < 6 blocks for whole seconds only
+            self._whole_seconds = get_version(self.connection) < (6, 0, 0)
+        return max(1, math.ceil(timeout)) if self._whole_seconds else timeout
 
     def _paused_queues(self) -> frozenset[str]:
         now = time.monotonic()

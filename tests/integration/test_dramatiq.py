@@ -158,7 +158,7 @@ def test_the_worker_timeout_is_lowered_at_boot_so_a_full_prefetch_is_refilled_so
     assert timeouts == {1000: {100}, 40: {40}}
 
 
-@pytest.mark.parametrize("value", [0, -1.0, True, "0.1"])
+@pytest.mark.parametrize("value", [0, 0.005, -1.0, True, "0.1"])
 def test_an_invalid_consumer_backoff_fails_naming_it(value: Any) -> None:
     with pytest.raises(ConfigError, match="consumer_backoff"):
         RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC}), consumer_backoff=value)

@@ -11,12 +11,12 @@ import redis
 from rq import Queue, RateLimit
 from rq.job import Job
 
-from queue_ratelimit.integrations.rq_due import MARGIN, DueJobs, due_key
+from queue_ratelimit.integrations.rq_due import FALLBACK, DueJobs, due_key
 
 pytestmark = pytest.mark.redis
 
-
 CREATED: list[str] = []
+FAR = 30.0  # a fallback so far away that a promotion cannot come too close to it
 
 
 @pytest.fixture
@@ -44,49 +44,64 @@ def _queued(queue: Queue) -> list[str]:
     return [m.decode() for m in queue.connection.lrange(queue.key, 0, -1)]
 
 
+def _due(queue: Queue) -> list[str]:
+    return [m.decode() for m in queue.connection.zrange(due_key(queue), 0, -1)]
+
+
 def test_due_jobs_go_to_the_front_of_their_queue_earliest_first(queue: Queue) -> None:
-    due = DueJobs(queue.connection)
+    due = DueJobs(queue.connection, fallback=FAR)
     fresh = queue.enqueue(print, "already queued")
     CREATED.append(fresh.id)
     second = _requeue(due, queue, -0.2)
     first = _requeue(due, queue, -0.4)
-    later = _requeue(due, queue, 30.0)
+    later = _requeue(due, queue, 20.0)
     registry = queue.scheduled_job_registry
-    for job in (first, second):  # RQ's fallback far away: the worker's to promote
-        queue.connection.zadd(registry.key, {job.id: time.time() + 30})
     due_in = due.promote([queue])
     assert _queued(queue) == [first.id, second.id, fresh.id]
-    assert set(registry.get_job_ids()) == {later.id}  # RQ's scheduler will not enqueue them
-    assert queue.connection.zrange(due_key(queue), 0, -1) == [later.id.encode()]
-    assert due_in is not None and 25 < due_in <= 30
+    assert registry.get_job_ids() == [later.id]  # RQ's scheduler will not enqueue them
+    assert [m.split()[0] for m in _due(queue)] == [later.id]
+    assert due_in is not None and 15 < due_in <= 20
     assert due.promote([queue]) == pytest.approx(due_in, abs=1.0)  # nothing more to move
     assert _queued(queue) == [first.id, second.id, fresh.id]
 
 
-def test_a_job_near_its_fallback_is_left_to_rqs_scheduler(queue: Queue) -> None:
-    due = DueJobs(queue.connection)
+def test_a_job_whose_fallback_has_come_is_left_to_rqs_scheduler(queue: Queue) -> None:
+    due = DueJobs(queue.connection, fallback=FAR)
     job = _requeue(due, queue, -0.1)
-    registry = queue.scheduled_job_registry
-    queue.connection.zadd(registry.key, {job.id: time.time() + MARGIN / 2})
+    (member,) = _due(queue)
+    now = int(time.time())  # the fallback reached: RQ's scheduler may be enqueueing it now
+    queue.connection.zadd(queue.scheduled_job_registry.key, {job.id: now})
+    queue.connection.zrem(due_key(queue), member)
+    queue.connection.zadd(due_key(queue), {f"{job.id} {now}": time.time() - 0.1})
     assert due.promote([queue]) is None
-    assert _queued(queue) == []  # RQ's scheduler may already have read it: not enqueued twice
-    assert registry.get_job_ids() == [job.id]
-    assert queue.connection.zcard(due_key(queue)) == 0
+    assert _queued(queue) == []  # not enqueued twice
+    assert queue.scheduled_job_registry.get_job_ids() == [job.id]
+    assert _due(queue) == []
+
+
+def test_a_later_schedule_of_rqs_own_is_kept(queue: Queue) -> None:
+    due = DueJobs(queue.connection, fallback=FAR)
+    job = _requeue(due, queue, -0.1)
+    retry_at = int(time.time()) + 60  # RQ's scheduler enqueued it; it failed; Retry(60)
+    queue.connection.zadd(queue.scheduled_job_registry.key, {job.id: retry_at})
+    assert due.promote([queue]) is None
+    assert _queued(queue) == []
+    assert queue.scheduled_job_registry.get_scheduled_time(job.id).timestamp() == retry_at
 
 
 def test_a_job_no_longer_scheduled_is_not_enqueued(queue: Queue) -> None:
-    due = DueJobs(queue.connection)
+    due = DueJobs(queue.connection, fallback=FAR)
     job = _requeue(due, queue, -0.1)
     queue.scheduled_job_registry.remove(job.id)  # enqueued by RQ's scheduler, or cancelled
     assert due.promote([queue]) is None
     assert _queued(queue) == []
-    assert queue.connection.zcard(due_key(queue)) == 0
+    assert _due(queue) == []
 
 
 def test_jobs_with_rqs_own_rate_limit_are_left_to_rqs_scheduler(queue: Queue) -> None:
     due = DueJobs(queue.connection)
     job = _requeue(due, queue, 0.0, rate_limit=RateLimit(f"{queue.name}-k", concurrency=1))
-    assert queue.connection.zcard(due_key(queue)) == 0  # RQ's scheduler takes its slot
+    assert _due(queue) == []  # RQ's scheduler takes its slot
     assert queue.scheduled_job_registry.get_job_ids() == [job.id]
 
 
@@ -96,6 +111,8 @@ def test_the_fallback_is_whole_seconds_a_second_past_the_slot(queue: Queue) -> N
     job = _requeue(due, queue, 2.5)
     fallback = queue.scheduled_job_registry.get_scheduled_time(job.id).timestamp()
     assert fallback == int(fallback)
-    assert before + 3.5 <= fallback <= time.time() + 4.5
-    score = queue.connection.zscore(due_key(queue), job.id)
-    assert score is not None and before + 2.5 - 1 <= score <= fallback - 1  # server clock
+    assert before + 2.5 + FALLBACK - 1 <= fallback <= time.time() + 2.5 + FALLBACK + 2
+    (member,) = _due(queue)
+    assert member == f"{job.id} {int(fallback)}"
+    score = queue.connection.zscore(due_key(queue), member)
+    assert score is not None and fallback - FALLBACK - 1 <= score <= fallback - FALLBACK
