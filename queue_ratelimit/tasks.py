@@ -114,8 +114,12 @@ class TaskGate:
         limiter: the shared limiter.
         max_countdown: the longest single countdown given to the broker; longer waits are
             parked in hops (see the module docstring).
-        jitter: a requeue's countdown grows by up to this fraction (at most 5 s), so tasks
-            throttled together do not all return at the same instant.
+        jitter: the countdown of a requeue without a reserved slot (a backoff's
+            ``Retry-After``, a cooldown with nothing reserved) grows by up to this fraction
+            (at most 5 s), so tasks throttled together do not all return at the same
+            instant. A reserved slot is already spread at the rate and gets none: jitter
+            would only make its holder late, and holders that come back late go at once,
+            together, above the rate.
         clock: wall-clock time in seconds (for parking).
         rng: the jitter's random source.
     """
@@ -254,7 +258,9 @@ class TaskGate:
                 f"{target}: requeued {ticket.requeues} times (requeue_budget {allowed}) "
                 f"without a slot; last reason: {reason}"
             )
-        countdown = max(0.0, wait) + self._rng() * min(self.jitter * max(0.0, wait), 5.0)
+        countdown = max(0.0, wait)
+        if reservation is None:  # see ``jitter``
+            countdown += self._rng() * min(self.jitter * countdown, 5.0)
         not_before = self._clock() + countdown if countdown > self.max_countdown else None
         next_ticket = Ticket(ticket.requeues + int(spend), reservation, not_before)
         requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason)

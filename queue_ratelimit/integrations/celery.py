@@ -19,7 +19,7 @@
     def sync_repo(self, installation_id, repo): ...
 
 Before the body runs the task acquires; a short wait is slept, a longer one sends the task
-back to the broker (same task id, ``countdown`` = its reserved slot plus jitter) and frees
+back to the broker (same task id, ``countdown`` = its reserved slot) and frees
 the worker slot at once. A ``RateLimited`` met in the body (the project's HTTP clients raise
 it on a 429, or ``raise self.rate_limited(retry_after=...)``) does the same with the
 upstream's ``Retry-After``. Requeues are published like ``Task.retry`` publishes, before the

@@ -16,7 +16,7 @@ function of the message's arguments), ``cost`` (what a run spends: a number of r
 ``max_wait``.
 
 In ``before_process_message`` the message acquires; a short wait is slept, a longer one
-sends it back to the broker (same ``message_id``, delayed by its reserved slot plus jitter,
+sends it back to the broker (same ``message_id``, delayed until its reserved slot,
 its ``Ticket`` in the ``queue_ratelimit`` option) and ``SkipMessage`` acknowledges the
 current delivery. A ``RateLimited`` met in the body (the project's HTTP clients hand it to
 the message's hook, or ``raise rate_limited(retry_after=...)``) does the same with the
@@ -83,7 +83,8 @@ class RateLimitMiddleware(Middleware):
             (RabbitMQ closes a channel holding a delayed message longer than its
             ``consumer_timeout``, 30 min by default).
         poll: seconds between the breaker checks of each worker.
-        jitter: a requeue's delay grows by up to this fraction (at most 5 s).
+        jitter: the delay of a requeue without a reserved slot grows by up to this fraction
+            (at most 5 s); see ``TaskGate``.
         consumer_backoff: seconds; at worker boot the worker's ``worker_timeout`` (1 s by
             default) is lowered to this, never raised; ``None`` leaves it. A consumer whose
             prefetch is full (its messages' threads sleeping for their slots) gets nothing

@@ -35,13 +35,19 @@ def test_a_long_wait_requeues_with_the_reserved_slot_and_redeems_it(
     assert isinstance(verdict, Requeue)
     assert verdict.reason == "cooldown"
     # the slot is 3.2 s away (the cooldown, then 1 / 5 per s); the task comes back as early
-    # as the climbing rate may bring it (3 + ln(1.2) s), plus jitter
+    # as the climbing rate may bring it (3 + ln(1.2) s), with no jitter: its slot is its own
     back = 3.0 + math.log(1.2)
-    assert verdict.countdown == pytest.approx(back + 0.5 * 0.1 * back)
+    assert verdict.countdown == pytest.approx(back)
     assert verdict.ticket.requeues == 1 and verdict.ticket.reservation is not None
     clock.advance(verdict.countdown)
     again = gate.before("svc", None, verdict.ticket)
     assert isinstance(again, Run) and again.decision.reason == "redeemed"
+
+
+def test_a_requeue_without_a_reserved_slot_is_jittered(gate: TaskGate) -> None:
+    verdict = gate.rate_limited("svc", None, Ticket(), retry_after=2.0)
+    assert verdict.ticket.reservation is None
+    assert verdict.countdown == pytest.approx(2.0 + 0.5 * 0.1 * 2.0)  # rng 0.5, jitter 0.1
 
 
 def test_one_tenant_holds_at_most_tenant_sleepers_workers_sleeping(gate: TaskGate) -> None:
