@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import redis
 
@@ -164,9 +166,7 @@ def test_a_tasks_cost_is_a_method_a_value_or_a_function_of_its_arguments() -> No
     assert RateLimitedTask()._cost((), {}) == 1.0  # one request by default
 
 
-def test_a_task_with_an_impossible_cost_fails_the_check_at_start(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_task_with_an_impossible_cost_fails_the_check_at_start() -> None:
     from celery import Celery
 
     from queue_ratelimit import ConfigError
@@ -186,5 +186,19 @@ def test_a_task_with_an_impossible_cost_fails_the_check_at_start(
     @app.task(base=RateLimitedTask, integration="no-such-api", shared=False)
     def lost() -> None: ...
 
-    check_tasks(app)  # an unknown integration is only logged: it may be another app's task
-    assert "no-such-api" in caplog.text
+    # an unknown integration is only logged: it may be another app's task. The record is
+    # taken at the module's logger: in the full suite, an earlier test in the same process
+    # once left nothing reaching pytest's root handler (not found which; see stop 12's note)
+    logger = logging.getLogger("queue_ratelimit.integrations.celery")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    state = logger.disabled, logger.level
+    logger.disabled, logger.level = False, logging.NOTSET
+    try:
+        check_tasks(app)
+    finally:
+        logger.removeHandler(handler)
+        logger.disabled, logger.level = state
+    assert any("no-such-api" in r.getMessage() for r in records)
