@@ -4,6 +4,7 @@ and its apps (deploy/app) run end to end without Docker."""
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import shutil
@@ -248,6 +249,7 @@ def apps(
     previous_broker = dramatiq.broker.global_broker
     previous_app, previous_default = _state._tls.current_app, _state.default_app
     logging_was_installed = bool(logs._installed)
+    root_level = logging.getLogger().level  # Celery's in-process worker raises it
     names = [f"deploy.app.{m}" for m in APP_MODULES]
     for name in names:
         sys.modules.pop(name, None)
@@ -263,6 +265,7 @@ def apps(
         _state._tls.current_app, _state.default_app = previous_app, previous_default
         if not logging_was_installed:
             logs.uninstall_logging()
+        logging.getLogger().setLevel(root_level)
         upstream.stop()
         client = redis.Redis.from_url(redis_url)
         stale = [
