@@ -29,6 +29,9 @@ Rules (``now`` is always passed in, in seconds):
   one grants nothing and reserves nothing.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
   waited for; a void reservation is treated as a fresh acquire.
+* pacing: every grant moves an arrival schedule on (``pacing``). A holder that comes back
+  after its slot is granted no sooner than the schedule allows, if that is within
+  ``max_wait``: late holders are spread at the rate instead of going all at once.
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
   step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
   rate), except from ``PROBE_FLOOR`` of ``peak`` (the rate at the last decrease) up to
@@ -46,9 +49,10 @@ Rules (``now`` is always passed in, in seconds):
   the epoch on, records each rate before the decrease as its ``peak`` (for ``requests``, the
   delivered rate when successes were counted and it is lower: the rate sent when the 429
   came overshoots the limit, the rate served does not), forgives all debt (``tokens = 0``)
-  and opens a cooldown of ``retry_after`` (clamped to ``[0, max_backoff]``) or, without
-  one, ``cooldown_multiplier / rate``. When successes were counted, ``requests`` decreases
-  no lower than ``PROBE_FLOOR`` of the delivered rate: a 429 with nearly every call served
+  and the arrival schedule, and opens a cooldown of ``retry_after`` (clamped to
+  ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. When successes
+  were counted, ``requests`` decreases no lower than ``PROBE_FLOOR`` of the delivered
+  rate: a 429 with nearly every call served
   says the limit is just there, and a 429 among many says so too (what is served is then
   far below what is sent, and the multiplicative decrease is the deeper one). A backoff
   from an event already reacted to only extends the cooldown to its ``retry_after``.
@@ -62,7 +66,7 @@ from collections.abc import Mapping, Sequence
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
-from queue_ratelimit.policy import quota
+from queue_ratelimit.policy import pacing, quota
 from queue_ratelimit.policy.breaker import BreakerState
 from queue_ratelimit.policy.state import (
     BucketState,
@@ -212,11 +216,15 @@ def acquire(
     held, probe = brk.admit(breaker, now)
     if held > 0:
         return Decision(False, held, "breaker_open", state.epoch, kept, now, seq=state.seq)
+    late = False
     if kept is not None:
-        slot = max(_pulled(state, now, limits, kept), state.cooldown_until, now)
+        pulled = _pulled(state, now, limits, kept)
+        slot = max(pulled, state.cooldown_until, now)
+        late = pulled < now - pacing.TOLERANCE
     else:
         slot = _slot(state, now, limits, costs)
-    wait = slot - now
+    first = limits[0]
+    pace, requests = quota.refill_rate(state.buckets[first.name]), costs.get(first.name, 0.0)
     fits = fits_wait(
         now,
         slot,
@@ -224,8 +232,13 @@ def acquire(
         max_wait=max_wait,
         cooldown_wait=cooldown_wait,
         max_sleepers=max_sleepers,
-        pace=quota.refill_rate(state.buckets[limits[0].name]),
+        pace=pace,
     )
+    if fits and late:  # the schedule may add a sleep, within max_wait
+        paced = max(slot, pacing.earliest(state, first.burst, requests, pace))
+        fits = paced - now <= max(max_wait, slot - now) + SLACK
+        slot = paced if fits else slot
+    wait = slot - now
     if max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, max_concurrent)
         if busy is not None:
@@ -233,6 +246,7 @@ def acquire(
     if fits:
         if not redeeming:
             _pay(state, now, limits, costs)
+        pacing.advance(state, slot, requests, pace)
         lease = None
         if max_concurrent is not None and lease_id is not None:
             state.leases[lease_id] = now + lease_ttl
@@ -379,6 +393,7 @@ def on_backoff(
         for bucket in state.buckets.values():
             bucket.tokens = 0.0
             bucket.ts = state.cooldown_until
+        pacing.forgive(state)
     elif retry_after is not None and now + retry_after > state.cooldown_until:
         state.cooldown_until = now + retry_after
         for bucket in state.buckets.values():
@@ -408,7 +423,7 @@ def release(state: KeyState, lease_id: str) -> bool:
 
 def idle_expiry(state: KeyState, now: float, idle_ttl: float) -> float:
     """Seconds the key must live: ``idle_ttl`` past the end of its cooldown and its debts."""
-    busy = max(0.0, state.cooldown_until - now)
+    busy = max(0.0, state.cooldown_until - now, state.paced_until - now)
     for bucket in state.buckets.values():
         busy = max(busy, max(0.0, bucket.ts - now) + max(0.0, -bucket.tokens) / bucket.rate)
     if state.leases:

@@ -71,6 +71,7 @@ class KeyState:
     served_from: float = 0.0  # start of the current delivery window (aimd.DELIVERY_WINDOW)
     served: float = 0.0  # successes reported in the current window
     served_before: float = 0.0  # successes reported in the window before it
+    paced_until: float = 0.0  # the next call's time in the arrival schedule (policy/pacing)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.pacing import TOLERANCE
 from queue_ratelimit.policy.state import Feedback
 from tests.conftest import FakeClock
 from tests.support import SVC, backoff_after_barrier, hold_lease_forever
@@ -324,12 +325,47 @@ def test_a_reservation_is_redeemed_at_its_slot_without_paying_twice(
     assert not early.granted
     assert early.reservation == second.reservation
     assert early.wait == pytest.approx(0.2)
-    clock.advance(0.2)
+    clock.advance(0.1)
     for r in (first.reservation, second.reservation):
         redeemed = limiter.acquire("svc", reservation=r)
         assert (redeemed.granted, redeemed.reason) == (True, "redeemed")
-    # the debt of both reservations is paid by now: the bucket is empty, not negative
-    assert limiter.snapshot("svc").limit().tokens == pytest.approx(0.0, abs=1e-6)
+        clock.advance(0.1)
+    # the debt of both reservations was paid when they were made: the bucket is full again
+    assert limiter.snapshot("svc").limit().tokens == pytest.approx(1.0, abs=1e-5)
+
+
+def test_holders_that_come_back_late_together_are_spread_at_the_rate(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, burst 1
+    limiter.acquire("svc")
+    held = [limiter.acquire("svc").reservation for _ in range(5)]  # slots 0.1 .. 0.5
+    clock.advance(2.0)  # every holder is late, and they come back together
+    waits = []
+    for reservation in held:
+        redeemed = limiter.acquire("svc", reservation=reservation, max_wait=1.0)
+        assert (redeemed.granted, redeemed.reason) == (True, "redeemed")
+        waits.append(redeemed.wait)
+    spread = [max(0.0, 0.1 * i - TOLERANCE) for i in range(5)]  # a sleep each, not a burst
+    assert waits == pytest.approx(spread, abs=1e-6)
+
+
+def test_a_holder_on_time_is_not_held_back_by_late_ones(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, burst 1
+    limiter.acquire("svc")
+    held = [limiter.acquire("svc").reservation for _ in range(4)]  # slots 0.1 .. 0.4
+    assert held[3] is not None
+    clock.advance(0.35)  # the first three are late and come back together
+    for reservation in held[:3]:
+        assert limiter.acquire("svc", reservation=reservation, max_wait=1.0).granted
+    clock.advance(0.05)
+    on_time = limiter.acquire("svc", reservation=held[3])  # max_wait 0: no sleep allowed
+    assert (on_time.granted, on_time.reason) == (True, "redeemed")
+    assert on_time.wait == pytest.approx(0.0, abs=1e-6)
+
+
 
 
 def test_a_reservation_falls_due_sooner_when_the_rate_rises_and_keeps_its_place(

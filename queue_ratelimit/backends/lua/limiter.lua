@@ -11,7 +11,8 @@
 --         then start at 0; reservations keep their promised slots). An 8-field layout with
 --         the credit inside each group existed only between commits, never in a release:
 --         its buckets start afresh. Then "~srv", the delivery count: window start,
---         successes in it, successes in the window before (aimd.delivered).
+--         successes in it, successes in the window before (aimd.delivered). Then "~tat"
+--         and the arrival schedule's next slot (policy/pacing.py; absent: 0).
 -- KEYS[2] lease zset: lease id -> expiry time (touched only with a concurrency limit)
 -- KEYS[3] the integration's breaker hash: state, failures, until (absent = closed, 0 failures)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ...
@@ -45,6 +46,7 @@ local function micro(x) return math.floor(x * 1000000 + 0.5) end
 local STRIDE = 7  -- state fields per limit, before the credits
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
 local PROBE_FLOOR, GENTLE = 0.95, 0.5  -- aimd.PROBE_FLOOR, aimd.GENTLE
+local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 
 local function opt(w) if w then return tonumber(w) end return nil end
 
@@ -117,6 +119,7 @@ local exists = blob ~= false
 local saved = {}
 local epoch, cool, seq = math.floor(now * 1000000), 0, 0
 local sfrom, served, sbefore = 0, 0, 0
+local tat = 0
 if exists then
   local st = cmsgpack.unpack(blob)
   epoch, cool, seq = st[1], st[2], st[3]
@@ -127,7 +130,10 @@ if exists then
   end
   local ext = j  -- st[ext + 2g - 1], st[ext + 2g]: credit and peak of the g-th group
   local srv = ext + 2 * (ext - 4) / STRIDE + 1
-  if st[srv] == '~srv' then sfrom, served, sbefore = st[srv + 1], st[srv + 2], st[srv + 3] end
+  if st[srv] == '~srv' then
+    sfrom, served, sbefore = st[srv + 1], st[srv + 2], st[srv + 3]
+    if st[srv + 4] == '~tat' then tat = st[srv + 5] end
+  end
   for _, lim in ipairs(limits) do
     local k = saved[lim.name]
     if k then
@@ -170,7 +176,7 @@ if op == 'snapshot' then
 end
 
 local function save()
-  local busy = math.max(0, cool - now)
+  local busy = math.max(0, cool - now, tat - now)
   local st = {epoch, cool, seq}
   for _, lim in ipairs(limits) do
     busy = math.max(busy, math.max(0, lim.s - now) + math.max(0, -lim.t) / lim.r)
@@ -191,6 +197,8 @@ local function save()
   st[#st + 1] = sfrom
   st[#st + 1] = served
   st[#st + 1] = sbefore
+  st[#st + 1] = '~tat'
+  st[#st + 1] = tat
   redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', math.ceil((busy + idle_ttl) * 1000))
 end
 
@@ -269,8 +277,10 @@ if op == 'acquire' then
     probe = true
   end
   local slot
+  local late = false
   if redeeming then
-    slot = math.max(pulled(tonumber(A[4]), dues), cool, now)
+    local due_at = pulled(tonumber(A[4]), dues)
+    slot, late = math.max(due_at, cool, now), due_at < now - PACING_TOLERANCE
   else
     slot = math.max(now, cool)
     for _, lim in ipairs(limits) do
@@ -295,6 +305,14 @@ if op == 'acquire' then
   if cooldown_wait ~= nil then cw = cooldown_wait + SLACK end
   local fits = wait <= in_line
   if not fits and now < cool and cool <= now + cw then fits = slot - cool <= in_line end
+  -- pacing: the arrival schedule may add a sleep, within max_wait
+  local requests = limits[1].cost
+  if fits and late and requests > 0 and pace > 0 then
+    local paced = math.max(slot, tat - math.max(0, limits[1].burst - requests) / pace
+                                     - PACING_TOLERANCE)
+    fits = paced - now <= math.max(max_wait, wait + SLACK)
+    if fits then slot = paced; wait = paced - now end
+  end
   if max_conc > 0 and fits then
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
     if redis.call('ZCARD', KEYS[2]) >= max_conc then
@@ -313,6 +331,7 @@ if op == 'acquire' then
   end
   if fits then
     if not redeeming then pay() end
+    if requests > 0 and pace > 0 then tat = math.max(tat, slot) + requests / pace end
     local lease = '-'
     if max_conc > 0 then
       redis.call('ZADD', KEYS[2], string.format('%.17g', now + lease_ttl), lease_id)
@@ -417,6 +436,7 @@ elseif op == 'backoff' then
     if pause == nil then pause = math.min(mult / limits[1].r, max_backoff) end
     cool = math.max(cool, now + pause)
     for _, lim in ipairs(limits) do lim.t = 0; lim.s = cool end
+    tat = 0
   elseif retry_after ~= nil and now + retry_after > cool then
     cool = now + retry_after
     for _, lim in ipairs(limits) do lim.s = math.max(lim.s, cool) end
