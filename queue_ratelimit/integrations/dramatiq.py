@@ -105,13 +105,16 @@ class RateLimitMiddleware(Middleware):
         jitter: float = 0.1,
         consumer_backoff: float | None = 0.1,
     ) -> None:
-        checked = {"max_countdown": (max_countdown, "> 0"), "poll": (poll, "> 0")}
-        if consumer_backoff is not None:
-            checked["consumer_backoff"] = (consumer_backoff, ">= 0.01")
-        for name, (value, rule) in checked.items():
+        for name, value, least in (
+            ("max_countdown", max_countdown, 0.0),
+            ("poll", poll, 0.0),
+            ("consumer_backoff", 0.01 if consumer_backoff is None else consumer_backoff, 0.01),
+        ):
             number = not isinstance(value, bool) and isinstance(value, int | float)
-            if not number or not (value >= 0.01 if rule == ">= 0.01" else value > 0):
-                raise ConfigError(None, name, value, f"must be {rule}")
+            if not number or value < least or value <= 0:
+                raise ConfigError(
+                    None, name, value, f"must be >= {least:g}" if least else "must be > 0"
+                )
         self.gate = TaskGate(limiter, max_countdown=float(max_countdown), jitter=jitter)
         self.poll = float(poll)
         self.consumer_backoff = consumer_backoff

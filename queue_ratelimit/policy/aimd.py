@@ -52,10 +52,10 @@ Rules (``now`` is always passed in, in seconds):
   and the arrival schedule, and opens a cooldown of ``retry_after`` (clamped to
   ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. When successes
   were counted, ``requests`` decreases no lower than ``PROBE_FLOOR`` of the delivered
-  rate: a 429 with nearly every call served
-  says the limit is just there, and a 429 among many says so too (what is served is then
-  far below what is sent, and the multiplicative decrease is the deeper one). A backoff
-  from an event already reacted to only extends the cooldown to its ``retry_after``.
+  rate: a 429 with nearly every call served says the limit is just there, and a 429 among
+  many says so too (what is served is then far below what is sent, and the multiplicative
+  decrease is the deeper one). A backoff from an event already reacted to only extends the
+  cooldown to its ``retry_after``.
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def acquire(
     if fits and late:  # the schedule may add a sleep, within max_wait
         paced = max(slot, pacing.earliest(state, first.burst, requests, pace))
         fits = paced - now <= max(max_wait, slot - now) + SLACK
-        slot = paced if fits else slot
+        if fits:
+            slot = paced
     wait = slot - now
     if max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, max_concurrent)

@@ -23,7 +23,7 @@ from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.policy.pacing import TOLERANCE
-from queue_ratelimit.policy.state import Feedback
+from queue_ratelimit.policy.state import Feedback, Reservation
 from tests.conftest import FakeClock
 from tests.support import SVC, backoff_after_barrier, hold_lease_forever
 
@@ -334,12 +334,19 @@ def test_a_reservation_is_redeemed_at_its_slot_without_paying_twice(
     assert limiter.snapshot("svc").limit().tokens == pytest.approx(1.0, abs=1e-5)
 
 
+def _holders(limiter: Limiter, count: int) -> list[Reservation]:
+    """``count`` reservations behind one granted call: at 10/s, slots 0.1 s apart."""
+    assert limiter.acquire("svc").granted
+    held = [limiter.acquire("svc").reservation for _ in range(count)]
+    assert all(r is not None for r in held)
+    return [r for r in held if r is not None]
+
+
 def test_holders_that_come_back_late_together_are_spread_at_the_rate(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
     limiter = make_limiter()  # 10/s, burst 1
-    limiter.acquire("svc")
-    held = [limiter.acquire("svc").reservation for _ in range(5)]  # slots 0.1 .. 0.5
+    held = _holders(limiter, 5)  # slots 0.1 .. 0.5
     clock.advance(2.0)  # every holder is late, and they come back together
     waits = []
     for reservation in held:
@@ -354,9 +361,7 @@ def test_a_holder_on_time_is_not_held_back_by_late_ones(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
     limiter = make_limiter()  # 10/s, burst 1
-    limiter.acquire("svc")
-    held = [limiter.acquire("svc").reservation for _ in range(4)]  # slots 0.1 .. 0.4
-    assert held[3] is not None
+    held = _holders(limiter, 4)  # slots 0.1 .. 0.4
     clock.advance(0.35)  # the first three are late and come back together
     for reservation in held[:3]:
         assert limiter.acquire("svc", reservation=reservation, max_wait=1.0).granted
@@ -364,8 +369,6 @@ def test_a_holder_on_time_is_not_held_back_by_late_ones(
     on_time = limiter.acquire("svc", reservation=held[3])  # max_wait 0: no sleep allowed
     assert (on_time.granted, on_time.reason) == (True, "redeemed")
     assert on_time.wait == pytest.approx(0.0, abs=1e-6)
-
-
 
 
 def test_a_reservation_falls_due_sooner_when_the_rate_rises_and_keeps_its_place(
