@@ -65,7 +65,7 @@ class Limiter:
         """The config of ``integration``; ``ConfigError`` naming the known ones when absent."""
         return self._prepare(integration).config
 
-    def costs(self, integration: str, cost: Cost) -> dict[str, float]:
+    def costs(self, integration: str, cost: Cost) -> Mapping[str, float]:
         """``cost`` per limit, as ``acquire`` charges it; ``InvalidRequest`` if impossible."""
         return self._prepare(integration).costs(cost)
 
@@ -127,26 +127,33 @@ class Limiter:
                 max_sleepers=max_sleepers,
             ),
         )
-        where = {"integration": integration, "tenant": tenant}
         if decision.granted:
             if decision.reason == "redeemed":
-                signals.emit(signals.reservation_redeemed, self, wait=decision.wait, **where)
+                signals.emit(
+                    signals.reservation_redeemed,
+                    self,
+                    integration=integration,
+                    tenant=tenant,
+                    wait=decision.wait,
+                )
             signals.emit(
                 signals.acquired,
                 self,
+                integration=integration,
+                tenant=tenant,
                 wait=decision.wait,
                 cost=cost,
                 reason=decision.reason,
-                **where,
             )
         else:
             signals.emit(
                 signals.throttled,
                 self,
+                integration=integration,
+                tenant=tenant,
                 wait=decision.wait,
                 reason=decision.reason,
                 reserved=decision.reservation is not None,
-                **where,
             )
         return decision
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import InvalidRequest
@@ -12,6 +13,7 @@ from queue_ratelimit.policy.state import LimitParams, Plan
 __all__ = ["Cost", "Prepared", "plan_for"]
 
 Cost = float | Mapping[str, float]
+_ONE_REQUEST: Mapping[str, float] = MappingProxyType({PRIMARY_LIMIT: 1.0})
 
 
 def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
@@ -48,9 +50,11 @@ class Prepared:
     plan: Plan
     bursts: dict[str, float]
 
-    def costs(self, cost: Cost) -> dict[str, float]:
+    def costs(self, cost: Cost) -> Mapping[str, float]:
         """Cost per limit: a number charges ``requests``; a mapping names limits
         (``requests`` defaults to 1, other limits to 0)."""
+        if cost == 1.0 and self.bursts[PRIMARY_LIMIT] >= 1.0:  # the usual call, checked once
+            return _ONE_REQUEST
         if isinstance(cost, int | float):
             wanted = {PRIMARY_LIMIT: float(cost)}
         else:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from queue_ratelimit.errors import BackendError, ConfigError
@@ -45,21 +46,50 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _num(value: float | None) -> str:
-    return "" if value is None else repr(float(value))
+_NONE = float("nan")  # "none" among the script's numbers
 
 
-def _word(value: float | None) -> str:
-    """One word of the script's argument string: a number, or "-" for none."""
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))
+def _opt(value: float | None) -> float:
+    return _NONE if value is None else value
+
+
+_doubles: dict[int, struct.Struct] = {}
+
+
+def _pack(numbers: Sequence[float]) -> bytes:
+    """An op's numbers as the script reads them: little-endian doubles."""
+    layout = _doubles.get(len(numbers))
+    if layout is None:
+        layout = _doubles[len(numbers)] = struct.Struct(f"<{len(numbers)}d")
+    return layout.pack(*numbers)
+
+
+def _name(text: str) -> bytes:
+    return text.encode() + b"\0"  # the script's 's': zero-terminated
 
 
 _MICRO = 1_000_000
 _NO_PLAN = Plan(limits=())
+# key suffixes; ".v2": the layouts of limiter.lua (its LAYOUT), which 0.1 did not read
+_STATE, _BREAKER = ":state.v2", ":breaker.v2"
+_KEY_CACHE = 4096  # key names kept per backend (tenants beyond it are encoded per call)
+# per op: its code in the script (ACQUIRE .. COUNT) and how many of its KEYS it is passed
+_OPS = {
+    "acquire": (1, 2),  # 3 with a concurrency limit (the leases)
+    "success": (2, 4),
+    "backoff": (3, 4),
+    "failure": (4, 4),
+    "release": (5, 3),
+    "snapshot": (6, 3),
+    "breaker": (7, 2),
+    "count": (8, 4),
+}
+_HEAD = struct.Struct("<Bd")  # op code, now (NaN: the server's TIME)
+# the script's reply codes (limiter.lua OK .. BREAKER_OPEN, and CLOSED, OPEN, HALF_OPEN)
+REASONS = ("ok", "redeemed", "probe", "rate", "cooldown", "concurrency", "breaker_open")
+BREAKER_STATES = ("closed", "open", "half_open")
+
+Keys = tuple[str, str, str, str]
 
 
 class RedisBackend:
@@ -96,23 +126,36 @@ class RedisBackend:
         self.prefix = prefix
         self._idle_ttl = idle_ttl
         self._clock = clock
-        self._script = client.register_script(_script_source())
-        self._plans: dict[int, tuple[Plan, str]] = {}
+        self._source = _script_source()
+        self._sha = hashlib.sha1(self._source.encode()).hexdigest()
+        self._plans: dict[int, tuple[Plan, bytes]] = {}
+        self._keys: dict[tuple[str, str | None], Keys] = {}  # in the script's order
 
-    def keys_for(self, integration: str, tenant: str | None) -> tuple[str, str, str, str]:
+    def keys_for(self, integration: str, tenant: str | None) -> Keys:
         """The Redis keys of one limiter key: state, leases, and the integration's breaker
         and event counts.
 
         A tenant is percent-encoded (so ``:``, ``{``, ``}`` and spaces cannot reach into
         another key's name) and replaced by its SHA-256 when long.
         """
+        state, breaker, leases, stats = self._script_keys(integration, tenant)
+        return state, leases, breaker, stats
+
+    def _script_keys(self, integration: str, tenant: str | None) -> Keys:
+        """``keys_for`` in the script's order (state, breaker, leases, stats), cached."""
+        keys = self._keys.get((integration, tenant))
+        if keys is not None:
+            return keys
         base = tag = f"{{{self.prefix}:{integration}}}"
         if tenant is not None:
             part = quote(tenant, safe="")
             if len(part) > _MAX_TENANT_KEY:
                 part = "#" + hashlib.sha256(tenant.encode()).hexdigest()
             base += f":t={part}"
-        return base + ":state", base + ":leases", tag + ":breaker", tag + ":stats"
+        keys = base + _STATE, tag + _BREAKER, base + ":leases", tag + ":stats"
+        if len(self._keys) < _KEY_CACHE:
+            self._keys[(integration, tenant)] = keys
+        return keys
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix: ``(integration, tenant)`` pairs.
@@ -125,10 +168,10 @@ class RedisBackend:
         try:
             for raw in self.client.scan_iter(match=pattern, count=1000):
                 key = _text(raw)
-                if not key.endswith(":state"):
+                if not key.endswith(_STATE):
                     continue
                 name, _, rest = key[len(head) :].partition("}")
-                part = rest[len(":t=") : -len(":state")] if rest.startswith(":t=") else None
+                part = rest[len(":t=") : -len(_STATE)] if rest.startswith(":t=") else None
                 if part is None:
                     yield name, None
                 else:
@@ -136,26 +179,28 @@ class RedisBackend:
         except redis.RedisError as exc:
             raise BackendError(f"redis scan failed: {exc}") from exc
 
-    def _plan_json(self, plan: Plan) -> str:
-        """The plan as the script reads it; encoded once per plan object."""
+    def _plan_bytes(self, plan: Plan) -> bytes:
+        """The plan as the script reads it (after the op and time); packed once per plan."""
         cached = self._plans.get(id(plan))
         if cached is not None and cached[0] is plan:
             return cached[1]
-        limits = [
-            [lim.name, lim.rate, lim.burst, lim.min_rate, lim.max_rate, lim.increase, lim.decrease]
+        head = struct.pack(
+            "<B7d",
+            len(plan.limits),
+            self._idle_ttl,
+            plan.cooldown_multiplier,
+            plan.max_backoff,
+            plan.max_concurrent or 0,
+            plan.lease_ttl,
+            plan.breaker_threshold,
+            plan.breaker_open_seconds,
+        )
+        wire = head + b"".join(
+            _name(lim.name)
+            + struct.pack(
+                "<6d", lim.rate, lim.burst, lim.min_rate, lim.max_rate, lim.increase, lim.decrease
+            )
             for lim in plan.limits
-        ]
-        wire = json.dumps(
-            [
-                self._idle_ttl,
-                plan.cooldown_multiplier,
-                plan.max_backoff,
-                plan.max_concurrent or 0,
-                plan.lease_ttl,
-                plan.breaker_threshold,
-                plan.breaker_open_seconds,
-                limits,
-            ]
         )
         if len(self._plans) > 1024:
             self._plans.clear()
@@ -163,14 +208,29 @@ class RedisBackend:
         return wire
 
     def _call(
-        self, op: str, integration: str, tenant: str | None, plan: Plan, words: list[str]
+        self,
+        op: str,
+        integration: str,
+        tenant: str | None,
+        plan: Plan,
+        numbers: bytes = b"",
+        word: str = "",
     ) -> Any:
-        now = _num(self._clock()) if self._clock else ""
+        """One EVALSHA of the script; the script is loaded when the server lacks it."""
+        code, passed = _OPS[op]
+        if code == 1 and plan.max_concurrent:
+            passed = 3
+        now = float(self._clock()) if self._clock else _NONE
+        keys = self._script_keys(integration, tenant)[:passed]
+        args: list[bytes | str] = [_HEAD.pack(code, now) + self._plan_bytes(plan) + numbers]
+        if word:
+            args.append(word)
         try:
-            return self._script(
-                keys=self.keys_for(integration, tenant),
-                args=[op, now, self._plan_json(plan), " ".join(words)],
-            )
+            try:
+                return self.client.execute_command("EVALSHA", self._sha, passed, *keys, *args)
+            except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
+                self.client.script_load(self._source)
+                return self.client.execute_command("EVALSHA", self._sha, passed, *keys, *args)
         except redis.RedisError as exc:
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
 
@@ -189,34 +249,30 @@ class RedisBackend:
         max_sleepers: int | None = None,
     ) -> Decision:
         """See ``Backend.acquire``."""
-        words = [
-            _word(max_wait),
-            "1" if reserve else "0",
-            _word(reservation.epoch if reservation else None),
-            _word(reservation.slot if reservation else None),
-            lease_id or "-",
-            _word(cooldown_wait),
-            _word(max_sleepers),
-        ]
-        words += [_word(costs.get(lim.name, 0.0)) for lim in plan.limits]
-        dues = reservation.due if reservation else ()
-        words += [_word(due) for due in dues] if len(dues) == len(plan.limits) else []
-        reply = self._call("acquire", integration, tenant, plan, words)
-        granted, wait, reason, epoch, slot, now, lease, seq, recheck, *marks = _text(reply).split()
+        if reservation is None:
+            numbers = [max_wait, reserve, _NONE, _NONE, _opt(cooldown_wait), _opt(max_sleepers)]
+            numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
+        else:
+            numbers = [max_wait, reserve, reservation.epoch, reservation.slot]
+            numbers += [_opt(cooldown_wait), _opt(max_sleepers)]
+            numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
+            if len(reservation.due) == len(plan.limits):
+                numbers += reservation.due
+        reply = self._call("acquire", integration, tenant, plan, _pack(numbers), lease_id or "")
+        granted, wait, reason, epoch, slot, now, leased, seq, recheck, *marks = reply
         promise = None
-        if slot != "0":
-            due = tuple(int(mark) / _MICRO for mark in marks)
-            promise = Reservation(int(epoch), int(slot) / _MICRO, due)
-        return Decision(
-            granted=granted == "1",
-            wait=int(wait) / _MICRO,
-            reason=reason,
-            epoch=int(epoch),
-            reservation=promise,
-            now=int(now) / _MICRO,
-            lease=None if lease == "-" else lease,
-            seq=int(seq),
-            recheck=None if recheck == "-" else int(recheck) / _MICRO,
+        if slot:
+            promise = Reservation(epoch, slot / _MICRO, tuple(mark / _MICRO for mark in marks))
+        return Decision(  # positional: a frozen dataclass is built faster so
+            granted == 1,
+            wait / _MICRO,
+            REASONS[reason],
+            epoch,
+            promise,
+            now / _MICRO,
+            lease_id if leased else None,
+            seq,
+            None if recheck < 0 else recheck / _MICRO,
         )
 
     def _report(
@@ -230,21 +286,20 @@ class RedisBackend:
         epoch: int | None = None,
         retry_after: float | None = None,
     ) -> ReportResult:
-        words = [lease_id or "-", _word(feedback.seq), _word(epoch), _word(retry_after)]
+        numbers = [_opt(feedback.seq), _opt(epoch), _opt(retry_after)]
         for lim in plan.limits:
             remaining, reset_after = feedback.quotas.get(lim.name, (None, None))
-            words += [_word(feedback.adjust.get(lim.name, 0.0)), _word(remaining)]
-            words.append(_word(reset_after))
-        reply = self._call(op, integration, tenant, plan, words)
-        epoch_now, decreased, old, new, cool, breaker, changed = _text(reply).split()
+            numbers += [feedback.adjust.get(lim.name, 0.0), _opt(remaining), _opt(reset_after)]
+        reply = self._call(op, integration, tenant, plan, _pack(numbers), lease_id or "")
+        epoch_now, decreased, old, new, cool, breaker, changed = reply
         return ReportResult(
-            int(epoch_now),
-            decreased == "1",
-            int(old) / _MICRO,
-            int(new) / _MICRO,
-            int(cool) / _MICRO,
-            breaker,
-            changed == "1",
+            epoch_now,
+            decreased == 1,
+            old / _MICRO,
+            new / _MICRO,
+            cool / _MICRO,
+            BREAKER_STATES[breaker],
+            changed == 1,
         )
 
     def report_success(
@@ -289,14 +344,14 @@ class RedisBackend:
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""
-        (released,) = self._call("release", integration, tenant, _NO_PLAN, [lease_id])
+        (released,) = self._call("release", integration, tenant, _NO_PLAN, word=lease_id)
         return bool(released == 1)
 
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
-        reply = self._call("snapshot", integration, tenant, plan, [])
+        reply = self._call("snapshot", integration, tenant, plan)
         now = reply[1] / _MICRO
-        breaker = (_text(reply[2]), int(reply[3]), reply[4] / _MICRO)
+        breaker = (BREAKER_STATES[reply[2]], int(reply[3]), reply[4] / _MICRO)
         if reply[0] != 1:
             return Snapshot(False, 0, 0.0, 0, now, fresh_views(plan.limits), *breaker)
         views = []
@@ -318,7 +373,7 @@ class RedisBackend:
 
     def count(self, integration: str, event: str) -> None:
         """See ``Backend.count``."""
-        self._call("count", integration, None, _NO_PLAN, [event])
+        self._call("count", integration, None, _NO_PLAN, word=event)
 
     def stats(self, integration: str) -> dict[str, int]:
         """See ``Backend.stats``."""
@@ -332,4 +387,4 @@ class RedisBackend:
         """See ``Backend.set_breaker``."""
         if state not in ("open", "closed"):
             raise ValueError(f"breaker state must be 'open' or 'closed', not {state!r}")
-        self._call("breaker", integration, None, _NO_PLAN, [state, _word(open_seconds)])
+        self._call("breaker", integration, None, _NO_PLAN, _pack([open_seconds]), state)

@@ -506,15 +506,18 @@ def test_tenants_have_separate_state(make_limiter: MakeLimiter) -> None:
 
 
 def test_idle_keys_expire(make_limiter: MakeLimiter, clock: FakeClock) -> None:
-    limiter = make_limiter()
+    limiter = make_limiter(SVC.replace(max_backoff=2000.0))
     limiter.acquire("svc")
-    clock.advance(3601.0)
     if make_limiter.kind == "redis":  # type: ignore[attr-defined]
         backend = limiter.backend
         assert isinstance(backend, RedisBackend)
-        ttl_ms = backend.client.pttl(backend.keys_for("svc", None)[0])
-        assert 3_599_000 < ttl_ms <= 3_600_100
+        state_key = backend.keys_for("svc", None)[0]
+        # idle_ttl (3600 s) after the last use, and at most an eighth more (REFRESH)
+        assert 3_599_000 < backend.client.pttl(state_key) <= 4_050_100
+        limiter.on_backoff("svc", retry_after=1000.0)  # a cooldown lengthens its life
+        assert 4_599_000 < backend.client.pttl(state_key) <= 5_050_100
     else:
+        clock.advance(1000.0 + 3601.0)
         assert not limiter.snapshot("svc").exists
 
 
