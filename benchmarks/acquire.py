@@ -51,7 +51,7 @@ Call = Callable[[], bool]
 
 def _raw(client: redis.Redis, url: str, tag: str) -> Call:
     sha = client.script_load("return 1")
-    return lambda: client.execute_command("EVALSHA", sha, 0) == 1  # type: ignore[no-any-return]
+    return lambda: client.evalsha(sha, 0) == 1  # type: ignore[no-any-return]
 
 
 def _ours(client: redis.Redis, url: str, tag: str) -> Call:

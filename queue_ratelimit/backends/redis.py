@@ -4,7 +4,10 @@ The rules live in ``lua/limiter.lua`` (the same as ``policy/aimd.py``). Time is 
 server's clock, so workers on hosts with skewed clocks agree. A key's Redis keys share one
 hash tag per integration, ``{prefix:integration}``, so they sit in one Redis Cluster slot
 (with the integration's other keys) and one script may touch them all. Keys expire once
-idle: ``idle_ttl`` after their last cooldown, debt and lease.
+idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease.
+
+Arguments, state and answers are binary (``struct`` doubles, integer arrays), laid out in the
+script's header: nothing is formatted or parsed as text per decision, on either side.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class RedisBackend:
             retries, so a worker learns within seconds, not tens of seconds, that Redis is down.
         prefix: namespace of every key this backend writes (two apps sharing one Redis use
             different prefixes). Letters, digits and ``_.:-``.
-        idle_ttl: seconds an idle key lives after its last cooldown, debt or lease.
+        idle_ttl: seconds an idle key lives after its last cooldown, debt or lease (up to
+            an eighth more: its expiry is moved only when it must, see ``limiter.lua``).
         clock: tests only: a clock to use instead of the server's ``TIME``.
     """
 
@@ -227,10 +231,10 @@ class RedisBackend:
             args.append(word)
         try:
             try:
-                return self.client.execute_command("EVALSHA", self._sha, passed, *keys, *args)
+                return self.client.evalsha(self._sha, passed, *keys, *args)
             except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
                 self.client.script_load(self._source)
-                return self.client.execute_command("EVALSHA", self._sha, passed, *keys, *args)
+                return self.client.evalsha(self._sha, passed, *keys, *args)
         except redis.RedisError as exc:
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
 

@@ -136,3 +136,27 @@ def test_state_in_another_layout_starts_afresh_and_is_rewritten(
     assert limiter.acquire("svc").granted
     assert limiter.snapshot("svc").exists
     assert backend.client.get(state_key)[:1] == b"\x02"  # type: ignore[index]
+
+
+def test_a_client_that_decodes_responses_gets_the_same_answers(
+    redis_url: str, key_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    config = SVC.replace(max_concurrent=2)
+    limiter = Limiter(RedisBackend(client, prefix=key_prefix), {"svc": config})
+    decision = limiter.acquire("svc", "ws-1")
+    assert decision.granted and decision.lease is not None
+    assert limiter.on_backoff("svc", "ws-1", retry_after=2.0, lease=decision.lease).decreased
+    snap = limiter.snapshot("svc", "ws-1")
+    assert (snap.limit().name, snap.leases, snap.cooldown_left > 1.0) == ("requests", 0, True)
+    assert list(limiter.backend.scan("svc")) == [("svc", "ws-1")]  # type: ignore[attr-defined]
+
+
+def test_the_script_is_loaded_again_when_the_server_lost_it(
+    redis_url: str, key_prefix: str, clock: FakeClock
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    limiter = Limiter(RedisBackend(client, prefix=key_prefix, clock=clock), {"svc": SVC})
+    assert limiter.acquire("svc").granted
+    client.script_flush()  # as after a restart: other tests' backends reload it too
+    assert limiter.acquire("svc").reason == "rate"  # the state survived; burst 1 is spent

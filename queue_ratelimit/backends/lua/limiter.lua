@@ -44,9 +44,10 @@
 --   snapshot: {exists (0/1), now, breaker state, failures, breaker wait, epoch, cooldown left,
 --             live leases, then name (a string), rate, tokens per limit}
 
--- Helpers first, functions of their arguments (and of the math functions): a closure over
--- the script's many locals costs more to create (once per call) than most of these cost to
--- run. Loops are numeric (ipairs costs a function call per element).
+-- Helpers first, functions of their arguments only (the hot ones also of the math functions
+-- just below): every closure is created anew on each call, and one over the script's many
+-- locals costs more to create than most of these cost to run. Loops are numeric (ipairs
+-- costs a function call per element).
 local max, min, floor, ceil = math.max, math.min, math.floor, math.ceil
 local function micro(x)
   local m = x * 1000000 + 0.5
@@ -65,7 +66,7 @@ local function pay(limits, now)
   for i = 1, #limits do
     local lim = limits[i]
     lim.t = lim.t - lim.cost
-    if quota_active(lim, now) then lim.q = lim.q - lim.cost end
+    if lim.q and now < lim.qu then lim.q = lim.q - lim.cost end  -- quota_active
   end
 end
 
@@ -78,10 +79,10 @@ local function pulled(kept_slot, dues, limits, now)
     local left = dues[i] - lim.c
     if left > 0 then
       if lim.q then return kept_slot end
-      slot = max(slot, max(lim.s, now) + left / lim.r)
+      slot = math.max(slot, math.max(lim.s, now) + left / lim.r)
     end
   end
-  return min(kept_slot, slot)
+  return math.min(kept_slot, slot)
 end
 
 -- seconds to refill `units` from `rate` when each unit raises it by `inc` (aimd.climb_time)
@@ -95,7 +96,7 @@ end
 -- when a reservation's holder should come back (aimd._recheck)
 local function recheck_of(dues, wait, limits, now, cool)
   if #dues ~= #limits then return wait end
-  local start = max(now, cool)
+  local start = math.max(now, cool)
   local back = start - now
   for i = 1, #limits do
     local lim = limits[i]
@@ -104,10 +105,10 @@ local function recheck_of(dues, wait, limits, now, cool)
       if lim.q then return wait end
       local inc = 0
       if i == 1 then inc = lim.inc end
-      back = max(back, max(lim.s, start) - now + climb_time(left, lim.r, inc, lim.max))
+      back = math.max(back, math.max(lim.s, start) - now + climb_time(left, lim.r, inc, lim.max))
     end
   end
-  return min(wait, back)
+  return math.min(wait, back)
 end
 
 -- doubles from `at` to the end of `blob`, NaN read as false (none)
@@ -136,7 +137,7 @@ local function write_breaker(key, had, state, failures, until_, now, idle_ttl)
     return
   end
   redis.call('SET', key, struct.pack('<Bdd', state, failures, until_), 'PX',
-             ceil((max(0, until_ - now) + idle_ttl) * 1000))
+             math.ceil((math.max(0, until_ - now) + idle_ttl) * 1000))
 end
 
 local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, BREAKER, COUNT = 1, 2, 3, 4, 5, 6, 7, 8
