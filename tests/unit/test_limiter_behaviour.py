@@ -606,7 +606,11 @@ def test_a_lost_probe_is_replaced_after_the_open_interval(
     clock.advance(29.0)
     assert limiter.acquire("svc").reason == "breaker_open"
     clock.advance(1.0)
+    assert limiter.acquire("svc").reason == "probe"  # the replacement, lost as well
+    assert limiter.acquire("svc").reason == "breaker_open"  # its turn lasts open_seconds
+    clock.advance(30.0)
     assert limiter.acquire("svc").reason == "probe"
+    assert limiter.snapshot("svc").breaker_holds
 
 
 def test_an_operator_can_force_the_breaker(make_limiter: MakeLimiter, clock: FakeClock) -> None:

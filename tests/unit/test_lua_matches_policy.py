@@ -129,7 +129,12 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
         )
     snap = limiter.snapshot("svc")
     out.append(
-        (snap.cooldown_left, snap.leases, tuple((s.name, s.rate, s.tokens) for s in snap.limits))
+        (
+            snap.cooldown_left,
+            snap.leases,
+            tuple((s.name, s.rate, s.tokens) for s in snap.limits),
+            (snap.breaker, snap.breaker_failures, snap.breaker_wait),
+        )
     )
     return out
 

@@ -255,6 +255,7 @@ if op == SNAPSHOT then
 end
 
 local out  -- the acquire's answer
+local probed = false  -- the acquire was let through as the breaker's probe
 local old, decreased = limits[1] and limits[1].r, 0  -- the reports' answer
 if op == ACQUIRE then
   local max_wait, reserve, res_epoch, res_slot, cooldown_wait, sleepers
@@ -342,7 +343,9 @@ if op == ACQUIRE then
       end
       granted, reason = 1, OK
       if redeeming then reason = REDEEMED end
-      if probe then bstate, buntil, reason = HALF_OPEN, now + b_open, PROBE end
+      if probe then
+        bstate, buntil, reason, probed = HALF_OPEN, now + b_open, PROBE, true
+      end
       break
     end
     if cool > now then reason = COOLDOWN end
@@ -463,7 +466,7 @@ if keep then
 else
   redis.call('SET', KEYS[1], state, 'PX', ceil((expires - now) * 1000))
 end
-if op ~= ACQUIRE or bstate ~= bbefore then
+if op ~= ACQUIRE or probed then  -- a probe moves `until`, even when already half-open
   write_breaker(KEYS[2], bsaved, bstate, bfail, buntil, now, idle_ttl)
 end
 if op == ACQUIRE then return out end
