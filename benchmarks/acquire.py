@@ -2,7 +2,8 @@
 
 Part 1 times one acquire per call (one client, then several processes on one key) for: a
 trivial Lua script (the round-trip floor), this project, ``limits`` moving window and
-Dramatiq's bucket and window limiters, every limit so large that each call is granted.
+Dramatiq's bucket and window limiters, every limit so large that each call is granted; then
+how long Redis itself spends on each EVALSHA contender's call (``INFO commandstats``).
 Part 2 checks pacing: processes sharing one 50/s limit sleep the computed wait and the
 merged grant times are checked against the rate and the rate + burst bound.
 
@@ -213,6 +214,43 @@ def run_throughput(ctx: SpawnContext, url: str, run: str, seconds: float, procs:
     return rows
 
 
+def _server_us(client: redis.Redis, call: Call, calls: int) -> float:
+    """Microseconds Redis spends per call of ``call`` (one EVALSHA), from INFO commandstats."""
+
+    def evalsha() -> tuple[int, int]:
+        stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+        entry = stats.get("cmdstat_evalsha", {})
+        return int(entry.get("calls", 0)), int(entry.get("usec", 0))
+
+    calls_before, usec_before = evalsha()
+    for _ in range(calls):
+        call()
+    calls_after, usec_after = evalsha()
+    return (usec_after - usec_before) / max(1, calls_after - calls_before)
+
+
+def run_server_cost(url: str, run: str, calls: int) -> list[tuple[str, float]]:
+    """Per EVALSHA contender, the microseconds Redis spends on one call (one client)."""
+    client = redis.Redis.from_url(url)
+    costs = []
+    try:
+        for index, name in enumerate((RAW, OURS, PEERS[0])):
+            call = BUILDERS[name](redis.Redis.from_url(url), url, f"{run}-server-{index}")
+            for _ in range(WARMUP_CALLS):
+                call()
+            costs.append((name, _server_us(client, call, calls)))
+    finally:
+        _cleanup(client, run)
+    return costs
+
+
+def print_server_cost(costs: list[tuple[str, float]], calls: int) -> None:
+    raw = costs[0][1]
+    body = [[name, f"{us:.1f}", f"{us - raw:+.1f}"] for name, us in costs]
+    print(f"\ninside Redis: INFO commandstats over {calls:,} calls each, one client")
+    print(table(["contender", "us per call", "vs raw us"], body, "lrr"))
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -332,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx, run = mp.get_context("spawn"), f"qrlbench-{os.getpid()}-{secrets.token_hex(3)}"
     print_header(args.redis, args.procs)
     print_throughput(run_throughput(ctx, args.redis, run, seconds, args.procs), args.procs)
+    calls = 500 if args.quick else 5000
+    print_server_cost(run_server_cost(args.redis, run, calls), calls)
     if args.pacing:
         run_pacing(ctx, args.redis, run, pacing_seconds, args.procs)
     return 0
