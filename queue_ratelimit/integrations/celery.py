@@ -49,7 +49,8 @@ from celery.exceptions import Retry
 from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.context import Backoff
-from queue_ratelimit.errors import BackendError, ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.registry import load_configs
@@ -325,7 +326,7 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         super().__init__(parent, **kwargs)
         self.paused: set[str] = set()
         self.timer_ref: Any = None
-        self.failing = False
+        self.trouble = PollLog(log)
 
     def start(self, consumer: Any) -> None:
         check_tasks(consumer.app)  # invalid settings fail at worker start
@@ -341,16 +342,10 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         """Pause or resume each integration queue after its breaker; never raises."""
         try:
             self._poll(consumer)
-        except BackendError as exc:  # Redis down: keep the queues as they are, say so once
-            if not self.failing:
-                log.warning(
-                    "queue_ratelimit: breaker check failed, queues left as they are: %s", exc
-                )
-            self.failing = True
-        except Exception:  # nothing must kill the consumer's timer
-            log.exception("queue_ratelimit: breaker check failed")
+        except Exception as exc:  # nothing must kill the consumer's timer
+            self.trouble.failed(exc)  # Redis down: the queues stay as they are, said once
         else:
-            self.failing = False
+            self.trouble.succeeded()
 
     def _poll(self, consumer: Any) -> None:
         limiter = gate_for(consumer.app).limiter

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dramatiq import Worker
 from dramatiq.worker import ConsumerThread
 
+from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.limiter import Limiter
 
 __all__ = ["BreakerWatch"]
@@ -37,6 +38,7 @@ class BreakerWatch(threading.Thread):
         self.paused: set[str] = set()
         self.confirmed: set[str] = set()
         self._stopped = threading.Event()
+        self.trouble = PollLog(log)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -46,8 +48,10 @@ class BreakerWatch(threading.Thread):
         while not self._stopped.wait(self.poll):
             try:
                 self.check()
-            except Exception:  # a Redis outage must not end the watch
-                log.exception("queue_ratelimit: breaker check failed")
+            except Exception as exc:  # a Redis outage must not end the watch
+                self.trouble.failed(exc)
+            else:
+                self.trouble.succeeded()
 
     def check(self) -> None:
         """Pause or resume each integration queue after its breaker."""

@@ -56,6 +56,7 @@ from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus
 
 from queue_ratelimit import context
 from queue_ratelimit.errors import ConfigError, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.integrations.rq_due import DueJobs
 from queue_ratelimit.integrations.rq_settings import (
     MAX_COUNTDOWN_ENV,
@@ -114,6 +115,7 @@ class RateLimitedWorkerMixin(BaseWorker):
         self._poll = 1.0
         self._paused: frozenset[str] = frozenset()
         self._next_check = 0.0
+        self._trouble = PollLog(self.log)
         self._exhausted: set[str] = set()
         self._due: DueJobs | None = None
         self._whole_seconds: bool | None = None
@@ -339,16 +341,18 @@ class RateLimitedWorkerMixin(BaseWorker):
         self._next_check = now + self._poll
         limiter = self.gate.limiter
         paused = set()
+        failed: Exception | None = None
         for name in sorted({q.name for q in self.queues} & set(limiter.configs)):
             try:
-                snap = limiter.snapshot(name)
-            except Exception:  # Redis trouble must not stop the worker: keep what we knew
-                self.log.exception("queue_ratelimit: breaker check of %s failed", name)
-                held = name in self._paused
-            else:
-                held = snap.breaker_holds
+                held = limiter.snapshot(name).breaker_holds
+            except Exception as exc:  # Redis trouble must not stop the worker: keep what we knew
+                failed, held = exc, name in self._paused
             if held:
                 paused.add(name)
+        if failed is None:
+            self._trouble.succeeded()
+        else:
+            self._trouble.failed(failed)
         if paused != self._paused:
             for name in sorted(paused - self._paused):
                 self.log.warning("queue_ratelimit: breaker of %s is open: queue paused", name)

@@ -181,3 +181,27 @@ def test_the_forking_worker_refuses_a_local_fallback_it_could_not_keep(redis_url
     with pytest.raises(ConfigError, match="on_backend_error"):
         RateLimitedWorker(["svc"], connection=connection, limiter=limiter)
     RateLimitedSimpleWorker(["svc"], connection=connection, limiter=limiter)  # one process
+
+
+def test_a_worker_whose_limiter_cannot_reach_redis_says_so_once_and_keeps_its_queues(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from queue_ratelimit import IntegrationConfig, Limiter
+    from queue_ratelimit.backends.redis import RedisBackend
+    from queue_ratelimit.integrations.rq import RateLimitedSimpleWorker
+    from tests.support import free_port
+
+    backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    limiter = Limiter(backend, {"svc": IntegrationConfig(name="svc")}, probe_interval=0.01)
+    worker = RateLimitedSimpleWorker(
+        ["svc"], connection=redis.Redis.from_url(redis_url), limiter=limiter
+    )
+    caplog.set_level(logging.WARNING)
+    for _ in range(4):
+        worker._next_check = 0.0  # every call is a poll
+        time.sleep(0.02)  # past the probe interval: each poll tries Redis again
+        assert worker._paused_queues() == frozenset()
+    said = [r for r in caplog.records if "breaker check" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None
