@@ -90,6 +90,7 @@ _OPS = {
 _HEAD = struct.Struct("<Bd")  # op code, now (NaN: the server's TIME)
 # the script's reply codes (limiter.lua OK .. BREAKER_OPEN, and CLOSED, OPEN, HALF_OPEN)
 REASONS = ("ok", "redeemed", "probe", "rate", "cooldown", "concurrency", "breaker_open")
+_LAST_GRANT = 2  # the reasons up to "probe" are grants
 BREAKER_STATES = ("closed", "open", "half_open")
 
 Keys = tuple[str, str, str, str]
@@ -263,20 +264,23 @@ class RedisBackend:
             if len(reservation.due) == len(plan.limits):
                 numbers += reservation.due
         reply = self._call("acquire", integration, tenant, plan, _pack(numbers), lease_id or "")
-        granted, wait, reason, epoch, slot, now, leased, seq, recheck, *marks = reply
-        promise = None
-        if slot:
+        reason, wait, epoch, now, seq, *reserved = reply
+        granted = reason <= _LAST_GRANT
+        promise, recheck = None, None
+        if reserved:
+            slot, back, *marks = reserved
             promise = Reservation(epoch, slot / _MICRO, tuple(mark / _MICRO for mark in marks))
+            recheck = None if back < 0 else back / _MICRO
         return Decision(  # positional: a frozen dataclass is built faster so
-            granted == 1,
+            granted,
             wait / _MICRO,
             REASONS[reason],
             epoch,
             promise,
             now / _MICRO,
-            lease_id if leased else None,
+            lease_id if granted and plan.max_concurrent else None,
             seq,
-            None if recheck < 0 else recheck / _MICRO,
+            recheck,
         )
 
     def _report(

@@ -35,9 +35,10 @@
 --         the reports and release; "open" or "closed" for breaker; the event to count
 --
 -- Returns arrays of integers; times, rates and tokens in millionths (seconds -> us):
---   acquire:  {granted (0/1), wait, reason (OK .. BREAKER_OPEN), epoch, reservation slot
---             (0 = none), now, leased (0/1), seq, recheck (-1 = wait), then with a
---             reservation its n dues}
+--   acquire:  {reason (OK, REDEEMED and PROBE are grants; a grant with a concurrency limit
+--             took the lease), wait, epoch, now, seq}, and with a reservation: its slot,
+--             recheck (-1 = wait) and n dues (each element of an answer costs Redis about
+--             as much as a line of the rules, so the usual answer is short)
 --   success, backoff, failure: {epoch, decreased (0/1), old rate, new rate, cooldown left,
 --             breaker state, breaker changed (0/1)}
 --   release, breaker, count: {done (0/1)}
@@ -273,7 +274,7 @@ if op == ACQUIRE then
   local redeeming = res_epoch and res_epoch == epoch
   local kept = 0
   if redeeming then kept = res_slot end
-  local granted, wait, reason, slot_out, leased, recheck, dues_out = 0, 0, RATE, 0, 0, nil, nil
+  local wait, reason, slot_out, recheck, dues_out = 0, RATE, 0, nil, nil
   repeat  -- once; each outcome breaks out to the one save and answer below
     local probe = false
     if bstate ~= CLOSED then
@@ -339,9 +340,8 @@ if op == ACQUIRE then
       if max_conc > 0 then
         redis.call('ZADD', KEYS[3], string.format('%.17g', now + lease_ttl), word)
         redis.call('PEXPIRE', KEYS[3], ceil((lease_ttl + idle_ttl) * 1000))
-        leased = 1
       end
-      granted, reason = 1, OK
+      reason = OK
       if redeeming then reason = REDEEMED end
       if probe then
         bstate, buntil, reason, probed = HALF_OPEN, now + b_open, PROBE, true
@@ -358,10 +358,11 @@ if op == ACQUIRE then
     end
     slot_out, recheck, dues_out = slot, recheck_of(dues, wait, limits, now, cool), dues
   until true
-  out = {granted, micro(wait), reason, epoch, micro(slot_out), micro(now), leased, seq, -1}
-  if recheck then out[9] = micro(recheck) end
-  if slot_out ~= 0 and dues_out then
-    for i = 1, #dues_out do out[9 + i] = micro(dues_out[i]) end
+  out = {reason, micro(wait), epoch, micro(now), seq}
+  if slot_out ~= 0 then
+    out[6], out[7] = micro(slot_out), -1
+    if recheck then out[7] = micro(recheck) end
+    for i = 1, #dues_out do out[7 + i] = micro(dues_out[i]) end
   end
 else
   -- success / backoff / failure: give the lease back, apply the response's feedback
