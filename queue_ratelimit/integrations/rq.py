@@ -341,18 +341,19 @@ class RateLimitedWorkerMixin(BaseWorker):
         self._next_check = now + self._poll
         limiter = self.gate.limiter
         paused = set()
-        failed: Exception | None = None
+        failures: list[Exception] = []
         for name in sorted({q.name for q in self.queues} & set(limiter.configs)):
             try:
                 held = limiter.snapshot(name).breaker_holds
             except Exception as exc:  # Redis trouble must not stop the worker: keep what we knew
-                failed, held = exc, name in self._paused
+                failures.append(exc)
+                held = name in self._paused
             if held:
                 paused.add(name)
-        if failed is None:
+        for failure in failures:
+            self._trouble.failed(failure)
+        if not failures:
             self._trouble.succeeded()
-        else:
-            self._trouble.failed(failed)
         if paused != self._paused:
             for name in sorted(paused - self._paused):
                 self.log.warning("queue_ratelimit: breaker of %s is open: queue paused", name)
