@@ -53,7 +53,7 @@ class Prepared:
     def costs(self, cost: Cost) -> Mapping[str, float]:
         """Cost per limit: a number charges ``requests``; a mapping names limits
         (``requests`` defaults to 1, other limits to 0)."""
-        if cost == 1.0 and self.bursts[PRIMARY_LIMIT] >= 1.0:  # the usual call, checked once
+        if cost == 1.0 and self.bursts[PRIMARY_LIMIT] >= 1.0:  # the usual call: no dict built
             return _ONE_REQUEST
         if isinstance(cost, int | float):
             wanted = {PRIMARY_LIMIT: float(cost)}

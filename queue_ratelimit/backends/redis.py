@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from queue_ratelimit.errors import BackendError, ConfigError
+from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.aimd import fresh_views
 from queue_ratelimit.policy.state import (
     Decision,
@@ -56,15 +57,9 @@ def _opt(value: float | None) -> float:
     return _NONE if value is None else value
 
 
-_doubles: dict[int, struct.Struct] = {}
-
-
 def _pack(numbers: Sequence[float]) -> bytes:
     """An op's numbers as the script reads them: little-endian doubles."""
-    layout = _doubles.get(len(numbers))
-    if layout is None:
-        layout = _doubles[len(numbers)] = struct.Struct(f"<{len(numbers)}d")
-    return layout.pack(*numbers)
+    return struct.pack(f"<{len(numbers)}d", *numbers)  # struct caches the compiled format
 
 
 def _name(text: str) -> bytes:
@@ -91,7 +86,7 @@ _HEAD = struct.Struct("<Bd")  # op code, now (NaN: the server's TIME)
 # the script's reply codes (limiter.lua OK .. BREAKER_OPEN, and CLOSED, OPEN, HALF_OPEN)
 REASONS = ("ok", "redeemed", "probe", "rate", "cooldown", "concurrency", "breaker_open")
 _LAST_GRANT = 2  # the reasons up to "probe" are grants
-BREAKER_STATES = ("closed", "open", "half_open")
+BREAKER_STATES = (brk.CLOSED, brk.OPEN, brk.HALF_OPEN)
 
 Keys = tuple[str, str, str, str]
 
@@ -223,8 +218,8 @@ class RedisBackend:
     ) -> Any:
         """One EVALSHA of the script; the script is loaded when the server lacks it."""
         code, passed = _OPS[op]
-        if code == 1 and plan.max_concurrent:
-            passed = 3
+        if op == "acquire" and plan.max_concurrent:
+            passed = 3  # and the leases
         now = float(self._clock()) if self._clock else _NONE
         keys = self._script_keys(integration, tenant)[:passed]
         args: list[bytes | str] = [_HEAD.pack(code, now) + self._plan_bytes(plan) + numbers]
@@ -254,15 +249,11 @@ class RedisBackend:
         max_sleepers: int | None = None,
     ) -> Decision:
         """See ``Backend.acquire``."""
-        if reservation is None:
-            numbers = [max_wait, reserve, _NONE, _NONE, _opt(cooldown_wait), _opt(max_sleepers)]
-            numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
-        else:
-            numbers = [max_wait, reserve, reservation.epoch, reservation.slot]
-            numbers += [_opt(cooldown_wait), _opt(max_sleepers)]
-            numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
-            if len(reservation.due) == len(plan.limits):
-                numbers += reservation.due
+        held = (reservation.epoch, reservation.slot) if reservation else (_NONE, _NONE)
+        numbers = [max_wait, reserve, *held, _opt(cooldown_wait), _opt(max_sleepers)]
+        numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
+        if reservation and len(reservation.due) == len(plan.limits):
+            numbers += reservation.due
         reply = self._call("acquire", integration, tenant, plan, _pack(numbers), lease_id or "")
         reason, wait, epoch, now, seq, *reserved = reply
         granted = reason <= _LAST_GRANT
