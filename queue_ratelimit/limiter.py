@@ -127,26 +127,34 @@ class Limiter:
                 max_sleepers=max_sleepers,
             ),
         )
-        where = {"integration": integration, "tenant": tenant}
         if decision.granted:
             if decision.reason == "redeemed":
-                signals.emit(signals.reservation_redeemed, self, wait=decision.wait, **where)
-            signals.emit(
-                signals.acquired,
-                self,
-                wait=decision.wait,
-                cost=cost,
-                reason=decision.reason,
-                **where,
-            )
+                signals.emit(
+                    signals.reservation_redeemed,
+                    self,
+                    integration=integration,
+                    tenant=tenant,
+                    wait=decision.wait,
+                )
+            if signals.acquired.receivers:  # else emit's fields are built for nobody
+                signals.emit(
+                    signals.acquired,
+                    self,
+                    integration=integration,
+                    tenant=tenant,
+                    wait=decision.wait,
+                    cost=cost,
+                    reason=decision.reason,
+                )
         else:
             signals.emit(
                 signals.throttled,
                 self,
+                integration=integration,
+                tenant=tenant,
                 wait=decision.wait,
                 reason=decision.reason,
                 reserved=decision.reservation is not None,
-                **where,
             )
         return decision
 

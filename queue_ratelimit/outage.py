@@ -36,6 +36,9 @@ from queue_ratelimit.policy.state import Plan
 __all__ = ["OutageGuard", "local_plan"]
 
 T = TypeVar("T")
+# when a call that found the backend up started, for _answered: before any outage that
+# begins while it is in flight, so its answer never counts as a recovery from that one
+_BEFORE_ANY_OUTAGE = float("-inf")
 
 
 def local_plan(plan: Plan, processes: int) -> Plan:
@@ -136,9 +139,9 @@ class OutageGuard:
     def _route(self) -> float | None:
         """When to try the shared backend: the time the attempt starts, or None (use the
         fallback). While it is down, one caller per ``probe_interval`` probes it."""
-        now = self._clock()
         if self._down_since is None:  # the usual case, without the lock (a stale read: one call)
-            return now
+            return _BEFORE_ANY_OUTAGE  # no clock read: any outage begins after this call
+        now = self._clock()
         with self._lock:
             if self._down_since is None:
                 return now

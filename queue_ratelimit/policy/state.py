@@ -90,7 +90,7 @@ class Reservation:
     due: tuple[float, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Decision:
     """The answer to an acquire.
 
@@ -118,6 +118,32 @@ class Decision:
     lease: str | None = None
     seq: int = 0
     recheck: float | None = None
+
+    def __init__(
+        self,
+        granted: bool,
+        wait: float,
+        reason: str,
+        epoch: int,
+        reservation: Reservation | None,
+        now: float,
+        lease: str | None = None,
+        seq: int = 0,
+        recheck: float | None = None,
+    ) -> None:
+        # One decision per acquire: the generated frozen __init__ sets each field through
+        # object.__setattr__, about 1 us of the acquire's client side; this is a quarter.
+        self.__dict__.update(
+            granted=granted,
+            wait=wait,
+            reason=reason,
+            epoch=epoch,
+            reservation=reservation,
+            now=now,
+            lease=lease,
+            seq=seq,
+            recheck=recheck,
+        )
 
     @property
     def come_back(self) -> float:

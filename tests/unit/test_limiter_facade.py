@@ -160,3 +160,21 @@ def test_the_script_is_loaded_again_when_the_server_lost_it(
     assert limiter.acquire("svc").granted
     client.script_flush()  # as after a restart: other tests' backends reload it too
     assert limiter.acquire("svc").reason == "rate"  # the state survived; burst 1 is spent
+
+
+def test_kept_acquire_arguments_follow_each_calls_cost_and_wait_bounds(
+    redis_url: str, key_prefix: str
+) -> None:
+    # on the server's clock an acquire's arguments are packed once per (plan, bounds, cost)
+    # and kept: calls that differ in any of them must still get their own answers
+    config = SVC.replace(rate_limit_per_sec=1.0, burst_size=5.0, min_rate=1.0, max_rate=1.0)
+    limiter = Limiter(RedisBackend(redis_url, prefix=key_prefix), {"svc": config})
+    assert limiter.acquire("svc", cost=5.0, max_wait=0.0).granted
+    assert limiter.acquire("svc", cost=0.0, max_wait=0.0).granted  # costs nothing: no wait
+    refused = limiter.acquire("svc", cost=1.0, max_wait=0.0, reserve=False)
+    assert (refused.granted, refused.reason) == (False, "rate")
+    waited = limiter.acquire("svc", cost=1.0, max_wait=60.0)
+    assert waited.granted and waited.wait > 0
+    again = limiter.acquire("svc", cost=1.0, max_wait=0.0)  # the same bounds as `refused`
+    assert not again.granted and again.reservation is not None  # but reserving, unlike it
+    assert again.wait > waited.wait
