@@ -357,6 +357,18 @@ def test_holders_that_come_back_late_together_are_spread_at_the_rate(
     assert waits == pytest.approx(spread, abs=1e-6)
 
 
+def test_late_holders_are_spread_after_a_fresh_call_granted_among_them(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, burst 1
+    held = _holders(limiter, 3)
+    clock.advance(2.0)  # the holders are late; the bucket is full again
+    fresh = limiter.acquire("svc", max_wait=1.0)  # granted now: the schedule runs to +0.1
+    assert (fresh.granted, fresh.reason, fresh.wait) == (True, "ok", 0.0)
+    waits = [limiter.acquire("svc", reservation=r, max_wait=1.0).wait for r in held]
+    assert waits == pytest.approx([0.1 * i - TOLERANCE for i in (1, 2, 3)], abs=1e-6)
+
+
 def test_a_holder_on_time_is_not_held_back_by_late_ones(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
@@ -519,6 +531,23 @@ def test_idle_keys_expire(make_limiter: MakeLimiter, clock: FakeClock) -> None:
     else:
         clock.advance(3601.0)
         assert not limiter.snapshot("svc").exists
+
+
+def test_a_key_in_debt_lives_idle_ttl_past_its_debt(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    slow = SVC.replace(rate_limit_per_sec=0.001, min_rate=0.001, max_rate=0.001)
+    limiter = make_limiter(slow, increase_factor=0.0)
+    limiter.acquire("svc")  # the burst
+    ahead = limiter.acquire("svc", max_wait=5000.0)  # granted 1000 s ahead: a debt
+    assert ahead.granted and ahead.wait == pytest.approx(1000.0)
+    if make_limiter.kind == "redis":  # type: ignore[attr-defined]
+        backend = limiter.backend
+        assert isinstance(backend, RedisBackend)
+        assert backend.client.pttl(backend.keys_for("svc", None)[0]) > (1000 + 3600) * 1000
+    else:
+        clock.advance(1000.0 + 3599.0)
+        assert limiter.snapshot("svc").exists
 
 
 def test_costs_that_can_never_be_granted_are_rejected(make_limiter: MakeLimiter) -> None:

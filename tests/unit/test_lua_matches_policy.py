@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
-from queue_ratelimit.config import LimitConfig
+from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.policy.state import Feedback
 from tests.conftest import FakeClock
@@ -27,6 +27,8 @@ CONFIG = dataclasses.replace(
     breaker_open_seconds=3.0,
     limits=(LimitConfig("tokens", 50.0, 200.0, 5.0, 400.0, 2.0, 0.25),),
 )
+# one limit and no concurrency limit: the script decides most acquires on its fast path
+ONE_LIMIT = dataclasses.replace(CONFIG, max_concurrent=None, limits=())
 
 acquire_op = st.tuples(
     st.just("acquire"),
@@ -62,6 +64,7 @@ def _approx(value: object) -> object:
 
 
 def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> list[object]:
+    has_tokens = bool(limiter.config("svc").limits)
     out: list[object] = []
     last = None
     for op in ops:
@@ -73,7 +76,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
             res = last.reservation if (redeem and last is not None) else None
             decision = limiter.acquire(
                 "svc",
-                cost={"requests": req, "tokens": tok},
+                cost={"requests": req, "tokens": tok} if has_tokens else {"requests": req},
                 max_wait=max_wait,
                 reserve=bool(reserve),
                 reservation=res,
@@ -99,9 +102,11 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
         lease = last.lease if (give_back and last is not None) else None
         epoch = last.epoch if (with_epoch and last is not None) else None
         quotas = {name: q for name, q in (("requests", q_req), ("tokens", q_tok)) if q}
+        if not has_tokens:
+            quotas.pop("tokens", None)
         feedback = Feedback(
             quotas=quotas,  # type: ignore[arg-type]
-            adjust={"tokens": adjust},  # type: ignore[dict-item]
+            adjust={"tokens": adjust} if has_tokens else {},  # type: ignore[dict-item]
             seq=last.seq if (with_epoch and last is not None) else None,
         )
         if kind == "success":
@@ -143,14 +148,15 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op), min_size=1, max_size=40))
+@pytest.mark.parametrize("config", [CONFIG, ONE_LIMIT], ids=["two-limits", "one-limit"])
 def test_random_sequences_give_identical_answers(
-    redis_url: str, ops: list[tuple[object, ...]]
+    redis_url: str, config: IntegrationConfig, ops: list[tuple[object, ...]]
 ) -> None:
     prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
     mem_clock, redis_clock = FakeClock(), FakeClock()
-    memory = Limiter(MemoryBackend(clock=mem_clock), {"svc": CONFIG})
+    memory = Limiter(MemoryBackend(clock=mem_clock), {"svc": config})
     backend = RedisBackend(redis_url, prefix=prefix, clock=redis_clock)
-    shared = Limiter(backend, {"svc": CONFIG})
+    shared = Limiter(backend, {"svc": config})
     try:
         expected = _run(memory, mem_clock, ops)
         actual = _run(shared, redis_clock, ops)
