@@ -119,7 +119,7 @@ class OutageGuard:
             try:
                 result = op(self.primary, plan)
             except BackendError as exc:
-                self._failed(exc)
+                self.failed(exc)
             else:
                 self._answered(config, tenant, started)
                 return result
@@ -157,7 +157,10 @@ class OutageGuard:
             cached = self._plans[key] = local_plan(plan, processes)
         return cached
 
-    def _failed(self, exc: BackendError) -> None:
+    def failed(self, exc: BackendError) -> None:
+        """Mark the shared backend down after a call made outside ``call`` failed with ``exc``
+        (``Limiter.acquire`` calls it directly while it is up); then ``call`` answers as for
+        any call while it is down."""
         now = self._clock()
         with self._lock:
             if self._down_since is None:

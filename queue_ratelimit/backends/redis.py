@@ -71,7 +71,7 @@ _NO_PLAN = Plan(limits=())
 # key suffixes; ".v2": the layouts of limiter.lua (its LAYOUT), which 0.1 did not read
 _STATE, _BREAKER = ":state.v2", ":breaker.v2"
 _KEY_CACHE = 4096  # key names kept per backend (tenants beyond it are encoded per call)
-_ARGS_CACHE = 256  # acquire arguments kept per backend (see _acquire_blob)
+_ARGS_CACHE = 4096  # acquire arguments kept per backend (see acquire)
 # per op: its code in the script (ACQUIRE .. COUNT) and how many of its KEYS it is passed
 _OPS = {
     "acquire": (1, 2),  # 3 with a concurrency limit (the leases)
@@ -131,7 +131,7 @@ class RedisBackend:
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
         self._plans: dict[int, tuple[Plan, bytes]] = {}
         self._keys: dict[tuple[str, str | None], Keys] = {}  # in the script's order
-        self._acquires: dict[tuple[Any, ...], tuple[Plan, bytes]] = {}
+        self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...]]] = {}
 
     def keys_for(self, integration: str, tenant: str | None) -> Keys:
         """The Redis keys of one limiter key: state, leases, and the integration's breaker
@@ -219,61 +219,34 @@ class RedisBackend:
         word: str = "",
     ) -> Any:
         """One EVALSHA of ``op`` with the op's packed ``numbers`` and ``word``."""
-        return self._eval(op, integration, tenant, plan, self._blob(op, plan, numbers), word)
+        blob = self._blob(op, plan, numbers)
+        return self._run(op, integration, self._args(op, integration, tenant, plan, blob, word))
 
     def _blob(self, op: str, plan: Plan, numbers: bytes) -> bytes:
         """The script's ARGV[1]: op code, now, the plan and the op's numbers."""
         now = float(self._clock()) if self._clock else _NONE
         return _HEAD.pack(_OPS[op][0], now) + self._plan_bytes(plan) + numbers
 
-    def _eval(
+    def _args(
         self, op: str, integration: str, tenant: str | None, plan: Plan, blob: bytes, word: str
-    ) -> Any:
-        """One EVALSHA of the script; the script is loaded when the server lacks it."""
+    ) -> tuple[Any, ...]:
+        """EVALSHA's arguments: the script, its keys for ``op``, ``blob`` and ``word``."""
         passed = _OPS[op][1]
         if op == "acquire" and plan.max_concurrent:
             passed = 3  # and the leases
         keys = self._script_keys(integration, tenant)[:passed]
-        args = (blob, word) if word else (blob,)
+        return (self._sha, passed, *keys, blob, word) if word else (self._sha, passed, *keys, blob)
+
+    def _run(self, op: str, integration: str, args: tuple[Any, ...]) -> Any:
+        """One EVALSHA; the script is loaded when the server lacks it."""
         try:
             try:
-                return self.client.evalsha(self._sha, passed, *keys, *args)
+                return self.client.evalsha(*args)
             except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
                 self.client.script_load(self._source)
-                return self.client.evalsha(self._sha, passed, *keys, *args)
+                return self.client.evalsha(*args)
         except redis.RedisError as exc:
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-
-    def _acquire_blob(
-        self,
-        plan: Plan,
-        costs: Mapping[str, float],
-        max_wait: float,
-        reserve: bool,
-        reservation: Reservation | None,
-        cooldown_wait: float | None,
-        max_sleepers: int | None,
-    ) -> bytes:
-        """An acquire's ARGV[1]. Without a reservation (and on the server's clock) it is the
-        same for every call of one plan, wait bounds and cost: packed once and kept."""
-        key = None
-        if reservation is None and len(plan.limits) == 1 and not self._clock:
-            cost = costs.get(plan.limits[0].name, 0.0)
-            key = (id(plan), max_wait, reserve, cooldown_wait, max_sleepers, cost)
-            kept = self._acquires.get(key)
-            if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
-                return kept[1]
-        held = (reservation.epoch, reservation.slot) if reservation else (_NONE, _NONE)
-        numbers = [max_wait, reserve, *held, _opt(cooldown_wait), _opt(max_sleepers)]
-        numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
-        if reservation and len(reservation.due) == len(plan.limits):
-            numbers += reservation.due
-        blob = self._blob("acquire", plan, _pack(numbers))
-        if key is not None:
-            if len(self._acquires) >= _ARGS_CACHE:
-                self._acquires.clear()
-            self._acquires[key] = (plan, blob)
-        return blob
 
     def acquire(
         self,
@@ -290,10 +263,39 @@ class RedisBackend:
         max_sleepers: int | None = None,
     ) -> Decision:
         """See ``Backend.acquire``."""
-        blob = self._acquire_blob(
-            plan, costs, max_wait, reserve, reservation, cooldown_wait, max_sleepers
-        )
-        reply = self._eval("acquire", integration, tenant, plan, blob, lease_id or "")
+        # Without a reservation (and on the server's clock) an acquire's arguments are the
+        # same for every call of one key, plan, wait bounds and cost: built once and kept.
+        key, args = None, None
+        if reservation is None and not self._clock and len(plan.limits) == 1:
+            cost = costs.get(plan.limits[0].name, 0.0)
+            key = (
+                integration,
+                tenant,
+                id(plan),
+                max_wait,
+                reserve,
+                cooldown_wait,
+                max_sleepers,
+                cost,
+            )
+            kept = self._acquires.get(key)
+            if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
+                args = kept[1]
+        if args is None:
+            held = (reservation.epoch, reservation.slot) if reservation else (_NONE, _NONE)
+            numbers = [max_wait, reserve, *held, _opt(cooldown_wait), _opt(max_sleepers)]
+            numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
+            if reservation and len(reservation.due) == len(plan.limits):
+                numbers += reservation.due
+            blob = self._blob("acquire", plan, _pack(numbers))
+            args = self._args("acquire", integration, tenant, plan, blob, "")
+            if key is not None:
+                if len(self._acquires) >= _ARGS_CACHE:
+                    self._acquires.clear()
+                self._acquires[key] = (plan, args)
+        if lease_id:
+            args += (lease_id,)
+        reply = self._run("acquire", integration, args)
         reason, wait, epoch, now, seq, *reserved = reply
         granted = reason <= _LAST_GRANT
         promise, recheck = None, None

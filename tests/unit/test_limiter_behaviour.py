@@ -533,20 +533,21 @@ def test_idle_keys_expire(make_limiter: MakeLimiter, clock: FakeClock) -> None:
         assert not limiter.snapshot("svc").exists
 
 
-def test_a_key_in_debt_lives_idle_ttl_past_its_debt(
+def test_a_key_in_debt_lives_idle_ttl_past_its_schedule(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
     slow = SVC.replace(rate_limit_per_sec=0.001, min_rate=0.001, max_rate=0.001)
     limiter = make_limiter(slow, increase_factor=0.0)
-    limiter.acquire("svc")  # the burst
+    limiter.acquire("svc")  # the burst; the arrival schedule runs 1000 s ahead
     ahead = limiter.acquire("svc", max_wait=5000.0)  # granted 1000 s ahead: a debt
     assert ahead.granted and ahead.wait == pytest.approx(1000.0)
+    busy = 2000.0  # the schedule now runs two calls (2000 s) ahead
     if make_limiter.kind == "redis":  # type: ignore[attr-defined]
         backend = limiter.backend
         assert isinstance(backend, RedisBackend)
-        assert backend.client.pttl(backend.keys_for("svc", None)[0]) > (1000 + 3600) * 1000
+        assert backend.client.pttl(backend.keys_for("svc", None)[0]) > (busy + 3600) * 1000
     else:
-        clock.advance(1000.0 + 3599.0)
+        clock.advance(busy + 3599.0)
         assert limiter.snapshot("svc").exists
 
 

@@ -4,14 +4,17 @@
 -- Arguments and state are packed binary (the struct library) and answers are arrays of
 -- integers, so no text is formatted or parsed on the hot path; backends/redis.py packs them.
 --
--- KEYS[1] state (string): struct '<BB' layout (LAYOUT) and n, then doubles: epoch,
---         cooldown_until, seq, delivery window start, successes in it, successes in the
---         window before (aimd.delivered), the arrival schedule's next slot (pacing.py) and
---         the key's expiry time; then per limit its 's' name and 8 doubles: rate, tokens, ts,
---         quota_left, quota_until (0 = no quota), quota_rate, credit (units refilled so far:
---         a reservation's clock) and peak (the rate at the last decrease; 0 = none). Limits
---         are matched by name, so adding or removing one keeps the others' state; a state of
---         another layout starts afresh.
+-- KEYS[1] state (string): struct '<BB' layout (LAYOUT) and n (limits saved), then doubles,
+--         the fields most acquires change first, so that they rewrite just those in place
+--         (SETRANGE at offset 2): seq, the arrival schedule's next slot (pacing.py), the
+--         key's expiry time, and the first limit's rate, tokens, ts and credit (units
+--         refilled so far: a reservation's clock); then epoch, cooldown_until, the first
+--         limit's quota_until (0 = no quota) and 's' name, the delivery window start,
+--         successes in it and in the window before (aimd.delivered), the first limit's
+--         quota_left, quota_rate and peak (the rate at the last decrease; 0 = none); then per
+--         further limit its 's' name and 8 doubles: rate, tokens, ts, quota_left,
+--         quota_until, quota_rate, credit, peak. Limits are matched by name, so adding or
+--         removing one keeps the others' state; a state of another layout starts afresh.
 -- KEYS[2] the integration's breaker (string, absent = closed with 0 failures): '<Bdd'
 --         state (CLOSED, OPEN, HALF_OPEN), failures, until
 -- KEYS[3] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
@@ -48,7 +51,7 @@
 local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, BREAKER, COUNT = 1, 2, 3, 4, 5, 6, 7, 8
 local OK, REDEEMED, PROBE, RATE, COOLDOWN, CONCURRENCY, BREAKER_OPEN = 0, 1, 2, 3, 4, 5, 6
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- policy/breaker.py
-local LAYOUT = 2  -- the state's first byte
+local LAYOUT = 3  -- the state's first byte
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
 local PROBE_FLOOR, GENTLE = 0.95, 0.5  -- aimd.PROBE_FLOOR, aimd.GENTLE
@@ -80,8 +83,8 @@ if op == ACQUIRE and n == 1 and max_conc == 0 then
     layout, count = string.byte(saved, 1, 2)
   end
   if layout == LAYOUT and count == 1 then
-    local epoch, cool, seq, sfrom, served, sbefore, tat, expires, sname, r, t, ts, _, qu, _, c, pk =
-      struct.unpack('<xxddddddddsdddddddd', saved)
+    local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname =
+      struct.unpack('<xxdddddddddds', saved)
     if sname == name and qu == 0 and cool <= now and lo > 0 then
       if r < lo then r = lo end
       if r > hi then r = hi end
@@ -121,13 +124,9 @@ if op == ACQUIRE and n == 1 and max_conc == 0 then
         end
         local keep = expires >= now + busy + idle_ttl
         if not keep then expires = now + busy + idle_ttl * (1 + REFRESH) end
-        local state = struct.pack('<BBddddddddsdddddddd', LAYOUT, 1, epoch, cool, seq, sfrom,
-                                  served, sbefore, tat, expires, name, r, t, ts, 0, 0, 0, c, pk)
-        if keep then
-          redis.call('SET', KEYS[1], state, 'KEEPTTL')
-        else
-          redis.call('SET', KEYS[1], state, 'PX', math.ceil((expires - now) * 1000))
-        end
+        -- only the hot fields change: rewrite them in place (the TTL stays as it is)
+        redis.call('SETRANGE', KEYS[1], '2', struct.pack('<ddddddd', seq, tat, expires, r, t, ts, c))
+        if not keep then redis.call('PEXPIRE', KEYS[1], math.ceil((expires - now) * 1000)) end
         local w, m = wait * 1000000 + 0.5, now * 1000000 + 0.5
         return {OK, w - w % 1, epoch, m - m % 1, seq}
       end
@@ -204,6 +203,20 @@ local function recheck_of(dues, wait, limits, now, cool)
   return math.min(wait, back)
 end
 
+-- the limit of `limits` named `name`, or nil (a saved limit the config no longer has)
+local function find(limits, name)
+  for i = 1, #limits do
+    if limits[i].name == name then return limits[i] end
+  end
+end
+
+-- a saved limit's state into its limit (none: it starts afresh); qu 0 = no quota
+local function restore(lim, r, t, ts, c, q, qu, qc, pk)
+  if not lim then return end
+  lim.r, lim.t, lim.s, lim.c, lim.p = r, t, ts, c, pk
+  if qu ~= 0 then lim.q, lim.qu, lim.qc = q, qu, qc end
+end
+
 -- doubles from `at` to the end of `blob`, NaN read as false (none)
 local function numbers(blob, at)
   local count = (#blob - at + 1) / 8
@@ -274,29 +287,14 @@ local saved = got[1]
 local exists = saved and string.byte(saved, 1) == LAYOUT
 local epoch, cool, seq = 0, 0, 0
 local sfrom, served, sbefore, tat, expires = 0, 0, 0, 0, 0
-if exists and n == 1 and string.byte(saved, 2) == 1 then  -- one limit: one unpack
-  -- (this fast path and the one-limit pack below save about 10,000 instructions a call)
-  local lim, name, r, t, ts, q, qu, qc, c, pk = limits[1]
-  epoch, cool, seq, sfrom, served, sbefore, tat, expires, name, r, t, ts, q, qu, qc, c, pk =
-    struct.unpack('<xxddddddddsdddddddd', saved)
-  if name == lim.name then
-    lim.r, lim.t, lim.s, lim.c, lim.p = r, t, ts, c, pk
-    if qu ~= 0 then lim.q, lim.qu, lim.qc = q, qu, qc end
-  end
-elseif exists then
-  local by_name = {}
-  for i = 1, n do by_name[limits[i].name] = limits[i] end
-  local groups, pos
-  groups, epoch, cool, seq, sfrom, served, sbefore, tat, expires, pos =
-    struct.unpack('<xBdddddddd', saved)
-  for _ = 1, groups do
-    local name, r, t, ts, q, qu, qc, c, pk
+if exists then
+  local groups, r, t, ts, c, qu, name, q, qc, pk, pos
+  groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, sbefore, q, qc, pk,
+    pos = struct.unpack('<xBddddddddddsdddddd', saved)
+  restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
+  for _ = 2, groups do
     name, r, t, ts, q, qu, qc, c, pk, pos = struct.unpack('<sdddddddd', saved, pos)
-    local lim = by_name[name]
-    if lim then
-      lim.r, lim.t, lim.s, lim.c, lim.p = r, t, ts, c, pk
-      if qu ~= 0 then lim.q, lim.qu, lim.qc = q, qu, qc end
-    end
+    restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   end
 else
   epoch = floor(now * 1000000)
@@ -519,19 +517,16 @@ for i = 1, n do
 end
 local keep = exists and expires >= now + busy + idle_ttl
 if not keep then expires = now + busy + idle_ttl * (1 + REFRESH) end
-local state
-if n == 1 then  -- one limit: one pack
-  local lim = limits[1]
-  state = struct.pack('<BBddddddddsdddddddd', LAYOUT, 1, epoch, cool, seq, sfrom, served,
-                      sbefore, tat, expires, lim.name, lim.r, lim.t, lim.s, lim.q or 0, lim.qu,
-                      lim.qc, lim.c, lim.p)
-else
-  local parts = {struct.pack('<BBdddddddd', LAYOUT, n, epoch, cool, seq, sfrom, served, sbefore,
-                             tat, expires)}
-  for i = 1, n do
+local first = limits[1]
+local state = struct.pack('<BBddddddddddsdddddd', LAYOUT, n, seq, tat, expires, first.r, first.t,
+                          first.s, first.c, epoch, cool, first.qu, first.name, sfrom, served,
+                          sbefore, first.q or 0, first.qc, first.p)
+if n > 1 then
+  local parts = {state}
+  for i = 2, n do
     local lim = limits[i]
-    parts[i + 1] = struct.pack('<sdddddddd', lim.name, lim.r, lim.t, lim.s, lim.q or 0, lim.qu,
-                               lim.qc, lim.c, lim.p)
+    parts[i] = struct.pack('<sdddddddd', lim.name, lim.r, lim.t, lim.s, lim.q or 0, lim.qu,
+                           lim.qc, lim.c, lim.p)
   end
   state = table.concat(parts)
 end
