@@ -75,9 +75,9 @@ _ARGS_CACHE = 4096  # acquire arguments kept per backend (see acquire)
 # per op: its code in the script (ACQUIRE .. COUNT) and how many of its KEYS it is passed
 _OPS = {
     "acquire": (1, 2),  # 3 with a concurrency limit (the leases)
-    "success": (2, 4),
+    "success": (2, 2),  # 3 with a lease to give back
     "backoff": (3, 4),
-    "failure": (4, 4),
+    "failure": (4, 2),  # 3 with a lease to give back
     "release": (5, 3),
     "snapshot": (6, 3),
     "breaker": (7, 2),
@@ -232,7 +232,7 @@ class RedisBackend:
     ) -> tuple[Any, ...]:
         """EVALSHA's arguments: the script, its keys for ``op``, ``blob`` and ``word``."""
         passed = _OPS[op][1]
-        if op == "acquire" and plan.max_concurrent:
+        if (op == "acquire" and plan.max_concurrent) or (word and op in ("success", "failure")):
             passed = 3  # and the leases
         keys = self._script_keys(integration, tenant)[:passed]
         return (self._sha, passed, *keys, blob, word) if word else (self._sha, passed, *keys, blob)

@@ -256,6 +256,22 @@ def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
     assert result.new_rate == pytest.approx(result.old_rate * 0.5)
 
 
+def test_the_rate_delivered_counts_the_second_before_in_part(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(increase_factor=0.01, decrease_factor=0.25)  # 10/s
+    for _ in range(10):  # 10 successes within one second
+        limiter.on_success("svc")
+        clock.advance(0.1)
+    clock.advance(0.5)  # half a second into the next one
+    limiter.on_success("svc")
+    result = limiter.on_backoff("svc", retry_after=1.0)
+    # delivered: 1 in this second and half of the 10 before, 6/s; the decrease stops at 95 %
+    # of it, above 10.11 x 0.25
+    assert result.old_rate == pytest.approx(10.11)
+    assert result.new_rate == pytest.approx(0.95 * 6.0, abs=1e-4)  # (sums of 0.1 s steps)
+
+
 def test_a_cooldown_and_the_wait_after_it_each_count_up_to_max_wait(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:

@@ -10,17 +10,18 @@
 --         key's expiry time, and the first limit's rate, tokens, ts and credit (units
 --         refilled so far: a reservation's clock); then epoch, cooldown_until, the first
 --         limit's quota_until (0 = no quota) and 's' name, the delivery window start,
---         successes in it and in the window before (aimd.delivered), the first limit's
---         quota_left, quota_rate and peak (the rate at the last decrease; 0 = none); then per
---         further limit its 's' name and 8 doubles: rate, tokens, ts, quota_left,
---         quota_until, quota_rate, credit, peak. Limits are matched by name, so adding or
---         removing one keeps the others' state; a state of another layout starts afresh.
+--         successes in it and in the window before (aimd.delivered: the usual success
+--         rewrites up to here), the first limit's quota_left, quota_rate and peak (the rate
+--         at the last decrease; 0 = none); then per further limit its 's' name and 8
+--         doubles: rate, tokens, ts, quota_left, quota_until, quota_rate, credit, peak. Limits
+--         are matched by name, so adding or removing one keeps the others' state; a state of
+--         another layout starts afresh.
 -- KEYS[2] the integration's breaker (string, absent = closed with 0 failures): '<Bdd'
 --         state (CLOSED, OPEN, HALF_OPEN), failures, until
 -- KEYS[3] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
---         limit, and for release, snapshot and the reports)
+--         limit, for release and snapshot, and for a report that gives a lease back)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ... (passed
---         for the reports and count)
+--         for backoff and count)
 --
 -- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. COUNT), 'd' now in seconds (NaN: the
 --         Redis server's TIME, the default; tests pin it); the plan: '<B' n, 7 doubles
@@ -67,25 +68,33 @@ if now ~= now then
   local t = redis.call('TIME')
   now = t[1] + t[2] / 1000000
 end
--- The usual acquire first, decided on locals alone (no tables, no helpers made): one limit,
--- no concurrency limit, no reservation held, the breaker closed and never tripped, a saved
--- state with no cooldown or quota, and the call fits. Anything else falls through to the
--- general rules below, which give the same answer for this case (the fast path skips what
--- the case cannot need; test_lua_matches_policy runs both against policy/aimd.py).
+-- The usual acquire and success report first, decided on locals alone (no tables, no
+-- helpers made): one limit, a saved state with no quota, the breaker never tripped; for an
+-- acquire no concurrency limit, no reservation held, no cooldown, and the call fits; for a
+-- success no lease to give back, no adjustment and no quota published. Anything else falls
+-- through to the general rules below, which give the same answer for these cases (the fast
+-- path skips what they cannot need; test_lua_matches_policy runs both against
+-- policy/aimd.py). It rewrites in place only the state's hot fields (SETRANGE: the TTL
+-- stays), and uses no math.*: each C call costs about as much as ten lines of arithmetic.
 local got  -- the MGET of state and breaker, shared with the general rules
-if op == ACQUIRE and n == 1 and max_conc == 0 then
-  local name, _, burst, lo, hi, _, _, max_wait, _, res_epoch, _, _, sleepers, cost =
-    struct.unpack('<sddddddddddddd', blob, at)
+if n == 1 and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then
+  -- the limit, then the op's numbers: acquire's max_wait, reserve, reservation epoch and
+  -- slot, cooldown_wait, max_sleepers, cost; success's seq, epoch, retry_after, then the
+  -- limit's adjustment, published remaining and reset_after
+  -- (one `local` per unpack, with the format chosen by op: assigning a list of locals
+  -- declared before costs a move per value; the values past an op's own are unused)
+  local name, _, burst, lo, hi, inc, _, a1, _, a3, a4, a5, a6, a7 =
+    struct.unpack(op == ACQUIRE and '<sddddddddddddd' or '<sdddddddddddd', blob, at)
+  local usual = a3 ~= a3  -- acquire: no reservation held (NaN)
+  if op == SUCCESS then usual = a4 == 0 and not (a5 == a5 and a6 == a6 and a6 > 0) end
   got = redis.call('MGET', KEYS[1], KEYS[2])
   local saved = got[1]
   local layout, count = 0, 0
-  if saved and res_epoch ~= res_epoch and not got[2] then
-    layout, count = string.byte(saved, 1, 2)
-  end
+  if usual and saved and not got[2] then layout, count = string.byte(saved, 1, 2) end
   if layout == LAYOUT and count == 1 then
-    local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname =
-      struct.unpack('<xxdddddddddds', saved)
-    if sname == name and qu == 0 and cool <= now and lo > 0 then
+    local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname, sfrom, served, sbefore, _, _,
+      pk = struct.unpack(op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsdddddd', saved)
+    if sname == name and qu == 0 and lo > 0 then
       if r < lo then r = lo end
       if r > hi then r = hi end
       if now > ts then
@@ -95,26 +104,54 @@ if op == ACQUIRE and n == 1 and max_conc == 0 then
         if t > before then c = c + (t - before) end
         ts = now
       end
-      local slot = now
-      if cost > 0 and cost > t then
-        slot = ts
-        if slot < now then slot = now end
-        slot = slot + (cost - t) / r
-      end
-      local wait = slot - now
-      local in_line = max_wait + SLACK
-      if sleepers == sleepers then
-        local places = sleepers / r + SLACK
-        if places < in_line then in_line = places end
-      end
-      if wait <= in_line then
-        seq, t = seq + 1, t - cost
-        if cost > 0 then
-          if tat < slot then tat = slot end
-          tat = tat + cost / r
+      local answer
+      if op == SUCCESS then
+        if now >= sfrom + DELIVERY_WINDOW then  -- aimd._roll_delivery
+          if now < sfrom + 2 * DELIVERY_WINDOW then
+            sfrom, served, sbefore = sfrom + DELIVERY_WINDOW, 0, served
+          else
+            sfrom, served, sbefore = now, 0, 0
+          end
         end
-        local busy = tat - now
-        if busy < 0 then busy = 0 end
+        served = served + 1
+        local old = r
+        if now >= cool then
+          local step = inc  -- near the last ceiling, about inc / 2 per second (aimd.GENTLE)
+          if r >= PROBE_FLOOR * pk and r < pk then step = GENTLE * inc / r end
+          r = r + step
+          if r > hi then r = hi end
+        end
+        local o, m, left = old * 1000000 + 0.5, r * 1000000 + 0.5, 0
+        if cool > now then left = (cool - now) * 1000000 + 0.5 end
+        answer = {epoch, 0, o - o % 1, m - m % 1, left - left % 1, CLOSED, 0}
+      elseif cool <= now then
+        local max_wait, sleepers, cost = a1, a6, a7
+        local slot = now
+        if cost > 0 and cost > t then
+          slot = ts
+          if slot < now then slot = now end
+          slot = slot + (cost - t) / r
+        end
+        local wait = slot - now
+        local in_line = max_wait + SLACK
+        if sleepers == sleepers then
+          local places = sleepers / r + SLACK
+          if places < in_line then in_line = places end
+        end
+        if wait <= in_line then
+          seq, t = seq + 1, t - cost
+          if cost > 0 then
+            if tat < slot then tat = slot end
+            tat = tat + cost / r
+          end
+          local w, m = wait * 1000000 + 0.5, now * 1000000 + 0.5
+          answer = {OK, w - w % 1, epoch, m - m % 1, seq}
+        end
+      end
+      if answer then  -- the key lives idle_ttl past its cooldown, schedule and debt
+        local busy = 0
+        if cool - now > busy then busy = cool - now end
+        if tat - now > busy then busy = tat - now end
         local debt = -t / r
         if debt > 0 then
           if ts > now then debt = debt + (ts - now) end
@@ -124,11 +161,16 @@ if op == ACQUIRE and n == 1 and max_conc == 0 then
         end
         local keep = expires >= now + busy + idle_ttl
         if not keep then expires = now + busy + idle_ttl * (1 + REFRESH) end
-        -- only the hot fields change: rewrite them in place (the TTL stays as it is)
-        redis.call('SETRANGE', KEYS[1], '2', struct.pack('<ddddddd', seq, tat, expires, r, t, ts, c))
+        local hot  -- what changed, from offset 2: an acquire's first 7 doubles, a success's
+        if op == ACQUIRE then  -- up to its delivery counts (the name is written unchanged)
+          hot = struct.pack('<ddddddd', seq, tat, expires, r, t, ts, c)
+        else
+          hot = struct.pack('<ddddddddddsddd', seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname,
+                            sfrom, served, sbefore)
+        end
+        redis.call('SETRANGE', KEYS[1], '2', hot)
         if not keep then redis.call('PEXPIRE', KEYS[1], math.ceil((expires - now) * 1000)) end
-        local w, m = wait * 1000000 + 0.5, now * 1000000 + 0.5
-        return {OK, w - w % 1, epoch, m - m % 1, seq}
+        return answer
       end
     end
   end
