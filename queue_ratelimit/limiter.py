@@ -118,7 +118,7 @@ class Limiter:
         decision = None
         if not self._guard.down:  # the usual case: called directly (the guard's routing
             try:  # costs a third of the acquire's Python)
-                decision = self.backend.acquire(
+                decision = self._guard.primary.acquire(
                     integration,
                     tenant,
                     prepared.plan,

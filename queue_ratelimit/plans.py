@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -59,7 +60,13 @@ class Prepared:
             wanted = {PRIMARY_LIMIT: float(cost)}
         else:
             wanted = {PRIMARY_LIMIT: 1.0, **cost}
+        checked: dict[str, float] = {}
         for name, value in wanted.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InvalidRequest(
+                    f"{self.config.name}: cost {value!r} for {name!r} is not a number"
+                )
+            checked[name] = value = float(value)  # what the backends pack (and Redis keys)
             burst = self.bursts.get(name)
             if burst is None:
                 have = sorted(self.bursts)
@@ -69,4 +76,4 @@ class Prepared:
                     f"{self.config.name}: cost {value!r} for {name!r} must lie in "
                     f"[0, burst {burst}]"
                 )
-        return wanted
+        return checked

@@ -68,8 +68,10 @@ def _name(text: str) -> bytes:
 
 _MICRO = 1_000_000
 _NO_PLAN = Plan(limits=())
-# key suffixes; ".v2": the layouts of limiter.lua (its LAYOUT), which 0.1 did not read
-_STATE, _BREAKER = ":state.v2", ":breaker.v2"
+# key suffixes, named for the layouts of limiter.lua, which other versions do not read (0.1
+# kept msgpack and a hash; the state's layout 2 ran on main before 3): a fleet that mixes
+# versions never has them overwrite each other's state, each just keeps its own
+_STATE, _BREAKER = ":state.v3", ":breaker.v2"
 _KEY_CACHE = 4096  # key names kept per backend (tenants beyond it are encoded per call)
 _ARGS_CACHE = 4096  # acquire arguments kept per backend (see acquire)
 # per op: its code in the script (ACQUIRE .. COUNT) and how many of its KEYS it is passed
@@ -116,6 +118,8 @@ class RedisBackend:
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
             raise ConfigError(None, "prefix", prefix, "use 1-64 of letters, digits and _.:-")
+        if not idle_ttl > 0:
+            raise ConfigError(None, "idle_ttl", idle_ttl, "must be > 0 seconds")
         if isinstance(client, str):
             client = redis.Redis.from_url(
                 client,

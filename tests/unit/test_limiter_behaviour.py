@@ -272,6 +272,27 @@ def test_the_rate_delivered_counts_the_second_before_in_part(
     assert result.new_rate == pytest.approx(0.95 * 6.0, abs=1e-4)  # (sums of 0.1 s steps)
 
 
+def test_a_call_that_costs_nothing_still_waits_out_a_cooldown_but_no_debt(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter()  # 10/s, burst 1
+    limiter.acquire("svc")
+    assert limiter.acquire("svc", max_wait=1.0).wait == pytest.approx(0.1)  # in debt now
+    free = limiter.acquire("svc", cost=0.0, max_wait=1.0)
+    assert (free.granted, free.wait) == (True, 0.0)  # a debt holds back only what it costs
+    limiter.on_backoff("svc", retry_after=3.0)
+    held = limiter.acquire("svc", cost=0.0, max_wait=0.0, cooldown_wait=0.0, reserve=False)
+    assert (held.granted, held.reason, held.wait) == (False, "cooldown", pytest.approx(3.0))
+
+
+def test_a_lowered_max_rate_holds_from_the_next_call(make_limiter: MakeLimiter) -> None:
+    fast = SVC.replace(rate_limit_per_sec=20.0, max_rate=20.0)
+    limiter = make_limiter(fast)
+    limiter.acquire("svc")  # the key runs at 20/s
+    slower = Limiter(limiter.backend, {"svc": fast.replace(rate_limit_per_sec=5.0, max_rate=5.0)})
+    assert slower.acquire("svc", max_wait=1.0).wait == pytest.approx(1 / 5.0)  # not 1/20
+
+
 def test_a_cooldown_and_the_wait_after_it_each_count_up_to_max_wait(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
@@ -575,6 +596,8 @@ def test_costs_that_can_never_be_granted_are_rejected(make_limiter: MakeLimiter)
         limiter.acquire("svc", cost=2.0)
     with pytest.raises(InvalidRequest, match="no limit named 'tokens'"):
         limiter.acquire("svc", cost={"tokens": 1.0})
+    with pytest.raises(InvalidRequest, match="'1' for 'requests' is not a number"):
+        limiter.acquire("svc", cost={"requests": "1"})  # type: ignore[dict-item]
 
 
 BREAKER = dataclasses.replace(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 import redis
 
@@ -15,6 +18,7 @@ from queue_ratelimit import (
     RateLimited,
 )
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.policy.state import Decision
 from tests.conftest import FakeClock
 from tests.support import SVC
 
@@ -178,3 +182,31 @@ def test_kept_acquire_arguments_follow_each_calls_cost_and_wait_bounds(
     again = limiter.acquire("svc", cost=1.0, max_wait=0.0)  # the same bounds as `refused`
     assert not again.granted and again.reservation is not None  # but reserving, unlike it
     assert again.wait > waited.wait
+    # a 2 s cooldown, then 1 s to the slot: within max_wait 1 s only with a cooldown_wait
+    limiter.on_backoff("svc", retry_after=2.0)
+    assert not limiter.acquire("svc", max_wait=1.0, cooldown_wait=0.0, reserve=False).granted
+    assert limiter.acquire("svc", max_wait=1.0, cooldown_wait=5.0, reserve=False).granted
+    # a place in line is a second at 1/s: the second call is two places back
+    assert limiter.acquire("svc", "b", cost=5.0).granted
+    assert limiter.acquire("svc", "b", max_wait=60.0, max_sleepers=1, reserve=False).granted
+    assert not limiter.acquire("svc", "b", max_wait=60.0, max_sleepers=1, reserve=False).granted
+    assert limiter.acquire("svc", "b", max_wait=60.0, max_sleepers=3, reserve=False).granted
+
+
+def test_a_redis_backend_refuses_an_idle_ttl_of_zero(redis_url: str) -> None:
+    with pytest.raises(ConfigError, match="idle_ttl"):
+        RedisBackend(redis_url, idle_ttl=0)
+
+
+def test_decisions_init_takes_every_field_in_order() -> None:
+    # Decision's __init__ is written by hand (for speed): a field added without it fails here
+    names = list(inspect.signature(Decision.__init__).parameters)[1:]
+    assert names == [f.name for f in dataclasses.fields(Decision)]
+
+
+def test_kept_acquire_arguments_belong_to_their_own_key(redis_url: str, key_prefix: str) -> None:
+    configs = {"svc": SVC, "other": dataclasses.replace(SVC, name="other")}  # burst 1 each
+    limiter = Limiter(RedisBackend(redis_url, prefix=key_prefix), configs)
+    calls = [("svc", "a"), ("svc", "a"), ("svc", "b"), ("svc", None), ("other", "a")]
+    granted = [limiter.acquire(name, tenant, reserve=False).granted for name, tenant in calls]
+    assert granted == [True, False, True, True, True]

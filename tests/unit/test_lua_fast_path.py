@@ -1,0 +1,161 @@
+"""The script's fast path (the usual acquire and success) against its own general rules.
+
+The same script with the fast path switched off decides every case by the general rules;
+both run on the same crafted states (rates off their bounds, tokens above burst or in debt,
+cooldowns, quotas, renamed limits, expiries due or not) and must leave the same answer,
+the same stored bytes and the same TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.policy.state import Feedback, LimitParams, Plan
+
+FAST_PATH = "if n == 1 and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then"
+CASES = 400
+
+
+class ScriptBackend(RedisBackend):
+    """A ``RedisBackend`` running ``source`` instead of the package's script."""
+
+    def __init__(self, client: redis.Redis, source: str, now: list[float]) -> None:
+        super().__init__(client, prefix=f"qrltest-{uuid.uuid4().hex[:12]}", clock=lambda: now[0])
+        self._source = source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+@pytest.fixture
+def pair(redis_url: str) -> Iterator[tuple[RedisBackend, RedisBackend, list[float]]]:
+    client = redis.Redis.from_url(redis_url)
+    source = RedisBackend(client)._source
+    general = source.replace(FAST_PATH, "if false then", 1)
+    assert general != source, "the fast path's condition moved: update FAST_PATH"
+    now = [0.0]
+    yield ScriptBackend(client, source, now), ScriptBackend(client, general, now), now
+    client.close()
+
+
+def _state(rnd: random.Random, now: float, plan: Plan) -> tuple[bytes, int]:
+    """A saved one-limit state in the script's layout, and its TTL in ms."""
+    lim = plan.limits[0]
+    off_bounds = rnd.uniform(lim.min_rate * 0.5, lim.max_rate * 1.5)
+    r = rnd.choice([lim.min_rate, lim.max_rate, off_bounds])
+    t = rnd.choice([lim.burst, 0.0, -1.0, lim.burst * 1.5, rnd.uniform(-3, lim.burst * 2)])
+    ts = now + rnd.choice([0.0, -0.01, -1.0, -100.0, 0.5, rnd.uniform(-5, 2)])
+    tat = now + rnd.choice([0.0, -100.0, 0.05, 2.0, rnd.uniform(-10, 10)])
+    expires = now + rnd.choice([-10.0, 3000.0, 3600.0, 4500.0, 10000.0, rnd.uniform(0, 8000)])
+    cool = rnd.choice([0.0, now - 1, now, now + 0.3]) if rnd.random() < 0.3 else 0.0
+    qu, q, qc = (now + 1, 3.0, 1.0) if rnd.random() < 0.1 else (0.0, 0.0, 0.0)
+    name = "requests" if rnd.random() < 0.9 else "other"
+    delivery = (now - rnd.uniform(0, 3), float(rnd.randrange(5)), float(rnd.randrange(5)))
+    peak = rnd.choice([0.0, r, r * 1.02, r * 1.1])
+    seq, epoch, credit = float(rnd.randrange(100)), rnd.randrange(10**15, 2 * 10**15), 50.0
+    head = struct.pack("<BB10d", 3, 1, seq, tat, expires, r, t, ts, credit, epoch, cool, qu)
+    state = head + name.encode() + b"\0" + struct.pack("<6d", *delivery, q, qc, peak)
+    ttl = int((expires - now) * 1000) if expires > now else rnd.choice([1000, 5_000_000])
+    return state, max(1, ttl)
+
+
+def _plan(rnd: random.Random) -> Plan:
+    lo = rnd.choice([0.001, 0.5, 1.0, 5.0])
+    hi = lo * rnd.choice([1.0, 2.0, 20.0])
+    burst = rnd.choice([0.5, 1.0, 3.0, 10.0])
+    limit = LimitParams("requests", rnd.uniform(lo, hi), burst, lo, hi, rnd.choice([0.0, 1.0]), 0.5)
+    return Plan(limits=(limit,), cooldown_multiplier=2.0, max_backoff=60.0)
+
+
+def _run_both(
+    backends: tuple[RedisBackend, RedisBackend],
+    state: bytes,
+    ttl: int,
+    method: str,
+    *args: object,
+    **kwargs: object,
+) -> list[tuple[object, bytes, int]]:
+    """``method(*args, **kwargs)`` of each backend on ``state``: answer, state, TTL."""
+    out = []
+    for backend in backends:
+        key = backend.keys_for("svc", "t")[0]
+        backend.client.set(key, state, px=ttl)
+        answer = getattr(backend, method)(*args, **kwargs)
+        out.append((answer, backend.client.get(key), backend.client.pttl(key)))
+        backend.client.delete(key)
+    return out
+
+
+def _same(fast: tuple[object, bytes, int], general: tuple[object, bytes, int]) -> bool:
+    return fast[:2] == general[:2] and abs(fast[2] - general[2]) < 500  # (TTLs read apart)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_fast_acquire_decides_as_the_general_rules(
+    pair: tuple[RedisBackend, RedisBackend, list[float]], seed: int
+) -> None:
+    fast, general, now = pair
+    rnd = random.Random(seed)
+    for case in range(CASES):
+        now[0] = 1.7e9 + rnd.uniform(0, 1e6)
+        plan = _plan(rnd)
+        state, ttl = _state(rnd, now[0], plan)
+        cost = rnd.choice([0.0, 0.5, 1.0, plan.limits[0].burst])
+        options = {
+            "max_wait": rnd.choice([0.0, 0.05, 0.5, 5.0, 2000.0]),
+            "reserve": rnd.random() < 0.5,
+            "cooldown_wait": rnd.choice([None, 0.0, 1.0]),
+            "max_sleepers": rnd.choice([None, 0, 1, 2, 10]),
+        }
+        got = _run_both(
+            (fast, general),
+            state,
+            ttl,
+            "acquire",
+            "svc",
+            "t",
+            plan,
+            {"requests": cost},
+            reservation=None,
+            lease_id=None,
+            **options,
+        )
+        assert _same(*got), (case, cost, options, got)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_fast_success_reports_as_the_general_rules(
+    pair: tuple[RedisBackend, RedisBackend, list[float]], seed: int
+) -> None:
+    fast, general, now = pair
+    rnd = random.Random(seed)
+    for case in range(CASES):
+        now[0] = 1.7e9 + rnd.uniform(0, 1e6)
+        plan = _plan(rnd)
+        state, ttl = _state(rnd, now[0], plan)
+        feedback = rnd.choice(
+            [
+                Feedback(),
+                Feedback(seq=rnd.randrange(100)),
+                Feedback(adjust={"requests": 0.5}),
+                Feedback(quotas={"requests": (3.0, 1.0)}),
+            ]
+        )
+        got = _run_both(
+            (fast, general),
+            state,
+            ttl,
+            "report_success",
+            "svc",
+            "t",
+            plan,
+            lease_id=None,
+            feedback=feedback,
+        )
+        assert _same(*got), (case, feedback, got)
