@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from queue_ratelimit import signals
 from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
-from queue_ratelimit.errors import BackendError, InvalidRequest, RateLimited
+from queue_ratelimit.errors import InvalidRequest, RateLimited
 from queue_ratelimit.outage import OutageGuard
 from queue_ratelimit.outcome import BACKOFF, FAILURE, Outcome, classify, feedback_for
 from queue_ratelimit.plans import Cost, Prepared, plan_for
@@ -111,37 +110,23 @@ class Limiter:
         config = prepared.config
         costs = prepared.costs(cost)
         lease_id = uuid.uuid4().hex if config.max_concurrent is not None else None
-        if max_wait is None:
-            max_wait = config.max_wait
-        if cooldown_wait is None:
-            cooldown_wait = config.cooldown_wait
-        decision = None
-        if not self._guard.down:  # the usual case: called directly (the guard's routing
-            try:  # costs a third of the acquire's Python)
-                decision = self._guard.primary.acquire(
-                    integration,
-                    tenant,
-                    prepared.plan,
-                    costs,
-                    max_wait=max_wait,
-                    reserve=reserve,
-                    reservation=reservation,
-                    lease_id=lease_id,
-                    cooldown_wait=cooldown_wait,
-                    max_sleepers=max_sleepers,
-                )
-            except BackendError as exc:
-                self._guard.failed(exc)
-        if decision is None:  # down: the guard probes it or answers with the fallback
-            options = {
-                "max_wait": max_wait,
-                "reserve": reserve,
-                "reservation": reservation,
-                "lease_id": lease_id,
-                "cooldown_wait": cooldown_wait,
-                "max_sleepers": max_sleepers,
-            }
-            decision = self._acquire_guarded(prepared, integration, tenant, costs, options)
+        decision = self._guard.call(
+            config,
+            prepared.plan,
+            tenant,
+            lambda backend, plan: backend.acquire(
+                integration,
+                tenant,
+                plan,
+                costs,
+                max_wait=config.max_wait if max_wait is None else max_wait,
+                reserve=reserve,
+                reservation=reservation,
+                lease_id=lease_id,
+                cooldown_wait=config.cooldown_wait if cooldown_wait is None else cooldown_wait,
+                max_sleepers=max_sleepers,
+            ),
+        )
         if decision.granted:
             if decision.reason == "redeemed":
                 signals.emit(
@@ -172,23 +157,6 @@ class Limiter:
                 reserved=decision.reservation is not None,
             )
         return decision
-
-    def _acquire_guarded(
-        self,
-        prepared: Prepared,
-        integration: str,
-        tenant: str | None,
-        costs: Mapping[str, float],
-        options: dict[str, Any],
-    ) -> Decision:
-        """``acquire`` through the outage guard: the shared backend (a probe while it is
-        down) or the integration's fallback; ``options``: ``Backend.acquire``'s keywords."""
-        return self._guard.call(
-            prepared.config,
-            prepared.plan,
-            tenant,
-            lambda backend, plan: backend.acquire(integration, tenant, plan, costs, **options),
-        )
 
     def wait(
         self,

@@ -36,9 +36,6 @@ from queue_ratelimit.policy.state import Plan
 __all__ = ["OutageGuard", "local_plan"]
 
 T = TypeVar("T")
-# when a call that found the backend up started, for _answered: before any outage that
-# begins while it is in flight, so its answer never counts as a recovery from that one
-_BEFORE_ANY_OUTAGE = float("-inf")
 
 
 def local_plan(plan: Plan, processes: int) -> Plan:
@@ -114,14 +111,16 @@ class OutageGuard:
         ``fallback`` (reading the shared state itself), the op never runs locally: it fails
         closed whatever the integration says.
         """
-        started = self._route()
-        if started is not None:
+        up = self._down_since is None  # the usual case: no lock, no clock (a stale read: one call)
+        started = None if up else self._route()
+        if up or started is not None:
             try:
                 result = op(self.primary, plan)
             except BackendError as exc:
-                self.failed(exc)
+                self._failed(exc)
             else:
-                self._answered(config, tenant, started)
+                if started is not None:  # a probe: its answer may end the outage
+                    self._answered(config, tenant, started)
                 return result
         self._announce(config, tenant)
         if lease is not None:
@@ -137,10 +136,8 @@ class OutageGuard:
         return closed(error)
 
     def _route(self) -> float | None:
-        """When to try the shared backend: the time the attempt starts, or None (use the
-        fallback). While it is down, one caller per ``probe_interval`` probes it."""
-        if self._down_since is None:  # the usual case, without the lock (a stale read: one call)
-            return _BEFORE_ANY_OUTAGE  # no clock read: any outage begins after this call
+        """While the shared backend is down, when to try it: the time the attempt starts,
+        or None (use the fallback). One caller per ``probe_interval`` probes it."""
         now = self._clock()
         with self._lock:
             if self._down_since is None:
@@ -157,10 +154,7 @@ class OutageGuard:
             cached = self._plans[key] = local_plan(plan, processes)
         return cached
 
-    def failed(self, exc: BackendError) -> None:
-        """Mark the shared backend down after a call made outside ``call`` failed with ``exc``
-        (``Limiter.acquire`` calls it directly while it is up); then ``call`` answers as for
-        any call while it is down."""
+    def _failed(self, exc: BackendError) -> None:
         now = self._clock()
         with self._lock:
             if self._down_since is None:

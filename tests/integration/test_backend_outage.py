@@ -184,7 +184,9 @@ def test_one_caller_per_interval_probes_and_a_call_from_before_the_outage_proves
     def slow_success(backend: Any, _plan: Any) -> None:  # the outage begins while it runs
         clock.advance(0.05)
         flaky.down = True
+        tried = flaky.calls
         guard.call(config, plan, None, count, closed=lambda _e: None)  # fails meanwhile
+        assert flaky.calls == tried + 1  # one attempt: a failure is not retried at once
         clock.advance(0.05)
 
     guard.call(config, plan, None, slow_success)  # answered, but it started before

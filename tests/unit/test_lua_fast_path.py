@@ -73,72 +73,64 @@ def _plan(rnd: random.Random) -> Plan:
     return Plan(limits=(limit,), cooldown_multiplier=2.0, max_backoff=60.0)
 
 
-def _run_both(
-    backends: tuple[RedisBackend, RedisBackend],
-    state: bytes,
-    ttl: int,
+def _cases(now: list[float], seed: int) -> Iterator[tuple[random.Random, Plan]]:
+    """``CASES`` random plans, each at a new time (set in ``now``), and the generator."""
+    rnd = random.Random(seed)
+    for _ in range(CASES):
+        now[0] = 1.7e9 + rnd.uniform(0, 1e6)
+        yield rnd, _plan(rnd)
+
+
+def _assert_same(
+    pair: tuple[RedisBackend, RedisBackend, list[float]],
+    rnd: random.Random,
+    plan: Plan,
     method: str,
     *args: object,
     **kwargs: object,
-) -> list[tuple[object, bytes, int]]:
-    """``method(*args, **kwargs)`` of each backend on ``state``: answer, state, TTL."""
+) -> None:
+    """``method(*args, **kwargs)`` on a crafted state gives both scripts the same answer,
+    the same stored bytes and the same TTL."""
+    fast, general, now = pair
+    state, ttl = _state(rnd, now[0], plan)
     out = []
-    for backend in backends:
+    for backend in (fast, general):
         key = backend.keys_for("svc", "t")[0]
         backend.client.set(key, state, px=ttl)
-        answer = getattr(backend, method)(*args, **kwargs)
+        answer = getattr(backend, method)("svc", "t", plan, *args, **kwargs)
         out.append((answer, backend.client.get(key), backend.client.pttl(key)))
         backend.client.delete(key)
-    return out
-
-
-def _same(fast: tuple[object, bytes, int], general: tuple[object, bytes, int]) -> bool:
-    return fast[:2] == general[:2] and abs(fast[2] - general[2]) < 500  # (TTLs read apart)
+    (fast_out, general_out) = out
+    assert fast_out[:2] == general_out[:2], (args, kwargs, out)
+    assert abs(fast_out[2] - general_out[2]) < 500, out  # (the TTLs are read apart)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_fast_acquire_decides_as_the_general_rules(
     pair: tuple[RedisBackend, RedisBackend, list[float]], seed: int
 ) -> None:
-    fast, general, now = pair
-    rnd = random.Random(seed)
-    for case in range(CASES):
-        now[0] = 1.7e9 + rnd.uniform(0, 1e6)
-        plan = _plan(rnd)
-        state, ttl = _state(rnd, now[0], plan)
+    for rnd, plan in _cases(pair[2], seed):
         cost = rnd.choice([0.0, 0.5, 1.0, plan.limits[0].burst])
-        options = {
-            "max_wait": rnd.choice([0.0, 0.05, 0.5, 5.0, 2000.0]),
-            "reserve": rnd.random() < 0.5,
-            "cooldown_wait": rnd.choice([None, 0.0, 1.0]),
-            "max_sleepers": rnd.choice([None, 0, 1, 2, 10]),
-        }
-        got = _run_both(
-            (fast, general),
-            state,
-            ttl,
-            "acquire",
-            "svc",
-            "t",
+        _assert_same(
+            pair,
+            rnd,
             plan,
+            "acquire",
             {"requests": cost},
+            max_wait=rnd.choice([0.0, 0.05, 0.5, 5.0, 2000.0]),
+            reserve=rnd.random() < 0.5,
             reservation=None,
             lease_id=None,
-            **options,
+            cooldown_wait=rnd.choice([None, 0.0, 1.0]),
+            max_sleepers=rnd.choice([None, 0, 1, 2, 10]),
         )
-        assert _same(*got), (case, cost, options, got)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_fast_success_reports_as_the_general_rules(
     pair: tuple[RedisBackend, RedisBackend, list[float]], seed: int
 ) -> None:
-    fast, general, now = pair
-    rnd = random.Random(seed)
-    for case in range(CASES):
-        now[0] = 1.7e9 + rnd.uniform(0, 1e6)
-        plan = _plan(rnd)
-        state, ttl = _state(rnd, now[0], plan)
+    for rnd, plan in _cases(pair[2], seed):
         feedback = rnd.choice(
             [
                 Feedback(),
@@ -147,15 +139,4 @@ def test_the_fast_success_reports_as_the_general_rules(
                 Feedback(quotas={"requests": (3.0, 1.0)}),
             ]
         )
-        got = _run_both(
-            (fast, general),
-            state,
-            ttl,
-            "report_success",
-            "svc",
-            "t",
-            plan,
-            lease_id=None,
-            feedback=feedback,
-        )
-        assert _same(*got), (case, feedback, got)
+        _assert_same(pair, rnd, plan, "report_success", lease_id=None, feedback=feedback)

@@ -58,7 +58,7 @@ local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
 local PROBE_FLOOR, GENTLE = 0.95, 0.5  -- aimd.PROBE_FLOOR, aimd.GENTLE
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
-                       -- writes keep the key's TTL (SET KEEPTTL) instead of setting one
+                       -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting one
 
 local blob = ARGV[1]
 local op, now, n, idle_ttl, mult, max_backoff, max_conc, lease_ttl, b_threshold, b_open, at =
@@ -73,8 +73,8 @@ end
 -- acquire no concurrency limit, no reservation held, no cooldown, and the call fits; for a
 -- success no lease to give back, no adjustment and no quota published. Anything else falls
 -- through to the general rules below, which give the same answer for these cases (the fast
--- path skips what they cannot need; test_lua_matches_policy runs both against
--- policy/aimd.py). It rewrites in place only the state's hot fields (SETRANGE: the TTL
+-- path skips what they cannot need; tests/unit/test_lua_fast_path.py compares the two on
+-- crafted states). It rewrites in place only the state's hot fields (SETRANGE: the TTL
 -- stays), and uses no math.*: each C call costs about as much as ten lines of arithmetic.
 local got  -- the MGET of state and breaker, shared with the general rules
 if n == 1 and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then
