@@ -1,13 +1,10 @@
-"""docker-compose.yml: it validates, its commands are the documented ones, its files agree,
-and its apps (deploy/app) run end to end without Docker."""
+"""docker-compose.yml's apps (deploy/app) run end to end without Docker; the file itself is
+checked in tests/unit/test_compose_file.py."""
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,129 +20,18 @@ import requests
 import yaml
 
 from queue_ratelimit import signals
-from queue_ratelimit.registry import load_configs
 from queue_ratelimit.testing import HiddenLimitUpstream
 from queue_ratelimit.testing import main as upstream_main
 from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-DOCS = ROOT / "docs"
-INSTALL_HINT = (
-    "docker-compose is not installed; CI installs it "
-    "(apt-get install -y --no-install-recommends docker-compose)"
-)
-SERVICES = {
-    "redis",
-    "rabbitmq",
-    "upstream",
-    "celery-worker",
-    "dramatiq-worker",
-    "rq-worker",
-    "producer",
-    "exporter",
-    "prometheus",
-    "grafana",
-}
 APP_MODULES = ("settings", "celery_app", "dramatiq_actors", "rq_jobs", "rq_settings", "producer")
 
 
 def _services() -> dict[str, dict[str, Any]]:
     services: dict[str, dict[str, Any]] = yaml.safe_load(COMPOSE.read_text())["services"]
     return services
-
-
-# -- the file ---------------------------------------------------------------------------------
-
-
-def test_docker_compose_config_validates() -> None:
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail(INSTALL_HINT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    done = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config", "-q"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-
-
-def test_the_stack_has_every_service_and_each_command_is_documented() -> None:
-    services = _services()
-    assert set(services) == SERVICES
-    page = (DOCS / "compose.md").read_text()
-    commands = {name: s["command"] for name, s in services.items() if "command" in s}
-    assert set(commands) == SERVICES - {"redis", "rabbitmq", "prometheus", "grafana"}
-    for name, command in commands.items():
-        assert isinstance(command, str) and "$" not in command, name
-        assert command in page, f"{name}: {command!r} is not in docs/compose.md"
-
-
-def test_worker_and_exporter_commands_are_the_forms_the_framework_docs_give() -> None:
-    commands = {name: s.get("command", "") for name, s in _services().items()}
-    rq_form = "rq worker -w queue_ratelimit.integrations.rq.RateLimitedWorker --with-scheduler"
-    assert rq_form in (DOCS / "rq.md").read_text()
-    assert commands["rq-worker"] == f"{rq_form} crm helpdesk"
-    assert commands["exporter"] in (DOCS / "metrics.md").read_text()
-    assert re.search(r"\bcelery -A \w+ worker -Q ", (DOCS / "celery.md").read_text())
-    celery = re.fullmatch(
-        r"celery -A ([\w.]+) worker -Q crm,helpdesk .*", commands["celery-worker"]
-    )
-    assert re.search(r"\bdramatiq \w+ -Q ", (DOCS / "dramatiq.md").read_text())
-    dramatiq = re.fullmatch(r"dramatiq ([\w.]+) -Q crm helpdesk .*", commands["dramatiq-worker"])
-    producer = re.fullmatch(r"python -m ([\w.]+)", commands["producer"])
-    assert celery and dramatiq and producer
-    for module in (celery[1], dramatiq[1], producer[1]):
-        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
-
-
-def test_mounted_files_exist_and_point_at_each_other() -> None:
-    services = _services()
-    for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("."):
-                assert (ROOT / source).exists(), f"{name} mounts a missing {source}"
-    build = services["upstream"]["build"]
-    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
-
-    grafana = {v.split(":")[1]: v.split(":")[0] for v in services["grafana"]["volumes"]}
-    dashboard = next(target for target in grafana if target.endswith(".json"))
-    assert grafana[dashboard] == "./dashboards/queue_ratelimit.json"
-    provisioning = ROOT / grafana["/etc/grafana/provisioning"]
-    provider = yaml.safe_load((provisioning / "dashboards" / "queue_ratelimit.yml").read_text())
-    assert provider["providers"][0]["options"]["path"] == str(Path(dashboard).parent)
-    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
-    assert source["datasources"][0]["url"] == "http://prometheus:9090"
-
-    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
-    port = services["exporter"]["command"].rsplit("--port ", 1)[1]
-    assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == [f"exporter:{port}"]
-
-
-def test_the_integrations_file_defines_the_apps_integrations() -> None:
-    env = _services()["celery-worker"]["environment"]
-    path = env["QUEUE_RATELIMIT_CONFIG"].replace("/app/", "", 1)  # the image's /app is ROOT
-    configs = load_configs(toml_path=ROOT / path, environ={})
-    from deploy.app.settings import INTEGRATIONS
-
-    for name in INTEGRATIONS:
-        assert configs[name].max_rate >= 20  # the upstream's hidden limit is reachable
-
-
-def test_no_password_is_written_in_the_file() -> None:
-    for name, service in _services().items():
-        environment = service.get("environment", {})
-        for key, value in environment.items():
-            if re.search(r"PASS|SECRET|TOKEN", key):
-                assert str(value).startswith("${"), f"{name}: {key} is written in the file"
-            userinfo = re.search(r"://([^/@]*)@", str(value))
-            if userinfo:  # amqp://user:password@host: both from the environment
-                assert re.fullmatch(r"\$\{\w+:-\w*\}:\$\{\w+:-\w*\}", userinfo[1]), key
 
 
 # -- the upstream entry point -------------------------------------------------------------
