@@ -46,6 +46,9 @@ class Ticket:
     requeues: int = 0
     reservation: Reservation | None = None
     not_before: float | None = None
+    copy: str | None = None
+    """This copy's token (``None``: the original message); a copy that is not the task's
+    latest is stale and dropped (``queue_ratelimit.integrations.due``)."""
 
     def dumps(self) -> str:
         """The ticket as a header value (JSON)."""
@@ -55,6 +58,7 @@ class Ticket:
                 "requeues": self.requeues,
                 "reservation": [res.epoch, res.slot, list(res.due)] if res else None,
                 "not_before": self.not_before,
+                "copy": self.copy,
             }
         )
 
@@ -69,11 +73,13 @@ class Ticket:
             reservation = _reservation(data.get("reservation"))
             not_before = data.get("not_before")
             not_before = float(not_before) if not_before is not None else None
+            copy = data.get("copy")
+            copy = copy if isinstance(copy, str) and copy else None
         except (TypeError, ValueError, IndexError, KeyError, OverflowError, RecursionError):
             return cls()
         if requeues < 0 or (not_before is not None and not math.isfinite(not_before)):
             return cls()
-        return cls(requeues, reservation, not_before)
+        return cls(requeues, reservation, not_before, copy)
 
 
 def _reservation(value: object) -> Reservation | None:

@@ -59,10 +59,11 @@ def reachable(url: str) -> bool:
 
 class RedisProcess:
     """A ``redis-server`` of our own on a fixed free port, which a test may stop and start
-    again (an outage, a restart that loses every key)."""
+    again (an outage; a restart that loses every key unless ``durable``)."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, durable: bool = False) -> None:
         self.binary = binary
+        self.durable = durable  # an append-only file, synced per write: a restart keeps keys
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="qrl-redis-")
@@ -70,7 +71,8 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", self._dir]
+        aof = ["yes", "--appendfsync", "always"] if self.durable else ["no"]
+        command += ["--save", "", "--appendonly", *aof, "--dir", self._dir]
         self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not reachable(self.url):

@@ -40,16 +40,19 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from celery import Celery, Task, bootsteps
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 
 from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.context import Backoff
-from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.errors import BackendError, ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.integrations.celery_due import PromoteStep, due_for, enable, encode, stale
 from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
@@ -207,6 +210,8 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         cost = self._cost(args, kwargs)
         gate = gate_for(self.app)
         ticket = Ticket.loads(_header(self.request))
+        if stale(self.app, self.request, ticket):
+            raise Ignore()  # acknowledged: its latest copy is elsewhere
         info = context.TaskInfo(self.name, self.request.id)
         with context.running(info):
             verdict = gate.before(
@@ -218,7 +223,7 @@ class RateLimitedTask(Task):  # type: ignore[misc]
                 cost=cost,
             )
         if isinstance(verdict, Requeue):
-            raise self._requeue(verdict)
+            raise self._requeue(verdict, ticket)
         slot = context.Prepaid(integration, tenant, verdict.decision, cost)
         return self._run(verdict, gate, slot, ticket, info, args, kwargs)
 
@@ -249,7 +254,7 @@ class RateLimitedTask(Task):  # type: ignore[misc]
                     budget=self.requeue_budget,
                     reason=exc.reason,
                 )
-                raise self._requeue(requeue) from exc
+                raise self._requeue(requeue, ticket) from exc
         finally:
             gate.release_unused(slot)
 
@@ -272,16 +277,40 @@ class RateLimitedTask(Task):  # type: ignore[misc]
             gate_for(self.app).report_backoff(slot, retry_after)
         return Backoff(RateLimited(retry_after, integration, slot.tenant))
 
-    def _requeue(self, requeue: Requeue) -> Retry:
-        """Publish the same task (same id and retries) for later; the Retry to raise."""
+    def _requeue(self, requeue: Requeue, delivered: Ticket) -> Retry:
+        """Send the same task (same id and retries) for later: into the due set when the app
+        has one (``celery_due``), else to the broker with a countdown. The Retry to raise."""
+        request, due = self.request, due_for(self.app)
+        ticket, countdown = requeue.ticket, requeue.countdown
+        if due is not None:
+            if ticket.not_before is not None:  # Redis holds it as long as it must wait
+                countdown = max(countdown, ticket.not_before - time.time())
+            ticket = replace(ticket, not_before=None, copy=uuid.uuid4().hex)
+        signature = self._again(requeue, ticket, None if due else countdown)
+        try:
+            if due is not None and not due.park(
+                request.id,
+                delivered.copy,
+                ticket.copy or "",
+                countdown,
+                encode(self.app, signature),
+            ):
+                log.debug("queue_ratelimit: task %s: stale copy dropped", request.id)
+                raise Ignore()
+        except BackendError:  # Redis is down: the broker holds it (the copy keeps its token)
+            ticket = replace(requeue.ticket, copy=delivered.copy)
+            due, signature = None, self._again(requeue, ticket, requeue.countdown)
+        if due is None:
+            signature.apply_async()
+        exc = RateLimited(countdown, self._integration())
+        return Retry(f"requeued ({requeue.reason})", exc=exc, when=countdown, sig=signature)
+
+    def _again(self, requeue: Requeue, ticket: Ticket, countdown: float | None) -> Any:
         request = self.request
-        headers = {**(request.headers or {}), TICKET_HEADER: requeue.ticket.dumps()}
-        signature = self.signature_from_request(
-            request, countdown=requeue.countdown, retries=request.retries, headers=headers
+        headers = {**(request.headers or {}), TICKET_HEADER: ticket.dumps()}
+        return self.signature_from_request(
+            request, countdown=countdown, retries=request.retries, headers=headers
         )
-        signature.apply_async()
-        exc = RateLimited(requeue.countdown, self._integration())
-        return Retry(f"requeued ({requeue.reason})", exc=exc, when=requeue.countdown, sig=signature)
 
     def _integration(self) -> str:
         if not self.integration:
@@ -363,5 +392,8 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 def install(app: Celery) -> None:
-    """Add ``BreakerStep`` to the app's workers."""
+    """Add ``BreakerStep`` and ``PromoteStep`` to the app's workers; with a limiter on Redis,
+    requeued tasks then wait in Redis until due (``celery_due``)."""
     app.steps["consumer"].add(BreakerStep)
+    app.steps["consumer"].add(PromoteStep)
+    enable(app)

@@ -20,21 +20,30 @@ class PollLog:
 
     Args:
         logger: where to log (the framework's worker logger, or the module's).
+        what: the check's name in the log lines.
+        meanwhile: what holds while the backend is down.
     """
 
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        what: str = "breaker check",
+        meanwhile: str = "queues left as they are",
+    ) -> None:
         self._log = logger
+        self._what, self._meanwhile = what, meanwhile
         self._down = False
 
     def failed(self, exc: BaseException) -> None:
         """A check raised ``exc``."""
         if not isinstance(exc, BackendError):
-            self._log.error("queue_ratelimit: breaker check failed", exc_info=exc)
+            self._log.error("queue_ratelimit: %s failed", self._what, exc_info=exc)
         elif not self._down:
             self._down = True
             self._log.warning(
-                "queue_ratelimit: breaker check failed, queues left as they are until the "
-                "limiter's backend answers again: %s",
+                "queue_ratelimit: %s failed, %s until the limiter's backend answers again: %s",
+                self._what,
+                self._meanwhile,
                 exc,
             )
 
@@ -42,4 +51,4 @@ class PollLog:
         """A check went through."""
         if self._down:
             self._down = False
-            self._log.warning("queue_ratelimit: breaker check works again")
+            self._log.warning("queue_ratelimit: %s works again", self._what)

@@ -5,7 +5,7 @@ Everything test-specific comes from the environment, so a worker started with
 QRL_BROKER, QRL_BACKEND, QRL_REDIS (limiter state), QRL_PREFIX (limiter keys and the
 integration-name suffix), QRL_UPSTREAM (the hidden-limit server), QRL_SETTINGS (JSON of
 extra app.conf settings); QRL_RATE, QRL_MAX_CONCURRENT, QRL_LEASE_TTL, QRL_BUDGET,
-QRL_BREAKER_OPEN and QRL_ON_BACKEND_ERROR adjust the integrations' configs.
+QRL_BREAKER_OPEN, QRL_MAX_WAIT and QRL_ON_BACKEND_ERROR adjust the integrations' configs.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from queue_ratelimit.integrations.celery import (
     install,
     integration_router,
 )
+from queue_ratelimit.tasks import TICKET_HEADER, Ticket
 
 PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
 SUFFIX = PREFIX.replace("qrltest-", "")[:12]
@@ -47,7 +48,7 @@ COMMON: dict[str, Any] = dict(
     max_rate=max(50.0, float(os.environ.get("QRL_RATE", "5"))),
     max_concurrent=int(_concurrent) if _concurrent else None,
     lease_ttl=float(os.environ.get("QRL_LEASE_TTL", "300")),
-    max_wait=1.0,
+    max_wait=float(os.environ.get("QRL_MAX_WAIT", "1.0")),
     max_backoff=120.0,
     requeue_budget=int(os.environ.get("QRL_BUDGET", "200")),
     breaker_failure_threshold=5,
@@ -141,6 +142,18 @@ def slow(self: RateLimitedTask, seconds: float) -> str:
     _waits.sadd(f"{PREFIX}:pids", os.getpid())
     time.sleep(seconds)
     return str(self.request.id)
+
+
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.counted")
+def counted(self: RateLimitedTask, n: int) -> dict[str, Any]:
+    """Records each finished body with the copy it ran as and whether the broker had
+    delivered that message before: the kill tests tell a requeue's duplicate (two copies)
+    from Celery's own at-least-once (one copy delivered again after its body finished)."""
+    _call(NOTION, self.request.id)
+    copy = Ticket.loads(getattr(self.request, TICKET_HEADER, None)).copy
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    _waits.rpush(f"{PREFIX}:bodies", json.dumps([self.request.id, copy, redelivered]))
+    return {"retries": self.request.retries, "n": n}
 
 
 @signals.worker_process_init.connect

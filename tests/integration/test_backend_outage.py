@@ -125,6 +125,7 @@ def test_celery_tasks_survive_redis_down_at_start_and_restarted_mid_run(
     events = f"{capp.PREFIX}:events"
     records = redis.Redis.from_url(redis_url)
     records.delete(events, f"{capp.PREFIX}:failures")
+    private_redis.durable = True  # it holds requeued tasks: as durable as a broker
     with celery_rig("redis", redis_url, limit=100) as rig:
         rig.start_worker(
             "w1",
@@ -138,7 +139,7 @@ def test_celery_tasks_survive_redis_down_at_start_and_restarted_mid_run(
         private_redis.start()
         results = rig.results(ids)
         wait_until(lambda: sum(r.ready() for r in results) >= 10, timeout=60, every=0.1)
-        private_redis.stop()  # a restart mid-run: every key lost
+        private_redis.stop()  # a restart mid-run (its AOF keeps the tasks parked in it)
         records.delete(events)
         wait_until(lambda: mode.encode() in records.lrange(events, 0, -1), timeout=30)
         private_redis.start()

@@ -1,0 +1,205 @@
+"""Celery: requeued tasks wait in the limiter's Redis until due (``integrations.due``).
+
+``install(app)`` turns it on for an app whose limiter is on Redis: a requeue parks the task's
+next message (serialized with the app's ``task_serializer``) in the due set of the app's
+broker and the delivery is acknowledged; ``PromoteStep``, a consumer bootstep of every
+worker, publishes the due tasks to the queues they came from, each within about
+``queue_ratelimit_promote_interval`` (default 0.05 s) of its slot. Without ``install`` or
+with a memory limiter, a requeue is published to the broker with a countdown, as
+``Task.retry`` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from celery import Celery, bootsteps
+from kombu.serialization import dumps, loads, prepare_accept_content
+from kombu.utils.url import maybe_sanitize_url
+
+from queue_ratelimit.errors import BackendError, ConfigError
+from queue_ratelimit.integrations.due import Claimed, DueTasks
+from queue_ratelimit.integrations.polling import PollLog
+from queue_ratelimit.tasks import TICKET_HEADER, Ticket
+
+__all__ = ["PromoteStep", "due_for", "enable", "stale"]
+
+log = logging.getLogger(__name__)
+_DUE_ATTR = "_queue_ratelimit_due"
+
+
+def enable(app: Celery) -> None:
+    """Park the app's requeues in Redis from now on (``install`` calls it)."""
+    setattr(app, _DUE_ATTR, True)
+
+
+def due_for(app: Celery) -> DueTasks | None:
+    """The app's due set, or ``None`` when requeues go to the broker (see the module)."""
+    due = getattr(app, _DUE_ATTR, None)
+    if due is True:
+        due = _build(app)
+        setattr(app, _DUE_ATTR, due)
+    return due if isinstance(due, DueTasks) else None
+
+
+def stale(app: Celery, request: Any, ticket: Ticket) -> bool:
+    """Whether this delivery is a stale copy of its task (logged at DEBUG), to drop.
+
+    Only a copy (it carries a token) or a delivery the broker made before can be stale; the
+    first delivery of an original is not checked (no second round trip). When Redis does not
+    answer, the delivery runs: at least once.
+    """
+    due = due_for(app)
+    redelivered = bool((request.delivery_info or {}).get("redelivered"))
+    if due is None or not (ticket.copy or redelivered):
+        return False
+    try:
+        latest = due.check(request.id, ticket.copy)
+    except BackendError:
+        return False
+    if not latest:
+        log.debug("queue_ratelimit: task %s: stale copy dropped", request.id)
+    return not latest
+
+
+def _build(app: Celery) -> DueTasks | None:
+    from queue_ratelimit.backends.redis import RedisBackend
+    from queue_ratelimit.integrations.celery import limiter_for
+
+    backend = limiter_for(app).backend
+    if not isinstance(backend, RedisBackend):
+        return None
+    conf = app.conf
+    keep = conf.get("queue_ratelimit_ticket_keep")
+    if keep is None:
+        visibility = (conf.get("broker_transport_options") or {}).get("visibility_timeout", 3600)
+        keep = max(7200.0, 2.0 * float(visibility))
+    if not isinstance(keep, int | float) or keep <= 0:
+        raise ConfigError(None, "queue_ratelimit_ticket_keep", keep, "must be > 0 seconds")
+    return DueTasks(backend.client, backend.prefix, scope(app), keep=float(keep))
+
+
+def scope(app: Celery) -> str:
+    """The due set's scope: the app's broker (its URL without the password, digested)."""
+    url = maybe_sanitize_url(str(app.conf.broker_url or app.connection_for_write().as_uri()))
+    return "celery-" + hashlib.sha256(str(url).encode()).hexdigest()[:16]
+
+
+def encode(app: Celery, signature: dict[str, Any]) -> str:
+    """``signature`` (task, args, kwargs, options) as the app's serializer writes it."""
+    serializer = app.conf.task_serializer
+    content_type, encoding, body = dumps(dict(signature), serializer=serializer)  # type: ignore[no-untyped-call]
+    raw = body if isinstance(body, bytes) else body.encode(encoding or "utf-8")
+    envelope = [content_type, encoding, base64.b64encode(raw).decode("ascii")]
+    return json.dumps(envelope)
+
+
+def decode(app: Celery, message: str) -> dict[str, Any]:
+    """The signature ``encode`` wrote; the app's ``accept_content`` applies."""
+    content_type, encoding, raw = json.loads(message)
+    accept = prepare_accept_content(app.conf.accept_content)  # type: ignore[no-untyped-call]
+    signature: dict[str, Any] = loads(  # type: ignore[no-untyped-call]
+        base64.b64decode(raw), content_type, encoding, accept
+    )
+    return signature
+
+
+class PromoteStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Publishes the app's due requeued tasks to their queues, from every worker.
+
+    Each call claims the due tasks (one script call) and publishes each with
+    ``app.send_task``. It runs again when the next task is due, and at least every
+    ``queue_ratelimit_promote_interval`` seconds. A task whose copy does not reach a worker
+    (not published, or lost on the way) is published again once its claim lapses.
+    """
+
+    requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.timer_ref: Any = None
+        self.trouble = PollLog(log, "promotion of due tasks", "they wait in Redis")
+        self.stopped = False
+
+    def start(self, consumer: Any) -> None:
+        self.stopped = False
+        if due_for(consumer.app) is not None:
+            self._schedule(consumer, 0.0)
+
+    def stop(self, consumer: Any) -> None:
+        self.stopped = True
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+    def _schedule(self, consumer: Any, delay: float) -> None:
+        if not self.stopped:
+            self.timer_ref = consumer.timer.call_after(delay, self.promote, (consumer,))
+
+    def promote(self, consumer: Any) -> None:
+        """Publish what is due; never raises (runs on the consumer's timer)."""
+        app = consumer.app
+        interval = float(app.conf.get("queue_ratelimit_promote_interval") or 0.05)
+        try:
+            soonest = promote(app)
+        except Exception as exc:
+            self.trouble.failed(exc)
+            self._schedule(consumer, max(interval, 1.0))  # Redis or the broker is down
+        else:
+            self.trouble.succeeded()
+            self._schedule(consumer, interval if soonest is None else min(interval, soonest))
+
+
+def promote(app: Celery) -> float | None:
+    """Publish the app's due tasks once; seconds until the next one is due (``None``: none).
+
+    Raises:
+        BackendError: Redis or the broker failed (what was claimed is published again once
+            its claim lapses).
+    """
+    due = due_for(app)
+    if due is None:
+        return None
+    claimed, soonest = due.claim()
+    for item in claimed:
+        _publish(app, item)
+    return 0.0 if len(claimed) >= due.most else soonest
+
+
+def _publish(app: Celery, item: Claimed) -> None:
+    """Publish one claimed task as its latest copy; an unreadable one is logged (every time
+    its claim lapses: it stays in Redis for an operator to see).
+
+    Raises:
+        BackendError: the broker refused the message (it is published again later).
+    """
+    try:
+        signature = decode(app, item.message)
+    except Exception:  # written by another version, or the serializer is no longer accepted
+        log.error(
+            "queue_ratelimit: due task %s is unreadable; it stays in Redis",
+            item.task_id,
+            exc_info=True,
+        )
+        return
+    options = dict(signature.get("options") or {})
+    headers = dict(options.pop("headers", None) or {})
+    ticket = Ticket.loads(headers.get(TICKET_HEADER))
+    headers[TICKET_HEADER] = replace(ticket, copy=item.token).dumps()
+    try:
+        app.send_task(
+            signature["task"],
+            signature.get("args"),
+            signature.get("kwargs"),
+            headers=headers,
+            **options,
+        )
+    except Exception as exc:
+        raise BackendError(
+            f"publishing due task {item.task_id} to the broker failed: {exc!r}"
+        ) from exc

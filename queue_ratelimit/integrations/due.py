@@ -1,0 +1,137 @@
+"""Requeued tasks wait in Redis until due, and only the latest copy of a task runs.
+
+A task that must wait is not handed back to the broker with a countdown: between taking a
+message off a queue and recording it as unacknowledged, a broker client killed at the wrong
+instant loses it (kombu's Redis transport does the two in separate commands), and a message
+held for its countdown sits in worker memory. Instead, like RQ's, Sidekiq's and BullMQ's
+scheduled sets:
+
+* **park**: the running delivery writes the task's next message into a due set in the
+  limiter's Redis, in one script call that also makes the new copy the task's latest, and
+  only then is the delivery acknowledged. A worker killed before the call leaves the delivery
+  unacknowledged (the broker delivers it again); killed after it, the task is in the due set
+  and the delivery, when delivered again, is stale.
+* **claim**: a worker promotes due tasks: one script call claims a batch (each gets a new
+  copy token) and the worker publishes each. A claimed task stays in the due set until its
+  copy reaches a worker: a copy lost on the way (a promoter killed before it published, a
+  broker client killed between taking the message and recording it as unacknowledged)
+  leaves the claim to lapse, and the task is claimed again with a newer token, after
+  ``claim`` seconds, then twice as long each time in a row (a copy may just be waiting
+  behind a long queue), at most 64 times as long.
+* **check**: a delivery that is a copy (it carries a token) or was delivered before is
+  checked first: a stale copy is acknowledged and dropped (one DEBUG line), the latest one
+  runs; the arrival of a claimed copy settles its task.
+
+Each task's latest token is kept ``keep`` seconds after its last change (longer than any
+stale copy can take to come back: a Redis broker's ``visibility_timeout``), then forgotten.
+All keys of one scope share a hash tag: ``{<prefix>:tasks:<scope>}:due`` and so on.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from queue_ratelimit.errors import BackendError
+
+__all__ = ["Claimed", "DueTasks"]
+
+log = logging.getLogger(__name__)
+
+KEEP = 7200.0
+"""Seconds a task's latest copy token is kept after its last change."""
+
+CLAIM = 10.0
+"""Seconds a claimed task waits for its copy to reach a worker before it is claimed again
+(doubled each time in a row)."""
+
+MOST = 100
+"""The most tasks claimed in one call."""
+
+
+def _source() -> str:
+    return (importlib.resources.files(__package__) / "lua" / "due.lua").read_text("utf-8")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A due task claimed for promotion: publish ``message`` with copy ``token``."""
+
+    task_id: str
+    token: str
+    message: str
+
+
+class DueTasks:
+    """The due set and latest copies of one scope (one broker's tasks) in one Redis.
+
+    Args:
+        client: the limiter's Redis client.
+        prefix: the limiter's key prefix.
+        scope: which tasks: one broker's (two apps on two brokers sharing a limiter must not
+            promote each other's tasks).
+        keep: seconds a latest-copy token is kept after its last change.
+        claim: seconds a claim waits for its copy to arrive before the task is claimed again.
+        most: the most tasks claimed per call.
+
+    Every method raises ``BackendError`` when Redis fails.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        scope: str,
+        *,
+        keep: float = KEEP,
+        claim: float = CLAIM,
+        most: int = MOST,
+    ) -> None:
+        if not keep > 0 or not claim > 0 or most < 1:
+            raise ValueError("keep and claim must be > 0 seconds, most >= 1")
+        tag = f"{{{prefix}:tasks:{scope}}}"
+        self.keys = (tag + ":due", tag + ":messages", tag + ":copies", tag + ":forget")
+        self._script = client.register_script(_source())
+        self.keep, self.claim_for, self.most = keep, claim, most
+
+    def _call(self, *args: str | int | float) -> object:
+        try:
+            return self._script(keys=self.keys, args=args)
+        except redis.RedisError as exc:
+            raise BackendError(f"redis due-set {args[0]} failed: {exc}") from exc
+
+    def park(
+        self, task_id: str, token: str | None, new: str, countdown: float, message: str | None
+    ) -> bool:
+        """Make copy ``new`` the task's latest; with ``message``, due in ``countdown`` s.
+
+        Returns:
+            False, writing nothing, when the running copy ``token`` is not the latest.
+        """
+        args = ("park", task_id, token or "", new, repr(max(0.0, countdown)), message or "")
+        return bool(self._call(*args, repr(self.keep)))
+
+    def check(self, task_id: str, token: str | None) -> bool:
+        """Whether copy ``token`` (``None``: the original message) is the task's latest."""
+        return bool(self._call("check", task_id, token or "", repr(self.keep)))
+
+    def claim(self) -> tuple[list[Claimed], float | None]:
+        """Claim the due tasks (at most ``most``).
+
+        Returns:
+            The claimed tasks, and seconds until the next one is due (``None``: none is).
+        """
+        reply = self._call("claim", self.most, repr(self.claim_for), repr(self.keep))
+        if not isinstance(reply, list) or not reply:
+            raise BackendError(f"redis due-set claim answered {reply!r}")
+        soonest = int(reply[0])
+        items = [_text(item) for item in reply[1:]]
+        claimed = [Claimed(*items[i : i + 3]) for i in range(0, len(items), 3)]
+        return claimed, None if soonest < 0 else soonest / 1e6

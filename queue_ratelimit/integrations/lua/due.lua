@@ -1,0 +1,107 @@
+-- Requeued tasks kept in Redis until due, and which copy of each task is the latest.
+-- queue_ratelimit/integrations/due.py explains the protocol.
+--
+-- KEYS[1] due zset:    task id -> when it is due (or, once claimed, when the claim lapses)
+-- KEYS[2] messages:    hash, task id -> the parked message
+-- KEYS[3] copies:      hash, task id -> the token of its latest copy (absent: the original);
+--                      its field ':seq' numbers the claims
+-- KEYS[4] forget zset: task id -> when its copies entry may be forgotten
+-- ARGV[1] op; times are the server's TIME, in seconds
+--
+-- park   ARGV[2] id  ARGV[3] token of the copy being run ('' = the original)
+--        ARGV[4] token of the new copy  ARGV[5] countdown  ARGV[6] message ('' = none: the
+--        caller publishes the copy itself)  ARGV[7] keep (s)
+--        The run copy must be the latest, else nothing is written. The new copy becomes the
+--        latest; with a message, it is due at TIME + countdown.
+--        Returns 1 (parked), 0 (the run copy is stale).
+-- check  ARGV[2] id  ARGV[3] token ('' = the original)  ARGV[4] keep (s)
+--        Returns 1 when this copy is the latest, 0 when it is stale. The arrival of a
+--        claimed copy settles its task: it leaves the due zset and the messages.
+-- claim  ARGV[2] most  ARGV[3] claim (s)  ARGV[4] keep (s)
+--        Up to most due tasks get a new token each, "c<seq>.<n>" for their n-th claim in a
+--        row (an earlier claim's copy goes stale), and stay in the due zset until their copy
+--        arrives: due again when the claim lapses, after claim * 2^n s (at most 2^6).
+--        Returns {microseconds until the next is due (-1 = none), id, token, message, ...}.
+
+local due, messages, copies, forget = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local op = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+
+local function latest(id)
+  return redis.call('HGET', copies, id) or ''
+end
+
+local function settle(id)
+  redis.call('ZREM', due, id)
+  redis.call('HDEL', messages, id)
+end
+
+local function remember(id, token, keep)
+  redis.call('HSET', copies, id, token)
+  redis.call('ZADD', forget, now + keep, id)
+end
+
+if op == 'park' then
+  local id, token, new, countdown, message = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+  if latest(id) ~= token then
+    return 0
+  end
+  remember(id, new, countdown + tonumber(ARGV[7]))
+  if message == '' then
+    settle(id)
+  else
+    redis.call('ZADD', due, now + countdown, id)
+    redis.call('HSET', messages, id, message)
+  end
+  return 1
+end
+
+if op == 'check' then
+  local id, token = ARGV[2], ARGV[3]
+  if latest(id) ~= token then
+    return 0
+  end
+  if token ~= '' and redis.call('ZSCORE', due, id) then
+    settle(id) -- the claim that published this copy is settled by its arrival
+    redis.call('ZADD', forget, now + tonumber(ARGV[4]), id)
+  end
+  return 1
+end
+
+if op == 'claim' then
+  local most, claim, keep = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  -- forget what no stale copy can still need (never a task that is still parked)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', forget, '-inf', now, 'LIMIT', 0, 100)) do
+    if redis.call('ZSCORE', due, id) then
+      redis.call('ZADD', forget, now + keep, id)
+    else
+      redis.call('ZREM', forget, id)
+      redis.call('HDEL', copies, id)
+    end
+  end
+  local reply = {-1}
+  local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, most)
+  for _, id in ipairs(ids) do
+    local message = redis.call('HGET', messages, id)
+    if message then
+      local n = tonumber(string.match(latest(id), '^c%d+%.(%d+)$') or -1) + 1
+      local lapse = claim * 2 ^ math.min(n, 6)
+      local token = 'c' .. redis.call('HINCRBY', copies, ':seq', 1) .. '.' .. n
+      remember(id, token, lapse + keep)
+      redis.call('ZADD', due, now + lapse, id)
+      reply[#reply + 1] = id
+      reply[#reply + 1] = token
+      reply[#reply + 1] = message
+    else
+      redis.call('ZREM', due, id) -- no message: nothing to publish (not written by park)
+    end
+  end
+  local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  if head[2] then
+    reply[1] = math.floor(math.max(0, tonumber(head[2]) - now) * 1e6)
+  end
+  return reply
+end
+
+return redis.error_reply('due: unknown op ' .. tostring(op))

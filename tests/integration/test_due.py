@@ -1,0 +1,136 @@
+"""The due set of requeued tasks and their latest copies (integrations/due.lua), on a real
+Redis: parking, promotion by concurrent promoters, lapsed claims, stale copies."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+import redis
+
+from queue_ratelimit.errors import BackendError
+from queue_ratelimit.integrations.due import Claimed, DueTasks
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def due(redis_client: redis.Redis, key_prefix: str) -> DueTasks:
+    return DueTasks(redis_client, key_prefix, "test", claim=30.0, most=7)
+
+
+def _claim_all(due: DueTasks) -> list[Claimed]:
+    claimed, _ = due.claim()
+    return claimed
+
+
+def test_a_parked_task_is_due_after_its_countdown_and_its_original_is_stale(
+    due: DueTasks,
+) -> None:
+    assert due.check("t1", None)  # an original nobody requeued is the latest
+    assert due.park("t1", None, "p1", 0.0, "message-1")
+    assert not due.check("t1", None)  # the delivery that parked it, delivered again
+    assert not due.park("t1", None, "p2", 0.0, "again")  # nor can it park a second copy
+    [item] = _claim_all(due)
+    assert (item.task_id, item.message) == ("t1", "message-1")
+    claimed, soonest = due.claim()
+    assert claimed == [] and soonest is not None and soonest > 25  # claimed: 30 s to arrive
+    assert due.check("t1", item.token)
+    assert not due.check("t1", "p1") and not due.check("t1", None)
+    assert due.claim() == ([], None)  # its copy arrived: settled, nothing left
+
+
+def test_a_task_not_yet_due_stays_and_says_when(due: DueTasks) -> None:
+    due.park("later", None, "p1", 60.0, "m")
+    claimed, soonest = due.claim()
+    assert claimed == []
+    assert soonest is not None and 55.0 < soonest <= 60.0
+
+
+def test_two_concurrent_promoters_promote_every_task_exactly_once(
+    redis_url: str, key_prefix: str, due: DueTasks
+) -> None:
+    ids = [f"task-{i}" for i in range(300)]
+    for task_id in ids:
+        due.park(task_id, None, "p", 0.0, f"body {task_id}")
+    promoted: list[list[Claimed]] = [[], []]
+    start = threading.Barrier(2)
+
+    def promoter(mine: list[Claimed]) -> None:
+        own = DueTasks(redis.Redis.from_url(redis_url), key_prefix, "test", most=7)
+        start.wait()
+        while True:
+            claimed, soonest = own.claim()
+            mine.extend(claimed)
+            if not claimed and (soonest is None or soonest > 1.0):
+                return  # what is left is claimed (30 s to arrive)
+
+    threads = [threading.Thread(target=promoter, args=(mine,)) for mine in promoted]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    every = promoted[0] + promoted[1]
+    assert Counter(item.task_id for item in every) == Counter(ids)  # each once, none left
+    assert all(item.message == f"body {item.task_id}" for item in every)
+    assert promoted[0] and promoted[1]  # both took part (batches of 7 interleave)
+    assert all(due.check(item.task_id, item.token) for item in every)
+    assert due.claim() == ([], None)  # every copy arrived
+
+
+def test_a_lapsed_claim_is_claimed_again_later_each_time_and_its_first_copy_goes_stale(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    due = DueTasks(redis_client, key_prefix, "test", claim=0.001)
+    due.park("t", None, "p", 0.0, "m")
+    tokens, lapses = [], []
+    for _ in range(4):  # its copies never arrive (lost, or stuck behind a long queue)
+        claimed: list[Claimed] = []
+        while not claimed:
+            claimed, _ = due.claim()
+        tokens.append(claimed[0].token)
+        lapses.append(due.claim()[1])
+    assert len(set(tokens)) == 4
+    assert all(lapse is not None for lapse in lapses)
+    assert lapses[3] > 4 * lapses[0]  # doubled each time: 1, 2, 4, 8 ms
+    assert not any(due.check("t", token) for token in tokens[:3])
+    assert due.check("t", tokens[3])
+    assert due.claim() == ([], None)  # the arrival of the latest copy settled it
+
+
+def test_a_copy_parked_again_replaces_its_message_and_is_due_later(due: DueTasks) -> None:
+    due.park("t", None, "p", 0.0, "first")
+    [item], _ = due.claim()
+    assert due.check("t", item.token)
+    assert due.park("t", item.token, "p2", 60.0, "second")  # requeued again at once
+    assert not due.check("t", item.token)  # that delivery, delivered again, is stale
+    claimed, soonest = due.claim()
+    assert claimed == [] and soonest is not None and soonest > 50
+
+
+def test_a_token_only_parking_makes_the_new_copy_the_latest(due: DueTasks) -> None:
+    # the Dramatiq form: the framework publishes the copy; Redis only learns its token
+    assert due.park("t", None, "d1", 5.0, None)
+    assert due.claim() == ([], None)
+    assert due.check("t", "d1") and not due.check("t", None)
+
+
+def test_forgotten_tokens_are_swept_but_a_parked_task_is_kept(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    due = DueTasks(redis_client, key_prefix, "test", keep=0.001)
+    due.park("gone", None, "d1", 0.0, None)
+    due.park("parked", None, "p1", 3600.0, "m")
+    copies = due.keys[2]
+    while redis_client.hexists(copies, "gone"):
+        due.claim()  # each claim sweeps what may be forgotten
+    assert redis_client.hget(copies, "parked") == b"p1"
+    assert due.check("gone", None)  # forgotten: as if never requeued
+
+
+def test_redis_errors_are_backend_errors(key_prefix: str) -> None:
+    client = redis.Redis(port=1, socket_connect_timeout=0.2)
+    due = DueTasks(client, key_prefix, "test")
+    with pytest.raises(BackendError, match="due-set check"):
+        due.check("t", None)
