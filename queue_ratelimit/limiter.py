@@ -61,6 +61,16 @@ def _acquire(
     )
 
 
+def _check_name(what: str, name: object) -> None:
+    """A key name must be a string that UTF-8 can encode (``json.loads`` can produce a lone
+    surrogate such as ``"\\ud800"``, which no backend can store)."""
+    try:
+        if isinstance(name, str):
+            name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"{what} {name!r} cannot be encoded as UTF-8: {exc.reason}") from exc
+
+
 class Limiter:
     """Fleet-wide AIMD rate limits per integration and tenant.
 
@@ -102,6 +112,7 @@ class Limiter:
     def _prepare(self, integration: str) -> Prepared:
         prepared = self._prepared.get(integration)
         if prepared is None:
+            _check_name("integration", integration)
             config = get_integration(integration, self.configs)
             plan = plan_for(config)
             bursts = {lim.name: lim.burst for lim in plan.limits}
@@ -111,6 +122,8 @@ class Limiter:
     def _resolve(self, integration: str, tenant: str | None) -> Prepared:
         if tenant is not None and (not isinstance(tenant, str) or not tenant):
             raise InvalidRequest(f"{integration}: tenant must be a non-empty string or None")
+        if tenant is not None and not tenant.isascii():
+            _check_name("tenant", tenant)
         return self._prepare(integration)
 
     def acquire(

@@ -23,7 +23,7 @@ from kombu.serialization import dumps, loads, prepare_accept_content
 from kombu.utils.url import maybe_sanitize_url
 
 from queue_ratelimit.errors import BackendError, ConfigError
-from queue_ratelimit.integrations.due import Claimed, DueTasks
+from queue_ratelimit.integrations.due import Claimed, DueTasks, due_tasks
 from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.tasks import TICKET_HEADER, Ticket
 
@@ -68,12 +68,8 @@ def stale(app: Celery, request: Any, ticket: Ticket) -> bool:
 
 
 def _build(app: Celery) -> DueTasks | None:
-    from queue_ratelimit.backends.redis import RedisBackend
     from queue_ratelimit.integrations.celery import limiter_for
 
-    backend = limiter_for(app).backend
-    if not isinstance(backend, RedisBackend):
-        return None
     conf = app.conf
     keep = conf.get("queue_ratelimit_ticket_keep")
     if keep is None:
@@ -81,7 +77,7 @@ def _build(app: Celery) -> DueTasks | None:
         keep = max(7200.0, 2.0 * float(visibility))
     if not isinstance(keep, int | float) or keep <= 0:
         raise ConfigError(None, "queue_ratelimit_ticket_keep", keep, "must be > 0 seconds")
-    return DueTasks(backend.client, backend.prefix, scope(app), keep=float(keep))
+    return due_tasks(limiter_for(app), scope(app), keep=float(keep))
 
 
 def scope(app: Celery) -> str:

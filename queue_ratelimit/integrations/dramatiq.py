@@ -35,39 +35,40 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from contextlib import ExitStack
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 from dramatiq.actor import Actor
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.common import q_name
-from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
+from dramatiq.middleware import Middleware, MiddlewareError
 from dramatiq.worker import Worker
 
 from queue_ratelimit import context
-from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.errors import (
+    BackendError,
+    ConfigError,
+    InvalidRequest,
+    RateLimited,
+)
 from queue_ratelimit.integrations.dramatiq_breaker import BreakerWatch
+from queue_ratelimit.integrations.dramatiq_delivery import (
+    TICKET_OPTION,
+    Delivery,
+    Skip,
+    current,
+    end,
+)
+from queue_ratelimit.integrations.due import due_tasks
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
-from queue_ratelimit.policy.state import Decision
-from queue_ratelimit.tasks import TICKET_HEADER, Requeue, TaskGate, Ticket
+from queue_ratelimit.tasks import Requeue, TaskGate, Ticket
 
 __all__ = ["TICKET_OPTION", "RateLimitMiddleware", "rate_limited"]
 
 log = logging.getLogger(__name__)
 
-TICKET_OPTION = TICKET_HEADER
-"""The message option that carries a requeued message's :class:`~queue_ratelimit.tasks.Ticket`."""
 
 _OPTIONS = frozenset({"integration", "tenant", "cost", "requeue_budget", "max_wait"})
-_UNSET: Any = object()
-
-
-class _Skip(SkipMessage):
-    """Ends a delivery without the body's result: requeued, or failed with a typed error."""
 
 
 class _InvalidActor(ConfigError, MiddlewareError):
@@ -116,6 +117,7 @@ class RateLimitMiddleware(Middleware):
                     None, name, value, f"must be >= {least:g}" if least else "must be > 0"
                 )
         self.gate = TaskGate(limiter, max_countdown=float(max_countdown), jitter=jitter)
+        self.due = due_tasks(limiter, "dramatiq")  # tells stale copies (limiter on Redis)
         self.poll = float(poll)
         self.consumer_backoff = consumer_backoff
         self._taken: dict[int, str] = {}  # id(message) -> queue, until acked or nacked
@@ -143,12 +145,14 @@ class RateLimitMiddleware(Middleware):
         integration = actor.options.get("integration")
         if not integration or message.failed:
             return
-        delivery = _Delivery(self.gate, message, integration)
-        _current.set(delivery)
+        delivery = Delivery(self.gate, message, integration, self.due)
+        current.set(delivery)
         try:
             delivery.tenant = _tenant(actor, message)
             delivery.cost = _cost(actor, message)
             delivery.ticket = Ticket.loads(message.options.get(TICKET_OPTION))
+            if self._stale(message, delivery.ticket):
+                raise delivery.drop()
             delivery.budget = _option(actor, message, "requeue_budget")
             with context.running(delivery.info):
                 verdict = self.gate.before(
@@ -159,11 +163,27 @@ class RateLimitMiddleware(Middleware):
                     budget=delivery.budget,
                     cost=delivery.cost,
                 )
+        except Skip:
+            raise
         except Exception as exc:  # the budget, the limiter's backend, a tenant function:
             raise delivery.fail(exc) from exc  # raised on, Dramatiq would run the body unguarded
         if isinstance(verdict, Requeue):
             raise delivery.requeue(verdict)
         delivery.run(verdict.decision)
+
+    def _stale(self, message: MessageProxy, ticket: Ticket) -> bool:
+        """A copy (or a delivery the broker made before) that is not its message's latest.
+        The Redis broker says nothing of redeliveries: every delivery is checked there."""
+        redelivered = getattr(getattr(message, "_message", None), "redelivered", True)
+        if self.due is None or not (ticket.copy or redelivered):
+            return False
+        try:
+            latest = self.due.check(message.message_id, ticket.copy)
+        except BackendError:
+            return False  # Redis is down: it runs (at least once)
+        if not latest:
+            log.debug("queue_ratelimit: %s: stale copy dropped", message)
+        return not latest
 
     def after_process_message(
         self,
@@ -174,13 +194,13 @@ class RateLimitMiddleware(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         """The body ended (``Retries`` and ``Results`` see it as usual)."""
-        delivery = _end(message)
+        delivery = end(message)
         if delivery is not None:
             delivery.finish()
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         """Publish the requeue, or record the typed error, before the delivery is settled."""
-        delivery = _end(message)
+        delivery = end(message)
         if delivery is not None:
             delivery.settle(broker)
 
@@ -223,131 +243,12 @@ def rate_limited(retry_after: float, *, report: bool = True) -> Exception:
     With ``report`` the limiter also learns of the backoff (slowing every worker). Outside a
     gated message it is a plain ``RateLimited``.
     """
-    delivery = _current.get()
+    delivery = current.get()
     if delivery is None or delivery.slot is None:
         return RateLimited(retry_after)
     if report:
         delivery.gate.report_backoff(delivery.slot, retry_after)
     return delivery.rate_limited(retry_after)
-
-
-@dataclass
-class _Delivery:
-    """One gated message in its worker thread, from ``before_process_message`` to its end."""
-
-    gate: TaskGate
-    message: MessageProxy
-    integration: str
-    tenant: str | None = None
-    cost: Cost = 1.0
-    ticket: Ticket = field(default_factory=Ticket)
-    budget: int | None = None
-    slot: context.Prepaid | None = None
-    scope: ExitStack = field(default_factory=ExitStack)
-    outcome: Requeue | BaseException | None = None
-    stored: Any = _UNSET  # the message's own store_results option, hidden while requeued
-
-    @property
-    def info(self) -> context.TaskInfo:
-        return context.TaskInfo(self.message.actor_name, self.message.message_id)
-
-    def run(self, decision: Decision) -> None:
-        """Sleep the granted wait, then set the body's context (prepaid slot, backoff hook)."""
-        if decision.wait > 0:
-            time.sleep(decision.wait)
-        self.slot = context.Prepaid(self.integration, self.tenant, decision, self.cost)
-        self.scope.enter_context(context.running(self.info, self.slot, self._hook))
-
-    def _hook(self, exc: RateLimited) -> NoReturn:
-        raise self.rate_limited(exc.retry_after, exc.reason) from exc
-
-    def rate_limited(self, retry_after: float, reason: str = "backoff") -> SkipMessage:
-        if self.outcome is not None:  # the body caught the first one: that one stands
-            return _Skip("already ended")
-        try:
-            requeue = self.gate.rate_limited(
-                self.integration,
-                self.tenant,
-                self.ticket,
-                retry_after,
-                budget=self.budget,
-                reason=reason,
-            )
-        except RequeueBudgetExhausted as exc:
-            return self.fail(exc)
-        return self.requeue(requeue)
-
-    def requeue(self, requeue: Requeue) -> SkipMessage:
-        """Requeue once the delivery ends; ``Results`` must not store a result meanwhile."""
-        self.outcome = requeue
-        self.stored = self.message.options.get("store_results", _UNSET)
-        self.message.options["store_results"] = False
-        return _Skip(f"requeued ({requeue.reason}) for {requeue.countdown:.3f}s")
-
-    def fail(self, exc: Exception) -> SkipMessage:
-        """Dead-letter the message with ``exc``; ``Retries`` never sees it."""
-        if isinstance(exc, RequeueBudgetExhausted):
-            log.warning("queue_ratelimit: %s: %s", self.message, exc)
-        else:
-            log.error("queue_ratelimit: %s failed", self.message, exc_info=exc)
-        self.outcome = exc
-        self.message.fail()
-        self.message.stuff_exception(exc)
-        return _Skip(f"failed: {type(exc).__name__}: {exc}")
-
-    def finish(self) -> None:
-        """The body ended: a requeue it caught (and went on after) is dropped."""
-        self._leave()
-        if isinstance(self.outcome, Requeue):
-            log.warning("queue_ratelimit: %s caught its requeue: not requeued", self.message)
-            self._unhide(self.message.options)
-
-    def settle(self, broker: Broker) -> None:
-        """The delivery was skipped: publish the requeue, or put back the typed error."""
-        self._leave()
-        if isinstance(self.outcome, BaseException):
-            self.message.stuff_exception(self.outcome)  # the worker stuffed SkipMessage
-        elif isinstance(self.outcome, Requeue):
-            try:
-                self._publish(broker, self.outcome)
-            except Exception as exc:  # acknowledging now would lose the message
-                self._unhide(self.message.options)
-                self.fail(exc)
-
-    def _leave(self) -> None:
-        """Leave the body's context; give back a lease no call used."""
-        self.scope.close()
-        slot = self.slot
-        if slot is not None:
-            try:
-                self.gate.release_unused(slot)
-            except Exception:
-                log.exception("queue_ratelimit: releasing the lease of %s failed", self.message)
-
-    def _publish(self, broker: Broker, requeue: Requeue) -> None:
-        message = self.message
-        copy = message.copy(
-            queue_name=q_name(message.queue_name),
-            options={TICKET_OPTION: requeue.ticket.dumps()},
-        )
-        self._unhide(copy.options)
-        delay = round(requeue.countdown * 1000)
-        broker.enqueue(copy, delay=delay if delay > 0 else None)
-
-    def _unhide(self, options: dict[str, Any]) -> None:
-        if self.stored is _UNSET:
-            options.pop("store_results", None)
-        else:
-            options["store_results"] = self.stored
-
-
-_current: ContextVar[_Delivery | None] = ContextVar("queue_ratelimit_delivery", default=None)
-
-
-def _end(message: MessageProxy) -> _Delivery | None:
-    delivery = _current.get()
-    _current.set(None)
-    return delivery if delivery is not None and delivery.message is message else None
 
 
 def _option(actor: Actor[Any, Any], message: MessageProxy, name: str) -> Any:

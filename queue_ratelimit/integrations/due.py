@@ -22,6 +22,11 @@ scheduled sets:
   checked first: a stale copy is acknowledged and dropped (one DEBUG line), the latest one
   runs; the arrival of a claimed copy settles its task.
 
+A framework whose broker already holds delayed messages durably (Dramatiq) publishes the copy
+itself: **park** without a message marks the new copy pending, the copy is published, then
+the running delivery is acknowledged; a worker killed in between leaves two deliveries of
+which the first to arrive runs and the other is stale.
+
 Each task's latest token is kept ``keep`` seconds after its last change (longer than any
 stale copy can take to come back: a Redis broker's ``visibility_timeout``), then forgotten.
 All keys of one scope share a hash tag: ``{<prefix>:tasks:<scope>}:due`` and so on.
@@ -32,12 +37,14 @@ from __future__ import annotations
 import importlib.resources
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from queue_ratelimit.errors import BackendError
+from queue_ratelimit.limiter import Limiter
 
-__all__ = ["Claimed", "DueTasks"]
+__all__ = ["Claimed", "DueTasks", "due_tasks"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +117,11 @@ class DueTasks:
     def park(
         self, task_id: str, token: str | None, new: str, countdown: float, message: str | None
     ) -> bool:
-        """Make copy ``new`` the task's latest; with ``message``, due in ``countdown`` s.
+        """Make copy ``new`` the task's latest, its ``message`` due in ``countdown`` s.
+
+        Without ``message`` the caller publishes the copy itself, then acknowledges the run
+        copy: ``new`` is pending until then, and if both arrive (killed in between) the first
+        to arrive is the latest.
 
         Returns:
             False, writing nothing, when the running copy ``token`` is not the latest.
@@ -135,3 +146,13 @@ class DueTasks:
         items = [_text(item) for item in reply[1:]]
         claimed = [Claimed(*items[i : i + 3]) for i in range(0, len(items), 3)]
         return claimed, None if soonest < 0 else soonest / 1e6
+
+
+def due_tasks(limiter: Limiter, scope: str, **options: Any) -> DueTasks | None:
+    """A ``DueTasks`` in the limiter's Redis, or ``None`` when its backend is not Redis."""
+    from queue_ratelimit.backends.redis import RedisBackend
+
+    backend = limiter.backend
+    if not isinstance(backend, RedisBackend):
+        return None
+    return DueTasks(backend.client, backend.prefix, scope, **options)

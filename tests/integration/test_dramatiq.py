@@ -235,3 +235,39 @@ def test_a_per_message_budget_overrides_the_actors(stub: StubBroker) -> None:
     assert runs == [1]
     (dead,) = stub.dead_letters
     assert isinstance(dead._exception, RequeueBudgetExhausted)
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_stale_copy_is_dropped_and_the_latest_runs(broker: str, redis_url: str) -> None:
+    from dramatiq import Message
+
+    from queue_ratelimit.integrations.due import due_tasks
+    from queue_ratelimit.tasks import TICKET_HEADER, Ticket
+
+    with dramatiq_rig(broker, redis_url, limit=100) as rig:
+        due = due_tasks(rig.limiter, "dramatiq")
+        assert due is not None
+
+        def copy_of(message_id: str, token: str) -> Message[Any]:
+            ticket = {TICKET_HEADER: Ticket(copy=token).dumps()}
+            return Message(
+                queue_name=dapp.NOTION,
+                actor_name="tests.sync_notion",
+                args=(1,),
+                kwargs={},
+                options=ticket,
+                message_id=message_id,
+            )
+
+        # two copies of one message: its run published "new" (pending), then was killed
+        # before its ack; "old" is a copy an earlier requeue replaced
+        stale = copy_of("m-1", "old")
+        assert due.park("m-1", None, "new", 0.0, None)
+        rig.client.enqueue(stale)
+        latest = rig.client.enqueue(copy_of("m-1", "new"))
+        rig.start_worker([dapp.NOTION], threads=2)
+        (value,) = rig.results_of([latest], timeout=30)
+        assert isinstance(value, dict)
+        wait_until(lambda: rig.waiting(dapp.NOTION) == 0, timeout=30)
+        assert rig.upstream.served_once({"m-1"})  # the stale copy never ran
+        assert not due.check("m-1", None) and due.check("m-1", "new")

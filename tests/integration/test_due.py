@@ -109,11 +109,19 @@ def test_a_copy_parked_again_replaces_its_message_and_is_due_later(due: DueTasks
     assert claimed == [] and soonest is not None and soonest > 50
 
 
-def test_a_token_only_parking_makes_the_new_copy_the_latest(due: DueTasks) -> None:
-    # the Dramatiq form: the framework publishes the copy; Redis only learns its token
+def test_a_copy_its_framework_publishes_is_pending_and_the_first_to_arrive_runs(
+    due: DueTasks,
+) -> None:
+    # the Dramatiq form: the framework publishes the copy, then acknowledges the delivery
     assert due.park("t", None, "d1", 5.0, None)
-    assert due.claim() == ([], None)
-    assert due.check("t", "d1") and not due.check("t", None)
+    assert due.claim() == ([], None)  # nothing parked to promote
+    assert due.check("t", "d1")  # the copy arrives
+    assert not due.check("t", None)  # the delivery, delivered again (killed before its ack)
+    assert not due.park("t", None, "d2", 0.0, None)
+    # killed after publishing and before the ack, the delivery arrives again first
+    assert due.park("u", None, "e1", 0.0, None)
+    assert due.check("u", None) and not due.check("u", "e1")
+    assert not due.check("u", "other")
 
 
 def test_forgotten_tokens_are_swept_but_a_parked_task_is_kept(

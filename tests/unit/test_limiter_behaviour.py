@@ -758,3 +758,21 @@ def test_fleet_wide_event_counts(make_limiter: MakeLimiter) -> None:
     limiter.on_backoff("svc", "ws-2", retry_after=1.0)
     limiter.count("svc", "requeues")
     assert limiter.stats("svc") == {"backoffs": 2, "requeues": 1}
+
+
+def test_names_that_cannot_be_encoded_are_invalid_requests(make_limiter: MakeLimiter) -> None:
+    import json
+
+    from queue_ratelimit.errors import InvalidRequest
+
+    limiter = make_limiter()
+    lone = json.loads('"\\ud800"')  # a lone surrogate, as JSON from a client may carry
+    for call in (
+        lambda: limiter.acquire("svc", lone),
+        lambda: limiter.on_success("svc", lone),
+        lambda: limiter.snapshot("svc", "ok-" + lone),
+        lambda: limiter.acquire(lone),
+    ):
+        with pytest.raises(InvalidRequest, match="cannot be encoded"):
+            call()
+    assert limiter.acquire("svc", "caf\u00e9").granted  # any other text is a tenant

@@ -3,20 +3,23 @@
 --
 -- KEYS[1] due zset:    task id -> when it is due (or, once claimed, when the claim lapses)
 -- KEYS[2] messages:    hash, task id -> the parked message
--- KEYS[3] copies:      hash, task id -> the token of its latest copy (absent: the original);
---                      its field ':seq' numbers the claims
+-- KEYS[3] copies:      hash, task id -> the token of its latest copy (absent: the original),
+--                      and of a pending one after '|'; its field ':seq' numbers the claims
 -- KEYS[4] forget zset: task id -> when its copies entry may be forgotten
 -- ARGV[1] op; times are the server's TIME, in seconds
 --
 -- park   ARGV[2] id  ARGV[3] token of the copy being run ('' = the original)
 --        ARGV[4] token of the new copy  ARGV[5] countdown  ARGV[6] message ('' = none: the
 --        caller publishes the copy itself)  ARGV[7] keep (s)
---        The run copy must be the latest, else nothing is written. The new copy becomes the
---        latest; with a message, it is due at TIME + countdown.
+--        The run copy must be the latest, else nothing is written. With a message, the new
+--        copy becomes the latest, due at TIME + countdown. Without, it is pending
+--        ("<run>|<new>"): the caller publishes it, then acknowledges the run copy; killed in
+--        between, both may arrive, and the first to arrive is the latest.
 --        Returns 1 (parked), 0 (the run copy is stale).
 -- check  ARGV[2] id  ARGV[3] token ('' = the original)  ARGV[4] keep (s)
---        Returns 1 when this copy is the latest, 0 when it is stale. The arrival of a
---        claimed copy settles its task: it leaves the due zset and the messages.
+--        Returns 1 when this copy is the latest (or pending, and first to arrive), 0 when
+--        it is stale. The arrival of a claimed copy settles its task: it leaves the due zset
+--        and the messages.
 -- claim  ARGV[2] most  ARGV[3] claim (s)  ARGV[4] keep (s)
 --        Up to most due tasks get a new token each, "c<seq>.<n>" for their n-th claim in a
 --        row (an earlier claim's copy goes stale), and stay in the due zset until their copy
@@ -28,8 +31,14 @@ local op = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 
+-- the latest copy's token, and a pending one (a copy its framework is publishing)
 local function latest(id)
-  return redis.call('HGET', copies, id) or ''
+  local entry = redis.call('HGET', copies, id) or ''
+  local current, pending = string.match(entry, '^([^|]*)|(.*)$')
+  if current then
+    return current, pending
+  end
+  return entry, nil
 end
 
 local function settle(id)
@@ -47,10 +56,11 @@ if op == 'park' then
   if latest(id) ~= token then
     return 0
   end
-  remember(id, new, countdown + tonumber(ARGV[7]))
   if message == '' then
+    remember(id, token .. '|' .. new, countdown + tonumber(ARGV[7]))
     settle(id)
   else
+    remember(id, new, countdown + tonumber(ARGV[7]))
     redis.call('ZADD', due, now + countdown, id)
     redis.call('HSET', messages, id, message)
   end
@@ -58,13 +68,18 @@ if op == 'park' then
 end
 
 if op == 'check' then
-  local id, token = ARGV[2], ARGV[3]
-  if latest(id) ~= token then
+  local id, token, keep = ARGV[2], ARGV[3], tonumber(ARGV[4])
+  local current, pending = latest(id)
+  if pending and (token == current or token == pending) then
+    remember(id, token, keep) -- whichever arrives first is the latest; the other is stale
+    return 1
+  end
+  if current ~= token then
     return 0
   end
   if token ~= '' and redis.call('ZSCORE', due, id) then
     settle(id) -- the claim that published this copy is settled by its arrival
-    redis.call('ZADD', forget, now + tonumber(ARGV[4]), id)
+    redis.call('ZADD', forget, now + keep, id)
   end
   return 1
 end
