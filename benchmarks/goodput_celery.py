@@ -105,11 +105,17 @@ def _retried(sender: Any = None, request: Any = None, **_: Any) -> None:
         common.records().requeued(str(request.id))
 
 
+def _delivered(sender: Any = None, task_id: Any = None, **_: Any) -> None:
+    """Each delivery a worker begins to run: the broker hops per task, plus one."""
+    common.records().delivered(str(task_id))
+
+
 def _failed(sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any) -> None:
     common.records().failed(str(task_id), type(exception).__name__)
 
 
 if os.environ.get("GP_WORKER") == "1":  # only in worker processes, not in the driver
+    signals.task_prerun.connect(_delivered, weak=False)
     signals.task_retry.connect(_retried, weak=False)
     signals.task_failure.connect(_failed, weak=False)
     common.record_our_signals()

@@ -10,6 +10,8 @@ Redis, keyed by its own id (the same across requeues and retries):
   in-worker waits reported by the ``acquired`` signal);
 * ``<run>:requeues``: times the task went back to the broker (this project's requeues,
   Celery's and Dramatiq's retries);
+* ``<run>:deliveries``: Celery only: deliveries of the task a worker began to run (one more
+  than its broker hops: requeues, parking and recheck hops, stale copies dropped);
 * ``<run>:failed``: tasks that failed visibly, with the error's name.
 
 Every task makes one call, ``GET <base>/<bucket>/<task id>``: ``bucket`` is the tenant (the
@@ -106,6 +108,9 @@ class Records:
 
     def requeued(self, task_id: str) -> None:
         self.client.hincrby(self.key("requeues"), task_id, 1)
+
+    def delivered(self, task_id: str) -> None:
+        self.client.hincrby(self.key("deliveries"), task_id, 1)
 
     def failed(self, task_id: str, error: str) -> None:
         self.client.hset(self.key("failed"), task_id, error)

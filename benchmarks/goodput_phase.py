@@ -66,6 +66,7 @@ class Phase:
     t_done: dict[str, float] = field(default_factory=dict)
     sleep: float = 0.0
     requeues: int = 0
+    deliveries: int = 0
     failed: set[str] = field(default_factory=set)
     calls: dict[str, list[tuple[float, str, int]]] = field(default_factory=dict)
     served_twice: int = 0
@@ -148,14 +149,16 @@ def _wait(
 def _collect(fleet: Fleet, phase: Phase) -> None:
     ids = phase.ids
     records = fleet.records
-    for task_id, count, when, slept, requeues in zip(
+    for task_id, count, when, slept, requeues, deliveries in zip(
         ids,
         records.fetch("done", ids),
         records.fetch("t", ids),
         records.fetch("sleep", ids),
         records.fetch("requeues", ids),
+        records.fetch("deliveries", ids),
         strict=True,
     ):
+        phase.deliveries += int(deliveries or 0)
         if count:
             phase.done[task_id] = int(count)
             phase.t_done[task_id] = float(when)

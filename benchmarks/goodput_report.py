@@ -9,6 +9,8 @@ its tables.
 * **429 %**: answers refused with 429 over all answers of the phase (every upstream).
 * **requeues/task**: times a task went back to the broker (this project's requeues,
   Celery's and Dramatiq's retries), per task.
+* **hops/task**: Celery only: deliveries a worker began to run, less one, per task: every
+  broker hop (requeues, parking and recheck hops, stale copies dropped).
 * **sleep w-s**: worker-seconds slept inside tasks (tenacity's waits, this project's
   in-worker waits).
 * **lost**: tasks neither completed nor visibly failed when the phase ended (``?`` when it
@@ -43,6 +45,7 @@ class Row:
     rate: float | None
     share_429: float
     requeues: float
+    hops: float | None  # broker hops per task (Celery only: deliveries counted)
     sleep: float
     lost: int | None
     left: int
@@ -153,6 +156,7 @@ def base_row(system: System, phase: Phase, rate: float | None) -> Row:
         rate=rate,
         share_429=share_429(calls),
         requeues=phase.requeues / len(ids) if ids else 0.0,
+        hops=(phase.deliveries - len(ids)) / len(ids) if ids and phase.deliveries else None,
         sleep=phase.sleep,
         lost=None if phase.timed_out and left else left,
         left=left,
@@ -164,7 +168,7 @@ def fmt(value: float | None, spec: str = ".2f", missing: str = "-") -> str:
     return missing if value is None or math.isnan(value) else format(value, spec)
 
 
-BASE_HEADERS = ["system", "wall s", "rate/L", "429 %", "requeues/task", "sleep w-s"]
+BASE_HEADERS = ["system", "wall s", "rate/L", "429 %", "requeues/task", "hops/task", "sleep w-s"]
 TAIL_HEADERS = ["lost", "twice"]
 
 
@@ -175,6 +179,7 @@ def row_cells(row: Row, extra: Sequence[str]) -> list[str]:
         fmt(row.rate),
         fmt(row.share_429 * 100, ".1f"),
         fmt(row.requeues),
+        fmt(row.hops),
         fmt(row.sleep, ".1f"),
     ]
     cells += [row.extra.get(name, "-") for name in extra]
