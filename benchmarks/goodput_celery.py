@@ -43,7 +43,9 @@ app.conf.update(
 limiter = Limiter(
     RedisBackend(REDIS_URL, prefix=RUN), {n: common.ours_config(n, RATE) for n in (API, OTHER)}
 )
-configure(app, limiter)
+# GP_MAX_COUNTDOWN: the longest countdown given to the broker (requeues through the broker
+# park longer waits in hops); a small one stands in for hour-long waits under the default
+configure(app, limiter, max_countdown=float(os.environ.get("GP_MAX_COUNTDOWN", "0")) or None)
 install(app)
 
 

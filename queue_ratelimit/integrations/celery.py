@@ -18,21 +18,23 @@
     @app.task(base=RateLimitedTask, integration="github", bind=True)
     def sync_repo(self, installation_id, repo): ...
 
-Before the body runs the task acquires; a short wait is slept, a longer one sends the task
-back to the broker (same task id, ``countdown`` = its reserved slot) and frees
-the worker slot at once. A ``RateLimited`` met in the body (the project's HTTP clients raise
-it on a 429, or ``raise self.rate_limited(retry_after=...)``) does the same with the
-upstream's ``Retry-After``. Requeues are published like ``Task.retry`` publishes, before the
-current message is acknowledged (so ``acks_late`` loses nothing), but keep
-``request.retries`` unchanged: ``max_retries`` and ``autoretry_for`` never see them. After
-``requeue_budget`` requeues the task fails with ``RequeueBudgetExhausted``.
+Before the body runs the task acquires; a short wait is slept, a longer one requeues the
+task (same task id, ``request.retries`` unchanged: ``max_retries`` and ``autoretry_for``
+never see it) and frees the worker slot at once. A ``RateLimited`` met in the body (the
+project's HTTP clients raise it on a 429, or ``raise self.rate_limited(retry_after=...)``)
+does the same with the upstream's ``Retry-After``. With ``install(app)`` and a limiter on
+Redis the requeued task waits in that Redis until its slot and a stale copy of a task is
+dropped (``celery_due``); otherwise it is published to the broker with a countdown, before
+the current message is acknowledged. After ``requeue_budget`` requeues the task fails with
+``RequeueBudgetExhausted``.
 
 Settings (``app.conf``): ``queue_ratelimit_redis_url`` (shared state; without it, an
 in-process memory backend), ``queue_ratelimit_prefix`` (default ``qrl``),
 ``queue_ratelimit_config`` (a TOML or JSON file of integration overrides),
 ``queue_ratelimit_max_countdown`` (longest countdown handed to the broker; default 600 s, or
 half the Redis broker's ``visibility_timeout`` when smaller), ``queue_ratelimit_poll``
-(seconds between the breaker checks of ``install``'s bootstep, default 1).
+(seconds between the breaker checks of ``install``'s bootstep, default 1),
+``queue_ratelimit_promote_interval`` and ``queue_ratelimit_ticket_keep`` (``celery_due``).
 """
 
 from __future__ import annotations

@@ -124,7 +124,12 @@ class PromoteStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, consumer: Any) -> None:
         self.stopped = False
-        if due_for(consumer.app) is not None:
+        due = due_for(consumer.app)
+        if due is not None:
+            for problem in due.durability():
+                log.warning(
+                    "queue_ratelimit: requeued tasks wait in the limiter's Redis: %s", problem
+                )
             self._schedule(consumer, 0.0)
 
     def stop(self, consumer: Any) -> None:

@@ -105,6 +105,7 @@ class DueTasks:
             raise ValueError("keep and claim must be > 0 seconds, most >= 1")
         tag = f"{{{prefix}:tasks:{scope}}}"
         self.keys = (tag + ":due", tag + ":messages", tag + ":copies", tag + ":forget")
+        self._client = client
         self._script = client.register_script(_source())
         self.keep, self.claim_for, self.most = keep, claim, most
 
@@ -113,6 +114,26 @@ class DueTasks:
             return self._script(keys=self.keys, args=args)
         except redis.RedisError as exc:
             raise BackendError(f"redis due-set {args[0]} failed: {exc}") from exc
+
+    def durability(self) -> list[str]:
+        """What about this Redis could lose parked tasks (empty when nothing, or when the
+        server refuses ``CONFIG GET``, as managed services may)."""
+        try:
+            config: dict[str, str] = {}
+            for name in ("maxmemory-policy", "appendonly", "save"):
+                answer: dict[Any, Any] = self._client.config_get(name)  # type: ignore[assignment]
+                config.update((_text(key), _text(value)) for key, value in answer.items())
+        except redis.RedisError:
+            return []
+        problems = []
+        if config.get("maxmemory-policy", "").startswith("allkeys"):
+            problems.append(
+                f"maxmemory-policy {config['maxmemory-policy']} may evict parked tasks "
+                "(use noeviction or volatile-*)"
+            )
+        if config.get("appendonly") == "no" and not config.get("save"):
+            problems.append("it keeps nothing on disk: a restart loses the parked tasks")
+        return problems
 
     def park(
         self, task_id: str, token: str | None, new: str, countdown: float, message: str | None

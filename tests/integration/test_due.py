@@ -11,6 +11,7 @@ import redis
 
 from queue_ratelimit.errors import BackendError
 from queue_ratelimit.integrations.due import Claimed, DueTasks
+from tests.support import RedisProcess
 
 pytestmark = pytest.mark.redis
 
@@ -142,3 +143,15 @@ def test_redis_errors_are_backend_errors(key_prefix: str) -> None:
     due = DueTasks(client, key_prefix, "test")
     with pytest.raises(BackendError, match="due-set check"):
         due.check("t", None)
+
+
+def test_a_redis_that_could_lose_parked_tasks_is_named(private_redis: RedisProcess) -> None:
+    private_redis.durable = True
+    client = redis.Redis.from_url(private_redis.start().url)
+    due = DueTasks(client, "qrl", "test")
+    assert due.durability() == []  # an append-only file, and no eviction
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.config_set("appendonly", "no")
+    problems = due.durability()
+    assert len(problems) == 2
+    assert "allkeys-lru may evict" in problems[0] and "a restart loses" in problems[1]
