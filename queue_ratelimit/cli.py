@@ -29,7 +29,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends import Backend, open_backend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import QueueRateLimitError
 from queue_ratelimit.limiter import Limiter
@@ -49,13 +49,16 @@ def _configs(path: str | None) -> dict[str, IntegrationConfig]:
 class _Context:
     """What every command needs, built lazily so ``config`` works without Redis."""
 
-    def __init__(self, redis_url: str, prefix: str, config: str | None) -> None:
+    def __init__(
+        self, redis_url: str, prefix: str, config: str | None, backend: Backend | None = None
+    ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
         self.config_path = config
+        self.backend = backend  # given: the commands use it (any Backend), not the URL's
 
-    def limiter(self) -> tuple[Limiter, RedisBackend]:
-        backend = RedisBackend(self.redis_url, prefix=self.prefix)
+    def limiter(self) -> tuple[Limiter, Backend]:
+        backend = self.backend or open_backend(self.redis_url, prefix=self.prefix)
         return Limiter(backend, _configs(self.config_path)), backend
 
 
@@ -87,9 +90,7 @@ def cli(ctx: click.Context, redis_url: str, prefix: str, config: str | None) -> 
     ctx.obj = _Context(redis_url, prefix, config)
 
 
-def _rows(
-    limiter: Limiter, backend: RedisBackend, integration: str | None
-) -> Iterator[dict[str, Any]]:
+def _rows(limiter: Limiter, backend: Backend, integration: str | None) -> Iterator[dict[str, Any]]:
     for name, tenant in sorted(backend.scan(integration), key=lambda k: (k[0], k[1] or "")):
         if name not in limiter.configs:
             continue  # a key of an integration this configuration does not know

@@ -35,7 +35,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.backends import open_backend
 from queue_ratelimit.demo_celery import Send, celery_fleet_run, celery_run
 from queue_ratelimit.demo_report import (
     INTEGRATIONS,
@@ -47,6 +47,7 @@ from queue_ratelimit.demo_report import (
     summarize,
     summary_table,
 )
+from queue_ratelimit.errors import BackendError
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.testing import HiddenLimitUpstream
 
@@ -97,12 +98,13 @@ def run_demo(
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise ImportError(PLOT_HINT)
     console = console if console is not None else Console()
-    limiter, close = _open_limiter(redis_url, redis_prefix)
+    prefix = redis_prefix or f"qrl-demo-{uuid.uuid4().hex[:8]}"
+    limiter, close = _open_limiter(redis_url, prefix)
     try:
         for name in INTEGRATIONS:
             limiter.snapshot(name)  # an unreachable Redis fails here, before anything starts
         with HiddenLimitUpstream(hidden_limit, 1.0, headers="retry-after") as upstream:
-            run = _runner(framework, redis_url, workers)
+            run = _runner(framework, redis_url, prefix, workers)
             with run(limiter, upstream.url, CONCURRENCY) as (recorder, send):
                 ids: dict[str, list[str]] = {name: [] for name in INTEGRATIONS}
                 recorder.start = time.monotonic()
@@ -132,22 +134,15 @@ def _check(tasks: int, hidden_limit: float, seconds_budget: float, framework: st
         raise ValueError("hidden_limit and seconds_budget must be > 0")
 
 
-def _open_limiter(redis_url: str | None, prefix: str | None) -> tuple[Limiter, Callable[[], None]]:
+def _open_limiter(redis_url: str | None, prefix: str) -> tuple[Limiter, Callable[[], None]]:
     """The demo's limiter and how to dispose of its state."""
     configs = {name: demo_config(name) for name in INTEGRATIONS}
-    if redis_url is None:
-        return Limiter(MemoryBackend(), configs), lambda: None
-    import redis
-
-    from queue_ratelimit.backends.redis import RedisBackend
-
-    backend = RedisBackend(redis_url, prefix=prefix or f"qrl-demo-{uuid.uuid4().hex[:8]}")
+    backend = open_backend(redis_url or "memory://", prefix=prefix)
 
     def close() -> None:
-        keys = [key for name in INTEGRATIONS for key in backend.keys_for(name, None)]
-        with contextlib.suppress(redis.RedisError):  # best effort: keys expire when idle
-            backend.client.delete(*keys)
-        backend.client.close()
+        with contextlib.suppress(BackendError):  # best effort: keys expire when idle
+            for name in INTEGRATIONS:
+                backend.purge(name)
 
     return Limiter(backend, configs), close
 
@@ -155,7 +150,7 @@ def _open_limiter(redis_url: str | None, prefix: str | None) -> tuple[Limiter, C
 Runner = Callable[[Limiter, str, int], contextlib.AbstractContextManager[tuple[Recorder, Send]]]
 
 
-def _runner(framework: str, redis_url: str | None, workers: int) -> Runner:
+def _runner(framework: str, redis_url: str | None, prefix: str, workers: int) -> Runner:
     if framework == "dramatiq":
         try:
             from queue_ratelimit.demo_dramatiq import dramatiq_run
@@ -165,7 +160,9 @@ def _runner(framework: str, redis_url: str | None, workers: int) -> Runner:
             ) from exc
         return dramatiq_run
     if redis_url is not None:
-        return functools.partial(celery_fleet_run, redis_url=redis_url, processes=workers)
+        return functools.partial(
+            celery_fleet_run, redis_url=redis_url, prefix=prefix, processes=workers
+        )
     return celery_run
 
 

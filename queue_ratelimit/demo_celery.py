@@ -24,6 +24,7 @@ from celery import signals as celery_signals
 from celery.contrib.testing.worker import start_worker
 
 from queue_ratelimit import signals
+from queue_ratelimit.backends import open_backend
 from queue_ratelimit.demo_report import INTEGRATIONS, Recorder, demo_config
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.celery import (
@@ -132,11 +133,17 @@ def _broker_conf(redis_url: str, prefix: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def celery_fleet_run(
-    limiter: Limiter, url: str, concurrency: int, *, redis_url: str, processes: int
+    limiter: Limiter,
+    url: str,
+    concurrency: int,
+    *,
+    redis_url: str,
+    prefix: str,
+    processes: int,
 ) -> Iterator[tuple[Recorder, Send]]:
     """``processes`` Celery worker processes on a Redis broker, each with ``concurrency``
-    threads, sharing ``limiter``'s Redis state; the recorder and ``send(n)``."""
-    prefix: str = limiter.backend.prefix  # type: ignore[attr-defined]
+    threads, sharing ``limiter``'s Redis state (under ``prefix``); the recorder and
+    ``send(n)``."""
     events = f"{prefix}:demo-events"
     relay = redis.Redis.from_url(redis_url)
     settings = {"redis_url": redis_url, "prefix": prefix, "url": url, "events": events}
@@ -221,11 +228,9 @@ def worker_process(settings: dict[str, Any]) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the demo's terminal belongs to its progress bar
     os.dup2(devnull, 2)
-    from queue_ratelimit.backends.redis import RedisBackend
-
     redis_url, prefix = settings["redis_url"], settings["prefix"]
     limiter = Limiter(
-        RedisBackend(redis_url, prefix=prefix), {n: demo_config(n) for n in INTEGRATIONS}
+        open_backend(redis_url, prefix=prefix), {n: demo_config(n) for n in INTEGRATIONS}
     )
     relay = redis.Redis.from_url(redis_url)
 

@@ -27,7 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from queue_ratelimit import signals
-from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends import Backend
 from queue_ratelimit.limiter import Limiter
 
 __all__ = ["EventMetrics", "StateCollector", "serve"]
@@ -129,12 +129,12 @@ class StateCollector(Collector):
 
     Args:
         limiter: a limiter over ``backend`` with the fleet's configuration.
-        backend: the Redis backend the workers share.
+        backend: the backend the workers share (any, through the ``Backend`` protocol).
         max_tenants: tenants reported per integration; the rest are counted in
             ``queue_ratelimit_tenants_not_reported``.
     """
 
-    def __init__(self, limiter: Limiter, backend: RedisBackend, max_tenants: int = 100) -> None:
+    def __init__(self, limiter: Limiter, backend: Backend, max_tenants: int = 100) -> None:
         self.limiter = limiter
         self.backend = backend
         self.max_tenants = max_tenants
@@ -200,7 +200,7 @@ class StateCollector(Collector):
 
 def serve(
     limiter: Limiter,
-    backend: RedisBackend,
+    backend: Backend,
     port: int,
     addr: str = "0.0.0.0",
     multiprocess_dir: str | None = None,

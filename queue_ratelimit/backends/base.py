@@ -1,8 +1,13 @@
-"""The contract every limiter backend fulfils (``MemoryBackend``, ``RedisBackend``)."""
+"""The contract every limiter backend fulfils (``MemoryBackend``, ``RedisBackend``).
+
+Besides the decisions and reports the limiter makes, the contract holds what the operator
+tools use (``scan``, ``snapshot``, ``stats``, ``reset``, ``set_breaker``): the CLI, the
+exporter and the demo depend on it alone, so a new store only implements this protocol.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from queue_ratelimit.policy.state import (
@@ -106,4 +111,15 @@ class Backend(Protocol):
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """Force the integration's breaker ``open`` (for ``open_seconds``) or ``closed``."""
+        ...
+
+    def purge(self, integration: str) -> None:
+        """Delete everything stored for ``integration``: every key of it and its tenants,
+        its breaker and its counts."""
+        ...
+
+    def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
+        """Every stored limiter key as ``(integration, tenant)``, of ``integration`` only
+        when given. A tenant a backend keeps only by its digest is listed as ``#<digest>``.
+        """
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from queue_ratelimit.policy import aimd, quota
@@ -207,6 +207,25 @@ class MemoryBackend:
             breaker = self._breakers.get(integration) or brk.BreakerState()
             state = self._load((integration, tenant), now)
             return aimd.snapshot(state, breaker, now, plan.limits)
+
+    def purge(self, integration: str) -> None:
+        """See ``Backend.purge``."""
+        with self._lock:
+            for key in [key for key in self._keys if key[0] == integration]:
+                del self._keys[key]
+            self._breakers.pop(integration, None)
+            self._stats.pop(integration, None)
+
+    def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
+        """Every live key, of ``integration`` only when given (a list taken under the lock)."""
+        with self._lock:
+            now = self._clock()
+            keys = [
+                key
+                for key, (_, expiry) in self._keys.items()
+                if expiry > now and (integration is None or key[0] == integration)
+            ]
+        return iter(keys)
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""

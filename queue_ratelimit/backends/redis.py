@@ -53,6 +53,17 @@ def _text(value: object) -> str:
 _NONE = float("nan")  # "none" among the script's numbers
 
 
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _opt(value: float | None) -> float:
     return _NONE if value is None else value
 
@@ -414,6 +425,15 @@ class RedisBackend:
             self.client.delete(*self.keys_for(integration, tenant)[:2])
         except redis.RedisError as exc:
             raise BackendError(f"redis reset failed for {integration!r}: {exc}") from exc
+
+    def purge(self, integration: str) -> None:
+        """See ``Backend.purge``: every key under the integration's hash tag."""
+        try:
+            match = f"{{{self.prefix}:{integration}}}:*"
+            for batch in _batches(self.client.scan_iter(match=match, count=1000), 500):
+                self.client.delete(*batch)
+        except redis.RedisError as exc:
+            raise BackendError(f"redis purge failed for {integration!r}: {exc}") from exc
 
     def count(self, integration: str, event: str) -> None:
         """See ``Backend.count``."""

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.faults
 TASKS = 600
 KILL_EVERY = 5.0
 RESTART_AFTER = 2.0
-# 600 tasks at about 15/s, 8 worker slots, waits over 0.05 s requeued: most tasks are
-SETTINGS = {"QRL_RATE": "15", "QRL_MAX_WAIT": "0.05"}
-LIMIT = 15  # the upstream's hidden limit: AIMD finds it with a few 429s (requeued too)
+# 600 tasks at about 30/s, 8 worker slots, waits over 0.05 s requeued: most tasks are
+SETTINGS = {"QRL_RATE": "30", "QRL_MAX_WAIT": "0.05"}
+LIMIT = 30  # the upstream's hidden limit: AIMD finds it with a few 429s (requeued too)
 
 
 def _bodies(redis_url: str) -> dict[str, list[tuple[str | None, bool]]]:
@@ -99,7 +99,7 @@ def _check(rig: CeleryRig, redis_url: str, kills: int, ids: list[str]) -> None:
     events = redis.Redis.from_url(redis_url).lrange(f"{capp.PREFIX}:events", 0, -1)
     requeues = len(events)  # each requeue's reason
     assert requeues >= TASKS // 2, requeues  # most tasks went through the due set
-    assert kills >= 4
+    assert kills >= 3  # the run met kills throughout (one every KILL_EVERY s)
     print(  # the figures, with pytest -s: kills, requeues, bodies run again by Celery itself
         f"\n{rig.kind}: {TASKS} tasks, {kills} whole-worker kills, {requeues} requeues, "
         f"0 lost, 0 twice from a requeue, {at_least_once} run again after finishing"

@@ -776,3 +776,19 @@ def test_names_that_cannot_be_encoded_are_invalid_requests(make_limiter: MakeLim
         with pytest.raises(InvalidRequest, match="cannot be encoded"):
             call()
     assert limiter.acquire("svc", "caf\u00e9").granted  # any other text is a tenant
+
+
+def test_scan_lists_each_key_and_purge_forgets_an_integration(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    backend = limiter.backend
+    for tenant in (None, "acme", "a:b {c}"):
+        limiter.acquire("svc", tenant)
+    limiter.count("svc", "requeues")
+    assert sorted(backend.scan("svc"), key=str) == sorted(
+        [("svc", None), ("svc", "acme"), ("svc", "a:b {c}")], key=str
+    )
+    assert set(backend.scan()) >= set(backend.scan("svc"))
+    assert list(backend.scan("other")) == []
+    backend.purge("svc")
+    assert list(backend.scan("svc")) == []
+    assert backend.stats("svc") == {}

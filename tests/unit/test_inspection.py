@@ -1,0 +1,35 @@
+"""The operator tools work through the ``Backend`` protocol alone: the CLI's ``status``
+against the memory backend; ``open_backend`` names a URL it cannot read. (``scan`` and
+``purge`` on both backends: test_limiter_behaviour.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from queue_ratelimit import Limiter, MemoryBackend
+from queue_ratelimit.backends import open_backend
+from queue_ratelimit.cli import _Context, status
+from queue_ratelimit.errors import ConfigError
+from queue_ratelimit.registry import load_configs
+
+
+def test_status_reads_the_memory_backend_through_the_protocol() -> None:
+    backend = MemoryBackend()
+    limiter = Limiter(backend, load_configs())
+    limiter.acquire("notion", "workspace-1")
+    limiter.on_backoff("notion", "workspace-1", retry_after=30.0)
+    obj = _Context("memory://", "qrl", None, backend=backend)
+    result = CliRunner().invoke(status, ["--json"], obj=obj)
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)
+    assert (row["integration"], row["tenant"]) == ("notion", "workspace-1")
+    assert 25.0 < row["cooldown_left"] <= 30.0
+
+
+@pytest.mark.parametrize("url", ["redis//host", "http://127.0.0.1:6379", ""])
+def test_a_url_no_backend_reads_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="url"):
+        open_backend(url)
