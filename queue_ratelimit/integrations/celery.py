@@ -45,17 +45,18 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
-from celery import Celery, Task, bootsteps
+from celery import Celery, Task
 from celery.exceptions import Ignore, Retry
 
 from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.context import Backoff
 from queue_ratelimit.errors import BackendError, ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.integrations.celery_breaker import BreakerStep
 from queue_ratelimit.integrations.celery_due import PromoteStep, due_for, enable, encode, stale
-from queue_ratelimit.integrations.polling import PollLog
+from queue_ratelimit.integrations.due import DueTasks
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.registry import load_configs
@@ -282,32 +283,36 @@ class RateLimitedTask(Task):  # type: ignore[misc]
     def _requeue(self, requeue: Requeue, delivered: Ticket) -> Retry:
         """Send the same task (same id and retries) for later: into the due set when the app
         has one (``celery_due``), else to the broker with a countdown. The Retry to raise."""
-        request, due = self.request, due_for(self.app)
-        ticket, countdown = requeue.ticket, requeue.countdown
+        due = due_for(self.app)
         if due is not None:
-            if ticket.not_before is not None:  # Redis holds it as long as it must wait
-                countdown = max(countdown, ticket.not_before - time.time())
-            ticket = replace(ticket, not_before=None, copy=uuid.uuid4().hex)
-        signature = self._again(requeue, ticket, None if due else countdown)
-        try:
-            if due is not None and not due.park(
-                request.id,
-                delivered.copy,
-                ticket.copy or "",
-                countdown,
-                encode(self.app, signature),
-            ):
-                log.debug("queue_ratelimit: task %s: stale copy dropped", request.id)
-                raise Ignore()
-        except BackendError:  # Redis is down: the broker holds it (the copy keeps its token)
-            ticket = replace(requeue.ticket, copy=delivered.copy)
-            due, signature = None, self._again(requeue, ticket, requeue.countdown)
-        if due is None:
-            signature.apply_async()
-        exc = RateLimited(countdown, self._integration())
-        return Retry(f"requeued ({requeue.reason})", exc=exc, when=countdown, sig=signature)
+            parked = self._park(due, requeue, delivered)
+            if parked is not None:
+                return parked
+        ticket = replace(requeue.ticket, copy=delivered.copy)  # no new copy: same token
+        signature = self._again(ticket, requeue.countdown)
+        signature.apply_async()
+        return _retry(requeue, requeue.countdown, signature, self._integration())
 
-    def _again(self, requeue: Requeue, ticket: Ticket, countdown: float | None) -> Any:
+    def _park(self, due: DueTasks, requeue: Requeue, delivered: Ticket) -> Retry | None:
+        """Park the task's next copy in the due set for all of its wait; ``None`` when Redis
+        does not answer (the broker takes it then)."""
+        wait = requeue.countdown
+        if requeue.ticket.not_before is not None:  # no hops: Redis holds it as long as needed
+            wait = max(wait, requeue.ticket.not_before - time.time())
+        new = uuid.uuid4().hex
+        signature = self._again(replace(requeue.ticket, not_before=None, copy=new), None)
+        try:
+            message = encode(self.app, signature)
+            parked = due.park(self.request.id, delivered.copy, new, wait, message)
+        except BackendError:
+            return None
+        if not parked:  # this delivery is itself a stale copy
+            log.debug("queue_ratelimit: task %s: stale copy dropped", self.request.id)
+            raise Ignore()
+        return _retry(requeue, wait, signature, self._integration())
+
+    def _again(self, ticket: Ticket, countdown: float | None) -> Any:
+        """The signature of the task's next copy, carrying ``ticket``."""
         request = self.request
         headers = {**(request.headers or {}), TICKET_HEADER: ticket.dumps()}
         return self.signature_from_request(
@@ -318,6 +323,11 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         if not self.integration:
             raise ConfigError(None, "integration", self.integration, f"task {self.name} has none")
         return self.integration
+
+
+def _retry(requeue: Requeue, countdown: float, signature: Any, integration: str) -> Retry:
+    exc = RateLimited(countdown, integration)
+    return Retry(f"requeued ({requeue.reason})", exc=exc, when=countdown, sig=signature)
 
 
 def _takes_self(function: Any) -> bool:
@@ -340,57 +350,6 @@ def integration_router(
     if isinstance(task, RateLimitedTask) and integration:
         return {"queue": integration}
     return None
-
-
-class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Stops consuming an integration's queue while its breaker is open, on every worker.
-
-    Each ``queue_ratelimit_poll`` seconds the step reads the breaker of every consumed queue
-    named like an integration. Open (and not yet due for its probe): the consumer is
-    cancelled, and the messages stay in the broker. Due for its probe, or closed: the queue
-    is consumed again; the first task through is the probe.
-    """
-
-    requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.paused: set[str] = set()
-        self.timer_ref: Any = None
-        self.trouble = PollLog(log)
-
-    def start(self, consumer: Any) -> None:
-        check_tasks(consumer.app)  # invalid settings fail at worker start
-        interval = float(consumer.app.conf.get("queue_ratelimit_poll") or 1.0)
-        self.timer_ref = consumer.timer.call_repeatedly(interval, self.poll, (consumer,))
-
-    def stop(self, consumer: Any) -> None:
-        if self.timer_ref is not None:
-            self.timer_ref.cancel()
-            self.timer_ref = None
-
-    def poll(self, consumer: Any) -> None:
-        """Pause or resume each integration queue after its breaker; never raises."""
-        try:
-            self._poll(consumer)
-        except Exception as exc:  # nothing must kill the consumer's timer
-            self.trouble.failed(exc)  # Redis down: the queues stay as they are, said once
-        else:
-            self.trouble.succeeded()
-
-    def _poll(self, consumer: Any) -> None:
-        limiter = gate_for(consumer.app).limiter
-        consuming = {q.name for q in consumer.task_consumer.queues}
-        for queue in sorted((consuming | self.paused) & set(limiter.configs)):
-            held = limiter.snapshot(queue).breaker_holds
-            if held and queue not in self.paused:
-                consumer.cancel_task_queue(queue)
-                self.paused.add(queue)
-                log.warning("queue_ratelimit: breaker of %s is open: queue paused", queue)
-            elif not held and queue in self.paused:
-                consumer.add_task_queue(queue)
-                self.paused.discard(queue)
-                log.warning("queue_ratelimit: breaker of %s: queue resumed", queue)
 
 
 def install(app: Celery) -> None:
