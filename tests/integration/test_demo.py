@@ -11,8 +11,8 @@ import pytest
 import redis
 from rich.console import Console
 
-from queue_ratelimit import demo
 from queue_ratelimit.demo import DemoSummary, run_demo
+from queue_ratelimit.demo import run as demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -36,8 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from queue_ratelimit.backends import open_backend
-from queue_ratelimit.demo_celery import Send, celery_fleet_run, celery_run
-from queue_ratelimit.demo_report import (
+from queue_ratelimit.demo.report import (
     INTEGRATIONS,
     PLOT_HINT,
     DemoSummary,
@@ -47,6 +46,7 @@ from queue_ratelimit.demo_report import (
     summarize,
     summary_table,
 )
+from queue_ratelimit.demo.with_celery import Send, celery_fleet_run, celery_run
 from queue_ratelimit.errors import BackendError
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.testing import HiddenLimitUpstream
@@ -153,7 +153,7 @@ Runner = Callable[[Limiter, str, int], contextlib.AbstractContextManager[tuple[R
 def _runner(framework: str, redis_url: str | None, prefix: str, workers: int) -> Runner:
     if framework == "dramatiq":
         try:
-            from queue_ratelimit.demo_dramatiq import dramatiq_run
+            from queue_ratelimit.demo.with_dramatiq import dramatiq_run
         except ImportError as exc:
             raise ImportError(
                 "the dramatiq demo needs Dramatiq: pip install 'queue_ratelimit[dramatiq]'"

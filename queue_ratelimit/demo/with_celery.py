@@ -25,7 +25,7 @@ from celery.contrib.testing.worker import start_worker
 
 from queue_ratelimit import signals
 from queue_ratelimit.backends import open_backend
-from queue_ratelimit.demo_report import INTEGRATIONS, Recorder, demo_config
+from queue_ratelimit.demo.report import INTEGRATIONS, Recorder, demo_config
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.celery import (
     RateLimitedTask,

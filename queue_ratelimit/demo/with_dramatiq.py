@@ -15,7 +15,7 @@ import requests
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage
 
-from queue_ratelimit.demo_report import INTEGRATIONS, Recorder
+from queue_ratelimit.demo.report import INTEGRATIONS, Recorder
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
 from queue_ratelimit.limiter import Limiter
