@@ -26,6 +26,7 @@ from celery.contrib.testing.worker import start_worker
 from queue_ratelimit import signals
 from queue_ratelimit.backends import open_backend
 from queue_ratelimit.demo.report import INTEGRATIONS, Recorder, demo_config
+from queue_ratelimit.errors import BackendError
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.celery import (
     RateLimitedTask,
@@ -33,6 +34,7 @@ from queue_ratelimit.integrations.celery import (
     install,
     integration_router,
 )
+from queue_ratelimit.integrations.celery_due import due_for
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.tasks import TaskGate
 
@@ -153,7 +155,9 @@ def celery_fleet_run(
         for i in range(processes)
     ]
     with requests.Session() as session:
-        _, tasks, gate = _app(limiter, url, session, concurrency, **_broker_conf(redis_url, prefix))
+        app, tasks, gate = _app(
+            limiter, url, session, concurrency, **_broker_conf(redis_url, prefix)
+        )
         recorder = Recorder(limiter, gate, set(), celery=False)
         for worker in workers:
             worker.start()
@@ -163,6 +167,10 @@ def celery_fleet_run(
                 yield recorder, _sender(tasks)
         finally:
             _stop(workers)
+            due = due_for(app)
+            if due is not None:
+                with contextlib.suppress(BackendError):
+                    due.purge()  # requeued tasks' copy tokens
             for key in relay.scan_iter(match=f"{prefix}-broker:*"):
                 relay.delete(key)
             relay.delete(events)

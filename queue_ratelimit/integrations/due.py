@@ -28,8 +28,10 @@ the running delivery is acknowledged; a worker killed in between leaves two deli
 which the first to arrive runs and the other is stale.
 
 Each task's latest token is kept ``keep`` seconds after its last change (longer than any
-stale copy can take to come back: a Redis broker's ``visibility_timeout``), then forgotten.
-All keys of one scope share a hash tag: ``{<prefix>:tasks:<scope>}:due`` and so on.
+stale copy can take to come back: a Redis broker's ``visibility_timeout``), then forgotten;
+each key of a scope lives at least as long as what was last written to it needs, so a
+scope no worker uses any more expires. All keys of one scope share a hash tag:
+``{<prefix>:tasks:<scope>}:due`` and so on.
 """
 
 from __future__ import annotations
@@ -114,6 +116,13 @@ class DueTasks:
             return self._script(keys=self.keys, args=args)
         except redis.RedisError as exc:
             raise BackendError(f"redis due-set {args[0]} failed: {exc}") from exc
+
+    def purge(self) -> None:
+        """Delete the scope's keys: every parked task and every copy token (the demo's end)."""
+        try:
+            self._client.delete(*self.keys)
+        except redis.RedisError as exc:
+            raise BackendError(f"redis due-set purge failed: {exc}") from exc
 
     def durability(self) -> list[str]:
         """What about this Redis could lose parked tasks (empty when nothing, or when the

@@ -155,3 +155,15 @@ def test_a_redis_that_could_lose_parked_tasks_is_named(private_redis: RedisProce
     problems = due.durability()
     assert len(problems) == 2
     assert "allkeys-lru may evict" in problems[0] and "a restart loses" in problems[1]
+
+
+def test_every_key_lives_as_long_as_what_it_holds_and_no_longer(
+    due: DueTasks, redis_client: redis.Redis
+) -> None:
+    due.park("t", None, "p", 600.0, "m")  # due in 10 min, its token kept 2 h after that
+    ttls = [redis_client.pttl(key) for key in due.keys]
+    assert all((600 + 7200 - 5) * 1000 < ttl <= (600 + 7200) * 1000 for ttl in ttls), ttls
+    due.park("u", None, "p", 0.0, "m")  # a shorter need never shortens a key's life
+    assert min(redis_client.pttl(key) for key in due.keys) > (600 + 7200 - 5) * 1000
+    due.purge()
+    assert redis_client.exists(*due.keys) == 0

@@ -6,7 +6,8 @@
 -- KEYS[3] copies:      hash, task id -> the token of its latest copy (absent: the original),
 --                      and of a pending one after '|'; its field ':seq' numbers the claims
 -- KEYS[4] forget zset: task id -> when its copies entry may be forgotten
--- ARGV[1] op; times are the server's TIME, in seconds
+-- Each write makes every key live at least as long as what it wrote must (an abandoned
+-- scope expires). ARGV[1] op; times are the server's TIME, in seconds
 --
 -- park   ARGV[2] id  ARGV[3] token of the copy being run ('' = the original)
 --        ARGV[4] token of the new copy  ARGV[5] countdown  ARGV[6] message ('' = none: the
@@ -46,9 +47,21 @@ local function settle(id)
   redis.call('HDEL', messages, id)
 end
 
+-- every key lives at least `seconds` more (a scope no worker writes to any longer vanishes)
+local function last(seconds)
+  local ms = math.ceil(seconds * 1000)
+  for _, key in ipairs(KEYS) do
+    local left = redis.call('PTTL', key)
+    if left ~= -2 and left < ms then
+      redis.call('PEXPIRE', key, ms)
+    end
+  end
+end
+
 local function remember(id, token, keep)
   redis.call('HSET', copies, id, token)
   redis.call('ZADD', forget, now + keep, id)
+  last(keep)
 end
 
 if op == 'park' then
@@ -57,12 +70,12 @@ if op == 'park' then
     return 0
   end
   if message == '' then
-    remember(id, token .. '|' .. new, countdown + tonumber(ARGV[7]))
     settle(id)
+    remember(id, token .. '|' .. new, countdown + tonumber(ARGV[7]))
   else
-    remember(id, new, countdown + tonumber(ARGV[7]))
     redis.call('ZADD', due, now + countdown, id)
     redis.call('HSET', messages, id, message)
+    remember(id, new, countdown + tonumber(ARGV[7]))
   end
   return 1
 end
@@ -80,6 +93,7 @@ if op == 'check' then
   if token ~= '' and redis.call('ZSCORE', due, id) then
     settle(id) -- the claim that published this copy is settled by its arrival
     redis.call('ZADD', forget, now + keep, id)
+    last(keep)
   end
   return 1
 end
@@ -103,8 +117,8 @@ if op == 'claim' then
       local n = tonumber(string.match(latest(id), '^c%d+%.(%d+)$') or -1) + 1
       local lapse = claim * 2 ^ math.min(n, 6)
       local token = 'c' .. redis.call('HINCRBY', copies, ':seq', 1) .. '.' .. n
-      remember(id, token, lapse + keep)
       redis.call('ZADD', due, now + lapse, id)
+      remember(id, token, lapse + keep)
       reply[#reply + 1] = id
       reply[#reply + 1] = token
       reply[#reply + 1] = message
