@@ -13,6 +13,7 @@ from queue_ratelimit.errors import (
     InvalidRequest,
     QueueRateLimitError,
     RateLimited,
+    RequeueBudgetExhausted,
 )
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import Outcome
@@ -64,6 +65,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "RateLimited",
+    "RequeueBudgetExhausted",
 ]
 
 __version__ = "0.1.0"

@@ -226,14 +226,20 @@ def top(obj: _Context, integration: str | None, interval: float, iterations: int
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> None:
-    """Forget a key's learned rate, debts, cooldown and leases."""
-    limiter, _ = obj.limiter()
+    """Forget learned rates, debts, cooldowns and leases: of the integration and every one
+    of its tenants, or of one tenant's key (``--tenant``; exit 1 when there is no such key).
+    The breaker is left as it is (see ``breaker``)."""
+    limiter, backend = obj.limiter()
     limiter.config(integration)
-    target = f"{integration}:{tenant}" if tenant else integration
+    keys = [key for key in backend.scan(integration) if tenant is None or key[1] == tenant]
+    if tenant is not None and not keys:
+        raise click.ClickException(f"no such key: {integration}:{tenant}")
+    what = f"{integration}:{tenant}" if tenant else f"{integration} ({len(keys)} keys)"
     if not yes:
-        click.confirm(f"Reset the limiter state of {target}?", abort=True)
-    limiter.reset(integration, tenant)
-    click.echo(f"reset {target}")
+        click.confirm(f"Reset the limiter state of {what}?", abort=True)
+    for name, each in keys:
+        limiter.reset(name, each)
+    click.echo(f"reset {what}")
 
 
 @cli.command()

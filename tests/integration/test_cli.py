@@ -61,6 +61,18 @@ def test_reset_asks_then_forgets_the_key(run, limiter: Limiter) -> None:  # type
     assert not limiter.snapshot("notion", "ws-1").exists
 
 
+def test_reset_without_a_tenant_resets_every_key_of_the_integration(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
+    for tenant in (None, "ws-1", "ws-2"):
+        limiter.on_backoff("notion", tenant, retry_after=30.0)
+    limiter.on_backoff("github", "ws-1", retry_after=30.0)
+    code, out = run("reset", "notion", "--yes")
+    assert code == 0 and "notion (3 keys)" in out, out
+    assert not any(limiter.snapshot("notion", t).exists for t in (None, "ws-1", "ws-2"))
+    assert limiter.snapshot("github", "ws-1").exists  # another integration's key stays
+    code, out = run("reset", "notion", "--tenant", "typo", "--yes")
+    assert code == 1 and "no such key: notion:typo" in out
+
+
 def test_breaker_open_and_close(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
     code, out = run("breaker", "open", "slack", "--seconds", "120", "--yes")
     assert code == 0, out
