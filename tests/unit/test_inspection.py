@@ -33,3 +33,13 @@ def test_status_reads_the_memory_backend_through_the_protocol() -> None:
 def test_a_url_no_backend_reads_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="url"):
         open_backend(url)
+
+
+def test_the_cli_names_a_bad_url_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from queue_ratelimit.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--redis", "redis//host", "status"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "redis//host" in err and "url" in err
