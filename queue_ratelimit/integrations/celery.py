@@ -53,9 +53,25 @@ from celery.exceptions import Ignore, Retry
 from queue_ratelimit import context
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.context import Backoff
-from queue_ratelimit.errors import BackendError, ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.errors import (
+    BACKEND_UNAVAILABLE,
+    BackendError,
+    ConfigError,
+    InvalidRequest,
+    RateLimited,
+)
 from queue_ratelimit.integrations.celery_breaker import BreakerStep
-from queue_ratelimit.integrations.celery_due import PromoteStep, due_for, enable, encode, stale
+from queue_ratelimit.integrations.celery_due import (
+    STALE,
+    UNCHECKED,
+    PromoteStep,
+    arrival,
+    due_for,
+    enable,
+    encode,
+    first_delivery,
+    ticket_header,
+)
 from queue_ratelimit.integrations.due import DueTasks
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
@@ -212,9 +228,13 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         tenant = self.tenant(*args, **kwargs)
         cost = self._cost(args, kwargs)
         gate = gate_for(self.app)
-        ticket = Ticket.loads(_header(self.request))
-        if stale(self.app, self.request, ticket):
+        ticket = Ticket.loads(ticket_header(self.request))
+        state = arrival(self.app, self.request, ticket)
+        if state == STALE:
             raise Ignore()  # acknowledged: its latest copy is elsewhere
+        if state == UNCHECKED:  # round again through the broker, with the same token
+            again = gate.rate_limited(integration, tenant, ticket, 2.0, reason=BACKEND_UNAVAILABLE)
+            raise self._requeue(again, ticket)
         info = context.TaskInfo(self.name, self.request.id)
         with context.running(info):
             verdict = gate.before(
@@ -302,8 +322,13 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         new = uuid.uuid4().hex
         signature = self._again(replace(requeue.ticket, not_before=None, copy=new), None)
         try:
-            message = encode(self.app, signature)
-            parked = due.park(self.request.id, delivered.copy, new, wait, message)
+            message = encode(self.app, signature, self.serializer)
+        except Exception:  # the broker's serializer may still manage: it takes the task
+            log.warning("queue_ratelimit: task %s: not parked", self.request.id, exc_info=True)
+            return None
+        fresh = first_delivery(self.request)
+        try:
+            parked = due.park(self.request.id, delivered.copy, new, wait, message, fresh=fresh)
         except BackendError:
             return None
         if not parked:  # this delivery is itself a stale copy
@@ -333,13 +358,6 @@ def _retry(requeue: Requeue, countdown: float, signature: Any, integration: str)
 def _takes_self(function: Any) -> bool:
     params = list(inspect.signature(function).parameters)
     return bool(params) and params[0] == "self"
-
-
-def _header(request: Any) -> object:
-    value = getattr(request, TICKET_HEADER, None)
-    if value is None and isinstance(request.headers, dict):
-        value = request.headers.get(TICKET_HEADER)
-    return value
 
 
 def integration_router(

@@ -16,9 +16,11 @@ import hashlib
 import json
 import logging
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
+from celery.utils.time import maybe_iso8601
 from kombu.serialization import dumps, loads, prepare_accept_content
 from kombu.utils.url import maybe_sanitize_url
 
@@ -27,7 +29,7 @@ from queue_ratelimit.integrations.due import Claimed, DueTasks, due_tasks
 from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.tasks import TICKET_HEADER, Ticket
 
-__all__ = ["PromoteStep", "due_for", "enable", "stale"]
+__all__ = ["LATEST", "STALE", "UNCHECKED", "PromoteStep", "arrival", "due_for", "enable"]
 
 log = logging.getLogger(__name__)
 _DUE_ATTR = "_queue_ratelimit_due"
@@ -36,6 +38,30 @@ _DUE_ATTR = "_queue_ratelimit_due"
 def enable(app: Celery) -> None:
     """Park the app's requeues in Redis from now on (``install`` calls it)."""
     setattr(app, _DUE_ATTR, True)
+    # a parked task that is revoked, or unknown to the workers, must not come back
+    signals.task_revoked.connect(_revoked, weak=False, dispatch_uid=_REVOKED)
+    signals.task_unknown.connect(_unknown, weak=False, dispatch_uid=_UNKNOWN)
+
+
+_REVOKED, _UNKNOWN = "queue_ratelimit.due.revoked", "queue_ratelimit.due.unknown"
+
+
+def _revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    _drop(getattr(sender, "app", None), getattr(request, "id", None))
+
+
+def _unknown(sender: Any = None, id: Any = None, **_: Any) -> None:
+    _drop(getattr(sender, "app", None), id)
+
+
+def _drop(app: Celery | None, task_id: Any) -> None:
+    due = due_for(app) if app is not None else None
+    if due is None or not isinstance(task_id, str):
+        return
+    try:
+        due.drop(task_id)
+    except BackendError as exc:
+        log.warning("queue_ratelimit: task %s: not taken out of the due set: %s", task_id, exc)
 
 
 def due_for(app: Celery) -> DueTasks | None:
@@ -47,24 +73,41 @@ def due_for(app: Celery) -> DueTasks | None:
     return due if isinstance(due, DueTasks) else None
 
 
-def stale(app: Celery, request: Any, ticket: Ticket) -> bool:
-    """Whether this delivery is a stale copy of its task (logged at DEBUG), to drop.
+LATEST, STALE, UNCHECKED = "latest", "stale", "unchecked"
 
-    Only a copy (it carries a token) or a delivery the broker made before can be stale; the
-    first delivery of an original is not checked (no second round trip). When Redis does not
-    answer, the delivery runs: at least once.
+
+def arrival(app: Celery, request: Any, ticket: Ticket) -> str:
+    """Whether this delivery is its task's ``LATEST`` copy, a ``STALE`` one (logged at DEBUG,
+    to drop), or a copy Redis could not check (``UNCHECKED``: send it round again through the
+    broker, or it would run once now and once more when its claim lapses).
+
+    An original's first delivery is not checked (no second round trip). A delivery with no
+    copy token that Redis cannot check runs: at least once.
     """
     due = due_for(app)
-    redelivered = bool((request.delivery_info or {}).get("redelivered"))
-    if due is None or not (ticket.copy or redelivered):
-        return False
+    if due is None or first_delivery(request):
+        return LATEST
     try:
         latest = due.check(request.id, ticket.copy)
     except BackendError:
-        return False
+        return UNCHECKED if ticket.copy else LATEST
     if not latest:
         log.debug("queue_ratelimit: task %s: stale copy dropped", request.id)
-    return not latest
+    return LATEST if latest else STALE
+
+
+def first_delivery(request: Any) -> bool:
+    """An original's first delivery: no ticket yet, and the broker delivers it the first time."""
+    redelivered = bool((request.delivery_info or {}).get("redelivered"))
+    return not redelivered and ticket_header(request) is None
+
+
+def ticket_header(request: Any) -> object:
+    """The ``queue_ratelimit`` header of a task's message (``None``: an original)."""
+    value = getattr(request, TICKET_HEADER, None)
+    if value is None and isinstance(request.headers, dict):
+        value = request.headers.get(TICKET_HEADER)
+    return value
 
 
 def _build(app: Celery) -> DueTasks | None:
@@ -86,9 +129,10 @@ def scope(app: Celery) -> str:
     return "celery-" + hashlib.sha256(str(url).encode()).hexdigest()[:16]
 
 
-def encode(app: Celery, signature: dict[str, Any]) -> str:
-    """``signature`` (task, args, kwargs, options) as the app's serializer writes it."""
-    serializer = app.conf.task_serializer
+def encode(app: Celery, signature: dict[str, Any], serializer: str | None = None) -> str:
+    """``signature`` (task, args, kwargs, options) as ``serializer`` (default: the app's
+    ``task_serializer``) writes it."""
+    serializer = serializer or app.conf.task_serializer
     content_type, encoding, body = dumps(dict(signature), serializer=serializer)  # type: ignore[no-untyped-call]
     raw = body if isinstance(body, bytes) else body.encode(encoding or "utf-8")
     envelope = [content_type, encoding, base64.b64encode(raw).decode("ascii")]
@@ -103,6 +147,16 @@ def decode(app: Celery, message: str) -> dict[str, Any]:
         base64.b64decode(raw), content_type, encoding, accept
     )
     return signature
+
+
+def _expired(expires: Any) -> bool:
+    if isinstance(expires, str):
+        expires = maybe_iso8601(expires)
+    if not isinstance(expires, datetime):
+        return False
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=timezone.utc)
+    return bool(expires <= datetime.now(timezone.utc))
 
 
 class PromoteStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -168,11 +222,11 @@ def promote(app: Celery) -> float | None:
         return None
     claimed, soonest = due.claim()
     for item in claimed:
-        _publish(app, item)
+        _publish(app, due, item)
     return 0.0 if len(claimed) >= due.most else soonest
 
 
-def _publish(app: Celery, item: Claimed) -> None:
+def _publish(app: Celery, due: DueTasks, item: Claimed) -> None:
     """Publish one claimed task as its latest copy; an unreadable one is logged (every time
     its claim lapses: it stays in Redis for an operator to see).
 
@@ -189,6 +243,10 @@ def _publish(app: Celery, item: Claimed) -> None:
         )
         return
     options = dict(signature.get("options") or {})
+    if _expired(options.get("expires")):  # as Celery would: never run after it expires
+        log.info("queue_ratelimit: due task %s expired: dropped", item.task_id)
+        due.drop(item.task_id)
+        return
     headers = dict(options.pop("headers", None) or {})
     ticket = Ticket.loads(headers.get(TICKET_HEADER))
     headers[TICKET_HEADER] = replace(ticket, copy=item.token).dumps()

@@ -57,6 +57,7 @@ from queue_ratelimit.integrations.dramatiq_delivery import (
     Skip,
     current,
     end,
+    first_delivery,
 )
 from queue_ratelimit.integrations.due import due_tasks
 from queue_ratelimit.limiter import Limiter
@@ -174,8 +175,7 @@ class RateLimitMiddleware(Middleware):
     def _stale(self, message: MessageProxy, ticket: Ticket) -> bool:
         """A copy (or a delivery the broker made before) that is not its message's latest.
         The Redis broker says nothing of redeliveries: every delivery is checked there."""
-        redelivered = getattr(getattr(message, "_message", None), "redelivered", True)
-        if self.due is None or not (ticket.copy or redelivered):
+        if self.due is None or first_delivery(message):
             return False
         try:
             latest = self.due.check(message.message_id, ticket.copy)

@@ -22,12 +22,20 @@ from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, TaskGate, Ticket
 
-__all__ = ["TICKET_OPTION", "Delivery", "Skip", "current", "end"]
+__all__ = ["TICKET_OPTION", "Delivery", "Skip", "current", "end", "first_delivery"]
 
 log = logging.getLogger("queue_ratelimit.integrations.dramatiq")
 
 TICKET_OPTION = TICKET_HEADER
 """The message option that carries a requeued message's :class:`~queue_ratelimit.tasks.Ticket`."""
+
+
+def first_delivery(message: MessageProxy) -> bool:
+    """An original's first delivery: no ticket, and RabbitMQ delivers it the first time (the
+    Redis broker does not say: never taken for one)."""
+    redelivered = getattr(message, "redelivered", True)  # RabbitMQ's messages have it
+    return not redelivered and TICKET_OPTION not in message.options
+
 
 _UNSET: Any = object()
 _STALE = "stale"
@@ -143,7 +151,8 @@ class Delivery:
         if self.due is not None:
             new = uuid.uuid4().hex
             try:
-                if not self.due.park(message.message_id, ticket.copy, new, 0.0, None):
+                fresh = first_delivery(message)
+                if not self.due.park(message.message_id, ticket.copy, new, 0.0, None, fresh=fresh):
                     log.debug("queue_ratelimit: %s: stale copy dropped", message)
                     return
                 ticket = replace(ticket, copy=new)

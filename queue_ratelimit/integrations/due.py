@@ -28,10 +28,10 @@ the running delivery is acknowledged; a worker killed in between leaves two deli
 which the first to arrive runs and the other is stale.
 
 Each task's latest token is kept ``keep`` seconds after its last change (longer than any
-stale copy can take to come back: a Redis broker's ``visibility_timeout``), then forgotten;
-each key of a scope lives at least as long as what was last written to it needs, so a
-scope no worker uses any more expires. All keys of one scope share a hash tag:
-``{<prefix>:tasks:<scope>}:due`` and so on.
+stale copy can take to come back: a Redis broker's ``visibility_timeout``), then forgotten: a
+task with no token kept is unknown, and any copy of it runs. The keys of the tokens expire
+when no worker has written to them for that long; the keys holding parked tasks never
+expire. All keys of one scope share a hash tag: ``{<prefix>:tasks:<scope>}:due`` and so on.
 """
 
 from __future__ import annotations
@@ -145,7 +145,14 @@ class DueTasks:
         return problems
 
     def park(
-        self, task_id: str, token: str | None, new: str, countdown: float, message: str | None
+        self,
+        task_id: str,
+        token: str | None,
+        new: str,
+        countdown: float,
+        message: str | None,
+        *,
+        fresh: bool = False,
     ) -> bool:
         """Make copy ``new`` the task's latest, its ``message`` due in ``countdown`` s.
 
@@ -153,11 +160,18 @@ class DueTasks:
         copy: ``new`` is pending until then, and if both arrive (killed in between) the first
         to arrive is the latest.
 
+        ``fresh``: the running copy is an original's first delivery, which cannot be stale
+        (a task id used again after an earlier task's requeues is then not refused).
+
         Returns:
             False, writing nothing, when the running copy ``token`` is not the latest.
         """
         args = ("park", task_id, token or "", new, repr(max(0.0, countdown)), message or "")
-        return bool(self._call(*args, repr(self.keep)))
+        return bool(self._call(*args, repr(self.keep), "1" if fresh else "0"))
+
+    def drop(self, task_id: str) -> bool:
+        """Take a parked task out for good (revoked, expired, unknown to the workers)."""
+        return bool(self._call("drop", task_id))
 
     def check(self, task_id: str, token: str | None) -> bool:
         """Whether copy ``token`` (``None``: the original message) is the task's latest."""

@@ -157,13 +157,41 @@ def test_a_redis_that_could_lose_parked_tasks_is_named(private_redis: RedisProce
     assert "allkeys-lru may evict" in problems[0] and "a restart loses" in problems[1]
 
 
-def test_every_key_lives_as_long_as_what_it_holds_and_no_longer(
+def test_the_tokens_expire_with_their_last_need_and_parked_tasks_never(
     due: DueTasks, redis_client: redis.Redis
 ) -> None:
     due.park("t", None, "p", 600.0, "m")  # due in 10 min, its token kept 2 h after that
-    ttls = [redis_client.pttl(key) for key in due.keys]
-    assert all((600 + 7200 - 5) * 1000 < ttl <= (600 + 7200) * 1000 for ttl in ttls), ttls
+    parked, messages, copies, forget = due.keys
+    assert redis_client.pttl(parked) == redis_client.pttl(messages) == -1  # tasks: no expiry
+    for key in (copies, forget):
+        assert (600 + 7200 - 5) * 1000 < redis_client.pttl(key) <= (600 + 7200) * 1000
     due.park("u", None, "p", 0.0, "m")  # a shorter need never shortens a key's life
-    assert min(redis_client.pttl(key) for key in due.keys) > (600 + 7200 - 5) * 1000
+    assert min(redis_client.pttl(key) for key in (copies, forget)) > (600 + 7200 - 5) * 1000
     due.purge()
     assert redis_client.exists(*due.keys) == 0
+
+
+def test_a_task_whose_token_is_forgotten_runs_and_parks_again(due: DueTasks) -> None:
+    # a copy that outlived its token (a body longer than keep, a long retry countdown)
+    assert due.check("t", "c12.0")
+    assert due.park("t", "c12.0", "p", 0.0, "m")
+    [item], _ = due.claim()
+    assert due.check("t", item.token)
+
+
+def test_a_task_id_used_again_parks_from_its_first_delivery(due: DueTasks) -> None:
+    due.park("same-id", None, "p1", 0.0, "first task")
+    [item], _ = due.claim()
+    assert due.check("same-id", item.token)  # the first task ran
+    assert not due.park("same-id", None, "p2", 0.0, "second task")  # as a redelivery: stale
+    assert due.park("same-id", None, "p2", 0.0, "second task", fresh=True)
+    [again], _ = due.claim()
+    assert again.message == "second task"
+
+
+def test_a_dropped_task_is_never_promoted(due: DueTasks) -> None:
+    due.park("revoked", None, "p", 0.0, "m")
+    due.park("kept", None, "p", 0.0, "m")
+    assert due.drop("revoked") and not due.drop("revoked")
+    claimed, _ = due.claim()
+    assert [item.task_id for item in claimed] == ["kept"]

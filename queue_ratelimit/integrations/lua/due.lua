@@ -3,15 +3,19 @@
 --
 -- KEYS[1] due zset:    task id -> when it is due (or, once claimed, when the claim lapses)
 -- KEYS[2] messages:    hash, task id -> the parked message
--- KEYS[3] copies:      hash, task id -> the token of its latest copy (absent: the original),
---                      and of a pending one after '|'; its field ':seq' numbers the claims
+-- KEYS[3] copies:      hash, task id -> the token of its latest copy ('' = the original), and
+--                      of a pending one after '|'; its field ':seq' numbers the claims. A
+--                      task with no entry (never requeued, or forgotten) is unknown: any
+--                      copy of it counts as the latest.
 -- KEYS[4] forget zset: task id -> when its copies entry may be forgotten
--- Each write makes every key live at least as long as what it wrote must (an abandoned
--- scope expires). ARGV[1] op; times are the server's TIME, in seconds
+-- The due zset and the messages hold tasks: they never expire. The copies and forget keys
+-- live at least as long as the last entry written needs (an abandoned scope's expire).
+-- ARGV[1] op; times are the server's TIME, in seconds.
 --
 -- park   ARGV[2] id  ARGV[3] token of the copy being run ('' = the original)
 --        ARGV[4] token of the new copy  ARGV[5] countdown  ARGV[6] message ('' = none: the
---        caller publishes the copy itself)  ARGV[7] keep (s)
+--        caller publishes the copy itself)  ARGV[7] keep (s)  ARGV[8] '1': the run copy is
+--        an original's first delivery (it cannot be stale; its id may be reused)
 --        The run copy must be the latest, else nothing is written. With a message, the new
 --        copy becomes the latest, due at TIME + countdown. Without, it is pending
 --        ("<run>|<new>"): the caller publishes it, then acknowledges the run copy; killed in
@@ -26,15 +30,20 @@
 --        row (an earlier claim's copy goes stale), and stay in the due zset until their copy
 --        arrives: due again when the claim lapses, after claim * 2^n s (at most 2^6).
 --        Returns {microseconds until the next is due (-1 = none), id, token, message, ...}.
+-- drop   ARGV[2] id: the task leaves the due zset and the messages (revoked, expired,
+--        unknown to the workers). Returns 1 when it was parked, else 0.
 
 local due, messages, copies, forget = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 
--- the latest copy's token, and a pending one (a copy its framework is publishing)
+-- the latest copy's token and a pending one; nil when the task is unknown
 local function latest(id)
-  local entry = redis.call('HGET', copies, id) or ''
+  local entry = redis.call('HGET', copies, id)
+  if not entry then
+    return nil, nil
+  end
   local current, pending = string.match(entry, '^([^|]*)|(.*)$')
   if current then
     return current, pending
@@ -47,10 +56,10 @@ local function settle(id)
   redis.call('HDEL', messages, id)
 end
 
--- every key lives at least `seconds` more (a scope no worker writes to any longer vanishes)
+-- the copies and forget keys live at least `seconds` more
 local function last(seconds)
   local ms = math.ceil(seconds * 1000)
-  for _, key in ipairs(KEYS) do
+  for _, key in ipairs({copies, forget}) do
     local left = redis.call('PTTL', key)
     if left ~= -2 and left < ms then
       redis.call('PEXPIRE', key, ms)
@@ -64,18 +73,33 @@ local function remember(id, token, keep)
   last(keep)
 end
 
+-- forget what no stale copy can still need (never a task that is still parked)
+local function sweep(keep)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', forget, '-inf', now, 'LIMIT', 0, 100)) do
+    if redis.call('ZSCORE', due, id) then
+      redis.call('ZADD', forget, now + keep, id)
+    else
+      redis.call('ZREM', forget, id)
+      redis.call('HDEL', copies, id)
+    end
+  end
+end
+
 if op == 'park' then
   local id, token, new, countdown, message = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-  if latest(id) ~= token then
+  local keep = tonumber(ARGV[7])
+  local current = latest(id)
+  if ARGV[8] ~= '1' and current ~= nil and current ~= token then
     return 0
   end
+  sweep(keep)
   if message == '' then
     settle(id)
-    remember(id, token .. '|' .. new, countdown + tonumber(ARGV[7]))
+    remember(id, token .. '|' .. new, countdown + keep)
   else
     redis.call('ZADD', due, now + countdown, id)
     redis.call('HSET', messages, id, message)
-    remember(id, new, countdown + tonumber(ARGV[7]))
+    remember(id, new, countdown + keep)
   end
   return 1
 end
@@ -83,6 +107,9 @@ end
 if op == 'check' then
   local id, token, keep = ARGV[2], ARGV[3], tonumber(ARGV[4])
   local current, pending = latest(id)
+  if current == nil then
+    return 1
+  end
   if pending and (token == current or token == pending) then
     remember(id, token, keep) -- whichever arrives first is the latest; the other is stale
     return 1
@@ -100,21 +127,13 @@ end
 
 if op == 'claim' then
   local most, claim, keep = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-  -- forget what no stale copy can still need (never a task that is still parked)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', forget, '-inf', now, 'LIMIT', 0, 100)) do
-    if redis.call('ZSCORE', due, id) then
-      redis.call('ZADD', forget, now + keep, id)
-    else
-      redis.call('ZREM', forget, id)
-      redis.call('HDEL', copies, id)
-    end
-  end
+  sweep(keep)
   local reply = {-1}
   local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, most)
   for _, id in ipairs(ids) do
     local message = redis.call('HGET', messages, id)
     if message then
-      local n = tonumber(string.match(latest(id), '^c%d+%.(%d+)$') or -1) + 1
+      local n = tonumber(string.match(latest(id) or '', '^c%d+%.(%d+)$') or -1) + 1
       local lapse = claim * 2 ^ math.min(n, 6)
       local token = 'c' .. redis.call('HINCRBY', copies, ':seq', 1) .. '.' .. n
       redis.call('ZADD', due, now + lapse, id)
@@ -131,6 +150,12 @@ if op == 'claim' then
     reply[1] = math.floor(math.max(0, tonumber(head[2]) - now) * 1e6)
   end
   return reply
+end
+
+if op == 'drop' then
+  local parked = redis.call('ZREM', due, ARGV[2])
+  redis.call('HDEL', messages, ARGV[2])
+  return parked
 end
 
 return redis.error_reply('due: unknown op ' .. tostring(op))
