@@ -156,6 +156,17 @@ def counted(self: RateLimitedTask, n: int) -> dict[str, Any]:
     return {"retries": self.request.retries, "n": n}
 
 
+def _record_delivery(sender: Any = None, task: Any = None, **_: Any) -> None:
+    """Each delivery of a ``tests.counted`` task that begins to run (before the limiter's
+    checks), with its copy token and whether the broker had delivered it before."""
+    if getattr(task, "name", None) != "tests.counted":
+        return
+    request = task.request
+    copy = Ticket.loads(getattr(request, TICKET_HEADER, None)).copy
+    redelivered = bool((request.delivery_info or {}).get("redelivered"))
+    _waits.rpush(f"{PREFIX}:deliveries", json.dumps([request.id, copy, redelivered]))
+
+
 @signals.worker_process_init.connect
 def _reset_connections(**_: Any) -> None:  # prefork children get fresh sockets
     _waits.connection_pool.reset()
@@ -195,3 +206,4 @@ def _record_failure(sender: Any = None, task_id: str = "", exception: Any = None
 
 if os.environ.get("QRL_WORKER") == "1":
     signals.task_failure.connect(_record_failure)
+    signals.task_prerun.connect(_record_delivery)
