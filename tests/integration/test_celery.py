@@ -127,6 +127,23 @@ def test_a_countdown_beyond_the_visibility_timeout_waits_in_redis_and_runs_once(
         assert due.zcard(key) == 0
 
 
+def test_a_revoked_parked_task_never_runs_and_leaves_the_due_set(redis_url: str) -> None:
+    with celery_rig("redis", redis_url, limit=100) as rig:
+        rig.limiter.on_backoff(capp.NOTION, retry_after=4.0)  # parked for ~4 s
+        w1 = rig.start_worker("w1", [capp.NOTION], concurrency=2)
+        (task_id,) = ids = [rig.send("tests.sync_notion", [1], capp.NOTION)]
+        due = redis.Redis.from_url(redis_url)
+        key = f"{{{capp.PREFIX}:tasks:{scope(rig.client)}}}:due"
+        wait_until(lambda: due.zcard(key) == 1, timeout=30)
+        rig.client.control.revoke(task_id)
+        # its copy is promoted when due, reaches the worker, which refuses it as revoked
+        # (task_revoked): the due set lets it go instead of publishing it again and again
+        wait_until(lambda: rig.results(ids)[0].state == "REVOKED", timeout=30)
+        wait_until(lambda: due.zcard(key) == 0, timeout=10)
+        wait_until(lambda: rig.idle([w1], [capp.NOTION]), timeout=30)
+        assert rig.upstream.count(200) == 0
+
+
 def test_a_body_catching_exception_cannot_swallow_a_requeue(redis_url: str) -> None:
     with celery_rig("redis", redis_url, limit=1, window=30.0) as rig:
         rig.start_worker("w1", [capp.NOTION], concurrency=2)

@@ -195,3 +195,37 @@ def test_a_dropped_task_is_never_promoted(due: DueTasks) -> None:
     assert due.drop("revoked") and not due.drop("revoked")
     claimed, _ = due.claim()
     assert [item.task_id for item in claimed] == ["kept"]
+
+
+def test_an_expired_celery_task_is_dropped_not_published(
+    redis_url: str, key_prefix: str, redis_client: redis.Redis
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from celery import Celery
+
+    from queue_ratelimit.integrations.celery import install
+    from queue_ratelimit.integrations.celery_due import due_for, encode, promote
+
+    app = Celery("expiry", broker=redis_url)
+    app.conf.update(
+        queue_ratelimit_redis_url=redis_url,
+        queue_ratelimit_prefix=key_prefix,
+        broker_transport_options={"global_keyprefix": f"{key_prefix}-broker:"},
+    )
+    install(app)
+    due = due_for(app)
+    assert due is not None
+    past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    for task_id, expires in (("expired", past), ("alive", None)):
+        options = {"task_id": task_id, "queue": "q", "expires": expires}
+        signature = {"task": "t", "args": [], "kwargs": {}, "options": options}
+        due.park(task_id, None, "p", 0.0, encode(app, signature), fresh=True)
+    promote(app)
+    queued = redis_client.lrange(f"{key_prefix}-broker:q", 0, -1)
+    assert len(queued) == 1 and b"alive" in queued[0]  # the expired one was not published
+    assert due.claim()[0] == []  # "alive" waits for its copy to arrive; "expired" is gone
+    assert redis_client.zscore(due.keys[0], "expired") is None
+    assert redis_client.zscore(due.keys[0], "alive") is not None
+    for key in redis_client.scan_iter(match=f"{key_prefix}-broker:*"):
+        redis_client.delete(key)
