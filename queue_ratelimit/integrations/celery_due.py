@@ -1,7 +1,7 @@
 """Celery: requeued tasks wait in the limiter's Redis until due (``integrations.due``).
 
 ``install(app)`` turns it on for an app whose limiter is on Redis: a requeue parks the task's
-next message (serialized with the app's ``task_serializer``) in the due set of the app's
+next message (serialized with the task's ``serializer``) in the due set of the app's
 broker and the delivery is acknowledged; ``PromoteStep``, a consumer bootstep of every
 worker, publishes the due tasks to the queues they came from, each within about
 ``queue_ratelimit_promote_interval`` (default 0.05 s) of its slot. Without ``install`` or
