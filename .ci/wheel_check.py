@@ -1,5 +1,5 @@
 """Run from outside the checkout, with the built wheel installed in a clean venv: the package
-imports, both Lua scripts ship as package data, and one acquire is decided on a real Redis
+imports, its Lua scripts ship as package data, and one acquire is decided on a real Redis
 ($REDIS_URL or 127.0.0.1:6379, else a redis-server started here)."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import queue_ratelimit
 from queue_ratelimit import IntegrationConfig, Limiter
 from queue_ratelimit.backends.redis import RedisBackend
 
-SCRIPTS = ("backends/lua/limiter.lua", "integrations/lua/rq_due.lua")
+SOURCE = Path(__file__).resolve().parents[1] / "queue_ratelimit"
+SCRIPTS = sorted(str(p.relative_to(SOURCE)) for p in SOURCE.rglob("*.lua"))  # all must ship
 
 
 def _reachable(url: str) -> bool:
@@ -67,7 +68,10 @@ def main() -> None:
         decision = limiter.acquire("wheel")
         assert decision.granted, decision
         limiter.reset("wheel")
-        print(f"wheel check: {installed.parent} imports, loads both scripts, acquired on {url}")
+        print(
+            f"wheel check: {installed.parent} imports, loads its {len(SCRIPTS)} Lua scripts, "
+            f"acquired on {url}"
+        )
     finally:
         if server is not None:
             server.kill()

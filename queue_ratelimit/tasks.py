@@ -103,11 +103,16 @@ class Run:
 
 @dataclass(frozen=True)
 class Requeue:
-    """Put the task back on the broker: run again in ``countdown`` seconds with ``ticket``."""
+    """Put the task back on the broker: run again in ``countdown`` seconds with ``ticket``.
+
+    ``wait`` is the whole wait, before ``max_countdown`` capped it into ``countdown`` (a store
+    that can hold the task that long, such as the Celery due set, needs no parking hops).
+    """
 
     countdown: float
     ticket: Ticket
     reason: str
+    wait: float
 
 
 Verdict = Run | Requeue
@@ -269,7 +274,7 @@ class TaskGate:
             countdown += self._rng() * min(self.jitter * countdown, 5.0)
         not_before = self._clock() + countdown if countdown > self.max_countdown else None
         next_ticket = Ticket(ticket.requeues + int(spend), reservation, not_before)
-        requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason)
+        requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason, countdown)
         self._announce(integration, tenant, requeue)
         return requeue
 
@@ -285,7 +290,7 @@ class TaskGate:
         self, integration: str, tenant: str | None, ticket: Ticket, left: float, reason: str
     ) -> Requeue:
         """Requeue without counting against the budget (the ticket is unchanged)."""
-        requeue = Requeue(min(left, self.max_countdown), ticket, reason)
+        requeue = Requeue(min(left, self.max_countdown), ticket, reason, left)
         self._announce(integration, tenant, requeue)
         return requeue
 

@@ -316,9 +316,7 @@ class RateLimitedTask(Task):  # type: ignore[misc]
     def _park(self, due: DueTasks, requeue: Requeue, delivered: Ticket) -> Retry | None:
         """Park the task's next copy in the due set for all of its wait; ``None`` when Redis
         does not answer (the broker takes it then)."""
-        wait = requeue.countdown
-        if requeue.ticket.not_before is not None:  # no hops: Redis holds it as long as needed
-            wait = max(wait, requeue.ticket.not_before - time.time())
+        wait = requeue.wait  # no parking hops: Redis holds it as long as it must wait
         new = uuid.uuid4().hex
         signature = self._again(replace(requeue.ticket, not_before=None, copy=new), None)
         try:
@@ -332,7 +330,6 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         except BackendError:
             return None
         if not parked:  # this delivery is itself a stale copy
-            log.debug("queue_ratelimit: task %s: stale copy dropped", self.request.id)
             raise Ignore()
         return _retry(requeue, wait, signature, self._integration())
 

@@ -77,9 +77,9 @@ LATEST, STALE, UNCHECKED = "latest", "stale", "unchecked"
 
 
 def arrival(app: Celery, request: Any, ticket: Ticket) -> str:
-    """Whether this delivery is its task's ``LATEST`` copy, a ``STALE`` one (logged at DEBUG,
-    to drop), or a copy Redis could not check (``UNCHECKED``: send it round again through the
-    broker, or it would run once now and once more when its claim lapses).
+    """Whether this delivery is its task's ``LATEST`` copy, a ``STALE`` one (to drop), or a
+    copy Redis could not check (``UNCHECKED``: send it round again through the broker, or it
+    would run once now and once more when its claim lapses).
 
     An original's first delivery is not checked (no second round trip). A delivery with no
     copy token that Redis cannot check runs: at least once.
@@ -88,12 +88,9 @@ def arrival(app: Celery, request: Any, ticket: Ticket) -> str:
     if due is None or first_delivery(request):
         return LATEST
     try:
-        latest = due.check(request.id, ticket.copy)
+        return LATEST if due.check(request.id, ticket.copy) else STALE
     except BackendError:
         return UNCHECKED if ticket.copy else LATEST
-    if not latest:
-        log.debug("queue_ratelimit: task %s: stale copy dropped", request.id)
-    return LATEST if latest else STALE
 
 
 def first_delivery(request: Any) -> bool:

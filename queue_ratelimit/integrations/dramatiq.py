@@ -178,12 +178,9 @@ class RateLimitMiddleware(Middleware):
         if self.due is None or first_delivery(message):
             return False
         try:
-            latest = self.due.check(message.message_id, ticket.copy)
+            return not self.due.check(message.message_id, ticket.copy)
         except BackendError:
             return False  # Redis is down: it runs (at least once)
-        if not latest:
-            log.debug("queue_ratelimit: %s: stale copy dropped", message)
-        return not latest
 
     def after_process_message(
         self,

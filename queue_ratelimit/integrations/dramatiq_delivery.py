@@ -153,8 +153,7 @@ class Delivery:
             try:
                 fresh = first_delivery(message)
                 if not self.due.park(message.message_id, ticket.copy, new, 0.0, None, fresh=fresh):
-                    log.debug("queue_ratelimit: %s: stale copy dropped", message)
-                    return
+                    return  # this delivery is itself a stale copy
                 ticket = replace(ticket, copy=new)
             except BackendError:  # Redis is down: the copy keeps this delivery's token
                 pass

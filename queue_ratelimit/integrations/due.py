@@ -167,7 +167,10 @@ class DueTasks:
             False, writing nothing, when the running copy ``token`` is not the latest.
         """
         args = ("park", task_id, token or "", new, repr(max(0.0, countdown)), message or "")
-        return bool(self._call(*args, repr(self.keep), "1" if fresh else "0"))
+        parked = bool(self._call(*args, repr(self.keep), "1" if fresh else "0"))
+        if not parked:
+            log.debug("queue_ratelimit: task %s: stale copy dropped", task_id)
+        return parked
 
     def drop(self, task_id: str) -> bool:
         """Take a parked task out for good (revoked, expired, unknown to the workers)."""
@@ -175,7 +178,10 @@ class DueTasks:
 
     def check(self, task_id: str, token: str | None) -> bool:
         """Whether copy ``token`` (``None``: the original message) is the task's latest."""
-        return bool(self._call("check", task_id, token or "", repr(self.keep)))
+        latest = bool(self._call("check", task_id, token or "", repr(self.keep)))
+        if not latest:
+            log.debug("queue_ratelimit: task %s: stale copy dropped", task_id)
+        return latest
 
     def claim(self) -> tuple[list[Claimed], float | None]:
         """Claim the due tasks (at most ``most``).
