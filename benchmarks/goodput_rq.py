@@ -19,7 +19,7 @@ import goodput_common as common
 from rq import get_current_job
 from rq.job import Job
 
-from queue_ratelimit.integrations.rq import limiter_from_env, rate_limited
+from queue_ratelimit.integrations.rq import limiter_for, rate_limited
 
 API, OTHER = common.queues()
 
@@ -32,7 +32,7 @@ def _job_id() -> str:
 
 
 def _ours(integration: str, base: str, tenant: str) -> None:
-    common.call_ours(limiter_from_env, integration, base, tenant, _job_id())
+    common.call_ours(limiter_for, integration, base, tenant, _job_id())
 
 
 def _tenant(base: str, tenant: str, limit: float) -> str | None:

@@ -33,6 +33,7 @@ from queue_ratelimit.registry import (
     load_configs,
     merge_configs,
 )
+from queue_ratelimit.runner import TaskLimits, requeue_after
 
 __all__ = [
     # configuration
@@ -56,6 +57,9 @@ __all__ = [
     "parse_rate_limit",
     "RateLimitSignal",
     "Quota",
+    # tasks, whatever framework runs them
+    "TaskLimits",
+    "requeue_after",
     # backends
     "MemoryBackend",
     # errors

@@ -1,12 +1,12 @@
 """What to do with a task, whatever runs it: run now, or requeue it for later.
 
-The Celery, Dramatiq and RQ integrations are thin adapters over :class:`TaskGate`:
+The task runner (``queue_ratelimit.runner``) asks :class:`TaskGate`, for a :class:`TaskCall`:
 
-* before the body, ``gate.before(...)`` acquires (redeeming the task's reservation when it
+* before the body, ``gate.before(call, ticket)`` acquires (redeeming the task's reservation when it
   carries one) and answers :class:`Run` (sleep ``decision.wait``, at most ``max_wait``, then
   run) or :class:`Requeue` (put the task back on the broker with ``countdown``);
-* when the body meets a backoff (``RateLimited``), ``gate.rate_limited(...)`` answers the
-  :class:`Requeue` carrying the upstream's ``Retry-After`` plus jitter.
+* when the body meets a backoff (``RateLimited``), ``gate.rate_limited(call, ticket, ...)``
+  answers the :class:`Requeue` carrying the upstream's ``Retry-After`` plus jitter.
 
 A requeued task carries a :class:`Ticket` in a message header: how often it was requeued
 (against its own ``requeue_budget``, never the framework's retries), its reservation, and,
@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from queue_ratelimit import signals
 from queue_ratelimit.context import Prepaid
@@ -118,6 +119,20 @@ class Requeue:
 Verdict = Run | Requeue
 
 
+@dataclass(frozen=True)
+class TaskCall:
+    """One task's limits for one run, resolved (``queue_ratelimit.runner.TaskLimits.call``).
+
+    ``requeue_budget`` and ``max_wait`` left None are the integration's.
+    """
+
+    integration: str
+    tenant: str | None = None
+    cost: Cost = 1.0
+    requeue_budget: int | None = None
+    max_wait: float | None = None
+
+
 class TaskGate:
     """Decides, for one limiter, whether a task runs now or goes back to the broker.
 
@@ -152,40 +167,32 @@ class TaskGate:
         self._clock = clock
         self._rng = rng
 
-    def budget(self, integration: str, override: int | None = None) -> int:
+    def budget(self, call: TaskCall) -> int:
         """The requeue budget: the task's own, else the integration's."""
-        return self.limiter.config(integration).requeue_budget if override is None else override
+        given = call.requeue_budget
+        return self.limiter.config(call.integration).requeue_budget if given is None else given
 
-    def before(
-        self,
-        integration: str,
-        tenant: str | None,
-        ticket: Ticket,
-        *,
-        max_wait: float | None = None,
-        budget: int | None = None,
-        cost: Cost = 1.0,
-    ) -> Verdict:
-        """Acquire ``cost`` for a task about to run (redeeming its reservation); never
+    def before(self, call: TaskCall, ticket: Ticket) -> Verdict:
+        """Acquire ``call.cost`` for a task about to run (redeeming its reservation); never
         sleeps."""
         now = self._clock()
         if ticket.not_before is not None and now < ticket.not_before:
-            return self._park(integration, tenant, ticket, ticket.not_before - now, "parked")
-        last_chance = ticket.requeues >= self.budget(integration, budget)
-        config = self.limiter.config(integration)
-        sleepers = config.max_sleepers if tenant is None else config.tenant_sleepers
+            return self._park(call, ticket, ticket.not_before - now, "parked")
+        last_chance = ticket.requeues >= self.budget(call)
+        config = self.limiter.config(call.integration)
+        sleepers = config.max_sleepers if call.tenant is None else config.tenant_sleepers
         try:
             decision = self.limiter.acquire(  # no budget left: nothing to reserve a slot for
-                integration,
-                tenant,
-                cost,
-                max_wait=max_wait,
+                call.integration,
+                call.tenant,
+                call.cost,
+                max_wait=call.max_wait,
                 reservation=ticket.reservation,
                 reserve=not last_chance,
                 max_sleepers=sleepers,  # one backlog must not hold every worker asleep
             )
         except BackendUnavailable as exc:  # fails closed: come back once it may answer
-            return self._outage(integration, tenant, ticket, exc.retry_after)
+            return self.outage(call, ticket, exc.retry_after)
         if decision.granted:
             return Run(decision)
         held, kept = ticket.reservation, decision.reservation
@@ -195,33 +202,26 @@ class TaskGate:
             and kept is not None
             and kept.epoch == held.epoch
         )
-        return self._requeue(  # come back at the slot, or sooner while the rate climbs
-            integration,
-            tenant,
-            ticket,
-            decision.come_back,
-            "recheck" if early else decision.reason,
-            kept,
-            budget,
-            spend=not early,  # its slot is paid for: only not yet due
-        )
+        reason = "recheck" if early else decision.reason
+        # come back at the slot, or sooner while the rate climbs; a slot paid for is not
+        # spent again, only not yet due
+        return self._requeue(call, ticket, decision.come_back, reason, kept, spend=not early)
 
     def rate_limited(
-        self,
-        integration: str,
-        tenant: str | None,
-        ticket: Ticket,
-        retry_after: float,
-        *,
-        budget: int | None = None,
-        reason: str = "backoff",
+        self, call: TaskCall, ticket: Ticket, retry_after: float, reason: str = "backoff"
     ) -> Requeue:
         """The body met a backoff: requeue after ``retry_after`` (plus jitter). With
         ``reason="backend_unavailable"`` (the limiter's Redis did not answer) no budget is
         spent, as when the outage is met before the body."""
         if reason == BACKEND_UNAVAILABLE:  # its slot is used: nothing left to redeem
-            return self._outage(integration, tenant, replace(ticket, reservation=None), retry_after)
-        return self._requeue(integration, tenant, ticket, retry_after, reason, None, budget)
+            return self.outage(call, replace(ticket, reservation=None), retry_after)
+        return self._requeue(call, ticket, retry_after, reason, None)
+
+    def outage(self, call: TaskCall, ticket: Ticket, retry_after: float) -> Requeue:
+        """The limiter's Redis did not answer: come back once it may (spread over up to twice
+        ``retry_after``, so a fleet does not probe it at once), spending no budget."""
+        wait = retry_after * (1.0 + self._rng())
+        return self._park(call, ticket, wait, BACKEND_UNAVAILABLE)
 
     def release_unused(self, slot: Prepaid) -> None:
         """The task ended: give back the concurrency lease of a slot no call used."""
@@ -244,63 +244,55 @@ class TaskGate:
 
     def _requeue(
         self,
-        integration: str,
-        tenant: str | None,
+        call: TaskCall,
         ticket: Ticket,
         wait: float,
         reason: str,
         reservation: Reservation | None,
-        budget: int | None,
         *,
         spend: bool = True,
     ) -> Requeue:
-        allowed = self.budget(integration, budget)
+        allowed = self.budget(call)
         if spend and ticket.requeues >= allowed:
-            self.limiter.count(integration, "budget_exhausted")
-            signals.emit(
-                signals.budget_exhausted,
-                self,
-                integration=integration,
-                tenant=tenant,
-                requeues=ticket.requeues,
-            )
-            target = f"{integration}:{tenant}" if tenant else integration
-            raise RequeueBudgetExhausted(
-                f"{target}: requeued {ticket.requeues} times (requeue_budget {allowed}) "
-                f"without a slot; last reason: {reason}"
-            )
+            self._exhausted(call, ticket, allowed, reason)
         countdown = max(0.0, wait)
         if reservation is None:  # see ``jitter``
             countdown += self._rng() * min(self.jitter * countdown, 5.0)
         not_before = self._clock() + countdown if countdown > self.max_countdown else None
         next_ticket = Ticket(ticket.requeues + int(spend), reservation, not_before)
         requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason, countdown)
-        self._announce(integration, tenant, requeue)
+        self._announce(call, requeue)
         return requeue
 
-    def _outage(
-        self, integration: str, tenant: str | None, ticket: Ticket, retry_after: float
-    ) -> Requeue:
-        """The limiter's Redis did not answer: come back once it may (spread over up to twice
-        ``retry_after``, so a fleet does not probe it at once), spending no budget."""
-        wait = retry_after * (1.0 + self._rng())
-        return self._park(integration, tenant, ticket, wait, BACKEND_UNAVAILABLE)
-
-    def _park(
-        self, integration: str, tenant: str | None, ticket: Ticket, left: float, reason: str
-    ) -> Requeue:
-        """Requeue without counting against the budget (the ticket is unchanged)."""
-        requeue = Requeue(min(left, self.max_countdown), ticket, reason, left)
-        self._announce(integration, tenant, requeue)
-        return requeue
-
-    def _announce(self, integration: str, tenant: str | None, requeue: Requeue) -> None:
-        self.limiter.count(integration, "requeues")
+    def _exhausted(self, call: TaskCall, ticket: Ticket, allowed: int, reason: str) -> NoReturn:
+        integration, tenant = call.integration, call.tenant
+        self.limiter.count(integration, "budget_exhausted")
         signals.emit(
-            signals.task_requeued,
+            signals.budget_exhausted,
             self,
             integration=integration,
             tenant=tenant,
+            requeues=ticket.requeues,
+        )
+        target = f"{integration}:{tenant}" if tenant else integration
+        raise RequeueBudgetExhausted(
+            f"{target}: requeued {ticket.requeues} times (requeue_budget {allowed}) "
+            f"without a slot; last reason: {reason}"
+        )
+
+    def _park(self, call: TaskCall, ticket: Ticket, left: float, reason: str) -> Requeue:
+        """Requeue without counting against the budget (the ticket is unchanged)."""
+        requeue = Requeue(min(left, self.max_countdown), ticket, reason, left)
+        self._announce(call, requeue)
+        return requeue
+
+    def _announce(self, call: TaskCall, requeue: Requeue) -> None:
+        self.limiter.count(call.integration, "requeues")
+        signals.emit(
+            signals.task_requeued,
+            self,
+            integration=call.integration,
+            tenant=call.tenant,
             reason=requeue.reason,
             countdown=requeue.countdown,
             requeues=requeue.ticket.requeues,

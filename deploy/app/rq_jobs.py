@@ -2,7 +2,7 @@
 ``rq worker -w queue_ratelimit.integrations.rq.RateLimitedWorker --with-scheduler crm helpdesk``.
 
 Enqueue each job on the queue named like its integration (``enqueue`` does). The HTTP
-client is built with ``limiter_from_env()``, so it shares the worker's settings
+client is built with ``limiter_for()``, so it shares the worker's settings
 (``QUEUE_RATELIMIT_REDIS_URL``, ``QUEUE_RATELIMIT_PREFIX``, ``QUEUE_RATELIMIT_CONFIG``).
 """
 
@@ -18,7 +18,7 @@ from rq import Queue, get_current_job
 from rq.job import Job
 
 from deploy.app.settings import Settings, call_upstream, upstream_session
-from queue_ratelimit.integrations.rq import limiter_from_env, rate_limited
+from queue_ratelimit.integrations.rq import limiter_for, rate_limited
 
 settings = Settings.from_env()
 RESULT_TTL = 60  # seconds a finished job stays in Redis: a steady load must not pile up
@@ -27,7 +27,7 @@ RESULT_TTL = 60  # seconds a finished job stays in Redis: a steady load must not
 @functools.cache
 def _session() -> requests.Session:
     """Built on first use in each work horse (a fresh process per job)."""
-    return upstream_session(limiter_from_env(), settings.upstream_url)
+    return upstream_session(limiter_for(), settings.upstream_url)
 
 
 def _job_id() -> str:

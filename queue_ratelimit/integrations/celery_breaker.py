@@ -54,7 +54,7 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self.trouble.succeeded()
 
     def _poll(self, consumer: Any) -> None:
-        from queue_ratelimit.integrations.celery import limiter_for
+        from queue_ratelimit.integrations.celery_settings import limiter_for
 
         limiter = limiter_for(consumer.app)
         consuming = {q.name for q in consumer.task_consumer.queues}

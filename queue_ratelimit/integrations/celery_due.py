@@ -108,7 +108,7 @@ def ticket_header(request: Any) -> object:
 
 
 def _build(app: Celery) -> DueTasks | None:
-    from queue_ratelimit.integrations.celery import limiter_for
+    from queue_ratelimit.integrations.celery_settings import limiter_for
 
     conf = app.conf
     keep = conf.get("queue_ratelimit_ticket_keep")

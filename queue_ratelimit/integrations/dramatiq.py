@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import Any
 
 from dramatiq.actor import Actor
@@ -43,13 +44,8 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, MiddlewareError
 from dramatiq.worker import Worker
 
-from queue_ratelimit import context
-from queue_ratelimit.errors import (
-    BackendError,
-    ConfigError,
-    InvalidRequest,
-    RateLimited,
-)
+from queue_ratelimit.context import TaskInfo
+from queue_ratelimit.errors import BackendError, ConfigError
 from queue_ratelimit.integrations.dramatiq_breaker import BreakerWatch
 from queue_ratelimit.integrations.dramatiq_delivery import (
     TICKET_OPTION,
@@ -58,18 +54,16 @@ from queue_ratelimit.integrations.dramatiq_delivery import (
     current,
     end,
     first_delivery,
+    gated,
 )
 from queue_ratelimit.integrations.due import due_tasks
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.plans import Cost
-from queue_ratelimit.tasks import Requeue, TaskGate, Ticket
+from queue_ratelimit.runner import OPTIONS, TaskLimits, TaskRun, requeue_after
+from queue_ratelimit.tasks import TaskCall, TaskGate, Ticket
 
-__all__ = ["TICKET_OPTION", "RateLimitMiddleware", "rate_limited"]
+__all__ = ["TICKET_OPTION", "RateLimitMiddleware", "limiter_for", "rate_limited"]
 
 log = logging.getLogger(__name__)
-
-
-_OPTIONS = frozenset({"integration", "tenant", "cost", "requeue_budget", "max_wait"})
 
 
 class _InvalidActor(ConfigError, MiddlewareError):
@@ -132,45 +126,46 @@ class RateLimitMiddleware(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return set(_OPTIONS)
+        return set(OPTIONS)
 
     def before_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
         """Reject invalid options when the actor is declared (at import), not per message."""
-        _validate(self.limiter, actor)
+        limits = _limits(actor)
+        if limits is not None:
+            try:
+                limits.check(self.limiter, f"actor {actor.actor_name}")
+            except ConfigError as exc:
+                raise _InvalidActor(exc.integration, exc.field, exc.value, exc.reason) from exc
+
+    def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
+        """Run the body of a gated actor's messages through the task runner."""
+        if actor.options.get("integration"):
+            gated(actor)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Acquire; sleep a short wait, or end the delivery (``SkipMessage``) to requeue it."""
         with self._lock:
             self._taken[id(message)] = q_name(message.queue_name)
         actor = broker.get_actor(message.actor_name)
-        integration = actor.options.get("integration")
-        if not integration or message.failed:
+        limits = _limits(actor)
+        if limits is None or message.failed:
             return
-        delivery = Delivery(self.gate, message, integration, self.due)
+        ticket = Ticket.loads(message.options.get(TICKET_OPTION))
+        info = TaskInfo(message.actor_name, message.message_id)
+        run = TaskRun(self.gate, TaskCall(limits.integration), ticket, info)
+        delivery = Delivery(run, message, self.due)
         current.set(delivery)
         try:
-            delivery.tenant = _tenant(actor, message)
-            delivery.cost = _cost(actor, message)
-            delivery.ticket = Ticket.loads(message.options.get(TICKET_OPTION))
-            if self._stale(message, delivery.ticket):
+            run.call = limits.call(message.args, message.kwargs, message.options)
+            if self._stale(message, ticket):
                 raise delivery.drop()
-            delivery.budget = _option(actor, message, "requeue_budget")
-            with context.running(delivery.info):
-                verdict = self.gate.before(
-                    integration,
-                    delivery.tenant,
-                    delivery.ticket,
-                    max_wait=_option(actor, message, "max_wait"),
-                    budget=delivery.budget,
-                    cost=delivery.cost,
-                )
+            requeue = run.admit()
         except Skip:
             raise
         except Exception as exc:  # the budget, the limiter's backend, a tenant function:
             raise delivery.fail(exc) from exc  # raised on, Dramatiq would run the body unguarded
-        if isinstance(verdict, Requeue):
-            raise delivery.requeue(verdict)
-        delivery.run(verdict.decision)
+        if requeue is not None:
+            raise delivery.requeue(requeue)
 
     def _stale(self, message: MessageProxy, ticket: Ticket) -> bool:
         """A copy (or a delivery the broker made before) that is not its message's latest.
@@ -193,7 +188,7 @@ class RateLimitMiddleware(Middleware):
         """The body ended (``Retries`` and ``Results`` see it as usual)."""
         delivery = end(message)
         if delivery is not None:
-            delivery.finish()
+            delivery.run.end()
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         """Publish the requeue, or record the typed error, before the delivery is settled."""
@@ -234,66 +229,39 @@ class RateLimitMiddleware(Middleware):
             return all(q_name(item.message.queue_name) != queue for item in worker.work_queue.queue)
 
 
-def rate_limited(retry_after: float, *, report: bool = True) -> Exception:
-    """Requeue the running message after ``retry_after`` seconds; ``raise`` what this returns.
-
-    With ``report`` the limiter also learns of the backoff (slowing every worker). Outside a
-    gated message it is a plain ``RateLimited``.
-    """
-    delivery = current.get()
-    if delivery is None or delivery.slot is None:
-        return RateLimited(retry_after)
-    if report:
-        delivery.gate.report_backoff(delivery.slot, retry_after)
-    return delivery.rate_limited(retry_after)
+def rate_limited(retry_after: float, *, report: bool = True) -> BaseException:
+    """Deprecated: ``raise queue_ratelimit.requeue_after(retry_after)`` instead."""
+    warnings.warn(
+        "queue_ratelimit.integrations.dramatiq.rate_limited() is deprecated: raise "
+        "queue_ratelimit.requeue_after(retry_after) instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return requeue_after(retry_after, report=report)
 
 
-def _option(actor: Actor[Any, Any], message: MessageProxy, name: str) -> Any:
-    """A message's own option over its actor's; None: the integration's config decides."""
-    return message.options.get(name, actor.options.get(name))
+def limiter_for(broker: Broker) -> Limiter:
+    """The limiter of the broker's ``RateLimitMiddleware`` (for HTTP clients and operator
+    calls); ``ConfigError`` when the broker has none."""
+    for middleware in broker.middleware:
+        if isinstance(middleware, RateLimitMiddleware):
+            return middleware.limiter
+    raise ConfigError(None, "middleware", None, "the broker has no RateLimitMiddleware")
 
 
-def _tenant(actor: Actor[Any, Any], message: MessageProxy) -> str | None:
-    tenant = actor.options.get("tenant")
-    if callable(tenant):
-        return tenant(*message.args, **message.kwargs)  # type: ignore[no-any-return]
-    return tenant
-
-
-def _cost(actor: Actor[Any, Any], message: MessageProxy) -> Cost:
-    cost = actor.options.get("cost", 1.0)
-    if callable(cost):
-        return cost(*message.args, **message.kwargs)  # type: ignore[no-any-return]
-    return cost  # type: ignore[no-any-return]
-
-
-def _validate(limiter: Limiter, actor: Actor[Any, Any]) -> None:
+def _limits(actor: Actor[Any, Any]) -> TaskLimits | None:
+    """The actor's limits; None when it names no integration (``_InvalidActor`` when it sets
+    other rate-limit options without one, or an option is invalid)."""
     options = actor.options
     integration = options.get("integration")
-    where = f"actor {actor.actor_name}"
     if integration is None:
-        if _OPTIONS & options.keys():
-            raise _InvalidActor(None, "integration", None, f"{where} sets rate-limit options")
-        return
+        if OPTIONS & options.keys():
+            where = f"actor {actor.actor_name} sets rate-limit options"
+            raise _InvalidActor(None, "integration", None, where)
+        return None
+    given = {name: options[name] for name in OPTIONS if name in options}
     try:
-        limiter.config(integration)
+        return TaskLimits(**given)
     except ConfigError as exc:
-        raise _InvalidActor(integration, "integration", integration, str(exc)) from exc
-    tenant = options.get("tenant")
-    if tenant is not None and not callable(tenant) and not (isinstance(tenant, str) and tenant):
-        raise _InvalidActor(integration, "tenant", tenant, f"{where}: a string or a function")
-    cost = options.get("cost")
-    if cost is not None and not callable(cost):
-        try:
-            limiter.costs(integration, cost)
-        except (InvalidRequest, TypeError) as exc:
-            raise _InvalidActor(integration, "cost", cost, f"{where}: {exc}") from exc
-    for name, kinds, what in (
-        ("requeue_budget", int, "an int"),
-        ("max_wait", int | float, "seconds"),
-    ):
-        value = options.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, kinds) or value < 0
-        ):
-            raise _InvalidActor(integration, name, value, f"{where}: {what} >= 0")
+        reason = f"actor {actor.actor_name}: {exc.reason}"
+        raise _InvalidActor(exc.integration, exc.field, exc.value, reason) from exc

@@ -1,28 +1,32 @@
 """Dramatiq: one gated message in its worker thread, from ``before_process_message`` to the
-end of its delivery (run, requeued, dropped as a stale copy, or failed with a typed error)."""
+end of its delivery (run, requeued, dropped as a stale copy, or failed with a typed error).
+
+The run itself is ``queue_ratelimit.runner.TaskRun``: admitted in ``before_process_message``,
+its body run by :func:`gated` (the actor's ``fn``, wrapped when the actor is declared), which
+turns a requeue into ``SkipMessage``.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn
+from dataclasses import dataclass, replace
+from typing import Any
 
+from dramatiq.actor import Actor
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import SkipMessage
 
-from queue_ratelimit import context
-from queue_ratelimit.errors import BackendError, RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.errors import BackendError, RequeueBudgetExhausted
 from queue_ratelimit.integrations.due import DueTasks
-from queue_ratelimit.plans import Cost
-from queue_ratelimit.policy.state import Decision
-from queue_ratelimit.tasks import TICKET_HEADER, Requeue, TaskGate, Ticket
+from queue_ratelimit.runner import TaskRun
+from queue_ratelimit.tasks import TICKET_HEADER, Requeue
 
-__all__ = ["TICKET_OPTION", "Delivery", "Skip", "current", "end", "first_delivery"]
+__all__ = ["TICKET_OPTION", "Delivery", "Skip", "current", "end", "first_delivery", "gated"]
 
 log = logging.getLogger("queue_ratelimit.integrations.dramatiq")
 
@@ -39,6 +43,7 @@ def first_delivery(message: MessageProxy) -> bool:
 
 _UNSET: Any = object()
 _STALE = "stale"
+_GATED = "__queue_ratelimit_gated__"
 
 
 class Skip(SkipMessage):
@@ -49,48 +54,12 @@ class Skip(SkipMessage):
 class Delivery:
     """One gated message in its worker thread, from ``before_process_message`` to its end."""
 
-    gate: TaskGate
+    run: TaskRun
     message: MessageProxy
-    integration: str
     due: DueTasks | None = None
-    tenant: str | None = None
-    cost: Cost = 1.0
-    ticket: Ticket = field(default_factory=Ticket)
-    budget: int | None = None
-    slot: context.Prepaid | None = None
-    scope: ExitStack = field(default_factory=ExitStack)
+    entered: bool = False
     outcome: Requeue | BaseException | str | None = None
     stored: Any = _UNSET  # the message's own store_results option, hidden while requeued
-
-    @property
-    def info(self) -> context.TaskInfo:
-        return context.TaskInfo(self.message.actor_name, self.message.message_id)
-
-    def run(self, decision: Decision) -> None:
-        """Sleep the granted wait, then set the body's context (prepaid slot, backoff hook)."""
-        if decision.wait > 0:
-            time.sleep(decision.wait)
-        self.slot = context.Prepaid(self.integration, self.tenant, decision, self.cost)
-        self.scope.enter_context(context.running(self.info, self.slot, self._hook))
-
-    def _hook(self, exc: RateLimited) -> NoReturn:
-        raise self.rate_limited(exc.retry_after, exc.reason) from exc
-
-    def rate_limited(self, retry_after: float, reason: str = "backoff") -> SkipMessage:
-        if self.outcome is not None:  # the body caught the first one: that one stands
-            return Skip("already ended")
-        try:
-            requeue = self.gate.rate_limited(
-                self.integration,
-                self.tenant,
-                self.ticket,
-                retry_after,
-                budget=self.budget,
-                reason=reason,
-            )
-        except RequeueBudgetExhausted as exc:
-            return self.fail(exc)
-        return self.requeue(requeue)
 
     def requeue(self, requeue: Requeue) -> SkipMessage:
         """Requeue once the delivery ends; ``Results`` must not store a result meanwhile."""
@@ -116,13 +85,6 @@ class Delivery:
         self.message.stuff_exception(exc)
         return Skip(f"failed: {type(exc).__name__}: {exc}")
 
-    def finish(self) -> None:
-        """The body ended: a requeue it caught (and went on after) is dropped."""
-        self._leave()
-        if isinstance(self.outcome, Requeue):
-            log.warning("queue_ratelimit: %s caught its requeue: not requeued", self.message)
-            self._unhide(self.message.options)
-
     def settle(self, broker: Broker) -> None:
         """The delivery was skipped: publish the requeue, or put back the typed error."""
         self._leave()
@@ -136,18 +98,16 @@ class Delivery:
                 self.fail(exc)
 
     def _leave(self) -> None:
-        """Leave the body's context; give back a lease no call used."""
-        self.scope.close()
-        slot = self.slot
-        if slot is not None:
-            try:
-                self.gate.release_unused(slot)
-            except Exception:
-                log.exception("queue_ratelimit: releasing the lease of %s failed", self.message)
+        """Give back a lease no call used (when the body never ran)."""
+        try:
+            self.run.end()
+        except Exception:
+            log.exception("queue_ratelimit: releasing the lease of %s failed", self.message)
 
     def _publish(self, broker: Broker, requeue: Requeue) -> None:
         """Publish the copy; with Redis, first mark it pending (``integrations.due``)."""
-        message, ticket = self.message, replace(requeue.ticket, copy=self.ticket.copy)
+        message, delivered = self.message, self.run.ticket
+        ticket = replace(requeue.ticket, copy=delivered.copy)
         if self.due is not None:
             new = uuid.uuid4().hex
             try:
@@ -176,6 +136,33 @@ current: ContextVar[Delivery | None] = ContextVar("queue_ratelimit_delivery", de
 
 
 def end(message: MessageProxy) -> Delivery | None:
+    """The delivery of ``message`` in this thread, which ends now."""
     delivery = current.get()
     current.set(None)
     return delivery if delivery is not None and delivery.message is message else None
+
+
+def gated(actor: Actor[Any, Any]) -> None:
+    """Wrap ``actor.fn`` so that the admitted delivery of its own message runs it through the
+    task runner (once; a direct call, or another actor called from a body, runs as it is)."""
+    fn: Callable[..., Any] = actor.fn
+    if getattr(fn, _GATED, False):
+        return
+
+    @functools.wraps(fn)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        delivery = current.get()
+        if delivery is None or delivery.entered or delivery.message.actor_name != actor_name:
+            return fn(*args, **kwargs)
+        delivery.entered = True
+        try:
+            outcome = delivery.run.run_admitted(functools.partial(fn, *args, **kwargs))
+        except RequeueBudgetExhausted as exc:
+            raise delivery.fail(exc) from exc
+        if isinstance(outcome, Requeue):
+            raise delivery.requeue(outcome)
+        return outcome
+
+    actor_name = actor.actor_name
+    setattr(body, _GATED, True)
+    actor.fn = body

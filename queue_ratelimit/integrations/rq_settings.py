@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import redis
@@ -19,8 +19,9 @@ from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.registry import load_configs
+from queue_ratelimit.runner import TaskLimits, Tenant
 
-__all__ = ["JobLimits", "limiter_from_env", "limits_of", "rate_limited"]
+__all__ = ["limiter_for", "limiter_from_env", "limits_of", "rate_limited"]
 
 REDIS_URL_ENV = "QUEUE_RATELIMIT_REDIS_URL"
 PREFIX_ENV = "QUEUE_RATELIMIT_PREFIX"
@@ -31,49 +32,6 @@ PAUSED_FIELD = "queue_ratelimit_paused"
 
 _MARK = "__queue_ratelimit__"
 F = TypeVar("F", bound=Callable[..., Any])
-Tenant = str | Callable[..., str | None] | None
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """What ``rate_limited`` marks a job function with (read by the worker from ``job.func``).
-
-    Attributes:
-        integration: the integration whose limits apply.
-        tenant: a tenant name, or a function of the job's arguments giving one (None: one
-            limit for every job of the integration).
-        requeue_budget: requeues allowed before ``RequeueBudgetExhausted`` (default: the
-            integration's ``requeue_budget``).
-        max_wait: the longest wait slept in the worker (default: the integration's).
-        cost: what a run spends: a number of requests, ``{limit: units}``, or a function of
-            the job's arguments giving one (the limiter checks it when the job runs).
-    """
-
-    integration: str
-    tenant: Tenant = None
-    requeue_budget: int | None = None
-    max_wait: float | None = None
-    cost: Cost | Callable[..., Cost] = 1.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.integration, str) or not self.integration:
-            raise ConfigError(None, "integration", self.integration, "must be a non-empty string")
-        budget = self.requeue_budget
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
-            raise ConfigError(self.integration, "requeue_budget", budget, "must be an int")
-        if budget is not None and budget < 0:
-            raise ConfigError(self.integration, "requeue_budget", budget, "must be >= 0")
-        wait = self.max_wait
-        if wait is not None and (not isinstance(wait, int | float) or not wait >= 0):
-            raise ConfigError(self.integration, "max_wait", wait, "must be a number >= 0")
-
-    def tenant_for(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
-        """The tenant key of a job with these arguments."""
-        return self.tenant(*args, **kwargs) if callable(self.tenant) else self.tenant
-
-    def cost_for(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Cost:
-        """What a job with these arguments spends."""
-        return self.cost(*args, **kwargs) if callable(self.cost) else self.cost
 
 
 def rate_limited(
@@ -86,12 +44,12 @@ def rate_limited(
     """Mark a job function as calling ``integration``; a ``RateLimitedWorker`` paces it.
 
     The function itself is returned unchanged (called directly, or by a plain RQ worker, it
-    simply runs). See ``JobLimits`` for the arguments.
+    simply runs). See ``queue_ratelimit.runner.TaskLimits`` for the arguments.
 
     Raises:
         ConfigError: an argument is invalid (at decoration time).
     """
-    limits = JobLimits(integration, tenant, requeue_budget, max_wait, cost)
+    limits = TaskLimits(integration, tenant, cost, requeue_budget, max_wait)
 
     def mark(func: F) -> F:
         setattr(func, _MARK, limits)
@@ -100,20 +58,21 @@ def rate_limited(
     return mark
 
 
-def limits_of(job: Job) -> JobLimits | None:
+def limits_of(job: Job) -> TaskLimits | None:
     """The limits a job's function was marked with; None when unmarked or unloadable."""
     try:
         func = job.func
     except Exception:  # RQ reports an unimportable function when the job runs
         return None
     limits = getattr(func, _MARK, None)
-    return limits if isinstance(limits, JobLimits) else None
+    return limits if isinstance(limits, TaskLimits) else None
 
 
-def limiter_from_env(
+def limiter_for(
     environ: Mapping[str, str] | None = None, *, connection: redis.Redis | None = None
 ) -> Limiter:
-    """The limiter the worker builds from its environment (see the module docstring).
+    """The limiter an RQ worker builds from its environment (``QUEUE_RATELIMIT_REDIS_URL``,
+    ``_PREFIX``, ``_CONFIG``).
 
     Job modules call it too, so their HTTP clients share the worker's configuration.
     Without ``QUEUE_RATELIMIT_REDIS_URL`` the limiter uses ``connection`` (the worker's
@@ -140,6 +99,18 @@ def limiter_from_env(
         if exc.field != "prefix":
             raise
         raise ConfigError(None, PREFIX_ENV, prefix, exc.reason) from None
+
+
+def limiter_from_env(
+    environ: Mapping[str, str] | None = None, *, connection: redis.Redis | None = None
+) -> Limiter:
+    """Deprecated: ``limiter_for``."""
+    warnings.warn(
+        "limiter_from_env() is deprecated: use queue_ratelimit.integrations.rq.limiter_for()",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return limiter_for(environ, connection=connection)
 
 
 def _fail_fast_client(connection: redis.Redis) -> redis.Redis:

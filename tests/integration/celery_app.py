@@ -19,7 +19,7 @@ import redis
 import requests
 from celery import Celery, signals
 
-from queue_ratelimit import IntegrationConfig, Limiter
+from queue_ratelimit import IntegrationConfig, Limiter, requeue_after
 from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.http import RateLimitedAdapter
@@ -132,7 +132,7 @@ def swallowing(self: RateLimitedTask) -> str:
 @app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.explicit")
 def explicit(self: RateLimitedTask) -> None:
     """Always meets a backoff it reports itself: for the requeue budget."""
-    raise self.rate_limited(retry_after=0.2, report=False)
+    raise requeue_after(retry_after=0.2, report=False)
 
 
 @app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.slow")

@@ -22,11 +22,11 @@ from dramatiq.middleware import CurrentMessage
 from dramatiq.results import Results
 from dramatiq.results.backends.redis import RedisBackend as ResultsBackend
 
-from queue_ratelimit import IntegrationConfig, Limiter
+from queue_ratelimit import IntegrationConfig, Limiter, requeue_after
 from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.http import RateLimitedAdapter
-from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware, rate_limited
+from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
 
 PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
 SUFFIX = PREFIX.replace("qrltest-", "")[:12]
@@ -136,7 +136,7 @@ def sync_repo(installation: str, repo: int) -> dict[str, Any]:
 def explicit() -> None:
     """Always meets a backoff it reports itself: for the requeue budget."""
     _redis.incr(f"{PREFIX}:runs:{_message_id()}")
-    raise rate_limited(retry_after=0.2, report=False)
+    raise requeue_after(retry_after=0.2, report=False)
 
 
 def _record_wait(sender: object, **fields: Any) -> None:

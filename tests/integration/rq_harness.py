@@ -19,7 +19,8 @@ from rq import Queue
 from rq.job import Job
 
 from queue_ratelimit import Limiter
-from queue_ratelimit.integrations.rq import PAUSED_FIELD, limiter_from_env
+from queue_ratelimit.integrations.rq import limiter_for
+from queue_ratelimit.integrations.rq_settings import PAUSED_FIELD
 from queue_ratelimit.testing import HiddenLimitUpstream
 
 # one prefix per test session: limiter keys, records and the integrations' (queues') names
@@ -51,7 +52,7 @@ class RQRig:
         with config:
             json.dump(jobs.CONFIGS, config)
         self.config_path = config.name
-        self.limiter: Limiter = limiter_from_env(self.env())
+        self.limiter: Limiter = limiter_for(self.env())
         self.workers: list[tuple[str, subprocess.Popen[bytes], Any]] = []
         self.job_ids: set[str] = set()
 

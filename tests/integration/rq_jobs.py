@@ -3,7 +3,7 @@
 Everything test-specific comes from the environment the harness gives the worker:
 QRL_PREFIX (the integration-name suffix and the Redis key for records), QRL_UPSTREAM (the
 hidden-limit server), and the QUEUE_RATELIMIT_* settings the worker itself reads, so the
-jobs' HTTP clients share the worker's limiter configuration (``limiter_from_env``).
+jobs' HTTP clients share the worker's limiter configuration (``limiter_for``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rq import get_current_job
 from queue_ratelimit import RateLimited
 from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.http import RateLimitedAdapter
-from queue_ratelimit.integrations.rq import limiter_from_env, rate_limited
+from queue_ratelimit.integrations.rq import limiter_for, rate_limited
 
 PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
 SUFFIX = PREFIX.replace("qrltest-", "")[:12]
@@ -45,7 +45,7 @@ CONFIGS = {NOTION: COMMON, GITHUB: COMMON}
 
 @functools.cache
 def _session() -> requests.Session:
-    limiter = limiter_from_env()
+    limiter = limiter_for()
     upstream = os.environ["QRL_UPSTREAM"]
     session = requests.Session()
     for name in CONFIGS:

@@ -21,7 +21,7 @@ from queue_ratelimit.errors import BackendError, BackendUnavailable
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outage import OutageGuard, local_plan
 from queue_ratelimit.plans import plan_for
-from queue_ratelimit.tasks import Requeue, TaskGate, Ticket
+from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
 from tests.conftest import FakeClock
 from tests.integration.celery_harness import capp, celery_rig, wait_all
 from tests.support import SVC, RedisProcess, free_port, wait_until
@@ -110,7 +110,7 @@ def test_a_task_gate_failing_closed_requeues_without_spending_the_budget() -> No
         RedisBackend(f"redis://127.0.0.1:{free_port()}/0"), {"svc": config}, probe_interval=1.0
     )
     gate = TaskGate(limiter, rng=lambda: 0.5)
-    verdict = gate.before("svc", None, Ticket())
+    verdict = gate.before(TaskCall("svc"), Ticket())
     assert isinstance(verdict, Requeue)
     assert verdict.reason == "backend_unavailable"
     assert verdict.countdown == pytest.approx(1.5)

@@ -177,10 +177,16 @@ def test_a_tasks_cost_is_a_method_a_value_or_a_function_of_its_arguments() -> No
         def cost(self, n: int) -> dict[str, float]:
             return {"tokens": 2.0 * n}
 
-    assert summarise._cost(("abcd",), {}) == {"tokens": 4}
-    assert fixed._cost(("x",), {}) == {"tokens": 7.0}
-    assert Embed()._cost((5,), {}) == {"tokens": 10.0}
-    assert RateLimitedTask()._cost((), {}) == 1.0  # one request by default
+    class Plain(RateLimitedTask):
+        integration = "openai"
+
+    def cost(task: RateLimitedTask, *args: object) -> object:
+        return task.limits.call(args, {}).cost
+
+    assert cost(summarise, "abcd") == {"tokens": 4}
+    assert cost(fixed, "x") == {"tokens": 7.0}
+    assert cost(Embed(), 5) == {"tokens": 10.0}
+    assert cost(Plain()) == 1.0  # one request by default
 
 
 def test_a_task_with_an_impossible_cost_fails_the_check_at_start(

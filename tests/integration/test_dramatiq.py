@@ -10,9 +10,16 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure
 
-from queue_ratelimit import BackendError, ConfigError, Limiter, MemoryBackend, signals
-from queue_ratelimit.errors import RequeueBudgetExhausted
-from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware, rate_limited
+from queue_ratelimit import (
+    BackendError,
+    ConfigError,
+    Limiter,
+    MemoryBackend,
+    requeue_after,
+    signals,
+)
+from queue_ratelimit.errors import RateLimited, RequeueBudgetExhausted
+from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
 from tests.conftest import FakeClock
 from tests.integration.dramatiq_harness import dapp, dramatiq_rig
 from tests.support import SVC, wait_until
@@ -228,7 +235,7 @@ def test_a_per_message_budget_overrides_the_actors(stub: StubBroker) -> None:
     @dramatiq.actor(broker=stub, queue_name="svc", integration="svc", requeue_budget=5)
     def backs_off(n: int) -> None:
         runs.append(n)
-        raise rate_limited(retry_after=0.01, report=False)
+        raise requeue_after(retry_after=0.01, report=False)
 
     backs_off.send_with_options(args=(1,), requeue_budget=0)
     _run(stub, "svc")
@@ -271,3 +278,25 @@ def test_a_stale_copy_is_dropped_and_the_latest_runs(broker: str, redis_url: str
         wait_until(lambda: rig.waiting(dapp.NOTION) == 0, timeout=30)
         assert rig.upstream.served_once({"m-1"})  # the stale copy never ran
         assert not due.check("m-1", None) and due.check("m-1", "new")
+
+
+def test_an_async_actor_runs_with_its_slot_and_a_backoff_in_it_requeues(stub: StubBroker) -> None:
+    from dramatiq.middleware.asyncio import AsyncIO
+
+    from queue_ratelimit import context
+
+    stub.add_middleware(AsyncIO())
+    stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC})))
+    seen: list[object] = []
+
+    @dramatiq.actor(broker=stub, queue_name="svc", integration="svc", requeue_budget=0)
+    async def calls(n: int) -> None:
+        seen.append(context.prepaid.get())  # the slot the message acquired
+        context.raise_rate_limited(RateLimited(0.01, "svc"))  # what the HTTP clients do
+
+    calls.send(1)
+    _run(stub, "svc")
+    assert len(seen) == 1 and seen[0] is not None
+    (dead,) = stub.dead_letters  # requeued (no budget left: failed typed), never retried
+    assert isinstance(dead._exception, RequeueBudgetExhausted)
+    assert dead.options.get("retries", 0) == 0

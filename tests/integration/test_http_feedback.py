@@ -215,12 +215,12 @@ def test_a_tasks_declared_cost_is_paid_before_the_body_and_corrected_by_the_usag
     clock: FakeClock,
 ) -> None:
     from queue_ratelimit import context
-    from queue_ratelimit.tasks import Run, TaskGate, Ticket
+    from queue_ratelimit.tasks import Run, TaskCall, TaskGate, Ticket
 
     limiter = Limiter(MemoryBackend(clock=clock), {"llm": LLM})
     gate = TaskGate(limiter, clock=clock)
     cost = {"tokens": 900.0}  # what the task says a run spends
-    verdict = gate.before("llm", None, Ticket(), cost=cost)
+    verdict = gate.before(TaskCall("llm", None, cost), Ticket())
     assert isinstance(verdict, Run)
     assert limiter.snapshot("llm").limit("tokens").tokens == 1000 - 900  # paid up front
     slot = context.Prepaid("llm", None, verdict.decision, cost)

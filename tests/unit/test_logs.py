@@ -12,7 +12,7 @@ import pytest
 from queue_ratelimit import Limiter, MemoryBackend, context
 from queue_ratelimit.errors import RequeueBudgetExhausted
 from queue_ratelimit.logs import install_logging, uninstall_logging
-from queue_ratelimit.tasks import TaskGate, Ticket
+from queue_ratelimit.tasks import TaskCall, TaskGate, Ticket
 from tests.conftest import FakeClock
 from tests.support import SVC
 
@@ -33,9 +33,9 @@ def test_each_decision_is_one_structured_line(
     gate = TaskGate(limiter, clock=clock, rng=lambda: 0.0)
     with context.running(context.TaskInfo("app.sync", "task-1")):
         limiter.on_backoff("svc", "ws-1", retry_after=2.0)
-        gate.before("svc", "ws-1", Ticket())
+        gate.before(TaskCall("svc", "ws-1"), Ticket())
         with pytest.raises(RequeueBudgetExhausted):
-            gate.rate_limited("svc", "ws-1", Ticket(1), 1.0)
+            gate.rate_limited(TaskCall("svc", "ws-1"), Ticket(1), 1.0)
     limiter.on_failure("svc")
     records = [r for r in logged.records if hasattr(r, "qrl_event")]
     events = [r.qrl_event for r in records]  # type: ignore[attr-defined]

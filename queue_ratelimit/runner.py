@@ -1,0 +1,228 @@
+"""One task runner for every framework: a task's limits, resolved once, and its run.
+
+A framework adapter does three things only: it reads its message into a :class:`TaskLimits`
+and a :class:`~queue_ratelimit.tasks.Ticket`, calls :meth:`TaskRun.run` with the body, and
+republishes the :class:`~queue_ratelimit.tasks.Requeue` it may get back (Celery: a copy in the
+due set or on the broker; Dramatiq: ``SkipMessage`` and a copy; RQ: a scheduled job).
+
+What the runner promises, whatever runs it:
+
+* before the body it acquires (redeeming the ticket's reservation); a wait up to ``max_wait``
+  is slept, a longer one answers ``Requeue`` without running the body;
+* while the body runs, the slot is prepaid (the first HTTP call of the same key uses it) and a
+  ``RateLimited`` met by the project's HTTP clients, by :func:`requeue_after`, or raised
+  past them ends the body as one control-flow exception, :class:`~queue_ratelimit.context.Backoff`
+  (a ``BaseException``: ``except Exception`` and ``autoretry_for`` never swallow it), which the
+  runner answers with a ``Requeue`` carrying the upstream's ``Retry-After``;
+* a lease no call used is given back when the body ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from queue_ratelimit import context
+from queue_ratelimit.context import Backoff
+from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.plans import Cost
+from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
+
+__all__ = ["TaskLimits", "TaskRun", "current_run", "requeue_after"]
+
+T = TypeVar("T")
+Tenant = str | Callable[..., str | None] | None
+Costs = Cost | Callable[..., Cost]
+
+OPTIONS = frozenset({"integration", "tenant", "cost", "requeue_budget", "max_wait"})
+"""The per-task options every framework accepts, under the same names."""
+
+MESSAGE_OPTIONS = ("requeue_budget", "max_wait")
+"""The options a single message may override."""
+
+
+@dataclass(frozen=True)
+class TaskLimits:
+    """What a task declares about its limits, in the same words for every framework.
+
+    Attributes:
+        integration: the integration whose limits apply.
+        tenant: a tenant name, or a function of the task's arguments giving one (None: one
+            limit for every task of the integration).
+        cost: what a run spends: a number of requests, ``{limit: units}``, or a function of
+            the task's arguments giving one.
+        requeue_budget: requeues allowed before ``RequeueBudgetExhausted`` (None: the
+            integration's ``requeue_budget``).
+        max_wait: the longest wait slept in the worker (None: the integration's).
+
+    Raises:
+        ConfigError: a field is invalid (named in the error), when the task is declared.
+    """
+
+    integration: str
+    tenant: Tenant = None
+    cost: Costs = 1.0
+    requeue_budget: int | None = None
+    max_wait: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.integration, str) or not self.integration:
+            raise ConfigError(None, "integration", self.integration, "must be a non-empty string")
+        tenant = self.tenant
+        if tenant is not None and not callable(tenant) and not (isinstance(tenant, str) and tenant):
+            raise ConfigError(self.integration, "tenant", tenant, "a string or a function")
+        _check_options(self.integration, self.requeue_budget, self.max_wait)
+
+    def check(self, limiter: Limiter, where: str) -> None:
+        """Check the integration is known and a fixed ``cost`` is possible.
+
+        Raises:
+            ConfigError: naming ``where`` (the task) and the field.
+        """
+        try:
+            limiter.config(self.integration)
+        except ConfigError as exc:
+            raise ConfigError(self.integration, "integration", self.integration, str(exc)) from exc
+        if not callable(self.cost):
+            try:
+                limiter.costs(self.integration, self.cost)
+            except (InvalidRequest, TypeError) as exc:
+                raise ConfigError(self.integration, "cost", self.cost, f"{where}: {exc}") from exc
+
+    def call(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        message: Mapping[str, Any] | None = None,
+    ) -> TaskCall:
+        """This task's call with these arguments: the message's own options over the task's
+        (the integration's config fills in what neither sets, in the gate)."""
+        given = message or {}
+        tenant = self.tenant(*args, **kwargs) if callable(self.tenant) else self.tenant
+        cost = self.cost(*args, **kwargs) if callable(self.cost) else self.cost
+        budget = given.get("requeue_budget", self.requeue_budget)
+        max_wait = given.get("max_wait", self.max_wait)
+        _check_options(self.integration, budget, max_wait)
+        return TaskCall(self.integration, tenant, cost, budget, max_wait)
+
+
+def _check_options(integration: str, requeue_budget: Any, max_wait: Any) -> None:
+    for name, value, kinds, what in (
+        ("requeue_budget", requeue_budget, int, "an int"),
+        ("max_wait", max_wait, int | float, "seconds"),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds) or not value >= 0:
+            raise ConfigError(integration, name, value, f"must be {what} >= 0")
+
+
+class TaskRun:
+    """One delivery of a gated task: acquire, run the body with its slot, or requeue.
+
+    Args:
+        gate: the worker's gate (the limiter, ``max_countdown``, jitter).
+        call: the task's resolved limits (``TaskLimits.call``).
+        ticket: what the delivery carries from its earlier copies.
+        info: the task's name and id (for signals and logs).
+    """
+
+    def __init__(
+        self, gate: TaskGate, call: TaskCall, ticket: Ticket, info: context.TaskInfo
+    ) -> None:
+        self.gate = gate
+        self.call = call
+        self.ticket = ticket
+        self.info = info
+        self.slot: context.Prepaid | None = None
+
+    def admit(self) -> Requeue | None:
+        """Acquire for the body: None when it may run (its short wait slept), else the
+        ``Requeue`` to publish (``RequeueBudgetExhausted`` when the budget is spent)."""
+        with context.running(self.info):
+            verdict = self.gate.before(self.call, self.ticket)
+        if isinstance(verdict, Requeue):
+            return verdict
+        decision = verdict.decision
+        if decision.wait > 0:
+            time.sleep(decision.wait)
+        call = self.call
+        self.slot = context.Prepaid(call.integration, call.tenant, decision, call.cost)
+        return None
+
+    def backoff(self, exc: RateLimited) -> Requeue:
+        """The ``Requeue`` for a backoff met by the body (``RequeueBudgetExhausted`` when
+        the budget is spent)."""
+        with context.running(self.info):
+            return self.gate.rate_limited(self.call, self.ticket, exc.retry_after, exc.reason)
+
+    def outage(self, retry_after: float) -> Requeue:
+        """Come back once the shared store may answer again, spending no budget."""
+        with context.running(self.info):
+            return self.gate.outage(self.call, self.ticket, retry_after)
+
+    @contextmanager
+    def body(self) -> Iterator[None]:
+        """The body's context: its prepaid slot, the backoff hook, this run as current; the
+        unused lease is given back when it ends."""
+        token = _current.set(self)
+        try:
+            with context.running(self.info, self.slot, context.hand_over):
+                yield
+        finally:
+            _current.reset(token)
+            self.end()
+
+    def end(self) -> None:
+        """Give back the lease of a slot no call used (idempotent)."""
+        if self.slot is not None:
+            self.gate.release_unused(self.slot)
+
+    def run(self, body: Callable[[], T]) -> T | Requeue:
+        """Admit, then run ``body``: its result, or the ``Requeue`` to publish."""
+        requeue = self.admit()
+        if requeue is not None:
+            return requeue
+        return self.run_admitted(body)
+
+    def run_admitted(self, body: Callable[[], T]) -> T | Requeue:
+        """Run ``body`` of an admitted task: its result, or the ``Requeue`` a backoff met in
+        it asks for."""
+        try:
+            with self.body():
+                return body()
+        except Backoff as caught:
+            return self.backoff(caught.exc)
+        except RateLimited as exc:  # raised past the clients' hook, by the body itself
+            return self.backoff(exc)
+
+
+_current: ContextVar[TaskRun | None] = ContextVar("queue_ratelimit_run", default=None)
+
+
+def current_run() -> TaskRun | None:
+    """The run whose body is executing in this context, if any."""
+    return _current.get()
+
+
+def requeue_after(retry_after: float, *, report: bool = True) -> BaseException:
+    """``raise`` what this returns to requeue the running task after ``retry_after`` seconds.
+
+    The same in a Celery task, a Dramatiq actor and an RQ job. With ``report`` the limiter
+    also learns of the backoff (slowing every worker), in the congestion event of the task's
+    own slot. Inside a gated task it is the control-flow ``Backoff`` (a ``BaseException``,
+    so ``except Exception`` and ``autoretry_for`` cannot swallow the requeue); outside one a
+    plain ``RateLimited``.
+    """
+    run = _current.get()
+    slot = None if run is None else run.slot
+    if run is None or slot is None:
+        return RateLimited(retry_after)
+    if report:
+        run.gate.report_backoff(slot, retry_after)
+    return Backoff(RateLimited(retry_after, slot.integration, slot.tenant))

@@ -1,0 +1,113 @@
+"""The task runner every framework uses: its limits, its run, and the old names it replaced."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import pytest
+
+from queue_ratelimit import (
+    ConfigError,
+    Limiter,
+    MemoryBackend,
+    RateLimited,
+    TaskLimits,
+    requeue_after,
+)
+from queue_ratelimit.context import TaskInfo
+from queue_ratelimit.runner import TaskRun
+from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
+from tests.conftest import FakeClock
+from tests.support import SVC
+
+
+def _run(clock: FakeClock, call: TaskCall | None = None) -> TaskRun:
+    config = dataclasses.replace(SVC, max_wait=0.5, requeue_budget=3)
+    gate = TaskGate(Limiter(MemoryBackend(clock=clock), {"svc": config}), clock=clock)
+    return TaskRun(gate, call or TaskCall("svc"), Ticket(), TaskInfo("t", "1"))
+
+
+def test_a_body_runs_with_its_slot_and_gives_back_its_result(clock: FakeClock) -> None:
+    assert _run(clock).run(lambda: "done") == "done"
+
+
+@pytest.mark.parametrize("swallow", [False, True])
+def test_requeue_after_in_a_body_requeues_even_past_except_exception(
+    clock: FakeClock, swallow: bool
+) -> None:
+    def body() -> str:
+        try:
+            raise requeue_after(3.0, report=False)
+        except Exception:  # the body's own handler must not eat the requeue
+            return "swallowed"
+
+    def plain() -> str:
+        raise requeue_after(3.0, report=False)
+
+    outcome = _run(clock).run(body if swallow else plain)
+    assert isinstance(outcome, Requeue)
+    assert outcome.reason == "backoff" and outcome.wait >= 3.0
+    assert outcome.ticket.requeues == 1
+
+
+def test_a_rate_limited_raised_past_the_hook_requeues_too(clock: FakeClock) -> None:
+    def body() -> None:
+        raise RateLimited(2.0, "svc")
+
+    outcome = _run(clock).run(body)
+    assert isinstance(outcome, Requeue) and outcome.wait >= 2.0
+
+
+def test_outside_a_run_requeue_after_is_a_plain_rate_limited() -> None:
+    exc = requeue_after(1.5)
+    assert isinstance(exc, RateLimited) and exc.retry_after == 1.5
+
+
+def test_the_message_overrides_the_task_and_the_task_its_integration() -> None:
+    limits = TaskLimits("svc", tenant=lambda ws: ws, cost=lambda ws: 2.0, requeue_budget=4)
+    call = limits.call(("ws-1",), {}, {"max_wait": 0.5})
+    assert call == TaskCall("svc", "ws-1", 2.0, requeue_budget=4, max_wait=0.5)
+    assert limits.call(("ws-1",), {}, {"requeue_budget": 0}).requeue_budget == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "options"),
+    [
+        ("integration", {"integration": ""}),
+        ("tenant", {"integration": "svc", "tenant": 3}),
+        ("requeue_budget", {"integration": "svc", "requeue_budget": -1}),
+        ("requeue_budget", {"integration": "svc", "requeue_budget": True}),
+        ("max_wait", {"integration": "svc", "max_wait": "soon"}),
+    ],
+)
+def test_invalid_limits_fail_naming_the_field(field: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        TaskLimits(**options)
+    assert caught.value.field == field
+
+
+def test_an_invalid_per_message_option_fails_naming_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        TaskLimits("svc").call((), {}, {"max_wait": -2})
+    assert caught.value.field == "max_wait"
+
+
+def test_the_old_names_still_work_and_warn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from queue_ratelimit.integrations import dramatiq as qrl_dramatiq
+    from queue_ratelimit.integrations import rq as qrl_rq
+    from queue_ratelimit.integrations.celery import RateLimitedTask
+
+    with pytest.warns(DeprecationWarning, match="requeue_after"):
+        assert isinstance(qrl_dramatiq.rate_limited(2.0), RateLimited)
+    with pytest.warns(DeprecationWarning, match="requeue_after"):
+        assert isinstance(RateLimitedTask().rate_limited(2.0), RateLimited)
+    with pytest.warns(DeprecationWarning, match="TaskLimits"):
+        assert qrl_rq.JobLimits is TaskLimits
+    env = {"QUEUE_RATELIMIT_REDIS_URL": "redis://127.0.0.1:1/0"}  # built, never connected
+    with pytest.warns(DeprecationWarning, match="limiter_for"):
+        assert isinstance(qrl_rq.limiter_from_env(env), Limiter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(qrl_rq.limiter_for(env), Limiter)  # the new name does not warn
