@@ -2,58 +2,45 @@
 
 ::
 
-    app = Celery("app", broker="redis://localhost:6379/0")
     app.conf.queue_ratelimit_redis_url = "redis://localhost:6379/1"
     app.conf.task_routes = (integration_router,)
     install(app)                              # the worker bootsteps
 
-    class SyncNotion(RateLimitedTask):
-        integration = "notion"
-        def tenant(self, workspace_id, page_id):
-            return workspace_id
-        def run(self, workspace_id, page_id): ...
+    @app.task(base=RateLimitedTask, integration="notion", tenant=lambda ws, page: ws)
+    def sync_page(ws, page): ...
 
-    sync_notion = app.register_task(SyncNotion())
-
-The task runs through ``queue_ratelimit.runner``. A requeue keeps the task id and
-``request.retries`` (``max_retries`` and ``autoretry_for`` never see it); with ``install(app)``
-and a limiter on Redis the requeued task waits in that Redis until its slot and a stale copy
-is dropped (``celery_due``), otherwise it is published to the broker with a countdown, before
-the current message is acknowledged. Settings: ``celery_settings``; docs/celery.md.
+The task runs through ``queue_ratelimit.runner``; a requeue keeps the task id and
+``request.retries`` (``max_retries`` and ``autoretry_for`` never see it) and is published by
+``celery_requeue``. Settings: ``celery_settings``; see docs/celery.md.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import uuid
 import warnings
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore
 
 from queue_ratelimit.context import Backoff, TaskInfo
-from queue_ratelimit.errors import BackendError, ConfigError, RateLimited
+from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.integrations.celery_breaker import BreakerStep
 from queue_ratelimit.integrations.celery_due import (
     STALE,
     UNCHECKED,
     PromoteStep,
     arrival,
-    due_for,
     enable,
-    encode,
-    first_delivery,
     ticket_header,
 )
+from queue_ratelimit.integrations.celery_requeue import republish
 from queue_ratelimit.integrations.celery_settings import configure, gate_for, limiter_for
-from queue_ratelimit.integrations.due import DueTasks
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.runner import TaskLimits, TaskRun, requeue_after
-from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Ticket
+from queue_ratelimit.tasks import Requeue, Ticket
 
 __all__ = [
     "Backoff",
@@ -124,10 +111,10 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         call = self.limits.call(args, kwargs)
         run = TaskRun(gate_for(self.app), call, ticket, TaskInfo(self.name, self.request.id))
         if state == UNCHECKED:  # round again through the broker, with the same token
-            raise self._requeue(run.outage(2.0), ticket)
+            raise republish(self, run.outage(2.0), ticket)
         outcome = run.run(partial(super().__call__, *args, **kwargs))
         if isinstance(outcome, Requeue):
-            raise self._requeue(outcome, ticket)
+            raise republish(self, outcome, ticket)
         return outcome
 
     def rate_limited(self, retry_after: float, *, report: bool = True) -> BaseException:
@@ -139,52 +126,6 @@ class RateLimitedTask(Task):  # type: ignore[misc]
             stacklevel=2,
         )
         return requeue_after(retry_after, report=report)
-
-    def _requeue(self, requeue: Requeue, delivered: Ticket) -> Retry:
-        """Send the same task (same id and retries) for later: into the due set when the app
-        has one (``celery_due``), else to the broker with a countdown. The Retry to raise."""
-        due = due_for(self.app)
-        if due is not None:
-            parked = self._park(due, requeue, delivered)
-            if parked is not None:
-                return parked
-        ticket = replace(requeue.ticket, copy=delivered.copy)  # no new copy: same token
-        signature = self._again(ticket, requeue.countdown)
-        signature.apply_async()
-        return self._retry(requeue, requeue.countdown, signature)
-
-    def _park(self, due: DueTasks, requeue: Requeue, delivered: Ticket) -> Retry | None:
-        """Park the task's next copy in the due set for all of its wait; ``None`` when Redis
-        does not answer (the broker takes it then)."""
-        new = uuid.uuid4().hex
-        signature = self._again(replace(requeue.ticket, not_before=None, copy=new), None)
-        try:
-            message = encode(self.app, signature, self.serializer)
-        except Exception:  # the broker's serializer may still manage: it takes the task
-            log.warning("queue_ratelimit: task %s: not parked", self.request.id, exc_info=True)
-            return None
-        fresh = first_delivery(self.request)
-        try:  # no parking hops: Redis holds it as long as it must wait
-            parked = due.park(
-                self.request.id, delivered.copy, new, requeue.wait, message, fresh=fresh
-            )
-        except BackendError:
-            return None
-        if not parked:  # this delivery is itself a stale copy
-            raise Ignore()
-        return self._retry(requeue, requeue.wait, signature)
-
-    def _again(self, ticket: Ticket, countdown: float | None) -> Any:
-        """The signature of the task's next copy, carrying ``ticket``."""
-        request = self.request
-        headers = {**(request.headers or {}), TICKET_HEADER: ticket.dumps()}
-        return self.signature_from_request(
-            request, countdown=countdown, retries=request.retries, headers=headers
-        )
-
-    def _retry(self, requeue: Requeue, countdown: float, signature: Any) -> Retry:
-        exc = RateLimited(countdown, self.limits.integration)
-        return Retry(f"requeued ({requeue.reason})", exc=exc, when=countdown, sig=signature)
 
 
 def _takes_self(function: Any) -> bool:

@@ -9,52 +9,36 @@
     @dramatiq.actor(queue_name="notion", integration="notion", tenant=lambda ws, page: ws)
     def sync_page(ws, page): ...
 
-Actor options (``requeue_budget`` and ``max_wait`` also per message, via
-``send_with_options``): ``integration`` (required to be gated), ``tenant`` (a string, or a
-function of the message's arguments), ``cost`` (what a run spends: a number of requests,
-``{limit: units}``, or a function of the message's arguments giving one), ``requeue_budget``,
-``max_wait``.
-
-In ``before_process_message`` the message acquires; a short wait is slept, a longer one
-sends it back to the broker (same ``message_id``, delayed until its reserved slot,
-its ``Ticket`` in the ``queue_ratelimit`` option) and ``SkipMessage`` acknowledges the
-current delivery. A ``RateLimited`` met in the body (the project's HTTP clients hand it to
-the message's hook, or ``raise rate_limited(retry_after=...)``) does the same with the
-upstream's ``Retry-After``. A skipped message never reaches ``Retries``, so
-``message.options["retries"]`` stays unchanged. The copy is published in
-``after_skip_message``, before the delivery is acknowledged. After ``requeue_budget`` requeues,
-or when the limiter itself fails, the message is failed (the dead-letter queue) with the
-typed error stuffed in, where ``Results`` stores it.
-
-``after_worker_boot`` starts a thread that pauses the consumer of each queue named like an
-integration while that integration's breaker is open (the messages stay in the broker),
-and resumes it when the probe is due.
+Actor options are ``queue_ratelimit.runner.TaskLimits``'s fields (``requeue_budget`` and
+``max_wait`` also per message, via ``send_with_options``). The message is admitted in
+``before_process_message`` and its body runs through ``queue_ratelimit.runner``; a requeue
+ends the delivery with ``SkipMessage`` (``Retries`` never sees it) and its copy (same
+``message_id``) is published in ``after_skip_message``, before the delivery is acknowledged
+(``dramatiq_delivery``). Queues are paused while their integration's breaker is open
+(``dramatiq_breaker``). See docs/dramatiq.md.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from typing import Any
 
 from dramatiq.actor import Actor
 from dramatiq.broker import Broker, MessageProxy
-from dramatiq.common import q_name
-from dramatiq.middleware import Middleware, MiddlewareError
-from dramatiq.worker import Worker
+from dramatiq.middleware import MiddlewareError
 
 from queue_ratelimit.context import TaskInfo
-from queue_ratelimit.errors import BackendError, ConfigError
-from queue_ratelimit.integrations.dramatiq_breaker import BreakerWatch
+from queue_ratelimit.errors import ConfigError
+from queue_ratelimit.integrations.dramatiq_breaker import QueuePausing
 from queue_ratelimit.integrations.dramatiq_delivery import (
     TICKET_OPTION,
     Delivery,
     Skip,
     current,
     end,
-    first_delivery,
     gated,
+    stale,
 )
 from queue_ratelimit.integrations.due import due_tasks
 from queue_ratelimit.limiter import Limiter
@@ -70,7 +54,7 @@ class _InvalidActor(ConfigError, MiddlewareError):
     """An actor's rate-limit options are invalid (a ``MiddlewareError``, so Dramatiq raises it)."""
 
 
-class RateLimitMiddleware(Middleware):
+class RateLimitMiddleware(QueuePausing):
     """Runs each message of an actor with an ``integration`` only with a slot from ``limiter``.
 
     Args:
@@ -115,9 +99,7 @@ class RateLimitMiddleware(Middleware):
         self.due = due_tasks(limiter, "dramatiq")  # tells stale copies (limiter on Redis)
         self.poll = float(poll)
         self.consumer_backoff = consumer_backoff
-        self._taken: dict[int, str] = {}  # id(message) -> queue, until acked or nacked
-        self._lock = threading.Lock()
-        self._watch: BreakerWatch | None = None
+        super().__init__()
 
     @property
     def limiter(self) -> Limiter:
@@ -144,8 +126,7 @@ class RateLimitMiddleware(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Acquire; sleep a short wait, or end the delivery (``SkipMessage``) to requeue it."""
-        with self._lock:
-            self._taken[id(message)] = q_name(message.queue_name)
+        self.take(message)
         actor = broker.get_actor(message.actor_name)
         limits = _limits(actor)
         if limits is None or message.failed:
@@ -157,7 +138,7 @@ class RateLimitMiddleware(Middleware):
         current.set(delivery)
         try:
             run.call = limits.call(message.args, message.kwargs, message.options)
-            if self._stale(message, ticket):
+            if stale(self.due, message, ticket):
                 raise delivery.drop()
             requeue = run.admit()
         except Skip:
@@ -166,16 +147,6 @@ class RateLimitMiddleware(Middleware):
             raise delivery.fail(exc) from exc  # raised on, Dramatiq would run the body unguarded
         if requeue is not None:
             raise delivery.requeue(requeue)
-
-    def _stale(self, message: MessageProxy, ticket: Ticket) -> bool:
-        """A copy (or a delivery the broker made before) that is not its message's latest.
-        The Redis broker says nothing of redeliveries: every delivery is checked there."""
-        if self.due is None or first_delivery(message):
-            return False
-        try:
-            return not self.due.check(message.message_id, ticket.copy)
-        except BackendError:
-            return False  # Redis is down: it runs (at least once)
 
     def after_process_message(
         self,
@@ -195,38 +166,6 @@ class RateLimitMiddleware(Middleware):
         delivery = end(message)
         if delivery is not None:
             delivery.settle(broker)
-
-    def after_ack(self, broker: Broker, message: MessageProxy) -> None:
-        with self._lock:
-            self._taken.pop(id(message), None)
-
-    after_nack = after_ack
-
-    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        """Lower the worker's timeout to ``consumer_backoff`` before its consumers start."""
-        if self.consumer_backoff is not None:
-            ms = round(self.consumer_backoff * 1000)
-            worker.worker_timeout = min(worker.worker_timeout, ms)
-
-    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        """Start pausing the queues whose integration's breaker is open."""
-        self._watch = BreakerWatch(
-            self.limiter, worker, self.poll, lambda queue: self._idle(worker, queue)
-        )
-        self._watch.start()
-
-    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
-        if self._watch is not None:
-            self._watch.stop()
-            self._watch = None
-
-    def _idle(self, worker: Worker, queue: str) -> bool:
-        """No message of ``queue`` is waiting in ``worker`` or unsettled (safe to pause)."""
-        with self._lock:
-            if queue in self._taken.values():
-                return False
-        with worker.work_queue.mutex:
-            return all(q_name(item.message.queue_name) != queue for item in worker.work_queue.queue)
 
 
 def rate_limited(retry_after: float, *, report: bool = True) -> BaseException:

@@ -1,4 +1,6 @@
-"""Dramatiq: the thread that pauses a worker's integration queues while their breaker is open."""
+"""Dramatiq: pausing a worker's integration queues while their breaker is open: the thread
+that watches the breakers, and the middleware hooks that start it and tell it which queues
+are idle."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ import threading
 from collections.abc import Callable
 
 from dramatiq import Worker
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware
 from dramatiq.worker import ConsumerThread
 
 from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.limiter import Limiter
 
-__all__ = ["BreakerWatch"]
+__all__ = ["BreakerWatch", "QueuePausing"]
 
 log = logging.getLogger("queue_ratelimit.integrations.dramatiq")
 
@@ -76,3 +81,57 @@ class BreakerWatch(threading.Thread):
         elif queue not in self.confirmed and consumer.paused_event.is_set():
             self.confirmed.add(queue)
             log.warning("queue_ratelimit: breaker of %s is open: queue paused", queue)
+
+
+class QueuePausing(Middleware):
+    """The hooks of ``RateLimitMiddleware`` that pause queues (it sets ``poll`` and
+    ``consumer_backoff`` and gives ``limiter``)."""
+
+    poll: float
+    consumer_backoff: float | None
+
+    def __init__(self) -> None:
+        self._taken: dict[int, str] = {}  # id(message) -> queue, until acked or nacked
+        self._lock = threading.Lock()
+        self._watch: BreakerWatch | None = None
+
+    @property
+    def limiter(self) -> Limiter:
+        raise NotImplementedError
+
+    def take(self, message: MessageProxy) -> None:
+        """``message`` is in this worker until acked or nacked (its queue is not idle)."""
+        with self._lock:
+            self._taken[id(message)] = q_name(message.queue_name)
+
+    def after_ack(self, broker: Broker, message: MessageProxy) -> None:
+        with self._lock:
+            self._taken.pop(id(message), None)
+
+    after_nack = after_ack
+
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        """Lower the worker's timeout to ``consumer_backoff`` before its consumers start."""
+        if self.consumer_backoff is not None:
+            ms = round(self.consumer_backoff * 1000)
+            worker.worker_timeout = min(worker.worker_timeout, ms)
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        """Start pausing the queues whose integration's breaker is open."""
+        self._watch = BreakerWatch(
+            self.limiter, worker, self.poll, lambda queue: self._idle(worker, queue)
+        )
+        self._watch.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def _idle(self, worker: Worker, queue: str) -> bool:
+        """No message of ``queue`` is waiting in ``worker`` or unsettled (safe to pause)."""
+        with self._lock:
+            if queue in self._taken.values():
+                return False
+        with worker.work_queue.mutex:
+            return all(q_name(item.message.queue_name) != queue for item in worker.work_queue.queue)

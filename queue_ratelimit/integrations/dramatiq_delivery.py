@@ -24,9 +24,18 @@ from dramatiq.middleware import SkipMessage
 from queue_ratelimit.errors import BackendError, RequeueBudgetExhausted
 from queue_ratelimit.integrations.due import DueTasks
 from queue_ratelimit.runner import TaskRun
-from queue_ratelimit.tasks import TICKET_HEADER, Requeue
+from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Ticket
 
-__all__ = ["TICKET_OPTION", "Delivery", "Skip", "current", "end", "first_delivery", "gated"]
+__all__ = [
+    "TICKET_OPTION",
+    "Delivery",
+    "Skip",
+    "current",
+    "end",
+    "first_delivery",
+    "gated",
+    "stale",
+]
 
 log = logging.getLogger("queue_ratelimit.integrations.dramatiq")
 
@@ -39,6 +48,17 @@ def first_delivery(message: MessageProxy) -> bool:
     Redis broker does not say: never taken for one)."""
     redelivered = getattr(message, "redelivered", True)  # RabbitMQ's messages have it
     return not redelivered and TICKET_OPTION not in message.options
+
+
+def stale(due: DueTasks | None, message: MessageProxy, ticket: Ticket) -> bool:
+    """A copy (or a delivery the broker made before) that is not its message's latest.
+    The Redis broker says nothing of redeliveries: every delivery is checked there."""
+    if due is None or first_delivery(message):
+        return False
+    try:
+        return not due.check(message.message_id, ticket.copy)
+    except BackendError:
+        return False  # Redis is down: it runs (at least once)
 
 
 _UNSET: Any = object()

@@ -5,29 +5,18 @@
     @rate_limited("notion", tenant=lambda workspace, page: workspace)
     def sync_page(workspace, page): ...
 
-    queue.enqueue(sync_page, "ws-1", "page-9")
+    # rq worker -w queue_ratelimit.integrations.rq.RateLimitedWorker --with-scheduler notion
 
-    # QUEUE_RATELIMIT_REDIS_URL=redis://localhost:6379/1 \\
-    # rq worker -w queue_ratelimit.integrations.rq.RateLimitedWorker --with-scheduler notion github
-
-``rate_limited`` only marks the function; the worker runs a marked job through
-``queue_ratelimit.runner`` in the process that runs it (the work horse of the forking
-``RateLimitedWorker``, the worker itself for ``RateLimitedSimpleWorker``). A requeue is a
-``Retry`` returned in place of the result, so it never passes through the failure path
-(``retries_left``, failure callbacks and exception handlers are untouched);
-``handle_job_retry`` schedules the same job (same id) for its slot (``rq_due``), and the
-dequeue (``rq_dequeue``) brings it back. When the requeue budget is spent the job fails with
-``RequeueBudgetExhausted`` into the ``FailedJobRegistry`` (RQ's ``Retry`` does not restart it).
-
-Settings come from the environment (``limiter_for``: ``QUEUE_RATELIMIT_REDIS_URL``,
-``_PREFIX``, ``_CONFIG``; and ``QUEUE_RATELIMIT_MAX_COUNTDOWN``, ``QUEUE_RATELIMIT_POLL``) or
-from a subclass (``RateLimitedWorkerMixin``); an invalid one stops the worker at start with
-a ``ConfigError`` naming it. See docs/rq.md.
+A marked job runs through ``queue_ratelimit.runner`` in the process that runs it (the work
+horse of ``RateLimitedWorker``, the worker itself for ``RateLimitedSimpleWorker``). A requeue
+is a ``Retry`` returned in place of the result, so RQ's failure path (``retries_left``,
+callbacks, exception handlers) never sees it; ``handle_job_retry`` schedules the same job for
+its slot (``rq_due``) and the dequeue brings it back (``rq_dequeue``). Settings:
+``rq_settings``; see docs/rq.md.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -40,16 +29,14 @@ from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
 
 from queue_ratelimit.context import TaskInfo
-from queue_ratelimit.errors import ConfigError, RequeueBudgetExhausted
+from queue_ratelimit.errors import RequeueBudgetExhausted
 from queue_ratelimit.integrations.rq_dequeue import PausingDequeue
 from queue_ratelimit.integrations.rq_settings import (
-    MAX_COUNTDOWN_ENV,
-    POLL_ENV,
-    env_seconds,
     limiter_for,
     limiter_from_env,
     limits_of,
     rate_limited,
+    worker_gate,
 )
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.runner import TaskLimits, TaskRun
@@ -103,15 +90,11 @@ class RateLimitedWorkerMixin(PausingDequeue):
     def gate(self) -> TaskGate:
         """The worker's gate, built on first use from the settings above (with ``_poll``)."""
         if self._gate is None:
-            env = os.environ
             limiter = self._limiter or type(self).limiter
-            if limiter is None:
-                limiter = limiter_for(env, connection=self.connection)
-            countdown = self.max_countdown or env_seconds(env, MAX_COUNTDOWN_ENV, 600.0)
-            self._poll = self.poll or env_seconds(env, POLL_ENV, 1.0)
-            if not isinstance(self, SimpleWorker):
-                _refuse_local_fallback(limiter)
-            self._gate = TaskGate(limiter, max_countdown=countdown)
+            forking = not isinstance(self, SimpleWorker)
+            self._gate, self._poll = worker_gate(
+                limiter, self.connection, self.max_countdown, self.poll, forking=forking
+            )
         return self._gate
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
@@ -193,20 +176,6 @@ def _forget_ticket(job: Job) -> None:
     if TICKET_HEADER in job.meta:
         del job.meta[TICKET_HEADER]
         job.save_meta()  # type: ignore[no-untyped-call]
-
-
-def _refuse_local_fallback(limiter: Limiter) -> None:
-    """A forking worker starts each job in a fresh process: a local fallback limiter there
-    would start full for every job, i.e. limit nothing."""
-    for config in limiter.configs.values():
-        if config.on_backend_error == "open":
-            raise ConfigError(
-                config.name,
-                "on_backend_error",
-                "open",
-                "RQ's forking worker keeps no local state between jobs: use "
-                "RateLimitedSimpleWorker for a local fallback, or 'closed'",
-            )
 
 
 class RateLimitedWorker(RateLimitedWorkerMixin, Worker):

@@ -20,8 +20,9 @@ from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.registry import load_configs
 from queue_ratelimit.runner import TaskLimits, Tenant
+from queue_ratelimit.tasks import TaskGate
 
-__all__ = ["limiter_for", "limiter_from_env", "limits_of", "rate_limited"]
+__all__ = ["limiter_for", "limiter_from_env", "limits_of", "rate_limited", "worker_gate"]
 
 REDIS_URL_ENV = "QUEUE_RATELIMIT_REDIS_URL"
 PREFIX_ENV = "QUEUE_RATELIMIT_PREFIX"
@@ -134,3 +135,41 @@ def env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(None, name, raw, "must be a number of seconds > 0")
     return value
+
+
+def worker_gate(
+    limiter: Limiter | None,
+    connection: redis.Redis,
+    max_countdown: float | None,
+    poll: float | None,
+    *,
+    forking: bool,
+) -> tuple[TaskGate, float]:
+    """A worker's gate and breaker poll interval: from its class or constructor, else from
+    the environment (``limiter_for``, ``QUEUE_RATELIMIT_MAX_COUNTDOWN``, ``_POLL``).
+
+    Raises:
+        ConfigError: a setting is invalid, or a forking worker is given a local fallback
+            (``on_backend_error = "open"``) it could not keep between jobs.
+    """
+    env = os.environ
+    if limiter is None:
+        limiter = limiter_for(env, connection=connection)
+    countdown = max_countdown or env_seconds(env, MAX_COUNTDOWN_ENV, 600.0)
+    if forking:
+        _refuse_local_fallback(limiter)
+    return TaskGate(limiter, max_countdown=countdown), poll or env_seconds(env, POLL_ENV, 1.0)
+
+
+def _refuse_local_fallback(limiter: Limiter) -> None:
+    """A forking worker starts each job in a fresh process: a local fallback limiter there
+    would start full for every job, i.e. limit nothing."""
+    for config in limiter.configs.values():
+        if config.on_backend_error == "open":
+            raise ConfigError(
+                config.name,
+                "on_backend_error",
+                "open",
+                "RQ's forking worker keeps no local state between jobs: use "
+                "RateLimitedSimpleWorker for a local fallback, or 'closed'",
+            )
