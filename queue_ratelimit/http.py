@@ -39,9 +39,9 @@ from requests.adapters import HTTPAdapter
 from queue_ratelimit import context
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.outcome import BACKOFF, Outcome
+from queue_ratelimit.outcome import Outcome
 from queue_ratelimit.plans import Cost
-from queue_ratelimit.policy.state import Decision
+from queue_ratelimit.policy.state import BACKOFF, Decision
 
 __all__ = [
     "BY_TOKEN",

@@ -17,14 +17,19 @@ from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import InvalidRequest, RateLimited
 from queue_ratelimit.outage import OutageGuard
-from queue_ratelimit.outcome import BACKOFF, FAILURE, Outcome, classify, feedback_for
+from queue_ratelimit.outcome import Outcome, classify, feedback_for
 from queue_ratelimit.plans import Cost, Prepared, plan_for
 from queue_ratelimit.policy.signals_http import parse_rate_limit
 from queue_ratelimit.policy.state import (
+    BACKOFF,
+    FAILURE,
     NO_FEEDBACK,
+    SUCCESS,
+    AcquireRequest,
     Decision,
     Feedback,
     Plan,
+    Report,
     ReportResult,
     Reservation,
     Snapshot,
@@ -32,33 +37,13 @@ from queue_ratelimit.policy.state import (
 from queue_ratelimit.registry import BUILTIN_INTEGRATIONS, get_integration
 
 
-def _acquire(
-    integration: str,
-    tenant: str | None,
-    costs: Mapping[str, float],
-    max_wait: float,
-    reserve: bool,
-    reservation: Reservation | None,
-    lease_id: str | None,
-    cooldown_wait: float | None,
-    max_sleepers: int | None,
-    backend: Backend,
-    plan: Plan,
-) -> Decision:
-    """``backend.acquire``, its arguments first: ``Limiter.acquire`` binds them with
-    ``partial`` and the outage guard adds the backend and plan it routes to."""
-    return backend.acquire(
-        integration,
-        tenant,
-        plan,
-        costs,
-        max_wait=max_wait,
-        reserve=reserve,
-        reservation=reservation,
-        lease_id=lease_id,
-        cooldown_wait=cooldown_wait,
-        max_sleepers=max_sleepers,
-    )
+def _acquire(request: AcquireRequest, backend: Backend, plan: Plan) -> Decision:
+    """``backend.acquire``, bound to its request with ``partial`` (cheaper than a closure)."""
+    return backend.acquire(request, plan)
+
+
+def _report(report: Report, backend: Backend, plan: Plan) -> ReportResult:
+    return backend.report(report, plan)
 
 
 def _check_name(what: str, name: object) -> None:
@@ -151,21 +136,25 @@ class Limiter:
         """
         prepared = self._resolve(integration, tenant)
         config = prepared.config
-        costs = prepared.costs(cost)
-        lease_id = uuid.uuid4().hex if config.max_concurrent is not None else None
-        op = partial(  # not a lambda: a closure over this many locals costs 3% of the call
-            _acquire,
+        request = AcquireRequest(
             integration,
             tenant,
-            costs,
+            prepared.costs(cost),
             config.max_wait if max_wait is None else max_wait,
             reserve,
             reservation,
-            lease_id,
+            uuid.uuid4().hex if config.max_concurrent is not None else None,
             config.cooldown_wait if cooldown_wait is None else cooldown_wait,
             max_sleepers,
         )
-        decision = self._guard.call(config, prepared.plan, tenant, op)
+        op = partial(_acquire, request)
+        decision = self._guard.call(prepared, tenant, op)
+        self._announce(request, decision, cost)
+        return decision
+
+    def _announce(self, request: AcquireRequest, decision: Decision, cost: Cost) -> None:
+        """Emit the signals of one acquire's decision."""
+        integration, tenant = request.integration, request.tenant
         if decision.granted:
             if decision.reason == "redeemed":
                 signals.emit(
@@ -195,7 +184,6 @@ class Limiter:
                 reason=decision.reason,
                 reserved=decision.reservation is not None,
             )
-        return decision
 
     def wait(
         self,
@@ -240,17 +228,7 @@ class Limiter:
         ``feedback`` carries what the response published (quotas) and the call's actual
         cost (see ``policy/quota.py``); it is applied in the same round trip.
         """
-        result = self._report(
-            integration,
-            tenant,
-            lambda backend, plan: backend.report_success(
-                integration, tenant, plan, lease_id=lease, feedback=feedback
-            ),
-            lease,
-        )
-        self._rate_moved(integration, tenant, result)
-        self._breaker_moved(integration, tenant, result)
-        return result
+        return self.report(Report(SUCCESS, integration, tenant, lease, feedback))
 
     def on_backoff(
         self,
@@ -271,31 +249,9 @@ class Limiter:
                 from calls granted before the last decrease never decrease again.
             lease: the concurrency lease to give back.
         """
-        result = self._report(
-            integration,
-            tenant,
-            lambda backend, plan: backend.report_backoff(
-                integration,
-                tenant,
-                plan,
-                lease_id=lease,
-                feedback=feedback,
-                epoch=epoch,
-                retry_after=retry_after,
-            ),
-            lease,
+        return self.report(
+            Report(BACKOFF, integration, tenant, lease, feedback, epoch, retry_after)
         )
-        signals.emit(
-            signals.backoff,
-            self,
-            integration=integration,
-            tenant=tenant,
-            retry_after=retry_after,
-            decreased=result.decreased,
-            cooldown_left=result.cooldown_left,
-        )
-        self._rate_moved(integration, tenant, result)
-        return result
 
     def on_failure(
         self,
@@ -308,14 +264,34 @@ class Limiter:
         """Report a failed call (5xx, timeout, connection error; not a 429, which is a
         backoff): after ``breaker_failure_threshold`` in a row the integration's breaker opens
         for every worker and tenant; gives ``lease`` back."""
-        result = self._report(
-            integration,
+        return self.report(Report(FAILURE, integration, tenant, lease, feedback))
+
+    def report(self, report: Report) -> ReportResult:
+        """Apply a report (``on_success``, ``on_backoff`` and ``on_failure`` build it) and
+        announce what it changed. While the backend is down and the integration fails
+        closed, the report is dropped (the call was made; its answer still reaches the
+        caller)."""
+        integration, tenant = report.integration, report.tenant
+        prepared = self._resolve(integration, tenant)
+        rate = prepared.config.rate_limit_per_sec
+        result = self._guard.call(
+            prepared,
             tenant,
-            lambda backend, plan: backend.report_failure(
-                integration, tenant, plan, lease_id=lease, feedback=feedback
-            ),
-            lease,
+            partial(_report, report),
+            closed=lambda _error: ReportResult(0, False, rate, rate, 0.0),
+            lease=report.lease_id,
         )
+        if report.kind == BACKOFF:
+            signals.emit(
+                signals.backoff,
+                self,
+                integration=integration,
+                tenant=tenant,
+                retry_after=report.retry_after,
+                decreased=result.decreased,
+                cooldown_left=result.cooldown_left,
+            )
+        self._rate_moved(integration, tenant, result)
         self._breaker_moved(integration, tenant, result)
         return result
 
@@ -358,20 +334,10 @@ class Limiter:
             estimated=estimated,
             actual=actual,
         )
+        epoch = decision.epoch if decision and kind == BACKOFF else None
         lease = decision.lease if decision else None
-        if kind == BACKOFF:
-            result = self.on_backoff(
-                integration,
-                tenant,
-                retry_after=signal.retry_after,
-                epoch=decision.epoch if decision else None,
-                lease=lease,
-                feedback=feedback,
-            )
-        elif kind == FAILURE:
-            result = self.on_failure(integration, tenant, lease=lease, feedback=feedback)
-        else:
-            result = self.on_success(integration, tenant, lease=lease, feedback=feedback)
+        retry_after = signal.retry_after if kind == BACKOFF else None
+        result = self.report(Report(kind, integration, tenant, lease, feedback, epoch, retry_after))
         return Outcome(kind, signal, result)
 
     def set_breaker(self, integration: str, state: str, open_seconds: float | None = None) -> None:
@@ -388,8 +354,7 @@ class Limiter:
         while the backend is down, the count is kept locally or dropped, never raised."""
         prepared = self._prepare(integration)
         self._guard.call(
-            prepared.config,
-            prepared.plan,
+            prepared,
             None,
             lambda backend, _plan: backend.count(integration, event),
             closed=lambda _error: None,
@@ -405,8 +370,7 @@ class Limiter:
         is down, once it answers again)."""
         prepared = self._resolve(integration, tenant)
         return self._guard.call(
-            prepared.config,
-            prepared.plan,
+            prepared,
             tenant,
             lambda backend, _plan: backend.release(integration, tenant, lease),
             closed=lambda _error: False,
@@ -422,8 +386,7 @@ class Limiter:
         """
         prepared = self._resolve(integration, tenant)
         return self._guard.call(
-            prepared.config,
-            prepared.plan,
+            prepared,
             tenant,
             lambda backend, plan: backend.snapshot(integration, tenant, plan),
             fallback=False,
@@ -433,26 +396,6 @@ class Limiter:
         """Forget the key's learned rate, debts, cooldown and leases."""
         self._resolve(integration, tenant)
         self.backend.reset(integration, tenant)
-
-    def _report(
-        self,
-        integration: str,
-        tenant: str | None,
-        op: Callable[[Backend, Plan], ReportResult],
-        lease: str | None,
-    ) -> ReportResult:
-        """Apply a report; while the backend is down and the integration fails closed, the
-        report is dropped (the call was made; its answer still reaches the caller)."""
-        prepared = self._resolve(integration, tenant)
-        rate = prepared.config.rate_limit_per_sec
-        return self._guard.call(
-            prepared.config,
-            prepared.plan,
-            tenant,
-            op,
-            closed=lambda _error: ReportResult(0, False, rate, rate, 0.0),
-            lease=lease,
-        )
 
     def _breaker_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:
         if result.breaker_changed and result.breaker in ("open", "closed"):

@@ -31,6 +31,7 @@ from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, BackendUnavailable
+from queue_ratelimit.plans import Prepared
 from queue_ratelimit.policy.state import Plan
 
 __all__ = ["OutageGuard", "local_plan"]
@@ -93,8 +94,7 @@ class OutageGuard:
 
     def call(
         self,
-        config: IntegrationConfig,
-        plan: Plan,
+        prepared: Prepared,
         tenant: str | None,
         op: Callable[[Backend, Plan], T],
         *,
@@ -111,6 +111,7 @@ class OutageGuard:
         ``fallback`` (reading the shared state itself), the op never runs locally: it fails
         closed whatever the integration says.
         """
+        config, plan = prepared.config, prepared.plan
         up = self._down_since is None  # the usual case: no lock, no clock (a stale read: one call)
         started = None if up else self._route()
         if up or started is not None:

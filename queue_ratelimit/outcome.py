@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal
-from queue_ratelimit.policy.state import Feedback, Plan, ReportResult
-
-SUCCESS, BACKOFF, FAILURE = "success", "backoff", "failure"
+from queue_ratelimit.policy.state import BACKOFF, FAILURE, SUCCESS, Feedback, Plan, ReportResult
 
 
 def classify(status: int | None, signal: RateLimitSignal) -> str:

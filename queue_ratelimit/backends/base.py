@@ -7,15 +7,15 @@ exporter and the demo depend on it alone, so a new store only implements this pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Protocol
 
 from queue_ratelimit.policy.state import (
+    AcquireRequest,
     Decision,
-    Feedback,
     Plan,
+    Report,
     ReportResult,
-    Reservation,
     Snapshot,
 )
 
@@ -29,62 +29,18 @@ class Backend(Protocol):
     cost corrections) first.
     """
 
-    def acquire(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        costs: Mapping[str, float],
-        *,
-        max_wait: float,
-        reserve: bool,
-        reservation: Reservation | None,
-        lease_id: str | None,
-        cooldown_wait: float | None = None,
-        max_sleepers: int | None = None,
-    ) -> Decision:
+    def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """Decide an acquire (or a redemption) and record it; an open breaker grants nothing.
 
-        ``cooldown_wait`` and ``max_sleepers`` bound the waits granted (``aimd.fits_wait``).
+        ``request.cooldown_wait`` and ``max_sleepers`` bound the waits granted
+        (``aimd.fits_wait``).
         """
         ...
 
-    def report_success(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-    ) -> ReportResult:
-        """Record a success: additive increase; a success closes a half-open breaker."""
-        ...
-
-    def report_backoff(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-        epoch: int | None,
-        retry_after: float | None,
-    ) -> ReportResult:
-        """Record a backoff signal: decrease once per congestion event, open a cooldown."""
-        ...
-
-    def report_failure(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-    ) -> ReportResult:
-        """Record a failed call (5xx, timeout): the integration's breaker counts it."""
+    def report(self, report: Report, plan: Plan) -> ReportResult:
+        """Record a call's answer (see ``Report``): a success (additive increase; closes a
+        half-open breaker), a backoff (decrease once per congestion event, open a cooldown;
+        counted as ``backoffs``) or a failure (the integration's breaker counts it)."""
         ...
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
@@ -102,7 +58,7 @@ class Backend(Protocol):
     def count(self, integration: str, event: str) -> None:
         """Add one to the integration's fleet-wide count of ``event`` (``requeues``, ...).
 
-        Backoffs are counted by ``report_backoff`` itself."""
+        Backoffs are counted by ``report`` itself."""
         ...
 
     def stats(self, integration: str) -> dict[str, int]:

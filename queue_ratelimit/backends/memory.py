@@ -4,39 +4,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from queue_ratelimit.policy import aimd, quota
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.state import (
+    BACKOFF,
+    FAILURE,
+    AcquireRequest,
     Decision,
-    Feedback,
     KeyState,
-    LimitParams,
     Plan,
+    Report,
     ReportResult,
-    Reservation,
     Snapshot,
 )
 
 _Key = tuple[str, "str | None"]
 _SWEEP_EVERY = 1024
 _T = TypeVar("_T")
-
-
-def _settle(
-    state: KeyState,
-    now: float,
-    limits: Sequence[LimitParams],
-    lease_id: str | None,
-    feedback: Feedback,
-) -> None:
-    """What every report does first: give the lease back, apply the response's feedback."""
-    if lease_id:
-        aimd.release(state, lease_id)
-    aimd.sync_buckets(state, now, limits)
-    quota.apply(state, now, limits, feedback)
 
 
 class MemoryBackend:
@@ -89,110 +76,35 @@ class MemoryBackend:
                 self._breakers[integration] = breaker
             return result
 
-    def acquire(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        costs: Mapping[str, float],
-        *,
-        max_wait: float,
-        reserve: bool,
-        reservation: Reservation | None,
-        lease_id: str | None,
-        cooldown_wait: float | None = None,
-        max_sleepers: int | None = None,
-    ) -> Decision:
+    def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> Decision:
-            return aimd.acquire(
-                state,
-                breaker,
-                now,
-                plan.limits,
-                costs,
-                max_wait=max_wait,
-                reserve=reserve,
-                reservation=reservation,
-                max_concurrent=plan.max_concurrent,
-                lease_id=lease_id,
-                lease_ttl=plan.lease_ttl,
-                breaker_open_seconds=plan.breaker_open_seconds,
-                cooldown_wait=cooldown_wait,
-                max_sleepers=max_sleepers,
-            )
+            return aimd.acquire(state, breaker, now, plan, request)
 
-        return self._apply(integration, tenant, step)
+        return self._apply(request.integration, request.tenant, step)
 
-    def report_success(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-    ) -> ReportResult:
-        """See ``Backend.report_success``."""
+    def report(self, report: Report, plan: Plan) -> ReportResult:
+        """See ``Backend.report``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            _settle(state, now, plan.limits, lease_id, feedback)
+            if report.lease_id:
+                aimd.release(state, report.lease_id)
+            aimd.sync_buckets(state, now, plan.limits)
+            quota.apply(state, now, plan.limits, report.feedback)
             before = breaker.state
-            result = aimd.on_success(state, now, plan.limits)
-            brk.on_success(breaker)
+            if report.kind == BACKOFF:
+                self._bump(report.integration, "backoffs")
+                result = aimd.on_backoff(state, now, plan, report)
+            elif report.kind == FAILURE:
+                result = aimd.on_failure(state, now, plan.limits)
+                brk.on_failure(breaker, now, plan.breaker_threshold, plan.breaker_open_seconds)
+            else:
+                result = aimd.on_success(state, now, plan.limits)
+                brk.on_success(breaker)
             return aimd.with_breaker(result, breaker, before)
 
-        return self._apply(integration, tenant, step)
-
-    def report_backoff(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-        epoch: int | None,
-        retry_after: float | None,
-    ) -> ReportResult:
-        """See ``Backend.report_backoff``."""
-
-        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            _settle(state, now, plan.limits, lease_id, feedback)
-            self._bump(integration, "backoffs")
-            result = aimd.on_backoff(
-                state,
-                now,
-                plan.limits,
-                epoch=epoch,
-                retry_after=retry_after,
-                cooldown_multiplier=plan.cooldown_multiplier,
-                max_backoff=plan.max_backoff,
-            )
-            return aimd.with_breaker(result, breaker, breaker.state)
-
-        return self._apply(integration, tenant, step)
-
-    def report_failure(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-    ) -> ReportResult:
-        """See ``Backend.report_failure``."""
-
-        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
-            _settle(state, now, plan.limits, lease_id, feedback)
-            before = breaker.state
-            result = aimd.on_failure(state, now, plan.limits)
-            brk.on_failure(breaker, now, plan.breaker_threshold, plan.breaker_open_seconds)
-            return aimd.with_breaker(result, breaker, before)
-
-        return self._apply(integration, tenant, step)
+        return self._apply(report.integration, report.tenant, step)
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""

@@ -29,10 +29,11 @@ from queue_ratelimit.errors import BackendError, ConfigError
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.aimd import fresh_views
 from queue_ratelimit.policy.state import (
+    AcquireRequest,
     Decision,
-    Feedback,
     LimitSnapshot,
     Plan,
+    Report,
     ReportResult,
     Reservation,
     Snapshot,
@@ -263,54 +264,12 @@ class RedisBackend:
         except redis.RedisError as exc:
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
 
-    def acquire(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        costs: Mapping[str, float],
-        *,
-        max_wait: float,
-        reserve: bool,
-        reservation: Reservation | None,
-        lease_id: str | None,
-        cooldown_wait: float | None = None,
-        max_sleepers: int | None = None,
-    ) -> Decision:
+    def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
-        # Without a reservation (and on the server's clock) an acquire's arguments are the
-        # same for every call of one key, plan, wait bounds and cost: built once and kept.
-        key, args = None, None
-        if reservation is None and not self._clock and len(plan.limits) == 1:
-            cost = costs.get(plan.limits[0].name, 0.0)
-            key = (
-                integration,
-                tenant,
-                id(plan),
-                max_wait,
-                reserve,
-                cooldown_wait,
-                max_sleepers,
-                cost,
-            )
-            kept = self._acquires.get(key)
-            if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
-                args = kept[1]
-        if args is None:
-            held = (reservation.epoch, reservation.slot) if reservation else (_NONE, _NONE)
-            numbers = [max_wait, reserve, *held, _opt(cooldown_wait), _opt(max_sleepers)]
-            numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
-            if reservation and len(reservation.due) == len(plan.limits):
-                numbers += reservation.due
-            blob = self._blob("acquire", plan, _pack(numbers))
-            args = self._args("acquire", integration, tenant, plan, blob, "")
-            if key is not None:
-                if len(self._acquires) >= _ARGS_CACHE:
-                    self._acquires.clear()
-                self._acquires[key] = (plan, args)
-        if lease_id:
-            args += (lease_id,)
-        reply = self._run("acquire", integration, args)
+        args = self._acquire_args(request, plan)
+        if request.lease_id:
+            args += (request.lease_id,)
+        reply = self._run("acquire", request.integration, args)
         reason, wait, epoch, now, seq, *reserved = reply
         granted = reason <= _LAST_GRANT
         promise, recheck = None, None
@@ -325,27 +284,61 @@ class RedisBackend:
             epoch,
             promise,
             now / _MICRO,
-            lease_id if granted and plan.max_concurrent else None,
+            request.lease_id if granted and plan.max_concurrent else None,
             seq,
             recheck,
         )
 
-    def _report(
-        self,
-        op: str,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        lease_id: str | None,
-        feedback: Feedback,
-        epoch: int | None = None,
-        retry_after: float | None = None,
-    ) -> ReportResult:
-        numbers = [_opt(feedback.seq), _opt(epoch), _opt(retry_after)]
+    def _acquire_args(self, request: AcquireRequest, plan: Plan) -> tuple[Any, ...]:
+        """EVALSHA's arguments for ``request``. Without a reservation (and on the server's
+        clock) they are the same for every call of one key, plan, wait bounds and cost:
+        built once and kept."""
+        reservation, costs = request.reservation, request.costs
+        key = None
+        if reservation is None and not self._clock and len(plan.limits) == 1:
+            cost = costs.get(plan.limits[0].name, 0.0)
+            key = (
+                request.integration,
+                request.tenant,
+                id(plan),
+                request.max_wait,
+                request.reserve,
+                request.cooldown_wait,
+                request.max_sleepers,
+                cost,
+            )
+            kept = self._acquires.get(key)
+            if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
+                return kept[1]
+        held = (reservation.epoch, reservation.slot) if reservation else (_NONE, _NONE)
+        numbers = [request.max_wait, request.reserve, *held]
+        numbers += [_opt(request.cooldown_wait), _opt(request.max_sleepers)]
+        numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
+        if reservation and len(reservation.due) == len(plan.limits):
+            numbers += reservation.due
+        blob = self._blob("acquire", plan, _pack(numbers))
+        args = self._args("acquire", request.integration, request.tenant, plan, blob, "")
+        if key is not None:
+            if len(self._acquires) >= _ARGS_CACHE:
+                self._acquires.clear()
+            self._acquires[key] = (plan, args)
+        return args
+
+    def report(self, report: Report, plan: Plan) -> ReportResult:
+        """See ``Backend.report``."""
+        feedback = report.feedback
+        numbers = [_opt(feedback.seq), _opt(report.epoch), _opt(report.retry_after)]
         for lim in plan.limits:
             remaining, reset_after = feedback.quotas.get(lim.name, (None, None))
             numbers += [feedback.adjust.get(lim.name, 0.0), _opt(remaining), _opt(reset_after)]
-        reply = self._call(op, integration, tenant, plan, _pack(numbers), lease_id or "")
+        reply = self._call(
+            report.kind,
+            report.integration,
+            report.tenant,
+            plan,
+            _pack(numbers),
+            report.lease_id or "",
+        )
         epoch_now, decreased, old, new, cool, breaker, changed = reply
         return ReportResult(
             epoch_now,
@@ -356,46 +349,6 @@ class RedisBackend:
             BREAKER_STATES[breaker],
             changed == 1,
         )
-
-    def report_success(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-    ) -> ReportResult:
-        """See ``Backend.report_success``."""
-        return self._report("success", integration, tenant, plan, lease_id, feedback)
-
-    def report_backoff(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-        epoch: int | None,
-        retry_after: float | None,
-    ) -> ReportResult:
-        """See ``Backend.report_backoff``."""
-        return self._report(
-            "backoff", integration, tenant, plan, lease_id, feedback, epoch, retry_after
-        )
-
-    def report_failure(
-        self,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        *,
-        lease_id: str | None,
-        feedback: Feedback,
-    ) -> ReportResult:
-        """See ``Backend.report_failure``."""
-        return self._report("failure", integration, tenant, plan, lease_id, feedback)
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""

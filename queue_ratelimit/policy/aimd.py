@@ -69,11 +69,14 @@ from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy import pacing, quota
 from queue_ratelimit.policy.breaker import BreakerState
 from queue_ratelimit.policy.state import (
+    AcquireRequest,
     BucketState,
     Decision,
     KeyState,
     LimitParams,
     LimitSnapshot,
+    Plan,
+    Report,
     ReportResult,
     Reservation,
     Snapshot,
@@ -193,75 +196,30 @@ def _concurrency_wait(state: KeyState, now: float, max_concurrent: int) -> float
 
 
 def acquire(
-    state: KeyState,
-    breaker: BreakerState,
-    now: float,
-    limits: Sequence[LimitParams],
-    costs: Mapping[str, float],
-    *,
-    max_wait: float,
-    reserve: bool,
-    reservation: Reservation | None = None,
-    max_concurrent: int | None = None,
-    lease_id: str | None = None,
-    lease_ttl: float = 0.0,
-    breaker_open_seconds: float = 60.0,
-    cooldown_wait: float | None = None,
-    max_sleepers: int | None = None,
+    state: KeyState, breaker: BreakerState, now: float, plan: Plan, request: AcquireRequest
 ) -> Decision:
     """Decide one acquire (or redemption) and apply it to ``state`` and ``breaker``."""
+    limits = plan.limits
     sync_buckets(state, now, limits)
+    reservation = request.reservation
     redeeming = reservation is not None and reservation.epoch == state.epoch
     kept = reservation if redeeming else None
     held, probe = brk.admit(breaker, now)
     if held > 0:
         return Decision(False, held, "breaker_open", state.epoch, kept, now, seq=state.seq)
-    late = False
-    if kept is not None:
-        pulled = _pulled(state, now, limits, kept)
-        slot = max(pulled, state.cooldown_until, now)
-        late = pulled < now - pacing.TOLERANCE
-    else:
-        slot = _slot(state, now, limits, costs)
-    first = limits[0]
-    pace, requests = quota.refill_rate(state.buckets[first.name]), costs.get(first.name, 0.0)
-    fits = fits_wait(
-        now,
-        slot,
-        state.cooldown_until,
-        max_wait=max_wait,
-        cooldown_wait=cooldown_wait,
-        max_sleepers=max_sleepers,
-        pace=pace,
-    )
-    if fits and late:  # the schedule may add a sleep, within max_wait
-        paced = max(slot, pacing.earliest(state, first.burst, requests, pace))
-        fits = paced - now <= max(max_wait, slot - now) + SLACK
-        if fits:
-            slot = paced
+    slot, fits = _fit(state, now, limits, request, kept)
     wait = slot - now
-    if max_concurrent is not None and fits:
-        busy = _concurrency_wait(state, now, max_concurrent)
+    if plan.max_concurrent is not None and fits:
+        busy = _concurrency_wait(state, now, plan.max_concurrent)
         if busy is not None:
             return Decision(False, busy, "concurrency", state.epoch, kept, now, seq=state.seq)
     if fits:
-        if not redeeming:
-            _pay(state, now, limits, costs)
-        pacing.advance(state, slot, requests, pace)
-        lease = None
-        if max_concurrent is not None and lease_id is not None:
-            state.leases[lease_id] = now + lease_ttl
-            lease = lease_id
-        reason = "redeemed" if redeeming else "ok"
-        if probe:
-            brk.start_probe(breaker, now, breaker_open_seconds)
-            reason = "probe"
-        return Decision(True, wait, reason, state.epoch, None, now, lease, state.seq)
+        return _grant(state, breaker, now, plan, request, slot, kept, probe)
     reason = "cooldown" if state.cooldown_until > now else "rate"
-    if not (reserve or redeeming):
+    if not (request.reserve or redeeming):
         return Decision(False, wait, reason, state.epoch, None, now, seq=state.seq)
     if kept is None:
-        _pay(state, now, limits, costs)
+        _pay(state, now, limits, request.costs)
         due = tuple(
             state.buckets[lim.name].credit - state.buckets[lim.name].tokens for lim in limits
         )
@@ -270,6 +228,69 @@ def acquire(
     recheck = _recheck(state, now, limits, due, wait)
     promise = Reservation(state.epoch, slot, due)
     return Decision(False, wait, reason, state.epoch, promise, now, seq=state.seq, recheck=recheck)
+
+
+def _fit(
+    state: KeyState,
+    now: float,
+    limits: Sequence[LimitParams],
+    request: AcquireRequest,
+    kept: Reservation | None,
+) -> tuple[float, bool]:
+    """The call's slot, and whether its wait is slept (``fits_wait``) rather than requeued."""
+    late = False
+    if kept is not None:
+        pulled = _pulled(state, now, limits, kept)
+        slot = max(pulled, state.cooldown_until, now)
+        late = pulled < now - pacing.TOLERANCE
+    else:
+        slot = _slot(state, now, limits, request.costs)
+    first = limits[0]
+    pace = quota.refill_rate(state.buckets[first.name])
+    fits = fits_wait(
+        now,
+        slot,
+        state.cooldown_until,
+        max_wait=request.max_wait,
+        cooldown_wait=request.cooldown_wait,
+        max_sleepers=request.max_sleepers,
+        pace=pace,
+    )
+    if fits and late:  # the schedule may add a sleep, within max_wait
+        requests = request.costs.get(first.name, 0.0)
+        paced = max(slot, pacing.earliest(state, first.burst, requests, pace))
+        fits = paced - now <= max(request.max_wait, slot - now) + SLACK
+        if fits:
+            slot = paced
+    return slot, fits
+
+
+def _grant(
+    state: KeyState,
+    breaker: BreakerState,
+    now: float,
+    plan: Plan,
+    request: AcquireRequest,
+    slot: float,
+    kept: Reservation | None,
+    probe: bool,
+) -> Decision:
+    """Grant the call its ``slot``: pay (unless it redeems ``kept``), take its place in the
+    arrival schedule and its lease; as the breaker's probe, start the probe's turn."""
+    first = plan.limits[0]
+    pace = quota.refill_rate(state.buckets[first.name])  # before paying: a quota's pace
+    if kept is None:
+        _pay(state, now, plan.limits, request.costs)
+    pacing.advance(state, slot, request.costs.get(first.name, 0.0), pace)
+    lease = None
+    if plan.max_concurrent is not None and request.lease_id is not None:
+        state.leases[request.lease_id] = now + plan.lease_ttl
+        lease = request.lease_id
+    reason = "redeemed" if kept is not None else "ok"
+    if probe:
+        brk.start_probe(breaker, now, plan.breaker_open_seconds)
+        reason = "probe"
+    return Decision(True, slot - now, reason, state.epoch, None, now, lease, state.seq)
 
 
 def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Reservation) -> float:
@@ -360,17 +381,10 @@ def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> Re
     return ReportResult(state.epoch, False, old, new, max(0.0, state.cooldown_until - now))
 
 
-def on_backoff(
-    state: KeyState,
-    now: float,
-    limits: Sequence[LimitParams],
-    *,
-    epoch: int | None,
-    retry_after: float | None,
-    cooldown_multiplier: float,
-    max_backoff: float,
-) -> ReportResult:
+def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> ReportResult:
     """Multiplicative decrease once per congestion event, and a cooldown."""
+    limits, epoch, retry_after = plan.limits, report.epoch, report.retry_after
+    max_backoff = plan.max_backoff
     sync_buckets(state, now, limits)
     old = state.buckets[PRIMARY_LIMIT].rate
     new_event = state.epoch == epoch if epoch is not None else now >= state.cooldown_until
@@ -389,7 +403,7 @@ def on_backoff(
         state.epoch = max(state.epoch + 1, epoch_at(now))
         pause = retry_after
         if pause is None:
-            pause = min(cooldown_multiplier / state.buckets[PRIMARY_LIMIT].rate, max_backoff)
+            pause = min(plan.cooldown_multiplier / state.buckets[PRIMARY_LIMIT].rate, max_backoff)
         state.cooldown_until = max(state.cooldown_until, now + pause)
         for bucket in state.buckets.values():
             bucket.tokens = 0.0

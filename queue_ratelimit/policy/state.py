@@ -170,6 +170,61 @@ class Feedback:
 NO_FEEDBACK = Feedback()
 
 
+@dataclass(frozen=True, slots=True)
+class AcquireRequest:
+    """One acquire (or redemption) as the limiter hands it to a backend and the policy.
+
+    Attributes:
+        integration, tenant: the key.
+        costs: units per limit (``Limiter.costs``).
+        max_wait: the longest wait granted (slept by the caller).
+        reserve: when not granted, reserve the slot (a requeued task redeems it).
+        reservation: the reservation being redeemed, if any.
+        lease_id: the concurrency lease to take when granted (a key with a concurrency limit).
+        cooldown_wait: how much of a cooldown may be waited besides ``max_wait`` (None: as
+            much as ``max_wait``).
+        max_sleepers: the most places in line waited for (None: no cap).
+    """
+
+    integration: str
+    tenant: str | None
+    costs: Mapping[str, float]
+    max_wait: float
+    reserve: bool = True
+    reservation: Reservation | None = None
+    lease_id: str | None = None
+    cooldown_wait: float | None = None
+    max_sleepers: int | None = None
+
+
+SUCCESS, BACKOFF, FAILURE = "success", "backoff", "failure"
+"""The kinds of :class:`Report`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a call's answer tells a key: a success, a backoff or a failure.
+
+    Attributes:
+        kind: ``SUCCESS`` (additive increase; closes a half-open breaker), ``BACKOFF``
+            (decrease once per congestion event, open a cooldown) or ``FAILURE`` (the
+            breaker counts it).
+        integration, tenant: the key.
+        lease_id: the concurrency lease to give back.
+        feedback: published quotas and cost corrections, applied first.
+        epoch: a backoff's ``Decision.epoch`` (one decrease per congestion event).
+        retry_after: a backoff's ``Retry-After`` in seconds.
+    """
+
+    kind: str
+    integration: str
+    tenant: str | None
+    lease_id: str | None = None
+    feedback: Feedback = NO_FEEDBACK
+    epoch: int | None = None
+    retry_after: float | None = None
+
+
 @dataclass(frozen=True)
 class ReportResult:
     """What a success/backoff/failure report changed."""

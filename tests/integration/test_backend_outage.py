@@ -20,7 +20,7 @@ from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, BackendUnavailable
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outage import OutageGuard, local_plan
-from queue_ratelimit.plans import plan_for
+from queue_ratelimit.plans import Prepared, plan_for
 from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
 from tests.conftest import FakeClock
 from tests.integration.celery_harness import capp, celery_rig, wait_all
@@ -178,6 +178,7 @@ def test_one_caller_per_interval_probes_and_a_call_from_before_the_outage_proves
     guard = OutageGuard(flaky, probe_interval=1.0, clock=clock)
     config = SVC.replace(on_backend_error="closed")
     plan = plan_for(config)
+    prepared = Prepared(config, plan, {lim.name: lim.burst for lim in plan.limits})
 
     def count(backend: Any, _plan: Any) -> None:
         backend.count("svc", "requeues")
@@ -186,22 +187,22 @@ def test_one_caller_per_interval_probes_and_a_call_from_before_the_outage_proves
         clock.advance(0.05)
         flaky.down = True
         tried = flaky.calls
-        guard.call(config, plan, None, count, closed=lambda _e: None)  # fails meanwhile
+        guard.call(prepared, None, count, closed=lambda _e: None)  # fails meanwhile
         assert flaky.calls == tried + 1  # one attempt: a failure is not retried at once
         clock.advance(0.05)
 
-    guard.call(config, plan, None, slow_success)  # answered, but it started before
+    guard.call(prepared, None, slow_success)  # answered, but it started before
     assert guard.down and [kind for kind, _ in outages] == ["down"]
     before = flaky.calls
-    guard.call(config, plan, None, count, closed=lambda _e: None)
+    guard.call(prepared, None, count, closed=lambda _e: None)
     assert flaky.calls == before  # within the interval: Redis is left alone
     clock.advance(1.0)
     for _ in range(3):
-        guard.call(config, plan, None, count, closed=lambda _e: None)
+        guard.call(prepared, None, count, closed=lambda _e: None)
     assert flaky.calls == before + 1  # one probe, not three
     flaky.down = False
     clock.advance(1.0)
-    guard.call(config, plan, None, count)
+    guard.call(prepared, None, count)
     assert not guard.down and [kind for kind, _ in outages] == ["down", "up"]
 
 

@@ -18,7 +18,14 @@ import pytest
 import redis
 
 from queue_ratelimit.backends.redis import RedisBackend
-from queue_ratelimit.policy.state import Feedback, LimitParams, Plan
+from queue_ratelimit.policy.state import (
+    SUCCESS,
+    AcquireRequest,
+    Feedback,
+    LimitParams,
+    Plan,
+    Report,
+)
 
 FAST_PATH = "if n == 1 and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then"
 CASES = 400
@@ -86,22 +93,21 @@ def _assert_same(
     rnd: random.Random,
     plan: Plan,
     method: str,
-    *args: object,
-    **kwargs: object,
+    value: AcquireRequest | Report,
 ) -> None:
-    """``method(*args, **kwargs)`` on a crafted state gives both scripts the same answer,
-    the same stored bytes and the same TTL."""
+    """``method(value, plan)`` on a crafted state gives both scripts the same answer, the
+    same stored bytes and the same TTL."""
     fast, general, now = pair
     state, ttl = _state(rnd, now[0], plan)
     out = []
     for backend in (fast, general):
         key = backend.keys_for("svc", "t")[0]
         backend.client.set(key, state, px=ttl)
-        answer = getattr(backend, method)("svc", "t", plan, *args, **kwargs)
+        answer = getattr(backend, method)(value, plan)
         out.append((answer, backend.client.get(key), backend.client.pttl(key)))
         backend.client.delete(key)
     (fast_out, general_out) = out
-    assert fast_out[:2] == general_out[:2], (args, kwargs, out)
+    assert fast_out[:2] == general_out[:2], (value, out)
     assert abs(fast_out[2] - general_out[2]) < 500, out  # (the TTLs are read apart)
 
 
@@ -116,13 +122,15 @@ def test_the_fast_acquire_decides_as_the_general_rules(
             rnd,
             plan,
             "acquire",
-            {"requests": cost},
-            max_wait=rnd.choice([0.0, 0.05, 0.5, 5.0, 2000.0]),
-            reserve=rnd.random() < 0.5,
-            reservation=None,
-            lease_id=None,
-            cooldown_wait=rnd.choice([None, 0.0, 1.0]),
-            max_sleepers=rnd.choice([None, 0, 1, 2, 10]),
+            AcquireRequest(
+                "svc",
+                "t",
+                {"requests": cost},
+                max_wait=rnd.choice([0.0, 0.05, 0.5, 5.0, 2000.0]),
+                reserve=rnd.random() < 0.5,
+                cooldown_wait=rnd.choice([None, 0.0, 1.0]),
+                max_sleepers=rnd.choice([None, 0, 1, 2, 10]),
+            ),
         )
 
 
@@ -139,4 +147,4 @@ def test_the_fast_success_reports_as_the_general_rules(
                 Feedback(quotas={"requests": (3.0, 1.0)}),
             ]
         )
-        _assert_same(pair, rnd, plan, "report_success", lease_id=None, feedback=feedback)
+        _assert_same(pair, rnd, plan, "report", Report(SUCCESS, "svc", "t", feedback=feedback))
