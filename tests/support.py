@@ -150,3 +150,15 @@ def delete_keys(client: redis.Redis, *patterns: str) -> None:
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)
+
+
+def hold(client: redis.Redis, prefix: str, task_id: str, timeout: float = 60.0) -> None:
+    """In a task: record that it holds (with this process's id), then wait until the test
+    releases every held task (``{prefix}:released``): a kill then surely lands mid-task. A
+    test that never releases them fails the task after ``timeout`` seconds."""
+    client.rpush(f"{prefix}:holding", f"{task_id} {os.getpid()}")
+    deadline = time.monotonic() + timeout
+    while not client.exists(f"{prefix}:released"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {task_id} was held {timeout}s and never released")
+        time.sleep(0.02)

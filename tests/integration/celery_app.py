@@ -207,3 +207,47 @@ def _record_failure(sender: Any = None, task_id: str = "", exception: Any = None
 if os.environ.get("QRL_WORKER") == "1":
     signals.task_failure.connect(_record_failure)
     signals.task_prerun.connect(_record_delivery)
+
+
+# -- for the shared scenarios (rigs.py, test_scenarios.py) -----------------------------------
+
+
+@app.task(
+    base=RateLimitedTask,
+    integration=NOTION,
+    bind=True,
+    name="tests.throttled",
+    requeue_budget=3,
+)
+def throttled(self: RateLimitedTask) -> None:
+    """Always meets a backoff it reports itself, with a requeue budget of its own (3); counts
+    its runs."""
+    _waits.incr(f"{PREFIX}:runs:{self.request.id}")
+    raise self.rate_limited(retry_after=0.2, report=False)
+
+
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.held")
+def held(self: RateLimitedTask) -> str:
+    """Calls the upstream, then holds until the test releases it (a kill lands mid-task)."""
+    from tests.support import hold
+
+    _call(NOTION, self.request.id)
+    hold(_waits, PREFIX, self.request.id)
+    return str(self.request.id)
+
+
+def _record_granted(sender: object, **fields: Any) -> None:
+    """Each wait granted to a task, with the task's name and id."""
+    if fields.get("task_id"):
+        line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
+        _waits.rpush(f"{PREFIX}:granted", line)
+
+
+def _record_requeue(sender: object, **fields: Any) -> None:
+    """Each requeue of a task, with the task's id and the reason."""
+    _waits.rpush(f"{PREFIX}:requeues", f"{fields.get('task_id')} {fields['reason']}")
+
+
+if os.environ.get("QRL_WORKER") == "1":
+    qrl_signals.acquired.connect(_record_granted)
+    qrl_signals.task_requeued.connect(_record_requeue)

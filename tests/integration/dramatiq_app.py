@@ -147,3 +147,46 @@ def _record_wait(sender: object, **fields: Any) -> None:
 
 if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
     qrl_signals.acquired.connect(_record_wait)
+
+
+# -- for the shared scenarios (rigs.py, test_scenarios.py) -----------------------------------
+
+
+@dramatiq.actor(
+    queue_name=NOTION,
+    actor_name="tests.held",
+    integration=NOTION,
+    max_retries=0,
+    store_results=True,
+)
+def held() -> str:
+    """Calls the upstream, then holds until the test releases it (a kill lands mid-task)."""
+    from tests.support import hold
+
+    _call(NOTION)
+    hold(_redis, PREFIX, _message_id())
+    return _message_id()
+
+
+def _record_granted(sender: object, **fields: Any) -> None:
+    """Each wait granted to a message, with the actor's name and the message's id."""
+    if fields.get("task_id"):
+        line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
+        _redis.rpush(f"{PREFIX}:granted", line)
+
+
+def _record_requeue(sender: object, **fields: Any) -> None:
+    """Each requeue of a message, with the message's id and the reason."""
+    _redis.rpush(f"{PREFIX}:requeues", f"{fields.get('task_id')} {fields['reason']}")
+
+
+if os.environ.get("QRL_WORKER") == "1":
+    qrl_signals.acquired.connect(_record_granted)
+    qrl_signals.task_requeued.connect(_record_requeue)
+
+if os.environ.get("QRL_HEARTBEAT_TIMEOUT") and isinstance(broker, RedisBroker):
+    # the kill scenario: a dead worker's unacknowledged messages go back to their queue
+    # once its heartbeat is this old (ms), checked on every broker call (dramatiq's
+    # MAINTENANCE_SCALE), not one in a thousand
+    broker.heartbeat_timeout = int(os.environ["QRL_HEARTBEAT_TIMEOUT"])
+    broker.maintenance_chance = 1_000_000

@@ -47,7 +47,7 @@ class DramatiqRig:
         self.limiter = Limiter(RedisBackend(redis_url, prefix=dapp.PREFIX), dapp.CONFIGS)
         self.workers: list[tuple[subprocess.Popen[bytes], Any]] = []
 
-    def start_worker(self, queues: list[str], threads: int = 4) -> int:
+    def start_worker(self, queues: list[str], threads: int = 4, **env: str) -> int:
         """Start ``dramatiq`` (one worker process) and wait until it is ready; its index."""
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open for the worker's lifetime
             prefix="qrl-dramatiq-", suffix=".log", delete=False
@@ -72,6 +72,7 @@ class DramatiqRig:
             "QRL_REDIS": self.redis_url,
             "QRL_UPSTREAM": self.upstream.url,
             "QRL_WORKER": "1",  # the app connects its recording receivers only in workers
+            **env,
         }
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append((proc, log))

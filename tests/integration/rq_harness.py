@@ -55,6 +55,7 @@ class RQRig:
         self.limiter: Limiter = limiter_for(self.env())
         self.workers: list[tuple[str, subprocess.Popen[bytes], Any]] = []
         self.job_ids: set[str] = set()
+        self.worker_options: list[str] = []  # more ``rq worker`` options for every worker
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -98,6 +99,7 @@ class RQRig:
             self.redis_url,
             "--name",
             name,
+            *self.worker_options,
             *queues,
         ]
         proc = subprocess.Popen(

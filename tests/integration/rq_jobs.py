@@ -104,3 +104,16 @@ if os.environ.get("QRL_METRICS") == "1":  # prometheus multiprocess mode: see te
     from queue_ratelimit.metrics import EventMetrics
 
     EventMetrics().connect()
+
+
+# -- for the shared scenarios (rigs.py, test_scenarios.py) -----------------------------------
+
+
+@rate_limited(NOTION)
+def held() -> str:
+    """Calls the upstream, then holds until the test releases it (a kill lands mid-task)."""
+    from tests.support import hold
+
+    job_id = _call(NOTION)
+    hold(_records(), PREFIX, job_id)
+    return job_id

@@ -1,4 +1,5 @@
-"""RateLimitMiddleware on real Dramatiq workers and brokers, against a hidden-limit upstream."""
+"""RateLimitMiddleware on real Dramatiq workers and brokers, against a hidden-limit upstream:
+what is Dramatiq's own (the scenarios every framework shares: test_scenarios.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.results import ResultFailure
 
 from queue_ratelimit import (
     BackendError,
@@ -25,89 +25,6 @@ from tests.integration.dramatiq_harness import dapp, dramatiq_rig
 from tests.support import SVC, wait_until
 
 BROKERS = ["redis", "rabbitmq"]
-
-
-@pytest.mark.parametrize("broker", BROKERS)
-def test_200_jobs_two_workers_each_runs_once_without_long_sleeps_or_retries(
-    broker: str, redis_url: str
-) -> None:
-    with dramatiq_rig(broker, redis_url, limit=10, window=1.0, headers="retry-after") as rig:
-        rig.start_worker([dapp.NOTION, dapp.GITHUB], threads=4)
-        rig.start_worker([dapp.NOTION, dapp.GITHUB], threads=4)
-        sent = [rig.send("tests.sync_notion", dapp.NOTION, i) for i in range(100)]
-        sent += [rig.send("tests.sync_repo", dapp.GITHUB, "acme", i) for i in range(100)]
-        values = rig.results_of(sent, timeout=100)
-        assert all(isinstance(v, dict) for v in values), [
-            v for v in values if not isinstance(v, dict)
-        ][:3]
-        assert rig.upstream.served_once({m.message_id for m in sent})  # counted by the upstream
-        assert {v["retries"] for v in values} == {0}  # rate limits never spent a retry
-        assert rig.upstream.count(429) > 0  # the hidden limit was met, and absorbed
-        waits = [w.decode().split() for w in rig.redis.lrange(f"{dapp.PREFIX}:waits", 0, -1)]
-        assert len(waits) >= 200
-        limits = {"tests.sync_notion": dapp.COMMON["max_wait"], "tests.sync_repo": 0.5}
-        # max_wait in line, plus up to cooldown_wait (unset: max_wait) of a cooldown
-        assert all(float(wait) <= 2 * limits[name] + 1e-6 for name, wait in waits)
-
-
-@pytest.mark.parametrize("broker", BROKERS)
-def test_a_cooling_integration_does_not_block_another_on_the_same_thread(
-    broker: str, redis_url: str
-) -> None:
-    with dramatiq_rig(broker, redis_url, limit=100) as rig:
-        rig.limiter.on_backoff(dapp.NOTION, retry_after=60.0)  # notion: a 60 s cooldown
-        rig.start_worker([dapp.NOTION, dapp.GITHUB], threads=1)
-        notion = [rig.send("tests.sync_notion", dapp.NOTION, i) for i in range(20)]
-        github = [rig.send("tests.sync_repo", dapp.GITHUB, "acme", i) for i in range(20)]
-        values = rig.results_of(github, timeout=30)
-        assert all(isinstance(v, dict) for v in values)
-        assert rig.upstream.count(200) == 20  # only github reached the upstream
-        assert not any(rig.has_result(m) for m in notion)  # requeued, no premature result
-
-
-@pytest.mark.parametrize("broker", BROKERS)
-def test_an_exhausted_requeue_budget_dead_letters_with_the_typed_error(
-    broker: str, redis_url: str
-) -> None:
-    with dramatiq_rig(broker, redis_url, limit=100) as rig:
-        rig.start_worker([dapp.NOTION], threads=2)
-        message = rig.send("tests.explicit", dapp.NOTION)
-        (value,) = rig.results_of([message], timeout=30)
-        assert isinstance(value, ResultFailure)
-        assert value.orig_exc_type == "RequeueBudgetExhausted"
-        assert "requeued 3 times" in value.orig_exc_msg
-        dead = wait_until(lambda: rig.dead_letters(dapp.NOTION), timeout=10)
-        assert [m.message_id for m in dead] == [message.message_id]
-        assert dead[0].options.get("retries", 0) == 0  # Retries never retried it
-        runs = rig.redis.get(f"{dapp.PREFIX}:runs:{message.message_id}")
-        assert runs == b"4"  # the first run and three requeues, then the dead letter
-
-
-@pytest.mark.parametrize("broker", BROKERS)
-def test_consecutive_5xx_pause_the_queue_until_a_probe_succeeds(
-    broker: str, redis_url: str
-) -> None:
-    with dramatiq_rig(broker, redis_url, limit=100) as rig:
-        worker = rig.start_worker([dapp.NOTION, dapp.GITHUB], threads=2)
-        rig.upstream.fail_with(500)
-        failing = [rig.send("tests.sync_notion", dapp.NOTION, i) for i in range(5)]
-        values = rig.results_of(failing, timeout=30)
-        assert all(isinstance(v, ResultFailure) for v in values)  # max_retries=0
-        assert rig.limiter.snapshot(dapp.NOTION).breaker == "open"
-        rig.upstream.fail_with(None)
-        paused = f"breaker of {dapp.NOTION} is open: queue paused"
-        wait_until(lambda: paused in rig.log(worker), timeout=10)
-        held = [rig.send("tests.sync_notion", dapp.NOTION, i) for i in range(5)]
-        other = rig.send("tests.sync_repo", dapp.GITHUB, "acme", 1)
-        assert isinstance(rig.results_of([other], timeout=10)[0], dict)  # github flows
-        assert rig.waiting(dapp.NOTION) == 5  # safe in the broker while the breaker is open
-        assert rig.upstream.count(200) == 1
-        resumed = f"breaker of {dapp.NOTION}: queue resumed"
-        wait_until(lambda: resumed in rig.log(worker), timeout=20)
-        values = rig.results_of(held, timeout=30)
-        assert all(isinstance(v, dict) for v in values)
-        assert rig.limiter.snapshot(dapp.NOTION).breaker == "closed"
-        assert rig.upstream.served_once({m.message_id for m in [*held, other]})
 
 
 # -- in one process, on dramatiq's StubBroker: what must never depend on timing --------------

@@ -1,0 +1,125 @@
+"""The scenarios every integration must pass, written once and run on each rig: Celery on
+Redis and RabbitMQ, Dramatiq on Redis and RabbitMQ, RQ's forking and simple workers (rigs.py),
+with real workers and brokers against a hidden-limit upstream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import Any
+
+import pytest
+
+from queue_ratelimit.errors import RequeueBudgetExhausted
+from tests.integration.rigs import RIGS, Failure, Rig, open_rig
+from tests.support import wait_until
+
+OpenRig = Callable[..., AbstractContextManager[Rig]]
+
+
+@pytest.fixture(params=RIGS)
+def rig_of(request: pytest.FixtureRequest, redis_url: str) -> OpenRig:
+    """Opens this test's rig: ``rig_of(kills=False, **upstream)``."""
+    return partial(open_rig, request.param, redis_url)
+
+
+def _completed(values: list[Any]) -> bool:
+    return all(isinstance(v, dict) for v in values)
+
+
+def test_200_tasks_on_two_workers_each_run_once_without_long_sleeps_or_retries(
+    rig_of: OpenRig,
+) -> None:
+    with rig_of(limit=10, window=1.0, headers="retry-after") as rig:
+        rig.start_worker([rig.notion, rig.github], concurrency=4)
+        rig.start_worker([rig.notion, rig.github], concurrency=4)
+        ids = [rig.send("notion", rig.notion, i) for i in range(100)]
+        ids += [rig.send("github", rig.github, i) for i in range(100)]
+        values = rig.wait_all(ids, timeout=100)
+        assert _completed(values), [v for v in values if not isinstance(v, dict)][:3]
+        assert rig.upstream.served_once(set(ids))  # counted by the upstream, by task id
+        assert set(rig.retries(ids)) == {0}  # rate limits never spent a framework retry
+        if rig.limiter.configs[rig.notion].rate_limit_per_sec > 10:  # starts above the limit
+            assert rig.upstream.count(429) > 0  # the hidden limit was met, and absorbed
+        requeued = set(rig.requeued())
+        assert requeued  # the limit was met: tasks went back, to run later
+        assert requeued <= set(ids)  # each requeue named its task
+        waits = rig.waits()
+        assert len(waits) >= 200
+        names = {rig.task_name(task): task for task in ("notion", "github")}
+        assert {w.task for w in waits} == set(names)
+        assert {w.task_id for w in waits} == set(ids)
+        # max_wait in line, plus up to cooldown_wait (unset: max_wait) of a cooldown
+        assert all(w.seconds <= 2 * rig.max_wait(names[w.task]) + 1e-6 for w in waits)
+
+
+def test_a_cooling_integration_does_not_block_another_on_the_same_worker(
+    rig_of: OpenRig,
+) -> None:
+    with rig_of(limit=100) as rig:
+        rig.limiter.on_backoff(rig.notion, retry_after=60.0)  # notion: a 60 s cooldown
+        rig.start_worker([rig.notion, rig.github], concurrency=1)
+        notion = [rig.send("notion", rig.notion, i) for i in range(20)]
+        github = [rig.send("github", rig.github, i) for i in range(20)]
+        assert _completed(rig.wait_all(github, timeout=45))
+        assert rig.upstream.count(200) == 20  # only github reached the upstream
+        later = rig.later(notion)  # the same tasks, requeued for later, no premature result
+        assert set(later) == set(notion)
+        soon = time.time() + 45  # ... due when the cooldown ends, where the framework says
+        assert all(due is None or due > soon for due in later.values())
+
+
+def test_an_exhausted_requeue_budget_fails_visibly_with_the_typed_error(rig_of: OpenRig) -> None:
+    with rig_of(limit=100) as rig:
+        rig.start_worker([rig.notion], concurrency=2)
+        task_id = rig.send("throttled", rig.notion)
+        (value,) = rig.wait_all([task_id], timeout=60)
+        assert isinstance(value, Failure) and value.is_a(RequeueBudgetExhausted), value
+        assert "requeued 3 times" in value.message
+        # where the framework shows failures (Celery: the FAILURE state and task_failure;
+        # Dramatiq: the dead-letter queue; RQ: the FailedJobRegistry), and only there
+        failed = wait_until(rig.failed, timeout=10)
+        assert failed == {task_id: "RequeueBudgetExhausted"}
+        assert rig.retries([task_id]) in ([0], [None])  # retries neither spent nor applied
+        assert rig.requeued() == [task_id] * 3
+        assert rig.runs(task_id) in (4, None)  # the first run and three requeues, then failed
+        assert rig.ticket_kept(task_id) in (False, None)  # requeued by hand, it starts afresh
+
+
+def test_consecutive_5xx_pause_the_queue_until_a_probe_succeeds(rig_of: OpenRig) -> None:
+    with rig_of(limit=100) as rig:
+        worker = rig.start_worker([rig.notion, rig.github], concurrency=2)
+        rig.upstream.fail_with(500)
+        failing = [rig.send("notion_no_retry", rig.notion, i) for i in range(5)]
+        values = rig.wait_all(failing, timeout=60)
+        assert all(isinstance(v, Failure) for v in values)  # real errors fail as usual
+        assert rig.limiter.snapshot(rig.notion).breaker == "open"
+        wait_until(lambda: rig.paused(worker) == {rig.notion}, timeout=10)  # github flows
+        rig.upstream.fail_with(None)
+        held = [rig.send("notion_no_retry", rig.notion, i) for i in range(5)]
+        other = rig.send("github", rig.github, 1)
+        assert _completed(rig.wait_all([other], timeout=10))  # github flows
+        assert rig.waiting(rig.notion) == 5  # safe in the broker while the breaker is open
+        assert rig.upstream.count(200) == 1
+        assert rig.limiter.snapshot(rig.notion).breaker_wait > 0  # (it still was)
+        wait_until(lambda: not rig.paused(worker), timeout=30, every=0.1)
+        assert _completed(rig.wait_all(held, timeout=60))
+        assert rig.limiter.snapshot(rig.notion).breaker == "closed"  # the probe closed it
+        assert rig.upstream.served_once({*held, other})
+
+
+@pytest.mark.timeout(240)  # RQ's simple worker: its job is abandoned only 70 s after it began
+def test_a_worker_killed_mid_task_loses_nothing(rig_of: OpenRig) -> None:
+    with rig_of(limit=100, kills=True) as rig:
+        doomed = rig.start_worker([rig.notion], concurrency=4)
+        ids = [rig.send("held", rig.notion) for _ in range(30)]
+        caught = wait_until(rig.holding, timeout=30)  # they called the upstream, and hold
+        rig.kill_worker(doomed)
+        rig.release()
+        rig.start_worker([rig.notion], concurrency=4)
+        values = rig.wait_all(ids, timeout=180)
+        assert values == ids  # every task completed
+        assert set(rig.upstream.served) == set(ids)
+        assert all(rig.upstream.served[i] >= 2 for i in caught)  # the ones killed ran again
