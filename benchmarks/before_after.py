@@ -64,9 +64,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ref", help="the commit to compare against (before)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("script", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS ...]")
-    args = parser.parse_args()
-    script = args.script[1:] if args.script[:1] == ["--"] else args.script
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    script = argv[cut + 1 :]
     if not script:
         parser.error("give the benchmark after --")
     results: dict[str, Rows] = {"before": defaultdict(list), "after": defaultdict(list)}

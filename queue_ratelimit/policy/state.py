@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
@@ -170,9 +171,9 @@ class Feedback:
 NO_FEEDBACK = Feedback()
 
 
-@dataclass(frozen=True, slots=True)
-class AcquireRequest:
-    """One acquire (or redemption) as the limiter hands it to a backend and the policy.
+class AcquireRequest(NamedTuple):
+    """One acquire (or redemption) as the limiter hands it to a backend and the policy (a
+    named tuple: it is built on every acquire, and a tuple is the cheapest value to build).
 
     Attributes:
         integration, tenant: the key.
@@ -201,8 +202,7 @@ SUCCESS, BACKOFF, FAILURE = "success", "backoff", "failure"
 """The kinds of :class:`Report`."""
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
     """What a call's answer tells a key: a success, a backoff or a failure.
 
     Attributes:
