@@ -129,12 +129,6 @@ def swallowing(self: RateLimitedTask) -> str:
     return "ok"
 
 
-@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.explicit")
-def explicit(self: RateLimitedTask) -> None:
-    """Always meets a backoff it reports itself: for the requeue budget."""
-    raise requeue_after(retry_after=0.2, report=False)
-
-
 @app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.slow")
 def slow(self: RateLimitedTask, seconds: float) -> str:
     """Calls the upstream, then works a while: long enough to be killed mid-task."""
@@ -172,12 +166,6 @@ def _reset_connections(**_: Any) -> None:  # prefork children get fresh sockets
     _waits.connection_pool.reset()
 
 
-def _record_wait(sender: object, **fields: Any) -> None:
-    """Every in-worker wait granted to a task, for the tests to check against max_wait."""
-    if fields.get("task_id"):
-        _waits.rpush(f"{PREFIX}:waits", repr(float(fields["wait"])))
-
-
 def _record_event(sender: object, **fields: Any) -> None:
     """Requeue reasons and backend outages, for the fault tests."""
     what = fields.get("reason") or fields.get("mode") or "recovered"
@@ -185,7 +173,6 @@ def _record_event(sender: object, **fields: Any) -> None:
 
 
 if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
-    qrl_signals.acquired.connect(_record_wait)
     for _signal in (
         qrl_signals.task_requeued,
         qrl_signals.backend_unavailable,
@@ -223,7 +210,7 @@ def throttled(self: RateLimitedTask) -> None:
     """Always meets a backoff it reports itself, with a requeue budget of its own (3); counts
     its runs."""
     _waits.incr(f"{PREFIX}:runs:{self.request.id}")
-    raise self.rate_limited(retry_after=0.2, report=False)
+    raise requeue_after(retry_after=0.2, report=False)
 
 
 @app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.held")

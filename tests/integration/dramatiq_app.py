@@ -139,16 +139,6 @@ def explicit() -> None:
     raise requeue_after(retry_after=0.2, report=False)
 
 
-def _record_wait(sender: object, **fields: Any) -> None:
-    """Every in-worker wait granted to a message, for the tests to check against max_wait."""
-    if fields.get("task_id"):
-        _redis.rpush(f"{PREFIX}:waits", f"{fields['task_name']} {float(fields['wait'])!r}")
-
-
-if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
-    qrl_signals.acquired.connect(_record_wait)
-
-
 # -- for the shared scenarios (rigs.py, test_scenarios.py) -----------------------------------
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,9 @@ from tests.integration.celery_harness import CeleryRig, capp, celery_rig, wait_a
 from tests.integration.dramatiq_harness import DramatiqRig, dapp, dramatiq_rig
 from tests.integration.rq_harness import RQRig, jobs, rq_rig
 from tests.support import wait_until
+
+OpenRig = Callable[..., AbstractContextManager["Rig"]]
+"""Opens a test's rig: ``rig_of(kills=False, **upstream)`` (the ``rig_of`` fixture)."""
 
 RIGS = [
     "celery-redis",
