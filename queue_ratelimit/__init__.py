@@ -17,7 +17,7 @@ from queue_ratelimit.errors import (
 )
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import Outcome
-from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal, parse_rate_limit
+from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo, parse_rate_limit
 from queue_ratelimit.policy.state import (
     Decision,
     Feedback,
@@ -55,7 +55,7 @@ __all__ = [
     "LimitSnapshot",
     # reading upstream signals
     "parse_rate_limit",
-    "RateLimitSignal",
+    "RateLimitInfo",
     "Quota",
     # tasks, whatever framework runs them
     "TaskLimits",
@@ -73,3 +73,16 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    if name == "RateLimitSignal":  # the old name, kept for one release
+        import warnings
+
+        warnings.warn(
+            "RateLimitSignal is deprecated: use queue_ratelimit.RateLimitInfo",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return RateLimitInfo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

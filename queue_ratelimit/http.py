@@ -91,7 +91,7 @@ class _Call:
     decision: Decision
 
 
-class _Gate:
+class _ClientCalls:
     """The framework-neutral part: what to ask before a request and report after it."""
 
     def __init__(
@@ -257,7 +257,7 @@ class RateLimitedAdapter(HTTPAdapter):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._gate = _Gate(
+        self._gate = _ClientCalls(
             limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
         )
 
@@ -298,7 +298,7 @@ class RateLimitedTransport(httpx.BaseTransport):
         usage: Callable[[Any], Mapping[str, float] | None] | None = None,
     ) -> None:
         self._transport = transport or httpx.HTTPTransport()
-        self._gate = _Gate(
+        self._gate = _ClientCalls(
             limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
         )
 
@@ -335,7 +335,7 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
         usage: Callable[[Any], Mapping[str, float] | None] | None = None,
     ) -> None:
         self._transport = transport or httpx.AsyncHTTPTransport()
-        self._gate = _Gate(
+        self._gate = _ClientCalls(
             limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
         )
 

@@ -319,26 +319,26 @@ class Limiter:
         """
         prepared = self._resolve(integration, tenant)
         config = prepared.config
-        signal = parse_rate_limit(
+        info = parse_rate_limit(
             status or 0,
             headers,
             body,
             backoff_status_codes=config.backoff_status_codes,
             max_backoff=config.max_backoff,
         )
-        kind = classify(status, signal)
+        kind = classify(status, info)
         feedback = feedback_for(
             prepared.plan,
-            signal,
+            info,
             seq=decision.seq if decision else None,
             estimated=estimated,
             actual=actual,
         )
         epoch = decision.epoch if decision and kind == BACKOFF else None
         lease = decision.lease if decision else None
-        retry_after = signal.retry_after if kind == BACKOFF else None
+        retry_after = info.retry_after if kind == BACKOFF else None
         result = self.report(Report(kind, integration, tenant, lease, feedback, epoch, retry_after))
-        return Outcome(kind, signal, result)
+        return Outcome(kind, info, result)
 
     def set_breaker(self, integration: str, state: str, open_seconds: float | None = None) -> None:
         """Force the integration's breaker ``"open"`` (for ``open_seconds``, default the

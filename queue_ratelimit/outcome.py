@@ -7,19 +7,20 @@ in one round trip.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from queue_ratelimit.config import PRIMARY_LIMIT
-from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal
+from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo
 from queue_ratelimit.policy.state import BACKOFF, FAILURE, SUCCESS, Feedback, Plan, ReportResult
 
 
-def classify(status: int | None, signal: RateLimitSignal) -> str:
+def classify(status: int | None, info: RateLimitInfo) -> str:
     """``backoff`` for a rate-limit answer, ``failure`` for a 5xx or no answer (``None``: a
     timeout or connection error), else ``success``: any other answer, 4xx included, shows the
     upstream accepted the call's rate."""
-    if signal.backoff:
+    if info.backoff:
         return BACKOFF
     if status is None or status >= 500:
         return FAILURE
@@ -28,7 +29,7 @@ def classify(status: int | None, signal: RateLimitSignal) -> str:
 
 def feedback_for(
     plan: Plan,
-    signal: RateLimitSignal,
+    info: RateLimitInfo,
     *,
     seq: int | None = None,
     estimated: Mapping[str, float] | None = None,
@@ -36,14 +37,14 @@ def feedback_for(
 ) -> Feedback:
     """The quotas the response published for the plan's limits, and the cost corrections.
 
-    The headline quota (``signal.remaining``/``reset_after``) counts as ``requests`` unless
+    The headline quota (``info.remaining``/``reset_after``) counts as ``requests`` unless
     the response named a ``requests`` quota. ``actual`` minus ``estimated`` (per limit) is
     charged; a limit missing from ``estimated`` was estimated at 0.
     """
     names = {lim.name for lim in plan.limits}
-    published = dict(signal.quotas)
-    if PRIMARY_LIMIT not in published and signal.remaining is not None:
-        published[PRIMARY_LIMIT] = Quota(signal.limit, signal.remaining, signal.reset_after)
+    published = dict(info.quotas)
+    if PRIMARY_LIMIT not in published and info.remaining is not None:
+        published[PRIMARY_LIMIT] = Quota(info.limit, info.remaining, info.reset_after)
     quotas = {
         name: (float(quota.remaining), quota.reset_after)
         for name, quota in published.items()
@@ -66,18 +67,26 @@ class Outcome:
 
     Attributes:
         kind: ``success``, ``backoff`` or ``failure``.
-        signal: the parsed response.
+        info: what the response said about rate limits (``parse_rate_limit``).
         result: the limiter's report result (rates, cooldown, breaker).
     """
 
     kind: str
-    signal: RateLimitSignal
+    info: RateLimitInfo
     result: ReportResult
+
+    @property
+    def signal(self) -> RateLimitInfo:
+        """Deprecated: ``info``."""
+        warnings.warn(
+            "Outcome.signal is deprecated: use Outcome.info", DeprecationWarning, stacklevel=2
+        )
+        return self.info
 
     @property
     def retry_after(self) -> float:
         """Seconds to wait before retrying: the upstream's ``Retry-After``, else the cooldown
         the limiter opened (or the breaker's open interval is the caller's to look up)."""
-        if self.signal.retry_after is not None:
-            return self.signal.retry_after
+        if self.info.retry_after is not None:
+            return self.info.retry_after
         return self.result.cooldown_left

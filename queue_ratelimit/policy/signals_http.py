@@ -1,7 +1,7 @@
 """What an HTTP response says about rate limits: backoff, how long to wait, quotas left.
 
 :func:`parse_rate_limit` reads a status, headers and (optionally) a body into a
-:class:`RateLimitSignal`. It is pure (no I/O; the clock is read only when ``now`` is None)
+:class:`RateLimitInfo`. It is pure (no I/O; the clock is read only when ``now`` is None)
 and total: no header or body, however malformed, hostile or large, makes it raise.
 
 Headers read (names case-insensitive; of a repeated header the first valid value counts, and
@@ -39,7 +39,7 @@ Rules:
   penalty, Stripe, whose ``Stripe-Should-Retry`` says whether, not when) has
   ``retry_after=None``; the caller's configuration supplies the cooldown.
 * When ``Retry-After`` and a reset header disagree, ``retry_after`` comes from
-  ``Retry-After`` and ``reset_after`` keeps the reset; :attr:`RateLimitSignal.wait` prefers
+  ``Retry-After`` and ``reset_after`` keeps the reset; :attr:`RateLimitInfo.wait` prefers
   ``retry_after``.
 * Discord's body ``retry_after`` is read as seconds (API v8+; the integer milliseconds of
   retired versions are thus read as too long a wait and clamped, never too short).
@@ -66,6 +66,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -80,7 +81,7 @@ from queue_ratelimit.policy.signals_headers import (
     retry_delay,
 )
 
-__all__ = ["Quota", "RateLimitSignal", "parse_rate_limit"]
+__all__ = ["Quota", "RateLimitInfo", "parse_rate_limit"]
 
 _ALWAYS_BACKOFF = frozenset({429, 503})
 _MAX_BODY_BYTES = 64 * 1024
@@ -109,7 +110,7 @@ def _no_quotas() -> Mapping[str, Quota]:
 
 
 @dataclass(frozen=True)
-class RateLimitSignal:
+class RateLimitInfo:
     """What one response says about rate limits; the default instance says nothing.
 
     Attributes:
@@ -158,8 +159,8 @@ def parse_rate_limit(
     *,
     backoff_status_codes: Collection[int] = _ALWAYS_BACKOFF,
     max_backoff: float = 300.0,
-) -> RateLimitSignal:
-    """Read a response's status, headers and body into a :class:`RateLimitSignal`.
+) -> RateLimitInfo:
+    """Read a response's status, headers and body into a :class:`RateLimitInfo`.
 
     Never raises on any response content; the module docstring states every rule.
 
@@ -195,7 +196,7 @@ def parse_rate_limit(
         or exhausted
         or _mentions_rate_limit(body)
     )
-    return RateLimitSignal(
+    return RateLimitInfo(
         backoff=backoff,
         retry_after=retry_after if backoff else None,
         limit=headline.limit,
@@ -315,3 +316,14 @@ def _mentions_rate_limit(body: object) -> bool:
     if not text:
         return False
     return _RATE_LIMIT_WORDING.search(text[:_MAX_WORDING_CHARS]) is not None
+
+
+def __getattr__(name: str) -> object:
+    if name == "RateLimitSignal":  # the old name, kept for one release
+        warnings.warn(
+            "RateLimitSignal is deprecated: use queue_ratelimit.RateLimitInfo",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return RateLimitInfo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

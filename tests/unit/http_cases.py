@@ -2,7 +2,7 @@
 
 Every documented case cites the page it is modelled on in ``source``; header values are the
 documentation's own where it gives them, with times moved relative to a fixed ``now``.
-``wait`` is the expected :attr:`RateLimitSignal.wait`, asserted separately from the fields.
+``wait`` is the expected :attr:`RateLimitInfo.wait`, asserted separately from the fields.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal
+from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 EPOCH = int(NOW)
@@ -62,7 +62,7 @@ class HttpCase:
     source: str
     status: int
     headers: Headers
-    expected: RateLimitSignal
+    expected: RateLimitInfo
     wait: float | None
     body: Body = None
     now: float = NOW
@@ -78,9 +78,9 @@ def signal(
     reset_after: float | None = None,
     quotas: Mapping[str, Quota] | None = None,
     near_limit: bool = False,
-) -> RateLimitSignal:
+) -> RateLimitInfo:
     """Build an expected signal tersely."""
-    return RateLimitSignal(
+    return RateLimitInfo(
         backoff, retry_after, limit, remaining, reset_after, dict(quotas or {}), near_limit
     )
 

@@ -6,7 +6,7 @@ import pytest
 
 from queue_ratelimit.outcome import BACKOFF, FAILURE, SUCCESS, classify, feedback_for
 from queue_ratelimit.plans import plan_for
-from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal
+from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo
 from queue_ratelimit.registry import BUILTIN_INTEGRATIONS
 
 OPENAI = plan_for(BUILTIN_INTEGRATIONS["openai"])
@@ -15,26 +15,26 @@ OPENAI = plan_for(BUILTIN_INTEGRATIONS["openai"])
 @pytest.mark.parametrize(
     ("status", "signal", "kind"),
     [
-        (200, RateLimitSignal(), SUCCESS),
-        (404, RateLimitSignal(), SUCCESS),
-        (429, RateLimitSignal(backoff=True), BACKOFF),
-        (503, RateLimitSignal(backoff=True), BACKOFF),
-        (500, RateLimitSignal(), FAILURE),
-        (None, RateLimitSignal(), FAILURE),
+        (200, RateLimitInfo(), SUCCESS),
+        (404, RateLimitInfo(), SUCCESS),
+        (429, RateLimitInfo(backoff=True), BACKOFF),
+        (503, RateLimitInfo(backoff=True), BACKOFF),
+        (500, RateLimitInfo(), FAILURE),
+        (None, RateLimitInfo(), FAILURE),
     ],
 )
-def test_classify(status: int | None, signal: RateLimitSignal, kind: str) -> None:
+def test_classify(status: int | None, signal: RateLimitInfo, kind: str) -> None:
     assert classify(status, signal) == kind
 
 
 def test_the_headline_quota_feeds_the_requests_limit() -> None:
-    signal = RateLimitSignal(limit=100, remaining=7, reset_after=12.0)
+    signal = RateLimitInfo(limit=100, remaining=7, reset_after=12.0)
     assert feedback_for(OPENAI, signal, seq=4).quotas == {"requests": (7.0, 12.0)}
     assert feedback_for(OPENAI, signal, seq=4).seq == 4
 
 
 def test_named_quotas_feed_limits_of_that_name_only() -> None:
-    signal = RateLimitSignal(
+    signal = RateLimitInfo(
         quotas={
             "requests": Quota(500, 499, 0.12),
             "tokens": Quota(30000, 29000, 2.0),
@@ -51,13 +51,13 @@ def test_named_quotas_feed_limits_of_that_name_only() -> None:
 
 
 def test_quotas_without_a_reset_are_not_fed_forward() -> None:
-    assert feedback_for(OPENAI, RateLimitSignal(remaining=3)).quotas == {}
+    assert feedback_for(OPENAI, RateLimitInfo(remaining=3)).quotas == {}
 
 
 def test_actual_usage_corrects_the_estimate() -> None:
     feedback = feedback_for(
         OPENAI,
-        RateLimitSignal(),
+        RateLimitInfo(),
         estimated={"requests": 1.0, "tokens": 500.0},
         actual={"tokens": 320.0, "unknown": 5.0},
     )

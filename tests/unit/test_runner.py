@@ -1,9 +1,8 @@
-"""The task runner every framework uses: its limits, its run, and the old names it replaced."""
+"""The task runner every framework uses: its limits and its run."""
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
 import pytest
@@ -92,22 +91,3 @@ def test_an_invalid_per_message_option_fails_naming_it() -> None:
     with pytest.raises(ConfigError) as caught:
         TaskLimits("svc").call((), {}, {"max_wait": -2})
     assert caught.value.field == "max_wait"
-
-
-def test_the_old_names_still_work_and_warn(monkeypatch: pytest.MonkeyPatch) -> None:
-    from queue_ratelimit.integrations import dramatiq as qrl_dramatiq
-    from queue_ratelimit.integrations import rq as qrl_rq
-    from queue_ratelimit.integrations.celery import RateLimitedTask
-
-    with pytest.warns(DeprecationWarning, match="requeue_after"):
-        assert isinstance(qrl_dramatiq.rate_limited(2.0), RateLimited)
-    with pytest.warns(DeprecationWarning, match="requeue_after"):
-        assert isinstance(RateLimitedTask().rate_limited(2.0), RateLimited)
-    with pytest.warns(DeprecationWarning, match="TaskLimits"):
-        assert qrl_rq.JobLimits is TaskLimits
-    env = {"QUEUE_RATELIMIT_REDIS_URL": "redis://127.0.0.1:1/0"}  # built, never connected
-    with pytest.warns(DeprecationWarning, match="limiter_for"):
-        assert isinstance(qrl_rq.limiter_from_env(env), Limiter)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert isinstance(qrl_rq.limiter_for(env), Limiter)  # the new name does not warn

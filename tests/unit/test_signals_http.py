@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
-from queue_ratelimit.policy.signals_http import Quota, RateLimitSignal, parse_rate_limit
+from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo, parse_rate_limit
 from tests.unit.http_cases import CASES, DOCUMENTED, NOW, HttpCase
 
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]
 
 
-def flat(signal: RateLimitSignal) -> dict[str, object]:
+def flat(signal: RateLimitInfo) -> dict[str, object]:
     """The signal's fields and wait as one plain dict, quotas spelled out, for approx."""
     fields: dict[str, object] = {
         name: getattr(signal, name)
@@ -69,7 +69,7 @@ def test_header_containers_read_alike() -> None:
         httpx.Headers(pairs),
     ]
     signals = {parse_rate_limit(429, shape, now=NOW) for shape in shapes}
-    assert signals == {RateLimitSignal(backoff=True, retry_after=12.0, remaining=0)}
+    assert signals == {RateLimitInfo(backoff=True, retry_after=12.0, remaining=0)}
 
 
 def test_bytes_headers_are_read() -> None:
@@ -111,8 +111,8 @@ def test_signal_is_immutable_and_hashable() -> None:
 
 
 def test_empty_signal_says_wait_nothing() -> None:
-    assert RateLimitSignal().wait is None
-    assert parse_rate_limit(200, {}, now=NOW) == RateLimitSignal()
+    assert RateLimitInfo().wait is None
+    assert parse_rate_limit(200, {}, now=NOW) == RateLimitInfo()
 
 
 def test_huge_values_are_cheap() -> None:
@@ -225,7 +225,7 @@ statuses = st.one_of(st.sampled_from([200, 202, 403, 429, 503]), st.integers(100
 code_sets = st.frozensets(st.sampled_from([403, 418, 429, 500, 503]), max_size=4)
 
 
-def assert_sane(signal: RateLimitSignal, max_backoff: float) -> None:
+def assert_sane(signal: RateLimitInfo, max_backoff: float) -> None:
     quotas = [Quota(signal.limit, signal.remaining, signal.reset_after), *signal.quotas.values()]
     for delay in (signal.retry_after, signal.wait, *(quota.reset_after for quota in quotas)):
         assert delay is None or (type(delay) is float and 0.0 <= delay <= max_backoff)
