@@ -4,6 +4,8 @@ The public API, grouped by concept. Backends needing optional extras are importe
 modules (``queue_ratelimit.backends.redis.RedisBackend`` needs ``queue_ratelimit[redis]``).
 """
 
+from typing import TYPE_CHECKING
+
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.errors import (
@@ -73,6 +75,10 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+if TYPE_CHECKING:  # the old name, for type checkers (at run time it warns, below)
+    RateLimitSignal = RateLimitInfo
 
 
 def __getattr__(name: str) -> object:

@@ -15,7 +15,7 @@ from queue_ratelimit import signals
 from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
-from queue_ratelimit.errors import InvalidRequest, RateLimited
+from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
 from queue_ratelimit.outage import OutageGuard
 from queue_ratelimit.outcome import Outcome, classify, feedback_for
 from queue_ratelimit.plans import Cost, Prepared, plan_for
@@ -79,6 +79,14 @@ class Limiter:
         probe_interval: float = 2.0,
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
+        if not callable(getattr(self.backend, "report", None)):  # the protocol before 0.2
+            raise ConfigError(
+                None,
+                "backend",
+                type(self.backend).__name__,
+                "implements no report(report, plan): a backend decides acquire(request, plan) "
+                "and applies report(report, plan) (see queue_ratelimit.backends.Backend)",
+            )
         self._guard = OutageGuard(self.backend, probe_interval=probe_interval)
         self.configs: Mapping[str, IntegrationConfig] = dict(
             configs if configs is not None else BUILTIN_INTEGRATIONS
@@ -272,6 +280,8 @@ class Limiter:
         closed, the report is dropped (the call was made; its answer still reaches the
         caller)."""
         integration, tenant = report.integration, report.tenant
+        if report.kind not in (SUCCESS, BACKOFF, FAILURE):
+            raise InvalidRequest(f"{integration}: a report is a success, backoff or failure")
         prepared = self._resolve(integration, tenant)
         rate = prepared.config.rate_limit_per_sec
         result = self._guard.call(

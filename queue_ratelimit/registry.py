@@ -22,11 +22,12 @@ they parse (``2.5``, ``[429, 503]``, ``null``) and kept as strings otherwise.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -45,6 +46,7 @@ __all__ = [
     "BUILTIN_SOURCES",
     "CONFIG_PATH_ENV",
     "DEFAULT_TOML_NAME",
+    "did_you_mean",
     "ENV_PREFIX",
     "Overrides",
     "get_integration",
@@ -137,8 +139,10 @@ def merge_configs(
     """Fold override layers onto ``base``, later layers winning field by field.
 
     An integration absent from ``base`` is created from IntegrationConfig defaults plus its
-    overrides. ``limits`` merge per limit name and field; a limit set to ``None`` is removed;
-    a new limit must give every required LimitConfig field.
+    overrides, which must set its ``rate_limit_per_sec`` (the layers together): an override
+    of anything else for an unknown name is taken for a misspelling and refused. ``limits``
+    merge per limit name and field; a limit set to ``None`` is removed; a new limit must give
+    every required LimitConfig field.
 
     Raises:
         ConfigError: naming the integration, field and value of the first invalid setting.
@@ -152,6 +156,12 @@ def merge_configs(
         settings = base[name].to_dict() if name in base else {}
         _merge_fields(settings, fields)
         result[name] = IntegrationConfig.from_mapping(name, settings)
+        if name not in base and "rate_limit_per_sec" not in fields:  # a typo, not a new API
+            reason = (
+                f"unknown integration{did_you_mean(name, base)}; "
+                "a new integration is declared by setting its rate_limit_per_sec"
+            )
+            raise ConfigError(name, "name", name, reason)
     return result
 
 
@@ -203,10 +213,19 @@ def get_integration(
     """
     known = BUILTIN_INTEGRATIONS if configs is None else configs
     if name not in known:
+        hint = did_you_mean(name, known)
         raise ConfigError(
-            name, "name", name, f"unknown integration; known: {', '.join(sorted(known))}"
+            name, "name", name, f"unknown integration{hint}; known: {', '.join(sorted(known))}"
         )
     return known[name]
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """``" (did you mean 'notion'?)"`` for the closest of ``known`` names, or ``""``."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # --- Helpers ---------------------------------------------------------------------------

@@ -19,11 +19,12 @@ What the runner promises, whatever runs it:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from queue_ratelimit import context
@@ -35,6 +36,7 @@ from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
 
 __all__ = ["TaskLimits", "TaskRun", "current_run", "requeue_after"]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Tenant = str | Callable[..., str | None] | None
 Costs = Cost | Callable[..., Cost]
@@ -87,7 +89,8 @@ class TaskLimits:
         try:
             limiter.config(self.integration)
         except ConfigError as exc:
-            raise ConfigError(self.integration, "integration", self.integration, str(exc)) from exc
+            reason = f"{where}: {exc.reason}"
+            raise ConfigError(self.integration, "integration", self.integration, reason) from exc
         if not callable(self.cost):
             try:
                 limiter.costs(self.integration, self.cost)
@@ -141,13 +144,19 @@ class TaskRun:
         self.info = info
         self.slot: context.Prepaid | None = None
 
-    def admit(self) -> Requeue | None:
+    def admit(self, granted: Callable[[], None] | None = None) -> Requeue | None:
         """Acquire for the body: None when it may run (its short wait slept), else the
-        ``Requeue`` to publish (``RequeueBudgetExhausted`` when the budget is spent)."""
+        ``Requeue`` to publish (``RequeueBudgetExhausted`` when the budget is spent).
+
+        ``granted`` runs as soon as the slot is granted, before the wait is slept (RQ forgets
+        the redeemed reservation there, so a job killed while it sleeps cannot redeem it
+        again)."""
         with context.running(self.info):
             verdict = self.gate.before(self.call, self.ticket)
         if isinstance(verdict, Requeue):
             return verdict
+        if granted is not None:
+            granted()
         decision = verdict.decision
         if decision.wait > 0:
             time.sleep(decision.wait)
@@ -162,9 +171,11 @@ class TaskRun:
             return self.gate.rate_limited(self.call, self.ticket, exc.retry_after, exc.reason)
 
     def outage(self, retry_after: float) -> Requeue:
-        """Come back once the shared store may answer again, spending no budget."""
+        """Come back once the shared store may answer again, spending no budget (and
+        redeeming nothing: a copy that could not be checked may be a stale duplicate)."""
+        ticket = replace(self.ticket, reservation=None)
         with context.running(self.info):
-            return self.gate.outage(self.call, self.ticket, retry_after)
+            return self.gate.outage(self.call, ticket, retry_after)
 
     @contextmanager
     def body(self) -> Iterator[None]:
@@ -179,9 +190,14 @@ class TaskRun:
             self.end()
 
     def end(self) -> None:
-        """Give back the lease of a slot no call used (idempotent)."""
-        if self.slot is not None:
+        """Give back the lease of a slot no call used (idempotent; a failure is logged, never
+        raised over the body's own outcome)."""
+        if self.slot is None:
+            return
+        try:
             self.gate.release_unused(self.slot)
+        except Exception:
+            log.exception("queue_ratelimit: releasing the lease of task %s failed", self.info.id)
 
     def run(self, body: Callable[[], T]) -> T | Requeue:
         """Admit, then run ``body``: its result, or the ``Requeue`` to publish."""

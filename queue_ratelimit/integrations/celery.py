@@ -26,7 +26,7 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from queue_ratelimit.context import Backoff, TaskInfo
-from queue_ratelimit.errors import ConfigError
+from queue_ratelimit.errors import ConfigError, RateLimited
 from queue_ratelimit.integrations.celery_breaker import BreakerStep
 from queue_ratelimit.integrations.celery_due import (
     STALE,
@@ -39,7 +39,7 @@ from queue_ratelimit.integrations.celery_due import (
 from queue_ratelimit.integrations.celery_requeue import republish
 from queue_ratelimit.integrations.celery_settings import configure, gate_for, limiter_for
 from queue_ratelimit.plans import Cost
-from queue_ratelimit.runner import TaskLimits, TaskRun, requeue_after
+from queue_ratelimit.runner import TaskLimits, TaskRun, current_run, requeue_after
 from queue_ratelimit.tasks import Requeue, Ticket
 
 __all__ = [
@@ -93,7 +93,7 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         return 1.0
 
     @property
-    def limits(self) -> TaskLimits:
+    def task_limits(self) -> TaskLimits:
         """The task's limits (``ConfigError`` when it names no integration)."""
         if not self.integration:
             raise ConfigError(None, "integration", self.integration, f"task {self.name} has none")
@@ -108,7 +108,7 @@ class RateLimitedTask(Task):  # type: ignore[misc]
         state = arrival(self.app, self.request, ticket)
         if state == STALE:
             raise Ignore()  # acknowledged: its latest copy is elsewhere
-        call = self.limits.call(args, kwargs)
+        call = self.task_limits.call(args, kwargs)
         run = TaskRun(gate_for(self.app), call, ticket, TaskInfo(self.name, self.request.id))
         if state == UNCHECKED:  # round again through the broker, with the same token
             raise republish(self, run.outage(2.0), ticket)
@@ -125,7 +125,13 @@ class RateLimitedTask(Task):  # type: ignore[misc]
             DeprecationWarning,
             stacklevel=2,
         )
-        return requeue_after(retry_after, report=report)
+        run = current_run()
+        if run is not None and run.call.integration == self.integration:
+            return requeue_after(retry_after, report=report)
+        call = self.task_limits.call(self.request.args or (), self.request.kwargs or {})
+        if report:  # outside its own run (eager, called directly): as the old method did
+            limiter_for(self.app).on_backoff(call.integration, call.tenant, retry_after=retry_after)
+        return Backoff(RateLimited(retry_after, call.integration, call.tenant))
 
 
 def _takes_self(function: Any) -> bool:
@@ -137,25 +143,17 @@ def check_tasks(app: Celery) -> None:
     """Check the app's settings and the limits of every ``RateLimitedTask``.
 
     ``install(app)`` runs it when a worker starts, so a mistake stops the worker there
-    instead of failing tasks one by one. A task whose integration the limiter does not
-    know is only logged: the registry also holds other apps' shared tasks, and such a task
-    fails with ``ConfigError`` when it runs.
+    instead of failing tasks one by one (or leaving them in a queue no worker consumes).
+    Every integration a registered task names must be known to the app's limiter.
 
     Raises:
-        ConfigError: naming the task and the field.
+        ConfigError: naming the task and the field (``integration`` with a suggestion,
+            ``cost``, ...).
     """
     limiter = limiter_for(app)
     for task in list(app.tasks.values()):
-        if not isinstance(task, RateLimitedTask) or not task.integration:
-            continue
-        if task.integration not in limiter.configs:
-            log.warning(
-                "queue_ratelimit: task %s names integration %r, which the limiter does not know",
-                task.name,
-                task.integration,
-            )
-            continue
-        task.limits.check(limiter, f"task {task.name}")
+        if isinstance(task, RateLimitedTask) and task.integration:
+            task.task_limits.check(limiter, f"task {task.name}")
 
 
 def integration_router(

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from celery import bootsteps
 
+from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.integrations.polling import PollLog
 
 __all__ = ["BreakerStep"]
@@ -35,7 +36,11 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def start(self, consumer: Any) -> None:
         from queue_ratelimit.integrations.celery import check_tasks
 
-        check_tasks(consumer.app)  # invalid settings fail at worker start
+        try:
+            check_tasks(consumer.app)  # invalid settings stop the worker at start
+        except ConfigError as exc:
+            log.critical("queue_ratelimit: %s", exc)
+            raise SystemExit(1) from exc
         interval = float(consumer.app.conf.get("queue_ratelimit_poll") or 1.0)
         self.timer_ref = consumer.timer.call_repeatedly(interval, self.poll, (consumer,))
 

@@ -137,9 +137,9 @@ class RateLimitMiddleware(QueuePausing):
         delivery = Delivery(run, message, self.due)
         current.set(delivery)
         try:
-            run.call = limits.call(message.args, message.kwargs, message.options)
             if stale(self.due, message, ticket):
                 raise delivery.drop()
+            run.call = limits.call(message.args, message.kwargs, message.options)
             requeue = run.admit()
         except Skip:
             raise

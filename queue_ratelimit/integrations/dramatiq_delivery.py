@@ -166,7 +166,7 @@ def gated(actor: Actor[Any, Any]) -> None:
     """Wrap ``actor.fn`` so that the admitted delivery of its own message runs it through the
     task runner (once; a direct call, or another actor called from a body, runs as it is)."""
     fn: Callable[..., Any] = actor.fn
-    if getattr(fn, _GATED, False):
+    if getattr(fn, _GATED, None) == actor.actor_name:  # wrapped for this actor already
         return
 
     @functools.wraps(fn)
@@ -184,5 +184,5 @@ def gated(actor: Actor[Any, Any]) -> None:
         return outcome
 
     actor_name = actor.actor_name
-    setattr(body, _GATED, True)
+    setattr(body, _GATED, actor_name)
     actor.fn = body

@@ -17,7 +17,6 @@ its slot (``rq_due``) and the dequeue brings it back (``rq_dequeue``). Settings:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
@@ -109,11 +108,10 @@ class RateLimitedWorkerMixin(PausingDequeue):
         ticket = Ticket.loads(job.meta.get(TICKET_HEADER))
         call = limits.call(job.args, job.kwargs)
         run = TaskRun(self.gate, call, ticket, TaskInfo(job.func_name or "", job.id))
-        try:
-            requeue = run.admit()
+        try:  # a redeemed reservation is forgotten at once: never presented again
+            requeue = run.admit(granted=partial(_forget_ticket, job))
             if requeue is not None:
                 return _Requeue(requeue)
-            _forget_ticket(job)  # its reservation is redeemed: never present it again
             outcome = run.run_admitted(perform)
         except RequeueBudgetExhausted:
             _forget_ticket(job)  # a job requeued by hand from the failed registry starts afresh
@@ -187,11 +185,8 @@ class RateLimitedSimpleWorker(RateLimitedWorkerMixin, SimpleWorker):
 
 
 def __getattr__(name: str) -> Any:
-    if name == "JobLimits":  # the old name, kept for one release
-        warnings.warn(
-            "JobLimits is deprecated: use queue_ratelimit.runner.TaskLimits",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return TaskLimits
+    if name == "JobLimits":  # the old name, kept for one release (see rq_settings)
+        from queue_ratelimit.integrations import rq_settings
+
+        return getattr(rq_settings, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -173,3 +173,27 @@ def _refuse_local_fallback(limiter: Limiter) -> None:
                 "RQ's forking worker keeps no local state between jobs: use "
                 "RateLimitedSimpleWorker for a local fallback, or 'closed'",
             )
+
+
+def _job_limits(
+    integration: str,
+    tenant: Tenant = None,
+    requeue_budget: int | None = None,
+    max_wait: float | None = None,
+    cost: Cost | Callable[..., Cost] = 1.0,
+) -> TaskLimits:
+    """The old ``JobLimits(integration, tenant, requeue_budget, max_wait, cost)``, argument
+    order kept: a ``TaskLimits``."""
+    return TaskLimits(integration, tenant, cost, requeue_budget, max_wait)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "JobLimits":  # the old name, kept for one release
+        warnings.warn(
+            "JobLimits is deprecated: use queue_ratelimit.TaskLimits (integration, tenant, "
+            "cost, requeue_budget, max_wait)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _job_limits
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

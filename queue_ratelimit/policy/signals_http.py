@@ -70,6 +70,7 @@ import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy.signals_headers import (
@@ -316,6 +317,10 @@ def _mentions_rate_limit(body: object) -> bool:
     if not text:
         return False
     return _RATE_LIMIT_WORDING.search(text[:_MAX_WORDING_CHARS]) is not None
+
+
+if TYPE_CHECKING:  # the old name, for type checkers (at run time it warns, below)
+    RateLimitSignal = RateLimitInfo
 
 
 def __getattr__(name: str) -> object:

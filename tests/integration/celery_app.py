@@ -112,6 +112,7 @@ sync_notion = app.register_task(SyncNotion())
     name="tests.sync_repo",
     autoretry_for=(Exception,),
     max_retries=2,
+    shared=False,
 )
 def sync_repo(self: RateLimitedTask, repo: int) -> dict[str, Any]:
     """The decorator form, with autoretry_for that must never see a rate limit."""
@@ -119,7 +120,9 @@ def sync_repo(self: RateLimitedTask, repo: int) -> dict[str, Any]:
     return {"retries": self.request.retries, "repo": repo}
 
 
-@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.swallowing")
+@app.task(
+    base=RateLimitedTask, integration=NOTION, bind=True, name="tests.swallowing", shared=False
+)
 def swallowing(self: RateLimitedTask) -> str:
     """A body that swallows every Exception: it must not swallow a requeue."""
     try:
@@ -129,7 +132,7 @@ def swallowing(self: RateLimitedTask) -> str:
     return "ok"
 
 
-@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.slow")
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.slow", shared=False)
 def slow(self: RateLimitedTask, seconds: float) -> str:
     """Calls the upstream, then works a while: long enough to be killed mid-task."""
     _call(NOTION, self.request.id)
@@ -138,7 +141,7 @@ def slow(self: RateLimitedTask, seconds: float) -> str:
     return str(self.request.id)
 
 
-@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.counted")
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.counted", shared=False)
 def counted(self: RateLimitedTask, n: int) -> dict[str, Any]:
     """Records each finished body with the copy it ran as and whether the broker had
     delivered that message before: the kill tests tell a requeue's duplicate (two copies)
@@ -205,6 +208,7 @@ if os.environ.get("QRL_WORKER") == "1":
     bind=True,
     name="tests.throttled",
     requeue_budget=3,
+    shared=False,
 )
 def throttled(self: RateLimitedTask) -> None:
     """Always meets a backoff it reports itself, with a requeue budget of its own (3); counts
@@ -213,7 +217,7 @@ def throttled(self: RateLimitedTask) -> None:
     raise requeue_after(retry_after=0.2, report=False)
 
 
-@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.held")
+@app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.held", shared=False)
 def held(self: RateLimitedTask) -> str:
     """Calls the upstream, then holds until the test releases it (a kill lands mid-task)."""
     from tests.support import hold

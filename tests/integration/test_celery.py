@@ -3,13 +3,16 @@ what is Celery's own (the scenarios every framework shares: test_scenarios.py)."
 
 from __future__ import annotations
 
-import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import redis
 
 from queue_ratelimit.integrations.celery_due import scope
-from tests.integration.celery_harness import capp, celery_rig, wait_all
+from tests.integration.celery_harness import ROOT, capp, celery_rig, wait_all
 from tests.support import wait_until
 
 
@@ -90,7 +93,7 @@ def test_a_tasks_cost_is_a_method_a_value_or_a_function_of_its_arguments() -> No
         integration = "openai"
 
     def cost(task: RateLimitedTask, *args: object) -> object:
-        return task.limits.call(args, {}).cost
+        return task.task_limits.call(args, {}).cost
 
     assert cost(summarise, "abcd") == {"tokens": 4}
     assert cost(fixed, "x") == {"tokens": 7.0}
@@ -98,15 +101,16 @@ def test_a_tasks_cost_is_a_method_a_value_or_a_function_of_its_arguments() -> No
     assert cost(Plain()) == 1.0  # one request by default
 
 
-def test_a_task_with_an_impossible_cost_fails_the_check_at_start(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_task_with_an_impossible_cost_fails_the_check_at_start() -> None:
     from celery import Celery
 
-    from queue_ratelimit import ConfigError
-    from queue_ratelimit.integrations.celery import RateLimitedTask, check_tasks
+    from queue_ratelimit import BUILTIN_INTEGRATIONS, ConfigError, Limiter
+    from queue_ratelimit.integrations.celery import RateLimitedTask, check_tasks, configure
 
     app = Celery("checks")
+    configure(app, Limiter(configs=BUILTIN_INTEGRATIONS))
+    for name in [n for n in app.tasks if not n.startswith(__name__)]:
+        app.tasks.pop(name)  # shared tasks of the other apps this process imported
 
     @app.task(base=RateLimitedTask, integration="openai", cost={"tokens": 1e12}, shared=False)
     def huge(prompt: str) -> str:
@@ -117,11 +121,41 @@ def test_a_task_with_an_impossible_cost_fails_the_check_at_start(
     assert "huge" in str(caught.value)
     app.tasks.pop(huge.name)
 
-    @app.task(base=RateLimitedTask, integration="no-such-api", shared=False)
+    @app.task(base=RateLimitedTask, integration="notoin", shared=False)
     def lost() -> None: ...
 
-    # an unknown integration is only logged: it may be another app's task. The logger's own
-    # level, because a Celery worker started in-process raises the root logger's
-    with caplog.at_level(logging.WARNING, logger="queue_ratelimit.integrations.celery"):
+    with pytest.raises(ConfigError) as caught:  # it would sit in a queue nobody consumes
         check_tasks(app)
-    assert "no-such-api" in caplog.text
+    assert "lost" in str(caught.value) and "did you mean 'notion'?" in str(caught.value)
+
+
+def test_a_worker_whose_task_names_an_unknown_integration_stops_at_start_with_one_line(
+    tmp_path: Path, redis_url: str
+) -> None:
+    (tmp_path / "typo_app.py").write_text(
+        "from celery import Celery\n"
+        "from queue_ratelimit.integrations.celery import RateLimitedTask, install\n"
+        f"app = Celery('typo_app', broker={redis_url!r})\n"
+        f"app.conf.queue_ratelimit_redis_url = {redis_url!r}\n"
+        "install(app)\n"
+        "@app.task(base=RateLimitedTask, integration='notoin', shared=False)\n"
+        "def sync_page():\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    command = [sys.executable, "-m", "celery", "-A", "typo_app", "worker", "--pool=solo"]
+    done = subprocess.run(
+        [*command, "-Q", "qrl-typo", "--without-mingle", "--without-gossip"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    mentions = [line for line in lines if "notoin" in line]
+    assert done.returncode != 0
+    assert len(mentions) == 1, lines
+    assert "typo_app.sync_page" in mentions[0] and "did you mean 'notion'?" in mentions[0]
+    assert not any("Traceback" in line for line in lines), lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,3 +324,38 @@ def test_missing_file_is_rejected(tmp_path: Path) -> None:
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
     assert issubclass(ConfigError, QueueRateLimitError)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        lambda tmp: [{"notoin": {"max_rate": 3}}],
+        lambda tmp: [load_env({"QUEUE_RATELIMIT__NOTOIN__MAX_RATE": "3"})],
+        lambda tmp: [load_toml(write(tmp / "q.toml", "[notoin]\nmax_rate = 3\n"))],
+    ],
+)
+def test_an_override_of_an_unknown_name_is_refused_with_a_suggestion(
+    tmp_path: Path, layers: Any
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        merge_configs(*layers(tmp_path))
+    assert_config_error(caught.value, "notoin", "name", "notoin")
+    assert "did you mean 'notion'?" in str(caught.value)
+    assert "rate_limit_per_sec" in str(caught.value)  # how to declare a new one
+
+
+def test_a_new_integration_is_declared_by_its_rate_in_any_layer() -> None:
+    configs = merge_configs({"my-api": {"rate_limit_per_sec": 2.0}}, {"my-api": {"max_rate": 4}})
+    assert (configs["my-api"].rate_limit_per_sec, configs["my-api"].max_rate) == (2.0, 4.0)
+    env = {"QUEUE_RATELIMIT__MY-API__MAX_RATE": "9"}  # the file declares it, the env tunes it
+    assert (
+        merge_configs({"my-api": {"rate_limit_per_sec": 2.0}}, load_env(env))["my-api"].max_rate
+        == 9
+    )
+
+
+def test_an_unknown_name_at_acquire_suggests_the_close_one() -> None:
+    from queue_ratelimit import Limiter
+
+    with pytest.raises(ConfigError, match=r"did you mean 'github'\?"):
+        Limiter().acquire("githbu")

@@ -16,6 +16,7 @@ from queue_ratelimit import (
     requeue_after,
 )
 from queue_ratelimit.context import TaskInfo
+from queue_ratelimit.policy.state import Reservation
 from queue_ratelimit.runner import TaskRun
 from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
 from tests.conftest import FakeClock
@@ -91,3 +92,28 @@ def test_an_invalid_per_message_option_fails_naming_it() -> None:
     with pytest.raises(ConfigError) as caught:
         TaskLimits("svc").call((), {}, {"max_wait": -2})
     assert caught.value.field == "max_wait"
+
+
+def test_a_granted_slot_is_announced_before_its_wait_is_slept(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    monkeypatch.setattr("queue_ratelimit.runner.time.sleep", lambda s: events.append("sleep"))
+    first = _run(clock)
+    while first.admit() is None and not events:  # take the burst: then a wait is slept
+        first = TaskRun(first.gate, TaskCall("svc"), Ticket(), TaskInfo("t", "1"))
+    events.clear()
+    later = TaskRun(first.gate, TaskCall("svc"), Ticket(), TaskInfo("t", "2"))
+    assert later.admit(granted=lambda: events.append("granted")) is None
+    assert events == ["granted", "sleep"]  # RQ forgets the ticket before the sleep
+
+
+def test_an_outage_requeue_redeems_nothing(clock: FakeClock) -> None:
+    run = _run(clock)
+    first = run.run(lambda: None)
+    assert first is None
+    held = Reservation(1, clock() + 5.0, ())
+    run = TaskRun(run.gate, TaskCall("svc"), Ticket(reservation=held), TaskInfo("t", "2"))
+    requeue = run.outage(2.0)
+    assert requeue.reason == "backend_unavailable" and requeue.ticket.reservation is None
+    assert requeue.ticket.requeues == 0  # no budget spent
