@@ -16,6 +16,7 @@ Two halves, because a fleet has two kinds of truth:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,9 +29,13 @@ from prometheus_client.registry import Collector
 
 from queue_ratelimit import signals
 from queue_ratelimit.backends import Backend
+from queue_ratelimit.errors import BackendError
+from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.limiter import Limiter
 
 __all__ = ["EventMetrics", "StateCollector", "serve"]
+
+log = logging.getLogger(__name__)
 
 _BREAKER = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -138,9 +143,30 @@ class StateCollector(Collector):
         self.limiter = limiter
         self.backend = backend
         self.max_tenants = max_tenants
+        self._seen: dict[str, int] = {}
+        self._trouble = PollLog(log, "exporter's read of the shared state", "scrapes say 0")
 
     def collect(self) -> Iterator[Metric]:
-        """One family per gauge; labels ``integration`` and ``tenant`` ("" for none)."""
+        """``queue_ratelimit_backend_up`` (1, or 0 when the shared state did not answer this
+        scrape: the scrape still succeeds, with the per-process counters), then one family
+        per gauge; labels ``integration`` and ``tenant`` ("" for none)."""
+        up = GaugeMetricFamily(
+            "queue_ratelimit_backend_up", "1 when the shared state answered this scrape."
+        )
+        try:
+            families = [*self._keys(), *self._integrations()]
+        except BackendError as exc:  # one warning when it goes, one when it is back
+            self._trouble.failed(exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        self._trouble.succeeded()
+        up.add_metric([], 1.0)
+        yield up
+        yield from families
+
+    def _keys(self) -> list[Metric]:
+        """The gauges of every key (``max_tenants`` tenants per integration)."""
         labels = ["integration", "tenant"]
         families = {
             "rate": GaugeMetricFamily("queue_ratelimit_rate", "Current AIMD rate.", labels=labels),
@@ -157,17 +183,8 @@ class StateCollector(Collector):
                 "queue_ratelimit_leases", "Concurrency leases held.", labels=labels
             ),
         }
-        breaker = GaugeMetricFamily(
-            "queue_ratelimit_breaker_state",
-            "0 closed, 1 half-open, 2 open.",
-            labels=["integration"],
-        )
-        dropped = GaugeMetricFamily(
-            "queue_ratelimit_tenants_not_reported",
-            "Tenants beyond max_tenants.",
-            labels=["integration"],
-        )
-        seen: dict[str, int] = {}
+        seen: dict[str, int] = {}  # tenants per integration (for _integrations)
+        self._seen = seen
         for name, tenant in self.backend.scan():
             if name not in self.limiter.configs or (tenant or "").startswith("#"):
                 continue
@@ -181,21 +198,31 @@ class StateCollector(Collector):
             families["reserved"].add_metric(key, snap.limit().reserved)
             families["cooldown"].add_metric(key, snap.cooldown_left)
             families["leases"].add_metric(key, snap.leases)
-        for name in sorted(self.limiter.configs):
-            breaker.add_metric([name], _BREAKER.get(self.limiter.snapshot(name).breaker, 0.0))
-            dropped.add_metric([name], max(0, seen.get(name, 0) - self.max_tenants))
+        return list(families.values())
+
+    def _integrations(self) -> list[Metric]:
+        """Each integration's breaker, tenants left out and fleet-wide event counts."""
+        breaker = GaugeMetricFamily(
+            "queue_ratelimit_breaker_state",
+            "0 closed, 1 half-open, 2 open.",
+            labels=["integration"],
+        )
+        dropped = GaugeMetricFamily(
+            "queue_ratelimit_tenants_not_reported",
+            "Tenants beyond max_tenants.",
+            labels=["integration"],
+        )
         events = CounterMetricFamily(
             "queue_ratelimit_fleet_events",
             "Fleet-wide counts from Redis (backoffs, requeues).",
             labels=["integration", "event"],
         )
         for name in sorted(self.limiter.configs):
+            breaker.add_metric([name], _BREAKER.get(self.limiter.snapshot(name).breaker, 0.0))
+            dropped.add_metric([name], max(0, self._seen.get(name, 0) - self.max_tenants))
             for event, total in sorted(self.limiter.stats(name).items()):
                 events.add_metric([name, event], total)
-        yield from families.values()
-        yield breaker
-        yield dropped
-        yield events
+        return [breaker, dropped, events]
 
 
 def serve(

@@ -15,7 +15,7 @@ from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.metrics import EventMetrics, serve
 from tests.integration.celery_harness import capp, celery_rig, wait_all
 from tests.integration.rq_harness import jobs, rq_rig
-from tests.support import free_port, wait_until
+from tests.support import RedisProcess, free_port, wait_until
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -137,3 +137,30 @@ def test_the_grafana_dashboard_only_uses_metrics_the_exporter_serves(
     used = {suffix.sub("", n) for e in exprs for n in re.findall(r"queue_ratelimit_\w+", e)}
     served = {suffix.sub("", n) for n in served}
     assert used and not used - served, used - served
+
+
+def test_the_exporter_answers_200_with_the_shared_state_down_and_says_so_once(
+    private_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    private_redis.start()
+    backend = RedisBackend(private_redis.url, prefix="qrl-exporter")
+    limiter = Limiter(backend, capp.CONFIGS)
+    limiter.acquire(capp.NOTION, "ws-1")
+    port = free_port()
+    server = serve(limiter, backend, port, "127.0.0.1")
+    try:
+        up = ("queue_ratelimit_backend_up", ())
+        assert _scrape(port)[up] == 1
+        private_redis.stop()
+        with caplog.at_level(logging.WARNING, logger="queue_ratelimit.metrics"):
+            down = [_scrape(port) for _ in range(3)]  # 200 each time (urlopen raises else)
+        assert [samples[up] for samples in down] == [0, 0, 0]
+        assert not any(name == "queue_ratelimit_rate" for name, _ in down[0])
+        assert len([r for r in caplog.records if "answers again" in r.getMessage()]) == 1
+        private_redis.start()
+        assert wait_until(lambda: _scrape(port)[up] == 1, timeout=30, every=0.2)
+    finally:
+        server.shutdown()
+        server.server_close()
