@@ -1,7 +1,9 @@
 """Structured log records for the decisions an operator cares about, built from the signals.
 
-``install_logging()`` connects receivers that write one line per requeue, backoff, breaker
-transition, exhausted budget and backend outage to the ``queue_ratelimit`` logger. Each
+``install_logging()`` connects receivers that write one line per backoff, breaker
+transition, exhausted budget and backend outage to the ``queue_ratelimit`` logger. A requeue
+is always one INFO line, written by the task gate itself (``log_requeue``) to the worker's
+logger, in place of the framework's own (Celery's "retry", Dramatiq's "skipped" warning). Each
 record carries the event's fields in ``extra`` (``record.qrl_event``,
 ``record.qrl_integration``, ...) for a JSON formatter; the message itself is one readable
 line. Fields never hold a token or a header: signals carry integration, tenant, timings and
@@ -11,17 +13,16 @@ reasons only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from blinker import NamedSignal
 
 from queue_ratelimit import signals
 
-__all__ = ["install_logging", "uninstall_logging"]
+__all__ = ["install_logging", "log_requeue", "log_start", "uninstall_logging"]
 
 _LEVELS: dict[str, int] = {
-    "task_requeued": logging.INFO,
     "backoff": logging.INFO,
     "breaker_opened": logging.WARNING,
     "breaker_closed": logging.WARNING,
@@ -54,6 +55,24 @@ def _line(event: str, fields: dict[str, Any]) -> str:
     else:
         detail = event.replace("_", " ") + (" by an operator" if fields.get("forced") else "")
     return f"queue_ratelimit {target}{task}: {detail}"
+
+
+def log_requeue(logger: logging.Logger | logging.LoggerAdapter[Any], **fields: Any) -> None:
+    """Write the one INFO line of a requeue (the ``task_requeued`` signal's fields)."""
+    extra = {f"qrl_{key}": value for key, value in fields.items()}
+    logger.info(_line("task_requeued", fields), extra={"qrl_event": "task_requeued", **extra})
+
+
+def log_start(
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    backend: str,
+    config: str,
+    integrations: Iterable[str],
+) -> None:
+    """The one INFO line a worker writes when it starts: which shared state (never a
+    password), which config layers and which integrations it gates."""
+    names = ", ".join(sorted(set(integrations))) or "none yet"
+    logger.info("queue_ratelimit: limiter on %s; config %s; gating %s", backend, config, names)
 
 
 def install_logging(logger: logging.Logger | None = None) -> None:

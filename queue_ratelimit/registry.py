@@ -46,6 +46,7 @@ __all__ = [
     "BUILTIN_SOURCES",
     "CONFIG_PATH_ENV",
     "DEFAULT_TOML_NAME",
+    "config_sources",
     "did_you_mean",
     "ENV_PREFIX",
     "Overrides",
@@ -180,6 +181,20 @@ def load_configs(
         ConfigError: a file is unreadable or malformed, or any setting is invalid.
     """
     env = os.environ if environ is None else environ
+    toml_path, json_path = _files(toml_path, json_path, env)
+    layers = [load_toml(toml_path)] if toml_path is not None else []
+    if json_path is not None:
+        layers.append(load_json(json_path))
+    layers.append(load_env(env))
+    return merge_configs(*layers)
+
+
+def _files(
+    toml_path: str | os.PathLike[str] | None,
+    json_path: str | os.PathLike[str] | None,
+    env: Mapping[str, str],
+) -> tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None]:
+    """The TOML and JSON files ``load_configs`` reads (see its docstring)."""
     pointer = env.get(CONFIG_PATH_ENV)
     if pointer:
         suffix = Path(pointer).suffix.lower()
@@ -191,11 +206,23 @@ def load_configs(
             json_path = pointer
     if toml_path is None and Path(DEFAULT_TOML_NAME).is_file():
         toml_path = DEFAULT_TOML_NAME
-    layers = [load_toml(toml_path)] if toml_path is not None else []
-    if json_path is not None:
-        layers.append(load_json(json_path))
-    layers.append(load_env(env))
-    return merge_configs(*layers)
+    return toml_path, json_path
+
+
+def config_sources(
+    toml_path: str | os.PathLike[str] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """What ``load_configs`` reads with these arguments, for a log line: ``"built-ins +
+    ./queue-ratelimit.toml + 2 QUEUE_RATELIMIT__ variables"``."""
+    env = os.environ if environ is None else environ
+    files = [str(f) for f in _files(toml_path, json_path, env) if f is not None]
+    variables = sum(1 for name in env if name.startswith(ENV_PREFIX))
+    parts = ["built-ins", *files]
+    if variables:
+        parts.append(f"{variables} {ENV_PREFIX} variable{'s' if variables > 1 else ''}")
+    return " + ".join(parts)
 
 
 def list_integrations(configs: Mapping[str, IntegrationConfig] | None = None) -> list[str]:

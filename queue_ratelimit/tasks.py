@@ -22,17 +22,19 @@ the budget is spent, ``RequeueBudgetExhausted`` is raised for the framework's fa
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from queue_ratelimit import signals
+from queue_ratelimit import context, signals
 from queue_ratelimit.context import Prepaid
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RequeueBudgetExhausted
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.logs import log_requeue
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision, Reservation
 
@@ -148,6 +150,8 @@ class TaskGate:
             together, above the rate.
         clock: wall-clock time in seconds (for parking).
         rng: the jitter's random source.
+        logger: where each requeue's one INFO line goes (``queue_ratelimit``; RQ gives its
+            worker's logger, which ``rq worker`` configures).
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class TaskGate:
         jitter: float = 0.1,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         if max_countdown <= 0:
             raise ValueError("max_countdown must be > 0")
@@ -166,6 +171,7 @@ class TaskGate:
         self.jitter = jitter
         self._clock = clock
         self._rng = rng
+        self.log = logger or logging.getLogger("queue_ratelimit")
 
     def budget(self, call: TaskCall) -> int:
         """The requeue budget: the task's own, else the integration's."""
@@ -288,12 +294,15 @@ class TaskGate:
 
     def _announce(self, call: TaskCall, requeue: Requeue) -> None:
         self.limiter.count(call.integration, "requeues")
-        signals.emit(
-            signals.task_requeued,
-            self,
-            integration=call.integration,
-            tenant=call.tenant,
-            reason=requeue.reason,
-            countdown=requeue.countdown,
-            requeues=requeue.ticket.requeues,
-        )
+        fields = {
+            "integration": call.integration,
+            "tenant": call.tenant,
+            "reason": requeue.reason,
+            "countdown": requeue.countdown,
+            "requeues": requeue.ticket.requeues,
+        }
+        signals.emit(signals.task_requeued, self, **fields)
+        task = context.task.get()
+        if task is not None:
+            fields.update(task_name=task.name, task_id=task.id)
+        log_requeue(self.log, **fields)

@@ -74,6 +74,10 @@ class Backend(Protocol):
         its breaker and its counts."""
         ...
 
+    def describe(self) -> str:
+        """Where the state lives, for a log line; never a password."""
+        ...
+
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every stored limiter key as ``(integration, tenant)``, of ``integration`` only
         when given. A tenant a backend keeps only by its digest is listed as ``#<digest>``.

@@ -106,6 +106,10 @@ class MemoryBackend:
 
         return self._apply(report.integration, report.tenant, step)
 
+    def describe(self) -> str:
+        """See ``Backend.describe``."""
+        return "memory (this process only)"
+
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""
         with self._lock:

@@ -149,6 +149,13 @@ class RedisBackend:
         self._keys: dict[tuple[str, str | None], Keys] = {}  # in the script's order
         self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...]]] = {}
 
+    def describe(self) -> str:
+        """See ``Backend.describe``: the server and database, and the prefix."""
+        kwargs = self.client.connection_pool.connection_kwargs
+        scheme = "unix" if "path" in kwargs else "redis"
+        where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        return f"{scheme}://{where}/{kwargs.get('db', 0)} (prefix {self.prefix})"
+
     def keys_for(self, integration: str, tenant: str | None) -> Keys:
         """The Redis keys of one limiter key: state, leases, and the integration's breaker
         and event counts.

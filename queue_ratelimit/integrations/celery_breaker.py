@@ -10,6 +10,8 @@ from celery import bootsteps
 
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.integrations.polling import PollLog
+from queue_ratelimit.logs import log_start
+from queue_ratelimit.registry import config_sources
 
 __all__ = ["BreakerStep"]
 
@@ -35,12 +37,24 @@ class BreakerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, consumer: Any) -> None:
         from queue_ratelimit.integrations.celery import check_tasks
+        from queue_ratelimit.integrations.celery_settings import limiter_for
 
         try:
             check_tasks(consumer.app)  # invalid settings stop the worker at start
         except ConfigError as exc:
             log.critical("queue_ratelimit: %s", exc)
             raise SystemExit(1) from exc
+        app = consumer.app
+        limiter = limiter_for(app)
+        path = app.conf.get("queue_ratelimit_config")
+        files = {"toml_path": path} if str(path).endswith(".toml") else {"json_path": path}
+        gated = [getattr(t, "integration", None) for t in list(app.tasks.values())]
+        log_start(
+            log,
+            limiter.backend.describe(),
+            config_sources(**files) if path else config_sources(),
+            [name for name in gated if isinstance(name, str) and name in limiter.configs],
+        )
         interval = float(consumer.app.conf.get("queue_ratelimit_poll") or 1.0)
         self.timer_ref = consumer.timer.call_repeatedly(interval, self.poll, (consumer,))
 

@@ -34,6 +34,7 @@ from queue_ratelimit.integrations.dramatiq_breaker import QueuePausing
 from queue_ratelimit.integrations.dramatiq_delivery import (
     TICKET_OPTION,
     Delivery,
+    QuietSkips,
     Skip,
     current,
     end,
@@ -100,6 +101,9 @@ class RateLimitMiddleware(QueuePausing):
         self.poll = float(poll)
         self.consumer_backoff = consumer_backoff
         super().__init__()
+        skips = logging.getLogger("dramatiq.worker.WorkerThread")
+        if not any(isinstance(f, QuietSkips) for f in skips.filters):
+            skips.addFilter(QuietSkips())
 
     @property
     def limiter(self) -> Limiter:

@@ -16,6 +16,8 @@ from dramatiq.worker import ConsumerThread
 
 from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.logs import log_start
+from queue_ratelimit.registry import config_sources
 
 __all__ = ["BreakerWatch", "QueuePausing"]
 
@@ -117,7 +119,15 @@ class QueuePausing(Middleware):
             worker.worker_timeout = min(worker.worker_timeout, ms)
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        """Start pausing the queues whose integration's breaker is open."""
+        """Say which limiter the worker uses; start pausing the queues whose integration's
+        breaker is open."""
+        gated = [actor.options.get("integration") for actor in broker.actors.values()]
+        log_start(
+            log,
+            self.limiter.backend.describe(),
+            config_sources(),
+            [name for name in gated if isinstance(name, str)],
+        )
         self._watch = BreakerWatch(
             self.limiter, worker, self.poll, lambda queue: self._idle(worker, queue)
         )

@@ -29,6 +29,7 @@ from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Ticket
 __all__ = [
     "TICKET_OPTION",
     "Delivery",
+    "QuietSkips",
     "Skip",
     "current",
     "end",
@@ -83,6 +84,7 @@ class Delivery:
 
     def requeue(self, requeue: Requeue) -> SkipMessage:
         """Requeue once the delivery ends; ``Results`` must not store a result meanwhile."""
+        _quiet.set(id(self.message))  # the gate logged it: not Dramatiq's "skipped" too
         self.outcome = requeue
         self.stored = self.message.options.get("store_results", _UNSET)
         self.message.options["store_results"] = False
@@ -90,6 +92,8 @@ class Delivery:
 
     def drop(self) -> SkipMessage:
         """A stale copy: acknowledged, with nothing stored or published."""
+        _quiet.set(id(self.message))
+        log.debug("queue_ratelimit: %s is a stale copy: dropped", self.message)
         self.outcome = _STALE
         self.message.options["store_results"] = False
         return Skip("stale copy")
@@ -100,6 +104,7 @@ class Delivery:
             log.warning("queue_ratelimit: %s: %s", self.message, exc)
         else:
             log.error("queue_ratelimit: %s failed", self.message, exc_info=exc)
+        _quiet.set(id(self.message))  # said above, as what it is
         self.outcome = exc
         self.message.fail()
         self.message.stuff_exception(exc)
@@ -152,6 +157,22 @@ class Delivery:
             options["store_results"] = self.stored
 
 
+_quiet: ContextVar[int | None] = ContextVar("queue_ratelimit_quiet_skip", default=None)
+"""The message this worker thread ended itself (Dramatiq logs its skip in the same thread)."""
+
+
+class QuietSkips(logging.Filter):
+    """Drops Dramatiq's "Message ... was skipped." warning for the messages this integration
+    ended (requeued, a stale copy dropped, failed with its typed error): each is logged once,
+    as what it is. Installed on Dramatiq's worker-thread logger by the middleware."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == "Message %s was skipped." and isinstance(args, tuple) and args:
+            return id(args[0]) != _quiet.get()
+        return True
+
+
 current: ContextVar[Delivery | None] = ContextVar("queue_ratelimit_delivery", default=None)
 
 
@@ -159,6 +180,7 @@ def end(message: MessageProxy) -> Delivery | None:
     """The delivery of ``message`` in this thread, which ends now."""
     delivery = current.get()
     current.set(None)
+    _quiet.set(None)
     return delivery if delivery is not None and delivery.message is message else None
 
 

@@ -38,6 +38,8 @@ from queue_ratelimit.integrations.rq_settings import (
     worker_gate,
 )
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.logs import log_start
+from queue_ratelimit.registry import config_sources
 from queue_ratelimit.runner import TaskLimits, TaskRun
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, TaskGate, Ticket
 
@@ -79,11 +81,15 @@ class RateLimitedWorkerMixin(PausingDequeue):
 
     def __init__(self, *args: Any, limiter: Limiter | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        limiter_given = limiter is not None
         self._limiter = limiter
         self._gate: TaskGate | None = None
         self._exhausted: set[str] = set()
         if kwargs.get("prepare_for_work", True):
-            self.gate  # noqa: B018 - invalid settings fail here, at worker start
+            limiter = self.gate.limiter  # invalid settings fail here, at worker start
+            queues = [q.name for q in self.queues if q.name in limiter.configs]
+            source = "given in code" if (limiter_given or type(self).limiter) else config_sources()
+            log_start(self.log, limiter.backend.describe(), source, queues)
 
     @property
     def gate(self) -> TaskGate:
@@ -92,7 +98,12 @@ class RateLimitedWorkerMixin(PausingDequeue):
             limiter = self._limiter or type(self).limiter
             forking = not isinstance(self, SimpleWorker)
             self._gate, self._poll = worker_gate(
-                limiter, self.connection, self.max_countdown, self.poll, forking=forking
+                limiter,
+                self.connection,
+                self.max_countdown,
+                self.poll,
+                forking=forking,
+                logger=self.log,  # each requeue's one line, where ``rq worker`` logs
             )
         return self._gate
 
@@ -137,14 +148,6 @@ class RateLimitedWorkerMixin(PausingDequeue):
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             self.due.schedule(job, queue, requeue.countdown, pipeline)
             pipeline.execute()
-        self.log.info(
-            "Worker %s: job %s requeued (%s, %d so far) for %.3f s from now",
-            self.name,
-            job.id,
-            requeue.reason,
-            requeue.ticket.requeues,
-            requeue.countdown,
-        )
         try:
             release_slot(job)  # RQ's own concurrency limit, as RQ does for a retry
         except Exception:

@@ -5,6 +5,7 @@ Read by ``queue_ratelimit.integrations.rq``; see its docstring and docs/rq.md.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -144,6 +145,7 @@ def worker_gate(
     poll: float | None,
     *,
     forking: bool,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> tuple[TaskGate, float]:
     """A worker's gate and breaker poll interval: from its class or constructor, else from
     the environment (``limiter_for``, ``QUEUE_RATELIMIT_MAX_COUNTDOWN``, ``_POLL``).
@@ -158,7 +160,8 @@ def worker_gate(
     countdown = max_countdown or env_seconds(env, MAX_COUNTDOWN_ENV, 600.0)
     if forking:
         _refuse_local_fallback(limiter)
-    return TaskGate(limiter, max_countdown=countdown), poll or env_seconds(env, POLL_ENV, 1.0)
+    gate = TaskGate(limiter, max_countdown=countdown, logger=logger)
+    return gate, poll or env_seconds(env, POLL_ENV, 1.0)
 
 
 def _refuse_local_fallback(limiter: Limiter) -> None:

@@ -19,7 +19,7 @@ import redis
 import requests
 from celery import Celery, signals
 
-from queue_ratelimit import IntegrationConfig, Limiter, requeue_after
+from queue_ratelimit import IntegrationConfig, Limiter, RateLimited, requeue_after
 from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.http import RateLimitedAdapter
@@ -194,8 +194,15 @@ def _record_failure(sender: Any = None, task_id: str = "", exception: Any = None
     _waits.rpush(f"{PREFIX}:failures", f"{task_id} {type(exception).__name__}")
 
 
+def _record_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    """Celery's task_retry, and whether its reason says it is a requeue (docs/celery.md)."""
+    requeue = isinstance(getattr(reason, "exc", None), RateLimited)
+    _waits.rpush(f"{PREFIX}:retries", f"{getattr(request, 'id', '')} {int(requeue)}")
+
+
 if os.environ.get("QRL_WORKER") == "1":
     signals.task_failure.connect(_record_failure)
+    signals.task_retry.connect(_record_retry)
     signals.task_prerun.connect(_record_delivery)
 
 

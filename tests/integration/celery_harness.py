@@ -115,10 +115,11 @@ class CeleryRig:
                 raise AssertionError(f"worker {node} did not start:\n{self.log_of(node)}")
         return node
 
-    def log_of(self, node: str) -> str:
+    def log_of(self, node: str, whole: bool = False) -> str:
         for name, _, log in self.workers:
             if name == node:
-                return Path(log.name).read_text(errors="replace")[-5000:]
+                text = Path(log.name).read_text(errors="replace")
+                return text if whole else text[-5000:]
         return ""
 
     def kill(self, node: str, sig: int = signal.SIGKILL) -> None:

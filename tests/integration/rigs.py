@@ -168,6 +168,10 @@ class Rig(Protocol):
         """Let every ``held`` task, running or to come, go on."""
         ...
 
+    def log(self, worker: str) -> str:
+        """Everything ``worker`` wrote so far."""
+        ...
+
     def kill_worker(self, worker: str) -> None:
         """SIGKILL what runs the worker's tasks; return once the broker would hand the
         tasks it held to a worker that starts now."""
@@ -286,6 +290,9 @@ class CeleryAdapter(_Records):
     def waiting(self, queue: str) -> int:
         return self.harness.waiting(queue)
 
+    def log(self, worker: str) -> str:
+        return self.harness.log_of(worker, whole=True)
+
     def kill_worker(self, worker: str) -> None:
         self.harness.kill(worker)
         if self.harness.kind == "redis":  # the broker hands a dead worker's unacked tasks on
@@ -380,6 +387,9 @@ class DramatiqAdapter(_Records):
 
     def waiting(self, queue: str) -> int:
         return self.harness.waiting(queue)
+
+    def log(self, worker: str) -> str:
+        return self.harness.log(int(worker))
 
     def kill_worker(self, worker: str) -> None:
         """The CLI's process and its worker process (a Redis broker hands the messages on
@@ -506,6 +516,9 @@ class RQAdapter(_Records):
 
     def waiting(self, queue: str) -> int:
         return int(self.harness.queue(queue).count)
+
+    def log(self, worker: str) -> str:
+        return self.harness.log_of(worker, whole=True)
 
     def kill_worker(self, worker: str) -> None:
         """The forking worker: its work horse (the worker sees it die and fails the job, or

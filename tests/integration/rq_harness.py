@@ -108,10 +108,11 @@ class RQRig:
         self.workers.append((name, proc, log))
         return proc
 
-    def log_of(self, name: str) -> str:
+    def log_of(self, name: str, whole: bool = False) -> str:
         for worker, _, log in self.workers:
             if worker == name:
-                return Path(log.name).read_text(errors="replace")[-5000:]
+                text = Path(log.name).read_text(errors="replace")
+                return text if whole else text[-5000:]
         return ""
 
     def queue(self, name: str) -> Queue:

@@ -75,11 +75,13 @@ def test_a_tasks_cost_is_a_method_a_value_or_a_function_of_its_arguments() -> No
 
     app = Celery("costs")
 
-    @app.task(base=RateLimitedTask, integration="openai", cost=lambda p: {"tokens": len(p)})
+    @app.task(
+        base=RateLimitedTask, integration="openai", cost=lambda p: {"tokens": len(p)}, shared=False
+    )
     def summarise(prompt: str) -> str:
         return prompt
 
-    @app.task(base=RateLimitedTask, integration="openai", cost={"tokens": 7.0})
+    @app.task(base=RateLimitedTask, integration="openai", cost={"tokens": 7.0}, shared=False)
     def fixed(prompt: str) -> str:
         return prompt
 
@@ -159,3 +161,18 @@ def test_a_worker_whose_task_names_an_unknown_integration_stops_at_start_with_on
     assert len(mentions) == 1, lines
     assert "typo_app.sync_page" in mentions[0] and "did you mean 'notion'?" in mentions[0]
     assert not any("Traceback" in line for line in lines), lines
+
+
+def test_a_requeue_fires_task_retry_with_a_reason_that_says_it_is_a_requeue(
+    redis_url: str,
+) -> None:
+    with celery_rig("redis", redis_url, limit=5, window=1.0, headers="retry-after") as rig:
+        rig.start_worker("w1", [capp.NOTION], concurrency=4)
+        ids = [rig.send("tests.sync_notion", [i], capp.NOTION) for i in range(30)]
+        assert all(isinstance(v, dict) for v in wait_all(rig.results(ids), timeout=100))
+        records = redis.Redis.from_url(redis_url)
+        requeued = [r.decode().split()[0] for r in records.lrange(f"{capp.PREFIX}:requeues", 0, -1)]
+        retries = [r.decode().split() for r in records.lrange(f"{capp.PREFIX}:retries", 0, -1)]
+        assert requeued  # the upstream's 429s requeued some: else this checks nothing
+        assert sorted(task_id for task_id, _ in retries) == sorted(requeued)
+        assert {flag for _, flag in retries} == {"1"}  # each one tells itself a requeue

@@ -73,3 +73,25 @@ def test_an_exhausted_requeue_budget_fails_visibly_with_the_typed_error(rig_of: 
         assert rig.requeued() == [task_id] * 3
         assert rig.runs(task_id) in (4, None)  # the first run and three requeues, then failed
         assert rig.ticket_kept(task_id) in (False, None)  # requeued by hand, it starts afresh
+
+
+def test_a_worker_says_once_what_it_uses_and_each_requeue_is_one_info_line(rig_of: OpenRig) -> None:
+    with rig_of(limit=5, window=1.0, headers="retry-after") as rig:  # 429s: requeued
+        worker = rig.start_worker([rig.notion], concurrency=4)
+        ids = [rig.send("notion", rig.notion, i) for i in range(40)]
+        assert _completed(rig.wait_all(ids, timeout=100))
+        requeued = rig.requeued()
+        assert requeued  # the upstream's limit requeued some: else this checks nothing
+        lines = rig.log(worker).splitlines()
+        said = [line for line in lines if "requeued for" in line]
+        assert sorted(next(i for i in ids if f"[{i}]" in line) for line in said) == sorted(
+            requeued
+        )  # one line per requeue, naming its task
+        assert not [line for line in said if "WARNING" in line or "ERROR" in line]  # INFO
+        # (RQ's log format shows no level; the line is written with logger.info)
+        warned = [line for line in lines if "WARNING" in line and "skipped" in line]
+        assert not warned, warned  # Dramatiq's "Message ... was skipped." is not repeated
+        assert not [line for line in lines if "retry: requeued" in line]  # nor Celery's retry
+        started = [line for line in lines if "queue_ratelimit: limiter on redis://" in line]
+        assert len(started) == 1, started  # one line at start: which Redis, config, names
+        assert rig.notion in started[0] and "(prefix " in started[0], started

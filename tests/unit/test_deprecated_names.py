@@ -15,6 +15,7 @@ from queue_ratelimit.policy.state import ReportResult
 def test_the_task_names_still_work_and_warn() -> None:
     from queue_ratelimit.integrations import dramatiq as qrl_dramatiq
     from queue_ratelimit.integrations import rq as qrl_rq
+
     with pytest.warns(DeprecationWarning, match="requeue_after"):
         assert isinstance(qrl_dramatiq.rate_limited(2.0), RateLimited)
     with pytest.warns(DeprecationWarning, match="TaskLimits"):  # the old argument order

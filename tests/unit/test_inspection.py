@@ -43,3 +43,11 @@ def test_the_cli_names_a_bad_url_in_one_line(capsys: pytest.CaptureFixture[str])
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "redis//host" in err and "url" in err
+
+
+def test_a_backend_describes_itself_without_a_password() -> None:
+    from queue_ratelimit.backends.redis import RedisBackend
+
+    described = RedisBackend("redis://:s3cret@127.0.0.1:6390/2", prefix="app1").describe()
+    assert described == "redis://127.0.0.1:6390/2 (prefix app1)"  # built, never connected
+    assert MemoryBackend().describe() == "memory (this process only)"
