@@ -82,13 +82,8 @@ if TYPE_CHECKING:  # the old name, for type checkers (at run time it warns, belo
 
 
 def __getattr__(name: str) -> object:
-    if name == "RateLimitSignal":  # the old name, kept for one release
-        import warnings
+    if name == "RateLimitSignal":  # the old name, kept for one release (it warns)
+        from queue_ratelimit.policy import signals_http
 
-        warnings.warn(
-            "RateLimitSignal is deprecated: use queue_ratelimit.RateLimitInfo",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return RateLimitInfo
+        return getattr(signals_http, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -37,7 +36,7 @@ from queue_ratelimit.integrations.celery_due import (
     enable,
     ticket_header,
 )
-from queue_ratelimit.integrations.celery_requeue import republish
+from queue_ratelimit.integrations.celery_requeue import quiet_retry_lines, republish
 from queue_ratelimit.integrations.celery_settings import configure, gate_for, limiter_for
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.runner import TaskLimits, TaskRun, current_run, requeue_after
@@ -170,20 +169,8 @@ def integration_router(
 def install(app: Celery) -> None:
     """Add ``BreakerStep`` and ``PromoteStep`` to the app's workers; with a limiter on Redis,
     requeued tasks then wait in Redis until due (``celery_due``). A requeue is logged once,
-    by the gate: Celery's own "retry" line for it is left out."""
+    by the gate (``celery_requeue.quiet_retry_lines``)."""
     app.steps["consumer"].add(BreakerStep)
     app.steps["consumer"].add(PromoteStep)
     enable(app)
-    trace = logging.getLogger("celery.app.trace")
-    if not any(isinstance(f, _RequeueLoggedOnce) for f in trace.filters):
-        trace.addFilter(_RequeueLoggedOnce())
-
-
-class _RequeueLoggedOnce(logging.Filter):
-    """Drops Celery's "Task ...[id] retry: requeued (...)" line: the gate logged the requeue."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, Mapping) and "retry:" in str(record.msg):
-            return not str(args.get("exc", "")).startswith("requeued (")
-        return True
+    quiet_retry_lines()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +19,7 @@ from queue_ratelimit.integrations.celery_due import due_for, encode, first_deliv
 from queue_ratelimit.integrations.due import DueTasks
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, Ticket
 
-__all__ = ["republish"]
+__all__ = ["quiet_retry_lines", "republish"]
 
 log = logging.getLogger("queue_ratelimit.integrations.celery")
 
@@ -69,3 +70,19 @@ def _again(task: Task, ticket: Ticket, countdown: float | None) -> Any:
 def _retry(task: Task, requeue: Requeue, countdown: float, signature: Any) -> Retry:
     exc = RateLimited(countdown, task.integration)
     return Retry(f"requeued ({requeue.reason})", exc=exc, when=countdown, sig=signature)
+
+
+def quiet_retry_lines() -> None:
+    """Leave out Celery's "Task ...[id] retry: requeued (...)" line: the gate logged the
+    requeue once already (idempotent)."""
+    trace = logging.getLogger("celery.app.trace")
+    if not any(isinstance(f, _RequeueLoggedOnce) for f in trace.filters):
+        trace.addFilter(_RequeueLoggedOnce())
+
+
+class _RequeueLoggedOnce(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, Mapping) and "retry:" in str(record.msg):
+            return not str(args.get("exc", "")).startswith("requeued (")
+        return True

@@ -101,9 +101,7 @@ class RateLimitMiddleware(QueuePausing):
         self.poll = float(poll)
         self.consumer_backoff = consumer_backoff
         super().__init__()
-        skips = logging.getLogger("dramatiq.worker.WorkerThread")
-        if not any(isinstance(f, QuietSkips) for f in skips.filters):
-            skips.addFilter(QuietSkips())
+        QuietSkips.install()
 
     @property
     def limiter(self) -> Limiter:

@@ -166,6 +166,13 @@ class QuietSkips(logging.Filter):
     ended (requeued, a stale copy dropped, failed with its typed error): each is logged once,
     as what it is. Installed on Dramatiq's worker-thread logger by the middleware."""
 
+    @classmethod
+    def install(cls) -> None:
+        """On Dramatiq's worker-thread logger, once."""
+        skips = logging.getLogger("dramatiq.worker.WorkerThread")
+        if not any(isinstance(f, cls) for f in skips.filters):
+            skips.addFilter(cls())
+
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if record.msg == "Message %s was skipped." and isinstance(args, tuple) and args:

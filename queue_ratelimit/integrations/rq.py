@@ -31,6 +31,7 @@ from queue_ratelimit.context import TaskInfo
 from queue_ratelimit.errors import RequeueBudgetExhausted
 from queue_ratelimit.integrations.rq_dequeue import PausingDequeue
 from queue_ratelimit.integrations.rq_settings import (
+    announce,
     limiter_for,
     limiter_from_env,
     limits_of,
@@ -38,8 +39,6 @@ from queue_ratelimit.integrations.rq_settings import (
     worker_gate,
 )
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.logs import log_start
-from queue_ratelimit.registry import config_sources
 from queue_ratelimit.runner import TaskLimits, TaskRun
 from queue_ratelimit.tasks import TICKET_HEADER, Requeue, TaskGate, Ticket
 
@@ -85,11 +84,9 @@ class RateLimitedWorkerMixin(PausingDequeue):
         self._limiter = limiter
         self._gate: TaskGate | None = None
         self._exhausted: set[str] = set()
-        if kwargs.get("prepare_for_work", True):
-            limiter = self.gate.limiter  # invalid settings fail here, at worker start
-            queues = [q.name for q in self.queues if q.name in limiter.configs]
-            source = "given in code" if (limiter_given or type(self).limiter) else config_sources()
-            log_start(self.log, limiter.backend.describe(), source, queues)
+        if kwargs.get("prepare_for_work", True):  # invalid settings fail here, at start
+            given = limiter_given or type(self).limiter is not None
+            announce(self.log, self.gate.limiter, [q.name for q in self.queues], given)
 
     @property
     def gate(self) -> TaskGate:

@@ -18,12 +18,20 @@ from rq.job import Job
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.logs import log_start
 from queue_ratelimit.plans import Cost
-from queue_ratelimit.registry import load_configs
+from queue_ratelimit.registry import config_sources, load_configs
 from queue_ratelimit.runner import TaskLimits, Tenant
 from queue_ratelimit.tasks import TaskGate
 
-__all__ = ["limiter_for", "limiter_from_env", "limits_of", "rate_limited", "worker_gate"]
+__all__ = [
+    "announce",
+    "limiter_for",
+    "limiter_from_env",
+    "limits_of",
+    "rate_limited",
+    "worker_gate",
+]
 
 REDIS_URL_ENV = "QUEUE_RATELIMIT_REDIS_URL"
 PREFIX_ENV = "QUEUE_RATELIMIT_PREFIX"
@@ -162,6 +170,19 @@ def worker_gate(
         _refuse_local_fallback(limiter)
     gate = TaskGate(limiter, max_countdown=countdown, logger=logger)
     return gate, poll or env_seconds(env, POLL_ENV, 1.0)
+
+
+def announce(
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    limiter: Limiter,
+    queues: list[str],
+    given: bool,
+) -> None:
+    """The worker's one line at start: its Redis, config and the integrations it gates
+    (its queues named like one)."""
+    source = "given in code" if given else config_sources()
+    gated = [name for name in queues if name in limiter.configs]
+    log_start(logger, limiter.backend.describe(), source, gated)
 
 
 def _refuse_local_fallback(limiter: Limiter) -> None:

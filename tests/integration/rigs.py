@@ -49,15 +49,6 @@ from tests.support import wait_until
 OpenRig = Callable[..., AbstractContextManager["Rig"]]
 """Opens a test's rig: ``rig_of(kills=False, **upstream)`` (the ``rig_of`` fixture)."""
 
-RIGS = [
-    "celery-redis",
-    "celery-rabbitmq",
-    "dramatiq-redis",
-    "dramatiq-rabbitmq",
-    "rq-fork",
-    "rq-simple",
-]
-"""Every (framework, broker or worker kind) a scenario runs on."""
 
 PREFIX = capp.PREFIX  # the session's prefix (QRL_PREFIX): the same in the three apps
 
