@@ -33,7 +33,13 @@ from queue_ratelimit.backends import Backend, open_backend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import QueueRateLimitError
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.registry import load_configs, load_json, load_toml, merge_configs
+from queue_ratelimit.registry import (
+    did_you_mean,
+    load_configs,
+    load_json,
+    load_toml,
+    merge_configs,
+)
 
 __all__ = ["main"]
 
@@ -233,8 +239,11 @@ def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> Non
     limiter.config(integration)
     keys = [key for key in backend.scan(integration) if tenant is None or key[1] == tenant]
     if tenant is not None and not keys:
-        raise click.ClickException(f"no such key: {integration}:{tenant}")
-    what = f"{integration}:{tenant}" if tenant else f"{integration} ({len(keys)} keys)"
+        tenants = [each for _, each in backend.scan(integration) if each]
+        hint = did_you_mean(tenant, tenants)
+        raise click.ClickException(f"no such key: {integration}:{tenant}{hint}")
+    count = f"{len(keys)} key{'' if len(keys) == 1 else 's'}"
+    what = f"{integration}:{tenant}" if tenant else f"{integration} ({count})"
     if not yes:
         click.confirm(f"Reset the limiter state of {what}?", abort=True)
     for name, each in keys:
@@ -277,7 +286,10 @@ def config_show(obj: _Context, integration: str | None) -> None:
     names = [integration] if integration else sorted(configs)
     for name in names:
         if name not in configs:
-            raise click.BadParameter(f"unknown integration {name!r}", param_hint="INTEGRATION")
+            hint = did_you_mean(name, configs)
+            raise click.BadParameter(
+                f"unknown integration {name!r}{hint}", param_hint="INTEGRATION"
+            )
     click.echo(json.dumps({name: configs[name].to_dict() for name in names}, indent=2))
 
 

@@ -51,3 +51,20 @@ def test_a_backend_describes_itself_without_a_password() -> None:
     described = RedisBackend("redis://:s3cret@127.0.0.1:6390/2", prefix="app1").describe()
     assert described == "redis://127.0.0.1:6390/2 (prefix app1)"  # built, never connected
     assert MemoryBackend().describe() == "memory (this process only)"
+
+
+def test_a_typed_name_that_matches_nothing_fails_with_a_suggestion() -> None:
+    from queue_ratelimit.cli import reset
+
+    backend = MemoryBackend()
+    limiter = Limiter(backend, load_configs())
+    limiter.acquire("notion", "workspace-1")
+    obj = _Context("memory://", "qrl", None, backend=backend)
+    typo = CliRunner().invoke(reset, ["notion", "--tenant", "workspace-l", "--yes"], obj=obj)
+    assert typo.exit_code == 1
+    assert "no such key: notion:workspace-l (did you mean 'workspace-1'?)" in typo.output
+    unknown = CliRunner().invoke(status, ["notoin"], obj=obj)
+    assert unknown.exit_code != 0 and "did you mean 'notion'?" in str(unknown.exception)
+    done = CliRunner().invoke(reset, ["notion", "--yes"], obj=obj)
+    assert done.exit_code == 0 and "reset notion (1 key)" in done.output
+    assert list(backend.scan("notion")) == []
