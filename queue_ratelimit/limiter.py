@@ -130,6 +130,7 @@ class Limiter:
         reservation: Reservation | None = None,
         cooldown_wait: float | None = None,
         max_sleepers: int | None = None,
+        refusal_event: str | None = None,
     ) -> Decision:
         """Ask for a slot; never sleeps.
 
@@ -140,7 +141,8 @@ class Limiter:
         integration's ``cooldown_wait``, which when unset is ``max_wait``). Beyond, the slot
         is reserved (when ``reserve``): pass ``decision.reservation`` back here when the
         requeued task returns, and it is granted without paying twice. A backoff voids
-        earlier reservations; a void one is simply a fresh acquire.
+        earlier reservations; a void one is simply a fresh acquire. With ``refusal_event``
+        a refusal adds one to that fleet-wide count (``stats``) in the same round trip.
         """
         prepared = self._resolve(integration, tenant)
         config = prepared.config
@@ -154,6 +156,7 @@ class Limiter:
             uuid.uuid4().hex if config.max_concurrent is not None else None,
             config.cooldown_wait if cooldown_wait is None else cooldown_wait,
             max_sleepers,
+            refusal_event,
         )
         op = partial(_acquire, request)
         decision = self._guard.call(prepared, tenant, op)

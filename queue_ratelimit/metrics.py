@@ -143,7 +143,6 @@ class StateCollector(Collector):
         self.limiter = limiter
         self.backend = backend
         self.max_tenants = max_tenants
-        self._seen: dict[str, int] = {}
         self._trouble = PollLog(log, "exporter's read of the shared state", "scrapes say 0")
 
     def collect(self) -> Iterator[Metric]:
@@ -154,7 +153,8 @@ class StateCollector(Collector):
             "queue_ratelimit_backend_up", "1 when the shared state answered this scrape."
         )
         try:
-            families = [*self._keys(), *self._integrations()]
+            keys, seen = self._keys()
+            families = [*keys, *self._integrations(seen)]
         except BackendError as exc:  # one warning when it goes, one when it is back
             self._trouble.failed(exc)
             up.add_metric([], 0.0)
@@ -165,8 +165,9 @@ class StateCollector(Collector):
         yield up
         yield from families
 
-    def _keys(self) -> list[Metric]:
-        """The gauges of every key (``max_tenants`` tenants per integration)."""
+    def _keys(self) -> tuple[list[Metric], dict[str, int]]:
+        """The gauges of every key (``max_tenants`` tenants per integration), and how many
+        tenants each integration has."""
         labels = ["integration", "tenant"]
         families = {
             "rate": GaugeMetricFamily("queue_ratelimit_rate", "Current AIMD rate.", labels=labels),
@@ -183,8 +184,7 @@ class StateCollector(Collector):
                 "queue_ratelimit_leases", "Concurrency leases held.", labels=labels
             ),
         }
-        seen: dict[str, int] = {}  # tenants per integration (for _integrations)
-        self._seen = seen
+        seen: dict[str, int] = {}
         for name, tenant in self.backend.scan():
             if name not in self.limiter.configs or (tenant or "").startswith("#"):
                 continue
@@ -198,9 +198,9 @@ class StateCollector(Collector):
             families["reserved"].add_metric(key, snap.limit().reserved)
             families["cooldown"].add_metric(key, snap.cooldown_left)
             families["leases"].add_metric(key, snap.leases)
-        return list(families.values())
+        return list(families.values()), seen
 
-    def _integrations(self) -> list[Metric]:
+    def _integrations(self, seen: dict[str, int]) -> list[Metric]:
         """Each integration's breaker, tenants left out and fleet-wide event counts."""
         breaker = GaugeMetricFamily(
             "queue_ratelimit_breaker_state",
@@ -219,7 +219,7 @@ class StateCollector(Collector):
         )
         for name in sorted(self.limiter.configs):
             breaker.add_metric([name], _BREAKER.get(self.limiter.snapshot(name).breaker, 0.0))
-            dropped.add_metric([name], max(0, self._seen.get(name, 0) - self.max_tenants))
+            dropped.add_metric([name], max(0, seen.get(name, 0) - self.max_tenants))
             for event, total in sorted(self.limiter.stats(name).items()):
                 events.add_metric([name, event], total)
         return [breaker, dropped, events]

@@ -44,9 +44,6 @@ Costs = Cost | Callable[..., Cost]
 OPTIONS = frozenset({"integration", "tenant", "cost", "requeue_budget", "max_wait"})
 """The per-task options every framework accepts, under the same names."""
 
-MESSAGE_OPTIONS = ("requeue_budget", "max_wait")
-"""The options a single message may override."""
-
 
 @dataclass(frozen=True)
 class TaskLimits:

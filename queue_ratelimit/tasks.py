@@ -38,6 +38,9 @@ from queue_ratelimit.logs import log_requeue
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision, Reservation
 
+REQUEUES = "requeues"
+"""The fleet-wide count of requeues (``Limiter.stats``)."""
+
 TICKET_HEADER = "queue_ratelimit"
 """The message header that carries a requeued task's :class:`Ticket`."""
 
@@ -196,6 +199,8 @@ class TaskGate:
                 reservation=ticket.reservation,
                 reserve=not last_chance,
                 max_sleepers=sleepers,  # one backlog must not hold every worker asleep
+                # with budget left every refusal is requeued: counted in the same round trip
+                refusal_event=None if last_chance else REQUEUES,
             )
         except BackendUnavailable as exc:  # fails closed: come back once it may answer
             return self.outage(call, ticket, exc.retry_after)
@@ -211,7 +216,9 @@ class TaskGate:
         reason = "recheck" if early else decision.reason
         # come back at the slot, or sooner while the rate climbs; a slot paid for is not
         # spent again, only not yet due
-        return self._requeue(call, ticket, decision.come_back, reason, kept, spend=not early)
+        return self._requeue(
+            call, ticket, decision.come_back, reason, kept, spend=not early, counted=not last_chance
+        )
 
     def rate_limited(
         self, call: TaskCall, ticket: Ticket, retry_after: float, reason: str = "backoff"
@@ -257,7 +264,9 @@ class TaskGate:
         reservation: Reservation | None,
         *,
         spend: bool = True,
+        counted: bool = False,
     ) -> Requeue:
+        """``counted``: the acquire that refused the task counted the requeue already."""
         allowed = self.budget(call)
         if spend and ticket.requeues >= allowed:
             self._exhausted(call, ticket, allowed, reason)
@@ -267,7 +276,7 @@ class TaskGate:
         not_before = self._clock() + countdown if countdown > self.max_countdown else None
         next_ticket = Ticket(ticket.requeues + int(spend), reservation, not_before)
         requeue = Requeue(min(countdown, self.max_countdown), next_ticket, reason, countdown)
-        self._announce(call, requeue)
+        self._announce(call, requeue, counted)
         return requeue
 
     def _exhausted(self, call: TaskCall, ticket: Ticket, allowed: int, reason: str) -> NoReturn:
@@ -292,8 +301,9 @@ class TaskGate:
         self._announce(call, requeue)
         return requeue
 
-    def _announce(self, call: TaskCall, requeue: Requeue) -> None:
-        self.limiter.count(call.integration, "requeues")
+    def _announce(self, call: TaskCall, requeue: Requeue, counted: bool = False) -> None:
+        if not counted:
+            self.limiter.count(call.integration, REQUEUES)
         fields = {
             "integration": call.integration,
             "tenant": call.tenant,

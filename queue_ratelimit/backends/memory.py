@@ -80,7 +80,10 @@ class MemoryBackend:
         """See ``Backend.acquire``."""
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> Decision:
-            return aimd.acquire(state, breaker, now, plan, request)
+            decision = aimd.acquire(state, breaker, now, plan, request)
+            if not decision.granted and request.refusal_event:
+                self._bump(request.integration, request.refusal_event)
+            return decision
 
         return self._apply(request.integration, request.tenant, step)
 

@@ -251,12 +251,22 @@ class RedisBackend:
         return _HEAD.pack(_OPS[op][0], now) + self._plan_bytes(plan) + numbers
 
     def _args(
-        self, op: str, integration: str, tenant: str | None, plan: Plan, blob: bytes, word: str
+        self,
+        op: str,
+        integration: str,
+        tenant: str | None,
+        plan: Plan,
+        blob: bytes,
+        word: str,
+        counts: bool = False,
     ) -> tuple[Any, ...]:
-        """EVALSHA's arguments: the script, its keys for ``op``, ``blob`` and ``word``."""
+        """EVALSHA's arguments: the script, its keys for ``op`` (all four with ``counts``),
+        ``blob`` and ``word``."""
         passed = _OPS[op][1]
         if (op == "acquire" and plan.max_concurrent) or (word and op in ("success", "failure")):
             passed = 3  # and the leases
+        if counts:
+            passed = 4
         keys = self._script_keys(integration, tenant)[:passed]
         return (self._sha, passed, *keys, blob, word) if word else (self._sha, passed, *keys, blob)
 
@@ -274,7 +284,9 @@ class RedisBackend:
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
         args = self._acquire_args(request, plan)
-        if request.lease_id:
+        if request.refusal_event:  # ARGV[2] the lease (or none), ARGV[3] the event
+            args += (request.lease_id or "", request.refusal_event)
+        elif request.lease_id:
             args += (request.lease_id,)
         reply = self._run("acquire", request.integration, args)
         reason, wait, epoch, now, seq, *reserved = reply
@@ -312,6 +324,7 @@ class RedisBackend:
                 request.reserve,
                 request.cooldown_wait,
                 request.max_sleepers,
+                request.refusal_event,
                 cost,
             )
             kept = self._acquires.get(key)
@@ -324,7 +337,8 @@ class RedisBackend:
         if reservation and len(reservation.due) == len(plan.limits):
             numbers += reservation.due
         blob = self._blob("acquire", plan, _pack(numbers))
-        args = self._args("acquire", request.integration, request.tenant, plan, blob, "")
+        counts = request.refusal_event is not None  # KEYS[4]; KEYS[3] unread without leases
+        args = self._args("acquire", request.integration, request.tenant, plan, blob, "", counts)
         if key is not None:
             if len(self._acquires) >= _ARGS_CACHE:
                 self._acquires.clear()

@@ -185,6 +185,8 @@ class AcquireRequest(NamedTuple):
         cooldown_wait: how much of a cooldown may be waited besides ``max_wait`` (None: as
             much as ``max_wait``).
         max_sleepers: the most places in line waited for (None: no cap).
+        refusal_event: the fleet-wide event a refusal counts, in the same round trip (the
+            task gate's ``"requeues"``: it requeues every task refused a slot).
     """
 
     integration: str
@@ -196,6 +198,7 @@ class AcquireRequest(NamedTuple):
     lease_id: str | None = None
     cooldown_wait: float | None = None
     max_sleepers: int | None = None
+    refusal_event: str | None = None
 
 
 SUCCESS, BACKOFF, FAILURE = "success", "backoff", "failure"

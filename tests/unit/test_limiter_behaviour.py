@@ -760,6 +760,21 @@ def test_fleet_wide_event_counts(make_limiter: MakeLimiter) -> None:
     assert limiter.stats("svc") == {"backoffs": 2, "requeues": 1}
 
 
+@pytest.mark.parametrize("concurrent", [None, 1])
+def test_a_refusal_counts_its_event_in_the_same_decision(
+    make_limiter: MakeLimiter, concurrent: int | None
+) -> None:
+    limiter = make_limiter(max_concurrent=concurrent)
+    first = limiter.acquire("svc", "ws-1", max_wait=0.0, refusal_event="requeues")
+    assert first.granted and (first.lease is not None) == (concurrent is not None)
+    refused = [
+        limiter.acquire("svc", "ws-1", max_wait=0.0, refusal_event="requeues") for _ in range(2)
+    ]
+    limiter.acquire("svc", "ws-1", max_wait=0.0)  # refused too, but counts nothing
+    assert not any(decision.granted for decision in refused)
+    assert limiter.stats("svc") == {"requeues": 2}  # grants are never counted
+
+
 def test_names_that_cannot_be_encoded_are_invalid_requests(make_limiter: MakeLimiter) -> None:
     import json
 

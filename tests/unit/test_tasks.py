@@ -12,7 +12,7 @@ from queue_ratelimit.errors import RequeueBudgetExhausted
 from queue_ratelimit.policy.state import Reservation
 from queue_ratelimit.tasks import Requeue, Run, TaskCall, TaskGate, Ticket
 from tests.conftest import FakeClock
-from tests.support import SVC
+from tests.support import SVC, RedisProcess
 
 
 @pytest.fixture
@@ -173,3 +173,27 @@ def test_a_redis_outage_met_in_the_body_spends_no_budget(gate: TaskGate) -> None
     assert spent.reason == "backend_unavailable" and spent.ticket.requeues == 3
     with pytest.raises(RequeueBudgetExhausted):
         gate.rate_limited(TaskCall("svc"), Ticket(3), 2.0)
+
+
+def test_a_requeue_for_the_rate_costs_one_round_trip_and_is_counted(
+    private_redis: RedisProcess,
+) -> None:
+    import redis as redis_py
+
+    from queue_ratelimit.backends.redis import RedisBackend
+
+    server = private_redis.start()
+    config = dataclasses.replace(SVC, max_wait=0.0, requeue_budget=3)
+    limiter = Limiter(RedisBackend(server.url, prefix="qrl-trip"), {"svc": config})
+    gate = TaskGate(limiter)
+    assert isinstance(gate.before(TaskCall("svc"), Ticket()), Run)  # the burst
+    client = redis_py.Redis.from_url(server.url)
+    client.config_resetstat()
+    requeue = gate.before(TaskCall("svc"), Ticket())
+    calls = client.info("commandstats")
+    assert isinstance(requeue, Requeue) and requeue.reason == "rate"
+    assert calls["cmdstat_evalsha"]["calls"] == 1  # the acquire; no second call to count it
+    assert limiter.stats("svc") == {"requeues": 1}
+    with pytest.raises(RequeueBudgetExhausted):  # no budget left: no requeue to count
+        gate.before(TaskCall("svc"), Ticket(requeues=3))
+    assert limiter.stats("svc") == {"requeues": 1, "budget_exhausted": 1}

@@ -21,7 +21,7 @@
 -- KEYS[3] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
 --         limit, for release and snapshot, and for a report that gives a lease back)
 -- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ... (passed
---         for backoff and count)
+--         for backoff and count, and for an acquire that counts its refusal, ARGV[3])
 --
 -- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. COUNT), 'd' now in seconds (NaN: the
 --         Redis server's TIME, the default; tests pin it); the plan: '<B' n, 7 doubles
@@ -37,6 +37,8 @@
 --   breaker:  open seconds
 -- ARGV[2] (optional) the op's word: the lease id for acquire (with a concurrency limit),
 --         the reports and release; "open" or "closed" for breaker; the event to count
+-- ARGV[3] (optional, acquire) the event a refusal counts in KEYS[4] (the task gate's
+--         "requeues": it requeues every task refused a slot, and saves a round trip)
 --
 -- Returns arrays of integers; times, rates and tokens in millionths (seconds -> us):
 --   acquire:  {reason (OK, REDEEMED and PROBE are grants; a grant with a concurrency limit
@@ -580,7 +582,13 @@ end
 if op ~= ACQUIRE or out[1] == PROBE then  -- a probe moves `until`, even when half-open
   write_breaker(KEYS[2], bsaved, bstate, bfail, buntil, now, idle_ttl)
 end
-if op == ACQUIRE then return out end
+if op == ACQUIRE then
+  if out[1] > PROBE and ARGV[3] then
+    redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+    redis.call('PEXPIRE', KEYS[4], ceil(max(idle_ttl, 86400) * 1000))
+  end
+  return out
+end
 local changed = 0
 if bstate ~= bbefore then changed = 1 end
 return {epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now)), bstate,
