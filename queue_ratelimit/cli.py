@@ -21,7 +21,6 @@ import json
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,10 +28,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from queue_ratelimit.backends import Backend, open_backend
+from queue_ratelimit.backends import Backend, open_backend, redacted
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import QueueRateLimitError
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.plans import plan_for
+from queue_ratelimit.policy.state import Plan
 from queue_ratelimit.registry import (
     did_you_mean,
     load_configs,
@@ -96,27 +97,46 @@ def cli(ctx: click.Context, redis_url: str, prefix: str, config: str | None) -> 
     ctx.obj = _Context(redis_url, prefix, config)
 
 
+def _plan(limiter: Limiter, backend: Backend, name: str) -> Plan | None:
+    """The plan to read ``name``'s keys with: the local config's, else the one its workers
+    stored (so the tools need no config file), else none."""
+    if name in limiter.configs:
+        return plan_for(limiter.config(name))
+    return backend.stored_plan(name)
+
+
+def _known(limiter: Limiter, backend: Backend, integration: str) -> None:
+    """``integration`` is configured here or has keys; else a ConfigError with a hint."""
+    if integration in limiter.configs or any(True for _ in backend.scan(integration)):
+        return
+    limiter.config(integration)  # raises, naming the closest known integration
+
+
 def _rows(limiter: Limiter, backend: Backend, integration: str | None) -> Iterator[dict[str, Any]]:
+    plans: dict[str, Plan | None] = {}
     for name, tenant in sorted(backend.scan(integration), key=lambda k: (k[0], k[1] or "")):
-        if name not in limiter.configs:
-            continue  # a key of an integration this configuration does not know
+        if name not in plans:
+            plans[name] = _plan(limiter, backend, name)
+        plan = plans[name]
         row: dict[str, Any] = {"integration": name, "tenant": tenant}
-        if tenant is not None and tenant.startswith("#"):
-            yield row  # stored by digest: the raw tenant name is not recoverable
+        if plan is None or not plan.limits:
+            yield row  # no config here and no description stored: shown by name only
             continue
-        config = limiter.config(name)
-        snap = limiter.snapshot(name, tenant)
-        primary = snap.limit()
+        snap = backend.snapshot(name, tenant, plan)
+        primary, bounds = snap.limit(plan.limits[0].name), plan.limits[0]
+        if snap.stored_name:
+            row["tenant_name"] = snap.stored_name
         row.update(
             rate=round(primary.rate, 4),
-            min_rate=config.min_rate,
-            max_rate=config.max_rate,
+            min_rate=bounds.min_rate,
+            max_rate=bounds.max_rate,
             tokens=round(primary.tokens, 3),
             reserved=round(primary.reserved, 3),
             cooldown_left=round(snap.cooldown_left, 3),
             leases=snap.leases,
             breaker=snap.breaker,
             breaker_wait=round(snap.breaker_wait, 3),
+            counts=dict(snap.counts),
         )
         yield row
 
@@ -129,7 +149,7 @@ def status(obj: _Context, integration: str | None, as_json: bool) -> None:
     """Every limiter key in Redis: rate, tokens, cooldown, reservations, breaker."""
     limiter, backend = obj.limiter()
     if integration is not None:
-        limiter.config(integration)  # unknown: a ConfigError naming the known ones
+        _known(limiter, backend, integration)
     rows = list(_rows(limiter, backend, integration))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -148,7 +168,7 @@ def status(obj: _Context, integration: str | None, as_json: bool) -> None:
         table.add_column(column)
     for row in rows:
         if "rate" not in row:
-            table.add_row(row["integration"], row["tenant"], "(stored by digest)")
+            table.add_row(row["integration"], row["tenant"] or "-", "(no limits described)")
             continue
         breaker = row["breaker"] + (f" {row['breaker_wait']}s" if row["breaker_wait"] else "")
         table.add_row(
@@ -208,15 +228,15 @@ def top(obj: _Context, integration: str | None, interval: float, iterations: int
     from rich.live import Live
 
     limiter, backend = obj.limiter()
-    names = [integration] if integration else sorted(limiter.configs)
-    before = {name: limiter.stats(name) for name in names}
+    names = [integration] if integration else sorted({n for n, _ in backend.scan()})
+    before = {name: backend.stats(name) for name in names}
     started = time.monotonic()
     done = 0
     with Live(_top_table([], {}), console=Console(), auto_refresh=False) as live:
         while iterations == 0 or done < iterations:
             time.sleep(interval)
             elapsed, started = time.monotonic() - started, time.monotonic()
-            after = {name: limiter.stats(name) for name in names}
+            after = {name: backend.stats(name) for name in names}
             rates = {
                 name: {k: (v - before[name].get(k, 0)) / elapsed for k, v in after[name].items()}
                 for name in names
@@ -236,7 +256,7 @@ def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> Non
     of its tenants, or of one tenant's key (``--tenant``; exit 1 when there is no such key).
     The breaker is left as it is (see ``breaker``)."""
     limiter, backend = obj.limiter()
-    limiter.config(integration)
+    _known(limiter, backend, integration)
     keys = [key for key in backend.scan(integration) if tenant is None or key[1] == tenant]
     if tenant is not None and not keys:
         tenants = [each for _, each in backend.scan(integration) if each]
@@ -247,7 +267,7 @@ def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> Non
     if not yes:
         click.confirm(f"Reset the limiter state of {what}?", abort=True)
     for name, each in keys:
-        limiter.reset(name, each)
+        backend.reset(name, each)
     click.echo(f"reset {what}")
 
 
@@ -264,11 +284,17 @@ def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> Non
 @click.pass_obj
 def breaker(obj: _Context, action: str, integration: str, seconds: float | None, yes: bool) -> None:
     """Force an integration's breaker open (every worker pauses its queue) or closed."""
-    limiter, _ = obj.limiter()
-    limiter.config(integration)
+    limiter, backend = obj.limiter()
+    _known(limiter, backend, integration)
     if not yes:
         click.confirm(f"{action.capitalize()} the breaker of {integration}?", abort=True)
-    limiter.set_breaker(integration, "open" if action == "open" else "closed", seconds)
+    state = "open" if action == "open" else "closed"
+    if integration in limiter.configs:
+        limiter.set_breaker(integration, state, seconds)
+    else:  # a fleet's integration this config does not know: its stored description
+        plan = backend.stored_plan(integration)
+        default = plan.breaker_open_seconds if plan else 60.0
+        backend.set_breaker(integration, state, default if seconds is None else seconds)
     click.echo(f"breaker of {integration}: {'open' if action == 'open' else 'closed'}")
 
 
@@ -318,7 +344,7 @@ def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> 
 
     limiter, backend = obj.limiter()
     serve(limiter, backend, port, addr, multiproc_dir)
-    click.echo(f"serving http://{addr}:{port}/metrics from {_redacted(obj.redis_url)}")
+    click.echo(f"serving http://{addr}:{port}/metrics from {redacted(obj.redis_url)}")
     threading.Event().wait()
 
 
@@ -373,16 +399,6 @@ def demo(
     )
     if not summary.ok:
         raise click.ClickException(f"{summary.lost} lost, {summary.duplicates} duplicated")
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password, for printing."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def main(argv: list[str] | None = None) -> None:

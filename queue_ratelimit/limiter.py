@@ -362,19 +362,21 @@ class Limiter:
         event = signals.breaker_opened if state == "open" else signals.breaker_closed
         signals.emit(event, self, integration=integration, tenant=None, forced=True)
 
-    def count(self, integration: str, event: str) -> None:
-        """Add one to the integration's fleet-wide count of ``event`` (``requeues``, ...);
-        while the backend is down, the count is kept locally or dropped, never raised."""
+    def count(self, integration: str, event: str, tenant: str | None = None) -> None:
+        """Add one to the key's fleet-wide count of ``event`` (``requeues``,
+        ``budget_exhausted``); while the backend is down, the count is kept locally or
+        dropped, never raised."""
         prepared = self._prepare(integration)
         self._guard.call(
             prepared,
-            None,
-            lambda backend, _plan: backend.count(integration, event),
+            tenant,
+            lambda backend, _plan: backend.count(integration, event, tenant),
             closed=lambda _error: None,
         )
 
     def stats(self, integration: str) -> dict[str, int]:
-        """The integration's fleet-wide event counts (``backoffs``, ``requeues``, ...)."""
+        """The fleet-wide event counts (``backoffs``, ``requeues``, ...) of the integration's
+        live keys, summed."""
         self.config(integration)
         return self.backend.stats(integration)
 

@@ -54,13 +54,32 @@ def local_plan(plan: Plan, processes: int) -> Plan:
     return dataclasses.replace(plan, limits=limits)
 
 
+class _Shard:
+    """The outage state of one shard (a Redis node, or the whole backend when it has one)."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.next_probe = 0.0
+        self.announced: set[str] = set()
+        self.cause: BaseException | None = None  # what the last failure was
+        self.owed: collections.deque[tuple[str, str | None, str]] = collections.deque(
+            maxlen=10_000
+        )  # leases given back while the shard was down
+        self.local = MemoryBackend()
+
+
 class OutageGuard:
-    """Routes each backend call to the shared backend, or, while it is down, to the
-    integration's fallback: a local limiter or :class:`BackendUnavailable`.
+    """Routes each backend call to the shared backend, or, while the shard that holds the
+    call's key is down, to the integration's fallback: a local limiter or
+    :class:`BackendUnavailable`.
+
+    A backend spread over shards (a Redis Cluster) tells the shard of a key with
+    ``shard(integration, tenant)``: a dead or unreachable shard then sends only the keys it
+    holds to their fallback, and each shard is probed and recovers on its own.
 
     Args:
         primary: the shared backend.
-        probe_interval: seconds between attempts to reach a backend that failed.
+        probe_interval: seconds between attempts to reach a shard that failed.
         clock: monotonic seconds; inject one in tests.
     """
 
@@ -74,23 +93,20 @@ class OutageGuard:
         if probe_interval <= 0:
             raise ValueError("probe_interval must be > 0")
         self.primary = primary
-        self.local = MemoryBackend()
         self.probe_interval = probe_interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._down_since: float | None = None
-        self._next_probe = 0.0
-        self._announced: set[str] = set()
-        self._cause: BaseException | None = None  # what the last failure was
-        self._owed: collections.deque[tuple[str, str | None, str]] = collections.deque(
-            maxlen=10_000
-        )  # leases given back while the shared backend was down
+        self._shard_of: Callable[[str, str | None], str] = getattr(
+            primary, "shard", lambda _integration, _tenant: ""
+        )
+        self._shards: dict[str, _Shard] = {}
+        self._any_down = False  # read without the lock on the usual path
         self._plans: dict[tuple[int, int], Plan] = {}
 
     @property
     def down(self) -> bool:
-        """Whether the shared backend failed and has not answered since."""
-        return self._down_since is not None
+        """Whether a shard of the shared backend failed and has not answered since."""
+        return self._any_down
 
     def call(
         self,
@@ -102,49 +118,65 @@ class OutageGuard:
         lease: str | None = None,
         fallback: bool = True,
     ) -> T:
-        """Run ``op`` on the shared backend, or on the fallback while it is down.
+        """Run ``op`` on the shared backend, or on the fallback while its shard is down.
 
         When the integration fails closed, ``closed`` supplies the answer (reports pass a
         neutral result); without it, :class:`BackendUnavailable` is raised. A ``lease``
-        the op gives back while the shared backend is down is given back to it once it
-        answers again (else it would hold a concurrency slot until its TTL). Without
-        ``fallback`` (reading the shared state itself), the op never runs locally: it fails
-        closed whatever the integration says.
+        the op gives back while the shard is down is given back to it once it answers
+        again (else it would hold a concurrency slot until its TTL). Without ``fallback``
+        (reading the shared state itself), the op never runs locally: it fails closed
+        whatever the integration says.
         """
         config, plan = prepared.config, prepared.plan
-        up = self._down_since is None  # the usual case: no lock, no clock (a stale read: one call)
-        started = None if up else self._route()
-        if up or started is not None:
+        shard = None
+        started: float | None = None
+        if self._any_down:  # else the usual case: no lock, no clock (a stale read: one call)
+            shard = self._shard(config.name, tenant)
+            started = self._route(shard)
+        if shard is None or started is not None:
             try:
                 result = op(self.primary, plan)
             except BackendError as exc:
-                self._failed(exc)
+                shard = shard or self._shard(config.name, tenant)
+                self._failed(shard, exc)
             else:
-                if started is not None:  # a probe: its answer may end the outage
-                    self._answered(config, tenant, started)
+                if shard is not None and started is not None:  # a probe may end the outage
+                    self._answered(shard, config, tenant, started)
                 return result
-        self._announce(config, tenant)
+        assert shard is not None
+        self._announce(shard, config, tenant)
         if lease is not None:
-            self._owed.append((config.name, tenant, lease))
+            shard.owed.append((config.name, tenant, lease))
         if fallback and config.on_backend_error == "open":
-            return op(self.local, self._local_plan(plan, config.fallback_processes))
+            return op(shard.local, self._local_plan(plan, config.fallback_processes))
         error = BackendUnavailable(
             f"{config.name}: the limiter backend is unavailable and on_backend_error is 'closed'",
             retry_after=self.probe_interval,
         )
         if closed is None:
-            raise error from self._cause
+            raise error from shard.cause
         return closed(error)
 
-    def _route(self) -> float | None:
-        """While the shared backend is down, when to try it: the time the attempt starts,
-        or None (use the fallback). One caller per ``probe_interval`` probes it."""
+    def _shard(self, integration: str, tenant: str | None) -> _Shard:
+        try:
+            name = self._shard_of(integration, tenant)
+        except BackendError:
+            name = "?"  # the backend cannot tell now (its map of the cluster is gone)
+        with self._lock:
+            shard = self._shards.get(name)
+            if shard is None:
+                shard = self._shards[name] = _Shard()
+            return shard
+
+    def _route(self, shard: _Shard) -> float | None:
+        """While the shard is down, when to try it: the time the attempt starts, or None
+        (use the fallback). One caller per ``probe_interval`` probes it."""
         now = self._clock()
         with self._lock:
-            if self._down_since is None:
+            if shard.down_since is None:
                 return now
-            if now >= self._next_probe:
-                self._next_probe = now + self.probe_interval  # this caller is the probe
+            if now >= shard.next_probe:
+                shard.next_probe = now + self.probe_interval  # this caller is the probe
                 return now
         return None
 
@@ -155,20 +187,21 @@ class OutageGuard:
             cached = self._plans[key] = local_plan(plan, processes)
         return cached
 
-    def _failed(self, exc: BackendError) -> None:
+    def _failed(self, shard: _Shard, exc: BackendError) -> None:
         now = self._clock()
         with self._lock:
-            if self._down_since is None:
-                self._down_since = now
-            self._cause = exc.__cause__ or exc
-            self._next_probe = now + self.probe_interval
+            if shard.down_since is None:
+                shard.down_since = now
+            shard.cause = exc.__cause__ or exc
+            shard.next_probe = now + self.probe_interval
+            self._any_down = True
 
-    def _announce(self, config: IntegrationConfig, tenant: str | None) -> None:
+    def _announce(self, shard: _Shard, config: IntegrationConfig, tenant: str | None) -> None:
         with self._lock:
-            if config.name in self._announced:
+            if config.name in shard.announced:
                 return
-            self._announced.add(config.name)
-        cause = self._cause
+            shard.announced.add(config.name)
+        cause = shard.cause
         error = f"{type(cause).__name__}: {cause}" if cause is not None else "backend down"
         signals.emit(
             signals.backend_unavailable,
@@ -179,21 +212,22 @@ class OutageGuard:
             error=error,
         )
 
-    def _answered(self, config: IntegrationConfig, tenant: str | None, started: float) -> None:
-        """The shared backend answered a call that started at ``started``: if it was down
-        before that call began, it is back (a call in flight since before the outage
-        proves nothing)."""
-        if self._down_since is None:  # the usual case: nothing to recover, no lock
-            return
+    def _answered(
+        self, shard: _Shard, config: IntegrationConfig, tenant: str | None, started: float
+    ) -> None:
+        """The shard answered a call that started at ``started``: if it was down before
+        that call began, it is back (a call in flight since before the outage proves
+        nothing)."""
         with self._lock:
-            since = self._down_since
+            since = shard.down_since
             if since is None or started < since:
                 return
-            self._down_since = None
-            announced, self._announced = self._announced, set()
-            owed = list(self._owed)
-            self._owed.clear()
-            self.local = MemoryBackend()  # the shared state is the truth again
+            shard.down_since = None
+            announced, shard.announced = shard.announced, set()
+            owed = list(shard.owed)
+            shard.owed.clear()
+            shard.local = MemoryBackend()  # the shared state is the truth again
+            self._any_down = any(each.down_since is not None for each in self._shards.values())
         for integration, lease_tenant, lease in owed:
             try:
                 self.primary.release(integration, lease_tenant, lease)

@@ -281,7 +281,7 @@ class TaskGate:
 
     def _exhausted(self, call: TaskCall, ticket: Ticket, allowed: int, reason: str) -> NoReturn:
         integration, tenant = call.integration, call.tenant
-        self.limiter.count(integration, "budget_exhausted")
+        self.limiter.count(integration, "budget_exhausted", tenant)
         signals.emit(
             signals.budget_exhausted,
             self,
@@ -303,7 +303,7 @@ class TaskGate:
 
     def _announce(self, call: TaskCall, requeue: Requeue, counted: bool = False) -> None:
         if not counted:
-            self.limiter.count(call.integration, REQUEUES)
+            self.limiter.count(call.integration, REQUEUES, call.tenant)
         fields = {
             "integration": call.integration,
             "tenant": call.tenant,

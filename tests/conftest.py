@@ -6,10 +6,12 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 import redis
 
+from tests.deployments import ClusterProcesses, SentinelGroup
 from tests.support import RedisProcess, delete_keys, reachable
 
 REDIS_HINT = (
@@ -86,3 +88,58 @@ def private_redis() -> Iterator[RedisProcess]:
         yield server
     finally:
         server.close()
+
+
+DEPLOYMENT_HINT = (
+    "The Redis Cluster and Redis Sentinel tests start their own servers from the "
+    "redis-server binary (7.0 or later), and none was found on PATH. Install it "
+    "(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)."
+)
+
+
+def _redis_server() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(DEPLOYMENT_HINT)
+    return binary
+
+
+Deployment = TypeVar("Deployment", ClusterProcesses, SentinelGroup)
+
+
+def _started(deployment: Deployment) -> Iterator[Deployment]:
+    """Start ``deployment`` (a start that fails fails the test), yield it, close it."""
+    try:
+        deployment.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterProcesses]:
+    """A three-master Redis Cluster shared by this test process: keys under a per-test
+    prefix, and no test kills its nodes or leaves a slot moved (``private_cluster``)."""
+    yield from _started(ClusterProcesses(_redis_server()))
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[ClusterProcesses]:
+    """A three-master Redis Cluster of this test's own, to kill nodes and move slots."""
+    yield from _started(ClusterProcesses(_redis_server()))
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    """A master, its replica and a sentinel, shared by this test process: no test kills
+    the master (``private_sentinel``)."""
+    yield from _started(SentinelGroup(_redis_server()))
+
+
+@pytest.fixture
+def private_sentinel() -> Iterator[SentinelGroup]:
+    """A master, its replica and a sentinel of this test's own, to kill the master."""
+    yield from _started(SentinelGroup(_redis_server()))

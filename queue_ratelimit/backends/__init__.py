@@ -4,26 +4,48 @@ from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.errors import ConfigError
 
-__all__ = ["Backend", "MemoryBackend", "open_backend"]
+__all__ = ["REDIS_SCHEMES", "Backend", "MemoryBackend", "open_backend", "redacted"]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# the URL forms of backends/redis_connect.py (kept here too: importing that module imports
+# redis-py, an optional dependency)
+REDIS_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
+_USAGE = (
+    "must be memory:// or a Redis URL: redis://host:port/db, rediss://..., unix:///path, "
+    "redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/service/db"
+)
 
 
-def open_backend(url: str, *, prefix: str = "qrl") -> Backend:
-    """The backend a URL names: ``redis://``, ``rediss://`` or ``unix://`` (a ``RedisBackend``
-    with that key prefix), or ``memory://`` (a new ``MemoryBackend``, for one process).
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, auth = head.partition("://")
+    user = auth.partition(":")[0]
+    return f"{scheme}://{user}:***@{tail}"
+
+
+def open_backend(url: str, *, prefix: str = "qrl", field: str = "url") -> Backend:
+    """The backend a URL names: any Redis form (a ``RedisBackend`` with that key prefix: a
+    single server, a Cluster or a Sentinel-managed master), or ``memory://`` (a new
+    ``MemoryBackend``, for one process).
 
     Raises:
-        ConfigError: any other URL (the field is ``url``).
+        ConfigError: any other URL, naming ``field``.
     """
-    if not isinstance(url, str):
-        raise ConfigError(
-            None, "url", url, "must be a redis://, rediss://, unix:// or memory:// URL"
-        )
     if url == "memory://":
         return MemoryBackend()
-    if url.startswith(_REDIS_SCHEMES):
+    if isinstance(url, str) and url.startswith(REDIS_SCHEMES):
         from queue_ratelimit.backends.redis import RedisBackend
+        from queue_ratelimit.backends.redis_connect import client_from_url
 
-        return RedisBackend(url, prefix=prefix)
-    raise ConfigError(None, "url", url, "must be a redis://, rediss://, unix:// or memory:// URL")
+        return RedisBackend(client_from_url(url, field), prefix=prefix)
+    raise ConfigError(None, field, redacted(url) if isinstance(url, str) else url, _USAGE)

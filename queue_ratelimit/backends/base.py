@@ -55,14 +55,22 @@ class Backend(Protocol):
         """Forget a key's state (rates, debts, cooldown, leases)."""
         ...
 
-    def count(self, integration: str, event: str) -> None:
-        """Add one to the integration's fleet-wide count of ``event`` (``requeues``, ...).
+    def count(self, integration: str, event: str, tenant: str | None = None) -> None:
+        """Add one to the key's count of ``event`` (``requeues``, ``budget_exhausted``); a
+        key that holds no state (never used, or expired) counts nothing.
 
-        Backoffs are counted by ``report`` itself."""
+        Backoffs are counted by ``report`` itself, a refused acquire's ``refusal_event`` by
+        ``acquire``."""
         ...
 
     def stats(self, integration: str) -> dict[str, int]:
-        """The integration's fleet-wide event counts."""
+        """The event counts of every live key of ``integration``, summed (each key's own are
+        in its ``Snapshot.counts``)."""
+        ...
+
+    def stored_plan(self, integration: str) -> Plan | None:
+        """The integration's plan as its users last stored it, if the backend keeps one (the
+        tools show keys without the workers' config with it)."""
         ...
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:

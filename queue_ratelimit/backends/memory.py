@@ -26,6 +26,10 @@ _SWEEP_EVERY = 1024
 _T = TypeVar("_T")
 
 
+def _bump(state: KeyState, event: str) -> None:
+    state.counts[event] = state.counts.get(event, 0) + 1
+
+
 class MemoryBackend:
     """Keeps every key in a dict guarded by one lock; idle keys are dropped like Redis expiry.
 
@@ -40,7 +44,7 @@ class MemoryBackend:
         self._lock = threading.Lock()
         self._keys: dict[_Key, tuple[KeyState, float]] = {}
         self._breakers: dict[str, brk.BreakerState] = {}
-        self._stats: dict[str, dict[str, int]] = {}
+        self._plans: dict[str, Plan] = {}
         self._ops = 0
 
     def _load(self, key: _Key, now: float) -> KeyState | None:
@@ -82,8 +86,10 @@ class MemoryBackend:
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> Decision:
             decision = aimd.acquire(state, breaker, now, plan, request)
             if not decision.granted and request.refusal_event:
-                self._bump(request.integration, request.refusal_event)
+                _bump(state, request.refusal_event)
             return decision
+
+        self._plans[request.integration] = plan
 
         return self._apply(request.integration, request.tenant, step)
 
@@ -97,7 +103,7 @@ class MemoryBackend:
             quota.apply(state, now, plan.limits, report.feedback)
             before = breaker.state
             if report.kind == BACKOFF:
-                self._bump(report.integration, "backoffs")
+                _bump(state, "backoffs")
                 result = aimd.on_backoff(state, now, plan, report)
             elif report.kind == FAILURE:
                 result = aimd.on_failure(state, now, plan.limits)
@@ -133,7 +139,7 @@ class MemoryBackend:
             for key in [key for key in self._keys if key[0] == integration]:
                 del self._keys[key]
             self._breakers.pop(integration, None)
-            self._stats.pop(integration, None)
+            self._plans.pop(integration, None)
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every live key, of ``integration`` only when given (a list taken under the lock)."""
@@ -151,19 +157,27 @@ class MemoryBackend:
         with self._lock:
             self._keys.pop((integration, tenant), None)
 
-    def _bump(self, integration: str, event: str) -> None:
-        counts = self._stats.setdefault(integration, {})
-        counts[event] = counts.get(event, 0) + 1
-
-    def count(self, integration: str, event: str) -> None:
+    def count(self, integration: str, event: str, tenant: str | None = None) -> None:
         """See ``Backend.count``."""
         with self._lock:
-            self._bump(integration, event)
+            state = self._load((integration, tenant), self._clock())
+            if state is not None:
+                _bump(state, event)
 
     def stats(self, integration: str) -> dict[str, int]:
         """See ``Backend.stats``."""
+        totals: dict[str, int] = {}
         with self._lock:
-            return dict(self._stats.get(integration, {}))
+            now = self._clock()
+            for key in list(self._keys):
+                state = self._load(key, now) if key[0] == integration else None
+                for event, value in (state.counts if state else {}).items():
+                    totals[event] = totals.get(event, 0) + value
+        return totals
+
+    def stored_plan(self, integration: str) -> Plan | None:
+        """See ``Backend.stored_plan``."""
+        return self._plans.get(integration)
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """See ``Backend.set_breaker``."""

@@ -1,9 +1,10 @@
 """Limiter state in Redis, shared by every worker: one EVALSHA per decision.
 
 The rules live in ``lua/limiter.lua`` (the same as ``policy/aimd.py``). Time is the Redis
-server's clock, so workers on hosts with skewed clocks agree. A key's Redis keys share one
-hash tag per integration, ``{prefix:integration}``, so they sit in one Redis Cluster slot
-(with the integration's other keys) and one script may touch them all. Keys expire once
+server's clock, so workers on hosts with skewed clocks agree. The key layout
+(``redis_keys.py``) gives each limiter key a hash tag of its own, so tenants spread over the
+shards of a Redis Cluster and a decision touches one slot; the integration's breaker, under
+the integration's tag, reaches a decision as an argument (``_Breakers``). Keys expire once
 idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease.
 
 Arguments, state and answers are binary (``struct`` doubles, integer arrays), laid out in the
@@ -14,24 +15,39 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import logging
 import re
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote, unquote
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import NoScriptError
-from redis.retry import Retry
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    TryAgainError,
+)
 
+from queue_ratelimit.backends import redis_keys as layout
+from queue_ratelimit.backends import redis_wire as wire
+from queue_ratelimit.backends.redis_connect import (
+    Client,
+    client_from_url,
+    describe,
+    timeout_warning,
+)
 from queue_ratelimit.errors import BackendError, ConfigError
-from queue_ratelimit.policy import breaker as brk
-from queue_ratelimit.policy.aimd import fresh_views
 from queue_ratelimit.policy.state import (
+    FAILURE,
+    SUCCESS,
     AcquireRequest,
     Decision,
-    LimitSnapshot,
     Plan,
     Report,
     ReportResult,
@@ -39,173 +55,155 @@ from queue_ratelimit.policy.state import (
     Snapshot,
 )
 
+log = logging.getLogger("queue_ratelimit")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_MAX_TENANT_KEY = 128
 
 
 def _script_source() -> str:
     return (importlib.resources.files(__package__) / "lua" / "limiter.lua").read_text("utf-8")
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_NONE = float("nan")  # "none" among the script's numbers
-
-
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _opt(value: float | None) -> float:
-    return _NONE if value is None else value
-
-
-def _pack(numbers: Sequence[float]) -> bytes:
-    """An op's numbers as the script reads them: little-endian doubles."""
-    return struct.pack(f"<{len(numbers)}d", *numbers)  # struct caches the compiled format
-
-
-def _name(text: str) -> bytes:
-    return text.encode() + b"\0"  # the script's 's': zero-terminated
-
-
-_MICRO = 1_000_000
-_NO_PLAN = Plan(limits=())
-# key suffixes, named for the layouts of limiter.lua, which other versions do not read (0.1
-# kept msgpack and a hash; the state's layout 2 ran on main before 3): a fleet that mixes
-# versions never has them overwrite each other's state, each just keeps its own
-_STATE, _BREAKER = ":state.v3", ":breaker.v2"
 _KEY_CACHE = 4096  # key names kept per backend (tenants beyond it are encoded per call)
 _ARGS_CACHE = 4096  # acquire arguments kept per backend (see acquire)
-# per op: its code in the script (ACQUIRE .. COUNT) and how many of its KEYS it is passed
-_OPS = {
-    "acquire": (1, 2),  # 3 with a concurrency limit (the leases)
-    "success": (2, 2),  # 3 with a lease to give back
-    "backoff": (3, 4),
-    "failure": (4, 2),  # 3 with a lease to give back
-    "release": (5, 3),
-    "snapshot": (6, 3),
-    "breaker": (7, 2),
-    "count": (8, 4),
-}
-_HEAD = struct.Struct("<Bd")  # op code, now (NaN: the server's TIME)
-# the script's reply codes (limiter.lua OK .. BREAKER_OPEN, and CLOSED, OPEN, HALF_OPEN)
-REASONS = ("ok", "redeemed", "probe", "rate", "cooldown", "concurrency", "breaker_open")
-_LAST_GRANT = 2  # the reasons up to "probe" are grants
-BREAKER_STATES = (brk.CLOSED, brk.OPEN, brk.HALF_OPEN)
-
-Keys = tuple[str, str, str, str]
+# Errors of a cluster that moves slots or fails over, or of a replica just demoted: retried
+# within ``transient_retry`` seconds before they count as an outage. (A multi-key script
+# whose keys are half moved answers TRYAGAIN; the usual decision passes one key and is
+# redirected instead.)
+_TRANSIENT = (TryAgainError, AskError, ClusterDownError, ClusterError, ReadOnlyError)
+_META_EVERY = 300.0  # seconds between a process's writes of an integration's description
 
 
 class RedisBackend:
-    """Keeps limiter keys in Redis; every method is one script call (one round trip).
+    """Keeps limiter keys in Redis; a decision is one script call (one round trip).
 
     Args:
-        client: a ``redis.Redis`` client (used as configured), or a ``redis://`` URL, for
-            which a client failing fast is made: 1 s to connect, 2 s per reply, two quick
-            retries, so a worker learns within seconds, not tens of seconds, that Redis is down.
+        client: a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client (used as
+            configured; a warning at start when it has no socket timeout), or a URL of any
+            form ``redis_connect`` reads (``redis://``, ``rediss://``, ``unix://``,
+            ``redis+cluster://``, ``redis+sentinel://``), for which a client failing fast is
+            made: 1 s to connect, 2 s per reply, two quick retries.
         prefix: namespace of every key this backend writes (two apps sharing one Redis use
             different prefixes). Letters, digits and ``_.:-``.
         idle_ttl: seconds an idle key lives after its last cooldown, debt or lease (up to
             an eighth more: its expiry is moved only when it must, see ``limiter.lua``).
+        breaker_poll: seconds a process trusts its last read of an integration's breaker
+            (opened elsewhere, it stops this process's grants within this time; a queue's
+            breaker poll reads it afresh and refreshes it).
+        transient_retry: seconds a call retries a moving slot, a failover or a demoted
+            master (``TRYAGAIN``, ``ASK``, ``CLUSTERDOWN``, ``READONLY``) before it counts
+            as an outage.
         clock: tests only: a clock to use instead of the server's ``TIME``.
     """
 
     def __init__(
         self,
-        client: redis.Redis | str,
+        client: Client | str,
         *,
         prefix: str = "qrl",
         idle_ttl: float = 3600.0,
+        breaker_poll: float = 1.0,
+        transient_retry: float = 2.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
             raise ConfigError(None, "prefix", prefix, "use 1-64 of letters, digits and _.:-")
         if not idle_ttl > 0:
             raise ConfigError(None, "idle_ttl", idle_ttl, "must be > 0 seconds")
+        if not breaker_poll >= 0:
+            raise ConfigError(None, "breaker_poll", breaker_poll, "must be >= 0 seconds")
         if isinstance(client, str):
-            client = redis.Redis.from_url(
-                client,
-                socket_connect_timeout=1.0,
-                socket_timeout=2.0,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
-            )
-        self.client = client
+            client = client_from_url(client)
+        else:
+            warning = timeout_warning(client)
+            if warning:
+                log.warning("queue_ratelimit: %s", warning)
+        self.client: Client = client
         self.prefix = prefix
         self._idle_ttl = idle_ttl
+        self._breaker_poll = breaker_poll
+        self._transient_retry = transient_retry
         self._clock = clock
         self._source = _script_source()
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
         self._plans: dict[int, tuple[Plan, bytes]] = {}
-        self._keys: dict[tuple[str, str | None], Keys] = {}  # in the script's order
+        self._keys: dict[tuple[str, str | None], layout.KeyNames] = {}
         self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...]]] = {}
+        self._views: dict[str, wire.View] = {}
+        self._described: dict[str, tuple[float, str]] = {}  # integration -> (when, text)
+        self._lock = threading.Lock()
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the client is a Redis Cluster client."""
+        return isinstance(self.client, RedisCluster)
 
     def describe(self) -> str:
-        """See ``Backend.describe``: the server and database, and the prefix."""
-        kwargs = self.client.connection_pool.connection_kwargs
-        scheme = "unix" if "path" in kwargs else "redis"
-        where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-        return f"{scheme}://{where}/{kwargs.get('db', 0)} (prefix {self.prefix})"
+        """See ``Backend.describe``: the server (or cluster, or sentinels) and database, and
+        the prefix."""
+        return f"{describe(self.client)} (prefix {self.prefix})"
 
-    def keys_for(self, integration: str, tenant: str | None) -> Keys:
+    def keys_for(self, integration: str, tenant: str | None) -> tuple[str, str, str, str]:
         """The Redis keys of one limiter key: state, leases, and the integration's breaker
-        and event counts.
+        and description (``redis_keys`` tells the layout)."""
+        names = self._names(integration, tenant)
+        return (names.state, names.leases, *layout.integration_keys(self.prefix, integration))
 
-        A tenant is percent-encoded (so ``:``, ``{``, ``}`` and spaces cannot reach into
-        another key's name) and replaced by its SHA-256 when long.
-        """
-        state, breaker, leases, stats = self._script_keys(integration, tenant)
-        return state, leases, breaker, stats
+    def _names(self, integration: str, tenant: str | None) -> layout.KeyNames:
+        names = self._keys.get((integration, tenant))
+        if names is None:
+            names = layout.key_names(self.prefix, integration, tenant)
+            if len(self._keys) < _KEY_CACHE:
+                self._keys[(integration, tenant)] = names
+        return names
 
-    def _script_keys(self, integration: str, tenant: str | None) -> Keys:
-        """``keys_for`` in the script's order (state, breaker, leases, stats), cached."""
-        keys = self._keys.get((integration, tenant))
-        if keys is not None:
-            return keys
-        base = tag = f"{{{self.prefix}:{integration}}}"
-        if tenant is not None:
-            part = quote(tenant, safe="")
-            if len(part) > _MAX_TENANT_KEY:
-                part = "#" + hashlib.sha256(tenant.encode()).hexdigest()
-            base += f":t={part}"
-        keys = base + _STATE, tag + _BREAKER, base + ":leases", tag + ":stats"
-        if len(self._keys) < _KEY_CACHE:
-            self._keys[(integration, tenant)] = keys
-        return keys
+    def shard(self, integration: str, tenant: str | None) -> str:
+        """The node that holds the key (``host:port``) on a cluster; ``""`` otherwise (the
+        outage guard keeps one outage state per shard)."""
+        if not isinstance(self.client, RedisCluster):
+            return ""
+        try:
+            slot = self.client.keyslot(self._names(integration, tenant).state)  # type: ignore[no-untyped-call]
+            return str(self.client.nodes_manager.get_node_from_slot(slot).name)
+        except (redis.RedisError, LookupError, AttributeError) as exc:
+            raise BackendError(f"redis cluster map unavailable: {exc}") from exc
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
-        """Every limiter key in Redis under this prefix: ``(integration, tenant)`` pairs.
+        """Every limiter key in Redis under this prefix (on every master of a cluster):
+        ``(integration, tenant)`` pairs.
 
         A tenant stored by its digest (over 128 characters once encoded) is listed as
-        ``#<sha256>``; the key exists but its raw name cannot be recovered.
+        ``#<sha256>``; ``snapshot`` of that key tells its name. On a cluster a master that
+        does not answer is named in the ``BackendError`` raised after the others' keys.
         """
-        head = f"{{{self.prefix}:"
-        pattern = f"{head}{integration}}}:*" if integration else f"{head}*"
-        try:
-            for raw in self.client.scan_iter(match=pattern, count=1000):
-                key = _text(raw)
-                if not key.endswith(_STATE):
-                    continue
-                name, _, rest = key[len(head) :].partition("}")
-                part = rest[len(":t=") : -len(_STATE)] if rest.startswith(":t=") else None
-                if part is None:
-                    yield name, None
-                else:
-                    yield name, part if part.startswith("#") else unquote(part)
-        except redis.RedisError as exc:
-            raise BackendError(f"redis scan failed: {exc}") from exc
+        seen: set[str] = set()
+        for pattern in layout.patterns(self.prefix, integration):
+            for raw in self._scan_keys(pattern):
+                key = wire.text(raw)
+                parsed = layout.parse_state_key(self.prefix, key)
+                if parsed is not None and key not in seen:
+                    seen.add(key)
+                    yield parsed
+
+    def _scan_keys(self, pattern: str) -> Iterator[Any]:
+        """``SCAN MATCH pattern`` over the server, or over each master of a cluster."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            try:
+                yield from client.scan_iter(match=pattern, count=1000)
+            except redis.RedisError as exc:
+                raise BackendError(f"redis scan failed: {exc}") from exc
+            return
+        failed = []
+        for node in client.get_primaries():  # type: ignore[no-untyped-call]
+            try:
+                yield from client.scan_iter(match=pattern, count=1000, target_nodes=node)
+            except redis.RedisError as exc:
+                failed.append(f"{node.name} ({exc})")
+        if failed:
+            raise BackendError(f"redis scan failed on {', '.join(failed)}")
 
     def _plan_bytes(self, plan: Plan) -> bytes:
-        """The plan as the script reads it (after the op and time); packed once per plan."""
+        """The plan as the script reads it (after the head); packed once per plan."""
         cached = self._plans.get(id(plan))
         if cached is not None and cached[0] is plan:
             return cached[1]
@@ -220,8 +218,8 @@ class RedisBackend:
             plan.breaker_threshold,
             plan.breaker_open_seconds,
         )
-        wire = head + b"".join(
-            _name(lim.name)
+        packed = head + b"".join(
+            wire.name_bytes(lim.name)
             + struct.pack(
                 "<6d", lim.rate, lim.burst, lim.min_rate, lim.max_rate, lim.increase, lim.decrease
             )
@@ -229,92 +227,150 @@ class RedisBackend:
         )
         if len(self._plans) > 1024:
             self._plans.clear()
-        self._plans[id(plan)] = (plan, wire)
-        return wire
+        self._plans[id(plan)] = (plan, packed)
+        return packed
 
-    def _call(
-        self,
-        op: str,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        numbers: bytes = b"",
-        word: str = "",
-    ) -> Any:
-        """One EVALSHA of ``op`` with the op's packed ``numbers`` and ``word``."""
-        blob = self._blob(op, plan, numbers)
-        return self._run(op, integration, self._args(op, integration, tenant, plan, blob, word))
+    def _blob(
+        self, op: str, plan: Plan, numbers: bytes = b"", breaker: tuple[int, float] = (0, 0.0)
+    ) -> bytes:
+        """The script's ARGV[1]: op code, now, the breaker passed in, the plan and the op's
+        numbers."""
+        now = float(self._clock()) if self._clock else wire.NONE
+        return wire.HEAD.pack(wire.OPS[op], now, *breaker) + self._plan_bytes(plan) + numbers
 
-    def _blob(self, op: str, plan: Plan, numbers: bytes) -> bytes:
-        """The script's ARGV[1]: op code, now, the plan and the op's numbers."""
-        now = float(self._clock()) if self._clock else _NONE
-        return _HEAD.pack(_OPS[op][0], now) + self._plan_bytes(plan) + numbers
-
-    def _args(
-        self,
-        op: str,
-        integration: str,
-        tenant: str | None,
-        plan: Plan,
-        blob: bytes,
-        word: str,
-        counts: bool = False,
-    ) -> tuple[Any, ...]:
-        """EVALSHA's arguments: the script, its keys for ``op`` (all four with ``counts``),
-        ``blob`` and ``word``."""
-        passed = _OPS[op][1]
-        if (op == "acquire" and plan.max_concurrent) or (word and op in ("success", "failure")):
-            passed = 3  # and the leases
-        if counts:
-            passed = 4
-        keys = self._script_keys(integration, tenant)[:passed]
-        return (self._sha, passed, *keys, blob, word) if word else (self._sha, passed, *keys, blob)
-
-    def _run(self, op: str, integration: str, args: tuple[Any, ...]) -> Any:
-        """One EVALSHA; the script is loaded when the server lacks it."""
-        try:
+    def _run(self, op: str, integration: str, args: Sequence[Any]) -> Any:
+        """One EVALSHA (``args`` after the script's digest); the script is loaded when the
+        server lacks it, and a moving slot or a failover is retried for a short while."""
+        deadline = None
+        pause = 0.02
+        while True:
             try:
-                return self.client.evalsha(*args)
-            except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
-                self.client.script_load(self._source)
-                return self.client.evalsha(*args)
-        except redis.RedisError as exc:
-            raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
+                try:
+                    return self.client.evalsha(self._sha, *args)
+                except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
+                    self.client.script_load(self._source)
+                    return self.client.evalsha(self._sha, *args)
+            except _TRANSIENT as exc:
+                now = time.monotonic()
+                deadline = deadline or now + self._transient_retry
+                if now + pause > deadline:
+                    raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+            except redis.RedisError as exc:
+                raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
+
+    def _key_args(
+        self,
+        op: str,
+        integration: str,
+        tenant: str | None,
+        blob: bytes,
+        word: str = "",
+        leases: bool = False,
+        event: str = "",
+    ) -> tuple[Any, ...]:
+        """EVALSHA's arguments after the digest for an op on a limiter key: its keys (the
+        leases only when ``leases``), the blob and the words the op needs."""
+        names = self._names(integration, tenant)
+        keys = (2, names.state, names.leases) if leases else (1, names.state)
+        if names.stored_name:
+            return (*keys, blob, word, event, names.stored_name)
+        if event:
+            return (*keys, blob, word, event)
+        return (*keys, blob, word) if word else (*keys, blob)
+
+    # -- the integration's breaker ------------------------------------------------------
+
+    def _breaker_op(
+        self, op: str, integration: str, plan: Plan, numbers: bytes = b"", word: str = ""
+    ) -> tuple[wire.View, int, tuple[int, float]]:
+        """An op on the integration's breaker key: the view it leaves (kept), its answer,
+        and the breaker's state and until before it."""
+        breaker, meta = layout.integration_keys(self.prefix, integration)
+        blob = self._blob(op, plan, numbers)
+        args = (2, breaker, meta, blob, word) if op == "view" else (1, breaker, blob, word)
+        state, failures, until, _now, answer, before, before_until = self._run(
+            op, integration, args
+        )
+        view = wire.View(state, failures, until / wire.MICRO, time.monotonic())
+        self._views[integration] = view
+        return view, answer, (before, before_until / wire.MICRO)
+
+    def _view(self, integration: str, plan: Plan, fresh: bool = False) -> wire.View:
+        """The integration's breaker as last seen, read again when older than
+        ``breaker_poll`` (or ``fresh``); the read also writes the integration's description
+        for the tools every few minutes."""
+        view = self._views.get(integration, wire.CLEAN)
+        if not fresh and time.monotonic() - view.read < self._breaker_poll:
+            return view
+        word = ""
+        if plan.limits:
+            described = wire.plan_json(plan, self._idle_ttl)
+            when, last = self._described.get(integration, (float("-inf"), ""))
+            if described != last or time.monotonic() - when > _META_EVERY:
+                word = described
+                self._described[integration] = (time.monotonic(), described)
+        return self._breaker_op("view", integration, plan, word=word)[0]
+
+    def _admit(
+        self, integration: str, plan: Plan
+    ) -> tuple[tuple[int, float], tuple[float, float, float] | None]:
+        """The breaker an acquire is passed while the breaker is not closed (the verdict of
+        an ADMIT on its key), and when this caller took the probe, what gives it back."""
+        view, answer, before = self._breaker_op("admit", integration, plan)
+        if answer == 0:
+            return (wire.CLOSED, 0.0), None
+        if answer == 1:
+            return (view.state, view.until), None
+        return (wire.HALF_OPEN, 0.0), (before[0], before[1], view.until)
 
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
-        args = self._acquire_args(request, plan)
-        if request.refusal_event:  # ARGV[2] the lease (or none), ARGV[3] the event
-            args += (request.lease_id or "", request.refusal_event)
-        elif request.lease_id:
-            args += (request.lease_id,)
-        reply = self._run("acquire", request.integration, args)
+        integration = request.integration
+        view = self._views.get(integration, wire.CLEAN)
+        if time.monotonic() - view.read >= self._breaker_poll:
+            try:
+                view = self._view(integration, plan)
+            except BackendError:  # the breaker's shard is down: the last view holds
+                view = self._views[integration] = view._replace(read=time.monotonic())
+        breaker, probe = (wire.CLOSED, 0.0), None
+        if view.state != wire.CLOSED:
+            breaker, probe = self._admit(integration, plan)
+        args = self._acquire_args(request, plan, breaker)
+        reply = self._run("acquire", integration, args)
         reason, wait, epoch, now, seq, *reserved = reply
-        granted = reason <= _LAST_GRANT
+        granted = reason <= wire.LAST_GRANT
+        if probe is not None and not granted:  # the probe goes to the next caller
+            self._breaker_op("unprobe", integration, plan, wire.pack(probe))
         promise, recheck = None, None
         if reserved:
             slot, back, *marks = reserved
-            promise = Reservation(epoch, slot / _MICRO, tuple(mark / _MICRO for mark in marks))
-            recheck = None if back < 0 else back / _MICRO
+            promise = Reservation(
+                epoch, slot / wire.MICRO, tuple(mark / wire.MICRO for mark in marks)
+            )
+            recheck = None if back < 0 else back / wire.MICRO
         return Decision(
             granted,
-            wait / _MICRO,
-            REASONS[reason],
+            wait / wire.MICRO,
+            wire.REASONS[reason],
             epoch,
             promise,
-            now / _MICRO,
+            now / wire.MICRO,
             request.lease_id if granted and plan.max_concurrent else None,
             seq,
             recheck,
         )
 
-    def _acquire_args(self, request: AcquireRequest, plan: Plan) -> tuple[Any, ...]:
-        """EVALSHA's arguments for ``request``. Without a reservation (and on the server's
-        clock) they are the same for every call of one key, plan, wait bounds and cost:
-        built once and kept."""
+    def _acquire_args(
+        self, request: AcquireRequest, plan: Plan, breaker: tuple[int, float]
+    ) -> tuple[Any, ...]:
+        """EVALSHA's arguments for ``request``. Without a reservation, with the breaker
+        closed (and on the server's clock) they are the same for every call of one key,
+        plan, wait bounds and cost: built once and kept."""
         reservation, costs = request.reservation, request.costs
         key = None
-        if reservation is None and not self._clock and len(plan.limits) == 1:
+        if reservation is None and not self._clock and len(plan.limits) == 1 and not breaker[0]:
             cost = costs.get(plan.limits[0].name, 0.0)
             key = (
                 request.integration,
@@ -325,20 +381,29 @@ class RedisBackend:
                 request.cooldown_wait,
                 request.max_sleepers,
                 request.refusal_event,
+                request.lease_id,
                 cost,
             )
             kept = self._acquires.get(key)
             if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
                 return kept[1]
-        held = (reservation.epoch, reservation.slot) if reservation else (_NONE, _NONE)
+        held = (reservation.epoch, reservation.slot) if reservation else (wire.NONE, wire.NONE)
         numbers = [request.max_wait, request.reserve, *held]
-        numbers += [_opt(request.cooldown_wait), _opt(request.max_sleepers)]
+        numbers += [wire.opt(request.cooldown_wait), wire.opt(request.max_sleepers)]
         numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
         if reservation and len(reservation.due) == len(plan.limits):
             numbers += reservation.due
-        blob = self._blob("acquire", plan, _pack(numbers))
-        counts = request.refusal_event is not None  # KEYS[4]; KEYS[3] unread without leases
-        args = self._args("acquire", request.integration, request.tenant, plan, blob, "", counts)
+        blob = self._blob("acquire", plan, wire.pack(numbers), breaker)
+        event = str(wire.EVENTS.index(request.refusal_event) + 1) if request.refusal_event else ""
+        args = self._key_args(
+            "acquire",
+            request.integration,
+            request.tenant,
+            blob,
+            request.lease_id or "",
+            leases=bool(plan.max_concurrent),
+            event=event,
+        )
         if key is not None:
             if len(self._acquires) >= _ARGS_CACHE:
                 self._acquires.clear()
@@ -346,83 +411,105 @@ class RedisBackend:
         return args
 
     def report(self, report: Report, plan: Plan) -> ReportResult:
-        """See ``Backend.report``."""
+        """See ``Backend.report``: the key's rates, then (for a failure, or a success while
+        the breaker counts failures or is not closed) the integration's breaker."""
         feedback = report.feedback
-        numbers = [_opt(feedback.seq), _opt(report.epoch), _opt(report.retry_after)]
+        numbers = [wire.opt(feedback.seq), wire.opt(report.epoch), wire.opt(report.retry_after)]
         for lim in plan.limits:
             remaining, reset_after = feedback.quotas.get(lim.name, (None, None))
-            numbers += [feedback.adjust.get(lim.name, 0.0), _opt(remaining), _opt(reset_after)]
-        reply = self._call(
-            report.kind,
-            report.integration,
-            report.tenant,
-            plan,
-            _pack(numbers),
-            report.lease_id or "",
+            numbers += [
+                feedback.adjust.get(lim.name, 0.0),
+                wire.opt(remaining),
+                wire.opt(reset_after),
+            ]
+        lease = report.lease_id or ""
+        blob = self._blob(report.kind, plan, wire.pack(numbers))
+        args = self._key_args(
+            report.kind, report.integration, report.tenant, blob, lease, leases=bool(lease)
         )
-        epoch_now, decreased, old, new, cool, breaker, changed = reply
+        epoch_now, decreased, old, new, cool = self._run(report.kind, report.integration, args)
+        view = self._views.get(report.integration, wire.CLEAN)
+        changed = False
+        if report.kind == FAILURE or (report.kind == SUCCESS and (view.state or view.failures)):
+            outcome = wire.pack([1.0 if report.kind == SUCCESS else 0.0])
+            view, changed_code, _ = self._breaker_op("outcome", report.integration, plan, outcome)
+            changed = changed_code == 1
         return ReportResult(
             epoch_now,
             decreased == 1,
-            old / _MICRO,
-            new / _MICRO,
-            cool / _MICRO,
-            BREAKER_STATES[breaker],
-            changed == 1,
+            old / wire.MICRO,
+            new / wire.MICRO,
+            cool / wire.MICRO,
+            wire.BREAKER_STATES[view.state],
+            changed,
         )
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""
-        (released,) = self._call("release", integration, tenant, _NO_PLAN, word=lease_id)
+        blob = self._blob("release", wire.NO_PLAN)
+        args = self._key_args("release", integration, tenant, blob, lease_id, leases=True)
+        (released,) = self._run("release", integration, args)
         return bool(released == 1)
 
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
-        """See ``Backend.snapshot``."""
-        reply = self._call("snapshot", integration, tenant, plan)
-        now = reply[1] / _MICRO
-        breaker = (BREAKER_STATES[reply[2]], int(reply[3]), reply[4] / _MICRO)
-        if reply[0] != 1:
-            return Snapshot(False, 0, 0.0, 0, now, fresh_views(plan.limits), *breaker)
-        views = []
-        rest = reply[8:]
-        for i in range(0, len(rest), 3):
-            tokens = rest[i + 2] / _MICRO
-            views.append(
-                LimitSnapshot(_text(rest[i]), rest[i + 1] / _MICRO, tokens, max(0.0, -tokens))
-            )
-        epoch, cool, leases = reply[5], reply[6] / _MICRO, reply[7]
-        return Snapshot(True, epoch, cool, leases, now, tuple(views), *breaker)
+        """See ``Backend.snapshot``: the key, then its integration's breaker (read afresh,
+        which refreshes what this process's decisions are passed)."""
+        args = self._key_args(
+            "snapshot", integration, tenant, self._blob("snapshot", plan), leases=True
+        )
+        reply = self._run("snapshot", integration, args)
+        view = self._view(integration, plan, fresh=True)
+        return wire.snapshot_from(reply, view, plan)
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""
+        names = self._names(integration, tenant)
         try:
-            self.client.delete(*self.keys_for(integration, tenant)[:2])
+            self.client.delete(names.state, names.leases)
         except redis.RedisError as exc:
             raise BackendError(f"redis reset failed for {integration!r}: {exc}") from exc
 
     def purge(self, integration: str) -> None:
-        """See ``Backend.purge``: every key under the integration's hash tag."""
+        """See ``Backend.purge``: every key of the integration and its tenants."""
         try:
-            match = f"{{{self.prefix}:{integration}}}:*"
-            for batch in _batches(self.client.scan_iter(match=match, count=1000), 500):
-                self.client.delete(*batch)
+            for pattern in layout.patterns(self.prefix, integration):
+                for raw in self._scan_keys(pattern):
+                    self.client.delete(raw)
         except redis.RedisError as exc:
             raise BackendError(f"redis purge failed for {integration!r}: {exc}") from exc
+        self._views.pop(integration, None)
 
-    def count(self, integration: str, event: str) -> None:
+    def count(self, integration: str, event: str, tenant: str | None = None) -> None:
         """See ``Backend.count``."""
-        self._call("count", integration, None, _NO_PLAN, word=event)
+        if event not in wire.EVENTS:
+            raise ValueError(f"event must be one of {wire.EVENTS}, not {event!r}")
+        word = str(wire.EVENTS.index(event) + 1)
+        args = self._key_args("count", integration, tenant, self._blob("count", wire.NO_PLAN), word)
+        self._run("count", integration, args)
 
     def stats(self, integration: str) -> dict[str, int]:
-        """See ``Backend.stats``."""
-        try:
-            raw: Mapping[Any, Any] = self.client.hgetall(self.keys_for(integration, None)[3])  # type: ignore[assignment]
-        except redis.RedisError as exc:
-            raise BackendError(f"redis stats failed for {integration!r}: {exc}") from exc
-        return {_text(k): int(v) for k, v in raw.items()}
+        """See ``Backend.stats``: the counts of every key of the integration, summed."""
+        totals = dict.fromkeys(wire.EVENTS, 0)
+        for name, tenant in self.scan(integration):
+            for event, value in self.snapshot(name, tenant, wire.NO_PLAN).counts.items():
+                totals[event] += value
+        return {event: value for event, value in totals.items() if value}
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """See ``Backend.set_breaker``."""
         if state not in ("open", "closed"):
             raise ValueError(f"breaker state must be 'open' or 'closed', not {state!r}")
-        self._call("breaker", integration, None, _NO_PLAN, _pack([open_seconds]), state)
+        self._breaker_op("breaker", integration, wire.NO_PLAN, wire.pack([open_seconds]), state)
+
+    def stored_plan(self, integration: str) -> Plan | None:
+        """See ``Backend.stored_plan``: the description its workers last wrote."""
+        try:
+            stored = self.client.get(layout.integration_keys(self.prefix, integration)[1])
+        except redis.RedisError as exc:
+            raise BackendError(f"redis read failed for {integration!r}: {exc}") from exc
+        if stored is None:
+            return None
+        try:
+            return wire.plan_from_json(wire.text(stored))
+        except ValueError:
+            return None

@@ -72,9 +72,8 @@ def _limiter_from_conf(conf: Mapping[str, Any]) -> Limiter:
     url = conf.get(_URL)
     if url is None:
         return Limiter(MemoryBackend(), configs)
-    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(None, _URL, url, "must be a redis:// URL")
-    return Limiter(open_backend(url, prefix=conf.get("queue_ratelimit_prefix") or "qrl"), configs)
+    prefix = conf.get("queue_ratelimit_prefix") or "qrl"
+    return Limiter(open_backend(url, prefix=prefix, field=_URL), configs)
 
 
 def _default_max_countdown(conf: Mapping[str, Any]) -> float:

@@ -43,6 +43,7 @@ from typing import Any
 
 import redis
 
+from queue_ratelimit.backends.redis_connect import Client
 from queue_ratelimit.errors import BackendError
 from queue_ratelimit.limiter import Limiter
 
@@ -95,7 +96,7 @@ class DueTasks:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         prefix: str,
         scope: str,
         *,
@@ -108,7 +109,7 @@ class DueTasks:
         tag = f"{{{prefix}:tasks:{scope}}}"
         self.keys = (tag + ":due", tag + ":messages", tag + ":copies", tag + ":forget")
         self._client = client
-        self._script = client.register_script(_source())
+        self._script = client.register_script(_source())  # type: ignore[misc]
         self.keep, self.claim_for, self.most = keep, claim, most
 
     def _call(self, *args: str | int | float) -> object:

@@ -16,6 +16,7 @@ import redis
 from rq.job import Job
 
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends.redis_connect import Client, client_from_url
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.logs import log_start
@@ -95,9 +96,7 @@ def limiter_for(
     configs = load_configs(environ=env)
     url = env.get(REDIS_URL_ENV)
     if url:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(None, REDIS_URL_ENV, url, "must be a redis:// URL")
-        client: redis.Redis | str = url
+        client: Client = client_from_url(url, REDIS_URL_ENV)
     elif connection is not None:
         client = _fail_fast_client(connection)
     else:

@@ -473,4 +473,4 @@ def snapshot(
         views.append(LimitSnapshot(lim.name, rate, tokens, max(0.0, -tokens)))
     live = sum(1 for expiry in state.leases.values() if expiry > now)
     cool = max(0.0, state.cooldown_until - now)
-    return Snapshot(True, state.epoch, cool, live, now, tuple(views), *seen)
+    return Snapshot(True, state.epoch, cool, live, now, tuple(views), *seen, dict(state.counts))

@@ -73,6 +73,7 @@ class KeyState:
     served: float = 0.0  # successes reported in the current window
     served_before: float = 0.0  # successes reported in the window before it
     paced_until: float = 0.0  # the next call's time in the arrival schedule (policy/pacing)
+    counts: dict[str, int] = field(default_factory=dict)  # events counted while it lives
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,10 @@ class Snapshot:
         breaker: ``closed``, ``open`` or ``half_open``.
         breaker_failures: consecutive failures counted while closed.
         breaker_wait: seconds until the open breaker admits a probe (or the probe's turn ends).
+        counts: the key's event counts (``requeues``, ``backoffs``, ``budget_exhausted``)
+            while it lives.
+        stored_name: the tenant's name as the key keeps it, when the key's name holds only
+            its digest (``#<sha256>`` in ``scan``).
     """
 
     exists: bool
@@ -283,6 +288,8 @@ class Snapshot:
     breaker: str = brk.CLOSED
     breaker_failures: int = 0
     breaker_wait: float = 0.0
+    counts: Mapping[str, int] = field(default_factory=dict)
+    stored_name: str | None = None
 
     @property
     def breaker_holds(self) -> bool:

@@ -42,8 +42,10 @@ class CeleryRig:
         upstream: HiddenLimitUpstream,
         visibility_timeout: float = 3600,
         broker_url: str | None = None,
+        limiter_url: str | None = None,
     ) -> None:
         self.redis_url = redis_url
+        self.limiter_url = limiter_url or redis_url  # the limiter's state (results: redis_url)
         self.upstream = upstream
         self.kind = broker
         self.settings: dict[str, Any] = {}
@@ -56,7 +58,7 @@ class CeleryRig:
         else:
             self.broker_url = RABBITMQ_URL
         self.client = self._client_app()
-        self.limiter = Limiter(RedisBackend(redis_url, prefix=capp.PREFIX), capp.CONFIGS)
+        self.limiter = Limiter(RedisBackend(self.limiter_url, prefix=capp.PREFIX), capp.CONFIGS)
         self.workers: list[tuple[str, subprocess.Popen[bytes], Any]] = []
 
     def _client_app(self) -> Celery:
@@ -69,7 +71,7 @@ class CeleryRig:
             **os.environ,
             "QRL_BROKER": self.broker_url,
             "QRL_BACKEND": self.redis_url,
-            "QRL_REDIS": self.redis_url,
+            "QRL_REDIS": self.limiter_url,
             "QRL_UPSTREAM": self.upstream.url,
             "QRL_WORKER": "1",  # the app connects its recording receivers only in workers
             "QRL_SETTINGS": json.dumps(self.settings),
@@ -181,6 +183,9 @@ class CeleryRig:
     def _purge(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
         delete_keys(client, f"{capp.PREFIX}-broker:*", f"{{{capp.PREFIX}:*", f"{capp.PREFIX}:*")
+        if self.limiter_url != self.redis_url:
+            for name in capp.CONFIGS:
+                self.limiter.backend.purge(name)  # type: ignore[attr-defined]
         if self.kind == "rabbitmq":
             with self.client.connection_for_write() as conn:
                 channel = conn.default_channel
@@ -194,11 +199,13 @@ def celery_rig(
     redis_url: str,
     visibility_timeout: float = 3600,
     broker_url: str | None = None,
+    limiter_url: str | None = None,
     **upstream: Any,
 ) -> Iterator[CeleryRig]:
-    """A rig; ``broker_url`` puts the Redis broker on a server of its own."""
+    """A rig; ``broker_url`` puts the Redis broker on a server of its own, ``limiter_url``
+    the limiter's state (any URL form: a cluster, a sentinel)."""
     with HiddenLimitUpstream(**upstream) as server:
-        rig = CeleryRig(broker, redis_url, server, visibility_timeout, broker_url)
+        rig = CeleryRig(broker, redis_url, server, visibility_timeout, broker_url, limiter_url)
         try:
             yield rig
         finally:

@@ -142,7 +142,7 @@ def test_the_demo_command_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_the_exporter_never_prints_the_redis_password() -> None:
-    from queue_ratelimit.cli import _redacted
+    from queue_ratelimit.backends import redacted as _redacted
 
     assert _redacted("redis://user:s3cret@redis:6380/1") == "redis://user:***@redis:6380/1"
     assert "s3cret" not in _redacted("redis://:s3cret@redis/0")

@@ -30,7 +30,7 @@ from tests.support import SVC, backoff_after_barrier, hold_lease_forever
 MakeLimiter = Callable[..., Limiter]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimiter:
     """Build a limiter over the parametrised backend, sharing the test's fake clock."""
 
@@ -38,13 +38,20 @@ def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimite
         config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
         if request.param == "memory":
             backend: object = MemoryBackend(clock=clock)
-        else:
-            url = request.getfixturevalue("redis_url")
+        else:  # a single server, or a 3-master Redis Cluster
+            fixture = "redis_cluster" if request.param == "cluster" else "redis_url"
+            where = request.getfixturevalue(fixture)
+            url = where.url if request.param == "cluster" else where
             prefix = request.getfixturevalue("key_prefix")
             backend = RedisBackend(url, prefix=prefix, clock=clock)
         return Limiter(backend, {config.name: config})  # type: ignore[arg-type]
 
     make.kind = request.param  # type: ignore[attr-defined]
+    if request.param != "memory":
+        where = request.getfixturevalue(
+            "redis_cluster" if request.param == "cluster" else "redis_url"
+        )
+        make.url = where.url if request.param == "cluster" else where  # type: ignore[attr-defined]
     return make
 
 
@@ -492,7 +499,7 @@ def test_concurrency_lease_of_a_dead_holder_is_reclaimed(
     else:
         ctx = multiprocessing.get_context("spawn")
         ready = ctx.Queue()
-        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
+        url, prefix = make_limiter.url, request.getfixturevalue("key_prefix")  # type: ignore[attr-defined]
         proc = ctx.Process(target=hold_lease_forever, args=(url, prefix, config, clock.now, ready))
         proc.start()
         assert ready.get(timeout=60)
@@ -557,7 +564,7 @@ def test_tenants_have_separate_state(make_limiter: MakeLimiter) -> None:
 def test_idle_keys_expire(make_limiter: MakeLimiter, clock: FakeClock) -> None:
     limiter = make_limiter(SVC.replace(max_backoff=2000.0))
     limiter.acquire("svc")
-    if make_limiter.kind == "redis":  # type: ignore[attr-defined]
+    if make_limiter.kind != "memory":  # type: ignore[attr-defined]
         backend = limiter.backend
         assert isinstance(backend, RedisBackend)
         state_key = backend.keys_for("svc", None)[0]
@@ -579,7 +586,7 @@ def test_a_key_in_debt_lives_idle_ttl_past_its_schedule(
     ahead = limiter.acquire("svc", max_wait=5000.0)  # granted 1000 s ahead: a debt
     assert ahead.granted and ahead.wait == pytest.approx(1000.0)
     busy = 2000.0  # the schedule now runs two calls (2000 s) ahead
-    if make_limiter.kind == "redis":  # type: ignore[attr-defined]
+    if make_limiter.kind != "memory":  # type: ignore[attr-defined]
         backend = limiter.backend
         assert isinstance(backend, RedisBackend)
         assert backend.client.pttl(backend.keys_for("svc", None)[0]) > (busy + 3600) * 1000
@@ -649,6 +656,21 @@ def test_half_open_lets_one_probe_through_and_its_success_closes(
     closed = limiter.on_success("svc", "ws-1")
     assert (closed.breaker, closed.breaker_changed) == ("closed", True)
     assert limiter.acquire("svc", "ws-2").granted
+
+
+def test_a_probe_refused_for_its_own_key_goes_to_the_next_caller(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(BREAKER)
+    limiter.on_backoff("svc", "cooling", retry_after=300.0)  # this tenant waits 300 s
+    for _ in range(3):
+        limiter.on_failure("svc")
+    clock.advance(30.0)
+    refused = limiter.acquire("svc", "cooling", max_wait=0.0, cooldown_wait=0.0)
+    assert (refused.granted, refused.reason) == (False, "cooldown")
+    assert limiter.snapshot("svc").breaker == "open"  # the probe was not taken
+    probe = limiter.acquire("svc", "ws-2")
+    assert (probe.granted, probe.reason) == (True, "probe")
 
 
 def test_a_failed_probe_opens_the_breaker_again(
@@ -752,12 +774,27 @@ def test_an_estimated_cost_is_corrected_by_the_actual_usage(make_limiter: MakeLi
     assert not limiter.acquire("svc", cost={"tokens": 100}, reserve=False).granted
 
 
-def test_fleet_wide_event_counts(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter()
+def test_fleet_wide_event_counts_per_key_and_summed(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(burst_size=1.0)
     limiter.on_backoff("svc", "ws-1", retry_after=1.0)
     limiter.on_backoff("svc", "ws-2", retry_after=1.0)
-    limiter.count("svc", "requeues")
-    assert limiter.stats("svc") == {"backoffs": 2, "requeues": 1}
+    limiter.count("svc", "requeues", "ws-1")
+    limiter.count("svc", "budget_exhausted", "ws-1")
+    assert limiter.acquire("svc", "ws-2", max_wait=0.0, refusal_event="requeues").granted is False
+    assert limiter.stats("svc") == {"backoffs": 2, "requeues": 2, "budget_exhausted": 1}
+    assert limiter.snapshot("svc", "ws-1").counts == {
+        "backoffs": 1,
+        "requeues": 1,
+        "budget_exhausted": 1,
+    }
+    assert limiter.snapshot("svc", "ws-2").counts == {"backoffs": 1, "requeues": 1}
+
+
+def test_a_key_with_no_state_counts_nothing(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    limiter.count("svc", "requeues", "never-used")
+    assert limiter.stats("svc") == {}
+    assert list(limiter.backend.scan("svc")) == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("concurrent", [None, 1])

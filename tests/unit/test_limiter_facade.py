@@ -88,17 +88,30 @@ HOSTILE_TENANTS = [
 
 
 @pytest.mark.faults
-def test_hostile_tenants_get_distinct_keys_in_one_hash_tag(redis_url: str, key_prefix: str) -> None:
+def test_hostile_tenants_get_distinct_hash_tags_and_scan_back(
+    redis_url: str, key_prefix: str
+) -> None:
     backend = RedisBackend(redis_url, prefix=key_prefix)
     keys = {backend.keys_for("svc", t)[0] for t in [*HOSTILE_TENANTS, None]}
     assert len(keys) == len(HOSTILE_TENANTS) + 1
-    assert all(k.startswith(f"{{{key_prefix}:svc}}:") for k in keys)
+    tags = {k[: k.index("}") + 1] for k in keys}  # what Redis Cluster hashes
+    assert len(tags) == len(keys)
+    assert all(k.startswith(f"{{{key_prefix}:svc") and k.count("{") == 1 for k in keys)
     assert all(len(k) < 300 for k in keys)
-    # and the state written under one tenant is not seen by any other
+    # the state written under one tenant is not seen by any other
     limiter = Limiter(backend, {"svc": SVC})
     limiter.on_backoff("svc", "a:b", retry_after=30.0)
     cooling = [t for t in [*HOSTILE_TENANTS, None] if limiter.snapshot("svc", t).exists]
     assert cooling == ["a:b"]
+    # and every tenant's key lists its name (a long one by digest, its snapshot by name)
+    for tenant in HOSTILE_TENANTS:
+        limiter.acquire("svc", tenant)
+    listed = {t for _, t in backend.scan("svc")}
+    short = {t for t in HOSTILE_TENANTS if not t or len(t) < 40}
+    assert short <= listed
+    digests = [t for t in listed if t and t.startswith("#")]
+    names = {limiter.snapshot("svc", digest).stored_name for digest in digests}
+    assert names == {"x" * 10_000, "x" * 9_999 + "y"}
 
 
 @pytest.mark.faults
@@ -139,7 +152,7 @@ def test_state_in_another_layout_starts_afresh_and_is_rewritten(
     assert not limiter.snapshot("svc").exists
     assert limiter.acquire("svc").granted
     assert limiter.snapshot("svc").exists
-    assert backend.client.get(state_key)[:1] == b"\x03"  # type: ignore[index]
+    assert backend.client.get(state_key)[:1] == b"\x04"  # type: ignore[index]
 
 
 def test_a_client_that_decodes_responses_gets_the_same_answers(

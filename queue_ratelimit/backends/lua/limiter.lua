@@ -4,6 +4,14 @@
 -- Arguments and state are packed binary (the struct library) and answers are arrays of
 -- integers, so no text is formatted or parsed on the hot path; backends/redis.py packs them.
 --
+-- A decision touches the keys of one limiter key only, under its own hash tag (one Cluster
+-- slot per tenant): the integration's breaker lives under the integration's tag, so the
+-- caller passes the breaker's state in (its view, read at most a poll interval ago, or the
+-- verdict of an ADMIT on the breaker key while it is not closed) and applies a report's
+-- breaker outcome with OUTCOME on the breaker key. The usual acquire passes one key (the
+-- state), so a slot migration redirects it (ASK) and never answers TRYAGAIN.
+--
+-- Limiter key ops (ACQUIRE .. COUNT):
 -- KEYS[1] state (string): struct '<BB' layout (LAYOUT) and n (limits saved), then doubles,
 --         the fields most acquires change first, so that they rewrite just those in place
 --         (SETRANGE at offset 2): seq, the arrival schedule's next slot (pacing.py), the
@@ -12,19 +20,24 @@
 --         limit's quota_until (0 = no quota) and 's' name, the delivery window start,
 --         successes in it and in the window before (aimd.delivered: the usual success
 --         rewrites up to here), the first limit's quota_left, quota_rate and peak (the rate
---         at the last decrease; 0 = none); then per further limit its 's' name and 8
+--         at the last decrease; 0 = none); then the key's event counts (EVENTS doubles:
+--         requeues, backoffs, budget_exhausted) and 's' the tenant's name when its key name
+--         holds only a digest ('' otherwise); then per further limit its 's' name and 8
 --         doubles: rate, tokens, ts, quota_left, quota_until, quota_rate, credit, peak. Limits
 --         are matched by name, so adding or removing one keeps the others' state; a state of
 --         another layout starts afresh.
--- KEYS[2] the integration's breaker (string, absent = closed with 0 failures): '<Bdd'
---         state (CLOSED, OPEN, HALF_OPEN), failures, until
--- KEYS[3] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
+-- KEYS[2] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
 --         limit, for release and snapshot, and for a report that gives a lease back)
--- KEYS[4] the integration's fleet-wide event counts (hash): backoffs, requeues, ... (passed
---         for backoff and count, and for an acquire that counts its refusal, ARGV[3])
 --
--- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. COUNT), 'd' now in seconds (NaN: the
---         Redis server's TIME, the default; tests pin it); the plan: '<B' n, 7 doubles
+-- Breaker ops (BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME):
+-- KEYS[1] the integration's breaker (string, absent = closed with 0 failures): '<Bdd'
+--         state (CLOSED, OPEN, HALF_OPEN), failures, until
+-- KEYS[2] (VIEW) the integration's description for the tools (a JSON text, ARGV[2])
+--
+-- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. OUTCOME), 'd' now in seconds (NaN: the
+--         Redis server's TIME, the default; tests pin it), '<Bd' the breaker as the caller
+--         passes it to an acquire (state, until: not CLOSED and now < until refuses, not
+--         CLOSED and due is the probe an ADMIT granted); the plan: '<B' n, 7 doubles
 --         idle_ttl, cooldown_multiplier, max_backoff, max_concurrent (0 = none), lease_ttl,
 --         breaker_threshold, breaker_open_seconds, then per limit its 's' name and 6 doubles
 --         rate, burst, min_rate, max_rate, increase, decrease; then the op's numbers, doubles
@@ -35,26 +48,35 @@
 --   success, backoff, failure: seq, epoch, retry_after,
 --             then per limit: adjustment, published remaining, its reset_after
 --   breaker:  open seconds
+--   unprobe:  the breaker's state and until before the ADMIT, and the probe's until
+--   outcome:  1 for a success, 0 for a failure
 -- ARGV[2] (optional) the op's word: the lease id for acquire (with a concurrency limit),
---         the reports and release; "open" or "closed" for breaker; the event to count
--- ARGV[3] (optional, acquire) the event a refusal counts in KEYS[4] (the task gate's
---         "requeues": it requeues every task refused a slot, and saves a round trip)
+--         the reports and release; "open" or "closed" for breaker; the event's number
+--         (1 .. EVENTS) to count; the description for VIEW ('' = leave it)
+-- ARGV[3] (optional, acquire) the event's number a refusal counts (the task gate's
+--         requeues: it requeues every task refused a slot, and saves a round trip)
+-- ARGV[4] (optional) the tenant's name, when its key name holds only its digest
 --
 -- Returns arrays of integers; times, rates and tokens in millionths (seconds -> us):
 --   acquire:  {reason (OK, REDEEMED and PROBE are grants; a grant with a concurrency limit
 --             took the lease), wait, epoch, now, seq}, and with a reservation: its slot,
 --             recheck (-1 = wait) and n dues (each element of an answer costs Redis about
 --             as much as a line of the rules, so the usual answer is short)
---   success, backoff, failure: {epoch, decreased (0/1), old rate, new rate, cooldown left,
---             breaker state, breaker changed (0/1)}
---   release, breaker, count: {done (0/1)}
---   snapshot: {exists (0/1), now, breaker state, failures, breaker wait, epoch, cooldown left,
---             live leases, then name (a string), rate, tokens per limit}
+--   success, backoff, failure: {epoch, decreased (0/1), old rate, new rate, cooldown left}
+--   release, count: {done (0/1)}
+--   snapshot: {exists (0/1), now, epoch, cooldown left, live leases, EVENTS counts, the
+--             tenant's stored name, then name (a string), rate, tokens per limit}
+--   breaker, view, admit, unprobe, outcome: {state, failures, until, now, changed (0/1;
+--             ADMIT: 0 pass, 1 refused, 2 the probe is the caller's), and the state and
+--             until before the op}
 
-local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, BREAKER, COUNT = 1, 2, 3, 4, 5, 6, 7, 8
+local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, COUNT = 1, 2, 3, 4, 5, 6, 7
+local BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME = 8, 9, 10, 11, 12
 local OK, REDEEMED, PROBE, RATE, COOLDOWN, CONCURRENCY, BREAKER_OPEN = 0, 1, 2, 3, 4, 5, 6
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- policy/breaker.py
-local LAYOUT = 3  -- the state's first byte
+local LAYOUT = 4  -- the state's first byte
+local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redis.EVENTS)
+local BACKOFFS = 2
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
 local PROBE_FLOOR, GENTLE = 0.95, 0.5  -- aimd.PROBE_FLOOR, aimd.GENTLE
@@ -63,13 +85,80 @@ local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is nee
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting one
 
 local blob = ARGV[1]
-local op, now, n, idle_ttl, mult, max_backoff, max_conc, lease_ttl, b_threshold, b_open, at =
-  struct.unpack('<BdBddddddd', blob)
-if op < ACQUIRE or op > COUNT then return redis.error_reply('unknown op ' .. op) end
+local op, now, bstate, buntil, n, idle_ttl, mult, max_backoff, max_conc, lease_ttl, b_threshold,
+  b_open, at = struct.unpack('<BdBdBddddddd', blob)
+if op < ACQUIRE or op > OUTCOME then return redis.error_reply('unknown op ' .. op) end
 if now ~= now then
   local t = redis.call('TIME')
   now = t[1] + t[2] / 1000000
 end
+
+if op >= BREAKER then  -- the integration's breaker (policy/breaker.py), on its own key
+  for _ = 1, n do at = select(8, struct.unpack('<sdddddd', blob, at)) end  -- (the limits)
+  local saved = redis.call('GET', KEYS[1])
+  local state, failures, until_ = CLOSED, 0, 0
+  if saved then state, failures, until_ = struct.unpack('<Bdd', saved) end
+  local before, b_until, answer = state, until_, 0
+  local word = ARGV[2] or ''
+  local write = op ~= VIEW
+  if op == VIEW then
+    if word ~= '' then
+      redis.call('SET', KEYS[2], word, 'PX', math.ceil(math.max(idle_ttl * 2, 86400) * 1000))
+    end
+  elseif op == BREAKER then  -- an operator's override
+    local seconds = struct.unpack('<d', blob, at)
+    if word == 'open' then
+      state, failures, until_ = OPEN, 0, now + seconds
+    else
+      state, failures, until_ = CLOSED, 0, 0
+    end
+  elseif op == ADMIT then
+    write = false
+    if state ~= CLOSED then
+      if now < until_ then
+        answer = 1
+      else  -- the probe's turn: hold every other call back while it runs
+        state, until_, answer, write = HALF_OPEN, now + b_open, 2, true
+      end
+    end
+  elseif op == UNPROBE then  -- the probe was not granted: the breaker as it was, if still so
+    local old_state, old_until, probe_until = struct.unpack('<ddd', blob, at)
+    write = state == HALF_OPEN and math.abs(until_ - probe_until) < 0.000002  -- (micro-rounded)
+    if write then state, until_ = old_state, old_until end
+  else  -- OUTCOME
+    local success = struct.unpack('<d', blob, at)
+    if state ~= OPEN then
+      if success == 1 then
+        state, failures, until_ = CLOSED, 0, 0
+      else
+        failures = failures + 1
+        if state == HALF_OPEN or failures >= b_threshold then state, until_ = OPEN, now + b_open end
+      end
+    end
+  end
+  if write then  -- deleted when closed with no failures counted
+    if state == CLOSED and failures == 0 then
+      if saved then redis.call('DEL', KEYS[1]) end
+    else
+      redis.call('SET', KEYS[1], struct.pack('<Bdd', state, failures, until_), 'PX',
+                 math.ceil((math.max(0, until_ - now) + idle_ttl) * 1000))
+    end
+  end
+  if op ~= ADMIT and state ~= before then answer = 1 end
+  local u, m, bu = until_ * 1000000 + 0.5, now * 1000000 + 0.5, b_until * 1000000 + 0.5
+  return {state, failures, u - u % 1, m - m % 1, answer, before, bu - bu % 1}
+end
+
+if op == COUNT then  -- one more of an event, in the key's state (none: nothing to count)
+  local saved = redis.call('GET', KEYS[1])
+  if not (saved and string.byte(saved, 1) == LAYOUT) then return {0} end
+  local event = tonumber(ARGV[2])
+  local pos = select(19, struct.unpack('<xBddddddddddsdddddd', saved))
+  local value = struct.unpack('<d', saved, pos + 8 * (event - 1))
+  redis.call('SETRANGE', KEYS[1], pos - 1 + 8 * (event - 1), struct.pack('<d', value + 1))
+  return {1}
+end
+
 -- The usual acquire and success report first, decided on locals alone (no tables, no
 -- helpers made): one limit, a saved state with no quota, the breaker never tripped; for an
 -- acquire no concurrency limit, no reservation held, no cooldown, and the call fits; for a
@@ -78,8 +167,8 @@ end
 -- path skips what they cannot need; tests/unit/test_lua_fast_path.py compares the two on
 -- crafted states). It rewrites in place only the state's hot fields (SETRANGE: the TTL
 -- stays), and uses no math.*: each C call costs about as much as ten lines of arithmetic.
-local got  -- the MGET of state and breaker, shared with the general rules
-if n == 1 and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then
+local got  -- the saved state, shared with the general rules
+if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then
   -- the limit, then the op's numbers: acquire's max_wait, reserve, reservation epoch and
   -- slot, cooldown_wait, max_sleepers, cost; success's seq, epoch, retry_after, then the
   -- limit's adjustment, published remaining and reset_after
@@ -89,10 +178,10 @@ if n == 1 and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2])
     struct.unpack(op == ACQUIRE and '<sddddddddddddd' or '<sdddddddddddd', blob, at)
   local usual = a3 ~= a3  -- acquire: no reservation held (NaN)
   if op == SUCCESS then usual = a4 == 0 and not (a5 == a5 and a6 == a6 and a6 > 0) end
-  got = redis.call('MGET', KEYS[1], KEYS[2])
-  local saved = got[1]
+  got = redis.call('GET', KEYS[1])
+  local saved = got
   local layout, count = 0, 0
-  if usual and saved and not got[2] then layout, count = string.byte(saved, 1, 2) end
+  if usual and saved then layout, count = string.byte(saved, 1, 2) end
   if layout == LAYOUT and count == 1 then
     local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname, sfrom, served, sbefore, _, _,
       pk = struct.unpack(op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsdddddd', saved)
@@ -125,7 +214,7 @@ if n == 1 and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2])
         end
         local o, m, left = old * 1000000 + 0.5, r * 1000000 + 0.5, 0
         if cool > now then left = (cool - now) * 1000000 + 0.5 end
-        answer = {epoch, 0, o - o % 1, m - m % 1, left - left % 1, CLOSED, 0}
+        answer = {epoch, 0, o - o % 1, m - m % 1, left - left % 1}
       elseif cool <= now then
         local max_wait, sleepers, cost = a1, a6, a7
         local slot = now
@@ -280,16 +369,6 @@ local function roll_delivery(now, from, served, before, window)
   return now, 0, 0
 end
 
--- the breaker's key: deleted when closed with no failures counted (0 is CLOSED)
-local function write_breaker(key, had, state, failures, until_, now, idle_ttl)
-  if state == 0 and failures == 0 then
-    if had then redis.call('DEL', key) end
-    return
-  end
-  redis.call('SET', key, struct.pack('<Bdd', state, failures, until_), 'PX',
-             math.ceil((math.max(0, until_ - now) + idle_ttl) * 1000))
-end
-
 -- each limit with the state of a fresh key; a saved state replaces it below
 local limits = {}
 for i = 1, n do
@@ -303,38 +382,20 @@ if op ~= ACQUIRE then A = numbers(blob, at) end
 local word = ARGV[2] or ''
 
 if op == RELEASE then
-  return {redis.call('ZREM', KEYS[3], word)}
+  return {redis.call('ZREM', KEYS[2], word)}
 end
-if op == COUNT then
-  redis.call('HINCRBY', KEYS[4], word, 1)
-  redis.call('PEXPIRE', KEYS[4], ceil(max(idle_ttl, 86400) * 1000))
-  return {1}
-end
-
-if op == BREAKER then  -- an operator's override: nothing to read first
-  if word == 'open' then
-    write_breaker(KEYS[2], true, OPEN, 0, now + A[1], now, idle_ttl)
-  else
-    write_breaker(KEYS[2], true, CLOSED, 0, 0, now, idle_ttl)
-  end
-  return {1}
-end
-
-got = got or redis.call('MGET', KEYS[1], KEYS[2])
-local bsaved = got[2]
-local bstate, bfail, buntil = CLOSED, 0, 0
-if bsaved then bstate, bfail, buntil = struct.unpack('<Bdd', bsaved) end
-local bbefore = bstate
 
 -- load the key and bring every bucket to `now`: clamp the rate, refill, expire the quota
-local saved = got[1]
+if got == nil then got = redis.call('GET', KEYS[1]) end
+local saved = got
 local exists = saved and string.byte(saved, 1) == LAYOUT
 local epoch, cool, seq = 0, 0, 0
 local sfrom, served, sbefore, tat, expires = 0, 0, 0, 0, 0
+local counts, tname = {0, 0, 0}, ''  -- EVENTS counts; the tenant's name (a digest's key only)
 if exists then
   local groups, r, t, ts, c, qu, name, q, qc, pk, pos
   groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, sbefore, q, qc, pk,
-    pos = struct.unpack('<xBddddddddddsdddddd', saved)
+    counts[1], counts[2], counts[3], tname, pos = struct.unpack('<xBddddddddddsddddddddds', saved)
   restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   for _ = 2, groups do
     name, r, t, ts, q, qu, qc, c, pk, pos = struct.unpack('<sdddddddd', saved, pos)
@@ -355,15 +416,15 @@ for i = 1, n do
   if lim.q and now >= lim.qu then lim.q, lim.qu, lim.qc = false, 0, 0 end
 end
 
+if ARGV[4] and ARGV[4] ~= '' then tname = ARGV[4] end
 if op == SNAPSHOT then
-  local bwait = 0
-  if bstate ~= CLOSED then bwait = max(0, buntil - now) end
-  local out = {0, micro(now), bstate, bfail, micro(bwait)}
-  if not exists then return out end
-  out[1] = 1
-  out[6] = epoch
-  out[7] = micro(max(0, cool - now))
-  out[8] = redis.call('ZCOUNT', KEYS[3], '(' .. string.format('%.17g', now), '+inf')
+  if not exists then return {0, micro(now)} end
+  local leases = 0
+  if KEYS[2] then
+    leases = redis.call('ZCOUNT', KEYS[2], '(' .. string.format('%.17g', now), '+inf')
+  end
+  local out = {1, micro(now), epoch, micro(max(0, cool - now)), leases, counts[1], counts[2],
+               counts[3], tname}
   for i = 1, n do
     local lim = limits[i]
     out[#out + 1] = lim.name
@@ -440,9 +501,9 @@ if op == ACQUIRE then
       if fits then slot = paced; wait = paced - now end
     end
     if max_conc > 0 and fits then
-      redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('%.17g', now))
-      if redis.call('ZCARD', KEYS[3]) >= max_conc then
-        local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+      redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
+      if redis.call('ZCARD', KEYS[2]) >= max_conc then
+        local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
         wait = min(tonumber(first[2]) - now, 1 / limits[1].r)
         reason, slot_out, dues_out = CONCURRENCY, kept, dues
         break
@@ -455,12 +516,12 @@ if op == ACQUIRE then
       end
       if requests > 0 and pace > 0 then tat = max(tat, slot) + requests / pace end
       if max_conc > 0 then
-        redis.call('ZADD', KEYS[3], string.format('%.17g', now + lease_ttl), word)
-        redis.call('PEXPIRE', KEYS[3], ceil((lease_ttl + idle_ttl) * 1000))
+        redis.call('ZADD', KEYS[2], string.format('%.17g', now + lease_ttl), word)
+        redis.call('PEXPIRE', KEYS[2], ceil((lease_ttl + idle_ttl) * 1000))
       end
       reason = OK
       if redeeming then reason = REDEEMED end
-      if probe then bstate, buntil, reason = HALF_OPEN, now + b_open, PROBE end
+      if probe then reason = PROBE end  -- the probe an ADMIT gave this caller
       break
     end
     if cool > now then reason = COOLDOWN end
@@ -481,7 +542,7 @@ if op == ACQUIRE then
   end
 else
   -- success / backoff / failure: give the lease back, apply the response's feedback
-  if word ~= '' then redis.call('ZREM', KEYS[3], word) end
+  if word ~= '' then redis.call('ZREM', KEYS[2], word) end
   local seen_seq, seen_epoch, retry_after = A[1], A[2], A[3]
   for i = 1, n do
     local lim = limits[i]
@@ -512,15 +573,8 @@ else
         lim.r = min(lim.max, lim.r + step)
       end
     end
-    if bstate ~= OPEN then bstate, bfail, buntil = CLOSED, 0, 0 end
-  elseif op == FAILURE then
-    if bstate ~= OPEN then
-      bfail = bfail + 1
-      if bstate == HALF_OPEN or bfail >= b_threshold then bstate, buntil = OPEN, now + b_open end
-    end
-  else  -- BACKOFF
-    redis.call('HINCRBY', KEYS[4], 'backoffs', 1)
-    redis.call('PEXPIRE', KEYS[4], ceil(max(idle_ttl, 86400) * 1000))
+  elseif op == BACKOFF then  -- (a failure changes the rates nothing: the breaker counts it)
+    counts[BACKOFFS] = counts[BACKOFFS] + 1
     local new_event
     if seen_epoch then new_event = seen_epoch == epoch else new_event = now >= cool end
     if retry_after then retry_after = min(max(retry_after, 0), max_backoff) end
@@ -561,10 +615,15 @@ for i = 1, n do
 end
 local keep = exists and expires >= now + busy + idle_ttl
 if not keep then expires = now + busy + idle_ttl * (1 + REFRESH) end
+if op == ACQUIRE and out[1] > PROBE and ARGV[3] and ARGV[3] ~= '' then  -- a counted refusal
+  local event = tonumber(ARGV[3])
+  counts[event] = counts[event] + 1
+end
 local first = limits[1]
-local state = struct.pack('<BBddddddddddsdddddd', LAYOUT, n, seq, tat, expires, first.r, first.t,
-                          first.s, first.c, epoch, cool, first.qu, first.name, sfrom, served,
-                          sbefore, first.q or 0, first.qc, first.p)
+local state = struct.pack('<BBddddddddddsddddddddds', LAYOUT, n, seq, tat, expires, first.r,
+                          first.t, first.s, first.c, epoch, cool, first.qu, first.name, sfrom,
+                          served, sbefore, first.q or 0, first.qc, first.p, counts[1], counts[2],
+                          counts[3], tname)
 if n > 1 then
   local parts = {state}
   for i = 2, n do
@@ -579,17 +638,5 @@ if keep then
 else
   redis.call('SET', KEYS[1], state, 'PX', ceil((expires - now) * 1000))
 end
-if op ~= ACQUIRE or out[1] == PROBE then  -- a probe moves `until`, even when half-open
-  write_breaker(KEYS[2], bsaved, bstate, bfail, buntil, now, idle_ttl)
-end
-if op == ACQUIRE then
-  if out[1] > PROBE and ARGV[3] then
-    redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
-    redis.call('PEXPIRE', KEYS[4], ceil(max(idle_ttl, 86400) * 1000))
-  end
-  return out
-end
-local changed = 0
-if bstate ~= bbefore then changed = 1 end
-return {epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now)), bstate,
-        changed}
+if op == ACQUIRE then return out end
+return {epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now))}

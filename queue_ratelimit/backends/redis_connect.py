@@ -1,0 +1,147 @@
+"""Redis clients for every deployment, from one URL: a single server, a Cluster, Sentinel.
+
+* ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path?db=N``:
+  one server;
+* ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (``rediss+cluster://`` with
+  TLS): a Redis Cluster, found from any of the nodes given;
+* ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
+  (``rediss+sentinel://``): the master Sentinel names ``service``, followed across failovers;
+  the password is the master's (and the sentinels' when they ask for one).
+
+Clients made here fail fast: 1 s to connect, 2 s per reply, two quick retries, so a worker
+learns within seconds, not tens of seconds, that Redis is down. A client handed in is used
+as it is; ``timeout_warning`` tells when it has no socket timeout (a hung server would then
+block its callers for as long as it hangs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+from queue_ratelimit.backends import REDIS_SCHEMES, redacted
+from queue_ratelimit.errors import ConfigError
+
+Client = redis.Redis | RedisCluster
+
+SCHEMES = REDIS_SCHEMES
+CONNECT_TIMEOUT, REPLY_TIMEOUT = 1.0, 2.0
+USAGE = (
+    "use redis://host:port/db, rediss://..., unix:///path, "
+    "redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/service/db"
+)
+
+
+def _fast_fail() -> dict[str, Any]:
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": REPLY_TIMEOUT,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+    }
+
+
+def client_from_url(url: str, field: str = "url") -> Client:
+    """A fast-failing client for ``url``; ``ConfigError`` naming ``field`` when it is not one
+    of the forms above (the message never shows a password)."""
+    if not isinstance(url, str) or not url.startswith(SCHEMES):
+        shown = redacted(url) if isinstance(url, str) else url
+        raise ConfigError(None, field, shown, USAGE)
+    scheme = url.partition("://")[0]
+    try:
+        if scheme.endswith("+cluster"):
+            return _cluster(url, scheme.startswith("rediss"))
+        if scheme.endswith("+sentinel"):
+            return _sentinel(url, scheme.startswith("rediss"))
+        return redis.Redis.from_url(url, **_fast_fail())
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(None, field, redacted(url), f"{exc}; {USAGE}") from exc
+
+
+def _hosts(netloc: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The ``host:port`` list of a cluster or sentinel URL, and its credentials."""
+    auth, at, hosts = netloc.rpartition("@")
+    creds: dict[str, Any] = {}
+    if at:
+        user, _, password = auth.partition(":")
+        if user:
+            creds["username"] = unquote(user)
+        if password:
+            creds["password"] = unquote(password)
+    nodes = []
+    for part in hosts.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"{part!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, creds
+
+
+def _cluster(url: str, tls: bool) -> RedisCluster:
+    parts = urlsplit(url)
+    nodes, creds = _hosts(parts.netloc)
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],  # type: ignore[no-untyped-call]
+        ssl=tls,
+        require_full_coverage=False,
+        **creds,
+        **_fast_fail(),
+    )
+
+
+def _sentinel(url: str, tls: bool) -> redis.Redis:
+    parts = urlsplit(url)
+    nodes, creds = _hosts(parts.netloc)
+    path = [part for part in parts.path.split("/") if part]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("the path must be /service_name or /service_name/db")
+    options = {**_fast_fail(), "ssl": tls}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        nodes,
+        sentinel_kwargs={**creds, **options},
+        **options,
+    )
+    db = int(path[1]) if len(path) == 2 else 0
+    client: redis.Redis = sentinel.master_for(path[0], db=db, **creds, **options)  # type: ignore[no-untyped-call]
+    return client
+
+
+def describe(client: Client) -> str:
+    """Where ``client`` goes, as a URL without its password."""
+    if isinstance(client, RedisCluster):
+        nodes = ",".join(node.name for node in client.get_primaries())  # type: ignore[no-untyped-call]
+        return f"redis+cluster://{nodes}"
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = ",".join(
+            "{host}:{port}".format(**each.connection_pool.connection_kwargs)
+            for each in pool.sentinel_manager.sentinels
+        )
+        return f"redis+sentinel://{sentinels}/{pool.service_name}/{kwargs.get('db', 0)}"
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if kwargs.get("ssl") or "ssl_cert_reqs" in kwargs else "redis"
+    return f"{scheme}://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def timeout_warning(client: Client) -> str | None:
+    """Why a client handed in may block its callers: it has no socket timeout."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+        kwargs = nodes[0].redis_connection.connection_pool.connection_kwargs if nodes else {}
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("socket_timeout") is None:
+        return (
+            f"the Redis client for {describe(client)} has no socket_timeout: a hung server "
+            "blocks every decision for as long as it hangs (give it socket_timeout=2, or a URL)"
+        )
+    return None

@@ -1,0 +1,95 @@
+"""The limiter's key layout in Redis (layout 4; ``docs/redis.md`` writes it down).
+
+Each limiter key has a hash tag of its own, so the tenants of one integration spread over
+every shard of a Redis Cluster while the keys one decision touches share one slot:
+
+* ``{P:I}:state.v4`` and ``{P:I}:leases``: the integration's own key (no tenant);
+* ``{P:I:t=T}:state.v4`` and ``{P:I:t=T}:leases``: tenant ``T`` of integration ``I``;
+* ``{P:I}:breaker.v3``: the integration's circuit breaker, shared by its tenants;
+* ``{P:I}:meta``: the integration's limits and settings as its workers last wrote them, so
+  the operator tools show and act on keys without the workers' config file.
+
+``P`` is the prefix (letters, digits and ``_.:-``); ``I`` an integration name
+(``[a-z][a-z0-9_-]*``, never a ``:``); ``T`` the tenant percent-encoded (so ``:``, ``{``,
+``}`` and spaces cannot reach into another key's name), or ``#`` and its SHA-256 when the
+encoding is longer than 128 characters (the state then keeps the raw name). ``scan`` lists
+such a key as ``#<sha256>``, and that text names it back (a tenant spelled exactly ``#`` and 64
+lowercase hex digits is taken for a digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import NamedTuple
+from urllib.parse import quote, unquote
+
+# suffixes named for the layouts of limiter.lua, which other versions do not read: a fleet
+# that mixes versions never has them overwrite each other's state, each keeps its own
+STATE, LEASES, BREAKER, META = ":state.v4", ":leases", ":breaker.v3", ":meta"
+_TENANT = ":t="
+_MAX_TENANT_KEY = 128
+_DIGEST = re.compile(r"#[0-9a-f]{64}")
+
+
+class KeyNames(NamedTuple):
+    """The Redis keys of one limiter key, and the tenant's name when the keys hold only its
+    digest (the script stores it in the state), else ``""``."""
+
+    state: str
+    leases: str
+    stored_name: str
+
+
+def tag(prefix: str, integration: str, tenant: str | None = None) -> str:
+    """The hash tag (with its braces) of a limiter key, or of the integration's own keys."""
+    if tenant is None:
+        return f"{{{prefix}:{integration}}}"
+    if _DIGEST.fullmatch(tenant):  # a key listed by its digest (scan), named back by it
+        return f"{{{prefix}:{integration}{_TENANT}{tenant}}}"
+    part = quote(tenant, safe="")
+    if len(part) > _MAX_TENANT_KEY:
+        part = "#" + hashlib.sha256(tenant.encode()).hexdigest()
+    return f"{{{prefix}:{integration}{_TENANT}{part}}}"
+
+
+def key_names(prefix: str, integration: str, tenant: str | None) -> KeyNames:
+    """The state and leases keys of ``(integration, tenant)``."""
+    base = tag(prefix, integration, tenant)
+    hashed = tenant is not None and base[base.index(_TENANT) + len(_TENANT)] == "#"
+    named = hashed and tenant is not None and not _DIGEST.fullmatch(tenant)
+    return KeyNames(base + STATE, base + LEASES, tenant if named and tenant else "")
+
+
+def integration_keys(prefix: str, integration: str) -> tuple[str, str]:
+    """The integration's breaker and description keys."""
+    base = tag(prefix, integration)
+    return base + BREAKER, base + META
+
+
+def patterns(prefix: str, integration: str | None = None) -> list[str]:
+    """``SCAN MATCH`` patterns covering every key of ``integration`` (or of the prefix).
+
+    ``[`` ``]`` ``*`` ``?`` and ``\\`` in the prefix are never there (it is validated), so it
+    needs no escaping."""
+    if integration is None:
+        return [f"{{{prefix}:*"]
+    return [f"{{{prefix}:{integration}}}*", f"{{{prefix}:{integration}{_TENANT}*"]
+
+
+def parse_state_key(prefix: str, key: str) -> tuple[str, str | None] | None:
+    """``(integration, tenant)`` of a state key of this layout and prefix, else ``None``.
+
+    A tenant kept by its digest is given as ``#<sha256>`` (``snapshot`` tells its name)."""
+    head = f"{{{prefix}:"
+    if not (key.startswith(head) and key.endswith("}" + STATE)):
+        return None
+    inner = key[len(head) : -len(STATE) - 1]
+    if "}" in inner or "{" in inner:
+        return None
+    integration, found, part = inner.partition(_TENANT)
+    if not integration or ":" in integration:
+        return None
+    if not found:
+        return integration, None
+    return integration, part if part.startswith("#") else unquote(part)
