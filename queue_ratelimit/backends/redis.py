@@ -13,6 +13,7 @@ script's header: nothing is formatted or parsed as text per decision, on either 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import logging
@@ -429,6 +430,9 @@ class RedisBackend:
         )
         epoch_now, decreased, old, new, cool = self._run(report.kind, report.integration, args)
         view = self._views.get(report.integration, wire.CLEAN)
+        if report.kind == SUCCESS and time.monotonic() - view.read >= self._breaker_poll:
+            with contextlib.suppress(BackendError):  # a forked process (RQ's work horse)
+                view = self._view(report.integration, plan)  # may hold an old view
         changed = False
         if report.kind == FAILURE or (report.kind == SUCCESS and (view.state or view.failures)):
             outcome = wire.pack([1.0 if report.kind == SUCCESS else 0.0])
