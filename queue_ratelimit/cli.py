@@ -21,7 +21,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import click
@@ -228,22 +228,35 @@ def top(obj: _Context, integration: str | None, interval: float, iterations: int
     from rich.live import Live
 
     limiter, backend = obj.limiter()
-    names = [integration] if integration else sorted({n for n, _ in backend.scan()})
-    before = {name: backend.stats(name) for name in names}
+    before = _totals(_rows(limiter, backend, integration))
     started = time.monotonic()
     done = 0
     with Live(_top_table([], {}), console=Console(), auto_refresh=False) as live:
         while iterations == 0 or done < iterations:
             time.sleep(interval)
             elapsed, started = time.monotonic() - started, time.monotonic()
-            after = {name: backend.stats(name) for name in names}
-            rates = {
-                name: {k: (v - before[name].get(k, 0)) / elapsed for k, v in after[name].items()}
-                for name in names
+            rows = list(_rows(limiter, backend, integration))
+            after = _totals(rows)
+            rates = {  # (a key that expired meanwhile takes its counts along: never below 0)
+                name: {
+                    event: max(0.0, (value - before.get(name, {}).get(event, 0)) / elapsed)
+                    for event, value in counts.items()
+                }
+                for name, counts in after.items()
             }
             before = after
-            live.update(_top_table(list(_rows(limiter, backend, integration)), rates), refresh=True)
+            live.update(_top_table(rows, rates), refresh=True)
             done += 1
+
+
+def _totals(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Each integration's event counts, summed over its keys' rows."""
+    totals: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = totals.setdefault(row["integration"], {})
+        for event, value in row.get("counts", {}).items():
+            counts[event] = counts.get(event, 0) + value
+    return totals
 
 
 @cli.command()
@@ -289,12 +302,10 @@ def breaker(obj: _Context, action: str, integration: str, seconds: float | None,
     if not yes:
         click.confirm(f"{action.capitalize()} the breaker of {integration}?", abort=True)
     state = "open" if action == "open" else "closed"
-    if integration in limiter.configs:
-        limiter.set_breaker(integration, state, seconds)
-    else:  # a fleet's integration this config does not know: its stored description
-        plan = backend.stored_plan(integration)
-        default = plan.breaker_open_seconds if plan else 60.0
-        backend.set_breaker(integration, state, default if seconds is None else seconds)
+    plan = _plan(limiter, backend, integration) or Plan(limits=())  # (its defaults, at worst)
+    backend.set_breaker(
+        integration, state, plan.breaker_open_seconds if seconds is None else seconds
+    )
     click.echo(f"breaker of {integration}: {'open' if action == 'open' else 'closed'}")
 
 

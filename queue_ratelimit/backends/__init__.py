@@ -4,7 +4,7 @@ from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.errors import ConfigError
 
-__all__ = ["REDIS_SCHEMES", "Backend", "MemoryBackend", "open_backend", "redacted"]
+__all__ = ["REDIS_SCHEMES", "URL_FORMS", "Backend", "MemoryBackend", "open_backend", "redacted"]
 
 # the URL forms of backends/redis_connect.py (kept here too: importing that module imports
 # redis-py, an optional dependency)
@@ -17,8 +17,8 @@ REDIS_SCHEMES = (
     "redis+sentinel://",
     "rediss+sentinel://",
 )
-_USAGE = (
-    "must be memory:// or a Redis URL: redis://host:port/db, rediss://..., unix:///path, "
+URL_FORMS = (
+    "redis://host:port/db, rediss://..., unix:///path, "
     "redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/service/db"
 )
 
@@ -48,4 +48,5 @@ def open_backend(url: str, *, prefix: str = "qrl", field: str = "url") -> Backen
         from queue_ratelimit.backends.redis_connect import client_from_url
 
         return RedisBackend(client_from_url(url, field), prefix=prefix)
-    raise ConfigError(None, field, redacted(url) if isinstance(url, str) else url, _USAGE)
+    shown = redacted(url) if isinstance(url, str) else url
+    raise ConfigError(None, field, shown, f"must be memory:// or a Redis URL: {URL_FORMS}")

@@ -169,9 +169,9 @@ class MemoryBackend:
         totals: dict[str, int] = {}
         with self._lock:
             now = self._clock()
-            for key in list(self._keys):
-                state = self._load(key, now) if key[0] == integration else None
-                for event, value in (state.counts if state else {}).items():
+            for key in [key for key in self._keys if key[0] == integration]:
+                state = self._load(key, now)  # (drops it when expired)
+                for event, value in state.counts.items() if state else ():
                     totals[event] = totals.get(event, 0) + value
         return totals
 

@@ -4,7 +4,7 @@ The rules live in ``lua/limiter.lua`` (the same as ``policy/aimd.py``). Time is 
 server's clock, so workers on hosts with skewed clocks agree. The key layout
 (``redis_keys.py``) gives each limiter key a hash tag of its own, so tenants spread over the
 shards of a Redis Cluster and a decision touches one slot; the integration's breaker, under
-the integration's tag, reaches a decision as an argument (``_Breakers``). Keys expire once
+the integration's tag, reaches a decision as an argument (``_view``, ``_admit``). Keys expire once
 idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease.
 
 Arguments, state and answers are binary (``struct`` doubles, integer arrays), laid out in the
@@ -13,13 +13,11 @@ script's header: nothing is formatted or parsed as text per decision, on either 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.resources
 import logging
 import re
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -32,6 +30,7 @@ from redis.exceptions import (
     ClusterError,
     NoScriptError,
     ReadOnlyError,
+    RedisClusterException,
     TryAgainError,
 )
 
@@ -72,6 +71,27 @@ _ARGS_CACHE = 4096  # acquire arguments kept per backend (see acquire)
 # redirected instead.)
 _TRANSIENT = (TryAgainError, AskError, ClusterDownError, ClusterError, ReadOnlyError)
 _META_EVERY = 300.0  # seconds between a process's writes of an integration's description
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _words(word: str, event: str, stored_name: str) -> tuple[str, ...]:
+    """ARGV[2..4] as far as they are needed: the op's word, the event a refusal counts, the
+    tenant's name the state keeps (limiter.lua's header)."""
+    if stored_name:
+        return (word, event, stored_name)
+    if event:
+        return (word, event)
+    return (word,) if word else ()
 
 
 class RedisBackend:
@@ -128,15 +148,10 @@ class RedisBackend:
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
         self._plans: dict[int, tuple[Plan, bytes]] = {}
         self._keys: dict[tuple[str, str | None], layout.KeyNames] = {}
-        self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...]]] = {}
+        # an acquire's keys and blob (and its event and stored name), by its request's fields
+        self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...], str, str]] = {}
         self._views: dict[str, wire.View] = {}
         self._described: dict[str, tuple[float, str]] = {}  # integration -> (when, text)
-        self._lock = threading.Lock()
-
-    @property
-    def cluster(self) -> bool:
-        """Whether the client is a Redis Cluster client."""
-        return isinstance(self.client, RedisCluster)
 
     def describe(self) -> str:
         """See ``Backend.describe``: the server (or cluster, or sentinels) and database, and
@@ -165,7 +180,7 @@ class RedisBackend:
         try:
             slot = self.client.keyslot(self._names(integration, tenant).state)  # type: ignore[no-untyped-call]
             return str(self.client.nodes_manager.get_node_from_slot(slot).name)
-        except (redis.RedisError, LookupError, AttributeError) as exc:
+        except (redis.RedisError, RedisClusterException) as exc:  # (a slot no node serves)
             raise BackendError(f"redis cluster map unavailable: {exc}") from exc
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
@@ -263,23 +278,25 @@ class RedisBackend:
 
     def _key_args(
         self,
-        op: str,
         integration: str,
         tenant: str | None,
         blob: bytes,
         word: str = "",
         leases: bool = False,
-        event: str = "",
     ) -> tuple[Any, ...]:
         """EVALSHA's arguments after the digest for an op on a limiter key: its keys (the
-        leases only when ``leases``), the blob and the words the op needs."""
+        leases only when ``leases``), the blob and the op's word."""
+        head, stored_name = self._key_head(integration, tenant, blob, leases)
+        return head + _words(word, "", stored_name)
+
+    def _key_head(
+        self, integration: str, tenant: str | None, blob: bytes, leases: bool
+    ) -> tuple[tuple[Any, ...], str]:
+        """The key count, keys and blob of an op on a limiter key, and the tenant's name the
+        state keeps (``""``: its key names it)."""
         names = self._names(integration, tenant)
         keys = (2, names.state, names.leases) if leases else (1, names.state)
-        if names.stored_name:
-            return (*keys, blob, word, event, names.stored_name)
-        if event:
-            return (*keys, blob, word, event)
-        return (*keys, blob, word) if word else (*keys, blob)
+        return (*keys, blob), names.stored_name
 
     # -- the integration's breaker ------------------------------------------------------
 
@@ -298,13 +315,23 @@ class RedisBackend:
         self._views[integration] = view
         return view, answer, (before, before_until / wire.MICRO)
 
-    def _view(self, integration: str, plan: Plan, fresh: bool = False) -> wire.View:
-        """The integration's breaker as last seen, read again when older than
-        ``breaker_poll`` (or ``fresh``); the read also writes the integration's description
-        for the tools every few minutes."""
+    def _current_view(self, integration: str, plan: Plan) -> wire.View:
+        """The integration's breaker as a decision or a report is passed it: as last seen,
+        read again when older than ``breaker_poll`` (this process may also be a fork that
+        inherited an old view: RQ's work horse). While the breaker's shard does not answer,
+        the last view holds until the next ``breaker_poll``."""
         view = self._views.get(integration, wire.CLEAN)
-        if not fresh and time.monotonic() - view.read < self._breaker_poll:
+        if time.monotonic() - view.read < self._breaker_poll:
             return view
+        try:
+            return self._view(integration, plan)
+        except BackendError:
+            view = self._views[integration] = view._replace(read=time.monotonic())
+            return view
+
+    def _view(self, integration: str, plan: Plan) -> wire.View:
+        """The integration's breaker, read now (and kept); the read also writes the
+        integration's description for the tools every few minutes."""
         word = ""
         if plan.limits:
             described = wire.plan_json(plan, self._idle_ttl)
@@ -329,14 +356,8 @@ class RedisBackend:
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
         integration = request.integration
-        view = self._views.get(integration, wire.CLEAN)
-        if time.monotonic() - view.read >= self._breaker_poll:
-            try:
-                view = self._view(integration, plan)
-            except BackendError:  # the breaker's shard is down: the last view holds
-                view = self._views[integration] = view._replace(read=time.monotonic())
         breaker, probe = (wire.CLOSED, 0.0), None
-        if view.state != wire.CLOSED:
+        if self._current_view(integration, plan).state != wire.CLOSED:
             breaker, probe = self._admit(integration, plan)
         args = self._acquire_args(request, plan, breaker)
         reply = self._run("acquire", integration, args)
@@ -382,12 +403,11 @@ class RedisBackend:
                 request.cooldown_wait,
                 request.max_sleepers,
                 request.refusal_event,
-                request.lease_id,
                 cost,
             )
             kept = self._acquires.get(key)
             if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
-                return kept[1]
+                return kept[1] + _words(request.lease_id or "", kept[2], kept[3])
         held = (reservation.epoch, reservation.slot) if reservation else (wire.NONE, wire.NONE)
         numbers = [request.max_wait, request.reserve, *held]
         numbers += [wire.opt(request.cooldown_wait), wire.opt(request.max_sleepers)]
@@ -396,20 +416,15 @@ class RedisBackend:
             numbers += reservation.due
         blob = self._blob("acquire", plan, wire.pack(numbers), breaker)
         event = str(wire.EVENTS.index(request.refusal_event) + 1) if request.refusal_event else ""
-        args = self._key_args(
-            "acquire",
-            request.integration,
-            request.tenant,
-            blob,
-            request.lease_id or "",
-            leases=bool(plan.max_concurrent),
-            event=event,
+        names = self._names(request.integration, request.tenant)
+        head = (
+            (2, names.state, names.leases, blob) if plan.max_concurrent else (1, names.state, blob)
         )
-        if key is not None:
+        if key is not None:  # (the lease id is new on every acquire: kept apart)
             if len(self._acquires) >= _ARGS_CACHE:
                 self._acquires.clear()
-            self._acquires[key] = (plan, args)
-        return args
+            self._acquires[key] = (plan, head, event, names.stored_name)
+        return head + _words(request.lease_id or "", event, names.stored_name)
 
     def report(self, report: Report, plan: Plan) -> ReportResult:
         """See ``Backend.report``: the key's rates, then (for a failure, or a success while
@@ -425,14 +440,9 @@ class RedisBackend:
             ]
         lease = report.lease_id or ""
         blob = self._blob(report.kind, plan, wire.pack(numbers))
-        args = self._key_args(
-            report.kind, report.integration, report.tenant, blob, lease, leases=bool(lease)
-        )
+        args = self._key_args(report.integration, report.tenant, blob, lease, leases=bool(lease))
         epoch_now, decreased, old, new, cool = self._run(report.kind, report.integration, args)
-        view = self._views.get(report.integration, wire.CLEAN)
-        if report.kind == SUCCESS and time.monotonic() - view.read >= self._breaker_poll:
-            with contextlib.suppress(BackendError):  # a forked process (RQ's work horse)
-                view = self._view(report.integration, plan)  # may hold an old view
+        view = self._current_view(report.integration, plan)
         changed = False
         if report.kind == FAILURE or (report.kind == SUCCESS and (view.state or view.failures)):
             outcome = wire.pack([1.0 if report.kind == SUCCESS else 0.0])
@@ -451,19 +461,21 @@ class RedisBackend:
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""
         blob = self._blob("release", wire.NO_PLAN)
-        args = self._key_args("release", integration, tenant, blob, lease_id, leases=True)
+        args = self._key_args(integration, tenant, blob, lease_id, leases=True)
         (released,) = self._run("release", integration, args)
         return bool(released == 1)
 
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``: the key, then its integration's breaker (read afresh,
         which refreshes what this process's decisions are passed)."""
-        args = self._key_args(
-            "snapshot", integration, tenant, self._blob("snapshot", plan), leases=True
-        )
-        reply = self._run("snapshot", integration, args)
-        view = self._view(integration, plan, fresh=True)
-        return wire.snapshot_from(reply, view, plan)
+        reply = self._key_snapshot(integration, tenant, plan)
+        return wire.snapshot_from(reply, self._view(integration, plan), plan)
+
+    def _key_snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Any:
+        """The script's snapshot of one key (without its integration's breaker)."""
+        blob = self._blob("snapshot", plan)
+        args = self._key_args(integration, tenant, blob, leases=True)
+        return self._run("snapshot", integration, args)
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""
@@ -477,8 +489,8 @@ class RedisBackend:
         """See ``Backend.purge``: every key of the integration and its tenants."""
         try:
             for pattern in layout.patterns(self.prefix, integration):
-                for raw in self._scan_keys(pattern):
-                    self.client.delete(raw)
+                for batch in _batches(self._scan_keys(pattern), 500):
+                    self.client.delete(*batch)  # (a cluster client splits it per slot)
         except redis.RedisError as exc:
             raise BackendError(f"redis purge failed for {integration!r}: {exc}") from exc
         self._views.pop(integration, None)
@@ -488,14 +500,15 @@ class RedisBackend:
         if event not in wire.EVENTS:
             raise ValueError(f"event must be one of {wire.EVENTS}, not {event!r}")
         word = str(wire.EVENTS.index(event) + 1)
-        args = self._key_args("count", integration, tenant, self._blob("count", wire.NO_PLAN), word)
+        args = self._key_args(integration, tenant, self._blob("count", wire.NO_PLAN), word)
         self._run("count", integration, args)
 
     def stats(self, integration: str) -> dict[str, int]:
         """See ``Backend.stats``: the counts of every key of the integration, summed."""
         totals = dict.fromkeys(wire.EVENTS, 0)
         for name, tenant in self.scan(integration):
-            for event, value in self.snapshot(name, tenant, wire.NO_PLAN).counts.items():
+            reply = self._key_snapshot(name, tenant, wire.NO_PLAN)
+            for event, value in wire.counts_from(reply).items():
                 totals[event] += value
         return {event: value for event, value in totals.items() if value}
 

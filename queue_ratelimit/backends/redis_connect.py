@@ -25,17 +25,13 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from queue_ratelimit.backends import REDIS_SCHEMES, redacted
+from queue_ratelimit.backends import REDIS_SCHEMES, URL_FORMS, redacted
 from queue_ratelimit.errors import ConfigError
 
 Client = redis.Redis | RedisCluster
 
-SCHEMES = REDIS_SCHEMES
 CONNECT_TIMEOUT, REPLY_TIMEOUT = 1.0, 2.0
-USAGE = (
-    "use redis://host:port/db, rediss://..., unix:///path, "
-    "redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/service/db"
-)
+USAGE = f"use {URL_FORMS}"
 
 
 def _fast_fail() -> dict[str, Any]:
@@ -49,7 +45,7 @@ def _fast_fail() -> dict[str, Any]:
 def client_from_url(url: str, field: str = "url") -> Client:
     """A fast-failing client for ``url``; ``ConfigError`` naming ``field`` when it is not one
     of the forms above (the message never shows a password)."""
-    if not isinstance(url, str) or not url.startswith(SCHEMES):
+    if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
         shown = redacted(url) if isinstance(url, str) else url
         raise ConfigError(None, field, shown, USAGE)
     scheme = url.partition("://")[0]
@@ -61,6 +57,16 @@ def client_from_url(url: str, field: str = "url") -> Client:
         return redis.Redis.from_url(url, **_fast_fail())
     except (ValueError, IndexError) as exc:
         raise ConfigError(None, field, redacted(url), f"{exc}; {USAGE}") from exc
+
+
+def fail_fast_copy(connection: redis.Redis) -> redis.Redis:
+    """A client to ``connection``'s server whose calls give up as a URL's do (RQ's own
+    connection waits minutes, for its blocking dequeue)."""
+    pool = connection.connection_pool
+    kwargs = {**pool.connection_kwargs, **_fast_fail()}
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
 
 
 def _hosts(netloc: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:

@@ -41,29 +41,34 @@ class KeyNames(NamedTuple):
     stored_name: str
 
 
-def tag(prefix: str, integration: str, tenant: str | None = None) -> str:
-    """The hash tag (with its braces) of a limiter key, or of the integration's own keys."""
-    if tenant is None:
-        return f"{{{prefix}:{integration}}}"
+def _tenant_part(tenant: str) -> tuple[str, str]:
+    """The tenant's part of its key names, and the name its state must keep (``""`` when the
+    part spells it)."""
     if _DIGEST.fullmatch(tenant):  # a key listed by its digest (scan), named back by it
-        return f"{{{prefix}:{integration}{_TENANT}{tenant}}}"
+        return tenant, ""
     part = quote(tenant, safe="")
     if len(part) > _MAX_TENANT_KEY:
-        part = "#" + hashlib.sha256(tenant.encode()).hexdigest()
-    return f"{{{prefix}:{integration}{_TENANT}{part}}}"
+        return "#" + hashlib.sha256(tenant.encode()).hexdigest(), tenant
+    return part, ""
+
+
+def _tag(prefix: str, integration: str, part: str | None = None) -> str:
+    """The hash tag (with its braces) of the integration's own keys, or of a tenant's by its
+    ``part``."""
+    inner = integration if part is None else f"{integration}{_TENANT}{part}"
+    return f"{{{prefix}:{inner}}}"
 
 
 def key_names(prefix: str, integration: str, tenant: str | None) -> KeyNames:
     """The state and leases keys of ``(integration, tenant)``."""
-    base = tag(prefix, integration, tenant)
-    hashed = tenant is not None and base[base.index(_TENANT) + len(_TENANT)] == "#"
-    named = hashed and tenant is not None and not _DIGEST.fullmatch(tenant)
-    return KeyNames(base + STATE, base + LEASES, tenant if named and tenant else "")
+    part, stored_name = (None, "") if tenant is None else _tenant_part(tenant)
+    base = _tag(prefix, integration, part)
+    return KeyNames(base + STATE, base + LEASES, stored_name)
 
 
 def integration_keys(prefix: str, integration: str) -> tuple[str, str]:
     """The integration's breaker and description keys."""
-    base = tag(prefix, integration)
+    base = _tag(prefix, integration)
     return base + BREAKER, base + META
 
 

@@ -124,7 +124,7 @@ def snapshot_from(reply: Sequence[Any], view: View, plan: Plan) -> Snapshot:
     if reply[0] != 1:
         return Snapshot(False, 0, 0.0, 0, now, fresh_views(plan.limits), *breaker)
     epoch, cool, leases = reply[2], reply[3] / MICRO, reply[4]
-    counts = {event: int(reply[5 + i]) for i, event in enumerate(EVENTS) if reply[5 + i]}
+    counts = counts_from(reply)
     name = text(reply[8]) or None
     views = []
     rest = reply[9:]
@@ -132,3 +132,10 @@ def snapshot_from(reply: Sequence[Any], view: View, plan: Plan) -> Snapshot:
         tokens = rest[i + 2] / MICRO
         views.append(LimitSnapshot(text(rest[i]), rest[i + 1] / MICRO, tokens, max(0.0, -tokens)))
     return Snapshot(True, epoch, cool, leases, now, tuple(views), *breaker, counts, name)
+
+
+def counts_from(reply: Sequence[Any]) -> dict[str, int]:
+    """The event counts in the script's snapshot of a key (none when it has no state)."""
+    if reply[0] != 1:
+        return {}
+    return {event: int(reply[5 + i]) for i, event in enumerate(EVENTS) if reply[5 + i]}

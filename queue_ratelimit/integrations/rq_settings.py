@@ -16,7 +16,7 @@ import redis
 from rq.job import Job
 
 from queue_ratelimit.backends.redis import RedisBackend
-from queue_ratelimit.backends.redis_connect import Client, client_from_url
+from queue_ratelimit.backends.redis_connect import Client, client_from_url, fail_fast_copy
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.logs import log_start
@@ -98,7 +98,7 @@ def limiter_for(
     if url:
         client: Client = client_from_url(url, REDIS_URL_ENV)
     elif connection is not None:
-        client = _fail_fast_client(connection)
+        client = fail_fast_copy(connection)
     else:
         raise ConfigError(None, REDIS_URL_ENV, url, "is required outside an RQ worker")
     prefix = env.get(PREFIX_ENV) or "qrl"
@@ -120,16 +120,6 @@ def limiter_from_env(
         stacklevel=2,
     )
     return limiter_for(environ, connection=connection)
-
-
-def _fail_fast_client(connection: redis.Redis) -> redis.Redis:
-    """A client to the worker's Redis whose calls give up within seconds (RQ's own
-    connection waits minutes, for its blocking dequeue)."""
-    pool = connection.connection_pool
-    kwargs = {**pool.connection_kwargs, "socket_timeout": 2.0, "socket_connect_timeout": 1.0}
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
 
 
 def env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
