@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -12,7 +11,7 @@ import pytest
 import redis
 
 from tests.deployments import ClusterProcesses, SentinelGroup
-from tests.support import RedisProcess, delete_keys, reachable
+from tests.support import RedisProcess, delete_keys, new_prefix, reachable
 
 REDIS_HINT = (
     "Redis is needed by the test suite and none is reachable, and no redis-server binary "
@@ -28,11 +27,8 @@ def redis_url() -> Iterator[str]:
     if reachable(url):
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(REDIS_HINT)
     try:
-        server = RedisProcess(binary).start()
+        server = RedisProcess(_redis_server(REDIS_HINT)).start()
     except RuntimeError as exc:
         pytest.fail(str(exc))
     url = server.url
@@ -53,7 +49,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A prefix of this test's own; its keys are deleted afterwards (no FLUSHALL)."""
-    prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
+    prefix = new_prefix()
     yield prefix
     delete_keys(redis_client, f"{{{prefix}:*")
 
@@ -80,10 +76,7 @@ def clock() -> FakeClock:
 def private_redis() -> Iterator[RedisProcess]:
     """A redis-server of this test's own, not yet started: the test takes it down and
     brings it back (fails, never skips, when the binary is missing)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(REDIS_HINT)
-    server = RedisProcess(binary)
+    server = RedisProcess(_redis_server(REDIS_HINT))
     try:
         yield server
     finally:
@@ -97,10 +90,11 @@ DEPLOYMENT_HINT = (
 )
 
 
-def _redis_server() -> str:
+def _redis_server(hint: str = DEPLOYMENT_HINT) -> str:
+    """The redis-server binary; the test fails (never skips) with ``hint`` without it."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail(DEPLOYMENT_HINT)
+        pytest.fail(hint)
     return binary
 
 
@@ -124,6 +118,18 @@ def redis_cluster() -> Iterator[ClusterProcesses]:
     """A three-master Redis Cluster shared by this test process: keys under a per-test
     prefix, and no test kills its nodes or leaves a slot moved (``private_cluster``)."""
     yield from _started(ClusterProcesses(_redis_server()))
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: ClusterProcesses) -> Iterator[str]:
+    """``key_prefix`` on the session's cluster: its keys, on every master, are deleted."""
+    prefix = new_prefix()
+    yield prefix
+    client = redis_cluster.client()
+    try:
+        delete_keys(client, f"{{{prefix}:*")
+    finally:
+        client.close()
 
 
 @pytest.fixture

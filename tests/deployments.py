@@ -12,12 +12,8 @@ started and removes those directories.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,83 +21,23 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
-from tests.support import free_port, reachable, wait_until
+from tests.support import RedisProcess, free_port, wait_until
 
 HOST = "127.0.0.1"
 SLOTS = 16384
-
-
-class _Server:
-    """One ``redis-server`` process of ours: a free port, a directory, a log file in it."""
-
-    def __init__(self, binary: str, role: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"qrl-{role}-"))
-        self.log = self.dir / "redis.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def args(self) -> list[str]:
-        """The command-line options every plain server of ours shares."""
-        return [
-            *("--port", str(self.port), "--bind", HOST, "--dir", str(self.dir)),
-            *("--logfile", str(self.log), "--save", "", "--appendonly", "no"),
-        ]
-
-    def start(self, args: list[str], timeout: float = 10.0) -> None:
-        self._proc = subprocess.Popen([self.binary, *args], cwd=self.dir, stdout=subprocess.DEVNULL)
-        try:
-            wait_until(self._answers, timeout, every=0.02)
-        except (AssertionError, RuntimeError) as exc:
-            raise RuntimeError(f"{self.binary} on port {self.port}: {exc}\n{self.tail()}") from exc
-
-    def _answers(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"exited with status {self._proc.returncode}")
-        return reachable(self.url)
-
-    def client(self, **kwargs: Any) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port, **kwargs)
-
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown courtesy, no final save."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-
-    def close(self) -> None:
-        self.kill()
-        self._proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return f"(no log at {self.log})"
-        return "\n".join([f"--- last lines of {self.log}", *text])
+MASTERS = 3
 
 
 class ClusterProcesses:
-    """A Redis Cluster of ``masters`` masters (no replicas) on 127.0.0.1, slots split evenly.
+    """A Redis Cluster of ``MASTERS`` masters (no replicas) on 127.0.0.1, slots split evenly.
 
     Nodes answer reads for slots whose master is down (``cluster-allow-reads-when-down``)
     and keep serving their own slots when another master dies
     (``cluster-require-full-coverage no``); a master is declared failed after one second.
     """
 
-    def __init__(self, binary: str, masters: int = 3) -> None:
-        if masters < 1:
-            raise ValueError(f"a cluster needs at least one master, not {masters}")
-        self._nodes = [_Server(binary, "cluster") for _ in range(masters)]
+    def __init__(self, binary: str) -> None:
+        self._nodes = [RedisProcess(binary, role="cluster") for _ in range(MASTERS)]
         self._bus_ports = [free_port() for _ in self._nodes]
         self.ports = [node.port for node in self._nodes]
         self.url = "redis+cluster://" + ",".join(f"{HOST}:{port}" for port in self.ports)
@@ -126,7 +62,7 @@ class ClusterProcesses:
         return self
 
     @staticmethod
-    def _cluster_args(node: _Server, bus_port: int) -> list[str]:
+    def _cluster_args(node: RedisProcess, bus_port: int) -> list[str]:
         # the bus port is set, not derived (port + 10000 passes 65535 for high ports)
         return [
             *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
@@ -172,11 +108,6 @@ class ClusterProcesses:
         """A plain client of one node (no redirections followed)."""
         return self._node(port).client(**kwargs)
 
-    def node_id(self, port: int) -> str:
-        """The cluster node id of the node on ``port``."""
-        with self.node_client(port) as client:
-            return _myid(client)
-
     def port_for_slot(self, slot: int) -> int:
         """The port of the master that owns ``slot``, as the first live node sees it."""
         live = next(node for node in self._nodes if node.alive)
@@ -186,26 +117,24 @@ class ClusterProcesses:
                     return int(master[1])
         raise LookupError(f"slot {slot} is not assigned")
 
+    def other_master(self, port: int) -> int:
+        """A master of the cluster other than the one on ``port``."""
+        return next(each for each in self.ports if each != port)
+
     def kill(self, port: int) -> None:
         """SIGKILL the master on ``port``; its slots stay assigned to it, unserved."""
-        self._node(port).kill()
+        self._node(port).stop()
 
     def close(self) -> None:
         """Kill every node and remove their directories."""
         for node in self._nodes:
             node.close()
 
-    def _node(self, port: int) -> _Server:
+    def _node(self, port: int) -> RedisProcess:
         for node in self._nodes:
             if node.port == port:
                 return node
         raise ValueError(f"no node of this cluster listens on port {port} (ports {self.ports})")
-
-    def __enter__(self) -> ClusterProcesses:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _cluster_info(client: redis.Redis) -> dict[str, str]:
@@ -216,7 +145,7 @@ def _cluster_info(client: redis.Redis) -> dict[str, str]:
 
 
 def migrate_slot(
-    cluster: ClusterProcesses | RedisCluster | Iterable[int],
+    cluster: ClusterProcesses,
     slot: int,
     source_port: int,
     target_port: int,
@@ -234,13 +163,13 @@ def migrate_slot(
     The target is set IMPORTING and the source MIGRATING; ``migrating`` (if given) is set;
     the slot is then held half-moved for ``hold`` seconds (the source still serves the keys
     it has and answers ASK for the others). Keys move ``keys_per_batch`` at a time with
-    MIGRATE, ``batch_pause`` seconds apart; finally every master (``cluster``: the
-    deployment, a cluster client, or the master ports) is told the target owns the slot.
+    MIGRATE, ``batch_pause`` seconds apart; finally every master of ``cluster`` is told the
+    target owns the slot.
     Run it in a thread to keep working on the slot while it is in migration.
     """
     if keys_per_batch < 1:
         raise ValueError(f"keys_per_batch must be at least 1, not {keys_per_batch}")
-    others = [port for port in _master_ports(cluster) if port not in (source_port, target_port)]
+    others = [port for port in cluster.ports if port not in (source_port, target_port)]
     with redis.Redis(HOST, source_port) as source, redis.Redis(HOST, target_port) as target:
         source_id = _myid(source)
         target_id = _myid(target)
@@ -284,14 +213,6 @@ def _myid(client: redis.Redis) -> str:
     return node_id.decode() if isinstance(node_id, bytes) else str(node_id)
 
 
-def _master_ports(cluster: ClusterProcesses | RedisCluster | Iterable[int]) -> list[int]:
-    if isinstance(cluster, ClusterProcesses):
-        return list(cluster.ports)
-    if isinstance(cluster, RedisCluster):
-        return [int(node.port) for node in cluster.get_primaries()]
-    return [int(port) for port in cluster]
-
-
 class SentinelGroup:
     """One master, one replica of it, and one sentinel watching them as ``service``.
 
@@ -301,8 +222,8 @@ class SentinelGroup:
 
     def __init__(self, binary: str, service: str = "qrlmaster") -> None:
         self.service = service
-        self._servers = [_Server(binary, "sentinel-data") for _ in range(2)]
-        self._sentinel = _Server(binary, "sentinel")
+        self._servers = [RedisProcess(binary, role="sentinel-data") for _ in range(2)]
+        self._sentinel = RedisProcess(binary, role="sentinel")
         self.sentinel_port = self._sentinel.port
         self.url = f"redis+sentinel://{HOST}:{self.sentinel_port}/{service}/0"
 
@@ -368,7 +289,7 @@ class SentinelGroup:
         server = next((server for server in self._servers if server.port == port), None)
         if server is None:
             raise RuntimeError(f"the sentinel names port {port} master: not one of ours")
-        server.kill()
+        server.stop()
         return server.port
 
     def wait_for_failover(self, old_port: int, timeout: float = 30.0) -> int:
@@ -401,17 +322,11 @@ class SentinelGroup:
         for server in [self._sentinel, *self._servers]:
             server.close()
 
-    def __enter__(self) -> SentinelGroup:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 def _synced(replica: dict[str, Any]) -> bool:
     return bool(replica.get("master-link-status") == "ok")
 
 
-def _link_up(replica: _Server) -> bool:
+def _link_up(replica: RedisProcess) -> bool:
     with replica.client(decode_responses=True) as client:
         return bool(client.info("replication").get("master_link_status") == "up")

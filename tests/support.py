@@ -9,11 +9,15 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import redis
+from redis.cluster import RedisCluster
 
+from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.limiter import Limiter
@@ -58,39 +62,73 @@ def reachable(url: str) -> bool:
 
 
 class RedisProcess:
-    """A ``redis-server`` of our own on a fixed free port, which a test may stop and start
-    again (an outage; a restart that loses every key unless ``durable``)."""
+    """A ``redis-server`` of our own: a free port, a directory and a log file in it. A test
+    may stop and start it again (an outage; a restart loses every key unless ``durable``);
+    the Cluster and Sentinel deployments (``tests/deployments.py``) start theirs with more
+    options."""
 
-    def __init__(self, binary: str, port: int | None = None, durable: bool = False) -> None:
+    def __init__(
+        self, binary: str, port: int | None = None, durable: bool = False, role: str = "redis"
+    ) -> None:
         self.binary = binary
         self.durable = durable  # an append-only file, synced per write: a restart keeps keys
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tempfile.mkdtemp(prefix="qrl-redis-")
+        self.dir = Path(tempfile.mkdtemp(prefix=f"qrl-{role}-"))
+        self.log = self.dir / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> RedisProcess:
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+    def args(self) -> list[str]:
+        """The command-line options every server of ours has."""
         aof = ["yes", "--appendfsync", "always"] if self.durable else ["no"]
-        command += ["--save", "", "--appendonly", *aof, "--dir", self._dir]
-        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not reachable(self.url):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self._proc.kill()
-                raise RuntimeError(f"could not start {self.binary} on port {self.port}")
-            time.sleep(0.05)
+        return [
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)),
+            *("--logfile", str(self.log), "--save", "", "--appendonly", *aof),
+        ]
+
+    def start(self, args: Sequence[str] | None = None, timeout: float = 10.0) -> RedisProcess:
+        """Start it with ``args`` (default: ``args()``) and wait until it answers."""
+        command = [self.binary, *(self.args() if args is None else args)]
+        self._proc = subprocess.Popen(command, cwd=self.dir, stdout=subprocess.DEVNULL)
+        try:
+            wait_until(self._answers, timeout, every=0.02)
+        except (AssertionError, RuntimeError) as exc:
+            self.stop()
+            raise RuntimeError(
+                f"could not start {self.binary} on port {self.port}: {exc}\n{self.tail()}"
+            ) from exc
         return self
 
+    def _answers(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise RuntimeError(f"exited with status {self._proc.returncode}")
+        return reachable(self.url)
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
     def stop(self) -> None:
+        """SIGKILL: no shutdown courtesy, no final save (an outage)."""
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()  # no shutdown courtesy: an outage
+            self._proc.kill()
             self._proc.wait(timeout=10)
         self._proc = None
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of its log, for a failure message."""
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f"(no log at {self.log})"
+        return "\n".join([f"--- last lines of {self.log}", *text])
 
 
 def redis_limiter(url: str, prefix: str, config: IntegrationConfig, now: float | None) -> Limiter:
@@ -144,8 +182,32 @@ def stop_workers(
         os.unlink(log.name)
 
 
-def delete_keys(client: redis.Redis, *patterns: str) -> None:
-    """Delete the keys matching ``patterns`` (SCAN, never FLUSHDB)."""
+def record_events(records: Callable[[], redis.Redis], prefix: str) -> None:
+    """Connect what a test app's worker records in the tests' Redis (``records()``): each
+    wait granted to a task, ``{prefix}:granted`` (its name, id and the seconds), and each
+    requeue, ``{prefix}:requeues`` (its id and the reason). ``tests/integration/rigs.py``
+    reads them."""
+
+    def granted(sender: object, **fields: Any) -> None:
+        if fields.get("task_id"):
+            line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
+            records().rpush(f"{prefix}:granted", line)
+
+    def requeued(sender: object, **fields: Any) -> None:
+        records().rpush(f"{prefix}:requeues", f"{fields.get('task_id')} {fields['reason']}")
+
+    qrl_signals.acquired.connect(granted, weak=False)
+    qrl_signals.task_requeued.connect(requeued, weak=False)
+
+
+def new_prefix() -> str:
+    """A key prefix of one test's own."""
+    return f"qrltest-{uuid.uuid4().hex[:12]}"
+
+
+def delete_keys(client: redis.Redis | RedisCluster, *patterns: str) -> None:
+    """Delete the keys matching ``patterns`` (SCAN, never FLUSHDB; on every master of a
+    cluster, whose client splits the DEL per slot)."""
     for pattern in patterns:
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:

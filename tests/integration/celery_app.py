@@ -234,18 +234,7 @@ def held(self: RateLimitedTask) -> str:
     return str(self.request.id)
 
 
-def _record_granted(sender: object, **fields: Any) -> None:
-    """Each wait granted to a task, with the task's name and id."""
-    if fields.get("task_id"):
-        line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
-        _waits.rpush(f"{PREFIX}:granted", line)
-
-
-def _record_requeue(sender: object, **fields: Any) -> None:
-    """Each requeue of a task, with the task's id and the reason."""
-    _waits.rpush(f"{PREFIX}:requeues", f"{fields.get('task_id')} {fields['reason']}")
-
-
 if os.environ.get("QRL_WORKER") == "1":
-    qrl_signals.acquired.connect(_record_granted)
-    qrl_signals.task_requeued.connect(_record_requeue)
+    from tests.support import record_events
+
+    record_events(lambda: _waits, PREFIX)

@@ -23,7 +23,6 @@ from dramatiq.results import Results
 from dramatiq.results.backends.redis import RedisBackend as ResultsBackend
 
 from queue_ratelimit import IntegrationConfig, Limiter, requeue_after
-from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
@@ -158,21 +157,10 @@ def held() -> str:
     return _message_id()
 
 
-def _record_granted(sender: object, **fields: Any) -> None:
-    """Each wait granted to a message, with the actor's name and the message's id."""
-    if fields.get("task_id"):
-        line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
-        _redis.rpush(f"{PREFIX}:granted", line)
-
-
-def _record_requeue(sender: object, **fields: Any) -> None:
-    """Each requeue of a message, with the message's id and the reason."""
-    _redis.rpush(f"{PREFIX}:requeues", f"{fields.get('task_id')} {fields['reason']}")
-
-
 if os.environ.get("QRL_WORKER") == "1":
-    qrl_signals.acquired.connect(_record_granted)
-    qrl_signals.task_requeued.connect(_record_requeue)
+    from tests.support import record_events
+
+    record_events(lambda: _redis, PREFIX)
 
 if os.environ.get("QRL_HEARTBEAT_TIMEOUT") and isinstance(broker, RedisBroker):
     # the kill scenario: a dead worker's unacknowledged messages go back to their queue

@@ -73,6 +73,11 @@ class Failure:
         return self.error in (exc_type.__name__, qualified)
 
 
+def completed(values: list[Any]) -> bool:
+    """Every task's value is its body's result (a dict), none a ``Failure``."""
+    return all(isinstance(v, dict) for v in values)
+
+
 @dataclass(frozen=True)
 class Wait:
     """A wait granted to a task: the framework's task name, the task's id, the seconds."""
@@ -172,8 +177,6 @@ class Rig(Protocol):
 class _Records:
     """What the apps record in the tests' Redis (see the module docstring)."""
 
-    granted = "granted"  # the key of the waits granted
-
     def __init__(self, redis_url: str) -> None:
         self.records = redis.Redis.from_url(redis_url)
 
@@ -184,7 +187,7 @@ class _Records:
         return [task_id for task_id, _reason in self._lines("requeues")]
 
     def waits(self) -> list[Wait]:
-        return [Wait(name, task_id, float(s)) for name, task_id, s in self._lines(self.granted)]
+        return [Wait(name, task_id, float(s)) for name, task_id, s in self._lines("granted")]
 
     def holding(self) -> list[str]:
         return [task_id for task_id, _pid in self._lines("holding")]
@@ -427,8 +430,6 @@ RQ_TASKS: dict[str, tuple[Any, int, dict[str, Any]]] = {
 
 
 class RQAdapter(_Records):
-    granted = "waits"
-
     def __init__(self, harness: RQRig, redis_url: str, kills: bool) -> None:
         super().__init__(redis_url)
         self.harness = harness

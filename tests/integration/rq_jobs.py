@@ -17,7 +17,6 @@ import requests
 from rq import get_current_job
 
 from queue_ratelimit import RateLimited
-from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.rq import limiter_for, rate_limited
 
@@ -84,21 +83,10 @@ def always_throttled() -> None:
     raise RateLimited(0.2, NOTION)
 
 
-def _record_wait(sender: object, **fields: Any) -> None:
-    """Each wait granted to a job, with the job's name and id, for the tests to check."""
-    if fields.get("task_id"):
-        line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
-        _records().rpush(f"{PREFIX}:waits", line)
-
-
-def _record_requeue(sender: object, **fields: Any) -> None:
-    """Each requeue of a job, with the job's id and the reason."""
-    _records().rpush(f"{PREFIX}:requeues", f"{fields['task_id']} {fields['reason']}")
-
-
 if os.environ.get("QRL_WORKER") == "1":  # not in the test process that imports this module
-    qrl_signals.acquired.connect(_record_wait)
-    qrl_signals.task_requeued.connect(_record_requeue)
+    from tests.support import record_events
+
+    record_events(_records, PREFIX)
 
 if os.environ.get("QRL_METRICS") == "1":  # prometheus multiprocess mode: see test_metrics
     from queue_ratelimit.metrics import EventMetrics

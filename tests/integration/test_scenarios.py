@@ -5,15 +5,10 @@ with real workers and brokers against a hidden-limit upstream."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from queue_ratelimit.errors import RequeueBudgetExhausted
-from tests.integration.rigs import Failure, OpenRig
+from tests.integration.rigs import Failure, OpenRig, completed
 from tests.support import wait_until
-
-
-def _completed(values: list[Any]) -> bool:
-    return all(isinstance(v, dict) for v in values)
 
 
 def test_200_tasks_on_two_workers_each_run_once_without_long_sleeps_or_retries(
@@ -25,7 +20,7 @@ def test_200_tasks_on_two_workers_each_run_once_without_long_sleeps_or_retries(
         ids = [rig.send("notion", rig.notion, i) for i in range(100)]
         ids += [rig.send("github", rig.github, i) for i in range(100)]
         values = rig.wait_all(ids, timeout=100)
-        assert _completed(values), [v for v in values if not isinstance(v, dict)][:3]
+        assert completed(values), [v for v in values if not isinstance(v, dict)][:3]
         assert rig.upstream.served_once(set(ids))  # counted by the upstream, by task id
         assert set(rig.retries(ids)) == {0}  # rate limits never spent a framework retry
         if rig.limiter.configs[rig.notion].rate_limit_per_sec > 10:  # starts above the limit
@@ -50,7 +45,7 @@ def test_a_cooling_integration_does_not_block_another_on_the_same_worker(
         rig.start_worker([rig.notion, rig.github], concurrency=1)
         notion = [rig.send("notion", rig.notion, i) for i in range(20)]
         github = [rig.send("github", rig.github, i) for i in range(20)]
-        assert _completed(rig.wait_all(github, timeout=45))
+        assert completed(rig.wait_all(github, timeout=45))
         assert rig.upstream.count(200) == 20  # only github reached the upstream
         later = rig.later(notion)  # the same tasks, requeued for later, no premature result
         assert set(later) == set(notion)
@@ -79,7 +74,7 @@ def test_a_worker_says_once_what_it_uses_and_each_requeue_is_one_info_line(rig_o
     with rig_of(limit=5, window=1.0, headers="retry-after") as rig:  # 429s: requeued
         worker = rig.start_worker([rig.notion], concurrency=4)
         ids = [rig.send("notion", rig.notion, i) for i in range(40)]
-        assert _completed(rig.wait_all(ids, timeout=100))
+        assert completed(rig.wait_all(ids, timeout=100))
         requeued = rig.requeued()
         assert requeued  # the upstream's limit requeued some: else this checks nothing
         lines = rig.log(worker).splitlines()

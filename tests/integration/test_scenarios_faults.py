@@ -3,16 +3,10 @@ test_scenarios.py): a breaker that pauses a queue, a worker killed mid-task."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.integration.rigs import Failure, OpenRig
+from tests.integration.rigs import Failure, OpenRig, completed
 from tests.support import wait_until
-
-
-def _completed(values: list[Any]) -> bool:
-    return all(isinstance(v, dict) for v in values)
 
 
 def test_consecutive_5xx_pause_the_queue_until_a_probe_succeeds(rig_of: OpenRig) -> None:
@@ -27,12 +21,12 @@ def test_consecutive_5xx_pause_the_queue_until_a_probe_succeeds(rig_of: OpenRig)
         rig.upstream.fail_with(None)
         held = [rig.send("notion_no_retry", rig.notion, i) for i in range(5)]
         other = rig.send("github", rig.github, 1)
-        assert _completed(rig.wait_all([other], timeout=10))  # github flows
+        assert completed(rig.wait_all([other], timeout=10))  # github flows
         assert rig.waiting(rig.notion) == 5  # safe in the broker while the breaker is open
         assert rig.upstream.count(200) == 1
         assert rig.limiter.snapshot(rig.notion).breaker_wait > 0  # (it still was)
         wait_until(lambda: not rig.paused(worker), timeout=30, every=0.1)
-        assert _completed(rig.wait_all(held, timeout=60))
+        assert completed(rig.wait_all(held, timeout=60))
         assert rig.limiter.snapshot(rig.notion).breaker == "closed"  # the probe closed it
         assert rig.upstream.served_once({*held, other})
 

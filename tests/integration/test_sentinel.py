@@ -3,8 +3,6 @@ the learned rate survives it; Celery workers run on cluster and sentinel URLs.""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from queue_ratelimit.backends.redis import RedisBackend
@@ -13,7 +11,7 @@ from queue_ratelimit.errors import BackendUnavailable
 from queue_ratelimit.limiter import Limiter
 from tests.deployments import ClusterProcesses, SentinelGroup
 from tests.integration.celery_harness import capp, celery_rig, wait_all
-from tests.support import wait_until
+from tests.support import new_prefix, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -21,7 +19,7 @@ pytestmark = pytest.mark.redis
 def test_a_master_killed_fails_over_and_decisions_resume_with_the_learned_rate(
     private_sentinel: SentinelGroup,
 ) -> None:
-    prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
+    prefix = new_prefix()
     config = IntegrationConfig(name="svc", rate_limit_per_sec=5.0, max_rate=100.0)
     limiter = Limiter(RedisBackend(private_sentinel.url, prefix=prefix), {"svc": config})
     for _ in range(20):
@@ -50,13 +48,20 @@ def test_a_celery_worker_on_a_cluster_or_sentinel_url_runs_100_tasks_once(
     fixture = "redis_cluster" if deployment == "cluster" else "redis_sentinel"
     where: ClusterProcesses | SentinelGroup = request.getfixturevalue(fixture)
     with celery_rig("redis", redis_url, limiter_url=where.url, limit=50) as rig:
-        rig.start_worker("w1", [capp.NOTION], concurrency=4)
+        worker = rig.start_worker("w1", [capp.NOTION], concurrency=4)
         results = [rig.send("tests.counted", [n], capp.NOTION) for n in range(100)]
         values = wait_all(rig.results(results), timeout=120)
         assert all(isinstance(v, dict) for v in values), values[:3]
         assert rig.upstream.served_once(set(results))
         backend = rig.limiter.backend
         assert isinstance(backend, RedisBackend)
-        assert backend.describe().startswith(f"redis+{deployment}://")
         assert list(backend.scan(capp.NOTION))  # the workers' keys are on the deployment
-        assert f"limiter on redis+{deployment}://" in rig.log_of(rig.workers[0][0], whole=True)
+        # and the worker says so at start: the sentinels' URL, or every master of the cluster
+        start = next(
+            line for line in rig.log_of(worker, whole=True).splitlines() if "limiter on" in line
+        )
+        if isinstance(where, SentinelGroup):
+            assert f"limiter on {where.url} " in start
+        else:
+            assert "limiter on redis+cluster://" in start
+            assert all(f"127.0.0.1:{port}" in start for port in where.ports), start

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +13,9 @@ import redis
 from redis.cluster import RedisCluster
 
 import tests.conftest
+from queue_ratelimit.backends.redis_connect import client_from_url, describe
 from tests.deployments import SLOTS, ClusterProcesses, SentinelGroup, migrate_slot
-from tests.support import wait_until
+from tests.support import new_prefix, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -30,7 +30,7 @@ def cluster_client(redis_cluster: ClusterProcesses) -> Iterator[RedisCluster]:
 @pytest.fixture
 def tag() -> str:
     """A per-test prefix for hash tags (``{<tag>-<n>}:x``): keys of this test only."""
-    return f"qrltest-{uuid.uuid4().hex[:12]}"
+    return new_prefix()
 
 
 @pytest.fixture
@@ -41,11 +41,16 @@ def cleanup(cluster_client: RedisCluster, tag: str) -> Iterator[None]:
         cluster_client.delete(*keys)  # split per slot by the client
 
 
-def write_keys(client: RedisCluster, tag: str, count: int) -> list[str]:
-    keys = [f"{{{tag}-{n}}}:x" for n in range(count)]
+def write_keys(client: RedisCluster, keys: list[str], value: str | None = None) -> list[str]:
+    """Set each key to ``value`` (default: its index)."""
     for n, key in enumerate(keys):
-        client.set(key, n)
+        client.set(key, n if value is None else value)
     return keys
+
+
+def spread(tag: str, count: int) -> list[str]:
+    """``count`` keys, each under a hash tag of its own."""
+    return [f"{{{tag}-{n}}}:x" for n in range(count)]
 
 
 def test_three_masters_cover_every_slot(
@@ -53,9 +58,13 @@ def test_three_masters_cover_every_slot(
 ) -> None:
     primaries = sorted(node.port for node in cluster_client.get_primaries())
     assert primaries == sorted(redis_cluster.ports)
-    assert redis_cluster.url == "redis+cluster://" + ",".join(
-        f"127.0.0.1:{port}" for port in redis_cluster.ports
-    )
+    # the URL the fixture hands out reaches every master through the library's parser
+    client = client_from_url(redis_cluster.url)
+    assert isinstance(client, RedisCluster)
+    try:
+        assert sorted(node.port for node in client.get_primaries()) == sorted(redis_cluster.ports)
+    finally:
+        client.close()
     with redis_cluster.node_client(redis_cluster.ports[0]) as node:
         ranges = node.execute_command("CLUSTER", "SLOTS")
     owners = {int(master[1]) for _first, _last, master, *_ in ranges}
@@ -67,12 +76,14 @@ def test_three_masters_cover_every_slot(
 def test_hash_tags_spread_over_every_master(
     redis_cluster: ClusterProcesses, cluster_client: RedisCluster, tag: str
 ) -> None:
-    keys = write_keys(cluster_client, tag, 300)
+    keys = write_keys(cluster_client, spread(tag, 300))
     per_node = {}
-    for url in redis_cluster.node_urls:
-        with redis.Redis.from_url(url) as node:
-            per_node[url] = len(list(node.scan_iter(match=f"{{{tag}-*", count=1000)))
-            assert node.dbsize() >= per_node[url]
+    for port in redis_cluster.ports:
+        with redis_cluster.node_client(port, decode_responses=True) as node:
+            found = list(node.scan_iter(match=f"{{{tag}-*", count=1000))
+        # each key sits on the master that owns its slot
+        assert {redis_cluster.port_for_slot(cluster_client.keyslot(k)) for k in found} <= {port}
+        per_node[port] = len(found)
     assert all(count > 0 for count in per_node.values()), per_node
     assert sum(per_node.values()) == len(keys)
     # the cluster client's SCAN visits every master
@@ -86,12 +97,10 @@ def keys_in_slot(cluster: ClusterProcesses, port: int, slot: int) -> int:
 
 def test_migrate_slot_moves_its_keys(private_cluster: ClusterProcesses, tag: str) -> None:
     with private_cluster.client(decode_responses=True) as client:
-        keys = [f"{{{tag}}}:{n}" for n in range(250)]
-        for n, key in enumerate(keys):
-            client.set(key, n)
+        keys = write_keys(client, [f"{{{tag}}}:{n}" for n in range(250)])
         slot = client.keyslot(keys[0])
         source = private_cluster.port_for_slot(slot)
-        target = next(port for port in private_cluster.ports if port != source)
+        target = private_cluster.other_master(source)
 
         moved = migrate_slot(private_cluster, slot, source, target, keys_per_batch=40)
 
@@ -109,12 +118,10 @@ def test_a_held_migration_keeps_the_slot_usable(
     private_cluster: ClusterProcesses, tag: str
 ) -> None:
     with private_cluster.client(decode_responses=True) as client:
-        old = [f"{{{tag}}}:old-{n}" for n in range(20)]
-        for key in old:
-            client.set(key, "old")
+        old = write_keys(client, [f"{{{tag}}}:old-{n}" for n in range(20)], "old")
         slot = client.keyslot(old[0])
         source = private_cluster.port_for_slot(slot)
-        target = next(port for port in private_cluster.ports if port != source)
+        target = private_cluster.other_master(source)
         migrating = threading.Event()
         mover = threading.Thread(
             target=migrate_slot,
@@ -150,9 +157,7 @@ def test_a_killed_master_leaves_the_others_serving(
     private_cluster: ClusterProcesses, tag: str
 ) -> None:
     with private_cluster.client(decode_responses=True) as client:
-        keys = [f"{{{tag}-{n}}}:x" for n in range(30)]
-        for key in keys:
-            client.set(key, "v")
+        keys = write_keys(client, spread(tag, 30), "v")
         victim = private_cluster.ports[0]
         private_cluster.kill(victim)
         survivors = [k for k in keys if private_cluster.port_for_slot(client.keyslot(k)) != victim]
@@ -180,9 +185,14 @@ def test_the_replica_gets_the_masters_writes(redis_sentinel: SentinelGroup, tag:
         client.delete(f"{tag}:k")
     finally:
         client.close()
-    assert redis_sentinel.url == (
-        f"redis+sentinel://127.0.0.1:{redis_sentinel.sentinel_port}/qrlmaster/0"
-    )
+    # the URL the fixture hands out reaches the master through the library's parser
+    master = client_from_url(redis_sentinel.url)
+    assert isinstance(master, redis.Redis)
+    try:
+        assert master.info("replication")["role"] == "master"
+        assert describe(master) == redis_sentinel.url
+    finally:
+        master.close()
 
 
 def test_a_killed_master_is_replaced_by_its_replica(private_sentinel: SentinelGroup) -> None:

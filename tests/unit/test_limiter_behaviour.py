@@ -34,24 +34,24 @@ MakeLimiter = Callable[..., Limiter]
 def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimiter:
     """Build a limiter over the parametrised backend, sharing the test's fake clock."""
 
+    url, prefix = None, None
+    if request.param != "memory":  # a single server, or a 3-master Redis Cluster
+        cluster = request.param == "cluster"
+        where = request.getfixturevalue("redis_cluster" if cluster else "redis_url")
+        url = where.url if cluster else where
+        prefix = request.getfixturevalue("cluster_prefix" if cluster else "key_prefix")
+
     def make(config: IntegrationConfig = SVC, **changes: object) -> Limiter:
         config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-        if request.param == "memory":
+        if url is None:
             backend: object = MemoryBackend(clock=clock)
-        else:  # a single server, or a 3-master Redis Cluster
-            fixture = "redis_cluster" if request.param == "cluster" else "redis_url"
-            where = request.getfixturevalue(fixture)
-            url = where.url if request.param == "cluster" else where
-            prefix = request.getfixturevalue("key_prefix")
-            backend = RedisBackend(url, prefix=prefix, clock=clock)
+        else:
+            backend = RedisBackend(url, prefix=prefix, clock=clock)  # type: ignore[arg-type]
         return Limiter(backend, {config.name: config})  # type: ignore[arg-type]
 
     make.kind = request.param  # type: ignore[attr-defined]
-    if request.param != "memory":
-        where = request.getfixturevalue(
-            "redis_cluster" if request.param == "cluster" else "redis_url"
-        )
-        make.url = where.url if request.param == "cluster" else where  # type: ignore[attr-defined]
+    make.url = url  # type: ignore[attr-defined]
+    make.prefix = prefix  # type: ignore[attr-defined]
     return make
 
 
@@ -488,7 +488,7 @@ def test_concurrency_lease_is_released_on_report(make_limiter: MakeLimiter) -> N
 
 
 def test_concurrency_lease_of_a_dead_holder_is_reclaimed(
-    make_limiter: MakeLimiter, clock: FakeClock, request: pytest.FixtureRequest
+    make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
     config = dataclasses.replace(SVC, max_concurrent=1, burst_size=10.0, lease_ttl=30.0)
     limiter = make_limiter(config)
@@ -499,7 +499,7 @@ def test_concurrency_lease_of_a_dead_holder_is_reclaimed(
     else:
         ctx = multiprocessing.get_context("spawn")
         ready = ctx.Queue()
-        url, prefix = make_limiter.url, request.getfixturevalue("key_prefix")  # type: ignore[attr-defined]
+        url, prefix = make_limiter.url, make_limiter.prefix  # type: ignore[attr-defined]
         proc = ctx.Process(target=hold_lease_forever, args=(url, prefix, config, clock.now, ready))
         proc.start()
         assert ready.get(timeout=60)
@@ -807,8 +807,8 @@ def test_a_refusal_counts_its_event_in_the_same_decision(
     refused = [
         limiter.acquire("svc", "ws-1", max_wait=0.0, refusal_event="requeues") for _ in range(2)
     ]
-    limiter.acquire("svc", "ws-1", max_wait=0.0)  # refused too, but counts nothing
-    assert not any(decision.granted for decision in refused)
+    uncounted = limiter.acquire("svc", "ws-1", max_wait=0.0)  # refused too, but counts nothing
+    assert not any(decision.granted for decision in [*refused, uncounted])
     assert limiter.stats("svc") == {"requeues": 2}  # grants are never counted
 
 

@@ -69,10 +69,11 @@ def _state(rnd: random.Random, now: float, plan: Plan) -> tuple[bytes, int]:
     delivery = (now - rnd.uniform(0, 3), float(rnd.randrange(5)), float(rnd.randrange(5)))
     peak = rnd.choice([0.0, r, r * 1.02, r * 1.1])
     seq, epoch, credit = float(rnd.randrange(100)), rnd.randrange(10**15, 2 * 10**15), 50.0
-    counts = (float(rnd.randrange(3)), float(rnd.randrange(3)), 0.0)
+    counts = (float(rnd.randrange(3)), float(rnd.randrange(3)), float(rnd.randrange(3)))
     head = struct.pack("<BB10d", 4, 1, seq, tat, expires, r, t, ts, credit, epoch, cool, qu)
     state = head + name.encode() + b"\0" + struct.pack("<9d", *delivery, q, qc, peak, *counts)
-    state += b"\0"  # the tenant's name: none stored (the key's name holds it)
+    # the tenant's name: none stored (the key's name holds it), or a long tenant's
+    state += rnd.choice([b"", b"x" * 200]) + b"\0"
     ttl = int((expires - now) * 1000) if expires > now else rnd.choice([1000, 5_000_000])
     return state, max(1, ttl)
 

@@ -112,6 +112,10 @@ def test_an_outage_requeue_redeems_nothing(clock: FakeClock) -> None:
     assert first is None
     held = Reservation(1, clock() + 5.0, ())
     run = TaskRun(run.gate, TaskCall("svc"), Ticket(reservation=held), TaskInfo("t", "2"))
+    before = run.gate.limiter.snapshot("svc")
     requeue = run.outage(2.0)
+    after = run.gate.limiter.snapshot("svc")  # tokens, epoch, cooldown untouched (the
+    assert dataclasses.replace(after, counts={}) == dataclasses.replace(before, counts={})
+    assert after.counts == {"requeues": 1}  # requeue is counted, as every requeue is)
     assert requeue.reason == "backend_unavailable" and requeue.ticket.reservation is None
     assert requeue.ticket.requeues == 0  # no budget spent

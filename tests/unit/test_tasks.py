@@ -184,15 +184,21 @@ def test_a_requeue_for_the_rate_costs_one_round_trip_and_is_counted(
 
     server = private_redis.start()
     config = dataclasses.replace(SVC, max_wait=0.0, requeue_budget=3)
-    limiter = Limiter(RedisBackend(server.url, prefix="qrl-trip"), {"svc": config})
+    # (the breaker's view is read once per breaker_poll: not within this test)
+    backend = RedisBackend(server.url, prefix="qrl-trip", breaker_poll=600.0)
+    limiter = Limiter(backend, {"svc": config})
     gate = TaskGate(limiter)
     assert isinstance(gate.before(TaskCall("svc"), Ticket()), Run)  # the burst
     client = redis_py.Redis.from_url(server.url)
     client.config_resetstat()
+    sent: list[object] = []  # every command the backend's client sends: its round trips
+    send = backend.client.execute_command
+    backend.client.execute_command = lambda *a, **k: sent.append(a[0]) or send(*a, **k)  # type: ignore[method-assign]
     requeue = gate.before(TaskCall("svc"), Ticket())
     calls = client.info("commandstats")
     assert isinstance(requeue, Requeue) and requeue.reason == "rate"
     assert calls["cmdstat_evalsha"]["calls"] == 1  # the acquire; no second call to count it
+    assert sent == ["EVALSHA"]  # nor any other command
     assert limiter.stats("svc") == {"requeues": 1}
     with pytest.raises(RequeueBudgetExhausted):  # no budget left: no requeue to count
         gate.before(TaskCall("svc"), Ticket(requeues=3))
