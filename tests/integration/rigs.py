@@ -272,8 +272,14 @@ class CeleryAdapter(_Records):
         return {i: name for i, name in records.items() if self._result(i).state == "FAILURE"}
 
     def retries(self, ids: Sequence[str]) -> list[int | None]:
+        """A finished task's own count; for a failed one, the task_retry signals that were
+        real retries, not requeues (celery_app._record_retry)."""
+        real = [task_id for task_id, requeue in self._lines("retries") if requeue == "0"]
         values = [self._result(i).result for i in ids]
-        return [v["retries"] if isinstance(v, dict) else None for v in values]
+        return [
+            v["retries"] if isinstance(v, dict) else real.count(i)
+            for i, v in zip(ids, values, strict=True)
+        ]
 
     def later(self, ids: Sequence[str]) -> dict[str, float | None]:
         return {i: None for i in ids if self._result(i).state in ("PENDING", "RETRY")}
@@ -495,9 +501,6 @@ class RQAdapter(_Records):
             if job.get_status() == "scheduled" and job.id in registry:
                 found[job.id] = registry.get_scheduled_time(job.id).timestamp()
         return found
-
-    def runs(self, task_id: str) -> int | None:
-        return None  # always_throttled does not count them
 
     def ticket_kept(self, task_id: str) -> bool | None:
         (job,) = self.harness.fetch([task_id])

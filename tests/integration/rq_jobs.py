@@ -79,7 +79,11 @@ def sync_repo(installation: str, repo: int) -> dict[str, Any]:
 
 @rate_limited(NOTION, requeue_budget=3)
 def always_throttled() -> None:
-    """Meets a backoff every time it runs (raised directly, not by an HTTP client)."""
+    """Meets a backoff every time it runs (raised directly, not by an HTTP client); counts
+    its runs."""
+    job = get_current_job()
+    assert job is not None
+    _records().incr(f"{PREFIX}:runs:{job.id}")
     raise RateLimited(0.2, NOTION)
 
 
