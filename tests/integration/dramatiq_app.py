@@ -127,12 +127,12 @@ def sync_repo(installation: str, repo: int) -> dict[str, Any]:
 
 @dramatiq.actor(
     queue_name=NOTION,
-    actor_name="tests.explicit",
+    actor_name="tests.throttled",
     integration=NOTION,
     requeue_budget=3,
     store_results=True,
 )
-def explicit() -> None:
+def throttled() -> None:
     """Always meets a backoff it reports itself: for the requeue budget."""
     _redis.incr(f"{PREFIX}:runs:{_message_id()}")
     raise requeue_after(retry_after=0.2, report=False)

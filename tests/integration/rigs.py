@@ -175,10 +175,16 @@ class Rig(Protocol):
 
 
 class _Records:
-    """What the apps record in the tests' Redis (see the module docstring)."""
+    """What every adapter shares: what the apps record in the tests' Redis (see the module
+    docstring), and the rig's name, its integrations (``app``: the test app's module), its
+    upstream and limiter (``harness``: its framework's)."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, name: str, harness: Any, app: Any) -> None:
         self.records = redis.Redis.from_url(redis_url)
+        self.name = name
+        self.notion, self.github = app.NOTION, app.GITHUB
+        self.upstream = harness.upstream
+        self.limiter = harness.limiter
 
     def _lines(self, what: str) -> list[list[str]]:
         return [r.decode().split() for r in self.records.lrange(f"{PREFIX}:{what}", 0, -1)]
@@ -227,7 +233,7 @@ def _kill_tree(pid: int) -> None:
 # -- Celery -----------------------------------------------------------------------------------
 
 
-CELERY_TASKS = {
+TASK_NAMES = {  # the test apps' names, the same on Celery and Dramatiq
     "notion": "tests.sync_notion",
     "notion_no_retry": "tests.sync_notion",
     "github": "tests.sync_repo",
@@ -238,12 +244,8 @@ CELERY_TASKS = {
 
 class CeleryAdapter(_Records):
     def __init__(self, harness: CeleryRig, redis_url: str, visibility: float) -> None:
-        super().__init__(redis_url)
+        super().__init__(redis_url, f"celery-{harness.kind}", harness, capp)
         self.harness = harness
-        self.name = f"celery-{harness.kind}"
-        self.notion, self.github = capp.NOTION, capp.GITHUB
-        self.upstream = harness.upstream
-        self.limiter = harness.limiter
         self.visibility = visibility
         self.queues: dict[str, set[str]] = {}
 
@@ -254,13 +256,13 @@ class CeleryAdapter(_Records):
         return node
 
     def task_name(self, task: str) -> str:
-        return CELERY_TASKS[task]
+        return TASK_NAMES[task]
 
     def max_wait(self, task: str) -> float:
         return float(capp.COMMON["max_wait"])
 
     def send(self, task: str, queue: str, *args: Any) -> str:
-        return self.harness.send(CELERY_TASKS[task], list(args), queue)
+        return self.harness.send(TASK_NAMES[task], list(args), queue)
 
     def wait_all(self, ids: Sequence[str], timeout: float) -> list[Any]:
         values = wait_all(self.harness.results(list(ids)), timeout)
@@ -311,23 +313,10 @@ def _celery_failure(exc: BaseException) -> Failure:
 # -- Dramatiq ---------------------------------------------------------------------------------
 
 
-DRAMATIQ_TASKS = {
-    "notion": "tests.sync_notion",
-    "notion_no_retry": "tests.sync_notion",
-    "github": "tests.sync_repo",
-    "throttled": "tests.explicit",
-    "held": "tests.held",
-}
-
-
 class DramatiqAdapter(_Records):
     def __init__(self, harness: DramatiqRig, redis_url: str, kills: bool) -> None:
-        super().__init__(redis_url)
+        super().__init__(redis_url, f"dramatiq-{harness.kind}", harness, dapp)
         self.harness = harness
-        self.name = f"dramatiq-{harness.kind}"
-        self.notion, self.github = dapp.NOTION, dapp.GITHUB
-        self.upstream = harness.upstream
-        self.limiter = harness.limiter
         self.env = {"QRL_HEARTBEAT_TIMEOUT": KILL_HEARTBEAT_MS} if kills else {}
         self.sent: dict[str, Message[Any]] = {}
 
@@ -335,7 +324,7 @@ class DramatiqAdapter(_Records):
         return str(self.harness.start_worker(list(queues), threads=concurrency, **self.env))
 
     def task_name(self, task: str) -> str:
-        return DRAMATIQ_TASKS[task]
+        return TASK_NAMES[task]
 
     def max_wait(self, task: str) -> float:
         if task == "github":  # the actor's own, below the integration's
@@ -345,7 +334,7 @@ class DramatiqAdapter(_Records):
     def send(self, task: str, queue: str, *args: Any) -> str:
         if task == "github":
             args = ("acme", *args)
-        message = self.harness.send(DRAMATIQ_TASKS[task], queue, *args)
+        message = self.harness.send(TASK_NAMES[task], queue, *args)
         self.sent[message.message_id] = message
         return message.message_id
 
@@ -437,12 +426,8 @@ RQ_TASKS: dict[str, tuple[Any, int, dict[str, Any]]] = {
 
 class RQAdapter(_Records):
     def __init__(self, harness: RQRig, redis_url: str, kills: bool) -> None:
-        super().__init__(redis_url)
+        super().__init__(redis_url, f"rq-{harness.kind}", harness, jobs)
         self.harness = harness
-        self.name = f"rq-{harness.kind}"
-        self.notion, self.github = jobs.NOTION, jobs.GITHUB
-        self.upstream = harness.upstream
-        self.limiter = harness.limiter
         if kills:  # a job abandoned by a dead worker is found within a second of expiring
             harness.worker_options = ["--maintenance-interval", "1"]
         self.retry: dict[str, int] = {}
