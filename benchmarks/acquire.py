@@ -9,6 +9,10 @@ merged grant times are checked against the rate and the rate + burst bound.
 
     python benchmarks/acquire.py [--redis URL] [--seconds S] [--quick] [--no-pacing]
 
+``--redis`` takes any URL form the library reads: with a Redis Cluster
+(``redis+cluster://``) or Sentinel (``redis+sentinel://``) URL only the raw floor and this
+project run (through the same client), against a 1-client target of 0.80 of raw.
+
 Keys live under a per-run prefix and are deleted afterwards (SCAN, never FLUSHDB).
 Misses are reported, never fatal: the exit status is 0 whenever the run completes.
 """
@@ -33,6 +37,7 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from text_table import table
 
 import queue_ratelimit
@@ -50,12 +55,27 @@ PACE_RATE, PACE_BURST = 50.0, 1.0
 Call = Callable[[], bool]
 
 
-def _raw(client: redis.Redis, url: str, tag: str) -> Call:
+Client = Any  # a redis.Redis, or a RedisCluster with a cluster URL
+
+
+def _client(url: str) -> Client:
+    """A client for ``url`` as the library makes it (a cluster or sentinel URL too; through
+    ``RedisBackend`` so that ``before_after.py`` can time older versions with this script)."""
+    return RedisBackend(url).client
+
+
+def _one_server(url: str) -> bool:
+    """``url`` names one server, not a Redis Cluster or a Sentinel-managed master."""
+    return not url.startswith(("redis+", "rediss+"))
+
+
+def _raw(client: Client, url: str, tag: str) -> Call:
     sha = client.script_load("return 1")
-    return lambda: client.evalsha(sha, 0) == 1  # type: ignore[no-any-return]
+    key = f"{{{tag}}}:raw"  # one key, as an acquire passes: a cluster routes it to its shard
+    return lambda: client.evalsha(sha, 1, key) == 1  # type: ignore[no-any-return]
 
 
-def _ours(client: redis.Redis, url: str, tag: str) -> Call:
+def _ours(client: Client, url: str, tag: str) -> Call:
     config = IntegrationConfig(
         "bench", rate_limit_per_sec=HUGE, burst_size=HUGE, min_rate=1, max_rate=HUGE, max_wait=0
     )
@@ -89,7 +109,7 @@ def _dramatiq(client: redis.Redis, url: str, tag: str, window: bool) -> Call:
     return call
 
 
-BUILDERS: dict[str, Callable[[redis.Redis, str, str], Call]] = {
+BUILDERS: dict[str, Callable[[Any, str, str], Call]] = {
     RAW: _raw,
     OURS: _ours,
     PEERS[0]: _limits,
@@ -142,8 +162,8 @@ def _measure(
     the raw floor stay fair. With a barrier, all processes time the same contender at once.
     """
     calls: dict[str, Call] = {}
-    for index, (name, build) in enumerate(BUILDERS.items()):
-        calls[name] = build(redis.Redis.from_url(url), url, f"{run}-{index}-{clients}")
+    for index, name in enumerate(_contenders(url)):
+        calls[name] = BUILDERS[name](_client(url), url, f"{run}-{index}-{clients}")
         for _ in range(WARMUP_CALLS):
             calls[name]()
     samples = {name: Sample() for name in calls}
@@ -154,6 +174,12 @@ def _measure(
                 barrier.wait()
             _time_slice(call, seconds / rounds, samples[name])
     return samples
+
+
+def _contenders(url: str) -> list[str]:
+    """Every contender on one server; the raw floor and this project on a deployment (the
+    peers take single-server URLs only)."""
+    return list(BUILDERS) if _one_server(url) else [RAW, OURS]
 
 
 def _child(target: Callable[..., object], args: tuple[Any, ...], out: Queue[Any]) -> None:
@@ -193,7 +219,7 @@ def _row(name: str, clients: int, samples: list[Sample]) -> Row:
     return Row(name, clients, rate, _percentile(merged, 0.5), _percentile(merged, 0.99), denied)
 
 
-def _cleanup(client: redis.Redis, run: str) -> None:
+def _cleanup(client: Client, run: str) -> None:
     """Delete this run's keys: every key name holds ``<run>-``."""
     keys = list(client.scan_iter(match=f"*{run}-*", count=1000))
     if keys:
@@ -206,9 +232,9 @@ def run_throughput(ctx: SpawnContext, url: str, run: str, seconds: float, procs:
         single = _measure(url, run, 1, seconds)
         multi = _in_processes(ctx, procs, _measure, (url, run, procs, seconds))
     finally:
-        _cleanup(redis.Redis.from_url(url), run)
+        _cleanup(_client(url), run)
     rows = []
-    for name in BUILDERS:
+    for name in _contenders(url):
         rows.append(_row(name, 1, [single[name]]))
         rows.append(_row(name, procs, [result[name] for result in multi]))
     return rows
@@ -235,7 +261,7 @@ def run_server_cost(url: str, run: str, calls: int) -> list[tuple[str, float]]:
     costs = []
     try:
         for index, name in enumerate((RAW, OURS, PEERS[0])):
-            call = BUILDERS[name](redis.Redis.from_url(url), url, f"{run}-server-{index}")
+            call = BUILDERS[name](_client(url), url, f"{run}-server-{index}")
             for _ in range(WARMUP_CALLS):
                 call()
             costs.append((name, _server_us(client, call, calls)))
@@ -259,7 +285,7 @@ def _clients(n: int) -> str:
     return "1 client" if n == 1 else f"{n} procs"
 
 
-def print_throughput(rows: list[Row], procs: int) -> None:
+def print_throughput(rows: list[Row], procs: int, one_server: bool) -> None:
     raw = {r.clients: r.rate for r in rows if r.name == RAW}
     body = [
         [r.name, _clients(r.clients), f"{r.rate:,.0f}", f"{r.p50_us:.0f}", f"{r.p99_us:.0f}"]
@@ -271,12 +297,16 @@ def print_throughput(rows: list[Row], procs: int) -> None:
     print(table(headers, body, "llrrrrr"))
     ours = {r.clients: r for r in rows if r.name == OURS}
     ratio, multi = ours[1].rate / raw[1], ours[procs]
+    floor = 0.85 if one_server else 0.80  # (a cluster client routes each call: issue 18's)
     targets: list[tuple[str, str, str, bool]] = [
-        ("1 client: acquires/s vs raw EVALSHA", f"{ratio:.2f}", ">= 0.85", ratio >= 0.85),
-        (f"{procs} procs: acquires/s", f"{multi.rate:,.0f}", ">= 20,000", multi.rate >= 2e4),
-        (f"{procs} procs: p99 us", f"{multi.p99_us:.0f}", "<= 450", multi.p99_us <= 450),
+        ("1 client: acquires/s vs raw EVALSHA", f"{ratio:.2f}", f">= {floor}", ratio >= floor),
     ]
-    for n in (1, procs):
+    if one_server:
+        targets += [
+            (f"{procs} procs: acquires/s", f"{multi.rate:,.0f}", ">= 20,000", multi.rate >= 2e4),
+            (f"{procs} procs: p99 us", f"{multi.p99_us:.0f}", "<= 450", multi.p99_us <= 450),
+        ]
+    for n in (1, procs) if one_server else ():
         peer = max((r for r in rows if r.name in PEERS and r.clients == n), key=lambda r: r.rate)
         goal = f">= fastest peer, {peer.name} {peer.rate:,.0f}"
         targets.append(
@@ -293,7 +323,7 @@ def _pace(url: str, tag: str, seconds: float, barrier: Barrier) -> tuple[list[fl
     config = IntegrationConfig(
         "pace", rate_limit_per_sec=rate, burst_size=burst, min_rate=rate, max_rate=rate
     ).replace(increase_factor=0)
-    limiter = Limiter(RedisBackend(redis.Redis.from_url(url), prefix=tag), {"pace": config})
+    limiter = Limiter(RedisBackend(_client(url), prefix=tag), {"pace": config})
     grants: list[float] = []
     calls = denied = 0
     barrier.wait()
@@ -324,7 +354,7 @@ def run_pacing(ctx: SpawnContext, url: str, run: str, seconds: float, procs: int
     try:
         results = _in_processes(ctx, procs, _pace, (url, f"{run}-pace", seconds))
     finally:
-        _cleanup(redis.Redis.from_url(url), run)
+        _cleanup(_client(url), run)
     times = sorted(t for grants, _, _ in results for t in grants)
     calls = sum(c for _, c, _ in results)
     denied = sum(d for _, _, d in results)
@@ -347,7 +377,12 @@ def run_pacing(ctx: SpawnContext, url: str, run: str, seconds: float, procs: int
 
 def print_header(url: str, procs: int) -> None:
     where = os.path.dirname(queue_ratelimit.__file__ or "?")
-    server: dict[str, Any] = redis.Redis.from_url(url).info("server")  # type: ignore[assignment]
+    client = _client(url)
+    if isinstance(client, RedisCluster):  # every master answers: take the first's
+        nodes = client.info("server", target_nodes=RedisCluster.PRIMARIES)
+        server: dict[str, Any] = next(iter(nodes.values()))
+    else:
+        server = client.info("server")  # type: ignore[assignment]
     print(f"date          {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"python        {platform.python_version()} ({platform.python_implementation()})")
     print(f"redis-server  {server['redis_version']} at {url}")
@@ -369,9 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pacing_seconds = args.pacing_seconds or (3.0 if args.quick else 10.0)
     ctx, run = mp.get_context("spawn"), f"qrlbench-{os.getpid()}-{secrets.token_hex(3)}"
     print_header(args.redis, args.procs)
-    print_throughput(run_throughput(ctx, args.redis, run, seconds, args.procs), args.procs)
+    one_server = _one_server(args.redis)
+    rows = run_throughput(ctx, args.redis, run, seconds, args.procs)
+    print_throughput(rows, args.procs, one_server)
     calls = 500 if args.quick else 5000
-    print_server_cost(run_server_cost(args.redis, run, calls), calls)
+    if one_server:  # (INFO commandstats of one server)
+        print_server_cost(run_server_cost(args.redis, run, calls), calls)
     if args.pacing:
         run_pacing(ctx, args.redis, run, pacing_seconds, args.procs)
     return 0
