@@ -41,8 +41,10 @@ def test_a_countdown_beyond_the_visibility_timeout_waits_in_redis_and_runs_once(
 
 def test_a_revoked_parked_task_never_runs_and_leaves_the_due_set(redis_url: str) -> None:
     with celery_rig("redis", redis_url, limit=100) as rig:
-        rig.limiter.on_backoff(capp.NOTION, retry_after=4.0)  # parked for ~4 s
         w1 = rig.start_worker("w1", [capp.NOTION], concurrency=2)
+        # parked for ~4 s: a cooldown set once the worker is up (set before, it ran out
+        # while a slow machine started the worker, and the task simply ran)
+        rig.limiter.on_backoff(capp.NOTION, retry_after=4.0)
         (task_id,) = ids = [rig.send("tests.sync_notion", [1], capp.NOTION)]
         due = redis.Redis.from_url(redis_url)
         key = f"{{{capp.PREFIX}:tasks:{scope(rig.client)}}}:due"
