@@ -74,6 +74,7 @@ class RateLimitedTask(Task):  # type: ignore[misc]
     integration: str | None = None
     requeue_budget: int | None = None
     max_wait: float | None = None
+    Request = "queue_ratelimit.integrations.celery_published:Request"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -25,6 +26,12 @@ from kombu.serialization import dumps, loads, prepare_accept_content
 from kombu.utils.url import maybe_sanitize_url
 
 from queue_ratelimit.errors import BackendError, ConfigError
+from queue_ratelimit.integrations.celery_published import (
+    SENT_HEADER,
+    Recovery,
+    enable_tracking,
+    tracked,
+)
 from queue_ratelimit.integrations.due import Claimed, DueTasks, due_tasks
 from queue_ratelimit.integrations.polling import PollLog
 from queue_ratelimit.tasks import TICKET_HEADER, Ticket
@@ -38,6 +45,7 @@ _DUE_ATTR = "_queue_ratelimit_due"
 def enable(app: Celery) -> None:
     """Park the app's requeues in Redis from now on (``install`` calls it)."""
     setattr(app, _DUE_ATTR, True)
+    enable_tracking(app)  # originals on a Redis broker, from publish to receipt
     # a parked task that is revoked, or unknown to the workers, must not come back
     signals.task_revoked.connect(_revoked, weak=False, dispatch_uid=_REVOKED)
     signals.task_unknown.connect(_unknown, weak=False, dispatch_uid=_UNKNOWN)
@@ -172,6 +180,8 @@ class PromoteStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.timer_ref: Any = None
         self.trouble = PollLog(log, "promotion of due tasks", "they wait in Redis")
         self.stopped = False
+        self.recovery: Recovery | None = None
+        self.searched = 0.0
 
     def start(self, consumer: Any) -> None:
         self.stopped = False
@@ -182,12 +192,18 @@ class PromoteStep(bootsteps.StartStopStep):  # type: ignore[misc]
                     "queue_ratelimit: requeued tasks wait in the limiter's Redis: %s", problem
                 )
             self._schedule(consumer, 0.0)
+        tracking = tracked(consumer.app)
+        if tracking is not None:
+            self.recovery = Recovery(consumer.app, tracking)
 
     def stop(self, consumer: Any) -> None:
         self.stopped = True
         if self.timer_ref is not None:
             self.timer_ref.cancel()
             self.timer_ref = None
+        if self.recovery is not None:
+            self.recovery.stop()
+            self.recovery = None
 
     def _schedule(self, consumer: Any, delay: float) -> None:
         if not self.stopped:
@@ -199,6 +215,10 @@ class PromoteStep(bootsteps.StartStopStep):  # type: ignore[misc]
         interval = float(app.conf.get("queue_ratelimit_promote_interval") or 0.05)
         try:
             soonest = promote(app)
+            if self.recovery is not None and time.monotonic() - self.searched >= 1.0:
+                self.searched = time.monotonic()  # a beat, and lost originals, each second
+                due = self.recovery.due
+                self.recovery.run(consumer, lambda item: _publish(app, due, item))
         except Exception as exc:
             self.trouble.failed(exc)
             self._schedule(consumer, max(interval, 1.0))  # Redis or the broker is down
@@ -239,6 +259,9 @@ def _publish(app: Celery, due: DueTasks, item: Claimed) -> None:
             exc_info=True,
         )
         return
+    if "published" in signature:  # an original that was lost on its way to a worker
+        _republish(app, signature["published"], item)
+        return
     options = dict(signature.get("options") or {})
     if _expired(options.get("expires")):  # as Celery would: never run after it expires
         log.info("queue_ratelimit: due task %s expired: dropped", item.task_id)
@@ -258,4 +281,33 @@ def _publish(app: Celery, due: DueTasks, item: Claimed) -> None:
     except Exception as exc:
         raise BackendError(
             f"publishing due task {item.task_id} to the broker failed: {exc!r}"
+        ) from exc
+
+
+def _republish(app: Celery, message: dict[str, Any], item: Claimed) -> None:
+    """Publish a lost original's message again, as copy ``item.token``.
+
+    Raises:
+        BackendError: the broker refused the message (it is published again later).
+    """
+    headers = dict(message.get("headers") or {})
+    headers.pop(SENT_HEADER, None)
+    headers[TICKET_HEADER] = Ticket(copy=item.token).dumps()
+    properties = dict(message.get("properties") or {})
+    task = app.tasks.get(headers.get("task"))
+    serializer = getattr(task, "serializer", None) or app.conf.task_serializer
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.publish(
+                message.get("body"),
+                exchange=message.get("exchange") or "",
+                routing_key=message.get("routing_key"),
+                serializer=serializer,
+                headers=headers,
+                retry=True,
+                **properties,
+            )
+    except Exception as exc:
+        raise BackendError(
+            f"publishing lost task {item.task_id} to the broker failed: {exc!r}"
         ) from exc

@@ -6,7 +6,8 @@ in-process memory backend), ``queue_ratelimit_prefix`` (default ``qrl``),
 ``queue_ratelimit_max_countdown`` (longest countdown handed to the broker; default 600 s, or
 half the Redis broker's ``visibility_timeout`` when smaller), ``queue_ratelimit_poll``
 (seconds between the breaker checks of ``install``'s bootstep, default 1),
-``queue_ratelimit_promote_interval`` and ``queue_ratelimit_ticket_keep`` (``celery_due``).
+``queue_ratelimit_promote_interval`` and ``queue_ratelimit_ticket_keep`` (``celery_due``),
+``queue_ratelimit_track_published`` and ``queue_ratelimit_lost_after`` (``celery_published``).
 """
 
 from __future__ import annotations

@@ -27,6 +27,12 @@ itself: **park** without a message marks the new copy pending, the copy is publi
 the running delivery is acknowledged; a worker killed in between leaves two deliveries of
 which the first to arrive runs and the other is stale.
 
+**track** (a Redis broker): an original is written to a sent set of its queue when it is
+published and taken out when a worker receives it. Once a worker is found dead (it stopped
+beating), an original published before that, neither received nor still in its queue (the
+caller reads the queue's oldest message), was lost in that window: it is claimed as a copy
+whose token starts with ``o``, so the original is stale should it still arrive.
+
 Each task's latest token is kept ``keep`` seconds after its last change (longer than any
 stale copy can take to come back: a Redis broker's ``visibility_timeout``), then forgotten: a
 task with no token kept is unknown, and any copy of it runs. The keys of the tokens expire
@@ -60,6 +66,10 @@ CLAIM = 10.0
 
 MOST = 100
 """The most tasks claimed in one call."""
+
+MARK = 120.0
+"""Seconds the receipt of an untracked original is remembered (its publisher's ``sent``
+may come after it)."""
 
 
 def _source() -> str:
@@ -112,16 +122,28 @@ class DueTasks:
         self._script = client.register_script(_source())  # type: ignore[misc]
         self.keep, self.claim_for, self.most = keep, claim, most
 
-    def _call(self, *args: str | int | float) -> object:
+    def _call(self, *args: str | int | float, key: str | None = None) -> object:
+        keys = self.keys if key is None else (*self.keys, key)
         try:
-            return self._script(keys=self.keys, args=args)
+            return self._script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise BackendError(f"redis due-set {args[0]} failed: {exc}") from exc
 
-    def purge(self) -> None:
-        """Delete the scope's keys: every parked task and every copy token (the demo's end)."""
+    def sent_key(self, queue: str) -> str:
+        """The key of the originals published to ``queue`` and not yet received."""
+        return f"{self.keys[0][: -len(':due')]}:sent:{queue}"
+
+    @property
+    def consumers_key(self) -> str:
+        """The key of the workers' beats."""
+        return f"{self.keys[0][: -len(':due')]}:consumers"
+
+    def purge(self, *queues: str) -> None:
+        """Delete the scope's keys: every parked task and every copy token (the demo's end),
+        and the originals tracked for ``queues``."""
+        keys = (*self.keys, self.consumers_key, *(self.sent_key(q) for q in queues))
         try:
-            self._client.delete(*self.keys)
+            self._client.delete(*keys)
         except redis.RedisError as exc:
             raise BackendError(f"redis due-set purge failed: {exc}") from exc
 
@@ -197,6 +219,41 @@ class DueTasks:
         items = [_text(item) for item in reply[1:]]
         claimed = [Claimed(*items[i : i + 3]) for i in range(0, len(items), 3)]
         return claimed, None if soonest < 0 else soonest / 1e6
+
+    def sent(self, queue: str, task_id: str, message: str, at: float) -> bool:
+        """Track an original just published to ``queue`` at ``at`` (the publisher's clock).
+
+        Returns:
+            False, writing nothing, when a worker received it already.
+        """
+        args = ("sent", task_id, message, repr(at), repr(self.keep))
+        return bool(self._call(*args, key=self.sent_key(queue)))
+
+    def received(self, queue: str, task_id: str) -> bool:
+        """A worker received an original from ``queue``: whether to run it (``False``: a
+        copy was published in its stead when it looked lost)."""
+        fresh = bool(self._call("received", task_id, repr(MARK), key=self.sent_key(queue)))
+        if not fresh:
+            log.debug("queue_ratelimit: task %s: stale original dropped", task_id)
+        return fresh
+
+    def lost(self, queue: str, before: float) -> list[Claimed]:
+        """Claim the originals published to ``queue`` before ``before`` that no worker
+        received (the caller knows they are not in the queue either)."""
+        args = ("lost", repr(before), self.most, repr(self.claim_for), repr(self.keep))
+        reply = self._call(*args, key=self.sent_key(queue))
+        items = [_text(item) for item in reply] if isinstance(reply, list) else []
+        return [Claimed(*items[i : i + 3]) for i in range(0, len(items), 3)]
+
+    def beat(self, member: str, at: float, dead_after: float) -> float:
+        """``member`` (one worker process) is alive at ``at``; workers silent for
+        ``dead_after`` s are found dead. Returns when one was last found dead (0: never)."""
+        args = ("beat", member, repr(at), repr(dead_after), repr(self.keep))
+        return float(_text(self._call(*args, key=self.consumers_key)))  # type: ignore[arg-type]
+
+    def leave(self, member: str) -> None:
+        """``member`` stopped cleanly: its silence is not a death."""
+        self._call("leave", member, key=self.consumers_key)
 
 
 def due_tasks(limiter: Limiter, scope: str, **options: Any) -> DueTasks | None:

@@ -21,6 +21,7 @@ from celery import Celery
 
 from queue_ratelimit import Limiter
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.integrations.celery import configure, install
 from queue_ratelimit.testing import HiddenLimitUpstream
 
 # one prefix per test session: limiter keys, broker keys and the integrations' names
@@ -57,13 +58,17 @@ class CeleryRig:
             }
         else:
             self.broker_url = RABBITMQ_URL
-        self.client = self._client_app()
         self.limiter = Limiter(RedisBackend(self.limiter_url, prefix=capp.PREFIX), capp.CONFIGS)
+        self.client = self._client_app()
         self.workers: list[tuple[str, subprocess.Popen[bytes], Any]] = []
 
     def _client_app(self) -> Celery:
+        """The publisher: an app with ``install``, as a user's web process has (it sends
+        tasks by name to their integrations' queues: on a Redis broker, tracked)."""
         client = Celery("qrl_client", broker=self.broker_url, backend=self.redis_url)
         client.conf.update(broker_connection_retry_on_startup=True, **self.settings)
+        configure(client, self.limiter)
+        install(client)
         return client
 
     def env(self, **extra: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ Redis: parking, promotion by concurrent promoters, lapsed claims, stale copies."
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -229,3 +230,64 @@ def test_an_expired_celery_task_is_dropped_not_published(
     assert redis_client.zscore(due.keys[0], "alive") is not None
     for key in redis_client.scan_iter(match=f"{key_prefix}-broker:*"):
         redis_client.delete(key)
+
+
+# originals tracked from publish to receipt (a Redis broker's window, celery_published)
+
+
+def test_a_received_original_is_no_longer_tracked_and_runs(due: DueTasks) -> None:
+    assert due.sent("q", "t1", "message", 100.0)
+    assert due.received("q", "t1")  # run it
+    assert due.beat("w1", 200.0, 10.0) == 0.0
+    assert due.beat("w2", 220.0, 10.0) == 220.0  # w1 silent for 20 s: found dead
+    assert due.lost("q", 1e12) == []  # received: nothing to publish again
+    assert due.received("q", "t1")  # delivered again by its broker: still the latest
+
+
+def test_an_original_received_before_its_sent_is_not_tracked_afterwards(due: DueTasks) -> None:
+    assert due.received("q", "early")  # the worker was faster than the publisher's call
+    assert not due.sent("q", "early", "message", 100.0)
+    assert due.lost("q", 1e12) == []
+
+
+def test_a_lost_original_is_claimed_once_as_a_copy_and_the_original_goes_stale(
+    due: DueTasks,
+) -> None:
+    for i, at in enumerate((100.0, 101.0, 102.0)):
+        due.sent("q", f"t{i}", f"message {i}", at)
+    assert due.lost("other", 1e12) == []  # another queue's
+    [item] = due.lost("q", 101.0)  # published before the oldest still queued (t1)
+    assert (item.task_id, item.message) == ("t0", "message 0")
+    assert item.token.startswith("o")
+    assert due.lost("q", 101.0) == []  # claimed once
+    assert not due.received("q", "t0")  # the original after all: stale, dropped
+    assert due.received("q", "t1") and due.received("q", "t2")
+    claimed, soonest = due.claim()  # the copy's claim lapses in 30 s unless it arrives
+    assert claimed == [] and soonest is not None and soonest > 25
+    assert due.check("t0", item.token)  # the copy arrives: it runs, the task is settled
+    assert not due.check("t0", None)
+    assert due.claim() == ([], None)
+
+
+def test_a_lost_originals_copy_that_is_lost_too_is_claimed_again_and_stays_a_copy(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    due = DueTasks(redis_client, key_prefix, "test", claim=0.05)
+    due.sent("q", "t", "message", 100.0)
+    [first] = due.lost("q", 1e12)
+    deadline = time.monotonic() + 10
+    while not (claimed := due.claim()[0]):  # its claim lapses after 0.05 s
+        assert time.monotonic() < deadline
+    [again] = claimed
+    assert again.token.startswith("o") and again.token != first.token
+    assert not due.received("q", "t")  # the original is still stale
+    assert not due.check("t", first.token) and due.check("t", again.token)
+
+
+def test_a_beating_worker_is_alive_and_one_that_left_is_not_dead(due: DueTasks) -> None:
+    assert due.beat("w1", 100.0, 10.0) == 0.0
+    assert due.beat("w2", 105.0, 10.0) == 0.0
+    due.leave("w1")  # stopped cleanly
+    assert due.beat("w2", 200.0, 10.0) == 0.0
+    assert due.beat("w3", 300.0, 10.0) == 300.0  # w2 went silent
+    assert due.beat("w3", 301.0, 10.0) == 300.0  # remembered

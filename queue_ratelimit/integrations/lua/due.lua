@@ -32,6 +32,27 @@
 --        Returns {microseconds until the next is due (-1 = none), id, token, message, ...}.
 -- drop   ARGV[2] id: the task leaves the due zset and the messages (revoked, expired,
 --        unknown to the workers). Returns 1 when it was parked, else 0.
+--
+-- Originals published to a Redis broker are tracked until a worker receives them (a broker
+-- client killed between taking a message and recording it as unacknowledged loses it).
+-- These ops take KEYS[5]: the sent zset of one queue (task id -> when it was published,
+-- the publisher's clock) or the consumers hash (member -> its last beat; ':died' -> when a
+-- member was last found dead). Their times are the callers' clocks.
+-- sent     ARGV[2] id  ARGV[3] message  ARGV[4] at  ARGV[5] keep (s)
+--          Track an original just published. Returns 1, or 0 when a worker received it
+--          already (its 'received' came first: nothing is written).
+-- received ARGV[2] id  ARGV[3] mark (s)
+--          A worker received an original. Returns 1 (run it) or 0 (stale: a copy was
+--          published in its stead). An untracked one leaves a mark for `mark` s, so a
+--          'sent' arriving after it writes nothing.
+-- lost     ARGV[2] before  ARGV[3] most  ARGV[4] claim (s)  ARGV[5] keep (s)
+--          Originals published before `before` that no worker received are claimed as
+--          copies 'o<seq>.0' (the original, should it still arrive, is stale); the claim
+--          lapses as claim's do. Returns {id, token, message, ...}.
+-- beat     ARGV[2] member  ARGV[3] at  ARGV[4] dead after (s)  ARGV[5] keep (s)
+--          A worker is alive at `at`; members silent for `dead after` s are found dead.
+--          Returns when a member was last found dead (0: never).
+-- leave    ARGV[2] member: a worker stopped cleanly (it lost nothing).
 
 local due, messages, copies, forget = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
@@ -41,7 +62,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 -- the latest copy's token and a pending one; nil when the task is unknown
 local function latest(id)
   local entry = redis.call('HGET', copies, id)
-  if not entry then
+  if not entry or entry == '!' then -- '!': an untracked original was received
     return nil, nil
   end
   local current, pending = string.match(entry, '^([^|]*)|(.*)$')
@@ -71,6 +92,17 @@ local function remember(id, token, keep)
   redis.call('HSET', copies, id, token)
   redis.call('ZADD', forget, now + keep, id)
   last(keep)
+end
+
+-- claim task `id` for its n-th time in a row: a new token, due again after `lapse` s unless
+-- its copy arrives; appended to `reply` as id, token, message
+local function claimed(reply, id, kind, n, lapse, keep, message)
+  local token = kind .. redis.call('HINCRBY', copies, ':seq', 1) .. '.' .. n
+  redis.call('ZADD', due, now + lapse, id)
+  remember(id, token, lapse + keep)
+  reply[#reply + 1] = id
+  reply[#reply + 1] = token
+  reply[#reply + 1] = message
 end
 
 -- forget what no stale copy can still need (never a task that is still parked)
@@ -133,14 +165,10 @@ if op == 'claim' then
   for _, id in ipairs(ids) do
     local message = redis.call('HGET', messages, id)
     if message then
-      local n = tonumber(string.match(latest(id) or '', '^c%d+%.(%d+)$') or -1) + 1
-      local lapse = claim * 2 ^ math.min(n, 6)
-      local token = 'c' .. redis.call('HINCRBY', copies, ':seq', 1) .. '.' .. n
-      redis.call('ZADD', due, now + lapse, id)
-      remember(id, token, lapse + keep)
-      reply[#reply + 1] = id
-      reply[#reply + 1] = token
-      reply[#reply + 1] = message
+      local kind, n = string.match(latest(id) or '', '^([co])%d+%.(%d+)$')
+      n = tonumber(n or -1) + 1
+      -- a copy of an original found lost stays 'o': the original is stale wherever it is
+      claimed(reply, id, kind or 'c', n, claim * 2 ^ math.min(n, 6), keep, message)
     else
       redis.call('ZREM', due, id) -- no message: nothing to publish (not written by park)
     end
@@ -156,6 +184,72 @@ if op == 'drop' then
   local parked = redis.call('ZREM', due, ARGV[2])
   redis.call('HDEL', messages, ARGV[2])
   return parked
+end
+
+if op == 'sent' then
+  local id, message, at, keep = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+  if redis.call('HGET', copies, id) == '!' or redis.call('ZSCORE', due, id) then
+    return 0
+  end
+  sweep(keep)
+  redis.call('ZADD', KEYS[5], at, id)
+  redis.call('HSET', messages, id, message)
+  remember(id, '', keep) -- the new original is the latest (a retry reuses its task's id)
+  return 1
+end
+
+if op == 'received' then
+  local id = ARGV[2]
+  if redis.call('ZREM', KEYS[5], id) == 1 then
+    redis.call('HDEL', messages, id)
+    return 1
+  end
+  local current = latest(id)
+  if current == nil then
+    remember(id, '!', tonumber(ARGV[3]))
+    return 1
+  end
+  if string.sub(current, 1, 1) == 'o' then
+    return 0
+  end
+  return 1
+end
+
+if op == 'lost' then
+  local before, most = ARGV[2], tonumber(ARGV[3])
+  local claim, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local reply = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. before, 'LIMIT', 0, most)) do
+    redis.call('ZREM', KEYS[5], id)
+    local message = redis.call('HGET', messages, id)
+    local current = latest(id)
+    if message and (current == nil or current == '') and not redis.call('ZSCORE', due, id) then
+      claimed(reply, id, 'o', 0, claim, keep, message)
+    end
+  end
+  return reply
+end
+
+if op == 'beat' then
+  local member, at, dead, keep = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+  local fields = redis.call('HGETALL', KEYS[5])
+  local died = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == ':died' then
+      died = math.max(died, tonumber(fields[i + 1]))
+    elseif fields[i] ~= member and tonumber(fields[i + 1]) < at - dead then
+      redis.call('HDEL', KEYS[5], fields[i])
+      died = math.max(died, at)
+      redis.call('HSET', KEYS[5], ':died', tostring(died))
+    end
+  end
+  redis.call('HSET', KEYS[5], member, tostring(at))
+  redis.call('PEXPIRE', KEYS[5], math.ceil(tonumber(keep) * 1000))
+  return tostring(died)
+end
+
+if op == 'leave' then
+  return redis.call('HDEL', KEYS[5], ARGV[2])
 end
 
 return redis.error_reply('due: unknown op ' .. tostring(op))
