@@ -14,6 +14,11 @@ drift from the code:
 * ``<!-- qrl:include-body PATH -->``: a Markdown file of the repository (``PATH`` relative
   to ``mkdocs.yml``) without its first-level title.
 
+A marker followed by generated text and a closing ``<!-- /qrl -->`` line is a block kept
+in the repository (so the page reads whole on GitHub too): the build writes it afresh, and
+``python docs/hooks/reference.py`` rewrites the pages' blocks from the code (a test fails
+while one is stale).
+
 An unknown marker, class or path fails the build. Registered in ``mkdocs.yml`` under
 ``hooks:``; the tests import it by path (``tests/unit/test_docs.py``).
 """
@@ -33,7 +38,14 @@ from queue_ratelimit import signals
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.registry import BUILTIN_INTEGRATIONS, BUILTIN_NOTES, BUILTIN_SOURCES
 
-MARKER = re.compile(r"^<!--\s*qrl:([a-z-]+)(?:\s+(\S+))?\s*-->[ \t]*$", re.M)
+MARKER = re.compile(
+    r"^<!--\s*qrl:([a-z-]+)(?:\s+(\S+))?\s*-->[ \t]*"
+    r"(\n(?:(?:(?!<!--\s*qrl:).)*?\n)?<!-- /qrl -->[ \t]*)?$",
+    re.M | re.S,
+)
+END = "<!-- /qrl -->"
+KEPT = ("reference/configuration.md", "reference/integrations.md", "reference/signals.md")
+"""The pages whose generated blocks are kept in the repository (relative to docs/)."""
 URL = re.compile(r"https?://[^\s)]+[^\s).,;]")
 CLASSES: Mapping[str, type[Any]] = {
     "IntegrationConfig": IntegrationConfig,
@@ -211,9 +223,26 @@ def expand(markdown: str, root: Path) -> str:
         kind, arg = match.group(1), match.group(2)
         if kind not in makers:
             raise MarkerError(f"unknown marker qrl:{kind}; known: {', '.join(makers)}")
-        return makers[kind](arg)
+        made = makers[kind](arg)
+        if match.group(3) is None:
+            return made
+        marker = match.group(0).split("\n", 1)[0]
+        return f"{marker}\n{made.strip()}\n{END}"  # a kept block, written afresh
 
     return MARKER.sub(replace, markdown)
+
+
+def write_kept(root: Path) -> list[str]:
+    """Rewrite the kept blocks of the ``KEPT`` pages from the code; the pages changed."""
+    changed = []
+    for relative in KEPT:
+        path = root / "docs" / relative
+        text = path.read_text(encoding="utf-8")
+        fresh = expand(text, root)
+        if fresh != text:
+            path.write_text(fresh, encoding="utf-8")
+            changed.append(relative)
+    return changed
 
 
 def _class(name: str | None) -> type[Any]:
@@ -230,3 +259,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         return expand(markdown, Path(config["config_file_path"]).parent)
     except MarkerError as exc:
         raise PluginError(f"{page.file.src_path}: {exc}") from exc
+
+
+if __name__ == "__main__":
+    for page in write_kept(Path(__file__).resolve().parents[2]):
+        print(f"rewrote docs/{page}")

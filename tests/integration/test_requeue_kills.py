@@ -105,9 +105,13 @@ def _check(rig: CeleryRig, redis_url: str, kills: int, ids: list[str]) -> None:
     requeues = len(events)  # each requeue's reason
     assert requeues >= TASKS // 2, requeues  # most tasks went through the due set
     assert kills >= 3  # the run met kills throughout (one every KILL_EVERY s)
+    lost_again = sum(  # originals lost in kombu's window and published again (Redis)
+        rig.log_of(node, whole=True).count("was lost on its way") for node, _, _ in rig.workers
+    )
     print(  # the figures, with pytest -s: kills, requeues, bodies run again by Celery itself
         f"\n{rig.kind}: {TASKS} tasks, {kills} whole-worker kills, {requeues} requeues, "
-        f"0 lost, 0 twice from a requeue, {at_least_once} run again after finishing"
+        f"0 lost, 0 twice from a requeue, {at_least_once} run again after finishing, "
+        f"{lost_again} originals published again"
     )
     assert not redis.Redis.from_url(redis_url).lrange(f"{capp.PREFIX}:failures", 0, -1)
 

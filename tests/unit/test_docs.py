@@ -151,3 +151,24 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
         assert f"<code>{field.name}</code>" in reference
     integrations = (site / "reference" / "integrations" / "index.html").read_text()
     assert all(f'id="{name}"' in integrations for name in BUILTIN_INTEGRATIONS)
+
+
+@pytest.mark.parametrize("page", hook.KEPT)
+def test_the_reference_pages_keep_their_generated_tables_and_they_are_current(page: str) -> None:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    blocks = hook.MARKER.findall(text)
+    assert blocks and all(block[2] for block in blocks)  # every table is in the repository
+    assert hook.expand(text, ROOT) == text, "stale: run python docs/hooks/reference.py"
+
+
+def test_a_kept_block_is_written_afresh_and_a_bare_marker_still_expands() -> None:
+    stale = "# t\n\n<!-- qrl:signals -->\n| old |\n<!-- /qrl -->\n\ntail\n"
+    fresh = hook.expand(stale, ROOT)
+    assert (
+        "| old |" not in fresh
+        and "`backoff`" in fresh
+        and fresh.endswith("<!-- /qrl -->\n\ntail\n")
+    )
+    assert hook.expand(fresh, ROOT) == fresh
+    bare = hook.expand("<!-- qrl:signals -->\n\ntail <!-- /qrl -->\n", ROOT)
+    assert "`backoff`" in bare and "<!-- qrl:" not in bare
