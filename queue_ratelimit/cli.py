@@ -21,18 +21,25 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
 
 import click
+import redis
 from rich.console import Console
-from rich.table import Table
 
 from queue_ratelimit.backends import Backend, open_backend, redacted
+from queue_ratelimit.cli_tables import status_table, top_table
 from queue_ratelimit.config import IntegrationConfig
-from queue_ratelimit.errors import QueueRateLimitError
+from queue_ratelimit.errors import BackendError, QueueRateLimitError
+from queue_ratelimit.inspection import (
+    SORTS,
+    activity,
+    counts_by_key,
+    known,
+    read_keys,
+    sort_keys,
+    tool_plan,
+)
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.plans import plan_for
 from queue_ratelimit.policy.state import Plan
 from queue_ratelimit.registry import (
     did_you_mean,
@@ -56,6 +63,8 @@ def _configs(path: str | None) -> dict[str, IntegrationConfig]:
 class _Context:
     """What every command needs, built lazily so ``config`` works without Redis."""
 
+    last: _Context | None = None  # the latest, for the error line of ``main``
+
     def __init__(
         self, redis_url: str, prefix: str, config: str | None, backend: Backend | None = None
     ) -> None:
@@ -63,6 +72,7 @@ class _Context:
         self.prefix = prefix
         self.config_path = config
         self.backend = backend  # given: the commands use it (any Backend), not the URL's
+        _Context.last = self
 
     def limiter(self) -> tuple[Limiter, Backend]:
         backend = self.backend or open_backend(self.redis_url, prefix=self.prefix)
@@ -97,121 +107,49 @@ def cli(ctx: click.Context, redis_url: str, prefix: str, config: str | None) -> 
     ctx.obj = _Context(redis_url, prefix, config)
 
 
-def _plan(limiter: Limiter, backend: Backend, name: str) -> Plan | None:
-    """The plan to read ``name``'s keys with: the local config's, else the one its workers
-    stored (so the tools need no config file), else none."""
-    if name in limiter.configs:
-        return plan_for(limiter.config(name))
-    return backend.stored_plan(name)
+_SORT = click.Choice(SORTS)
 
 
-def _known(limiter: Limiter, backend: Backend, integration: str) -> None:
-    """``integration`` is configured here or has keys; else a ConfigError with a hint."""
-    if integration in limiter.configs or any(True for _ in backend.scan(integration)):
-        return
-    limiter.config(integration)  # raises, naming the closest known integration
-
-
-def _rows(limiter: Limiter, backend: Backend, integration: str | None) -> Iterator[dict[str, Any]]:
-    plans: dict[str, Plan | None] = {}
-    for name, tenant in sorted(backend.scan(integration), key=lambda k: (k[0], k[1] or "")):
-        if name not in plans:
-            plans[name] = _plan(limiter, backend, name)
-        plan = plans[name]
-        row: dict[str, Any] = {"integration": name, "tenant": tenant}
-        if plan is None or not plan.limits:
-            yield row  # no config here and no description stored: shown by name only
-            continue
-        snap = backend.snapshot(name, tenant, plan)
-        primary, bounds = snap.limit(plan.limits[0].name), plan.limits[0]
-        if snap.stored_name:
-            row["tenant_name"] = snap.stored_name
-        row.update(
-            rate=round(primary.rate, 4),
-            min_rate=bounds.min_rate,
-            max_rate=bounds.max_rate,
-            tokens=round(primary.tokens, 3),
-            reserved=round(primary.reserved, 3),
-            cooldown_left=round(snap.cooldown_left, 3),
-            leases=snap.leases,
-            breaker=snap.breaker,
-            breaker_wait=round(snap.breaker_wait, 3),
-            counts=dict(snap.counts),
-        )
-        yield row
+def _empty(obj: _Context, backend: Backend, integration: str | None) -> str:
+    """Why a listing is empty, and what to check."""
+    what = f"no keys of {integration}" if integration else "no limiter keys"
+    return (
+        f"{what} in {backend.describe()}: workers write them at their first decision; "
+        "check that they use this Redis and prefix (each worker names both in its start line)"
+    )
 
 
 @cli.command()
 @click.argument("integration", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines for scripts.")
+@click.option("--json", "as_json", is_flag=True, help="Print every key as JSON, for scripts.")
+@click.option("--sort", type=_SORT, default="name", show_default=True, help="Order of the keys.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Keys in the table (the first by --sort); --json prints them all.",
+)
 @click.pass_obj
-def status(obj: _Context, integration: str | None, as_json: bool) -> None:
+def status(obj: _Context, integration: str | None, as_json: bool, sort: str, limit: int) -> None:
     """Every limiter key in Redis: rate, tokens, cooldown, reservations, breaker."""
     limiter, backend = obj.limiter()
     if integration is not None:
-        _known(limiter, backend, integration)
-    rows = list(_rows(limiter, backend, integration))
+        known(limiter, backend, integration)
+    keys = read_keys(limiter, backend, integration)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([state.row() for state in keys], indent=2))
         return
-    table = Table(title=f"queue_ratelimit keys under {obj.prefix!r}")
-    for column in (
-        "integration",
-        "tenant",
-        "rate (min-max)",
-        "tokens",
-        "reserved",
-        "cooldown",
-        "leases",
-        "breaker",
-    ):
-        table.add_column(column)
-    for row in rows:
-        if "rate" not in row:
-            table.add_row(row["integration"], row["tenant"] or "-", "(no limits described)")
-            continue
-        breaker = row["breaker"] + (f" {row['breaker_wait']}s" if row["breaker_wait"] else "")
-        table.add_row(
-            row["integration"],
-            row["tenant"] or "-",
-            f"{row['rate']} ({row['min_rate']}-{row['max_rate']})",
-            str(row["tokens"]),
-            str(row["reserved"]),
-            f"{row['cooldown_left']}s",
-            str(row["leases"]),
-            breaker,
-        )
-    Console().print(table)
-
-
-def _top_table(rows: list[dict[str, Any]], rates: dict[str, dict[str, float]]) -> Table:
-    table = Table(title="queue_ratelimit top (Ctrl-C to quit)")
-    for column in (
-        "integration",
-        "tenant",
-        "rate",
-        "tokens",
-        "reserved",
-        "cooldown",
-        "breaker",
-        "requeues/s",
-        "backoffs/s",
-    ):
-        table.add_column(column)
-    for row in rows:
-        per_second = rates.get(row["integration"], {})
-        table.add_row(
-            row["integration"],
-            row["tenant"] or "-",
-            str(row.get("rate", "")),
-            str(row.get("tokens", "")),
-            str(row.get("reserved", "")),
-            f"{row.get('cooldown_left', '')}s",
-            str(row.get("breaker", "")),
-            f"{per_second.get('requeues', 0.0):.2f}",
-            f"{per_second.get('backoffs', 0.0):.2f}",
-        )
-    return table
+    if not keys:
+        click.echo(_empty(obj, backend, integration))
+        return
+    shown = sort_keys(keys, sort)[:limit]
+    caption = (
+        f"{len(keys) - len(shown):,} more: --limit, --sort or --json" if len(keys) > limit else ""
+    )
+    console = Console()
+    title = f"queue_ratelimit: {len(keys):,} keys under {obj.prefix!r}"
+    console.print(status_table(shown, title, console.width, caption))
 
 
 @cli.command()
@@ -222,41 +160,37 @@ def _top_table(rows: list[dict[str, Any]], rates: dict[str, dict[str, float]]) -
 @click.option(
     "--iterations", type=int, default=0, help="Stop after this many refreshes (0: never)."
 )
+@click.option(
+    "--sort", type=_SORT, default="requeues", show_default=True, help="Busiest keys first by."
+)
 @click.pass_obj
-def top(obj: _Context, integration: str | None, interval: float, iterations: int) -> None:
-    """``status``, live, with the fleet's requeues and backoffs per second."""
+def top(
+    obj: _Context, integration: str | None, interval: float, iterations: int, sort: str
+) -> None:
+    """``status``, live: the busiest keys first, with requeues and 429s per second."""
     from rich.live import Live
 
     limiter, backend = obj.limiter()
-    before = _totals(_rows(limiter, backend, integration))
+    if integration is not None:
+        known(limiter, backend, integration)
+    console = Console()
+    before = counts_by_key(read_keys(limiter, backend, integration))
     started = time.monotonic()
     done = 0
-    with Live(_top_table([], {}), console=Console(), auto_refresh=False) as live:
+    with Live(
+        top_table([], {}, console.width, sort=sort), console=console, auto_refresh=False
+    ) as live:
         while iterations == 0 or done < iterations:
             time.sleep(interval)
+            keys = read_keys(limiter, backend, integration)
             elapsed, started = time.monotonic() - started, time.monotonic()
-            rows = list(_rows(limiter, backend, integration))
-            after = _totals(rows)
-            rates = {  # (a key that expired meanwhile takes its counts along: never below 0)
-                name: {
-                    event: max(0.0, (value - before.get(name, {}).get(event, 0)) / elapsed)
-                    for event, value in counts.items()
-                }
-                for name, counts in after.items()
-            }
-            before = after
-            live.update(_top_table(rows, rates), refresh=True)
+            rates = activity(before, keys, elapsed)
+            before = counts_by_key(keys)
+            rows = max(1, console.height - 7)  # title, header, rule, caption, margins
+            shown = sort_keys(keys, sort, rates)[:rows]
+            table = top_table(shown, rates, console.width, sort=sort, total=len(keys))
+            live.update(table, refresh=True)
             done += 1
-
-
-def _totals(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Each integration's event counts, summed over its keys' rows."""
-    totals: dict[str, dict[str, int]] = {}
-    for row in rows:
-        counts = totals.setdefault(row["integration"], {})
-        for event, value in row.get("counts", {}).items():
-            counts[event] = counts.get(event, 0) + value
-    return totals
 
 
 @cli.command()
@@ -269,7 +203,7 @@ def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> Non
     of its tenants, or of one tenant's key (``--tenant``; exit 1 when there is no such key).
     The breaker is left as it is (see ``breaker``)."""
     limiter, backend = obj.limiter()
-    _known(limiter, backend, integration)
+    known(limiter, backend, integration)
     keys = [key for key in backend.scan(integration) if tenant is None or key[1] == tenant]
     if tenant is not None and not keys:
         tenants = [each for _, each in backend.scan(integration) if each]
@@ -298,11 +232,11 @@ def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> Non
 def breaker(obj: _Context, action: str, integration: str, seconds: float | None, yes: bool) -> None:
     """Force an integration's breaker open (every worker pauses its queue) or closed."""
     limiter, backend = obj.limiter()
-    _known(limiter, backend, integration)
+    known(limiter, backend, integration)
     if not yes:
         click.confirm(f"{action.capitalize()} the breaker of {integration}?", abort=True)
     state = "open" if action == "open" else "closed"
-    plan = _plan(limiter, backend, integration) or Plan(limits=())  # (its defaults, at worst)
+    plan = tool_plan(limiter, backend, integration) or Plan(limits=())  # (its defaults, at worst)
     backend.set_breaker(
         integration, state, plan.breaker_open_seconds if seconds is None else seconds
     )
@@ -422,9 +356,44 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except BackendError as exc:
+        click.echo(f"error: {_explain(exc, _Context.last)}", err=True)
+        sys.exit(1)
     except QueueRateLimitError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+def _explain(exc: BackendError, obj: _Context | None) -> str:
+    """A store's failure as the operator can act on it: what, where and what to check."""
+    where = f"Redis at {redacted(obj.redis_url)}" if obj else "the shared state"
+    cause = exc.__cause__
+    detail = str(cause or exc)
+    lowered = detail.lower()
+    if isinstance(cause, redis.AuthenticationError) or any(
+        word in lowered for word in ("wrongpass", "noauth", "auth <password>", "invalid password")
+    ):
+        return (
+            f"{where} refused the credentials ({detail}); give them in the URL: "
+            "redis://:PASSWORD@host:6379/0 or redis://USER:PASSWORD@host:6379/0"
+        )
+    if "db index" in lowered:
+        return f"{where}: no such database ({detail}); use the database your workers use"
+    if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+        reason = (
+            "connection refused"
+            if "refused" in lowered
+            else "unknown host"
+            if "not known" in lowered or "nodename" in lowered
+            else "no answer in time"
+            if isinstance(cause, redis.TimeoutError) or "timed out" in lowered
+            else detail
+        )
+        return (
+            f"cannot reach {where}: {reason}; is the server up, and is this the URL your "
+            "workers use? (--redis or QUEUE_RATELIMIT_REDIS_URL)"
+        )
+    return f"{where}: {exc}"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ exporter and the demo depend on it alone, so a new store only implements this pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from queue_ratelimit.policy.state import (
@@ -49,6 +49,14 @@ class Backend(Protocol):
 
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """Describe a key and its integration's breaker without changing them."""
+        ...
+
+    def snapshots(
+        self, integration: str, tenants: Sequence[str | None], plan: Plan
+    ) -> list[Snapshot]:
+        """``snapshot`` of many keys of one integration, in ``tenants``' order, as the tools
+        read them: the breaker read once, the keys in as few round trips as the store allows
+        (Redis: pipelined, a thousand keys per round trip)."""
         ...
 
     def reset(self, integration: str, tenant: str | None) -> None:

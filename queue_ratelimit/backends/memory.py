@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from queue_ratelimit.policy import aimd, quota
@@ -132,6 +132,18 @@ class MemoryBackend:
             breaker = self._breakers.get(integration) or brk.BreakerState()
             state = self._load((integration, tenant), now)
             return aimd.snapshot(state, breaker, now, plan.limits)
+
+    def snapshots(
+        self, integration: str, tenants: Sequence[str | None], plan: Plan
+    ) -> list[Snapshot]:
+        """See ``Backend.snapshots``."""
+        with self._lock:
+            now = self._clock()
+            breaker = self._breakers.get(integration) or brk.BreakerState()
+            return [
+                aimd.snapshot(self._load((integration, tenant), now), breaker, now, plan.limits)
+                for tenant in tenants
+            ]
 
     def purge(self, integration: str) -> None:
         """See ``Backend.purge``."""

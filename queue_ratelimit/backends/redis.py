@@ -57,6 +57,8 @@ from queue_ratelimit.policy.state import (
 
 log = logging.getLogger("queue_ratelimit")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_PIPELINE = 1000
+"""Script calls per round trip when the tools read many keys."""
 
 
 def _script_source() -> str:
@@ -471,6 +473,52 @@ class RedisBackend:
         reply = self._key_snapshot(integration, tenant, plan)
         return wire.snapshot_from(reply, self._view(integration, plan), plan)
 
+    def snapshots(
+        self, integration: str, tenants: Sequence[str | None], plan: Plan
+    ) -> list[Snapshot]:
+        """See ``Backend.snapshots``: the breaker read once (its description is not written:
+        a tool's config may differ from the workers'), then the keys, pipelined."""
+        view = self._breaker_op("view", integration, plan)[0] if tenants else wire.CLEAN
+        replies = self._key_snapshots(integration, tenants, plan)
+        return [wire.snapshot_from(reply, view, plan) for reply in replies]
+
+    def _key_snapshots(
+        self, integration: str, tenants: Sequence[str | None], plan: Plan
+    ) -> list[Any]:
+        """The script's snapshots of many keys: ``_PIPELINE`` calls per round trip."""
+        blob = self._blob("snapshot", plan)
+        replies: list[Any] = []
+        for batch in _batches(iter(tenants), _PIPELINE):
+            calls = [self._key_args(integration, tenant, blob, leases=True) for tenant in batch]
+            replies.extend(self._pipelined("snapshot", integration, calls))
+        return replies
+
+    def _pipelined(self, op: str, integration: str, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Many EVALSHAs in one pipeline (a cluster client sends each node its share); the
+        script is loaded first when a server lacks it."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for args in calls:
+                pipe.execute_command("EVALSHA", self._sha, *args)  # (evalsha: blocked on
+                # a cluster pipeline; the command itself is routed by its keys)
+            try:
+                return list(pipe.execute())
+            except NoScriptError as exc:
+                if attempt == 2:
+                    raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
+                self._load_script(op, integration)
+            except redis.RedisError as exc:
+                raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
+            finally:
+                pipe.reset()
+        raise AssertionError("unreachable")
+
+    def _load_script(self, op: str, integration: str) -> None:
+        try:
+            self.client.script_load(self._source)  # (a cluster client: on every master)
+        except redis.RedisError as exc:
+            raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
+
     def _key_snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Any:
         """The script's snapshot of one key (without its integration's breaker)."""
         blob = self._blob("snapshot", plan)
@@ -506,8 +554,8 @@ class RedisBackend:
     def stats(self, integration: str) -> dict[str, int]:
         """See ``Backend.stats``: the counts of every key of the integration, summed."""
         totals = dict.fromkeys(wire.EVENTS, 0)
-        for name, tenant in self.scan(integration):
-            reply = self._key_snapshot(name, tenant, wire.NO_PLAN)
+        tenants = [tenant for _, tenant in self.scan(integration)]
+        for reply in self._key_snapshots(integration, tenants, wire.NO_PLAN):
             for event, value in wire.counts_from(reply).items():
                 totals[event] += value
         return {event: value for event, value in totals.items() if value}

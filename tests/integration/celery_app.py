@@ -132,6 +132,20 @@ def swallowing(self: RateLimitedTask) -> str:
     return "ok"
 
 
+@app.task(
+    base=RateLimitedTask,
+    integration=NOTION,
+    bind=True,
+    name="tests.per_tenant",
+    tenant=lambda workspace, page: workspace,
+    shared=False,
+)
+def per_tenant(self: RateLimitedTask, workspace: str, page: int) -> dict[str, Any]:
+    """A limit per workspace (a key per tenant)."""
+    _call(NOTION, self.request.id)
+    return {"workspace": workspace, "page": page}
+
+
 @app.task(base=RateLimitedTask, integration=NOTION, bind=True, name="tests.slow", shared=False)
 def slow(self: RateLimitedTask, seconds: float) -> str:
     """Calls the upstream, then works a while: long enough to be killed mid-task."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,85 @@ def test_the_exporter_never_prints_the_redis_password() -> None:
     assert _redacted("redis://user:s3cret@redis:6380/1") == "redis://user:***@redis:6380/1"
     assert "s3cret" not in _redacted("redis://:s3cret@redis/0")
     assert _redacted("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def _cli(redis_url: str, prefix: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``queue-ratelimit`` as an operator runs it: a process of its own in ``cwd``, with no
+    ``QUEUE_RATELIMIT_*`` variable (so no config file or override of the workers')."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUE_RATELIMIT")}
+    command = [sys.executable, "-m", "queue_ratelimit.cli", "--redis", redis_url]
+    return subprocess.run(
+        [*command, "--prefix", prefix, *args],
+        cwd=cwd,
+        env={**env, "COLUMNS": "120", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_cli_in_an_empty_directory_lists_and_resets_what_workers_wrote(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from tests.integration.celery_harness import capp, celery_rig, wait_all
+
+    with celery_rig("redis", redis_url, limit=100) as rig:
+        rig.start_worker("w", [capp.NOTION], concurrency=4)
+        ids = [rig.send("tests.per_tenant", [f"ws-{i % 3}", i], capp.NOTION) for i in range(12)]
+        assert all(isinstance(v, dict) for v in wait_all(rig.results(ids), timeout=60))
+        name = capp.NOTION  # an integration of the workers' own config, unknown here
+        listed = _cli(rig.limiter_url, capp.PREFIX, tmp_path, "status", name, "--json")
+        assert listed.returncode == 0, listed.stderr
+        rows = {row["tenant"]: row for row in json.loads(listed.stdout)}
+        assert set(rows) == {"ws-0", "ws-1", "ws-2"}
+        for row in rows.values():  # described by what the workers stored: their bounds
+            assert (row["min_rate"], row["max_rate"]) == (0.5, 50.0)
+            assert row["min_rate"] <= row["rate"] <= row["max_rate"]
+        table = _cli(rig.limiter_url, capp.PREFIX, tmp_path, "status", "--sort", "rate")
+        assert table.returncode == 0 and "ws-1" in table.stdout and "3 keys" in table.stdout
+        typo = _cli(rig.limiter_url, capp.PREFIX, tmp_path, "status", name + "x")
+        assert typo.returncode == 1 and f"did you mean {name!r}?" in typo.stderr
+        assert typo.stderr.count("\n") == 1
+        reset = _cli(rig.limiter_url, capp.PREFIX, tmp_path, "reset", name, "--yes")
+        assert reset.returncode == 0 and f"reset {name} (3 keys)" in reset.stdout
+        after = _cli(rig.limiter_url, capp.PREFIX, tmp_path, "status", name)
+        assert after.returncode == 0 and f"no keys of {name}" in after.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (
+            "redis://127.0.0.1:1/0",
+            "cannot reach Redis at redis://127.0.0.1:1/0: connection refused",
+        ),
+        ("redis://127.0.0.1:6379/99", "no such database"),
+        ("redis://:wrong@127.0.0.1:6379/0", "refused the credentials"),
+        ("redis//host", "url"),
+    ],
+)
+def test_each_operator_error_is_one_line_with_exit_1(
+    url: str, says: str, redis_url: str, tmp_path: Path
+) -> None:
+    if "6379" in url and not redis_url.startswith("redis://127.0.0.1:6379"):
+        pytest.skip("the suite's Redis is not the one at 127.0.0.1:6379")
+    done = _cli(url, "qrl", tmp_path, "status")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+    assert "wrong" not in done.stderr  # never the password
+
+
+def test_an_empty_listing_says_where_it_looked(run) -> None:  # type: ignore[no-untyped-def]
+    code, out = run("status")
+    assert code == 0 and "no limiter keys in redis://" in out and "start line" in out
+
+
+def test_status_shows_the_first_keys_by_the_sort_and_counts_the_rest(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
+    for i in range(5):
+        limiter.acquire("notion", f"ws-{i}")
+    limiter.on_backoff("notion", "ws-3", retry_after=30.0)  # the rate halves: the lowest
+    code, out = run("status", "notion", "--sort", "rate", "--limit", "4")
+    assert code == 0, out
+    assert "5 keys" in out and "1 more" in out and "ws-3" not in out  # busiest first
+    code, out = run("status", "notion", "--sort", "size")
+    assert code == 2 and "size" in out  # a usage error

@@ -553,6 +553,27 @@ def test_snapshot_and_reset(make_limiter: MakeLimiter) -> None:
     assert limiter.acquire("svc").granted
 
 
+def test_snapshots_of_many_keys_read_each_as_snapshot_does_in_order(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter()
+    backend, plan = limiter.backend, limiter._prepare("svc").plan
+    tenants: list[str | None] = [f"t{i}" for i in range(2500)]  # more than one pipeline
+    for tenant in tenants[:3]:
+        limiter.acquire("svc", tenant)
+    limiter.on_backoff("svc", "t1", retry_after=7.0)
+    limiter.set_breaker("svc", "open", 30.0)
+    wanted = [None, "t1", "t0", "never", "t2", *tenants[3:]]
+    many = backend.snapshots("svc", wanted, plan)
+    assert many == [backend.snapshot("svc", tenant, plan) for tenant in wanted]
+    assert [snap.exists for snap in many[:5]] == [False, True, True, False, True]
+    assert many[1].cooldown_left == 7.0 and many[1].breaker == "open"
+    assert backend.snapshots("svc", [], plan) == []
+    if make_limiter.kind == "redis":  # type: ignore[attr-defined]
+        backend.client.script_flush()  # a restarted server: the script is loaded again
+        assert backend.snapshots("svc", ["t1"], plan)[0].exists
+
+
 def test_tenants_have_separate_state(make_limiter: MakeLimiter) -> None:
     limiter = make_limiter()
     limiter.on_backoff("svc", "ws-1", retry_after=10.0)
