@@ -282,13 +282,22 @@ def config_validate(path: str) -> None:
     default=None,
     help="prometheus-client's multiprocess directory of the workers on this host.",
 )
+@click.option(
+    "--max-tenants",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Tenants reported per integration: the busiest (requeues and 429s, then debt).",
+)
 @click.pass_obj
-def exporter(obj: _Context, port: int, addr: str, multiproc_dir: str | None) -> None:
+def exporter(
+    obj: _Context, port: int, addr: str, multiproc_dir: str | None, max_tenants: int
+) -> None:
     """Serve the fleet-wide state (and this host's worker counters) for Prometheus."""
     from queue_ratelimit.metrics import serve
 
     limiter, backend = obj.limiter()
-    serve(limiter, backend, port, addr, multiproc_dir)
+    serve(limiter, backend, port, addr, multiproc_dir, max_tenants)
     click.echo(f"serving http://{addr}:{port}/metrics from {redacted(obj.redis_url)}")
     threading.Event().wait()
 

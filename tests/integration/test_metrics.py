@@ -164,3 +164,47 @@ def test_the_exporter_answers_200_with_the_shared_state_down_and_says_so_once(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_exporter_reports_every_integration_in_the_store_and_its_busiest_tenants(
+    redis_url: str, key_prefix: str
+) -> None:
+    from queue_ratelimit.metrics import StateCollector
+
+    writer = Limiter(RedisBackend(redis_url, prefix=key_prefix), capp.CONFIGS)  # the workers
+    for i in range(30):
+        writer.acquire(capp.NOTION, f"ws-{i}")
+    writer.acquire(capp.NOTION)
+    backend = RedisBackend(redis_url, prefix=key_prefix)
+    collector = StateCollector(Limiter(backend, {}), backend, max_tenants=3)  # no config
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        from prometheus_client import generate_latest
+
+        text = generate_latest(registry).decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    scrape()  # the first scrape: the counts to measure activity from
+    for _ in range(5):
+        writer.count(capp.NOTION, "requeues", "ws-7")
+    writer.on_backoff(capp.NOTION, "ws-21", retry_after=5.0)
+    for _ in range(4):  # ws-13 owes tokens to reservations
+        writer.acquire(capp.NOTION, "ws-13", max_wait=0.0)
+    samples = scrape()
+    integration = (("integration", capp.NOTION),)
+    assert samples[("queue_ratelimit_keys", integration)] == 31  # over all tenants
+    assert samples[("queue_ratelimit_tenants_not_reported", integration)] == 27
+    assert samples[("queue_ratelimit_keys_cooling_down", integration)] == 1
+    assert samples[("queue_ratelimit_owed_tokens", integration)] > 0
+    requeues = (("event", "requeues"), *integration)  # (labels sorted by name)
+    assert samples[("queue_ratelimit_fleet_events_total", requeues)] == 5
+    reported = {
+        dict(labels)["tenant"] for name, labels in samples if name == "queue_ratelimit_rate"
+    }
+    assert reported == {"", "ws-7", "ws-21", "ws-13"}  # the integration's key and the busiest
