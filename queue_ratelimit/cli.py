@@ -138,7 +138,8 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
         known(limiter, backend, integration)
     keys = read_keys(limiter, backend, integration)
     if as_json:
-        click.echo(json.dumps([state.row() for state in keys], indent=2))
+        rows = ",\n".join(json.dumps(state.row()) for state in keys)  # (a key a line)
+        click.echo(f"[\n{rows}\n]" if rows else "[]")
         return
     if not keys:
         click.echo(_empty(obj, backend, integration))

@@ -20,7 +20,8 @@ import re
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
@@ -57,6 +58,7 @@ from queue_ratelimit.policy.state import (
 
 log = logging.getLogger("queue_ratelimit")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_T = TypeVar("_T")
 _PIPELINE = 1000
 """Script calls per round trip when the tools read many keys."""
 
@@ -207,14 +209,14 @@ class RedisBackend:
         client = self.client
         if not isinstance(client, RedisCluster):
             try:
-                yield from client.scan_iter(match=pattern, count=1000)
+                yield from client.scan_iter(match=pattern, count=2000)
             except redis.RedisError as exc:
                 raise BackendError(f"redis scan failed: {exc}") from exc
             return
         failed = []
         for node in client.get_primaries():  # type: ignore[no-untyped-call]
             try:
-                yield from client.scan_iter(match=pattern, count=1000, target_nodes=node)
+                yield from client.scan_iter(match=pattern, count=2000, target_nodes=node)
             except redis.RedisError as exc:
                 failed.append(f"{node.name} ({exc})")
         if failed:
@@ -479,19 +481,44 @@ class RedisBackend:
         """See ``Backend.snapshots``: the breaker read once (its description is not written:
         a tool's config may differ from the workers'), then the keys, pipelined."""
         view = self._breaker_op("view", integration, plan)[0] if tenants else wire.CLEAN
-        replies = self._key_snapshots(integration, tenants, plan)
-        return [wire.snapshot_from(reply, view, plan) for reply in replies]
+        return self._key_snapshots(
+            integration, tenants, plan, lambda reply: wire.snapshot_from(reply, view, plan)
+        )
 
     def _key_snapshots(
-        self, integration: str, tenants: Sequence[str | None], plan: Plan
-    ) -> list[Any]:
-        """The script's snapshots of many keys: ``_PIPELINE`` calls per round trip."""
-        blob = self._blob("snapshot", plan)
-        replies: list[Any] = []
-        for batch in _batches(iter(tenants), _PIPELINE):
-            calls = [self._key_args(integration, tenant, blob, leases=True) for tenant in batch]
-            replies.extend(self._pipelined("snapshot", integration, calls))
-        return replies
+        self,
+        integration: str,
+        tenants: Sequence[str | None],
+        plan: Plan,
+        read: Callable[[Any], _T],
+    ) -> list[_T]:
+        """The script's snapshots of many keys, each ``read``: ``_PIPELINE`` keys per round
+        trip (one call on a server; on a cluster, pipelined calls, a key each), two round
+        trips in flight (Redis runs one while this process reads the other's answers)."""
+        leases = plan.max_concurrent is not None  # (none without a concurrency limit)
+        if isinstance(self.client, RedisCluster):  # keys of many slots: a call per key
+            blob = self._blob("snapshot", plan)
+
+            def batch_of(tenants: list[str | None]) -> list[_T]:
+                calls = [self._key_args(integration, t, blob, leases=leases) for t in tenants]
+                return [read(reply) for reply in self._pipelined("snapshot", integration, calls)]
+
+        else:  # one server: a call per batch of keys
+            blob = self._blob("snapshots", plan, wire.pack([2.0 if leases else 1.0]))
+
+            def batch_of(tenants: list[str | None]) -> list[_T]:
+                keys: list[str] = []
+                for tenant in tenants:
+                    names = self._names(integration, tenant)
+                    keys.extend((names.state, names.leases) if leases else (names.state,))
+                replies = self._run("snapshots", integration, (len(keys), *keys, blob))
+                return [read(reply) for reply in replies]
+
+        batches = list(_batches(iter(tenants), _PIPELINE))
+        if len(batches) < 2:
+            return [each for batch in batches for each in batch_of(batch)]
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="qrl-read") as pool:
+            return [each for done in pool.map(batch_of, batches) for each in done]
 
     def _pipelined(self, op: str, integration: str, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Many EVALSHAs in one pipeline (a cluster client sends each node its share); the
@@ -555,8 +582,8 @@ class RedisBackend:
         """See ``Backend.stats``: the counts of every key of the integration, summed."""
         totals = dict.fromkeys(wire.EVENTS, 0)
         tenants = [tenant for _, tenant in self.scan(integration)]
-        for reply in self._key_snapshots(integration, tenants, wire.NO_PLAN):
-            for event, value in wire.counts_from(reply).items():
+        for counts in self._key_snapshots(integration, tenants, wire.NO_PLAN, wire.counts_from):
+            for event, value in counts.items():
                 totals[event] += value
         return {event: value for event, value in totals.items() if value}
 

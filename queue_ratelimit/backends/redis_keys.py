@@ -30,6 +30,7 @@ STATE, LEASES, BREAKER, META = ":state.v4", ":leases", ":breaker.v3", ":meta"
 _TENANT = ":t="
 _MAX_TENANT_KEY = 128
 _DIGEST = re.compile(r"#[0-9a-f]{64}")
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]{1,128}")  # what quote() leaves as it is
 
 
 class KeyNames(NamedTuple):
@@ -44,6 +45,8 @@ class KeyNames(NamedTuple):
 def _tenant_part(tenant: str) -> tuple[str, str]:
     """The tenant's part of its key names, and the name its state must keep (``""`` when the
     part spells it)."""
+    if _PLAIN.fullmatch(tenant):  # nothing to encode (most names): the fast path
+        return tenant, ""
     if _DIGEST.fullmatch(tenant):  # a key listed by its digest (scan), named back by it
         return tenant, ""
     part = quote(tenant, safe="")
@@ -79,7 +82,8 @@ def patterns(prefix: str, integration: str | None = None) -> list[str]:
     needs no escaping."""
     if integration is None:
         return [f"{{{prefix}:*"]
-    return [f"{{{prefix}:{integration}}}*", f"{{{prefix}:{integration}{_TENANT}*"]
+    # its own keys ({P:I}...) and its tenants' ({P:I:t=...}) in one pass: I holds no ':'
+    return [f"{{{prefix}:{integration}[}}:]*"]
 
 
 def parse_state_key(prefix: str, key: str) -> tuple[str, str | None] | None:
@@ -97,4 +101,4 @@ def parse_state_key(prefix: str, key: str) -> tuple[str, str | None] | None:
         return None
     if not found:
         return integration, None
-    return integration, part if part.startswith("#") else unquote(part)
+    return integration, part if part.startswith("#") or "%" not in part else unquote(part)

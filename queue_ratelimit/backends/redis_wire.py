@@ -48,6 +48,7 @@ OPS = {  # each op's code in the script
     "admit": 10,
     "unprobe": 11,
     "outcome": 12,
+    "snapshots": 13,
 }
 EVENTS = ("requeues", "backoffs", "budget_exhausted")  # counted per key (limiter.lua EVENTS)
 HEAD = struct.Struct("<BdBd")  # op code, now (NaN: the server's TIME), the breaker passed in
@@ -136,6 +137,6 @@ def snapshot_from(reply: Sequence[Any], view: View, plan: Plan) -> Snapshot:
 
 def counts_from(reply: Sequence[Any]) -> dict[str, int]:
     """The event counts in the script's snapshot of a key (none when it has no state)."""
-    if reply[0] != 1:
+    if reply[0] != 1 or not (reply[5] or reply[6] or reply[7]):  # (most keys count nothing)
         return {}
     return {event: int(reply[5 + i]) for i, event in enumerate(EVENTS) if reply[5 + i]}

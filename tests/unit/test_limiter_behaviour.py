@@ -574,6 +574,19 @@ def test_snapshots_of_many_keys_read_each_as_snapshot_does_in_order(
         assert backend.snapshots("svc", ["t1"], plan)[0].exists
 
 
+def test_snapshots_count_each_keys_leases_under_a_concurrency_limit(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(max_concurrent=3, burst_size=5.0)
+    backend, plan = limiter.backend, limiter._prepare("svc").plan
+    for tenant, held in (("a", 2), ("b", 1), ("c", 0)):
+        for _ in range(held):
+            assert limiter.acquire("svc", tenant).lease
+    snaps = backend.snapshots("svc", ["a", "b", "c", "none"], plan)
+    assert [snap.leases for snap in snaps] == [2, 1, 0, 0]
+    assert snaps == [backend.snapshot("svc", t, plan) for t in ("a", "b", "c", "none")]
+
+
 def test_tenants_have_separate_state(make_limiter: MakeLimiter) -> None:
     limiter = make_limiter()
     limiter.on_backoff("svc", "ws-1", retry_after=10.0)

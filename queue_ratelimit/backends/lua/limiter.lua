@@ -34,7 +34,7 @@
 --         state (CLOSED, OPEN, HALF_OPEN), failures, until
 -- KEYS[2] (VIEW) the integration's description for the tools (a JSON text, ARGV[2])
 --
--- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. OUTCOME), 'd' now in seconds (NaN: the
+-- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. SNAPSHOTS), 'd' now in seconds (NaN: the
 --         Redis server's TIME, the default; tests pin it), '<Bd' the breaker as the caller
 --         passes it to an acquire (state, until: not CLOSED and now < until refuses, not
 --         CLOSED and due is the probe an ADMIT granted); the plan: '<B' n, 7 doubles
@@ -66,12 +66,15 @@
 --   release, count: {done (0/1)}
 --   snapshot: {exists (0/1), now, epoch, cooldown left, live leases, EVENTS counts, the
 --             tenant's stored name, then name (a string), rate, tokens per limit}
+--   snapshots: one snapshot's answer per key (KEYS: state keys, or with the op's number 2,
+--             state and leases key pairs): the tools' read of many keys on one server
 --   breaker, view, admit, unprobe, outcome: {state, failures, until, now, changed (0/1;
 --             ADMIT: 0 pass, 1 refused, 2 the probe is the caller's), and the state and
 --             until before the op}
 
 local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, COUNT = 1, 2, 3, 4, 5, 6, 7
 local BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME = 8, 9, 10, 11, 12
+local SNAPSHOTS = 13  -- SNAPSHOT of many keys in one call (the tools; one server: any slots)
 local OK, REDEEMED, PROBE, RATE, COOLDOWN, CONCURRENCY, BREAKER_OPEN = 0, 1, 2, 3, 4, 5, 6
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- policy/breaker.py
 local LAYOUT = 4  -- the state's first byte
@@ -87,13 +90,13 @@ local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is nee
 local blob = ARGV[1]
 local op, now, bstate, buntil, n, idle_ttl, mult, max_backoff, max_conc, lease_ttl, b_threshold,
   b_open, at = struct.unpack('<BdBdBddddddd', blob)
-if op < ACQUIRE or op > OUTCOME then return redis.error_reply('unknown op ' .. op) end
+if op < ACQUIRE or op > SNAPSHOTS then return redis.error_reply('unknown op ' .. op) end
 if now ~= now then
   local t = redis.call('TIME')
   now = t[1] + t[2] / 1000000
 end
 
-if op >= BREAKER then  -- the integration's breaker (policy/breaker.py), on its own key
+if op >= BREAKER and op <= OUTCOME then  -- the integration's breaker (policy/breaker.py)
   for _ = 1, n do at = select(8, struct.unpack('<sdddddd', blob, at)) end  -- (the limits)
   local saved = redis.call('GET', KEYS[1])
   local state, failures, until_ = CLOSED, 0, 0
@@ -369,59 +372,52 @@ local function roll_delivery(now, from, served, before, window)
   return now, 0, 0
 end
 
--- each limit with the state of a fresh key; a saved state replaces it below
-local limits = {}
-for i = 1, n do
-  local name, rate, burst, lo, hi, inc, dec
-  name, rate, burst, lo, hi, inc, dec, at = struct.unpack('<sdddddd', blob, at)
-  limits[i] = {name = name, burst = burst, min = lo, max = hi, inc = inc, dec = dec, cost = 0,
-               r = rate, t = burst, s = now, q = false, qu = 0, qc = 0, c = 0, p = 0}
-end
-local A  -- the op's numbers (false: none); acquire reads its own where it uses them
-if op ~= ACQUIRE then A = numbers(blob, at) end
-local word = ARGV[2] or ''
-
-if op == RELEASE then
-  return {redis.call('ZREM', KEYS[2], word)}
+-- each limit of the plan (from `from` in the blob) with the state of a fresh key; a saved
+-- state replaces it (load); returns them and where the op's numbers start
+local function fresh(from)
+  local limits = {}
+  for i = 1, n do
+    local name, rate, burst, lo, hi, inc, dec
+    name, rate, burst, lo, hi, inc, dec, from = struct.unpack('<sdddddd', blob, from)
+    limits[i] = {name = name, burst = burst, min = lo, max = hi, inc = inc, dec = dec, cost = 0,
+                 r = rate, t = burst, s = now, q = false, qu = 0, qc = 0, c = 0, p = 0}
+  end
+  return limits, from
 end
 
--- load the key and bring every bucket to `now`: clamp the rate, refill, expire the quota
-if got == nil then got = redis.call('GET', KEYS[1]) end
-local saved = got
-local exists = saved and string.byte(saved, 1) == LAYOUT
-local epoch, cool, seq = 0, 0, 0
-local sfrom, served, sbefore, tat, expires = 0, 0, 0, 0, 0
-local counts, tname = {0, 0, 0}, ''  -- EVENTS counts; the tenant's name (a digest's key only)
-if exists then
-  local groups, r, t, ts, c, qu, name, q, qc, pk, pos
-  groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, sbefore, q, qc, pk,
-    counts[1], counts[2], counts[3], tname, pos = struct.unpack('<xBddddddddddsddddddddds', saved)
+-- a saved state (of this LAYOUT) into `limits`; returns the key's other fields: seq, tat,
+-- expires, epoch, cooldown until, the delivery windows, EVENTS counts, the tenant's name
+local function load(saved, limits)
+  local groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, sbefore, q,
+    qc, pk, c1, c2, c3, tname, pos = struct.unpack('<xBddddddddddsddddddddds', saved)
   restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   for _ = 2, groups do
     name, r, t, ts, q, qu, qc, c, pk, pos = struct.unpack('<sdddddddd', saved, pos)
     restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   end
-else
-  epoch = floor(now * 1000000)
-end
-for i = 1, n do
-  local lim = limits[i]
-  lim.r = min(max(lim.r, lim.min), lim.max)
-  if now > lim.s then
-    local before = lim.t
-    lim.t = min(lim.burst, lim.t + (now - lim.s) * refill_rate(lim))
-    lim.c = lim.c + max(0, lim.t - before)
-    lim.s = now
-  end
-  if lim.q and now >= lim.qu then lim.q, lim.qu, lim.qc = false, 0, 0 end
+  return seq, tat, expires, epoch, cool, sfrom, served, sbefore, {c1, c2, c3}, tname
 end
 
-if ARGV[4] and ARGV[4] ~= '' then tname = ARGV[4] end
-if op == SNAPSHOT then
-  if not exists then return {0, micro(now)} end
+-- every bucket brought to `now`: clamp the rate, refill, expire the quota
+local function bring(limits)
+  for i = 1, n do
+    local lim = limits[i]
+    lim.r = min(max(lim.r, lim.min), lim.max)
+    if now > lim.s then
+      local before = lim.t
+      lim.t = min(lim.burst, lim.t + (now - lim.s) * refill_rate(lim))
+      lim.c = lim.c + max(0, lim.t - before)
+      lim.s = now
+    end
+    if lim.q and now >= lim.qu then lim.q, lim.qu, lim.qc = false, 0, 0 end
+  end
+end
+
+-- a snapshot's answer for a key that exists (its leases counted on `leases_key`, if any)
+local function snapshot_of(limits, epoch, cool, leases_key, counts, tname)
   local leases = 0
-  if KEYS[2] then
-    leases = redis.call('ZCOUNT', KEYS[2], '(' .. string.format('%.17g', now), '+inf')
+  if leases_key then
+    leases = redis.call('ZCOUNT', leases_key, '(' .. string.format('%.17g', now), '+inf')
   end
   local out = {1, micro(now), epoch, micro(max(0, cool - now)), leases, counts[1], counts[2],
                counts[3], tname}
@@ -432,6 +428,53 @@ if op == SNAPSHOT then
     out[#out + 1] = micro(lim.t)
   end
   return out
+end
+
+local plan_at = at
+local limits
+limits, at = fresh(plan_at)
+local A  -- the op's numbers (false: none); acquire reads its own where it uses them
+if op ~= ACQUIRE then A = numbers(blob, at) end
+local word = ARGV[2] or ''
+
+if op == RELEASE then
+  return {redis.call('ZREM', KEYS[2], word)}
+end
+
+if op == SNAPSHOTS then  -- KEYS: state keys, or (A[1] = 2) state and leases key pairs
+  local per, all = A[1] or 1, {}
+  for k = 1, #KEYS, per do
+    local saved = redis.call('GET', KEYS[k])
+    if saved and string.byte(saved, 1) == LAYOUT then
+      local keyed = fresh(plan_at)
+      local _, _, _, epoch, cool, _, _, _, counts, tname = load(saved, keyed)
+      bring(keyed)
+      all[#all + 1] = snapshot_of(keyed, epoch, cool, per == 2 and KEYS[k + 1], counts, tname)
+    else
+      all[#all + 1] = {0, micro(now)}
+    end
+  end
+  return all
+end
+
+-- load the key and bring every bucket to `now`
+if got == nil then got = redis.call('GET', KEYS[1]) end
+local saved = got
+local exists = saved and string.byte(saved, 1) == LAYOUT
+local epoch, cool, seq = 0, 0, 0
+local sfrom, served, sbefore, tat, expires = 0, 0, 0, 0, 0
+local counts, tname = {0, 0, 0}, ''  -- EVENTS counts; the tenant's name (a digest's key only)
+if exists then
+  seq, tat, expires, epoch, cool, sfrom, served, sbefore, counts, tname = load(saved, limits)
+else
+  epoch = floor(now * 1000000)
+end
+bring(limits)
+
+if ARGV[4] and ARGV[4] ~= '' then tname = ARGV[4] end
+if op == SNAPSHOT then
+  if not exists then return {0, micro(now)} end
+  return snapshot_of(limits, epoch, cool, KEYS[2], counts, tname)
 end
 
 local out  -- the acquire's answer
