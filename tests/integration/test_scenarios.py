@@ -73,7 +73,7 @@ def test_an_exhausted_requeue_budget_fails_visibly_with_the_typed_error(rig_of: 
 def test_a_worker_says_once_what_it_uses_and_each_requeue_is_one_info_line(rig_of: OpenRig) -> None:
     with rig_of(limit=5, window=1.0, headers="retry-after") as rig:  # 429s: requeued
         worker = rig.start_worker([rig.notion], concurrency=4)
-        ids = [rig.send("notion", rig.notion, i) for i in range(40)]
+        ids = [rig.send("notion", rig.notion, i) for i in range(50)]
         assert completed(rig.wait_all(ids, timeout=100))
         requeued = rig.requeued()
         assert requeued  # the upstream's limit requeued some: else this checks nothing
@@ -90,3 +90,8 @@ def test_a_worker_says_once_what_it_uses_and_each_requeue_is_one_info_line(rig_o
         started = [line for line in lines if "queue_ratelimit: limiter on redis://" in line]
         assert len(started) == 1, started  # one line at start: which Redis, config, names
         assert rig.notion in started[0] and "(prefix " in started[0], started
+        warnings = [line for line in lines if "WARNING" in line]
+        print(  # the figures, with pytest -s (issue 17's worker log counts)
+            f"\n{rig.name}: 50 tasks, {len(requeued)} requeues, {len(said)} requeue lines, "
+            f"{len(warnings)} WARNING lines, {len(lines)} lines in all"
+        )
