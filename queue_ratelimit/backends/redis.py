@@ -7,6 +7,8 @@ shards of a Redis Cluster and a decision touches one slot; the integration's bre
 the integration's tag, reaches a decision as an argument (``_view``, ``_admit``). Keys expire once
 idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease.
 
+What the operator tools do (scan, read many keys, reset, purge) is in ``redis_tools.py``.
+
 Arguments, state and answers are binary (``struct`` doubles, integer arrays), laid out in the
 script's header: nothing is formatted or parsed as text per decision, on either side.
 """
@@ -19,9 +21,8 @@ import logging
 import re
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
@@ -43,6 +44,7 @@ from queue_ratelimit.backends.redis_connect import (
     describe,
     timeout_warning,
 )
+from queue_ratelimit.backends.redis_tools import RedisTools
 from queue_ratelimit.errors import BackendError, ConfigError
 from queue_ratelimit.policy.state import (
     FAILURE,
@@ -53,14 +55,10 @@ from queue_ratelimit.policy.state import (
     Report,
     ReportResult,
     Reservation,
-    Snapshot,
 )
 
 log = logging.getLogger("queue_ratelimit")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_T = TypeVar("_T")
-_PIPELINE = 1000
-"""Script calls per round trip when the tools read many keys."""
 
 
 def _script_source() -> str:
@@ -77,17 +75,6 @@ _TRANSIENT = (TryAgainError, AskError, ClusterDownError, ClusterError, ReadOnlyE
 _META_EVERY = 300.0  # seconds between a process's writes of an integration's description
 
 
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _words(word: str, event: str, stored_name: str) -> tuple[str, ...]:
     """ARGV[2..4] as far as they are needed: the op's word, the event a refusal counts, the
     tenant's name the state keeps (limiter.lua's header)."""
@@ -98,7 +85,7 @@ def _words(word: str, event: str, stored_name: str) -> tuple[str, ...]:
     return (word,) if word else ()
 
 
-class RedisBackend:
+class RedisBackend(RedisTools):
     """Keeps limiter keys in Redis; a decision is one script call (one round trip).
 
     Args:
@@ -186,41 +173,6 @@ class RedisBackend:
             return str(self.client.nodes_manager.get_node_from_slot(slot).name)
         except (redis.RedisError, RedisClusterException) as exc:  # (a slot no node serves)
             raise BackendError(f"redis cluster map unavailable: {exc}") from exc
-
-    def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
-        """Every limiter key in Redis under this prefix (on every master of a cluster):
-        ``(integration, tenant)`` pairs.
-
-        A tenant stored by its digest (over 128 characters once encoded) is listed as
-        ``#<sha256>``; ``snapshot`` of that key tells its name. On a cluster a master that
-        does not answer is named in the ``BackendError`` raised after the others' keys.
-        """
-        seen: set[str] = set()
-        for pattern in layout.patterns(self.prefix, integration):
-            for raw in self._scan_keys(pattern):
-                key = wire.text(raw)
-                parsed = layout.parse_state_key(self.prefix, key)
-                if parsed is not None and key not in seen:
-                    seen.add(key)
-                    yield parsed
-
-    def _scan_keys(self, pattern: str) -> Iterator[Any]:
-        """``SCAN MATCH pattern`` over the server, or over each master of a cluster."""
-        client = self.client
-        if not isinstance(client, RedisCluster):
-            try:
-                yield from client.scan_iter(match=pattern, count=2000)
-            except redis.RedisError as exc:
-                raise BackendError(f"redis scan failed: {exc}") from exc
-            return
-        failed = []
-        for node in client.get_primaries():  # type: ignore[no-untyped-call]
-            try:
-                yield from client.scan_iter(match=pattern, count=2000, target_nodes=node)
-            except redis.RedisError as exc:
-                failed.append(f"{node.name} ({exc})")
-        if failed:
-            raise BackendError(f"redis scan failed on {', '.join(failed)}")
 
     def _plan_bytes(self, plan: Plan) -> bytes:
         """The plan as the script reads it (after the head); packed once per plan."""
@@ -469,107 +421,6 @@ class RedisBackend:
         (released,) = self._run("release", integration, args)
         return bool(released == 1)
 
-    def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
-        """See ``Backend.snapshot``: the key, then its integration's breaker (read afresh,
-        which refreshes what this process's decisions are passed)."""
-        reply = self._key_snapshot(integration, tenant, plan)
-        return wire.snapshot_from(reply, self._view(integration, plan), plan)
-
-    def snapshots(
-        self, integration: str, tenants: Sequence[str | None], plan: Plan
-    ) -> list[Snapshot]:
-        """See ``Backend.snapshots``: the breaker read once (its description is not written:
-        a tool's config may differ from the workers'), then the keys, pipelined."""
-        view = self._breaker_op("view", integration, plan)[0] if tenants else wire.CLEAN
-        return self._key_snapshots(
-            integration, tenants, plan, lambda reply: wire.snapshot_from(reply, view, plan)
-        )
-
-    def _key_snapshots(
-        self,
-        integration: str,
-        tenants: Sequence[str | None],
-        plan: Plan,
-        read: Callable[[Any], _T],
-    ) -> list[_T]:
-        """The script's snapshots of many keys, each ``read``: ``_PIPELINE`` keys per round
-        trip (one call on a server; on a cluster, pipelined calls, a key each), two round
-        trips in flight (Redis runs one while this process reads the other's answers)."""
-        leases = plan.max_concurrent is not None  # (none without a concurrency limit)
-        if isinstance(self.client, RedisCluster):  # keys of many slots: a call per key
-            blob = self._blob("snapshot", plan)
-
-            def batch_of(tenants: list[str | None]) -> list[_T]:
-                calls = [self._key_args(integration, t, blob, leases=leases) for t in tenants]
-                return [read(reply) for reply in self._pipelined("snapshot", integration, calls)]
-
-        else:  # one server: a call per batch of keys
-            blob = self._blob("snapshots", plan, wire.pack([2.0 if leases else 1.0]))
-
-            def batch_of(tenants: list[str | None]) -> list[_T]:
-                keys: list[str] = []
-                for tenant in tenants:
-                    names = self._names(integration, tenant)
-                    keys.extend((names.state, names.leases) if leases else (names.state,))
-                replies = self._run("snapshots", integration, (len(keys), *keys, blob))
-                return [read(reply) for reply in replies]
-
-        batches = list(_batches(iter(tenants), _PIPELINE))
-        if len(batches) < 2:
-            return [each for batch in batches for each in batch_of(batch)]
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="qrl-read") as pool:
-            return [each for done in pool.map(batch_of, batches) for each in done]
-
-    def _pipelined(self, op: str, integration: str, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """Many EVALSHAs in one pipeline (a cluster client sends each node its share); the
-        script is loaded first when a server lacks it."""
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for args in calls:
-                pipe.execute_command("EVALSHA", self._sha, *args)  # (evalsha: blocked on
-                # a cluster pipeline; the command itself is routed by its keys)
-            try:
-                return list(pipe.execute())
-            except NoScriptError as exc:
-                if attempt == 2:
-                    raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-                self._load_script(op, integration)
-            except redis.RedisError as exc:
-                raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-            finally:
-                pipe.reset()
-        raise AssertionError("unreachable")
-
-    def _load_script(self, op: str, integration: str) -> None:
-        try:
-            self.client.script_load(self._source)  # (a cluster client: on every master)
-        except redis.RedisError as exc:
-            raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-
-    def _key_snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Any:
-        """The script's snapshot of one key (without its integration's breaker)."""
-        blob = self._blob("snapshot", plan)
-        args = self._key_args(integration, tenant, blob, leases=True)
-        return self._run("snapshot", integration, args)
-
-    def reset(self, integration: str, tenant: str | None) -> None:
-        """See ``Backend.reset``."""
-        names = self._names(integration, tenant)
-        try:
-            self.client.delete(names.state, names.leases)
-        except redis.RedisError as exc:
-            raise BackendError(f"redis reset failed for {integration!r}: {exc}") from exc
-
-    def purge(self, integration: str) -> None:
-        """See ``Backend.purge``: every key of the integration and its tenants."""
-        try:
-            for pattern in layout.patterns(self.prefix, integration):
-                for batch in _batches(self._scan_keys(pattern), 500):
-                    self.client.delete(*batch)  # (a cluster client splits it per slot)
-        except redis.RedisError as exc:
-            raise BackendError(f"redis purge failed for {integration!r}: {exc}") from exc
-        self._views.pop(integration, None)
-
     def count(self, integration: str, event: str, tenant: str | None = None) -> None:
         """See ``Backend.count``."""
         if event not in wire.EVENTS:
@@ -578,30 +429,8 @@ class RedisBackend:
         args = self._key_args(integration, tenant, self._blob("count", wire.NO_PLAN), word)
         self._run("count", integration, args)
 
-    def stats(self, integration: str) -> dict[str, int]:
-        """See ``Backend.stats``: the counts of every key of the integration, summed."""
-        totals = dict.fromkeys(wire.EVENTS, 0)
-        tenants = [tenant for _, tenant in self.scan(integration)]
-        for counts in self._key_snapshots(integration, tenants, wire.NO_PLAN, wire.counts_from):
-            for event, value in counts.items():
-                totals[event] += value
-        return {event: value for event, value in totals.items() if value}
-
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """See ``Backend.set_breaker``."""
         if state not in ("open", "closed"):
             raise ValueError(f"breaker state must be 'open' or 'closed', not {state!r}")
         self._breaker_op("breaker", integration, wire.NO_PLAN, wire.pack([open_seconds]), state)
-
-    def stored_plan(self, integration: str) -> Plan | None:
-        """See ``Backend.stored_plan``: the description its workers last wrote."""
-        try:
-            stored = self.client.get(layout.integration_keys(self.prefix, integration)[1])
-        except redis.RedisError as exc:
-            raise BackendError(f"redis read failed for {integration!r}: {exc}") from exc
-        if stored is None:
-            return None
-        try:
-            return wire.plan_from_json(wire.text(stored))
-        except ValueError:
-            return None
