@@ -195,6 +195,8 @@ class PromoteStep(bootsteps.StartStopStep):  # type: ignore[misc]
         tracking = tracked(consumer.app)
         if tracking is not None:
             self.recovery = Recovery(consumer.app, tracking)
+            if getattr(consumer, "restart_count", 0) > 0:  # after a broken connection
+                self.recovery.reconnected()
 
     def stop(self, consumer: Any) -> None:
         self.stopped = True

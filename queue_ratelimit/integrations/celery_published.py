@@ -13,7 +13,8 @@ on Redis and a Redis broker, every ``RateLimitedTask`` original is tracked (``du
   (``task_received``, in the worker's main process: from then on the broker's unacked record
   and visibility timeout keep it);
 * **lost**: every worker beats in Redis each second. Once one is found dead (silent for
-  ``queue_ratelimit_lost_after`` s, default 10), the workers claim the originals published
+  ``queue_ratelimit_lost_after`` s, default 10), or a worker's broker connection broke (its
+  consumer starts again), the workers claim the originals published
   before then and longer ago than that, that no worker received and that are older than the
   oldest message still in their queue (a list is first in, first out), and publish each as
   a copy (``celery_due``): the original, should it still arrive, is stale and dropped
@@ -246,6 +247,14 @@ class Recovery:
                 publish(item)
                 found.append(item)
         return found
+
+    def reconnected(self) -> None:
+        """The worker's consumer started again after its broker connection broke: a message
+        it was taking then may be lost, as with a worker killed."""
+        try:
+            self.due.loss(time.time())
+        except BackendError as exc:
+            log.warning("queue_ratelimit: a broken broker connection not recorded: %s", exc)
 
     def stop(self) -> None:
         with contextlib.suppress(BackendError):  # else found dead: a search, nothing more

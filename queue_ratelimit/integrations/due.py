@@ -255,6 +255,11 @@ class DueTasks:
         """``member`` stopped cleanly: its silence is not a death."""
         self._call("leave", member, key=self.consumers_key)
 
+    def loss(self, at: float) -> None:
+        """A worker's broker connection broke at ``at`` (a message it was taking may be
+        lost): counted as a death."""
+        self._call("loss", repr(at), key=self.consumers_key)
+
 
 def due_tasks(limiter: Limiter, scope: str, **options: Any) -> DueTasks | None:
     """A ``DueTasks`` in the limiter's Redis, or ``None`` when its backend is not Redis."""

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from queue_ratelimit import Limiter
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.cli import cli
+from tests.support import RedisProcess
 
 
 @pytest.fixture
@@ -230,3 +231,20 @@ def test_status_shows_the_first_keys_by_the_sort_and_counts_the_rest(run, limite
     assert "5 keys" in out and "1 more" in out and "ws-3" not in out  # busiest first
     code, out = run("status", "notion", "--sort", "size")
     assert code == 2 and "size" in out  # a usage error
+
+
+def test_the_tools_read_many_keys_after_the_server_lost_its_scripts(
+    private_redis: RedisProcess,
+) -> None:
+    private_redis.start()
+    backend = RedisBackend(private_redis.url, prefix="qrl-noscript")
+    limiter = Limiter(backend)
+    for tenant in ("a", "b"):
+        limiter.acquire("notion", tenant)
+    backend.client.script_flush()  # as a restarted server has none
+    plan = limiter._prepare("notion").plan
+    assert [snap.exists for snap in backend.snapshots("notion", ["a", "b", "c"], plan)] == [
+        True,
+        True,
+        False,
+    ]

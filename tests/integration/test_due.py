@@ -284,6 +284,14 @@ def test_a_lost_originals_copy_that_is_lost_too_is_claimed_again_and_stays_a_cop
     assert not due.check("t", first.token) and due.check("t", again.token)
 
 
+def test_a_broken_broker_connection_counts_as_a_death(due: DueTasks) -> None:
+    assert due.beat("w1", 100.0, 10.0) == 0.0
+    due.loss(150.0)  # w1's consumer started again: what it was taking may be lost
+    assert due.beat("w1", 151.0, 10.0) == 150.0
+    due.loss(120.0)  # an older one changes nothing
+    assert due.beat("w1", 152.0, 10.0) == 150.0
+
+
 def test_a_beating_worker_is_alive_and_one_that_left_is_not_dead(due: DueTasks) -> None:
     assert due.beat("w1", 100.0, 10.0) == 0.0
     assert due.beat("w2", 105.0, 10.0) == 0.0

@@ -14,7 +14,7 @@ import redis
 from queue_ratelimit.integrations.celery_due import due_for
 from queue_ratelimit.integrations.celery_published import SENT_HEADER
 from tests.integration.celery_harness import capp, celery_rig, wait_all
-from tests.support import wait_until
+from tests.support import RedisProcess, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
@@ -79,3 +79,19 @@ def test_originals_are_tracked_on_a_redis_broker_only_and_the_settings_are_check
         tracked(app(redis_url, queue_ratelimit_track_published="yes"))
     with pytest.raises(ConfigError, match="queue_ratelimit_lost_after"):
         lost_after(app(redis_url, queue_ratelimit_lost_after=0))
+
+
+def test_a_broken_broker_connection_is_recorded_as_a_possible_loss(
+    redis_url: str, private_redis: RedisProcess
+) -> None:
+    broker = private_redis.start()  # kombu's BRPOP reply in flight is lost with it
+    with celery_rig("redis", redis_url, broker_url=broker.url, limit=100) as rig:
+        rig.start_worker("w", [capp.NOTION], concurrency=1)
+        due = due_for(rig.client)
+        assert due is not None
+        state = redis.Redis.from_url(rig.limiter_url)
+        wait_until(lambda: state.hlen(due.consumers_key) >= 1, timeout=30)  # it beats
+        assert state.hget(due.consumers_key, ":died") is None  # no loss yet
+        redis.Redis.from_url(broker.url).execute_command("CLIENT", "KILL", "TYPE", "normal")
+        wait_until(lambda: state.hget(due.consumers_key, ":died") is not None, timeout=60)
+        assert float(state.hget(due.consumers_key, ":died") or 0) > 0

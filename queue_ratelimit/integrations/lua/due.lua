@@ -53,6 +53,8 @@
 --          A worker is alive at `at`; members silent for `dead after` s are found dead.
 --          Returns when a member was last found dead (0: never).
 -- leave    ARGV[2] member: a worker stopped cleanly (it lost nothing).
+-- loss     ARGV[2] at: a worker's broker connection broke (a reply in flight may be lost):
+--          as a death at `at`. Returns 1.
 
 local due, messages, copies, forget = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
@@ -250,6 +252,12 @@ end
 
 if op == 'leave' then
   return redis.call('HDEL', KEYS[5], ARGV[2])
+end
+
+if op == 'loss' then
+  local died = tonumber(redis.call('HGET', KEYS[5], ':died') or '0')
+  redis.call('HSET', KEYS[5], ':died', tostring(math.max(died, tonumber(ARGV[2]))))
+  return 1
 end
 
 return redis.error_reply('due: unknown op ' .. tostring(op))
