@@ -28,10 +28,11 @@ from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
 
 from queue_ratelimit.context import TaskInfo
-from queue_ratelimit.errors import RequeueBudgetExhausted
+from queue_ratelimit.errors import ConfigError, RequeueBudgetExhausted
 from queue_ratelimit.integrations.rq_dequeue import PausingDequeue
 from queue_ratelimit.integrations.rq_settings import (
     announce,
+    check_jobs,
     limiter_for,
     limiter_from_env,
     limits_of,
@@ -84,9 +85,14 @@ class RateLimitedWorkerMixin(PausingDequeue):
         self._limiter = limiter
         self._gate: TaskGate | None = None
         self._exhausted: set[str] = set()
-        if kwargs.get("prepare_for_work", True):  # invalid settings fail here, at start
+        if kwargs.get("prepare_for_work", True):  # a mistake stops the worker here, at start
             given = limiter_given or type(self).limiter is not None
-            announce(self.log, self.gate.limiter, [q.name for q in self.queues], given)
+            try:
+                announce(self.log, self.gate.limiter, [q.name for q in self.queues], given)
+                check_jobs(self.gate.limiter)
+            except ConfigError as exc:  # one line, not a traceback
+                self.log.critical("queue_ratelimit: ConfigError: %s", exc)
+                raise SystemExit(1) from exc
 
     @property
     def gate(self) -> TaskGate:

@@ -27,6 +27,7 @@ from queue_ratelimit.tasks import TaskGate
 
 __all__ = [
     "announce",
+    "check_jobs",
     "limiter_for",
     "limiter_from_env",
     "limits_of",
@@ -64,9 +65,26 @@ def rate_limited(
 
     def mark(func: F) -> F:
         setattr(func, _MARK, limits)
+        name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)}"
+        _DECLARED[name] = limits
         return func
 
     return mark
+
+
+_DECLARED: dict[str, TaskLimits] = {}
+"""Every ``rate_limited`` job function imported in this process, by its dotted name."""
+
+
+def check_jobs(limiter: Limiter) -> None:
+    """Check the limits of every ``rate_limited`` job function imported so far (a worker's
+    start: the job modules its settings module or script imports).
+
+    Raises:
+        ConfigError: naming the job and the field (``integration`` with a suggestion, ...).
+    """
+    for name, limits in sorted(_DECLARED.items()):
+        limits.check(limiter, f"job {name}")
 
 
 def limits_of(job: Job) -> TaskLimits | None:

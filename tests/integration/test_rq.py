@@ -3,6 +3,11 @@ what is RQ's own (the scenarios every framework shares: test_scenarios.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import redis
 from rq.registry import ScheduledJobRegistry
@@ -10,6 +15,8 @@ from rq.registry import ScheduledJobRegistry
 from queue_ratelimit.integrations.rq_due import due_key
 from tests.integration.rq_harness import jobs, rq_rig
 from tests.support import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 
 KINDS = ["fork", "simple"]
 
@@ -106,3 +113,34 @@ def test_a_worker_whose_limiter_cannot_reach_redis_says_so_once_and_keeps_its_qu
         assert worker._paused_queues() == frozenset({"svc"})  # kept as it was
     said = [r for r in caplog.records if "breaker check" in r.getMessage()]
     assert len(said) == 1 and said[0].exc_info is None
+
+
+def test_a_worker_whose_job_names_an_unknown_integration_stops_at_start_with_one_line(
+    tmp_path: Path, redis_url: str
+) -> None:
+    (tmp_path / "typo_jobs.py").write_text(
+        "from queue_ratelimit.integrations.rq import rate_limited\n"
+        "@rate_limited('notoin')\n"
+        "def sync_page():\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "typo_settings.py").write_text("import typo_jobs  # noqa: F401\n", "utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    env["QUEUE_RATELIMIT_REDIS_URL"] = redis_url
+    worker = "queue_ratelimit.integrations.rq.RateLimitedSimpleWorker"
+    command = [sys.executable, "-m", "rq.cli", "worker", "-w", worker, "-c", "typo_settings"]
+    done = subprocess.run(
+        [*command, "--url", redis_url, "--burst", "qrl-typo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    mentions = [line for line in lines if "notoin" in line]
+    assert done.returncode != 0
+    assert len(mentions) == 1, lines
+    assert "typo_jobs.sync_page" in mentions[0] and "did you mean 'notion'?" in mentions[0]
+    assert not any("Traceback" in line for line in lines), lines
