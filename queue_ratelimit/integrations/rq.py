@@ -85,14 +85,21 @@ class RateLimitedWorkerMixin(PausingDequeue):
         self._limiter = limiter
         self._gate: TaskGate | None = None
         self._exhausted: set[str] = set()
-        if kwargs.get("prepare_for_work", True):  # a mistake stops the worker here, at start
-            given = limiter_given or type(self).limiter is not None
+        self._configured = limiter_given or type(self).limiter is not None  # in code
+        if kwargs.get("prepare_for_work", True):  # invalid settings fail here, at start
+            announce(self.log, self.gate.limiter, [q.name for q in self.queues], self._configured)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop, after checking the job functions imported so far against the
+        limiter built from the settings (a limiter given in code is the caller's choice):
+        a job naming an unknown integration stops the worker with one line, exit status 1."""
+        if not self._configured:
             try:
-                announce(self.log, self.gate.limiter, [q.name for q in self.queues], given)
                 check_jobs(self.gate.limiter)
-            except ConfigError as exc:  # one line, not a traceback
+            except ConfigError as exc:  # one line, not RQ's traceback
                 self.log.critical("queue_ratelimit: ConfigError: %s", exc)
                 raise SystemExit(1) from exc
+        return bool(super().work(*args, **kwargs))
 
     @property
     def gate(self) -> TaskGate:
