@@ -63,7 +63,8 @@ and the least age of an original published again."""
 
 _APPS: weakref.WeakSet[Celery] = weakref.WeakSet()
 _TRACKS = "_queue_ratelimit_tracks"
-_pending = threading.local()
+_pending = threading.local()  # per thread: the originals between before and after publish
+_PENDING_MAX = 1000
 _trouble = PollLog(log, "tracking of published tasks", "they are published untracked")
 
 
@@ -135,6 +136,8 @@ def _before(
     record = {"exchange": exchange, "routing_key": routing_key}
     record["properties"] = dict(properties or {})
     pending = _pending.__dict__.setdefault("tasks", {})
+    if len(pending) >= _PENDING_MAX:  # publishes that raised never reach after_task_publish
+        pending.clear()
     pending[headers.get("id")] = (app, due, serializer, at, record)
 
 
@@ -226,26 +229,37 @@ class Recovery:
         self.app, self.due = app, due
         self.lost_after = lost_after(app)
         self.member = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.searched = 0.0  # the death whose originals are all accounted for
 
     def run(self, consumer: Any, publish: Any) -> list[Claimed]:
-        """Beat; publish (``publish(item)``) the originals found lost; return them."""
+        """Beat; publish (``publish(item)``) the originals found lost; return them.
+
+        After a death, the queues are searched each second until no original published
+        before it is tracked any more (each received, or claimed); then only the beat, until
+        the next death."""
         now = time.time()
         died = self.due.beat(self.member, now, self.lost_after)
-        if not died:
+        if not died or died == self.searched:
             return []
-        found = []
+        found, left = [], 0
         channel = consumer.connection.default_channel
         for queue in _queues(consumer):
             oldest = _oldest(channel, queue)
             if oldest is None:
-                continue  # its oldest message is not tracked: cannot tell
-            for item in self.due.lost(queue, min(oldest, died, now - self.lost_after)):
+                left += 1  # its oldest message is not tracked: cannot tell, ask again
+                continue
+            before = min(oldest, died, now - self.lost_after)
+            claimed, waiting = self.due.lost(queue, before, horizon=died)
+            left += waiting
+            for item in claimed:
                 log.warning(
                     "queue_ratelimit: task %s was lost on its way to a worker: published again",
                     item.task_id,
                 )
                 publish(item)
                 found.append(item)
+        if not left:
+            self.searched = died  # every original from before that death is accounted for
         return found
 
     def reconnected(self) -> None:

@@ -237,13 +237,24 @@ class DueTasks:
             log.debug("queue_ratelimit: task %s: stale original dropped", task_id)
         return fresh
 
-    def lost(self, queue: str, before: float) -> list[Claimed]:
+    def lost(
+        self, queue: str, before: float, horizon: float | None = None
+    ) -> tuple[list[Claimed], int]:
         """Claim the originals published to ``queue`` before ``before`` that no worker
-        received (the caller knows they are not in the queue either)."""
+        received (the caller knows they are not in the queue either).
+
+        Returns:
+            The claimed ones, and how many originals published before ``horizon`` (default
+            ``before``) are still tracked (waiting in the queue, or received meanwhile).
+        """
         args = ("lost", repr(before), self.most, repr(self.claim_for), repr(self.keep))
-        reply = self._call(*args, key=self.sent_key(queue))
-        items = [_text(item) for item in reply] if isinstance(reply, list) else []
-        return [Claimed(*items[i : i + 3]) for i in range(0, len(items), 3)]
+        horizon = before if horizon is None else horizon
+        reply = self._call(*args, repr(horizon), key=self.sent_key(queue))
+        if not isinstance(reply, list) or not reply:
+            raise BackendError(f"redis due-set lost answered {reply!r}")
+        items = [_text(item) for item in reply[1:]]
+        claimed = [Claimed(*items[i : i + 3]) for i in range(0, len(items), 3)]
+        return claimed, int(reply[0])
 
     def beat(self, member: str, at: float, dead_after: float) -> float:
         """``member`` (one worker process) is alive at ``at``; workers silent for

@@ -240,14 +240,14 @@ def test_a_received_original_is_no_longer_tracked_and_runs(due: DueTasks) -> Non
     assert due.received("q", "t1")  # run it
     assert due.beat("w1", 200.0, 10.0) == 0.0
     assert due.beat("w2", 220.0, 10.0) == 220.0  # w1 silent for 20 s: found dead
-    assert due.lost("q", 1e12) == []  # received: nothing to publish again
+    assert due.lost("q", 1e12) == ([], 0)  # received: nothing to publish again, none left
     assert due.received("q", "t1")  # delivered again by its broker: still the latest
 
 
 def test_an_original_received_before_its_sent_is_not_tracked_afterwards(due: DueTasks) -> None:
     assert due.received("q", "early")  # the worker was faster than the publisher's call
     assert not due.sent("q", "early", "message", 100.0)
-    assert due.lost("q", 1e12) == []
+    assert due.lost("q", 1e12) == ([], 0)
 
 
 def test_a_lost_original_is_claimed_once_as_a_copy_and_the_original_goes_stale(
@@ -255,11 +255,12 @@ def test_a_lost_original_is_claimed_once_as_a_copy_and_the_original_goes_stale(
 ) -> None:
     for i, at in enumerate((100.0, 101.0, 102.0)):
         due.sent("q", f"t{i}", f"message {i}", at)
-    assert due.lost("other", 1e12) == []  # another queue's
-    [item] = due.lost("q", 101.0)  # published before the oldest still queued (t1)
+    assert due.lost("other", 1e12) == ([], 0)  # another queue's
+    [item], left = due.lost("q", 101.0, horizon=150.0)  # before the oldest still queued (t1)
     assert (item.task_id, item.message) == ("t0", "message 0")
     assert item.token.startswith("o")
-    assert due.lost("q", 101.0) == []  # claimed once
+    assert left == 2  # t1 and t2, published before the horizon, still tracked (queued)
+    assert due.lost("q", 101.0) == ([], 0)  # claimed once
     assert not due.received("q", "t0")  # the original after all: stale, dropped
     assert due.received("q", "t1") and due.received("q", "t2")
     claimed, soonest = due.claim()  # the copy's claim lapses in 30 s unless it arrives
@@ -274,7 +275,7 @@ def test_a_lost_originals_copy_that_is_lost_too_is_claimed_again_and_stays_a_cop
 ) -> None:
     due = DueTasks(redis_client, key_prefix, "test", claim=0.05)
     due.sent("q", "t", "message", 100.0)
-    [first] = due.lost("q", 1e12)
+    [first], _ = due.lost("q", 1e12)
     deadline = time.monotonic() + 10
     while not (claimed := due.claim()[0]):  # its claim lapses after 0.05 s
         assert time.monotonic() < deadline

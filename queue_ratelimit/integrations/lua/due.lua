@@ -45,10 +45,11 @@
 --          A worker received an original. Returns 1 (run it) or 0 (stale: a copy was
 --          published in its stead). An untracked one leaves a mark for `mark` s, so a
 --          'sent' arriving after it writes nothing.
--- lost     ARGV[2] before  ARGV[3] most  ARGV[4] claim (s)  ARGV[5] keep (s)
+-- lost     ARGV[2] before  ARGV[3] most  ARGV[4] claim (s)  ARGV[5] keep (s)  ARGV[6] horizon
 --          Originals published before `before` that no worker received are claimed as
 --          copies 'o<seq>.0' (the original, should it still arrive, is stale); the claim
---          lapses as claim's do. Returns {id, token, message, ...}.
+--          lapses as claim's do. Returns {originals published before `horizon` still
+--          tracked, id, token, message, ...}.
 -- beat     ARGV[2] member  ARGV[3] at  ARGV[4] dead after (s)  ARGV[5] keep (s)
 --          A worker is alive at `at`; members silent for `dead after` s are found dead.
 --          Returns when a member was last found dead (0: never).
@@ -220,7 +221,7 @@ end
 if op == 'lost' then
   local before, most = ARGV[2], tonumber(ARGV[3])
   local claim, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local reply = {}
+  local reply = {0}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. before, 'LIMIT', 0, most)) do
     redis.call('ZREM', KEYS[5], id)
     local message = redis.call('HGET', messages, id)
@@ -229,6 +230,7 @@ if op == 'lost' then
       claimed(reply, id, 'o', 0, claim, keep, message)
     end
   end
+  reply[1] = redis.call('ZCOUNT', KEYS[5], '-inf', '(' .. ARGV[6])
   return reply
 end
 
