@@ -32,8 +32,7 @@ from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, QueueRateLimitError
 from queue_ratelimit.inspection import (
     SORTS,
-    activity,
-    counts_by_key,
+    Activity,
     known,
     read_keys,
     sort_keys,
@@ -175,18 +174,14 @@ def top(
     if integration is not None:
         known(limiter, backend, integration)
     console = Console()
-    before = counts_by_key(read_keys(limiter, backend, integration))
-    started = time.monotonic()
+    meter = Activity(read_keys(limiter, backend, integration))
     done = 0
-    with Live(
-        top_table([], {}, console.width, sort=sort), console=console, auto_refresh=False
-    ) as live:
+    empty = top_table([], {}, console.width, sort=sort)
+    with Live(empty, console=console, auto_refresh=False) as live:
         while iterations == 0 or done < iterations:
             time.sleep(interval)
             keys = read_keys(limiter, backend, integration)
-            elapsed, started = time.monotonic() - started, time.monotonic()
-            rates = activity(before, keys, elapsed)
-            before = counts_by_key(keys)
+            rates = meter.measure(keys)
             rows = max(1, console.height - 7)  # title, header, rule, caption, margins
             shown = sort_keys(keys, sort, rates)[:rows]
             table = top_table(shown, rates, console.width, sort=sort, total=len(keys))

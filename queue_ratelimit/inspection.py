@@ -9,6 +9,7 @@ read in one batch (``Backend.snapshots``: pipelined on Redis).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from queue_ratelimit.registry import did_you_mean
 
 __all__ = [
     "SORTS",
+    "Activity",
     "KeyState",
     "activity",
     "counts_by_key",
@@ -173,6 +175,22 @@ def activity(
 def counts_by_key(keys: Iterable[KeyState]) -> dict[Key, Mapping[str, int]]:
     """Each key's counts now (the ``before`` of the next ``activity``)."""
     return {state.key: state.counts for state in keys}
+
+
+class Activity:
+    """Each key's events per second between two reads of the keys (``top``'s refreshes, the
+    exporter's scrapes): ``measure`` each read."""
+
+    def __init__(self, keys: Iterable[KeyState] = ()) -> None:
+        self._before: dict[Key, Mapping[str, int]] = counts_by_key(keys)
+        self._read = time.monotonic()
+
+    def measure(self, keys: Sequence[KeyState]) -> dict[Key, dict[str, float]]:
+        """Events per second of ``keys`` since the previous read (or since made)."""
+        now = time.monotonic()
+        rates = activity(self._before, keys, now - self._read)
+        self._before, self._read = counts_by_key(keys), now
+        return rates
 
 
 def sort_keys(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -33,10 +32,9 @@ from queue_ratelimit import signals
 from queue_ratelimit.backends import Backend
 from queue_ratelimit.errors import BackendError
 from queue_ratelimit.inspection import (
+    Activity,
     Key,
     KeyState,
-    activity,
-    counts_by_key,
     read_keys,
     tool_plan,
     totals,
@@ -164,8 +162,7 @@ class StateCollector(Collector):
         self.backend = backend
         self.max_tenants = max_tenants
         self._trouble = PollLog(log, "exporter's read of the shared state", "scrapes say 0")
-        self._before: dict[Key, Mapping[str, int]] = {}
-        self._read = time.monotonic()
+        self._activity = Activity()
 
     def collect(self) -> Iterator[Metric]:
         """``queue_ratelimit_backend_up`` (1, or 0 when the shared state did not answer this
@@ -188,9 +185,7 @@ class StateCollector(Collector):
 
     def _families(self) -> list[Metric]:
         keys = read_keys(self.limiter, self.backend)
-        now = time.monotonic()
-        rates = activity(self._before, keys, now - self._read)
-        self._before, self._read = counts_by_key(keys), now
+        rates = self._activity.measure(keys)
         by_integration: dict[str, list[KeyState]] = {n: [] for n in self.limiter.configs}
         for state in keys:
             if state.snapshot is not None:  # (a key no plan describes is not measured)

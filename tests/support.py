@@ -224,3 +224,25 @@ def hold(client: redis.Redis, prefix: str, task_id: str, timeout: float = 60.0) 
         if time.monotonic() > deadline:
             raise TimeoutError(f"task {task_id} was held {timeout}s and never released")
         time.sleep(0.02)
+
+
+def refused_at_start(command: Sequence[str], app_dir: Path, named: str, **env: str) -> None:
+    """Run a worker ``command`` from ``app_dir`` (on ``PYTHONPATH`` with the checkout): it
+    must exit non-zero with one line naming the misspelled ``notoin``, the job or task
+    ``named`` and a suggestion, and no traceback."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(app_dir), str(root)])
+    done = subprocess.run(
+        list(command),
+        cwd=app_dir,
+        env={**os.environ, "PYTHONPATH": path, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    mentions = [line for line in lines if "notoin" in line]
+    assert done.returncode != 0
+    assert len(mentions) == 1, lines
+    assert named in mentions[0] and "did you mean 'notion'?" in mentions[0]
+    assert not any("Traceback" in line for line in lines), lines

@@ -51,35 +51,13 @@ class RedisTools:
     _sha: str
     _views: dict[str, wire.View]
 
-    # the backend's own, which these use
-    def _names(self, integration: str, tenant: str | None) -> layout.KeyNames:
-        raise NotImplementedError
-
-    def _run(self, op: str, integration: str, args: Sequence[Any]) -> Any:
-        raise NotImplementedError
-
-    def _blob(
-        self, op: str, plan: Plan, numbers: bytes = b"", breaker: tuple[int, float] = (0, 0.0)
-    ) -> bytes:
-        raise NotImplementedError
-
-    def _key_args(
-        self,
-        integration: str,
-        tenant: str | None,
-        blob: bytes,
-        word: str = "",
-        leases: bool = False,
-    ) -> tuple[Any, ...]:
-        raise NotImplementedError
-
-    def _breaker_op(
-        self, op: str, integration: str, plan: Plan, numbers: bytes = b"", word: str = ""
-    ) -> tuple[wire.View, int, tuple[int, float]]:
-        raise NotImplementedError
-
-    def _view(self, integration: str, plan: Plan) -> wire.View:
-        raise NotImplementedError
+    # the backend's own (redis.py), which these use
+    _names: Callable[[str, str | None], layout.KeyNames]
+    _run: Callable[[str, str, Sequence[Any]], Any]
+    _blob: Callable[..., bytes]
+    _key_args: Callable[..., tuple[Any, ...]]
+    _breaker_op: Callable[..., tuple[wire.View, int, tuple[int, float]]]
+    _view: Callable[[str, Plan], wire.View]
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix (on every master of a cluster):

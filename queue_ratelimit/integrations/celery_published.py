@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import celery
@@ -182,8 +183,8 @@ def _received(request: Any = None, **_: Any) -> None:
     headers = getattr(request, "request_dict", None) or {}
     if app is None or app not in _APPS or headers.get(SENT_HEADER) is None:
         return
-    if Ticket.loads(headers.get(TICKET_HEADER)).copy:
-        return  # a copy: checked when it runs
+    if Ticket.loads(headers.get(TICKET_HEADER)).copy:  # (the worker's Request: its headers
+        return  # are its request_dict) a copy: checked when it runs
     due = tracked(app)
     queue = (request.delivery_info or {}).get("routing_key")
     if due is None or not queue:
@@ -231,7 +232,7 @@ class Recovery:
         self.member = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.searched = 0.0  # the death whose originals are all accounted for
 
-    def run(self, consumer: Any, publish: Any) -> list[Claimed]:
+    def run(self, consumer: Any, publish: Callable[[Claimed], None]) -> list[Claimed]:
         """Beat; publish (``publish(item)``) the originals found lost; return them.
 
         After a death, the queues are searched each second until no original published

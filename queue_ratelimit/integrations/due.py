@@ -118,6 +118,7 @@ class DueTasks:
             raise ValueError("keep and claim must be > 0 seconds, most >= 1")
         tag = f"{{{prefix}:tasks:{scope}}}"
         self.keys = (tag + ":due", tag + ":messages", tag + ":copies", tag + ":forget")
+        self._tag = tag
         self._client = client
         self._script = client.register_script(_source())  # type: ignore[misc]
         self.keep, self.claim_for, self.most = keep, claim, most
@@ -131,12 +132,12 @@ class DueTasks:
 
     def sent_key(self, queue: str) -> str:
         """The key of the originals published to ``queue`` and not yet received."""
-        return f"{self.keys[0][: -len(':due')]}:sent:{queue}"
+        return f"{self._tag}:sent:{queue}"
 
     @property
     def consumers_key(self) -> str:
         """The key of the workers' beats."""
-        return f"{self.keys[0][: -len(':due')]}:consumers"
+        return f"{self._tag}:consumers"
 
     def purge(self, *queues: str) -> None:
         """Delete the scope's keys: every parked task and every copy token (the demo's end),

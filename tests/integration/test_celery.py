@@ -3,8 +3,6 @@ what is Celery's own (the scenarios every framework shares: test_scenarios.py)."
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,8 +10,8 @@ import pytest
 import redis
 
 from queue_ratelimit.integrations.celery_due import scope
-from tests.integration.celery_harness import ROOT, capp, celery_rig, wait_all
-from tests.support import wait_until
+from tests.integration.celery_harness import capp, celery_rig, wait_all
+from tests.support import refused_at_start, wait_until
 
 
 def test_a_countdown_beyond_the_visibility_timeout_waits_in_redis_and_runs_once(
@@ -147,22 +145,9 @@ def test_a_worker_whose_task_names_an_unknown_integration_stops_at_start_with_on
         "    pass\n",
         encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     command = [sys.executable, "-m", "celery", "-A", "typo_app", "worker", "--pool=solo"]
-    done = subprocess.run(
-        [*command, "-Q", "qrl-typo", "--without-mingle", "--without-gossip"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    lines = (done.stdout + done.stderr).splitlines()
-    mentions = [line for line in lines if "notoin" in line]
-    assert done.returncode != 0
-    assert len(mentions) == 1, lines
-    assert "typo_app.sync_page" in mentions[0] and "did you mean 'notion'?" in mentions[0]
-    assert not any("Traceback" in line for line in lines), lines
+    command += ["-Q", "qrl-typo", "--without-mingle", "--without-gossip"]
+    refused_at_start(command, tmp_path, "typo_app.sync_page")
 
 
 def test_a_requeue_fires_task_retry_with_a_reason_that_says_it_is_a_requeue(

@@ -3,8 +3,6 @@ what is RQ's own (the scenarios every framework shares: test_scenarios.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,9 +12,7 @@ from rq.registry import ScheduledJobRegistry
 
 from queue_ratelimit.integrations.rq_due import due_key
 from tests.integration.rq_harness import jobs, rq_rig
-from tests.support import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import refused_at_start, wait_until
 
 KINDS = ["fork", "simple"]
 
@@ -126,21 +122,7 @@ def test_a_worker_whose_job_names_an_unknown_integration_stops_at_start_with_one
         encoding="utf-8",
     )
     (tmp_path / "typo_settings.py").write_text("import typo_jobs  # noqa: F401\n", "utf-8")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    env["QUEUE_RATELIMIT_REDIS_URL"] = redis_url
     worker = "queue_ratelimit.integrations.rq.RateLimitedSimpleWorker"
     command = [sys.executable, "-m", "rq.cli", "worker", "-w", worker, "-c", "typo_settings"]
-    done = subprocess.run(
-        [*command, "--url", redis_url, "--burst", "qrl-typo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    lines = (done.stdout + done.stderr).splitlines()
-    mentions = [line for line in lines if "notoin" in line]
-    assert done.returncode != 0
-    assert len(mentions) == 1, lines
-    assert "typo_jobs.sync_page" in mentions[0] and "did you mean 'notion'?" in mentions[0]
-    assert not any("Traceback" in line for line in lines), lines
+    command += ["--url", redis_url, "--burst", "qrl-typo"]
+    refused_at_start(command, tmp_path, "typo_jobs.sync_page", QUEUE_RATELIMIT_REDIS_URL=redis_url)
