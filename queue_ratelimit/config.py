@@ -222,6 +222,13 @@ class IntegrationConfig:
     decrease_factor: float = field(
         default=0.5, metadata=_help("multiplicative decrease per backoff event, in (0, 1)")
     )
+    slow_start: bool = field(
+        default=True,
+        metadata=_help(
+            "until the first backoff, climb fast (about x2.7 per second of successes, at most "
+            "twice the rate served) instead of by increase_factor"
+        ),
+    )
     min_rate: float = field(default=0.1, metadata=_help("lowest rate AIMD may fall to, req/s"))
     max_rate: float = field(default=10.0, metadata=_help("highest rate AIMD may climb to, req/s"))
     cooldown_multiplier: float = field(
@@ -293,6 +300,8 @@ class IntegrationConfig:
         check = _Checker(self.name if isinstance(self.name, str) else None)
         _check_name(check, self.name, _INTEGRATION_NAME, "[a-z][a-z0-9_-]*")
         _check_aimd(self, check)
+        if not isinstance(self.slow_start, bool):
+            check.fail("slow_start", self.slow_start, "must be true or false")
         for name in ("cooldown_multiplier", "max_backoff", "lease_ttl", "breaker_open_seconds"):
             _store(self, name, check.number(name, getattr(self, name), positive=True))
         _store(self, "max_wait", check.number("max_wait", self.max_wait, positive=False))

@@ -40,6 +40,7 @@ def plan_for(config: IntegrationConfig) -> Plan:
         max_backoff=config.max_backoff,
         breaker_threshold=config.breaker_failure_threshold,
         breaker_open_seconds=config.breaker_open_seconds,
+        slow_start=config.slow_start and config.increase_factor > 0,
     )
 
 

@@ -28,6 +28,7 @@ SVC = IntegrationConfig(
     burst_size=1.0,
     increase_factor=1.0,
     decrease_factor=0.5,
+    slow_start=False,  # plain AIMD; the start phase's tests turn it on
     min_rate=1.0,
     max_rate=20.0,
     cooldown_multiplier=2.0,

@@ -7,9 +7,11 @@ exporter and the demo depend on it alone, so a new store only implements this pr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.policy.state import (
     AcquireRequest,
     Decision,
@@ -18,6 +20,23 @@ from queue_ratelimit.policy.state import (
     ReportResult,
     Snapshot,
 )
+
+REMEMBER_FOR = 7 * 86400.0
+"""Seconds a key's learned rates outlive its idle expiry by default (a week)."""
+
+
+def check_lifetimes(idle_ttl: object, remember_for: object) -> None:
+    """Refuse an ``idle_ttl`` or ``remember_for`` that is not a number of seconds in range.
+
+    Raises:
+        ConfigError: naming the field: ``idle_ttl`` must be > 0, ``remember_for`` >= 0.
+    """
+    for name, value, least in (("idle_ttl", idle_ttl, 0.0), ("remember_for", remember_for, None)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(None, name, value, "must be a number of seconds")
+        if not math.isfinite(value) or value < 0 or (least is not None and value <= least):
+            bound = "> 0" if least is not None else ">= 0"
+            raise ConfigError(None, name, value, f"must be a finite number of seconds {bound}")
 
 
 class Backend(Protocol):

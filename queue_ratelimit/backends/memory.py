@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
+from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
 from queue_ratelimit.policy import aimd, quota
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.state import (
@@ -36,41 +37,63 @@ class MemoryBackend:
     Args:
         clock: returns the current time in seconds; inject a fake one in tests.
         idle_ttl: a key with no debt and no cooldown is forgotten this long after last use.
+        remember_for: seconds past that for which what the key learned (its ``peak`` and
+            served ceiling) is kept: a key used again in that time starts near them.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time, idle_ttl: float = 3600.0) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        idle_ttl: float = 3600.0,
+        remember_for: float = REMEMBER_FOR,
+    ) -> None:
+        check_lifetimes(idle_ttl, remember_for)
         self._clock = clock
         self._idle_ttl = idle_ttl
+        self._remember_for = remember_for
         self._lock = threading.Lock()
-        self._keys: dict[_Key, tuple[KeyState, float]] = {}
+        self._keys: dict[_Key, tuple[KeyState, float]] = {}  # state, expiry (idle_ttl)
         self._breakers: dict[str, brk.BreakerState] = {}
         self._plans: dict[str, Plan] = {}
         self._ops = 0
 
     def _load(self, key: _Key, now: float) -> KeyState | None:
+        """The key's state while it lives (an expired one is only remembered)."""
         entry = self._keys.get(key)
         if entry is None or entry[1] <= now:
-            self._keys.pop(key, None)
+            if entry is not None and entry[1] + self._remember_for <= now:
+                del self._keys[key]
             return None
         return entry[0]
+
+    def _start(self, key: _Key, now: float, plan: Plan) -> KeyState:
+        """The key's state, or a new one: revived from what it learned, when remembered."""
+        entry = self._keys.get(key)
+        if entry is not None and now < entry[1]:
+            return entry[0]
+        if entry is not None and now < entry[1] + self._remember_for:
+            return aimd.revive(entry[0], now, plan.limits)
+        return aimd.new_state(now)
 
     def _store(self, key: _Key, state: KeyState, now: float) -> None:
         self._keys[key] = (state, now + aimd.idle_expiry(state, now, self._idle_ttl))
         self._ops += 1
         if self._ops % _SWEEP_EVERY == 0:
-            for stale in [k for k, (_, exp) in self._keys.items() if exp <= now]:
+            gone = now - self._remember_for
+            for stale in [k for k, (_, exp) in self._keys.items() if exp <= gone]:
                 del self._keys[stale]
 
     def _apply(
         self,
         integration: str,
         tenant: str | None,
+        plan: Plan,
         step: Callable[[KeyState, brk.BreakerState, float], _T],
     ) -> _T:
         key = (integration, tenant)
         with self._lock:
             now = self._clock()
-            state = self._load(key, now) or aimd.new_state(now)
+            state = self._start(key, now, plan)
             breaker = self._breakers.get(integration) or brk.BreakerState()
             result = step(state, breaker, now)
             self._store(key, state, now)
@@ -91,7 +114,7 @@ class MemoryBackend:
 
         self._plans[request.integration] = plan
 
-        return self._apply(request.integration, request.tenant, step)
+        return self._apply(request.integration, request.tenant, plan, step)
 
     def report(self, report: Report, plan: Plan) -> ReportResult:
         """See ``Backend.report``."""
@@ -109,11 +132,11 @@ class MemoryBackend:
                 result = aimd.on_failure(state, now, plan.limits)
                 brk.on_failure(breaker, now, plan.breaker_threshold, plan.breaker_open_seconds)
             else:
-                result = aimd.on_success(state, now, plan.limits)
+                result = aimd.on_success(state, now, plan)
                 brk.on_success(breaker)
             return aimd.with_breaker(result, breaker, before)
 
-        return self._apply(report.integration, report.tenant, step)
+        return self._apply(report.integration, report.tenant, plan, step)
 
     def describe(self) -> str:
         """See ``Backend.describe``."""

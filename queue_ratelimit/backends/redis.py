@@ -5,7 +5,8 @@ server's clock, so workers on hosts with skewed clocks agree. The key layout
 (``redis_keys.py``) gives each limiter key a hash tag of its own, so tenants spread over the
 shards of a Redis Cluster and a decision touches one slot; the integration's breaker, under
 the integration's tag, reaches a decision as an argument (``_view``, ``_admit``). Keys expire once
-idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease.
+idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease; Redis
+keeps them ``remember_for`` longer, for the rates they learned (``aimd.revive``).
 
 What the operator tools do (scan, read many keys, reset, purge) is in ``redis_tools.py``.
 
@@ -37,6 +38,7 @@ from redis.exceptions import (
 )
 
 from queue_ratelimit.backends import redis_keys as layout
+from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
 from queue_ratelimit.backends import redis_wire as wire
 from queue_ratelimit.backends.redis_connect import (
     Client,
@@ -98,6 +100,9 @@ class RedisBackend(RedisTools):
             different prefixes). Letters, digits and ``_.:-``.
         idle_ttl: seconds an idle key lives after its last cooldown, debt or lease (up to
             an eighth more: its expiry is moved only when it must, see ``limiter.lua``).
+        remember_for: seconds past that for which Redis keeps the key for what it learned
+            (its ``peak`` and served ceiling; about 250 bytes): a key used again in that
+            time starts near them instead of at the configured start (0: forget at once).
         breaker_poll: seconds a process trusts its last read of an integration's breaker
             (opened elsewhere, it stops this process's grants within this time; a queue's
             breaker poll reads it afresh and refreshes it).
@@ -113,14 +118,14 @@ class RedisBackend(RedisTools):
         *,
         prefix: str = "qrl",
         idle_ttl: float = 3600.0,
+        remember_for: float = REMEMBER_FOR,
         breaker_poll: float = 1.0,
         transient_retry: float = 2.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
             raise ConfigError(None, "prefix", prefix, "use 1-64 of letters, digits and _.:-")
-        if not idle_ttl > 0:
-            raise ConfigError(None, "idle_ttl", idle_ttl, "must be > 0 seconds")
+        check_lifetimes(idle_ttl, remember_for)
         if not breaker_poll >= 0:
             raise ConfigError(None, "breaker_poll", breaker_poll, "must be >= 0 seconds")
         if isinstance(client, str):
@@ -132,6 +137,7 @@ class RedisBackend(RedisTools):
         self.client: Client = client
         self.prefix = prefix
         self._idle_ttl = idle_ttl
+        self._remember_for = remember_for
         self._breaker_poll = breaker_poll
         self._transient_retry = transient_retry
         self._clock = clock
@@ -180,9 +186,11 @@ class RedisBackend(RedisTools):
         if cached is not None and cached[0] is plan:
             return cached[1]
         head = struct.pack(
-            "<B7d",
+            "<B9d",
             len(plan.limits),
             self._idle_ttl,
+            self._remember_for,
+            1.0 if plan.slow_start else 0.0,
             plan.cooldown_multiplier,
             plan.max_backoff,
             plan.max_concurrent or 0,

@@ -93,6 +93,7 @@ def plan_json(plan: Plan, idle_ttl: float) -> str:
             "max_backoff": plan.max_backoff,
             "breaker_threshold": plan.breaker_threshold,
             "breaker_open_seconds": plan.breaker_open_seconds,
+            "slow_start": plan.slow_start,
             "idle_ttl": idle_ttl,
         },
         separators=(",", ":"),
@@ -112,6 +113,7 @@ def plan_from_json(text: str) -> Plan:
             max_backoff=float(data["max_backoff"]),
             breaker_threshold=int(data["breaker_threshold"]),
             breaker_open_seconds=float(data["breaker_open_seconds"]),
+            slow_start=bool(data.get("slow_start", True)),
         )
     except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"not an integration description: {exc}") from exc

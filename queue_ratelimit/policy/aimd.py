@@ -32,6 +32,13 @@ Rules (``now`` is always passed in, in seconds):
 * pacing: every grant moves an arrival schedule on (``pacing``). A holder that comes back
   after its slot is granted no sooner than the schedule allows, if that is within
   ``max_wait``: late holders are spread at the rate instead of going all at once.
+* start: while the key has met no backoff (no ``peak``, none remembered) and the plan's
+  ``slow_start`` is on, a success adds ``max(increase, START_GROWTH)`` to the requests rate
+  (the rate e-folds about every second while demand keeps up), but never past
+  ``START_HEADROOM`` times the delivered rate: an idle key does not climb, and the rate
+  meets the upstream's limit at most about twice over (the first 429 ends the phase, and
+  the decrease to what was served lands near the limit at once). Further limits with an
+  ``increase`` grow by the same factor. The first backoff ends the phase for good.
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
   step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
   rate), except from ``PROBE_FLOOR`` of ``peak`` (the rate at the last decrease) up to
@@ -48,7 +55,8 @@ Rules (``now`` is always passed in, in seconds):
   cooldown is running) multiplies each rate by ``decrease`` (clamped to ``min_rate``), moves
   the epoch on, records each rate before the decrease as its ``peak`` (for ``requests``, the
   delivered rate when successes were counted and it is lower: the rate sent when the 429
-  came overshoots the limit, the rate served does not), forgives all debt (``tokens = 0``)
+  came overshoots the limit, the rate served does not; the sliding estimate, or the whole
+  window before when that counted more), forgives all debt (``tokens = 0``)
   and the arrival schedule, and opens a cooldown of ``retry_after`` (clamped to
   ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. When successes
   were counted, ``requests`` decreases no lower than ``PROBE_FLOOR`` of the delivered
@@ -92,6 +100,12 @@ GENTLE = 0.5
 as successes come at the rate, about ``GENTLE * increase`` per second. Each probe of the
 ceiling costs a cooldown; crossing that band slowly spaces them out."""
 
+START_GROWTH = 1.0
+"""In the start phase, requests/s added per success: at least this (or ``increase``)."""
+
+START_HEADROOM = 2.0
+"""In the start phase, the rate climbs to at most this many times the delivered rate."""
+
 DELIVERY_WINDOW = 1.0
 """Seconds over which successes are counted to estimate the delivered rate."""
 
@@ -103,6 +117,36 @@ from Redis that carry microseconds."""
 def new_state(now: float) -> KeyState:
     """A fresh key; its buckets are created full by ``sync_buckets`` on first use."""
     return KeyState(epoch=epoch_at(now), cooldown_until=0.0)
+
+
+def revive(old: KeyState, now: float, limits: Sequence[LimitParams]) -> KeyState:
+    """A key that idled past its expiry, used again: fresh, but for the rates it learned.
+
+    Each limit that met a backoff starts at ``PROBE_FLOOR`` of what it learned, its ``peak``
+    (for ``requests``, or the served ``ceiling`` since, when higher), which stays its peak;
+    a requests limit that never met one starts at its ``ceiling`` when that is above the
+    configured start (in the start phase still).
+    """
+    state = new_state(now)
+    state.ceiling = old.ceiling
+    for lim in limits:
+        learned = old.buckets.get(lim.name)
+        peak = learned.peak if learned is not None else 0.0
+        if peak > 0 and lim.name == PRIMARY_LIMIT:
+            peak = max(peak, old.ceiling)
+        if peak > 0:
+            rate = PROBE_FLOOR * peak
+        elif lim.name == PRIMARY_LIMIT and old.ceiling > lim.rate:
+            rate = old.ceiling
+        else:
+            continue
+        state.buckets[lim.name] = BucketState(rate=rate, tokens=lim.burst, ts=now, peak=peak)
+    return state
+
+
+def starting(state: KeyState, plan: Plan) -> bool:
+    """The key is in its start phase (see the module docstring)."""
+    return plan.slow_start and state.buckets[PRIMARY_LIMIT].peak == 0
 
 
 def epoch_at(now: float) -> int:
@@ -225,7 +269,7 @@ def acquire(
         )
     else:
         due = kept.due
-    recheck = _recheck(state, now, limits, due, wait)
+    recheck = _recheck(state, now, limits, due, wait, _growth(state, plan))
     promise = Reservation(state.epoch, slot, due)
     return Decision(False, wait, reason, state.epoch, promise, now, seq=state.seq, recheck=recheck)
 
@@ -309,15 +353,24 @@ def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Re
     return min(kept.slot, slot)
 
 
+def _growth(state: KeyState, plan: Plan) -> float:
+    """Requests/s the rate gains per success now: ``increase``, more in the start phase."""
+    increase = plan.limits[0].increase
+    if increase > 0 and starting(state, plan):
+        return max(increase, START_GROWTH)
+    return increase
+
+
 def _recheck(
     state: KeyState,
     now: float,
     limits: Sequence[LimitParams],
     due: tuple[float, ...],
     wait: float,
+    growth: float,
 ) -> float:
     """When a reservation's holder should come back: its slot, or sooner if the requests
-    rate goes on climbing by ``increase`` per success, as AIMD climbs it until a backoff."""
+    rate goes on climbing by ``growth`` per success, as AIMD climbs it until a backoff."""
     if len(due) != len(limits):
         return wait
     start = max(now, state.cooldown_until)
@@ -330,7 +383,7 @@ def _recheck(
         if bucket.quota_left is not None:
             return wait
         begin = max(bucket.ts, start) - now
-        increase = lim.increase if index == 0 else 0.0  # other limits grow with requests
+        increase = growth if index == 0 else 0.0  # other limits grow with requests
         back = max(back, begin + climb_time(left, bucket.rate, increase, lim.max_rate))
     return min(wait, back)
 
@@ -351,6 +404,7 @@ def _roll_delivery(state: KeyState, now: float) -> None:
     if now < state.served_from + DELIVERY_WINDOW:
         return
     if now < state.served_from + 2 * DELIVERY_WINDOW:
+        state.ceiling = max(state.ceiling, state.served / DELIVERY_WINDOW)  # a whole window
         state.served_before, state.served_from = state.served, state.served_from + DELIVERY_WINDOW
     else:
         state.served_before, state.served_from = 0.0, now
@@ -364,20 +418,30 @@ def delivered(state: KeyState, now: float) -> float:
     return (state.served + state.served_before * left) / DELIVERY_WINDOW
 
 
-def on_success(state: KeyState, now: float, limits: Sequence[LimitParams]) -> ReportResult:
-    """Count the delivery; additive increase on every limit, unless a cooldown is running."""
+def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
+    """Count the delivery; increase every limit (the start phase's or additive), unless a
+    cooldown is running."""
+    limits = plan.limits
     sync_buckets(state, now, limits)
     _roll_delivery(state, now)
     state.served += 1.0
-    old = state.buckets[PRIMARY_LIMIT].rate
-    if now >= state.cooldown_until:
+    first = state.buckets[PRIMARY_LIMIT]
+    old = first.rate
+    if now >= state.cooldown_until and limits[0].increase > 0 and starting(state, plan):
+        cap = START_HEADROOM * delivered(state, now)
+        first.rate = min(limits[0].max_rate, max(old, min(old + _growth(state, plan), cap)))
+        for lim in limits[1:]:  # further limits grow by the same factor
+            if lim.increase > 0:
+                bucket = state.buckets[lim.name]
+                bucket.rate = min(lim.max_rate, bucket.rate * first.rate / old)
+    elif now >= state.cooldown_until:
         for lim in limits:
             bucket = state.buckets[lim.name]
             step = lim.increase
             if PROBE_FLOOR * bucket.peak <= bucket.rate < bucket.peak:
                 step = GENTLE * lim.increase / bucket.rate  # near the ceiling: probe gently
             bucket.rate = min(lim.max_rate, bucket.rate + step)
-    new = state.buckets[PRIMARY_LIMIT].rate
+    new = first.rate
     return ReportResult(state.epoch, False, old, new, max(0.0, state.cooldown_until - now))
 
 
@@ -391,7 +455,9 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
     if retry_after is not None:
         retry_after = min(max(retry_after, 0.0), max_backoff)
     if new_event:
-        served = delivered(state, now)
+        # what was served: the sliding estimate, or the whole window before when more (a
+        # rate that grew within the window makes the estimate fall short)
+        served = max(delivered(state, now), state.served_before / DELIVERY_WINDOW)
         for lim in limits:
             bucket = state.buckets[lim.name]
             bucket.peak = bucket.rate
@@ -399,6 +465,7 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
             if lim.name == PRIMARY_LIMIT and served > 0:
                 bucket.peak = min(bucket.rate, served)
                 target = min(bucket.rate, max(target, PROBE_FLOOR * served))
+                state.ceiling = min(state.ceiling, bucket.peak)  # served since: learned anew
             bucket.rate = max(lim.min_rate, target)
         state.epoch = max(state.epoch + 1, epoch_at(now))
         pause = retry_after

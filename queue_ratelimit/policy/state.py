@@ -35,6 +35,7 @@ class Plan:
         max_backoff: clamp of any cooldown, seconds.
         breaker_threshold: consecutive failures that open the breaker.
         breaker_open_seconds: how long the breaker stays open (and a probe's turn lasts).
+        slow_start: a key that has met no backoff climbs fast (``aimd``'s start phase).
     """
 
     limits: tuple[LimitParams, ...]
@@ -44,6 +45,7 @@ class Plan:
     max_backoff: float = 300.0
     breaker_threshold: int = 5
     breaker_open_seconds: float = 60.0
+    slow_start: bool = True
 
 
 @dataclass
@@ -73,6 +75,7 @@ class KeyState:
     served: float = 0.0  # successes reported in the current window
     served_before: float = 0.0  # successes reported in the window before it
     paced_until: float = 0.0  # the next call's time in the arrival schedule (policy/pacing)
+    ceiling: float = 0.0  # the most successes counted in a whole delivery window, per second
     counts: dict[str, int] = field(default_factory=dict)  # events counted while it lives
 
 

@@ -1,7 +1,8 @@
 """The limiter's behaviour, one suite run against both backends (memory and real Redis).
 
 Time is a fake clock handed to both backends (Redis takes it as a script argument instead of
-its TIME), so the suite constructs states instead of waiting.
+its TIME), so the suite constructs states instead of waiting. The ``make_limiter`` fixture
+(``conftest.py``) gives each test the memory backend, one Redis server and a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -13,46 +14,18 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable
 
 import pytest
 
-from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
-from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.config import LimitConfig
 from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.policy.pacing import TOLERANCE
 from queue_ratelimit.policy.state import Feedback, Reservation
 from tests.conftest import FakeClock
 from tests.support import SVC, backoff_after_barrier, hold_lease_forever
-
-MakeLimiter = Callable[..., Limiter]
-
-
-@pytest.fixture(params=["memory", "redis", "cluster"])
-def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimiter:
-    """Build a limiter over the parametrised backend, sharing the test's fake clock."""
-
-    url, prefix = None, None
-    if request.param != "memory":  # a single server, or a 3-master Redis Cluster
-        cluster = request.param == "cluster"
-        where = request.getfixturevalue("redis_cluster" if cluster else "redis_url")
-        url = where.url if cluster else where
-        prefix = request.getfixturevalue("cluster_prefix" if cluster else "key_prefix")
-
-    def make(config: IntegrationConfig = SVC, **changes: object) -> Limiter:
-        config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-        if url is None:
-            backend: object = MemoryBackend(clock=clock)
-        else:
-            backend = RedisBackend(url, prefix=prefix, clock=clock)  # type: ignore[arg-type]
-        return Limiter(backend, {config.name: config})  # type: ignore[arg-type]
-
-    make.kind = request.param  # type: ignore[attr-defined]
-    make.url = url  # type: ignore[attr-defined]
-    make.prefix = prefix  # type: ignore[attr-defined]
-    return make
+from tests.unit.conftest import MakeLimiter
 
 
 def test_fresh_key_grants_its_burst_then_throttles(make_limiter: MakeLimiter) -> None:
@@ -263,20 +236,31 @@ def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
     assert result.new_rate == pytest.approx(result.old_rate * 0.5)
 
 
-def test_the_rate_delivered_counts_the_second_before_in_part(
+def test_the_rate_delivered_counts_the_second_before_in_part_or_whole_when_more(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
     limiter = make_limiter(increase_factor=0.01, decrease_factor=0.25)  # 10/s
+    for _ in range(4):  # 4 successes within one second
+        limiter.on_success("svc", "a")
+        clock.advance(0.25)
+    for _ in range(6):  # 6 in the first half of the next
+        limiter.on_success("svc", "a")
+        clock.advance(0.05)
+    clock.advance(0.2)
+    result = limiter.on_backoff("svc", "a", retry_after=1.0)
+    # delivered: 6 in this second and half of the 4 before, 8/s; the decrease stops at 95 %
+    # of it, above 10.1 x 0.25
+    assert result.old_rate == pytest.approx(10.1)
+    assert result.new_rate == pytest.approx(0.95 * 8.0, abs=1e-4)
     for _ in range(10):  # 10 successes within one second
-        limiter.on_success("svc")
+        limiter.on_success("svc", "b")
         clock.advance(0.1)
     clock.advance(0.5)  # half a second into the next one
-    limiter.on_success("svc")
-    result = limiter.on_backoff("svc", retry_after=1.0)
-    # delivered: 1 in this second and half of the 10 before, 6/s; the decrease stops at 95 %
-    # of it, above 10.11 x 0.25
-    assert result.old_rate == pytest.approx(10.11)
-    assert result.new_rate == pytest.approx(0.95 * 6.0, abs=1e-4)  # (sums of 0.1 s steps)
+    limiter.on_success("svc", "b")
+    result = limiter.on_backoff("svc", "b", retry_after=1.0)
+    # the estimate, 1 in this second and half of the 10 before, 6/s, falls short of the 10
+    # counted in the whole second before (a rate that grew within it): 10/s
+    assert result.new_rate == pytest.approx(0.95 * 10.0, abs=1e-4)
 
 
 def test_a_call_that_costs_nothing_still_waits_out_a_cooldown_but_no_debt(
@@ -599,13 +583,14 @@ def test_idle_keys_expire(make_limiter: MakeLimiter, clock: FakeClock) -> None:
         backend = limiter.backend
         assert isinstance(backend, RedisBackend)
         state_key = backend.keys_for("svc", None)[0]
+        week = 7 * 86400 * 1000  # kept a week longer for what it learned (remember_for)
         # idle_ttl (3600 s) after the last use, and at most an eighth more (REFRESH)
-        assert 3_599_000 < backend.client.pttl(state_key) <= 4_050_100
+        assert 3_599_000 + week < backend.client.pttl(state_key) <= 4_050_100 + week
         limiter.on_backoff("svc", retry_after=1000.0)  # a cooldown lengthens its life
-        assert 4_599_000 < backend.client.pttl(state_key) <= 5_050_100
-    else:
-        clock.advance(3601.0)
-        assert not limiter.snapshot("svc").exists
+        assert 4_599_000 + week < backend.client.pttl(state_key) <= 5_050_100 + week
+        clock.advance(1000.0)
+    clock.advance(4051.0)
+    assert not limiter.snapshot("svc").exists
 
 
 def test_a_key_in_debt_lives_idle_ttl_past_its_schedule(

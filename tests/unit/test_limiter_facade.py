@@ -154,7 +154,7 @@ def test_state_in_another_layout_starts_afresh_and_is_rewritten(
     assert not limiter.snapshot("svc").exists
     assert limiter.acquire("svc").granted
     assert limiter.snapshot("svc").exists
-    assert backend.client.get(state_key)[:1] == b"\x04"  # type: ignore[index]
+    assert backend.client.get(state_key)[:1] == b"\x05"  # type: ignore[index]
 
 
 def test_a_client_that_decodes_responses_gets_the_same_answers(

@@ -19,13 +19,16 @@
 --         refilled so far: a reservation's clock); then epoch, cooldown_until, the first
 --         limit's quota_until (0 = no quota) and 's' name, the delivery window start,
 --         successes in it and in the window before (aimd.delivered: the usual success
---         rewrites up to here), the first limit's quota_left, quota_rate and peak (the rate
+--         rewrites up to here) and the ceiling (the most successes counted in a whole
+--         window, per second), the first limit's quota_left, quota_rate and peak (the rate
 --         at the last decrease; 0 = none); then the key's event counts (EVENTS doubles:
 --         requeues, backoffs, budget_exhausted) and 's' the tenant's name when its key name
 --         holds only a digest ('' otherwise); then per further limit its 's' name and 8
 --         doubles: rate, tokens, ts, quota_left, quota_until, quota_rate, credit, peak. Limits
 --         are matched by name, so adding or removing one keeps the others' state; a state of
---         another layout starts afresh.
+--         another layout starts afresh. The key lives remember_for past its expiry time: an
+--         expired state is not used but for what it learned (aimd.revive: each peak and the
+--         ceiling), by the first write after it, which starts the key afresh from them.
 -- KEYS[2] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
 --         limit, for release and snapshot, and for a report that gives a lease back)
 --
@@ -37,8 +40,8 @@
 -- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. SNAPSHOTS), 'd' now in seconds (NaN: the
 --         Redis server's TIME, the default; tests pin it), '<Bd' the breaker as the caller
 --         passes it to an acquire (state, until: not CLOSED and now < until refuses, not
---         CLOSED and due is the probe an ADMIT granted); the plan: '<B' n, 7 doubles
---         idle_ttl, cooldown_multiplier, max_backoff, max_concurrent (0 = none), lease_ttl,
+--         CLOSED and due is the probe an ADMIT granted); the plan: '<B' n, 9 doubles
+--         idle_ttl, remember_for, slow_start (0/1), cooldown_multiplier, max_backoff, max_concurrent (0 = none), lease_ttl,
 --         breaker_threshold, breaker_open_seconds, then per limit its 's' name and 6 doubles
 --         rate, burst, min_rate, max_rate, increase, decrease; then the op's numbers, doubles
 --         to the end, NaN = none:
@@ -77,19 +80,20 @@ local BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME = 8, 9, 10, 11, 12
 local SNAPSHOTS = 13  -- SNAPSHOT of many keys in one call (the tools; one server: any slots)
 local OK, REDEEMED, PROBE, RATE, COOLDOWN, CONCURRENCY, BREAKER_OPEN = 0, 1, 2, 3, 4, 5, 6
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- policy/breaker.py
-local LAYOUT = 4  -- the state's first byte
+local LAYOUT = 5  -- the state's first byte
 local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redis.EVENTS)
 local BACKOFFS = 2
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
 local PROBE_FLOOR, GENTLE = 0.95, 0.5  -- aimd.PROBE_FLOOR, aimd.GENTLE
+local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- aimd.START_GROWTH, aimd.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting one
 
 local blob = ARGV[1]
-local op, now, bstate, buntil, n, idle_ttl, mult, max_backoff, max_conc, lease_ttl, b_threshold,
-  b_open, at = struct.unpack('<BdBdBddddddd', blob)
+local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_conc, lease_ttl,
+  b_threshold, b_open, at = struct.unpack('<BdBdBddddddddd', blob)
 if op < ACQUIRE or op > SNAPSHOTS then return redis.error_reply('unknown op ' .. op) end
 if now ~= now then
   local t = redis.call('TIME')
@@ -156,7 +160,7 @@ if op == COUNT then  -- one more of an event, in the key's state (none: nothing 
   local saved = redis.call('GET', KEYS[1])
   if not (saved and string.byte(saved, 1) == LAYOUT) then return {0} end
   local event = tonumber(ARGV[2])
-  local pos = select(19, struct.unpack('<xBddddddddddsdddddd', saved))
+  local pos = select(20, struct.unpack('<xBddddddddddsddddddd', saved))
   local value = struct.unpack('<d', saved, pos + 8 * (event - 1))
   redis.call('SETRANGE', KEYS[1], pos - 1 + 8 * (event - 1), struct.pack('<d', value + 1))
   return {1}
@@ -186,9 +190,9 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
   local layout, count = 0, 0
   if usual and saved then layout, count = string.byte(saved, 1, 2) end
   if layout == LAYOUT and count == 1 then
-    local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname, sfrom, served, sbefore, _, _,
-      pk = struct.unpack(op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsdddddd', saved)
-    if sname == name and qu == 0 and lo > 0 then
+    local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname, sfrom, served, sbefore, top, _,
+      _, pk = struct.unpack(op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsddddddd', saved)
+    if sname == name and qu == 0 and lo > 0 and expires >= now then  -- (expired: revive)
       if r < lo then r = lo end
       if r > hi then r = hi end
       if now > ts then
@@ -202,6 +206,7 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
       if op == SUCCESS then
         if now >= sfrom + DELIVERY_WINDOW then  -- aimd._roll_delivery
           if now < sfrom + 2 * DELIVERY_WINDOW then
+            if served / DELIVERY_WINDOW > top then top = served / DELIVERY_WINDOW end
             sfrom, served, sbefore = sfrom + DELIVERY_WINDOW, 0, served
           else
             sfrom, served, sbefore = now, 0, 0
@@ -209,7 +214,17 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
         end
         served = served + 1
         local old = r
-        if now >= cool then
+        if now >= cool and slow == 1 and pk == 0 and inc > 0 then  -- the start phase
+          local left = 1 - (now - sfrom) / DELIVERY_WINDOW
+          if left < 0 then left = 0 end
+          local cap = START_HEADROOM * (served + sbefore * left) / DELIVERY_WINDOW
+          local step = inc
+          if step < START_GROWTH then step = START_GROWTH end
+          local grown = r + step
+          if grown > cap then grown = cap end
+          if grown > r then r = grown end
+          if r > hi then r = hi end
+        elseif now >= cool then
           local step = inc  -- near the last ceiling, about inc / 2 per second (aimd.GENTLE)
           if r >= PROBE_FLOOR * pk and r < pk then step = GENTLE * inc / r end
           r = r + step
@@ -259,11 +274,13 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
         if op == ACQUIRE then  -- up to its delivery counts (the name is written unchanged)
           hot = struct.pack('<ddddddd', seq, tat, expires, r, t, ts, c)
         else
-          hot = struct.pack('<ddddddddddsddd', seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname,
-                            sfrom, served, sbefore)
+          hot = struct.pack('<ddddddddddsdddd', seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname,
+                            sfrom, served, sbefore, top)
         end
         redis.call('SETRANGE', KEYS[1], '2', hot)
-        if not keep then redis.call('PEXPIRE', KEYS[1], math.ceil((expires - now) * 1000)) end
+        if not keep then
+          redis.call('PEXPIRE', KEYS[1], math.ceil((expires - now + remember) * 1000))
+        end
         return answer
       end
     end
@@ -321,8 +338,8 @@ local function climb_time(units, rate, inc, max_rate)
   return math.log(max_rate / rate) / inc + (units - cap_units) / max_rate
 end
 
--- when a reservation's holder should come back (aimd._recheck)
-local function recheck_of(dues, wait, limits, now, cool)
+-- when a reservation's holder should come back (aimd._recheck), the rate growing by `growth`
+local function recheck_of(dues, wait, limits, now, cool, growth)
   if #dues ~= #limits then return wait end
   local start = math.max(now, cool)
   local back = start - now
@@ -332,7 +349,7 @@ local function recheck_of(dues, wait, limits, now, cool)
     if left > 0 then
       if lim.q then return wait end
       local inc = 0
-      if i == 1 then inc = lim.inc end
+      if i == 1 then inc = growth end
       back = math.max(back, math.max(lim.s, start) - now + climb_time(left, lim.r, inc, lim.max))
     end
   end
@@ -366,10 +383,11 @@ local function numbers(blob, at)
 end
 
 -- the delivery windows (aimd._roll_delivery): window start, successes in it, in the one before
-local function roll_delivery(now, from, served, before, window)
-  if now < from + window then return from, served, before end
-  if now < from + 2 * window then return from + window, 0, served end
-  return now, 0, 0
+-- and the ceiling, raised by a whole window just counted
+local function roll_delivery(now, from, served, before, top, window)
+  if now < from + window then return from, served, before, top end
+  if now < from + 2 * window then return from + window, 0, served, max(top, served / window) end
+  return now, 0, 0, top
 end
 
 -- each limit of the plan (from `from` in the blob) with the state of a fresh key; a saved
@@ -386,16 +404,36 @@ local function fresh(from)
 end
 
 -- a saved state (of this LAYOUT) into `limits`; returns the key's other fields: seq, tat,
--- expires, epoch, cooldown until, the delivery windows, EVENTS counts, the tenant's name
+-- expires, epoch, cooldown until, the delivery windows and ceiling, EVENTS counts, the
+-- tenant's name
 local function load(saved, limits)
-  local groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, sbefore, q,
-    qc, pk, c1, c2, c3, tname, pos = struct.unpack('<xBddddddddddsddddddddds', saved)
+  local groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, sbefore, top,
+    q, qc, pk, c1, c2, c3, tname, pos = struct.unpack('<xBddddddddddsdddddddddds', saved)
   restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   for _ = 2, groups do
     name, r, t, ts, q, qu, qc, c, pk, pos = struct.unpack('<sdddddddd', saved, pos)
     restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   end
-  return seq, tat, expires, epoch, cool, sfrom, served, sbefore, {c1, c2, c3}, tname
+  return seq, tat, expires, epoch, cool, sfrom, served, sbefore, top, {c1, c2, c3}, tname
+end
+
+-- an expired key's learned rates into `limits`, fresh otherwise (aimd.revive): each limit at
+-- PROBE_FLOOR of its peak (the first's: or the ceiling, if higher; kept as its peak), else
+-- the first at the ceiling when above its start
+local function revive(saved, limits, plan_at)
+  local learned = fresh(plan_at)
+  local top = select(9, load(saved, learned))
+  for i = 1, n do
+    local lim, was = limits[i], learned[i]
+    local peak = was.p
+    if peak > 0 and i == 1 then peak = max(peak, top) end
+    if peak > 0 then
+      lim.r, lim.p = PROBE_FLOOR * peak, peak
+    elseif i == 1 and top > lim.r then
+      lim.r = top
+    end
+  end
+  return top
 end
 
 -- every bucket brought to `now`: clamp the rate, refill, expire the quota
@@ -445,9 +483,12 @@ if op == SNAPSHOTS then  -- KEYS: state keys, or (A[1] = 2) state and leases key
   local per, all = A[1] or 1, {}
   for k = 1, #KEYS, per do
     local saved = redis.call('GET', KEYS[k])
+    local keyed, expires, epoch, cool, counts, tname = fresh(plan_at), -1, 0, 0, nil, ''
     if saved and string.byte(saved, 1) == LAYOUT then
-      local keyed = fresh(plan_at)
-      local _, _, _, epoch, cool, _, _, _, counts, tname = load(saved, keyed)
+      local x = {load(saved, keyed)}
+      expires, epoch, cool, counts, tname = x[3], x[4], x[5], x[10], x[11]
+    end
+    if expires >= now then  -- (an expired key is only remembered)
       bring(keyed)
       all[#all + 1] = snapshot_of(keyed, epoch, cool, per == 2 and KEYS[k + 1], counts, tname)
     else
@@ -462,13 +503,17 @@ if got == nil then got = redis.call('GET', KEYS[1]) end
 local saved = got
 local exists = saved and string.byte(saved, 1) == LAYOUT
 local epoch, cool, seq = 0, 0, 0
-local sfrom, served, sbefore, tat, expires = 0, 0, 0, 0, 0
+local sfrom, served, sbefore, top, tat, expires = 0, 0, 0, 0, 0, 0
 local counts, tname = {0, 0, 0}, ''  -- EVENTS counts; the tenant's name (a digest's key only)
 if exists then
-  seq, tat, expires, epoch, cool, sfrom, served, sbefore, counts, tname = load(saved, limits)
-else
-  epoch = floor(now * 1000000)
+  seq, tat, expires, epoch, cool, sfrom, served, sbefore, top, counts, tname = load(saved, limits)
+  if expires < now then  -- expired: only what it learned is kept (aimd.revive), remember_for
+    exists, limits, top = false, fresh(plan_at), 0
+    if now < expires + remember then top = revive(saved, limits, plan_at) end
+    seq, tat, expires, cool, sfrom, served, sbefore, counts, tname = 0, 0, 0, 0, 0, 0, 0, {0, 0, 0}, ''
+  end
 end
+if not exists then epoch = floor(now * 1000000) end
 bring(limits)
 
 if ARGV[4] and ARGV[4] ~= '' then tname = ARGV[4] end
@@ -575,7 +620,9 @@ if op == ACQUIRE then
       dues = {}
       for i = 1, n do dues[i] = limits[i].c - limits[i].t end
     end
-    slot_out, recheck, dues_out = slot, recheck_of(dues, wait, limits, now, cool), dues
+    local growth = limits[1].inc
+    if growth > 0 and slow == 1 and limits[1].p == 0 then growth = max(growth, START_GROWTH) end
+    slot_out, recheck, dues_out = slot, recheck_of(dues, wait, limits, now, cool, growth), dues
   until true
   out = {reason, micro(wait), epoch, micro(now), seq}
   if slot_out ~= 0 then
@@ -604,9 +651,19 @@ else
     end
   end
   if op == SUCCESS then
-    sfrom, served, sbefore = roll_delivery(now, sfrom, served, sbefore, DELIVERY_WINDOW)
+    sfrom, served, sbefore, top = roll_delivery(now, sfrom, served, sbefore, top, DELIVERY_WINDOW)
     served = served + 1
-    if now >= cool then
+    local first = limits[1]
+    if now >= cool and slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
+      local left = max(0, 1 - (now - sfrom) / DELIVERY_WINDOW)
+      local cap = START_HEADROOM * (served + sbefore * left) / DELIVERY_WINDOW
+      local was = first.r
+      first.r = min(first.max, max(was, min(was + max(first.inc, START_GROWTH), cap)))
+      for i = 2, n do  -- further limits grow by the same factor
+        local lim = limits[i]
+        if lim.inc > 0 then lim.r = min(lim.max, lim.r * first.r / was) end
+      end
+    elseif now >= cool then
       for i = 1, n do
         local lim = limits[i]
         local step = lim.inc  -- near the last ceiling, about inc / 2 per second (aimd.GENTLE)
@@ -623,9 +680,10 @@ else
     if retry_after then retry_after = min(max(retry_after, 0), max_backoff) end
     if new_event then
       decreased = 1
-      sfrom, served, sbefore = roll_delivery(now, sfrom, served, sbefore, DELIVERY_WINDOW)
+      sfrom, served, sbefore, top = roll_delivery(now, sfrom, served, sbefore, top,
+                                                  DELIVERY_WINDOW)
       local left = max(0, 1 - (now - sfrom) / DELIVERY_WINDOW)
-      local rate_served = (served + sbefore * left) / DELIVERY_WINDOW
+      local rate_served = max(served + sbefore * left, sbefore) / DELIVERY_WINDOW
       for i = 1, n do
         local lim = limits[i]
         local target = lim.r * lim.dec
@@ -633,6 +691,7 @@ else
         if i == 1 and rate_served > 0 then
           lim.p = min(lim.r, rate_served)
           target = min(lim.r, max(target, PROBE_FLOOR * rate_served))
+          top = min(top, lim.p)  -- served since: learned anew
         end
         lim.r = max(lim.min, target)
       end
@@ -663,10 +722,10 @@ if op == ACQUIRE and out[1] > PROBE and ARGV[3] and ARGV[3] ~= '' then  -- a cou
   counts[event] = counts[event] + 1
 end
 local first = limits[1]
-local state = struct.pack('<BBddddddddddsddddddddds', LAYOUT, n, seq, tat, expires, first.r,
+local state = struct.pack('<BBddddddddddsdddddddddds', LAYOUT, n, seq, tat, expires, first.r,
                           first.t, first.s, first.c, epoch, cool, first.qu, first.name, sfrom,
-                          served, sbefore, first.q or 0, first.qc, first.p, counts[1], counts[2],
-                          counts[3], tname)
+                          served, sbefore, top, first.q or 0, first.qc, first.p, counts[1],
+                          counts[2], counts[3], tname)
 if n > 1 then
   local parts = {state}
   for i = 2, n do
@@ -679,7 +738,7 @@ end
 if keep then
   redis.call('SET', KEYS[1], state, 'KEEPTTL')
 else
-  redis.call('SET', KEYS[1], state, 'PX', ceil((expires - now) * 1000))
+  redis.call('SET', KEYS[1], state, 'PX', ceil((expires - now + remember) * 1000))
 end
 if op == ACQUIRE then return out end
 return {epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now))}

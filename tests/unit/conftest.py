@@ -1,0 +1,49 @@
+"""The shared behaviour suite's fixture: one limiter per backend over the test's fake clock."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.limiter import Limiter
+from tests.conftest import FakeClock
+from tests.support import SVC
+
+MakeLimiter = Callable[..., Limiter]
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimiter:
+    """Build a limiter over the parametrised backend, sharing the test's fake clock."""
+
+    url, prefix = None, None
+    if request.param != "memory":  # a single server, or a 3-master Redis Cluster
+        cluster = request.param == "cluster"
+        where = request.getfixturevalue("redis_cluster" if cluster else "redis_url")
+        url = where.url if cluster else where
+        prefix = request.getfixturevalue("cluster_prefix" if cluster else "key_prefix")
+
+    def make(
+        config: IntegrationConfig = SVC, *, remember_for: float = 7 * 86400.0, **changes: object
+    ) -> Limiter:
+        config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+        if url is None:
+            backend: object = MemoryBackend(clock=clock, remember_for=remember_for)
+        else:
+            backend = RedisBackend(
+                url,  # type: ignore[arg-type]
+                prefix=prefix,  # type: ignore[arg-type]
+                clock=clock,
+                remember_for=remember_for,
+            )
+        return Limiter(backend, {config.name: config})  # type: ignore[arg-type]
+
+    make.kind = request.param  # type: ignore[attr-defined]
+    make.url = url  # type: ignore[attr-defined]
+    make.prefix = prefix  # type: ignore[attr-defined]
+    return make
