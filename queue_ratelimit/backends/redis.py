@@ -38,8 +38,8 @@ from redis.exceptions import (
 )
 
 from queue_ratelimit.backends import redis_keys as layout
-from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
 from queue_ratelimit.backends import redis_wire as wire
+from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
 from queue_ratelimit.backends.redis_connect import (
     Client,
     client_from_url,
