@@ -41,7 +41,8 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 limiter = Limiter(
-    RedisBackend(REDIS_URL, prefix=RUN), {n: common.ours_config(n, RATE) for n in (API, OTHER)}
+    RedisBackend(REDIS_URL, prefix=RUN, idle_ttl=common.idle_ttl()),
+    {n: common.ours_config(n, RATE) for n in (API, OTHER)},
 )
 # GP_MAX_COUNTDOWN: the longest countdown given to the broker (requeues through the broker
 # park longer waits in hops); a small one stands in for hour-long waits under the default

@@ -35,17 +35,18 @@ from queue_ratelimit.http import RateLimitedAdapter
 
 REDIS_ENV, RUN_ENV, QUEUES_ENV, RATE_ENV = "GP_REDIS", "GP_RUN", "GP_QUEUES", "GP_RATE"
 SHARED_ENV = "GP_SHARED"
+IDLE_TTL_ENV = "GP_IDLE_TTL"
 NO_TENANT = "x"
 """The bucket of calls made without a tenant."""
 
-OURS_START_FRACTION = 0.25  # of L: the conservative starting rate
+OURS_START_FRACTION = 0.2  # of L: the conservative starting rate
 OURS_MAX_FACTOR = 10.0  # of L: the generous ceiling
 
 
 def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> IntegrationConfig:
     """This project's settings for every integration of the benchmark (the same for all).
 
-    The client does not know the limit: it starts at L/4 and may climb to 10 L. The AIMD
+    The client does not know the limit: it starts at L/5 and may climb to 10 L. The AIMD
     steps are the demo's (``queue_ratelimit.demo``); ``max_wait`` is the library's default,
     1 s, which covers 4 workers at the starting rate, so the first tasks wait in the worker
     rather than reserving slots paced at the starting rate (see benchmarks/README.md).
@@ -70,6 +71,12 @@ def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> I
         max_backoff=30.0,
         requeue_budget=100,
     )
+
+
+def idle_ttl() -> float:
+    """This project's ``idle_ttl`` in the workers (``GP_IDLE_TTL``; the library's default,
+    an hour, unless the restart scenario shortens it)."""
+    return float(os.environ.get(IDLE_TTL_ENV) or 3600.0)
 
 
 def env(name: str, default: str | None = None) -> str:

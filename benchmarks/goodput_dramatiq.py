@@ -53,7 +53,8 @@ class Bookkeeping(Middleware):
 
 
 limiter = Limiter(
-    RedisBackend(REDIS_URL, prefix=RUN), {q: common.ours_config(q, RATE) for q in QUEUES}
+    RedisBackend(REDIS_URL, prefix=RUN, idle_ttl=common.idle_ttl()),
+    {q: common.ours_config(q, RATE) for q in QUEUES},
 )
 broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE)  # type: ignore[no-untyped-call]
 broker.add_middleware(CurrentMessage())

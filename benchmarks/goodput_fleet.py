@@ -91,6 +91,7 @@ class Fleet(ABC):
         self.records = common.Records(self.redis, self.run)
         self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
         self.shared = False  # this project: max_sleepers 1 (workers shared; see ours_config)
+        self.idle_ttl = 3600.0  # this project: how long a key idles before it is forgotten
 
     def env(self, **extra: str) -> dict[str, str]:
         path = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])
@@ -102,6 +103,8 @@ class Fleet(ABC):
             common.QUEUES_ENV: ",".join(self.queues),
             common.RATE_ENV: repr(self.rate),
             common.SHARED_ENV: "1" if self.shared else "0",
+            common.IDLE_TTL_ENV: repr(self.idle_ttl),
+            "QUEUE_RATELIMIT_IDLE_TTL": repr(self.idle_ttl),
             "GP_WORKER": "1",
             **extra,
         }
@@ -151,9 +154,10 @@ class Fleet(ABC):
     def alive(self) -> bool:
         return all(proc.poll() is None for proc, _ in self.procs)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_limiter: bool = False) -> None:
         """Stop the workers (TERM, then KILL after 1.5 s: every task is done or abandoned by
-        then) and delete every key of this system."""
+        then) and delete every key of this system (but the limiter's, with
+        ``keep_limiter``: a fleet stopped for a while and started again)."""
         for proc, _ in self.procs:
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGTERM)
@@ -167,7 +171,8 @@ class Fleet(ABC):
             log.close()
             os.unlink(log.name)
         self.procs.clear()
-        self.purge()
+        if not keep_limiter:
+            self.purge()
 
     def restart(self) -> None:
         """Stop, delete every key, start again: nothing left from a phase that timed out."""
@@ -349,8 +354,8 @@ class RQFleet(Fleet):
                 failed.add(job.id)
         return failed
 
-    def stop(self) -> None:
-        super().stop()
+    def stop(self, *, keep_limiter: bool = False) -> None:
+        super().stop(keep_limiter=keep_limiter)
         if self.config_path:
             os.unlink(self.config_path)
             self.config_path = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from goodput_cold import cold
 from goodput_fleet import Fleet
 from goodput_phase import Event, Phase, Send, run_phase
 from goodput_report import (
@@ -42,6 +43,10 @@ class Scale:
     quiet: int
     y_tasks: int
     x_tasks: int
+    cold_rate: float = 10.0
+    cold_tasks: int = 300
+    restart_tasks: int = 100
+    idle_ttl: float = 3.0
 
     @property
     def noisy(self) -> int:
@@ -55,7 +60,7 @@ class Scale:
 
 
 FULL = Scale(40.0, 280, (3.0, 9.0), 4.5, 120, 12, 20, 200)
-QUICK = Scale(20.0, 40, (1.5, 4.0), 2.0, 30, 4, 6, 40)
+QUICK = Scale(20.0, 40, (1.5, 4.0), 2.0, 30, 4, 6, 40, 10.0, 100, 40)
 
 
 def deadline(ideal: float) -> float:
@@ -282,6 +287,33 @@ SCENARIOS = (
             "X time: first enqueue to last completion of X; X alone: the same X tasks on the "
             "same queue and workers without Y, just before; rate/L: X's; 429 %: X's and Y's "
             "answers; this project runs it with max_sleepers 1 (workers shared), X alone too",
+        ),
+    ),
+    Scenario(
+        "cold",
+        cold,
+        _heading(
+            "cold",
+            "L={sc.cold_rate:g}/s (Retry-After), this project from L/5 with max_rate 10 L, "
+            "T={sc.cold_tasks} tasks; then stopped {sc.idle_ttl:g} x 2 s (idle_ttl "
+            "{sc.idle_ttl:g} s) and started again on {sc.restart_tasks} tasks",
+        ),
+        ("to 0.9L s", "overall/L", "learned/L", "restart 2 s/L"),
+        (
+            Target("first enqueue to 0.9 L", "<= 4.0 s", "reach", lambda v: v <= 4.0, ".1f"),
+            Target("goodput over the run / L", ">= 0.88", "overall", lambda v: v >= 0.88),
+            Target("429 %", "<= 1.0", "429", lambda v: v <= 1.0, ".1f"),
+            Target("requeues/task", "<= 1.15", "requeues", lambda v: v <= 1.15),
+            Target("restart: first 2 s / learned", ">= 0.90", "restart", lambda v: v >= 0.9),
+            LOST,
+            TWICE,
+        ),
+        (
+            "to 0.9L: first enqueue to the first 1 s of calls serving 90% of L; overall: "
+            "tasks completed / wall time / L; rate/L as in steady",
+            "learned/L: this project's rate when it stopped; restart 2 s/L: calls served in "
+            "the first 2 s after the first call once started again; its target is against "
+            "the learned rate; lost/twice over both phases",
         ),
     ),
 )

@@ -3,8 +3,8 @@
 Each limiter key has a hash tag of its own, so the tenants of one integration spread over
 every shard of a Redis Cluster while the keys one decision touches share one slot:
 
-* ``{P:I}:state.v4`` and ``{P:I}:leases``: the integration's own key (no tenant);
-* ``{P:I:t=T}:state.v4`` and ``{P:I:t=T}:leases``: tenant ``T`` of integration ``I``;
+* ``{P:I}:state.v5`` and ``{P:I}:leases``: the integration's own key (no tenant);
+* ``{P:I:t=T}:state.v5`` and ``{P:I:t=T}:leases``: tenant ``T`` of integration ``I``;
 * ``{P:I}:breaker.v3``: the integration's circuit breaker, shared by its tenants;
 * ``{P:I}:meta``: the integration's limits and settings as its workers last wrote them, so
   the operator tools show and act on keys without the workers' config file.
@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 
 # suffixes named for the layouts of limiter.lua, which other versions do not read: a fleet
 # that mixes versions never has them overwrite each other's state, each keeps its own
-STATE, LEASES, BREAKER, META = ":state.v4", ":leases", ":breaker.v3", ":meta"
+STATE, LEASES, BREAKER, META = ":state.v5", ":leases", ":breaker.v3", ":meta"
 _TENANT = ":t="
 _MAX_TENANT_KEY = 128
 _DIGEST = re.compile(r"#[0-9a-f]{64}")

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import redis
 from rq.job import Job
 
+from queue_ratelimit.backends.base import REMEMBER_FOR
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.backends.redis_connect import Client, client_from_url, fail_fast_copy
 from queue_ratelimit.errors import ConfigError
@@ -39,6 +40,8 @@ REDIS_URL_ENV = "QUEUE_RATELIMIT_REDIS_URL"
 PREFIX_ENV = "QUEUE_RATELIMIT_PREFIX"
 MAX_COUNTDOWN_ENV = "QUEUE_RATELIMIT_MAX_COUNTDOWN"
 POLL_ENV = "QUEUE_RATELIMIT_POLL"
+IDLE_TTL_ENV = "QUEUE_RATELIMIT_IDLE_TTL"
+REMEMBER_FOR_ENV = "QUEUE_RATELIMIT_REMEMBER_FOR"
 PAUSED_FIELD = "queue_ratelimit_paused"
 """The field of the worker's Redis hash listing the queues it leaves alone (breaker open)."""
 
@@ -101,7 +104,7 @@ def limiter_for(
     environ: Mapping[str, str] | None = None, *, connection: redis.Redis | None = None
 ) -> Limiter:
     """The limiter an RQ worker builds from its environment (``QUEUE_RATELIMIT_REDIS_URL``,
-    ``_PREFIX``, ``_CONFIG``).
+    ``_PREFIX``, ``_CONFIG``, ``_IDLE_TTL`` and ``_REMEMBER_FOR`` in seconds).
 
     Job modules call it too, so their HTTP clients share the worker's configuration.
     Without ``QUEUE_RATELIMIT_REDIS_URL`` the limiter uses ``connection`` (the worker's
@@ -120,12 +123,16 @@ def limiter_for(
     else:
         raise ConfigError(None, REDIS_URL_ENV, url, "is required outside an RQ worker")
     prefix = env.get(PREFIX_ENV) or "qrl"
+    idle_ttl = env_seconds(env, IDLE_TTL_ENV, 3600.0)
+    remember_for = env_seconds(env, REMEMBER_FOR_ENV, REMEMBER_FOR, zero=True)
     try:
-        return Limiter(RedisBackend(client, prefix=prefix), configs)
+        backend = RedisBackend(client, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for)
+        return Limiter(backend, configs)
     except ConfigError as exc:
-        if exc.field != "prefix":
+        names = {"prefix": PREFIX_ENV, "idle_ttl": IDLE_TTL_ENV, "remember_for": REMEMBER_FOR_ENV}
+        if exc.field not in names:
             raise
-        raise ConfigError(None, PREFIX_ENV, prefix, exc.reason) from None
+        raise ConfigError(None, names[exc.field], exc.value, exc.reason) from None
 
 
 def limiter_from_env(
@@ -140,7 +147,8 @@ def limiter_from_env(
     return limiter_for(environ, connection=connection)
 
 
-def env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def env_seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    """A setting in seconds (> 0, or >= 0 with ``zero``), ``default`` when unset."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -148,8 +156,8 @@ def env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(None, name, raw, "must be a number of seconds > 0")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ConfigError(None, name, raw, f"must be a number of seconds {'>=' if zero else '>'} 0")
     return value
 
 
