@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from rich import box
 from rich.table import Table
 
-from queue_ratelimit.inspection import Key, KeyState
+from queue_ratelimit.inspection import Key, KeyState, utc_text
 
 __all__ = ["number", "shorten", "status_table", "top_table"]
 
@@ -88,6 +88,9 @@ def _per_second(rates: Mapping[Key, Mapping[str, float]], event: str) -> Callabl
 
 
 def _cooldown(state: KeyState) -> str:
+    until = state.exhausted_until
+    if until is not None:
+        return f"exhausted until {utc_text(until)}"
     left = state.snapshot.cooldown_left if state.snapshot else 0.0
     return f"{number(left)}s" if left > 0 else "-"
 

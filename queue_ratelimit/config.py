@@ -238,7 +238,15 @@ class IntegrationConfig:
         default=frozenset({429, 503}), metadata=_help("HTTP statuses that signal backoff")
     )
     max_backoff: float = field(
-        default=300.0, metadata=_help("clamp on any Retry-After or cooldown, seconds (> 0)")
+        default=300.0,
+        metadata=_help("clamp on a cooldown the upstream did not state, seconds (> 0)"),
+    )
+    max_quota_wait: float = field(
+        default=86400.0,
+        metadata=_help(
+            "clamp on a wait the upstream states (Retry-After, a quota's reset), seconds "
+            "(>= max_backoff); tasks held past max_backoff are parked without spending budget"
+        ),
     )
     max_wait: float = field(
         default=1.0, metadata=_help("longest in-worker wait before requeueing, seconds")
@@ -302,8 +310,20 @@ class IntegrationConfig:
         _check_aimd(self, check)
         if not isinstance(self.slow_start, bool):
             check.fail("slow_start", self.slow_start, "must be true or false")
-        for name in ("cooldown_multiplier", "max_backoff", "lease_ttl", "breaker_open_seconds"):
+        for name in (
+            "cooldown_multiplier",
+            "max_backoff",
+            "max_quota_wait",
+            "lease_ttl",
+            "breaker_open_seconds",
+        ):
             _store(self, name, check.number(name, getattr(self, name), positive=True))
+        if self.max_quota_wait < self.max_backoff:
+            check.fail(
+                "max_quota_wait",
+                self.max_quota_wait,
+                f"must be >= max_backoff ({self.max_backoff})",
+            )
         _store(self, "max_wait", check.number("max_wait", self.max_wait, positive=False))
         if self.cooldown_wait is not None:
             _store(

@@ -9,6 +9,7 @@ read in one batch (``Backend.snapshots``: pipelined on Redis).
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,14 @@ class KeyState:
     def counts(self) -> Mapping[str, int]:
         return self.snapshot.counts if self.snapshot else {}
 
+    @property
+    def exhausted_until(self) -> float | None:
+        """When a hold past ``max_backoff`` ends (a spent quota's reset, epoch seconds)."""
+        snap, plan = self.snapshot, self.plan
+        if snap is None or plan is None or snap.cooldown_left <= plan.max_backoff:
+            return None
+        return snap.now + snap.cooldown_left
+
     def row(self) -> dict[str, Any]:
         """The key as ``status --json`` prints it."""
         row: dict[str, Any] = {"integration": self.integration, "tenant": self.tenant}
@@ -105,7 +114,16 @@ class KeyState:
             breaker_wait=round(snap.breaker_wait, 3),
             counts=dict(snap.counts),
         )
+        until = self.exhausted_until
+        if until is not None:
+            row["exhausted_until"] = utc_text(until)
         return row
+
+
+def utc_text(when: float) -> str:
+    """``when`` (epoch seconds) as an ISO 8601 UTC time, to the second."""
+    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def tool_plan(limiter: Limiter, backend: Backend, name: str) -> Plan | None:
@@ -143,7 +161,9 @@ def read_keys(limiter: Limiter, backend: Backend, integration: str | None = None
             keys.extend(KeyState(name, tenant) for tenant in listed)
             continue
         snapshots = backend.snapshots(name, listed, plan)
-        keys.extend(KeyState(name, t, s, plan) for t, s in zip(listed, snapshots, strict=True))
+        keys.extend(  # (a key idle past its expiry, kept for what it learned, is not listed)
+            KeyState(name, t, s, plan) for t, s in zip(listed, snapshots, strict=True) if s.exists
+        )
     return keys
 
 

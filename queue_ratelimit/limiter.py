@@ -255,7 +255,8 @@ class Limiter:
 
         Args:
             retry_after: the upstream's ``Retry-After`` in seconds, when it sent one; the
-                cooldown then lasts exactly that (clamped to ``[0, max_backoff]``).
+                cooldown then lasts exactly that (clamped to ``[0, max_quota_wait]``; past
+                ``max_backoff`` the key is exhausted until then, ``quota_exhausted``).
             epoch: ``decision.epoch`` of the acquire that led to this call; with it, backoffs
                 from calls granted before the last decrease never decrease again.
             lease: the concurrency lease to give back.
@@ -304,6 +305,15 @@ class Limiter:
                 decreased=result.decreased,
                 cooldown_left=result.cooldown_left,
             )
+        if result.exhausted:
+            signals.emit(
+                signals.quota_exhausted,
+                self,
+                integration=integration,
+                tenant=tenant,
+                retry_after=report.retry_after,
+                until=time.time() + result.cooldown_left,
+            )
         self._rate_moved(integration, tenant, result)
         self._breaker_moved(integration, tenant, result)
         return result
@@ -323,9 +333,9 @@ class Limiter:
         """Report what the upstream answered, in one round trip; never raises on its content.
 
         The response is read with ``parse_rate_limit`` (the integration's
-        ``backoff_status_codes`` and ``max_backoff``) and reported as a backoff, a failure
-        (a 5xx, or ``status=None`` for a timeout or connection error) or a success, with the
-        quotas it published (``policy/quota.py``) and, when ``actual`` usage is given, the
+        ``backoff_status_codes``; waits up to ``max_quota_wait``) and reported as a backoff,
+        a failure (a 5xx, or ``status=None`` for a timeout or connection error) or a success,
+        with the quotas it published (``policy/quota.py``) and, when ``actual`` usage is given, the
         correction of the ``estimated`` cost. Pass the call's ``decision``: its epoch keeps
         one congestion event to one decrease, its seq corrects ``remaining`` for calls in
         flight, and its lease is given back.
@@ -337,7 +347,7 @@ class Limiter:
             headers,
             body,
             backoff_status_codes=config.backoff_status_codes,
-            max_backoff=config.max_backoff,
+            max_backoff=config.max_quota_wait,  # the true stated wait: the limiter clamps it
         )
         kind = classify(status, info)
         feedback = feedback_for(

@@ -12,6 +12,7 @@ reasons only.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +28,7 @@ _LEVELS: dict[str, int] = {
     "breaker_opened": logging.WARNING,
     "breaker_closed": logging.WARNING,
     "budget_exhausted": logging.ERROR,
+    "quota_exhausted": logging.WARNING,
     "backend_unavailable": logging.ERROR,
     "backend_recovered": logging.WARNING,
 }
@@ -46,6 +48,9 @@ def _line(event: str, fields: dict[str, Any]) -> str:
         after = fields.get("retry_after")
         detail = "backoff" + (f", retry after {after:.3f}s" if after is not None else "")
         detail += ", rate decreased" if fields.get("decreased") else ""
+    elif event == "quota_exhausted":
+        until = datetime.datetime.fromtimestamp(fields["until"], datetime.timezone.utc)
+        detail = f"quota exhausted until {until:%Y-%m-%d %H:%M:%S} UTC (tasks parked until then)"
     elif event == "budget_exhausted":
         detail = f"requeue budget exhausted after {fields['requeues']} requeues"
     elif event == "backend_unavailable":

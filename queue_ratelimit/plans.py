@@ -38,6 +38,7 @@ def plan_for(config: IntegrationConfig) -> Plan:
         lease_ttl=config.lease_ttl,
         cooldown_multiplier=config.cooldown_multiplier,
         max_backoff=config.max_backoff,
+        max_quota_wait=config.max_quota_wait,
         breaker_threshold=config.breaker_failure_threshold,
         breaker_open_seconds=config.breaker_open_seconds,
         slow_start=config.slow_start and config.increase_factor > 0,

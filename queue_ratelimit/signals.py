@@ -24,6 +24,7 @@ __all__ = [
     "breaker_opened",
     "budget_exhausted",
     "emit",
+    "quota_exhausted",
     "rate_changed",
     "reservation_redeemed",
     "task_requeued",
@@ -64,6 +65,13 @@ breaker_closed: NamedSignal = _events.signal(
     "integration, tenant, forced.",
 )
 
+quota_exhausted: NamedSignal = _events.signal(
+    "quota_exhausted",
+    doc="The upstream stated a wait longer than max_backoff (a spent daily or monthly quota): "
+    "the key holds until then and tasks are parked without spending budget; sent once per "
+    "hold, by the report that opened or lengthened it. Fields: integration, tenant, "
+    "retry_after, until (epoch seconds).",
+)
 backend_unavailable: NamedSignal = _events.signal(
     "backend_unavailable",
     doc="The shared state (Redis) stopped answering for this process. Fields: integration, "

@@ -39,6 +39,8 @@ from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision, Reservation
 
 REQUEUES = "requeues"
+EXHAUSTED = "exhausted"
+"""A refusal's (and a requeue's) reason: held past ``max_backoff`` by a stated wait."""
 """The fleet-wide count of requeues (``Limiter.stats``)."""
 
 TICKET_HEADER = "queue_ratelimit"
@@ -215,9 +217,11 @@ class TaskGate:
         )
         reason = "recheck" if early else decision.reason
         # come back at the slot, or sooner while the rate climbs; a slot paid for is not
-        # spent again, only not yet due
+        # spent again, only not yet due; a task held by a spent quota is parked until its
+        # reset, spending nothing (its slot after the reset reserved, spread at the rate)
+        spend = not early and reason != EXHAUSTED
         return self._requeue(
-            call, ticket, decision.come_back, reason, kept, spend=not early, counted=not last_chance
+            call, ticket, decision.come_back, reason, kept, spend=spend, counted=not last_chance
         )
 
     def rate_limited(
@@ -228,6 +232,8 @@ class TaskGate:
         spent, as when the outage is met before the body."""
         if reason == BACKEND_UNAVAILABLE:  # its slot is used: nothing left to redeem
             return self.outage(call, replace(ticket, reservation=None), retry_after)
+        if retry_after > self.limiter.config(call.integration).max_backoff:  # a spent quota
+            return self._requeue(call, ticket, retry_after, EXHAUSTED, None, spend=False)
         return self._requeue(call, ticket, retry_after, reason, None)
 
     def outage(self, call: TaskCall, ticket: Ticket, retry_after: float) -> Requeue:

@@ -186,13 +186,14 @@ class RedisBackend(RedisTools):
         if cached is not None and cached[0] is plan:
             return cached[1]
         head = struct.pack(
-            "<B9d",
+            "<B10d",
             len(plan.limits),
             self._idle_ttl,
             self._remember_for,
             1.0 if plan.slow_start else 0.0,
             plan.cooldown_multiplier,
             plan.max_backoff,
+            plan.max_quota_wait,
             plan.max_concurrent or 0,
             plan.lease_ttl,
             plan.breaker_threshold,
@@ -405,7 +406,9 @@ class RedisBackend(RedisTools):
         lease = report.lease_id or ""
         blob = self._blob(report.kind, plan, wire.pack(numbers))
         args = self._key_args(report.integration, report.tenant, blob, lease, leases=bool(lease))
-        epoch_now, decreased, old, new, cool = self._run(report.kind, report.integration, args)
+        epoch_now, decreased, old, new, cool, *held = self._run(
+            report.kind, report.integration, args
+        )
         view = self._current_view(report.integration, plan)
         changed = False
         if report.kind == FAILURE or (report.kind == SUCCESS and (view.state or view.failures)):
@@ -420,6 +423,7 @@ class RedisBackend(RedisTools):
             cool / wire.MICRO,
             wire.BREAKER_STATES[view.state],
             changed,
+            exhausted=bool(held and held[0]),
         )
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:

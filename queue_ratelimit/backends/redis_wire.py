@@ -53,7 +53,16 @@ OPS = {  # each op's code in the script
 EVENTS = ("requeues", "backoffs", "budget_exhausted")  # counted per key (limiter.lua EVENTS)
 HEAD = struct.Struct("<BdBd")  # op code, now (NaN: the server's TIME), the breaker passed in
 # the script's reply codes (limiter.lua OK .. BREAKER_OPEN, and CLOSED, OPEN, HALF_OPEN)
-REASONS = ("ok", "redeemed", "probe", "rate", "cooldown", "concurrency", "breaker_open")
+REASONS = (
+    "ok",
+    "redeemed",
+    "probe",
+    "rate",
+    "cooldown",
+    "concurrency",
+    "breaker_open",
+    "exhausted",
+)
 LAST_GRANT = 2  # the reasons up to "probe" are grants
 BREAKER_STATES = (brk.CLOSED, brk.OPEN, brk.HALF_OPEN)
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
@@ -91,6 +100,7 @@ def plan_json(plan: Plan, idle_ttl: float) -> str:
             "lease_ttl": plan.lease_ttl,
             "cooldown_multiplier": plan.cooldown_multiplier,
             "max_backoff": plan.max_backoff,
+            "max_quota_wait": plan.max_quota_wait,
             "breaker_threshold": plan.breaker_threshold,
             "breaker_open_seconds": plan.breaker_open_seconds,
             "slow_start": plan.slow_start,
@@ -111,6 +121,7 @@ def plan_from_json(text: str) -> Plan:
             lease_ttl=float(data["lease_ttl"]),
             cooldown_multiplier=float(data["cooldown_multiplier"]),
             max_backoff=float(data["max_backoff"]),
+            max_quota_wait=float(data.get("max_quota_wait", 86400.0)),
             breaker_threshold=int(data["breaker_threshold"]),
             breaker_open_seconds=float(data["breaker_open_seconds"]),
             slow_start=bool(data.get("slow_start", True)),

@@ -27,6 +27,10 @@ Rules (``now`` is always passed in, in seconds):
   Otherwise, when ``reserve`` is set, it pays anyway and receives a reservation for
   ``slot``; else nothing changes. A concurrency limit, when set, is checked first; a full
   one grants nothing and reserves nothing.
+* exhausted: a refusal whose wait is longer than ``max_backoff`` because of what the upstream
+  stated (a cooldown, a spent quota) has the reason ``exhausted``: a task gate parks the task
+  until then without spending its budget. A report that moves such a hold on says so
+  (``ReportResult.exhausted``), once per move.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
   waited for; a void reservation is treated as a fresh acquire.
 * pacing: every grant moves an arrival schedule on (``pacing``). A holder that comes back
@@ -57,8 +61,9 @@ Rules (``now`` is always passed in, in seconds):
   delivered rate when successes were counted and it is lower: the rate sent when the 429
   came overshoots the limit, the rate served does not; the sliding estimate, or the whole
   window before when that counted more), forgives all debt (``tokens = 0``)
-  and the arrival schedule, and opens a cooldown of ``retry_after`` (clamped to
-  ``[0, max_backoff]``) or, without one, ``cooldown_multiplier / rate``. When successes
+  and the arrival schedule, and opens a cooldown of ``retry_after`` (stated by the
+  upstream: clamped to ``[0, max_quota_wait]``) or, without one, ``cooldown_multiplier /
+  rate`` (clamped to ``max_backoff``). When successes
   were counted, ``requests`` decreases no lower than ``PROBE_FLOOR`` of the delivered
   rate: a 429 with nearly every call served says the limit is just there, and a 429 among
   many says so too (what is served is then far below what is sent, and the multiplicative
@@ -260,6 +265,8 @@ def acquire(
     if fits:
         return _grant(state, breaker, now, plan, request, slot, kept, probe)
     reason = "cooldown" if state.cooldown_until > now else "rate"
+    if wait > plan.max_backoff and _held(state, now, limits, request.costs, plan.max_backoff):
+        reason = "exhausted"
     if not (request.reserve or redeeming):
         return Decision(False, wait, reason, state.epoch, None, now, seq=state.seq)
     if kept is None:
@@ -272,6 +279,24 @@ def acquire(
     recheck = _recheck(state, now, limits, due, wait, _growth(state, plan))
     promise = Reservation(state.epoch, slot, due)
     return Decision(False, wait, reason, state.epoch, promise, now, seq=state.seq, recheck=recheck)
+
+
+def _held(
+    state: KeyState,
+    now: float,
+    limits: Sequence[LimitParams],
+    costs: Mapping[str, float],
+    longer: float,
+) -> bool:
+    """The key is held more than ``longer`` seconds by what an upstream stated: a cooldown
+    or a spent published quota (not by a queue of reservations)."""
+    if state.cooldown_until - now > longer:
+        return True
+    for lim in limits:
+        bucket = state.buckets[lim.name]
+        if quota.hold_until(bucket, now, costs.get(lim.name, 0.0)) - now > longer:
+            return True
+    return False
 
 
 def _fit(
@@ -452,8 +477,9 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
     sync_buckets(state, now, limits)
     old = state.buckets[PRIMARY_LIMIT].rate
     new_event = state.epoch == epoch if epoch is not None else now >= state.cooldown_until
-    if retry_after is not None:
-        retry_after = min(max(retry_after, 0.0), max_backoff)
+    if retry_after is not None:  # stated by the upstream: honoured up to max_quota_wait
+        retry_after = min(max(retry_after, 0.0), plan.max_quota_wait)
+    held = state.cooldown_until
     if new_event:
         # what was served: the sliding estimate, or the whole window before when more (a
         # rate that grew within the window makes the estimate fall short)
@@ -481,7 +507,9 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
         for bucket in state.buckets.values():
             bucket.ts = max(bucket.ts, state.cooldown_until)
     new = state.buckets[PRIMARY_LIMIT].rate
-    return ReportResult(state.epoch, new_event, old, new, max(0.0, state.cooldown_until - now))
+    left = max(0.0, state.cooldown_until - now)
+    exhausted = state.cooldown_until > held and left > max_backoff  # (announced once)
+    return ReportResult(state.epoch, new_event, old, new, left, exhausted=exhausted)
 
 
 def on_failure(state: KeyState, now: float, limits: Sequence[LimitParams]) -> ReportResult:

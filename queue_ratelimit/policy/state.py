@@ -32,7 +32,9 @@ class Plan:
         max_concurrent: the concurrency limit, or None.
         lease_ttl: seconds after which an unreleased concurrency lease expires.
         cooldown_multiplier: cooldown without ``retry_after``, in intervals (1 / rate).
-        max_backoff: clamp of any cooldown, seconds.
+        max_backoff: clamp of a cooldown the upstream did not state, seconds.
+        max_quota_wait: clamp of a wait the upstream stated (``retry_after``), seconds; a
+            key held longer than ``max_backoff`` refuses as ``exhausted``.
         breaker_threshold: consecutive failures that open the breaker.
         breaker_open_seconds: how long the breaker stays open (and a probe's turn lasts).
         slow_start: a key that has met no backoff climbs fast (``aimd``'s start phase).
@@ -43,6 +45,7 @@ class Plan:
     lease_ttl: float = 300.0
     cooldown_multiplier: float = 2.0
     max_backoff: float = 300.0
+    max_quota_wait: float = 86400.0
     breaker_threshold: int = 5
     breaker_open_seconds: float = 60.0
     slow_start: bool = True
@@ -243,6 +246,7 @@ class ReportResult:
     cooldown_left: float
     breaker: str = brk.CLOSED
     breaker_changed: bool = False
+    exhausted: bool = False  # this report held the key past max_backoff (a long quota)
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,9 @@
 -- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. SNAPSHOTS), 'd' now in seconds (NaN: the
 --         Redis server's TIME, the default; tests pin it), '<Bd' the breaker as the caller
 --         passes it to an acquire (state, until: not CLOSED and now < until refuses, not
---         CLOSED and due is the probe an ADMIT granted); the plan: '<B' n, 9 doubles
---         idle_ttl, remember_for, slow_start (0/1), cooldown_multiplier, max_backoff, max_concurrent (0 = none), lease_ttl,
+--         CLOSED and due is the probe an ADMIT granted); the plan: '<B' n, 10 doubles
+--         idle_ttl, remember_for, slow_start (0/1), cooldown_multiplier, max_backoff,
+--         max_quota_wait, max_concurrent (0 = none), lease_ttl,
 --         breaker_threshold, breaker_open_seconds, then per limit its 's' name and 6 doubles
 --         rate, burst, min_rate, max_rate, increase, decrease; then the op's numbers, doubles
 --         to the end, NaN = none:
@@ -65,7 +66,8 @@
 --             took the lease), wait, epoch, now, seq}, and with a reservation: its slot,
 --             recheck (-1 = wait) and n dues (each element of an answer costs Redis about
 --             as much as a line of the rules, so the usual answer is short)
---   success, backoff, failure: {epoch, decreased (0/1), old rate, new rate, cooldown left}
+--   success, backoff, failure: {epoch, decreased (0/1), old rate, new rate, cooldown left},
+--             and for a backoff that moved a hold past max_backoff on, a 1 (announced once)
 --   release, count: {done (0/1)}
 --   snapshot: {exists (0/1), now, epoch, cooldown left, live leases, EVENTS counts, the
 --             tenant's stored name, then name (a string), rate, tokens per limit}
@@ -79,6 +81,7 @@ local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, COUNT = 1, 2, 3, 4,
 local BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME = 8, 9, 10, 11, 12
 local SNAPSHOTS = 13  -- SNAPSHOT of many keys in one call (the tools; one server: any slots)
 local OK, REDEEMED, PROBE, RATE, COOLDOWN, CONCURRENCY, BREAKER_OPEN = 0, 1, 2, 3, 4, 5, 6
+local EXHAUSTED = 7  -- refused: held past max_backoff by what the upstream stated
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- policy/breaker.py
 local LAYOUT = 5  -- the state's first byte
 local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redis.EVENTS)
@@ -92,8 +95,8 @@ local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is nee
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting one
 
 local blob = ARGV[1]
-local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_conc, lease_ttl,
-  b_threshold, b_open, at = struct.unpack('<BdBdBddddddddd', blob)
+local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_quota, max_conc,
+  lease_ttl, b_threshold, b_open, at = struct.unpack('<BdBdBdddddddddd', blob)
 if op < ACQUIRE or op > SNAPSHOTS then return redis.error_reply('unknown op ' .. op) end
 if now ~= now then
   local t = redis.call('TIME')
@@ -523,7 +526,7 @@ if op == SNAPSHOT then
 end
 
 local out  -- the acquire's answer
-local old, decreased = limits[1].r, 0  -- the reports' answer
+local old, decreased, held = limits[1].r, 0, nil  -- the reports' answer
 if op == ACQUIRE then
   local max_wait, reserve, res_epoch, res_slot, cooldown_wait, sleepers
   max_wait, reserve, res_epoch, res_slot, cooldown_wait, sleepers, at =
@@ -613,6 +616,16 @@ if op == ACQUIRE then
       break
     end
     if cool > now then reason = COOLDOWN end
+    if wait > max_backoff then  -- held past it by a stated cooldown or a spent quota
+      local held = cool - now > max_backoff
+      for i = 1, n do
+        local lim = limits[i]
+        if quota_active(lim, now) and lim.q < lim.cost and lim.qu - now > max_backoff then
+          held = true
+        end
+      end
+      if held then reason = EXHAUSTED end
+    end
     if not (reserve or redeeming) then break end
     if not redeeming then
       seq = seq + 1
@@ -677,7 +690,8 @@ else
     counts[BACKOFFS] = counts[BACKOFFS] + 1
     local new_event
     if seen_epoch then new_event = seen_epoch == epoch else new_event = now >= cool end
-    if retry_after then retry_after = min(max(retry_after, 0), max_backoff) end
+    if retry_after then retry_after = min(max(retry_after, 0), max_quota) end  -- stated
+    held = cool
     if new_event then
       decreased = 1
       sfrom, served, sbefore, top = roll_delivery(now, sfrom, served, sbefore, top,
@@ -741,4 +755,6 @@ else
   redis.call('SET', KEYS[1], state, 'PX', ceil((expires - now + remember) * 1000))
 end
 if op == ACQUIRE then return out end
-return {epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now))}
+local answer = {epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now))}
+if held and cool > held and cool - now > max_backoff then answer[6] = 1 end  -- a long hold
+return answer
