@@ -16,6 +16,9 @@ same fleet started again after its keys idled out.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -32,6 +35,18 @@ if TYPE_CHECKING:
 
 RETRY_AFTER = "retry-after"
 START = 2.0  # seconds of calls after a restart over which the starting rate is measured
+
+
+def timeline(label: str, calls: Calls, start: float) -> None:
+    """With ``GP_TIMELINE=1``: served and refused calls per second, on stderr."""
+    if os.environ.get("GP_TIMELINE") != "1":
+        return
+    seconds: dict[int, list[int]] = {}
+    for t, _, status in calls:
+        counts = seconds.setdefault(int(t - start), [0, 0])
+        counts[0 if status == 200 else 1] += 1
+    cells = [f"{k}:{v[0]}" + (f"/{v[1]}x" if v[1] else "") for k, v in sorted(seconds.items())]
+    print(f"  {label}: " + " ".join(cells), file=sys.stderr)
 
 
 def reach(calls: Calls, start: float, level: float) -> float | None:
@@ -68,13 +83,44 @@ def learned_rate(fleet: Fleet, rate: float) -> float | None:
         backend.client.close()
 
 
+class RateWatch:
+    """With ``GP_TIMELINE=1``, this project's limiter rate every 0.25 s, printed after."""
+
+    def __init__(self, fleet: Fleet, rate: float) -> None:
+        self.fleet, self.rate, self.seen = fleet, rate, []  # type: ignore[var-annotated]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> RateWatch:
+        if os.environ.get("GP_TIMELINE") == "1" and self.fleet.system.ours:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+            begin = self.seen[0][0] if self.seen else 0.0
+            cells = [f"{t - begin:.2f}:{r:.1f}" for t, r in self.seen]
+            print(f"  {self.fleet.system.label} rates: " + " ".join(cells), file=sys.stderr)
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.25):
+            rate = learned_rate(self.fleet, self.rate)
+            self.seen.append((time.time(), rate or 0.0))
+
+
 def cold(fleet: Fleet, sc: Scale) -> Row:
     L = sc.cold_rate
     fleet.shared, fleet.rate, fleet.idle_ttl = False, L, sc.idle_ttl
     fleet.restart()  # the workers' config follows the new L; nothing learned kept
     upstream = {"main": (L, RETRY_AFTER)}
-    phase = run_phase(fleet, upstream, [Send("api", sc.cold_tasks)], 1.5 * sc.cold_tasks / L + 10)
+    with RateWatch(fleet, L):
+        phase = run_phase(
+            fleet, upstream, [Send("api", sc.cold_tasks)], 1.5 * sc.cold_tasks / L + 10
+        )
     calls = phase.calls["main"]
+    timeline(f"{fleet.system.label} cold", calls, phase.start)
     row = base_row(fleet.system, phase, steady_rate(calls, lambda t: L))
     found = reach(calls, phase.start, 0.9 * L)
     wall = phase.end - phase.start
@@ -83,10 +129,15 @@ def cold(fleet: Fleet, sc: Scale) -> Row:
 
     fleet.stop(keep_limiter=True)  # stopped longer than idle_ttl, its keys kept in Redis
     time.sleep(2 * sc.idle_ttl)
+    deadline = time.monotonic() + 30.0  # its keys forgotten (they live idle_ttl past debts)
+    while learned_rate(fleet, L) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
     fleet.start()
-    again = run_phase(
-        fleet, upstream, [Send("api", sc.restart_tasks)], 1.5 * sc.restart_tasks / L + 10
-    )
+    with RateWatch(fleet, L):
+        again = run_phase(
+            fleet, upstream, [Send("api", sc.restart_tasks)], 1.5 * sc.restart_tasks / L + 10
+        )
+    timeline(f"{fleet.system.label} restart", again.calls["main"], again.start)
     began = start_rate(again.calls["main"])
     versus = learned if learned is not None else L
     restart = None if began is None else began / versus

@@ -297,7 +297,8 @@ class RQFleet(Fleet):
         super().__init__(*args)
         from rq import Queue
 
-        self.names = [f"gp-{self.run}-w{i}-{uuid.uuid4().hex[:4]}" for i in range(self.workers)]
+        self.names: list[str] = []
+        self.used: list[str] = []  # every worker name started (purged at the end)
         self.rq_queues = {name: Queue(name, connection=self.redis) for name in self.queues}
         self.sent: list[str] = []
         self.config_path = ""
@@ -321,6 +322,9 @@ class RQFleet(Fleet):
             "QUEUE_RATELIMIT_PREFIX": self.run,
             "QUEUE_RATELIMIT_CONFIG": self.config_path,
         }
+        # new names each start: a killed worker's registration outlives it for a while
+        self.names = [f"gp-{self.run}-w{i}-{uuid.uuid4().hex[:4]}" for i in range(self.workers)]
+        self.used += self.names
         for name in self.names:
             command = [sys.executable, "-c", self.LAUNCH, "worker", "--url", self.redis_url]
             command += ["-w", self.WORKER_CLASS[self.system.kind], "--name", name]
@@ -362,7 +366,7 @@ class RQFleet(Fleet):
 
     def purge(self) -> None:
         super().purge()
-        ours, sent = (*self.queues, *self.names), set(self.sent)
+        ours, sent = (*self.queues, *self.used), set(self.sent)
         doomed = []
         for raw in self.redis.scan_iter(match="rq:*", count=1000):
             key = raw.decode()

@@ -45,13 +45,17 @@ Rules (``now`` is always passed in, in seconds):
   ``increase`` grow by the same factor. The first backoff ends the phase for good.
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
   step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
-  rate), except from ``PROBE_FLOOR`` of ``peak`` (the rate at the last decrease) up to
-  ``peak`` itself, where it
-  is ``GENTLE * increase / rate`` (about ``increase / 2`` per second): the fleet climbs fast
-  back to just below the ceiling it last met, approaches it gently, and climbs fast again
-  once past it (the limit rose, or the next 429 comes at once). Congestion events, each
-  costing a cooldown, become rare in steady state: at ``increase`` 0.3 and a ceiling of
-  40/s, one about every 14 s.
+  rate) below ``PROBE_FLOOR`` of ``peak`` (the rate served at the last decrease). From
+  there it follows a cubic of the time since that decrease (as TCP CUBIC's window does),
+  never faster than ``increase``: ``peak * (HOLD + d * x ** 3)`` with ``x = (t - PLATEAU)
+  / PLATEAU``, ``d`` being ``HOLD - PROBE_FLOOR`` before ``PLATEAU`` and ``PROBE_UP`` after.
+  It rises from ``PROBE_FLOOR`` to ``HOLD`` of ``peak`` over ``PLATEAU`` seconds, holds
+  there, is back at ``peak`` after about ``1.4 * PLATEAU`` and climbs ever faster beyond
+  (40 % above it after about ``2.1 * PLATEAU``). The fleet climbs fast back to just below
+  the ceiling it last met, holds there, and probes above it only after a while: congestion
+  events, each costing a cooldown (a whole ``Retry-After``), come about every
+  ``1.4 * PLATEAU`` seconds when the limit holds, while a limit that rose is found within
+  about ``2 * PLATEAU``.
 * delivery: every success is counted in windows of ``DELIVERY_WINDOW`` seconds; the
   delivered rate is the current window's count plus the previous window's, weighted by how
   much of it still lies within the last ``DELIVERY_WINDOW`` (a sliding-window estimate).
@@ -96,14 +100,18 @@ from queue_ratelimit.policy.state import (
 )
 
 PROBE_FLOOR = 0.95
-"""From this fraction of ``peak`` up to ``peak`` the rate climbs gently (``GENTLE``): just
-below the ceiling last met. Past it, the climb is fast again: the limit rose, or the next
-429 comes at once and costs no more than it would have later."""
+"""A decrease lands no lower than this fraction of the rate served; from it the climb
+follows the probe's cubic (``PLATEAU``) instead of ``increase``."""
 
-GENTLE = 0.5
-"""From ``PROBE_FLOOR`` of ``peak`` to ``peak``, a success adds ``GENTLE * increase / rate``:
-as successes come at the rate, about ``GENTLE * increase`` per second. Each probe of the
-ceiling costs a cooldown; crossing that band slowly spaces them out."""
+HOLD = 0.98
+"""The fraction of ``peak`` the probe's cubic holds at, around ``PLATEAU`` seconds after
+a decrease (just below the limit last met: the rate served then)."""
+
+PLATEAU = 12.0
+"""Seconds after a decrease at which the probe's cubic is flat (at ``HOLD`` of ``peak``)."""
+
+PROBE_UP = 0.3
+"""The probe's cubic past ``PLATEAU``: ``PROBE_UP * x ** 3`` of ``peak`` above ``HOLD``."""
 
 START_GROWTH = 1.0
 """In the start phase, requests/s added per success: at least this (or ``increase``)."""
@@ -127,18 +135,16 @@ def new_state(now: float) -> KeyState:
 def revive(old: KeyState, now: float, limits: Sequence[LimitParams]) -> KeyState:
     """A key that idled past its expiry, used again: fresh, but for the rates it learned.
 
-    Each limit that met a backoff starts at ``PROBE_FLOOR`` of what it learned, its ``peak``
-    (for ``requests``, or the served ``ceiling`` since, when higher), which stays its peak;
-    a requests limit that never met one starts at its ``ceiling`` when that is above the
-    configured start (in the start phase still).
+    Each limit that met a backoff starts at ``PROBE_FLOOR`` of its ``peak`` (the rate
+    served at its last decrease), which stays its peak; a requests limit that never met one
+    starts at its ``ceiling`` when that is above the configured start (in the start phase
+    still).
     """
     state = new_state(now)
     state.ceiling = old.ceiling
     for lim in limits:
         learned = old.buckets.get(lim.name)
         peak = learned.peak if learned is not None else 0.0
-        if peak > 0 and lim.name == PRIMARY_LIMIT:
-            peak = max(peak, old.ceiling)
         if peak > 0:
             rate = PROBE_FLOOR * peak
         elif lim.name == PRIMARY_LIMIT and old.ceiling > lim.rate:
@@ -151,7 +157,9 @@ def revive(old: KeyState, now: float, limits: Sequence[LimitParams]) -> KeyState
 
 def starting(state: KeyState, plan: Plan) -> bool:
     """The key is in its start phase (see the module docstring)."""
-    return plan.slow_start and state.buckets[PRIMARY_LIMIT].peak == 0
+    return (
+        plan.slow_start and plan.limits[0].increase > 0 and state.buckets[PRIMARY_LIMIT].peak == 0
+    )
 
 
 def epoch_at(now: float) -> int:
@@ -460,14 +468,23 @@ def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
                 bucket = state.buckets[lim.name]
                 bucket.rate = min(lim.max_rate, bucket.rate * first.rate / old)
     elif now >= state.cooldown_until:
+        since = now - state.epoch / 1_000_000  # since the last decrease (epoch_at)
         for lim in limits:
             bucket = state.buckets[lim.name]
-            step = lim.increase
-            if PROBE_FLOOR * bucket.peak <= bucket.rate < bucket.peak:
-                step = GENTLE * lim.increase / bucket.rate  # near the ceiling: probe gently
+            step = probe_step(bucket.rate, bucket.peak, lim.increase, since)
             bucket.rate = min(lim.max_rate, bucket.rate + step)
     new = first.rate
     return ReportResult(state.epoch, False, old, new, max(0.0, state.cooldown_until - now))
+
+
+def probe_step(rate: float, peak: float, increase: float, since: float) -> float:
+    """What a success adds to a rate with its ``peak``, ``since`` seconds after the decrease
+    that set it: ``increase``, or near the peak the probe's cubic, never more."""
+    if peak <= 0 or rate < PROBE_FLOOR * peak:
+        return increase
+    x = (since - PLATEAU) / PLATEAU
+    target = peak * (HOLD + (PROBE_UP if x > 0 else HOLD - PROBE_FLOOR) * x * x * x)
+    return min(increase, max(0.0, target - rate))
 
 
 def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> ReportResult:
@@ -481,6 +498,7 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
         retry_after = min(max(retry_after, 0.0), plan.max_quota_wait)
     held = state.cooldown_until
     if new_event:
+        overshot = starting(state, plan)  # the start phase's climb met the limit
         # what was served: the sliding estimate, or the whole window before when more (a
         # rate that grew within the window makes the estimate fall short)
         served = max(delivered(state, now), state.served_before / DELIVERY_WINDOW)
@@ -491,6 +509,8 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
             if lim.name == PRIMARY_LIMIT and served > 0:
                 bucket.peak = min(bucket.rate, served)
                 target = min(bucket.rate, max(target, PROBE_FLOOR * served))
+                if overshot:  # sent up to twice what was served: land below what was
+                    target = PROBE_FLOOR * bucket.peak
                 state.ceiling = min(state.ceiling, bucket.peak)  # served since: learned anew
             bucket.rate = max(lim.min_rate, target)
         state.epoch = max(state.epoch + 1, epoch_at(now))

@@ -21,6 +21,7 @@ from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import LimitConfig
 from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.aimd import PLATEAU
 from queue_ratelimit.policy.pacing import TOLERANCE
 from queue_ratelimit.policy.state import Feedback, Reservation
 from tests.conftest import FakeClock
@@ -182,7 +183,7 @@ def test_eight_processes_backing_off_on_redis_decrease_once(
     assert limiter.snapshot("svc").limit().rate == 5.0
 
 
-def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_gently(
+def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_holds_then_probes(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
     limiter = make_limiter(increase_factor=0.5)  # 10/s, +0.5 per success, x0.5 per backoff
@@ -190,16 +191,16 @@ def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_gent
     clock.advance(1.0)
     rates = [limiter.on_success("svc").new_rate for _ in range(9)]
     assert rates == pytest.approx([5.5 + 0.5 * k for k in range(9)])  # fast, up to 9.5/s
-    gentle = limiter.on_success("svc").new_rate
-    assert gentle == pytest.approx(9.5 + 0.5 * 0.5 / 9.5)  # within 5% below 10/s: gently
-    for _ in range(1000):  # about 20 successes at 0.025/s each
-        if gentle >= 10.0:
-            break
-        gentle = limiter.on_success("svc").new_rate
-    else:
-        pytest.fail(f"the gentle climb stalled at {gentle}/s below the 10/s ceiling")
-    assert limiter.on_success("svc").new_rate == pytest.approx(gentle + 0.5)  # past it: the
-    # limit rose (or the next 429 comes at once), so the climb is fast again
+    # within 5% of the ceiling the probe's cubic of the time since the backoff holds it
+    cubic = 10.0 * (0.98 + 0.03 * ((1.0 - PLATEAU) / PLATEAU) ** 3)
+    assert limiter.on_success("svc").new_rate == pytest.approx(cubic)
+    assert limiter.on_success("svc").new_rate == pytest.approx(cubic)  # no faster than time
+    clock.advance(PLATEAU - 1.0)  # it holds at 98% of the ceiling around PLATEAU s...
+    assert limiter.on_success("svc").new_rate == pytest.approx(9.8)
+    clock.advance(PLATEAU / 2)  # ...then probes above it, slowly at first...
+    assert limiter.on_success("svc").new_rate == pytest.approx(10.0 * (0.98 + 0.3 / 8))
+    clock.advance(PLATEAU / 2)  # ...ever faster, but never more than increase per success
+    assert limiter.on_success("svc").new_rate == pytest.approx(10.0 * (0.98 + 0.3 / 8) + 0.5)
 
 
 def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
@@ -211,12 +212,12 @@ def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
         clock.advance(0.1)
     sent = limiter.on_backoff("svc", retry_after=1.0).old_rate
     assert sent == pytest.approx(10.08)
-    clock.advance(1.0)
-    after = limiter.on_success("svc")
-    # 7.6/s (95% of the 8/s delivered, above 10.08 x 0.75) is within 5% of the 8/s, so the
-    # step is the gentle one; measured from the 10.08/s sent, 7.6 would climb fast
-    assert after.old_rate == pytest.approx(7.6, abs=1e-6)
-    assert after.new_rate - after.old_rate == pytest.approx(0.5 * 0.01 / 7.6, abs=1e-5)
+    clock.advance(PLATEAU)
+    rates = [limiter.on_success("svc").new_rate for _ in range(100)]
+    # from 7.6/s (95% of the 8/s delivered, above 10.08 x 0.75), the probe's cubic holds
+    # at 98% of the 8/s delivered after PLATEAU seconds, not of the 10.08/s sent
+    assert rates[0] == pytest.approx(7.61)
+    assert rates[-1] == pytest.approx(0.98 * 8.0)
 
 
 def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
@@ -609,6 +610,19 @@ def test_a_key_in_debt_lives_idle_ttl_past_its_schedule(
     else:
         clock.advance(busy + 3599.0)
         assert limiter.snapshot("svc").exists
+
+
+def test_a_key_whose_debt_was_forgiven_is_forgotten_idle_ttl_later(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    slow = SVC.replace(max_wait=0.0, rate_limit_per_sec=0.1, min_rate=0.01)
+    limiter = make_limiter(slow, remember_for=0.0)
+    for _ in range(200):  # 200 reservations at 0.1/s: a debt of 2000 s
+        limiter.acquire("svc", reserve=True)
+    limiter.on_backoff("svc", retry_after=0.0)  # a congestion event forgives it
+    clock.advance(3600 * 1.25 + 1.0)  # idle_ttl, and what Redis may add (REFRESH)
+    assert not limiter.snapshot("svc").exists
+    assert limiter.acquire("svc").granted
 
 
 def test_costs_that_can_never_be_granted_are_rejected(make_limiter: MakeLimiter) -> None:

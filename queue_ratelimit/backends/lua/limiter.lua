@@ -88,11 +88,13 @@ local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redi
 local BACKOFFS = 2
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
-local PROBE_FLOOR, GENTLE = 0.95, 0.5  -- aimd.PROBE_FLOOR, aimd.GENTLE
+local PROBE_FLOOR, HOLD, PLATEAU, PROBE_UP = 0.95, 0.98, 12.0, 0.3  -- aimd's constants
 local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- aimd.START_GROWTH, aimd.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
-                       -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting one
+                       -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting
+                       -- one; it is set again when it falls short or lies over twice that
+                       -- beyond (a debt forgiven or paid: the key is forgotten in time)
 
 local blob = ARGV[1]
 local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_quota, max_conc,
@@ -228,8 +230,15 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
           if grown > r then r = grown end
           if r > hi then r = hi end
         elseif now >= cool then
-          local step = inc  -- near the last ceiling, about inc / 2 per second (aimd.GENTLE)
-          if r >= PROBE_FLOOR * pk and r < pk then step = GENTLE * inc / r end
+          local step = inc  -- near the last ceiling, the probe's cubic (aimd.probe_step)
+          if pk > 0 and r >= PROBE_FLOOR * pk then
+            local x = (now - epoch / 1000000 - PLATEAU) / PLATEAU
+            local d = HOLD - PROBE_FLOOR
+            if x > 0 then d = PROBE_UP end
+            local lift = pk * (HOLD + d * x * x * x) - r
+            if lift < 0 then lift = 0 end
+            if lift < step then step = lift end
+          end
           r = r + step
           if r > hi then r = hi end
         end
@@ -271,7 +280,8 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
         elseif ts - now > busy then
           busy = ts - now
         end
-        local keep = expires >= now + busy + idle_ttl
+        local need = now + busy + idle_ttl  -- kept while within [need, need + 2 REFRESH]
+        local keep = expires >= need and expires <= need + idle_ttl * 2 * REFRESH
         if not keep then expires = now + busy + idle_ttl * (1 + REFRESH) end
         local hot  -- what changed, from offset 2: an acquire's first 7 doubles, a success's
         if op == ACQUIRE then  -- up to its delivery counts (the name is written unchanged)
@@ -421,15 +431,14 @@ local function load(saved, limits)
 end
 
 -- an expired key's learned rates into `limits`, fresh otherwise (aimd.revive): each limit at
--- PROBE_FLOOR of its peak (the first's: or the ceiling, if higher; kept as its peak), else
--- the first at the ceiling when above its start
+-- PROBE_FLOOR of its peak (kept as its peak), else the first at the ceiling when above its
+-- start
 local function revive(saved, limits, plan_at)
   local learned = fresh(plan_at)
   local top = select(9, load(saved, learned))
   for i = 1, n do
     local lim, was = limits[i], learned[i]
     local peak = was.p
-    if peak > 0 and i == 1 then peak = max(peak, top) end
     if peak > 0 then
       lim.r, lim.p = PROBE_FLOOR * peak, peak
     elseif i == 1 and top > lim.r then
@@ -679,9 +688,12 @@ else
     elseif now >= cool then
       for i = 1, n do
         local lim = limits[i]
-        local step = lim.inc  -- near the last ceiling, about inc / 2 per second (aimd.GENTLE)
-        if lim.r >= PROBE_FLOOR * lim.p and lim.r < lim.p then
-          step = GENTLE * lim.inc / lim.r
+        local step = lim.inc  -- near the last ceiling, the probe's cubic (aimd.probe_step)
+        if lim.p > 0 and lim.r >= PROBE_FLOOR * lim.p then
+          local x = (now - epoch / 1000000 - PLATEAU) / PLATEAU
+          local d = HOLD - PROBE_FLOOR
+          if x > 0 then d = PROBE_UP end
+          step = min(step, max(0, lim.p * (HOLD + d * x * x * x) - lim.r))
         end
         lim.r = min(lim.max, lim.r + step)
       end
@@ -694,6 +706,7 @@ else
     held = cool
     if new_event then
       decreased = 1
+      local overshot = slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- aimd.starting
       sfrom, served, sbefore, top = roll_delivery(now, sfrom, served, sbefore, top,
                                                   DELIVERY_WINDOW)
       local left = max(0, 1 - (now - sfrom) / DELIVERY_WINDOW)
@@ -705,6 +718,7 @@ else
         if i == 1 and rate_served > 0 then
           lim.p = min(lim.r, rate_served)
           target = min(lim.r, max(target, PROBE_FLOOR * rate_served))
+          if overshot then target = PROBE_FLOOR * lim.p end
           top = min(top, lim.p)  -- served since: learned anew
         end
         lim.r = max(lim.min, target)
@@ -729,7 +743,8 @@ for i = 1, n do
   local lim = limits[i]
   busy = max(busy, max(0, lim.s - now) + max(0, -lim.t) / lim.r)
 end
-local keep = exists and expires >= now + busy + idle_ttl
+local need = now + busy + idle_ttl  -- (a debt forgiven or paid moves it back)
+local keep = exists and expires >= need and expires <= need + idle_ttl * 2 * REFRESH
 if not keep then expires = now + busy + idle_ttl * (1 + REFRESH) end
 if op == ACQUIRE and out[1] > PROBE and ARGV[3] and ARGV[3] ~= '' then  -- a counted refusal
   local event = tonumber(ARGV[3])
