@@ -390,6 +390,21 @@ class Limiter:
         self.config(integration)
         return self.backend.stats(integration)
 
+    def holds(self, integration: str, tenant: str | None, decision: Decision) -> bool:
+        """Whether a slot granted with a wait still holds once the caller slept it: no
+        congestion event since it was granted (its epoch) and no cooldown running. A task
+        that slept asks before its call: a backoff met meanwhile by another worker would
+        otherwise be met again by each call sleeping at the time. True when the backend
+        does not answer (the call goes as granted)."""
+        prepared = self._resolve(integration, tenant)
+        seen = self._guard.call(
+            prepared,
+            tenant,
+            lambda backend, _plan: backend.check(integration, tenant),
+            closed=lambda _error: None,
+        )
+        return seen is None or (seen[0] == decision.epoch and seen[1] <= 0)
+
     def release(self, integration: str, tenant: str | None, lease: str) -> bool:
         """Give a concurrency lease back without reporting an outcome (while the backend
         is down, once it answers again)."""

@@ -122,6 +122,11 @@ def _check_options(integration: str, requeue_budget: Any, max_wait: Any) -> None
             raise ConfigError(integration, name, value, f"must be {what} >= 0")
 
 
+CONFIRM_AFTER = 0.05
+"""Seconds: a task that slept at least this long for its slot checks it still holds
+(``Limiter.holds``: one small read) before its body runs."""
+
+
 class TaskRun:
     """One delivery of a gated task: acquire, run the body with its slot, or requeue.
 
@@ -147,17 +152,28 @@ class TaskRun:
 
         ``granted`` runs as soon as the slot is granted, before the wait is slept (RQ forgets
         the redeemed reservation there, so a job killed while it sleeps cannot redeem it
-        again)."""
-        with context.running(self.info):
-            verdict = self.gate.before(self.call, self.ticket)
-        if isinstance(verdict, Requeue):
-            return verdict
-        if granted is not None:
-            granted()
-        decision = verdict.decision
-        if decision.wait > 0:
-            time.sleep(decision.wait)
+        again). A wait of ``CONFIRM_AFTER`` or more is confirmed after it is slept
+        (``Limiter.holds``); a slot a backoff voided meanwhile is asked for once more."""
         call = self.call
+        for again in (False, True):
+            with context.running(self.info):
+                verdict = self.gate.before(call, self.ticket)
+            if isinstance(verdict, Requeue):
+                return verdict
+            if granted is not None:
+                granted()
+            decision = verdict.decision
+            if decision.wait > 0:
+                time.sleep(decision.wait)
+            if again or decision.wait < CONFIRM_AFTER:
+                break
+            if self.gate.limiter.holds(call.integration, call.tenant, decision):
+                break
+            # a backoff met by another worker while this one slept voided the slot: the
+            # call would meet it again; ask afresh (a refusal requeues the task)
+            if decision.lease:
+                self.gate.limiter.release(call.integration, call.tenant, decision.lease)
+            self.ticket = replace(self.ticket, reservation=None)
         self.slot = context.Prepaid(call.integration, call.tenant, decision, call.cost)
         return None
 

@@ -66,6 +66,11 @@ class Backend(Protocol):
         """Give a concurrency lease back without reporting an outcome."""
         ...
 
+    def check(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
+        """The key's congestion epoch and seconds of cooldown left (None: it holds no
+        state), read without changing it: whether a grant made earlier still holds."""
+        ...
+
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """Describe a key and its integration's breaker without changing them."""
         ...

@@ -148,6 +148,13 @@ class MemoryBackend:
             state = self._load((integration, tenant), self._clock())
             return state is not None and aimd.release(state, lease_id)
 
+    def check(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
+        """See ``Backend.check``."""
+        with self._lock:
+            now = self._clock()
+            state = self._load((integration, tenant), now)
+            return None if state is None else (state.epoch, max(0.0, state.cooldown_until - now))
+
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
         with self._lock:

@@ -433,6 +433,12 @@ class RedisBackend(RedisTools):
         (released,) = self._run("release", integration, args)
         return bool(released == 1)
 
+    def check(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
+        """See ``Backend.check``: one small call."""
+        args = self._key_args(integration, tenant, self._blob("check", wire.NO_PLAN))
+        exists, epoch, cool = self._run("check", integration, args)
+        return (int(epoch), cool / wire.MICRO) if exists else None
+
     def count(self, integration: str, event: str, tenant: str | None = None) -> None:
         """See ``Backend.count``."""
         if event not in wire.EVENTS:

@@ -49,6 +49,7 @@ OPS = {  # each op's code in the script
     "unprobe": 11,
     "outcome": 12,
     "snapshots": 13,
+    "check": 14,
 }
 EVENTS = ("requeues", "backoffs", "budget_exhausted")  # counted per key (limiter.lua EVENTS)
 HEAD = struct.Struct("<BdBd")  # op code, now (NaN: the server's TIME), the breaker passed in

@@ -185,3 +185,22 @@ def test_what_was_learned_is_forgotten_after_remember_for(
     clock.advance(IDLE + 600.0)
     assert limiter.acquire("svc").granted
     assert rate(limiter) == pytest.approx(COLD.rate_limit_per_sec)
+
+
+def test_a_grant_holds_until_a_congestion_event_or_a_cooldown(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(COLD)
+    first = limiter.acquire("svc")
+    assert limiter.holds("svc", None, first)
+    second = limiter.acquire("svc")  # granted 0.5 s ahead
+    limiter.on_success("svc")
+    assert limiter.holds("svc", None, second)  # nothing changed the epoch
+    limiter.on_backoff("svc", retry_after=1.0, epoch=first.epoch)
+    assert not limiter.holds("svc", None, second)  # a new congestion event voids it
+    clock.advance(1.0)
+    third = limiter.acquire("svc")
+    limiter.on_backoff("svc", retry_after=0.0, epoch=third.epoch - 1)  # an older event's
+    assert limiter.holds("svc", None, third)
+    limiter.on_backoff("svc", retry_after=5.0, epoch=third.epoch - 1)  # lengthens a cooldown
+    assert not limiter.holds("svc", None, third)

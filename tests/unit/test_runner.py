@@ -119,3 +119,41 @@ def test_an_outage_requeue_redeems_nothing(clock: FakeClock) -> None:
     assert after.counts == {"requeues": 1}  # requeue is counted, as every requeue is)
     assert requeue.reason == "backend_unavailable" and requeue.ticket.reservation is None
     assert requeue.ticket.requeues == 0  # no budget spent
+
+
+def _slept_for(
+    run: TaskRun, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, during: Any
+) -> None:
+    """The run's sleeps advance the fake clock, and ``during`` runs in the first one."""
+    from queue_ratelimit import runner
+
+    pending = [during]
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if pending:
+            pending.pop()()
+
+    monkeypatch.setattr(runner.time, "sleep", sleep)
+
+
+def test_a_slot_voided_by_a_backoff_met_while_sleeping_is_asked_for_again(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run(clock)
+    limiter = run.gate.limiter
+    assert limiter.acquire("svc").granted  # the burst: this task's slot is 0.1 s away
+    # another worker meets a 429 while this one sleeps for its slot
+    _slept_for(run, clock, monkeypatch, lambda: limiter.on_backoff("svc", retry_after=2.0))
+    outcome = run.run(lambda: "called")
+    assert isinstance(outcome, Requeue) and outcome.reason == "cooldown"  # not a 429 more
+
+
+def test_a_slot_that_still_holds_after_the_sleep_runs(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run(clock)
+    limiter = run.gate.limiter
+    assert limiter.acquire("svc").granted
+    _slept_for(run, clock, monkeypatch, lambda: limiter.on_success("svc"))
+    assert run.run(lambda: "called") == "called"

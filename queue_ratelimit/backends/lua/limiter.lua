@@ -73,6 +73,7 @@
 --             tenant's stored name, then name (a string), rate, tokens per limit}
 --   snapshots: one snapshot's answer per key (KEYS: state keys, or with the op's number 2,
 --             state and leases key pairs): the tools' read of many keys on one server
+--   check:    {exists (0/1), epoch, cooldown left}: whether a grant still holds
 --   breaker, view, admit, unprobe, outcome: {state, failures, until, now, changed (0/1;
 --             ADMIT: 0 pass, 1 refused, 2 the probe is the caller's), and the state and
 --             until before the op}
@@ -80,6 +81,7 @@
 local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, COUNT = 1, 2, 3, 4, 5, 6, 7
 local BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME = 8, 9, 10, 11, 12
 local SNAPSHOTS = 13  -- SNAPSHOT of many keys in one call (the tools; one server: any slots)
+local CHECK = 14  -- whether a grant still holds: the key's epoch and cooldown left
 local OK, REDEEMED, PROBE, RATE, COOLDOWN, CONCURRENCY, BREAKER_OPEN = 0, 1, 2, 3, 4, 5, 6
 local EXHAUSTED = 7  -- refused: held past max_backoff by what the upstream stated
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- policy/breaker.py
@@ -99,7 +101,7 @@ local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is nee
 local blob = ARGV[1]
 local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_quota, max_conc,
   lease_ttl, b_threshold, b_open, at = struct.unpack('<BdBdBdddddddddd', blob)
-if op < ACQUIRE or op > SNAPSHOTS then return redis.error_reply('unknown op ' .. op) end
+if op < ACQUIRE or op > CHECK then return redis.error_reply('unknown op ' .. op) end
 if now ~= now then
   local t = redis.call('TIME')
   now = t[1] + t[2] / 1000000
@@ -169,6 +171,16 @@ if op == COUNT then  -- one more of an event, in the key's state (none: nothing 
   local value = struct.unpack('<d', saved, pos + 8 * (event - 1))
   redis.call('SETRANGE', KEYS[1], pos - 1 + 8 * (event - 1), struct.pack('<d', value + 1))
   return {1}
+end
+
+if op == CHECK then  -- {1, epoch, cooldown left} of a live key, {0, 0, 0} of none
+  local saved = redis.call('GET', KEYS[1])
+  if not (saved and string.byte(saved, 1) == LAYOUT) then return {0, 0, 0} end
+  local _, _, expires, _, _, _, _, epoch, cool = struct.unpack('<xxddddddddd', saved)
+  if expires < now then return {0, 0, 0} end
+  local left = 0
+  if cool > now then left = (cool - now) * 1000000 + 0.5 end
+  return {1, epoch, left - left % 1}
 end
 
 -- The usual acquire and success report first, decided on locals alone (no tables, no
