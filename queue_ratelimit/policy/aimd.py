@@ -45,34 +45,32 @@ Rules (``now`` is always passed in, in seconds):
   ``increase`` grow by the same factor. The first backoff ends the phase for good.
 * success: ``rate = min(max_rate, rate + step)`` per limit, except during a cooldown. The
   step is ``increase`` (so the rate climbs exponentially in time, as successes come at the
-  rate) below ``PROBE_FLOOR`` of ``peak`` (the rate served at the last decrease). From
-  there it follows a cubic of the time since that decrease (as TCP CUBIC's window does),
-  never faster than ``increase``: ``peak * (HOLD + d * x ** 3)`` with ``x = (t - PLATEAU)
-  / PLATEAU``, ``d`` being ``HOLD - PROBE_FLOOR`` before ``PLATEAU`` and ``PROBE_UP`` after.
-  It rises from ``PROBE_FLOOR`` to ``HOLD`` of ``peak`` over ``PLATEAU`` seconds, holds
-  there, is back at ``peak`` after about ``1.4 * PLATEAU`` and climbs ever faster beyond
-  (40 % above it after about ``2.1 * PLATEAU``). The fleet climbs fast back to just below
-  the ceiling it last met, holds there, and probes above it only after a while: congestion
-  events, each costing a cooldown (a whole ``Retry-After``), come about every
-  ``1.4 * PLATEAU`` seconds when the limit holds, while a limit that rose is found within
-  about ``2 * PLATEAU``.
-* delivery: every success is counted in windows of ``DELIVERY_WINDOW`` seconds; the
-  delivered rate is the current window's count plus the previous window's, weighted by how
-  much of it still lies within the last ``DELIVERY_WINDOW`` (a sliding-window estimate).
+  rate), except from ``PROBE_FLOOR`` of ``peak`` (the rate served at the last decrease) up
+  to ``peak`` itself: there the rate follows the time since that decrease, crossing the band
+  in ``BAND`` seconds (``peak * (PROBE_FLOOR + (1 - PROBE_FLOOR) * t / BAND)``), never
+  faster than ``increase`` per success. The fleet climbs fast back to just below the
+  ceiling it last met, approaches it slowly whatever its scale, and climbs fast again once
+  past it (the limit rose, or the next 429 comes at once). Congestion events, each costing
+  a cooldown (a whole ``Retry-After``), come about every ``BAND`` seconds when the limit
+  holds.
+* delivery: every success is counted in slices of ``DELIVERY_WINDOW / SLICES``; the
+  delivered rate is the count of the current slice and the whole ones within the window,
+  plus the oldest slice weighted by how much of it still lies within the last
+  ``DELIVERY_WINDOW`` (a sliding-window estimate, whose error is a fraction of one slice).
 * backoff: a new congestion event (its epoch is the current one; or, with no epoch given, no
   cooldown is running) multiplies each rate by ``decrease`` (clamped to ``min_rate``), moves
   the epoch on, records each rate before the decrease as its ``peak`` (for ``requests``, the
   delivered rate when successes were counted and it is lower: the rate sent when the 429
-  came overshoots the limit, the rate served does not; the sliding estimate, or the whole
-  window before when that counted more), forgives all debt (``tokens = 0``)
-  and the arrival schedule, and opens a cooldown of ``retry_after`` (stated by the
-  upstream: clamped to ``[0, max_quota_wait]``) or, without one, ``cooldown_multiplier /
-  rate`` (clamped to ``max_backoff``). When successes
-  were counted, ``requests`` decreases no lower than ``PROBE_FLOOR`` of the delivered
-  rate: a 429 with nearly every call served says the limit is just there, and a 429 among
-  many says so too (what is served is then far below what is sent, and the multiplicative
-  decrease is the deeper one). A backoff from an event already reacted to only extends the
-  cooldown to its ``retry_after``.
+  came overshoots the limit, the rate served does not; a delivered rate within ``NOISE``
+  below the ``ceiling`` served since the last event counts as that ceiling), forgives all
+  debt (``tokens = 0``) and the arrival schedule, and opens a cooldown of ``retry_after``
+  (stated by the upstream: clamped to ``[0, max_quota_wait]``) or, without one,
+  ``cooldown_multiplier / rate`` (clamped to ``max_backoff``). When successes were counted,
+  ``requests`` decreases no lower than ``PROBE_FLOOR`` of the delivered rate: a 429 with
+  nearly every call served says the limit is just there, and a 429 among many says so too
+  (what is served is then far below what is sent, and the multiplicative decrease is the
+  deeper one). A backoff from an event already reacted to only extends the cooldown to its
+  ``retry_after``.
 """
 
 from __future__ import annotations
@@ -99,19 +97,12 @@ from queue_ratelimit.policy.state import (
     Snapshot,
 )
 
-PROBE_FLOOR = 0.95
-"""A decrease lands no lower than this fraction of the rate served; from it the climb
-follows the probe's cubic (``PLATEAU``) instead of ``increase``."""
+PROBE_FLOOR = 0.97
+"""A decrease lands no lower than this fraction of the rate served; from it up to ``peak``
+the climb follows the time since the decrease (``BAND``) instead of ``increase``."""
 
-HOLD = 0.98
-"""The fraction of ``peak`` the probe's cubic holds at, around ``PLATEAU`` seconds after
-a decrease (just below the limit last met: the rate served then)."""
-
-PLATEAU = 12.0
-"""Seconds after a decrease at which the probe's cubic is flat (at ``HOLD`` of ``peak``)."""
-
-PROBE_UP = 0.3
-"""The probe's cubic past ``PLATEAU``: ``PROBE_UP * x ** 3`` of ``peak`` above ``HOLD``."""
+BAND = 20.0
+"""Seconds the rate takes to cross from ``PROBE_FLOOR`` of ``peak`` to ``peak``."""
 
 START_GROWTH = 1.0
 """In the start phase, requests/s added per success: at least this (or ``increase``)."""
@@ -121,6 +112,15 @@ START_HEADROOM = 2.0
 
 DELIVERY_WINDOW = 1.0
 """Seconds over which successes are counted to estimate the delivered rate."""
+
+NOISE = 0.8
+"""At a congestion event, a delivered rate this close below the ``ceiling`` (the most served
+over a whole window since the last event) is that ceiling counted short: a second holds only
+a few calls at a low rate, and where in it a slice ends moves the count by one or two."""
+
+SLICES = 3
+"""The delivery window is counted in slices of ``DELIVERY_WINDOW / SLICES``: the current one
+and the ``SLICES`` before it (the oldest of which the window covers in part)."""
 
 SLACK = 1e-6
 """A wait this much above ``max_wait`` still counts as within it: float noise, and replies
@@ -433,22 +433,30 @@ def climb_time(units: float, rate: float, increase: float, max_rate: float) -> f
 
 
 def _roll_delivery(state: KeyState, now: float) -> None:
-    """Move the delivery windows on to the one holding ``now``."""
-    if now < state.served_from + DELIVERY_WINDOW:
+    """Move the delivery slices on to the one holding ``now``; each slice completed closes a
+    whole window, which may raise the ``ceiling``."""
+    width = DELIVERY_WINDOW / SLICES
+    if now < state.served_from + width:
         return
-    if now < state.served_from + 2 * DELIVERY_WINDOW:
-        state.ceiling = max(state.ceiling, state.served / DELIVERY_WINDOW)  # a whole window
-        state.served_before, state.served_from = state.served, state.served_from + DELIVERY_WINDOW
-    else:
-        state.served_before, state.served_from = 0.0, now
-    state.served = 0.0
+    steps = math.floor((now - state.served_from) / width)
+    if steps > SLICES:
+        state.served_from = now
+        state.served = state.served_1 = state.served_2 = state.served_3 = 0.0
+        return
+    for _ in range(steps):
+        whole = state.served + state.served_1 + state.served_2  # the window it completes
+        state.ceiling = max(state.ceiling, whole / DELIVERY_WINDOW)
+        state.served_3, state.served_2 = state.served_2, state.served_1
+        state.served_1, state.served = state.served, 0.0
+    state.served_from += steps * (DELIVERY_WINDOW / SLICES)
 
 
 def delivered(state: KeyState, now: float) -> float:
     """Successes per second over the last ``DELIVERY_WINDOW`` (sliding-window estimate)."""
     _roll_delivery(state, now)
-    left = max(0.0, 1.0 - (now - state.served_from) / DELIVERY_WINDOW)
-    return (state.served + state.served_before * left) / DELIVERY_WINDOW
+    left = max(0.0, 1.0 - (now - state.served_from) / (DELIVERY_WINDOW / SLICES))
+    recent = state.served + state.served_1 + state.served_2
+    return (recent + state.served_3 * left) / DELIVERY_WINDOW
 
 
 def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
@@ -479,11 +487,10 @@ def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
 
 def probe_step(rate: float, peak: float, increase: float, since: float) -> float:
     """What a success adds to a rate with its ``peak``, ``since`` seconds after the decrease
-    that set it: ``increase``, or near the peak the probe's cubic, never more."""
-    if peak <= 0 or rate < PROBE_FLOOR * peak:
+    that set it: ``increase``, or in the band below the peak what the time allows."""
+    if peak <= 0 or not PROBE_FLOOR * peak <= rate < peak:
         return increase
-    x = (since - PLATEAU) / PLATEAU
-    target = peak * (HOLD + (PROBE_UP if x > 0 else HOLD - PROBE_FLOOR) * x * x * x)
+    target = peak * (PROBE_FLOOR + (1.0 - PROBE_FLOOR) * min(1.0, since / BAND))
     return min(increase, max(0.0, target - rate))
 
 
@@ -499,9 +506,9 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
     held = state.cooldown_until
     if new_event:
         overshot = starting(state, plan)  # the start phase's climb met the limit
-        # what was served: the sliding estimate, or the whole window before when more (a
-        # rate that grew within the window makes the estimate fall short)
-        served = max(delivered(state, now), state.served_before / DELIVERY_WINDOW)
+        served = delivered(state, now)
+        if NOISE * state.ceiling <= served < state.ceiling:  # the same limit, counted short
+            served = state.ceiling
         for lim in limits:
             bucket = state.buckets[lim.name]
             bucket.peak = bucket.rate

@@ -74,9 +74,11 @@ class KeyState:
     buckets: dict[str, BucketState] = field(default_factory=dict)
     leases: dict[str, float] = field(default_factory=dict)
     seq: int = 0
-    served_from: float = 0.0  # start of the current delivery window (aimd.DELIVERY_WINDOW)
-    served: float = 0.0  # successes reported in the current window
-    served_before: float = 0.0  # successes reported in the window before it
+    served_from: float = 0.0  # start of the current delivery slice (aimd.SLICES)
+    served: float = 0.0  # successes reported in the current slice
+    served_1: float = 0.0  # in the slice before it
+    served_2: float = 0.0  # in the one before that
+    served_3: float = 0.0  # and in the oldest one
     paced_until: float = 0.0  # the next call's time in the arrival schedule (policy/pacing)
     ceiling: float = 0.0  # the most successes counted in a whole delivery window, per second
     counts: dict[str, int] = field(default_factory=dict)  # events counted while it lives

@@ -21,12 +21,16 @@ from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import LimitConfig
 from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.policy.aimd import PLATEAU
+from queue_ratelimit.plans import plan_for
+from queue_ratelimit.policy import aimd
+from queue_ratelimit.policy.aimd import BAND, PROBE_FLOOR
 from queue_ratelimit.policy.pacing import TOLERANCE
 from queue_ratelimit.policy.state import Feedback, Reservation
 from tests.conftest import FakeClock
 from tests.support import SVC, backoff_after_barrier, hold_lease_forever
 from tests.unit.conftest import MakeLimiter
+
+PLAN = plan_for(SVC)
 
 
 def test_fresh_key_grants_its_burst_then_throttles(make_limiter: MakeLimiter) -> None:
@@ -183,24 +187,23 @@ def test_eight_processes_backing_off_on_redis_decrease_once(
     assert limiter.snapshot("svc").limit().rate == 5.0
 
 
-def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_holds_then_probes(
+def test_after_a_backoff_the_rate_climbs_fast_to_near_its_last_ceiling_then_as_time_allows(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
-    limiter = make_limiter(increase_factor=0.5)  # 10/s, +0.5 per success, x0.5 per backoff
+    limiter = make_limiter(increase_factor=0.4)  # 10/s, +0.4 per success, x0.5 per backoff
     limiter.on_backoff("svc", retry_after=1.0)  # the ceiling met: 10/s; now 5/s
     clock.advance(1.0)
-    rates = [limiter.on_success("svc").new_rate for _ in range(9)]
-    assert rates == pytest.approx([5.5 + 0.5 * k for k in range(9)])  # fast, up to 9.5/s
-    # within 5% of the ceiling the probe's cubic of the time since the backoff holds it
-    cubic = 10.0 * (0.98 + 0.03 * ((1.0 - PLATEAU) / PLATEAU) ** 3)
-    assert limiter.on_success("svc").new_rate == pytest.approx(cubic)
-    assert limiter.on_success("svc").new_rate == pytest.approx(cubic)  # no faster than time
-    clock.advance(PLATEAU - 1.0)  # it holds at 98% of the ceiling around PLATEAU s...
-    assert limiter.on_success("svc").new_rate == pytest.approx(9.8)
-    clock.advance(PLATEAU / 2)  # ...then probes above it, slowly at first...
-    assert limiter.on_success("svc").new_rate == pytest.approx(10.0 * (0.98 + 0.3 / 8))
-    clock.advance(PLATEAU / 2)  # ...ever faster, but never more than increase per success
-    assert limiter.on_success("svc").new_rate == pytest.approx(10.0 * (0.98 + 0.3 / 8) + 0.5)
+    rates = [limiter.on_success("svc").new_rate for _ in range(12)]
+    assert rates == pytest.approx([5.4 + 0.4 * k for k in range(12)])  # fast, up to 9.8/s
+    # within the band below the ceiling the time since the backoff sets the pace: it is
+    # crossed in BAND seconds, whatever the rate's scale or the successes' pace
+    assert limiter.on_success("svc").new_rate == pytest.approx(9.8)  # 1 s in: at 9.7 + 0.0015
+    clock.advance(BAND / 2 - 1.0)
+    assert limiter.on_success("svc").new_rate == pytest.approx(10.0 * (PROBE_FLOOR + 0.015))
+    clock.advance(BAND / 2 + 0.01)
+    assert limiter.on_success("svc").new_rate == pytest.approx(10.0)  # at the ceiling...
+    assert limiter.on_success("svc").new_rate == pytest.approx(10.4)  # ...and past it, fast:
+    # the limit rose (or the next 429 comes at once)
 
 
 def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
@@ -212,12 +215,14 @@ def test_the_ceiling_remembered_is_the_rate_delivered_when_below_the_rate_sent(
         clock.advance(0.1)
     sent = limiter.on_backoff("svc", retry_after=1.0).old_rate
     assert sent == pytest.approx(10.08)
-    clock.advance(PLATEAU)
+    clock.advance(BAND / 2)
+    after = limiter.on_success("svc")
+    # from 97% of the 8/s delivered (above 10.08 x 0.75) the band climbs towards the 8/s
+    # delivered, not the 10.08/s sent: half way after half of BAND, as time allows
+    assert after.old_rate == pytest.approx(PROBE_FLOOR * 8.0, abs=1e-6)
+    assert after.new_rate - after.old_rate == pytest.approx(0.01)
     rates = [limiter.on_success("svc").new_rate for _ in range(100)]
-    # from 7.6/s (95% of the 8/s delivered, above 10.08 x 0.75), the probe's cubic holds
-    # at 98% of the 8/s delivered after PLATEAU seconds, not of the 10.08/s sent
-    assert rates[0] == pytest.approx(7.61)
-    assert rates[-1] == pytest.approx(0.98 * 8.0)
+    assert rates[-1] == pytest.approx(8.0 * (PROBE_FLOOR + 1.0) / 2)
 
 
 def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
@@ -229,7 +234,7 @@ def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
         clock.advance(0.1)
     result = limiter.on_backoff("svc", retry_after=1.0)
     assert result.old_rate == pytest.approx(10.09)
-    assert result.new_rate == pytest.approx(0.95 * 9.0)  # not 10.09 * 0.5
+    assert result.new_rate == pytest.approx(PROBE_FLOOR * 9.0)  # not 10.09 * 0.5
     for _ in range(3):  # one call in three served: the multiplicative decrease is deeper
         clock.advance(2.0)
         limiter.on_success("svc")
@@ -237,31 +242,36 @@ def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
     assert result.new_rate == pytest.approx(result.old_rate * 0.5)
 
 
-def test_the_rate_delivered_counts_the_second_before_in_part_or_whole_when_more(
+def test_the_rate_delivered_counts_the_last_second_in_slices_the_oldest_in_part() -> None:
+    state = aimd.new_state(0.0)
+    for k in range(10):  # 10 successes 0.1 s apart, counted in slices of 1/3 s: 4, 3, 3
+        aimd.on_success(state, 0.1 * k, PLAN)
+    # 1.1 s after the first: the 3 + 3 of the two whole slices and the oldest slice's 4
+    # weighted by the part of it still within the last second (0.7)
+    assert state.ceiling == pytest.approx(7.0)  # the most in a whole window so far
+    assert aimd.delivered(state, 1.1) == pytest.approx(3 + 3 + 4 * 0.7)
+    assert state.ceiling == pytest.approx(10.0)  # the window 0-1 s, closed by then
+    assert aimd.delivered(state, 5.0) == 0.0  # a gap longer than the window: nothing
+
+
+def test_at_a_backoff_a_delivered_rate_just_below_the_ceiling_counts_as_it(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
-    limiter = make_limiter(increase_factor=0.01, decrease_factor=0.25)  # 10/s
-    for _ in range(4):  # 4 successes within one second
-        limiter.on_success("svc", "a")
-        clock.advance(0.25)
-    for _ in range(6):  # 6 in the first half of the next
-        limiter.on_success("svc", "a")
-        clock.advance(0.05)
-    clock.advance(0.2)
-    result = limiter.on_backoff("svc", "a", retry_after=1.0)
-    # delivered: 6 in this second and half of the 4 before, 8/s; the decrease stops at 95 %
-    # of it, above 10.1 x 0.25
-    assert result.old_rate == pytest.approx(10.1)
-    assert result.new_rate == pytest.approx(0.95 * 8.0, abs=1e-4)
-    for _ in range(10):  # 10 successes within one second
-        limiter.on_success("svc", "b")
+    limiter = make_limiter(increase_factor=0.0, rate_limit_per_sec=20.0, decrease_factor=0.25)
+    for _ in range(20):  # 10/s served for 2 s: whole windows of 10, the ceiling
+        limiter.on_success("svc")
         clock.advance(0.1)
-    clock.advance(0.5)  # half a second into the next one
-    limiter.on_success("svc", "b")
-    result = limiter.on_backoff("svc", "b", retry_after=1.0)
-    # the estimate, 1 in this second and half of the 10 before, 6/s, falls short of the 10
-    # counted in the whole second before (a rate that grew within it): 10/s
-    assert result.new_rate == pytest.approx(0.95 * 10.0, abs=1e-4)
+    clock.advance(0.05)  # then a short gap: the last second counts short of 10
+    first = limiter.on_backoff("svc", retry_after=1.0)
+    # within NOISE below the 10/s ceiling: the same limit, counted short
+    assert first.new_rate == pytest.approx(PROBE_FLOOR * 10.0)
+    clock.advance(1.0)
+    for _ in range(10):  # the limit fell: 3/s served now
+        limiter.on_success("svc")
+        clock.advance(1 / 3)
+    fell = limiter.on_backoff("svc", retry_after=1.0)
+    # 3/s is far below the ceiling: it is what was served
+    assert fell.new_rate == pytest.approx(PROBE_FLOOR * 3.0, rel=0.1)
 
 
 def test_a_call_that_costs_nothing_still_waits_out_a_cooldown_but_no_debt(

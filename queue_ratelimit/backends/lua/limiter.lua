@@ -17,10 +17,10 @@
 --         (SETRANGE at offset 2): seq, the arrival schedule's next slot (pacing.py), the
 --         key's expiry time, and the first limit's rate, tokens, ts and credit (units
 --         refilled so far: a reservation's clock); then epoch, cooldown_until, the first
---         limit's quota_until (0 = no quota) and 's' name, the delivery window start,
---         successes in it and in the window before (aimd.delivered: the usual success
---         rewrites up to here) and the ceiling (the most successes counted in a whole
---         window, per second), the first limit's quota_left, quota_rate and peak (the rate
+--         limit's quota_until (0 = no quota) and 's' name, the current delivery slice's
+--         start, successes in it and in the three slices before (aimd.delivered) and the
+--         ceiling (the most successes counted in a whole window, per second: the usual
+--         success rewrites up to here), the first limit's quota_left, quota_rate and peak (the rate
 --         at the last decrease; 0 = none); then the key's event counts (EVENTS doubles:
 --         requeues, backoffs, budget_exhausted) and 's' the tenant's name when its key name
 --         holds only a digest ('' otherwise); then per further limit its 's' name and 8
@@ -90,7 +90,9 @@ local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redi
 local BACKOFFS = 2
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
-local PROBE_FLOOR, HOLD, PLATEAU, PROBE_UP = 0.95, 0.98, 12.0, 0.3  -- aimd's constants
+local PROBE_FLOOR, BAND = 0.97, 20.0  -- aimd.PROBE_FLOOR, aimd.BAND
+local NOISE = 0.8  -- aimd.NOISE
+local SLICES = 3  -- aimd.SLICES: the window is counted in slices, the current one and 3 before
 local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- aimd.START_GROWTH, aimd.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
@@ -167,7 +169,7 @@ if op == COUNT then  -- one more of an event, in the key's state (none: nothing 
   local saved = redis.call('GET', KEYS[1])
   if not (saved and string.byte(saved, 1) == LAYOUT) then return {0} end
   local event = tonumber(ARGV[2])
-  local pos = select(20, struct.unpack('<xBddddddddddsddddddd', saved))
+  local pos = select(22, struct.unpack('<xBddddddddddsddddddddd', saved))
   local value = struct.unpack('<d', saved, pos + 8 * (event - 1))
   redis.call('SETRANGE', KEYS[1], pos - 1 + 8 * (event - 1), struct.pack('<d', value + 1))
   return {1}
@@ -207,8 +209,9 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
   local layout, count = 0, 0
   if usual and saved then layout, count = string.byte(saved, 1, 2) end
   if layout == LAYOUT and count == 1 then
-    local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname, sfrom, served, sbefore, top, _,
-      _, pk = struct.unpack(op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsddddddd', saved)
+    local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname, sfrom, served, s1, s2, s3, top,
+      _, _, pk = struct.unpack(op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsddddddddd',
+                               saved)
     if sname == name and qu == 0 and lo > 0 and expires >= now then  -- (expired: revive)
       if r < lo then r = lo end
       if r > hi then r = hi end
@@ -221,20 +224,27 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
       end
       local answer
       if op == SUCCESS then
-        if now >= sfrom + DELIVERY_WINDOW then  -- aimd._roll_delivery
-          if now < sfrom + 2 * DELIVERY_WINDOW then
-            if served / DELIVERY_WINDOW > top then top = served / DELIVERY_WINDOW end
-            sfrom, served, sbefore = sfrom + DELIVERY_WINDOW, 0, served
+        local width = DELIVERY_WINDOW / SLICES
+        if now >= sfrom + width then  -- aimd._roll_delivery
+          local steps = (now - sfrom) / width
+          steps = steps - steps % 1
+          if steps > SLICES then
+            sfrom, served, s1, s2, s3 = now, 0, 0, 0, 0
           else
-            sfrom, served, sbefore = now, 0, 0
+            for _ = 1, steps do
+              local whole = (served + s1 + s2) / DELIVERY_WINDOW  -- the window it completes
+              if whole > top then top = whole end
+              served, s1, s2, s3 = 0, served, s1, s2
+            end
+            sfrom = sfrom + steps * width
           end
         end
         served = served + 1
         local old = r
         if now >= cool and slow == 1 and pk == 0 and inc > 0 then  -- the start phase
-          local left = 1 - (now - sfrom) / DELIVERY_WINDOW
+          local left = 1 - (now - sfrom) / width
           if left < 0 then left = 0 end
-          local cap = START_HEADROOM * (served + sbefore * left) / DELIVERY_WINDOW
+          local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
           local step = inc
           if step < START_GROWTH then step = START_GROWTH end
           local grown = r + step
@@ -242,12 +252,11 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
           if grown > r then r = grown end
           if r > hi then r = hi end
         elseif now >= cool then
-          local step = inc  -- near the last ceiling, the probe's cubic (aimd.probe_step)
-          if pk > 0 and r >= PROBE_FLOOR * pk then
-            local x = (now - epoch / 1000000 - PLATEAU) / PLATEAU
-            local d = HOLD - PROBE_FLOOR
-            if x > 0 then d = PROBE_UP end
-            local lift = pk * (HOLD + d * x * x * x) - r
+          local step = inc  -- just below the last ceiling, as time allows (aimd.probe_step)
+          if pk > 0 and r >= PROBE_FLOOR * pk and r < pk then
+            local part = (now - epoch / 1000000) / BAND
+            if part > 1 then part = 1 end
+            local lift = pk * (PROBE_FLOOR + (1 - PROBE_FLOOR) * part) - r
             if lift < 0 then lift = 0 end
             if lift < step then step = lift end
           end
@@ -299,8 +308,8 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
         if op == ACQUIRE then  -- up to its delivery counts (the name is written unchanged)
           hot = struct.pack('<ddddddd', seq, tat, expires, r, t, ts, c)
         else
-          hot = struct.pack('<ddddddddddsdddd', seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname,
-                            sfrom, served, sbefore, top)
+          hot = struct.pack('<ddddddddddsdddddd', seq, tat, expires, r, t, ts, c, epoch, cool, qu,
+                            sname, sfrom, served, s1, s2, s3, top)
         end
         redis.call('SETRANGE', KEYS[1], '2', hot)
         if not keep then
@@ -407,12 +416,18 @@ local function numbers(blob, at)
   return A
 end
 
--- the delivery windows (aimd._roll_delivery): window start, successes in it, in the one before
--- and the ceiling, raised by a whole window just counted
-local function roll_delivery(now, from, served, before, top, window)
-  if now < from + window then return from, served, before, top end
-  if now < from + 2 * window then return from + window, 0, served, max(top, served / window) end
-  return now, 0, 0, top
+-- the delivery slices (aimd._roll_delivery): the current slice's start, successes in it and in
+-- the three before, and the ceiling, raised by each whole window a slice completes
+local function roll_delivery(now, from, served, s1, s2, s3, top)
+  local width = DELIVERY_WINDOW / SLICES
+  if now < from + width then return from, served, s1, s2, s3, top end
+  local steps = floor((now - from) / width)
+  if steps > SLICES then return now, 0, 0, 0, 0, top end
+  for _ = 1, steps do
+    top = max(top, (served + s1 + s2) / DELIVERY_WINDOW)
+    served, s1, s2, s3 = 0, served, s1, s2
+  end
+  return from + steps * width, served, s1, s2, s3, top
 end
 
 -- each limit of the plan (from `from` in the blob) with the state of a fresh key; a saved
@@ -432,14 +447,14 @@ end
 -- expires, epoch, cooldown until, the delivery windows and ceiling, EVENTS counts, the
 -- tenant's name
 local function load(saved, limits)
-  local groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, sbefore, top,
-    q, qc, pk, c1, c2, c3, tname, pos = struct.unpack('<xBddddddddddsdddddddddds', saved)
+  local groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, s1, s2, s3,
+    top, q, qc, pk, c1, c2, c3, tname, pos = struct.unpack('<xBddddddddddsdddddddddddds', saved)
   restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   for _ = 2, groups do
     name, r, t, ts, q, qu, qc, c, pk, pos = struct.unpack('<sdddddddd', saved, pos)
     restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   end
-  return seq, tat, expires, epoch, cool, sfrom, served, sbefore, top, {c1, c2, c3}, tname
+  return seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, {c1, c2, c3}, tname
 end
 
 -- an expired key's learned rates into `limits`, fresh otherwise (aimd.revive): each limit at
@@ -447,7 +462,7 @@ end
 -- start
 local function revive(saved, limits, plan_at)
   local learned = fresh(plan_at)
-  local top = select(9, load(saved, learned))
+  local top = select(11, load(saved, learned))
   for i = 1, n do
     local lim, was = limits[i], learned[i]
     local peak = was.p
@@ -510,7 +525,7 @@ if op == SNAPSHOTS then  -- KEYS: state keys, or (A[1] = 2) state and leases key
     local keyed, expires, epoch, cool, counts, tname = fresh(plan_at), -1, 0, 0, nil, ''
     if saved and string.byte(saved, 1) == LAYOUT then
       local x = {load(saved, keyed)}
-      expires, epoch, cool, counts, tname = x[3], x[4], x[5], x[10], x[11]
+      expires, epoch, cool, counts, tname = x[3], x[4], x[5], x[12], x[13]
     end
     if expires >= now then  -- (an expired key is only remembered)
       bring(keyed)
@@ -527,14 +542,16 @@ if got == nil then got = redis.call('GET', KEYS[1]) end
 local saved = got
 local exists = saved and string.byte(saved, 1) == LAYOUT
 local epoch, cool, seq = 0, 0, 0
-local sfrom, served, sbefore, top, tat, expires = 0, 0, 0, 0, 0, 0
+local sfrom, served, s1, s2, s3, top, tat, expires = 0, 0, 0, 0, 0, 0, 0, 0
 local counts, tname = {0, 0, 0}, ''  -- EVENTS counts; the tenant's name (a digest's key only)
 if exists then
-  seq, tat, expires, epoch, cool, sfrom, served, sbefore, top, counts, tname = load(saved, limits)
+  seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, counts, tname =
+    load(saved, limits)
   if expires < now then  -- expired: only what it learned is kept (aimd.revive), remember_for
     exists, limits, top = false, fresh(plan_at), 0
     if now < expires + remember then top = revive(saved, limits, plan_at) end
-    seq, tat, expires, cool, sfrom, served, sbefore, counts, tname = 0, 0, 0, 0, 0, 0, 0, {0, 0, 0}, ''
+    seq, tat, expires, cool, counts, tname = 0, 0, 0, 0, {0, 0, 0}, ''
+    sfrom, served, s1, s2, s3 = 0, 0, 0, 0, 0
   end
 end
 if not exists then epoch = floor(now * 1000000) end
@@ -685,12 +702,12 @@ else
     end
   end
   if op == SUCCESS then
-    sfrom, served, sbefore, top = roll_delivery(now, sfrom, served, sbefore, top, DELIVERY_WINDOW)
+    sfrom, served, s1, s2, s3, top = roll_delivery(now, sfrom, served, s1, s2, s3, top)
     served = served + 1
     local first = limits[1]
     if now >= cool and slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
-      local left = max(0, 1 - (now - sfrom) / DELIVERY_WINDOW)
-      local cap = START_HEADROOM * (served + sbefore * left) / DELIVERY_WINDOW
+      local left = max(0, 1 - (now - sfrom) / (DELIVERY_WINDOW / SLICES))
+      local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
       local was = first.r
       first.r = min(first.max, max(was, min(was + max(first.inc, START_GROWTH), cap)))
       for i = 2, n do  -- further limits grow by the same factor
@@ -700,12 +717,10 @@ else
     elseif now >= cool then
       for i = 1, n do
         local lim = limits[i]
-        local step = lim.inc  -- near the last ceiling, the probe's cubic (aimd.probe_step)
-        if lim.p > 0 and lim.r >= PROBE_FLOOR * lim.p then
-          local x = (now - epoch / 1000000 - PLATEAU) / PLATEAU
-          local d = HOLD - PROBE_FLOOR
-          if x > 0 then d = PROBE_UP end
-          step = min(step, max(0, lim.p * (HOLD + d * x * x * x) - lim.r))
+        local step = lim.inc  -- just below the last ceiling, as time allows (aimd.probe_step)
+        if lim.p > 0 and lim.r >= PROBE_FLOOR * lim.p and lim.r < lim.p then
+          local part = min(1, (now - epoch / 1000000) / BAND)
+          step = min(step, max(0, lim.p * (PROBE_FLOOR + (1 - PROBE_FLOOR) * part) - lim.r))
         end
         lim.r = min(lim.max, lim.r + step)
       end
@@ -719,10 +734,10 @@ else
     if new_event then
       decreased = 1
       local overshot = slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- aimd.starting
-      sfrom, served, sbefore, top = roll_delivery(now, sfrom, served, sbefore, top,
-                                                  DELIVERY_WINDOW)
-      local left = max(0, 1 - (now - sfrom) / DELIVERY_WINDOW)
-      local rate_served = max(served + sbefore * left, sbefore) / DELIVERY_WINDOW
+      sfrom, served, s1, s2, s3, top = roll_delivery(now, sfrom, served, s1, s2, s3, top)
+      local left = max(0, 1 - (now - sfrom) / (DELIVERY_WINDOW / SLICES))
+      local rate_served = (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
+      if NOISE * top <= rate_served and rate_served < top then rate_served = top end
       for i = 1, n do
         local lim = limits[i]
         local target = lim.r * lim.dec
@@ -763,9 +778,9 @@ if op == ACQUIRE and out[1] > PROBE and ARGV[3] and ARGV[3] ~= '' then  -- a cou
   counts[event] = counts[event] + 1
 end
 local first = limits[1]
-local state = struct.pack('<BBddddddddddsdddddddddds', LAYOUT, n, seq, tat, expires, first.r,
+local state = struct.pack('<BBddddddddddsdddddddddddds', LAYOUT, n, seq, tat, expires, first.r,
                           first.t, first.s, first.c, epoch, cool, first.qu, first.name, sfrom,
-                          served, sbefore, top, first.q or 0, first.qc, first.p, counts[1],
+                          served, s1, s2, s3, top, first.q or 0, first.qc, first.p, counts[1],
                           counts[2], counts[3], tname)
 if n > 1 then
   local parts = {state}
