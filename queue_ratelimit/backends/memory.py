@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
-from queue_ratelimit.policy import aimd, quota
+from queue_ratelimit.policy import aimd, climb, quota
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.state import (
     BACKOFF,
@@ -20,6 +20,7 @@ from queue_ratelimit.policy.state import (
     Report,
     ReportResult,
     Snapshot,
+    new_state,
 )
 
 _Key = tuple[str, "str | None"]
@@ -72,8 +73,8 @@ class MemoryBackend:
         if entry is not None and now < entry[1]:
             return entry[0]
         if entry is not None and now < entry[1] + self._remember_for:
-            return aimd.revive(entry[0], now, plan.limits)
-        return aimd.new_state(now)
+            return climb.revive(entry[0], now, plan.limits)
+        return new_state(now)
 
     def _store(self, key: _Key, state: KeyState, now: float) -> None:
         self._keys[key] = (state, now + aimd.idle_expiry(state, now, self._idle_ttl))

@@ -83,6 +83,15 @@ from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy import pacing, quota
 from queue_ratelimit.policy.breaker import BreakerState
+from queue_ratelimit.policy.climb import (
+    NOISE,
+    PROBE_FLOOR,
+    START_HEADROOM,
+    growth,
+    probe_step,
+    starting,
+)
+from queue_ratelimit.policy.delivery import delivered, roll
 from queue_ratelimit.policy.state import (
     AcquireRequest,
     BucketState,
@@ -95,76 +104,12 @@ from queue_ratelimit.policy.state import (
     ReportResult,
     Reservation,
     Snapshot,
+    epoch_at,
 )
-
-PROBE_FLOOR = 0.97
-"""A decrease lands no lower than this fraction of the rate served; from it up to ``peak``
-the climb follows the time since the decrease (``BAND``) instead of ``increase``."""
-
-BAND = 20.0
-"""Seconds the rate takes to cross from ``PROBE_FLOOR`` of ``peak`` to ``peak``."""
-
-START_GROWTH = 1.0
-"""In the start phase, requests/s added per success: at least this (or ``increase``)."""
-
-START_HEADROOM = 2.0
-"""In the start phase, the rate climbs to at most this many times the delivered rate."""
-
-DELIVERY_WINDOW = 1.0
-"""Seconds over which successes are counted to estimate the delivered rate."""
-
-NOISE = 0.8
-"""At a congestion event, a delivered rate this close below the ``ceiling`` (the most served
-over a whole window since the last event) is that ceiling counted short: a second holds only
-a few calls at a low rate, and where in it a slice ends moves the count by one or two."""
-
-SLICES = 3
-"""The delivery window is counted in slices of ``DELIVERY_WINDOW / SLICES``: the current one
-and the ``SLICES`` before it (the oldest of which the window covers in part)."""
 
 SLACK = 1e-6
 """A wait this much above ``max_wait`` still counts as within it: float noise, and replies
 from Redis that carry microseconds."""
-
-
-def new_state(now: float) -> KeyState:
-    """A fresh key; its buckets are created full by ``sync_buckets`` on first use."""
-    return KeyState(epoch=epoch_at(now), cooldown_until=0.0)
-
-
-def revive(old: KeyState, now: float, limits: Sequence[LimitParams]) -> KeyState:
-    """A key that idled past its expiry, used again: fresh, but for the rates it learned.
-
-    Each limit that met a backoff starts at ``PROBE_FLOOR`` of its ``peak`` (the rate
-    served at its last decrease), which stays its peak; a requests limit that never met one
-    starts at its ``ceiling`` when that is above the configured start (in the start phase
-    still).
-    """
-    state = new_state(now)
-    state.ceiling = old.ceiling
-    for lim in limits:
-        learned = old.buckets.get(lim.name)
-        peak = learned.peak if learned is not None else 0.0
-        if peak > 0:
-            rate = PROBE_FLOOR * peak
-        elif lim.name == PRIMARY_LIMIT and old.ceiling > lim.rate:
-            rate = old.ceiling
-        else:
-            continue
-        state.buckets[lim.name] = BucketState(rate=rate, tokens=lim.burst, ts=now, peak=peak)
-    return state
-
-
-def starting(state: KeyState, plan: Plan) -> bool:
-    """The key is in its start phase (see the module docstring)."""
-    return (
-        plan.slow_start and plan.limits[0].increase > 0 and state.buckets[PRIMARY_LIMIT].peak == 0
-    )
-
-
-def epoch_at(now: float) -> int:
-    """The epoch number a decrease at ``now`` moves to (microseconds, unique per key life)."""
-    return math.floor(now * 1_000_000)
 
 
 def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> None:
@@ -284,7 +229,7 @@ def acquire(
         )
     else:
         due = kept.due
-    recheck = _recheck(state, now, limits, due, wait, _growth(state, plan))
+    recheck = _recheck(state, now, limits, due, wait, growth(state, plan))
     promise = Reservation(state.epoch, slot, due)
     return Decision(False, wait, reason, state.epoch, promise, now, seq=state.seq, recheck=recheck)
 
@@ -386,14 +331,6 @@ def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Re
     return min(kept.slot, slot)
 
 
-def _growth(state: KeyState, plan: Plan) -> float:
-    """Requests/s the rate gains per success now: ``increase``, more in the start phase."""
-    increase = plan.limits[0].increase
-    if increase > 0 and starting(state, plan):
-        return max(increase, START_GROWTH)
-    return increase
-
-
 def _recheck(
     state: KeyState,
     now: float,
@@ -432,45 +369,18 @@ def climb_time(units: float, rate: float, increase: float, max_rate: float) -> f
     return math.log(max_rate / rate) / increase + (units - cap_units) / max_rate
 
 
-def _roll_delivery(state: KeyState, now: float) -> None:
-    """Move the delivery slices on to the one holding ``now``; each slice completed closes a
-    whole window, which may raise the ``ceiling``."""
-    width = DELIVERY_WINDOW / SLICES
-    if now < state.served_from + width:
-        return
-    steps = math.floor((now - state.served_from) / width)
-    if steps > SLICES:
-        state.served_from = now
-        state.served = state.served_1 = state.served_2 = state.served_3 = 0.0
-        return
-    for _ in range(steps):
-        whole = state.served + state.served_1 + state.served_2  # the window it completes
-        state.ceiling = max(state.ceiling, whole / DELIVERY_WINDOW)
-        state.served_3, state.served_2 = state.served_2, state.served_1
-        state.served_1, state.served = state.served, 0.0
-    state.served_from += steps * (DELIVERY_WINDOW / SLICES)
-
-
-def delivered(state: KeyState, now: float) -> float:
-    """Successes per second over the last ``DELIVERY_WINDOW`` (sliding-window estimate)."""
-    _roll_delivery(state, now)
-    left = max(0.0, 1.0 - (now - state.served_from) / (DELIVERY_WINDOW / SLICES))
-    recent = state.served + state.served_1 + state.served_2
-    return (recent + state.served_3 * left) / DELIVERY_WINDOW
-
-
 def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
     """Count the delivery; increase every limit (the start phase's or additive), unless a
     cooldown is running."""
     limits = plan.limits
     sync_buckets(state, now, limits)
-    _roll_delivery(state, now)
+    roll(state, now)
     state.served += 1.0
     first = state.buckets[PRIMARY_LIMIT]
     old = first.rate
     if now >= state.cooldown_until and limits[0].increase > 0 and starting(state, plan):
         cap = START_HEADROOM * delivered(state, now)
-        first.rate = min(limits[0].max_rate, max(old, min(old + _growth(state, plan), cap)))
+        first.rate = min(limits[0].max_rate, max(old, min(old + growth(state, plan), cap)))
         for lim in limits[1:]:  # further limits grow by the same factor
             if lim.increase > 0:
                 bucket = state.buckets[lim.name]
@@ -483,15 +393,6 @@ def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
             bucket.rate = min(lim.max_rate, bucket.rate + step)
     new = first.rate
     return ReportResult(state.epoch, False, old, new, max(0.0, state.cooldown_until - now))
-
-
-def probe_step(rate: float, peak: float, increase: float, since: float) -> float:
-    """What a success adds to a rate with its ``peak``, ``since`` seconds after the decrease
-    that set it: ``increase``, or in the band below the peak what the time allows."""
-    if peak <= 0 or not PROBE_FLOOR * peak <= rate < peak:
-        return increase
-    target = peak * (PROBE_FLOOR + (1.0 - PROBE_FLOOR) * min(1.0, since / BAND))
-    return min(increase, max(0.0, target - rate))
 
 
 def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> ReportResult:

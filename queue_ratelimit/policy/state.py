@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -74,7 +75,7 @@ class KeyState:
     buckets: dict[str, BucketState] = field(default_factory=dict)
     leases: dict[str, float] = field(default_factory=dict)
     seq: int = 0
-    served_from: float = 0.0  # start of the current delivery slice (aimd.SLICES)
+    served_from: float = 0.0  # start of the current delivery slice (delivery.SLICES)
     served: float = 0.0  # successes reported in the current slice
     served_1: float = 0.0  # in the slice before it
     served_2: float = 0.0  # in the one before that
@@ -311,3 +312,13 @@ class Snapshot:
             if lim.name == name:
                 return lim
         raise KeyError(name)
+
+
+def new_state(now: float) -> KeyState:
+    """A fresh key; its buckets are created full by ``aimd.sync_buckets`` on first use."""
+    return KeyState(epoch=epoch_at(now), cooldown_until=0.0)
+
+
+def epoch_at(now: float) -> int:
+    """The epoch number a decrease at ``now`` moves to (microseconds, unique per key life)."""
+    return math.floor(now * 1_000_000)

@@ -23,9 +23,10 @@ from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import plan_for
 from queue_ratelimit.policy import aimd
-from queue_ratelimit.policy.aimd import BAND, PROBE_FLOOR
+from queue_ratelimit.policy.climb import BAND, PROBE_FLOOR
+from queue_ratelimit.policy.delivery import delivered
 from queue_ratelimit.policy.pacing import TOLERANCE
-from queue_ratelimit.policy.state import Feedback, Reservation
+from queue_ratelimit.policy.state import Feedback, Reservation, new_state
 from tests.conftest import FakeClock
 from tests.support import SVC, backoff_after_barrier, hold_lease_forever
 from tests.unit.conftest import MakeLimiter
@@ -243,28 +244,29 @@ def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
 
 
 def test_the_rate_delivered_counts_the_last_second_in_slices_the_oldest_in_part() -> None:
-    state = aimd.new_state(0.0)
+    state = new_state(0.0)
     for k in range(10):  # 10 successes 0.1 s apart, counted in slices of 1/3 s: 4, 3, 3
         aimd.on_success(state, 0.1 * k, PLAN)
     # 1.1 s after the first: the 3 + 3 of the two whole slices and the oldest slice's 4
     # weighted by the part of it still within the last second (0.7)
     assert state.ceiling == pytest.approx(7.0)  # the most in a whole window so far
-    assert aimd.delivered(state, 1.1) == pytest.approx(3 + 3 + 4 * 0.7)
+    assert delivered(state, 1.1) == pytest.approx(3 + 3 + 4 * 0.7)
     assert state.ceiling == pytest.approx(10.0)  # the window 0-1 s, closed by then
-    assert aimd.delivered(state, 5.0) == 0.0  # a gap longer than the window: nothing
+    assert delivered(state, 5.0) == 0.0  # a gap longer than the window: nothing
 
 
 def test_at_a_backoff_a_delivered_rate_just_below_the_ceiling_counts_as_it(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
     limiter = make_limiter(increase_factor=0.0, rate_limit_per_sec=20.0, decrease_factor=0.25)
-    for _ in range(20):  # 10/s served for 2 s: whole windows of 10, the ceiling
+    clock.advance(0.01)  # (off the slices' edges)
+    for _ in range(16):  # 8/s served for 2 s: whole windows of 8, the ceiling
         limiter.on_success("svc")
-        clock.advance(0.1)
-    clock.advance(0.05)  # then a short gap: the last second counts short of 10
+        clock.advance(0.125)
+    clock.advance(0.05)  # then a short gap: the last second counts short of 8
     first = limiter.on_backoff("svc", retry_after=1.0)
-    # within NOISE below the 10/s ceiling: the same limit, counted short
-    assert first.new_rate == pytest.approx(PROBE_FLOOR * 10.0)
+    # within NOISE below the 8/s ceiling: the same limit, counted short
+    assert first.new_rate == pytest.approx(PROBE_FLOOR * 8.0)
     clock.advance(1.0)
     for _ in range(10):  # the limit fell: 3/s served now
         limiter.on_success("svc")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.policy.aimd import START_HEADROOM
+from queue_ratelimit.policy.climb import START_HEADROOM
 from tests.conftest import FakeClock
 from tests.support import SVC
 from tests.unit.conftest import MakeLimiter

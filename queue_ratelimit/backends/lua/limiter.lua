@@ -18,7 +18,7 @@
 --         key's expiry time, and the first limit's rate, tokens, ts and credit (units
 --         refilled so far: a reservation's clock); then epoch, cooldown_until, the first
 --         limit's quota_until (0 = no quota) and 's' name, the current delivery slice's
---         start, successes in it and in the three slices before (aimd.delivered) and the
+--         start, successes in it and in the three slices before (delivery.delivered) and the
 --         ceiling (the most successes counted in a whole window, per second: the usual
 --         success rewrites up to here), the first limit's quota_left, quota_rate and peak (the rate
 --         at the last decrease; 0 = none); then the key's event counts (EVENTS doubles:
@@ -27,7 +27,7 @@
 --         doubles: rate, tokens, ts, quota_left, quota_until, quota_rate, credit, peak. Limits
 --         are matched by name, so adding or removing one keeps the others' state; a state of
 --         another layout starts afresh. The key lives remember_for past its expiry time: an
---         expired state is not used but for what it learned (aimd.revive: each peak and the
+--         expired state is not used but for what it learned (climb.revive: each peak and the
 --         ceiling), by the first write after it, which starts the key afresh from them.
 -- KEYS[2] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
 --         limit, for release and snapshot, and for a report that gives a lease back)
@@ -89,11 +89,11 @@ local LAYOUT = 5  -- the state's first byte
 local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redis.EVENTS)
 local BACKOFFS = 2
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
-local DELIVERY_WINDOW = 1.0  -- aimd.DELIVERY_WINDOW
-local PROBE_FLOOR, BAND = 0.97, 20.0  -- aimd.PROBE_FLOOR, aimd.BAND
-local NOISE = 0.8  -- aimd.NOISE
-local SLICES = 3  -- aimd.SLICES: the window is counted in slices, the current one and 3 before
-local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- aimd.START_GROWTH, aimd.START_HEADROOM
+local DELIVERY_WINDOW = 1.0  -- delivery.DELIVERY_WINDOW
+local PROBE_FLOOR, BAND = 0.97, 30.0  -- climb.PROBE_FLOOR, climb.BAND
+local NOISE = 0.8  -- climb.NOISE
+local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the current one and 3 before
+local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting
@@ -225,7 +225,7 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
       local answer
       if op == SUCCESS then
         local width = DELIVERY_WINDOW / SLICES
-        if now >= sfrom + width then  -- aimd._roll_delivery
+        if now >= sfrom + width then  -- delivery.roll
           local steps = (now - sfrom) / width
           steps = steps - steps % 1
           if steps > SLICES then
@@ -252,7 +252,7 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
           if grown > r then r = grown end
           if r > hi then r = hi end
         elseif now >= cool then
-          local step = inc  -- just below the last ceiling, as time allows (aimd.probe_step)
+          local step = inc  -- just below the last ceiling, as time allows (climb.probe_step)
           if pk > 0 and r >= PROBE_FLOOR * pk and r < pk then
             local part = (now - epoch / 1000000) / BAND
             if part > 1 then part = 1 end
@@ -416,7 +416,7 @@ local function numbers(blob, at)
   return A
 end
 
--- the delivery slices (aimd._roll_delivery): the current slice's start, successes in it and in
+-- the delivery slices (delivery.roll): the current slice's start, successes in it and in
 -- the three before, and the ceiling, raised by each whole window a slice completes
 local function roll_delivery(now, from, served, s1, s2, s3, top)
   local width = DELIVERY_WINDOW / SLICES
@@ -457,7 +457,7 @@ local function load(saved, limits)
   return seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, {c1, c2, c3}, tname
 end
 
--- an expired key's learned rates into `limits`, fresh otherwise (aimd.revive): each limit at
+-- an expired key's learned rates into `limits`, fresh otherwise (climb.revive): each limit at
 -- PROBE_FLOOR of its peak (kept as its peak), else the first at the ceiling when above its
 -- start
 local function revive(saved, limits, plan_at)
@@ -547,7 +547,7 @@ local counts, tname = {0, 0, 0}, ''  -- EVENTS counts; the tenant's name (a dige
 if exists then
   seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, counts, tname =
     load(saved, limits)
-  if expires < now then  -- expired: only what it learned is kept (aimd.revive), remember_for
+  if expires < now then  -- expired: only what it learned is kept (climb.revive), remember_for
     exists, limits, top = false, fresh(plan_at), 0
     if now < expires + remember then top = revive(saved, limits, plan_at) end
     seq, tat, expires, cool, counts, tname = 0, 0, 0, 0, {0, 0, 0}, ''
@@ -717,7 +717,7 @@ else
     elseif now >= cool then
       for i = 1, n do
         local lim = limits[i]
-        local step = lim.inc  -- just below the last ceiling, as time allows (aimd.probe_step)
+        local step = lim.inc  -- just below the last ceiling, as time allows (climb.probe_step)
         if lim.p > 0 and lim.r >= PROBE_FLOOR * lim.p and lim.r < lim.p then
           local part = min(1, (now - epoch / 1000000) / BAND)
           step = min(step, max(0, lim.p * (PROBE_FLOOR + (1 - PROBE_FLOOR) * part) - lim.r))
@@ -733,7 +733,7 @@ else
     held = cool
     if new_event then
       decreased = 1
-      local overshot = slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- aimd.starting
+      local overshot = slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- climb.starting
       sfrom, served, s1, s2, s3, top = roll_delivery(now, sfrom, served, s1, s2, s3, top)
       local left = max(0, 1 - (now - sfrom) / (DELIVERY_WINDOW / SLICES))
       local rate_served = (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
