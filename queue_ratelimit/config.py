@@ -225,8 +225,8 @@ class IntegrationConfig:
     slow_start: bool = field(
         default=True,
         metadata=_help(
-            "until the first backoff, climb fast (about x2.7 per half second of successes, at "
-            "most twice the rate served) instead of by increase_factor"
+            "until the first backoff, climb fast (about x2.7 per second of successes, at most "
+            "twice the rate served) instead of by increase_factor"
         ),
     )
     min_rate: float = field(default=0.1, metadata=_help("lowest rate AIMD may fall to, req/s"))

@@ -38,7 +38,7 @@ Rules (``now`` is always passed in, in seconds):
   ``max_wait``: late holders are spread at the rate instead of going all at once.
 * start: while the key has met no backoff (no ``peak``, none remembered) and the plan's
   ``slow_start`` is on, a success adds ``max(increase, START_GROWTH)`` to the requests rate
-  (the rate e-folds about every half second while demand keeps up), but never past
+  (the rate e-folds about every second while demand keeps up), but never past
   ``START_HEADROOM`` times the delivered rate: an idle key does not climb, and the rate
   meets the upstream's limit at most about twice over (the first 429 ends the phase, and
   the decrease to what was served lands near the limit at once). Further limits with an
@@ -379,8 +379,7 @@ def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
     first = state.buckets[PRIMARY_LIMIT]
     old = first.rate
     if now >= state.cooldown_until and limits[0].increase > 0 and starting(state, plan):
-        # (no lower than the configured start: a young key's count is short of its rate)
-        cap = START_HEADROOM * max(delivered(state, now), limits[0].rate)
+        cap = START_HEADROOM * delivered(state, now)
         first.rate = min(limits[0].max_rate, max(old, min(old + growth(state, plan), cap)))
         for lim in limits[1:]:  # further limits grow by the same factor
             if lim.increase > 0:

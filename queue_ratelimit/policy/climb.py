@@ -15,15 +15,14 @@ PROBE_FLOOR = 0.97
 """A decrease lands no lower than this fraction of the rate served; from it up to ``peak``
 the climb follows the time since the decrease (``BAND``) instead of ``increase``."""
 
-BAND = 30.0
+BAND = 20.0
 """Seconds the rate takes to cross from ``PROBE_FLOOR`` of ``peak`` to ``peak``."""
 
-START_GROWTH = 2.0
+START_GROWTH = 1.0
 """In the start phase, requests/s added per success: at least this (or ``increase``)."""
 
 START_HEADROOM = 2.0
-"""In the start phase, the rate climbs to at most this many times the delivered rate (or
-the configured start, when more: a young key's count is short of its rate)."""
+"""In the start phase, the rate climbs to at most this many times the delivered rate."""
 
 NOISE = 0.8
 """At a congestion event, a delivered rate this close below the ``ceiling`` (the most served

@@ -103,15 +103,13 @@ def test_the_start_phase_climbs_no_faster_than_twice_what_is_served(
         limiter.on_success("svc")
         served.append(clock.now)
         clock.advance(1.0)
-    # the demand, not the limit, holds it: no higher than twice the configured start (a young
-    # key's count is short of its rate, so the start itself may be doubled)
-    assert rate(limiter) == pytest.approx(START_HEADROOM * 5.0)
+    assert rate(limiter) == pytest.approx(5.0)  # the demand, not the limit, holds it
     run = drive(limiter, clock, Upstream(1000.0), 3.0)  # then demand at the rate
-    assert rate(limiter) > 30.0
+    assert rate(limiter) > 15.0
     served += [t for t, _ in run.rates]
     for t, new_rate in run.rates:  # never past twice the successes of the last 2 s
         recent = bisect.bisect_right(served, t) - bisect.bisect_left(served, t - 2.0)
-        assert new_rate <= START_HEADROOM * max(5.0, recent)
+        assert new_rate <= max(5.0, START_HEADROOM * recent)
 
 
 def test_the_first_backoff_ends_the_start_phase(

@@ -90,10 +90,10 @@ local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redi
 local BACKOFFS = 2
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local DELIVERY_WINDOW = 1.0  -- delivery.DELIVERY_WINDOW
-local PROBE_FLOOR, BAND = 0.97, 30.0  -- climb.PROBE_FLOOR, climb.BAND
+local PROBE_FLOOR, BAND = 0.97, 20.0  -- climb.PROBE_FLOOR, climb.BAND
 local NOISE = 0.8  -- climb.NOISE
 local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the current one and 3 before
-local START_GROWTH, START_HEADROOM = 2.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
+local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting
@@ -200,7 +200,7 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
   -- limit's adjustment, published remaining and reset_after
   -- (one `local` per unpack, with the format chosen by op: assigning a list of locals
   -- declared before costs a move per value; the values past an op's own are unused)
-  local name, start, burst, lo, hi, inc, _, a1, _, a3, a4, a5, a6, a7 =
+  local name, _, burst, lo, hi, inc, _, a1, _, a3, a4, a5, a6, a7 =
     struct.unpack(op == ACQUIRE and '<sddddddddddddd' or '<sdddddddddddd', blob, at)
   local usual = a3 ~= a3  -- acquire: no reservation held (NaN)
   if op == SUCCESS then usual = a4 == 0 and not (a5 == a5 and a6 == a6 and a6 > 0) end
@@ -244,9 +244,7 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
         if now >= cool and slow == 1 and pk == 0 and inc > 0 then  -- the start phase
           local left = 1 - (now - sfrom) / width
           if left < 0 then left = 0 end
-          local est = (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
-          if est < start then est = start end  -- (a young key's count is short of its rate)
-          local cap = START_HEADROOM * est
+          local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
           local step = inc
           if step < START_GROWTH then step = START_GROWTH end
           local grown = r + step
@@ -439,8 +437,7 @@ local function fresh(from)
   for i = 1, n do
     local name, rate, burst, lo, hi, inc, dec
     name, rate, burst, lo, hi, inc, dec, from = struct.unpack('<sdddddd', blob, from)
-    limits[i] = {name = name, start = rate, burst = burst, min = lo, max = hi, inc = inc,
-                 dec = dec, cost = 0,
+    limits[i] = {name = name, burst = burst, min = lo, max = hi, inc = inc, dec = dec, cost = 0,
                  r = rate, t = burst, s = now, q = false, qu = 0, qc = 0, c = 0, p = 0}
   end
   return limits, from
@@ -710,8 +707,7 @@ else
     local first = limits[1]
     if now >= cool and slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
       local left = max(0, 1 - (now - sfrom) / (DELIVERY_WINDOW / SLICES))
-      local est = max((served + s1 + s2 + s3 * left) / DELIVERY_WINDOW, first.start)
-      local cap = START_HEADROOM * est
+      local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
       local was = first.r
       first.r = min(first.max, max(was, min(was + max(first.inc, START_GROWTH), cap)))
       for i = 2, n do  -- further limits grow by the same factor
