@@ -378,7 +378,7 @@ def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
     state.served += 1.0
     first = state.buckets[PRIMARY_LIMIT]
     old = first.rate
-    if now >= state.cooldown_until and limits[0].increase > 0 and starting(state, plan):
+    if now >= state.cooldown_until and starting(state, plan):
         cap = START_HEADROOM * delivered(state, now)
         first.rate = min(limits[0].max_rate, max(old, min(old + growth(state, plan), cap)))
         for lim in limits[1:]:  # further limits grow by the same factor

@@ -63,9 +63,7 @@ def starting(state: KeyState, plan: Plan) -> bool:
 def growth(state: KeyState, plan: Plan) -> float:
     """Requests/s the rate gains per success now: ``increase``, more in the start phase."""
     increase = plan.limits[0].increase
-    if increase > 0 and starting(state, plan):
-        return max(increase, START_GROWTH)
-    return increase
+    return max(increase, START_GROWTH) if starting(state, plan) else increase
 
 
 def probe_step(rate: float, peak: float, increase: float, since: float) -> float:
