@@ -299,7 +299,7 @@ def exporter(
 
 
 @cli.command()
-@click.option("--tasks", type=int, default=300, show_default=True, help="Tasks to run.")
+@click.option("--tasks", type=int, default=800, show_default=True, help="Tasks to run.")
 @click.option(
     "--hidden-limit",
     type=float,

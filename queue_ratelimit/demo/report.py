@@ -25,16 +25,17 @@ PLOT_HINT = "plot= needs matplotlib: pip install matplotlib (or queue_ratelimit[
 
 
 def demo_config(name: str) -> IntegrationConfig:
-    """A cautious start (3/s) and a generous ceiling (200/s): AIMD must find the limit.
+    """A cautious start (4/s) and a generous ceiling (200/s): the limiter must find the limit.
 
-    ``max_wait`` covers the worker's threads at the starting rate (8 threads at 3/s), so
-    the first tasks wait in the worker instead of reserving slots paced at 3/s for the
-    whole backlog, which would hold the run to the starting rate. An increase of 0.3/s per
-    success climbs to 20/s in about 6 s and overshoots a limit by only a few calls/s.
+    ``max_wait`` covers the worker's threads at the starting rate (8 threads at 4/s), so
+    the first tasks wait in the worker instead of reserving slots paced at 4/s for the
+    whole backlog, which would hold the run to the starting rate. The start phase climbs
+    to the hidden 20/s in about two seconds; past the first 429, an increase of 0.3/s per
+    success probes above the limit it learned.
     """
     return IntegrationConfig(
         name=name,
-        rate_limit_per_sec=3.0,
+        rate_limit_per_sec=4.0,
         burst_size=1.0,
         increase_factor=0.3,
         decrease_factor=0.7,

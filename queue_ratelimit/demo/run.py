@@ -5,14 +5,15 @@
 calls per second, beyond that 429 with ``Retry-After``), a real Celery app on the in-memory
 broker with one embedded worker (8 threads), and a ``RateLimitedTask`` per integration
 (``notion``, ``github``) whose body calls the API through ``RateLimitedAdapter``. The
-limiter starts at a cautious 3 calls/s per integration and finds the limit by AIMD; a 429
-sends its task back to the broker. A live progress bar shows each integration's rate, the
-429s and the requeues; a table then compares the achieved rate with the hidden limit and
-counts lost and duplicated tasks, both of which must be 0::
+limiter starts at a cautious 4 calls/s per integration (a fifth of the default hidden limit)
+and finds the limit in its start phase; a 429 sends its task back to the broker. A live
+progress bar shows each integration's rate, the 429s and the requeues; a table then
+compares the achieved rate with the hidden limit and counts lost and duplicated tasks, both
+of which must be 0::
 
     from queue_ratelimit.demo import run_demo
 
-    summary = run_demo(plot="rate.png")       # about 20 s; plot= needs matplotlib
+    summary = run_demo(plot="rate.png")       # about 25 s; plot= needs matplotlib
     assert summary.lost == summary.duplicates == 0
 
 With ``redis_url`` the run is a small fleet: the limiter state and the broker live in Redis
@@ -60,7 +61,7 @@ SAMPLE_EVERY = 0.1
 
 def run_demo(
     *,
-    tasks: int = 300,
+    tasks: int = 800,
     hidden_limit: float = 20.0,
     seconds_budget: float = 60.0,
     plot: str | Path | None = None,

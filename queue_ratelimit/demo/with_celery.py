@@ -53,6 +53,9 @@ def _app(
         task_acks_late=True,
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
+        # a requeued task comes back as an ETA message, held by the worker's timer: the
+        # default 1 s recheck would leave the last ones idle for up to that long
+        worker_timer_precision=0.1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         **conf,

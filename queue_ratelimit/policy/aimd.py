@@ -39,7 +39,8 @@ Rules (``now`` is always passed in, in seconds):
 * start: while the key has met no backoff (no ``peak``, none remembered) and the plan's
   ``slow_start`` is on, a success adds ``max(increase, START_GROWTH)`` to the requests rate
   (the rate e-folds about every second while demand keeps up), but never past
-  ``START_HEADROOM`` times the delivered rate: an idle key does not climb, and the rate
+  ``START_HEADROOM`` times the delivered rate (a key younger than the delivery window
+  counts over its age, so its first second climbs too): an idle key does not climb, and the rate
   meets the upstream's limit at most about twice over (the first 429 ends the phase, and
   the decrease to what was served lands near the limit at once). Further limits with an
   ``increase`` grow by the same factor. The first backoff ends the phase for good.
@@ -379,7 +380,7 @@ def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
     first = state.buckets[PRIMARY_LIMIT]
     old = first.rate
     if now >= state.cooldown_until and starting(state, plan):
-        cap = START_HEADROOM * delivered(state, now)
+        cap = START_HEADROOM * delivered(state, now, age=now - state.epoch / 1_000_000)
         first.rate = min(limits[0].max_rate, max(old, min(old + growth(state, plan), cap)))
         for lim in limits[1:]:  # further limits grow by the same factor
             if lim.increase > 0:

@@ -13,6 +13,10 @@ from queue_ratelimit.policy.state import KeyState
 DELIVERY_WINDOW = 1.0
 """Seconds over which successes are counted to estimate the delivered rate."""
 
+MIN_SPAN = DELIVERY_WINDOW / 2
+"""A young key's count is taken over at least this long: the success or two of its first
+instants are not a rate."""
+
 SLICES = 3
 """The delivery window is counted in slices of ``DELIVERY_WINDOW / SLICES``: the current one
 and the ``SLICES`` before it (the oldest of which the window covers in part)."""
@@ -37,9 +41,16 @@ def roll(state: KeyState, now: float) -> None:
     state.served_from += steps * (DELIVERY_WINDOW / SLICES)
 
 
-def delivered(state: KeyState, now: float) -> float:
-    """Successes per second over the last ``DELIVERY_WINDOW`` (sliding-window estimate)."""
+def delivered(state: KeyState, now: float, age: float | None = None) -> float:
+    """Successes per second over the last ``DELIVERY_WINDOW`` (sliding-window estimate).
+
+    ``age``: seconds the key has counted successes, when that may be less than the window
+    (a young key): the count is then over that time, no shorter than ``MIN_SPAN``, instead
+    of a window whose first part the key did not live.
+    """
     roll(state, now)
-    left = max(0.0, 1.0 - (now - state.served_from) / (DELIVERY_WINDOW / SLICES))
+    width = DELIVERY_WINDOW / SLICES
+    left = max(0.0, 1.0 - (now - state.served_from) / width)
     recent = state.served + state.served_1 + state.served_2
-    return (recent + state.served_3 * left) / DELIVERY_WINDOW
+    window = DELIVERY_WINDOW if age is None else min(DELIVERY_WINDOW, max(MIN_SPAN, age))
+    return (recent + state.served_3 * left) / window

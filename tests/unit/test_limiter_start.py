@@ -112,6 +112,19 @@ def test_the_start_phase_climbs_no_faster_than_twice_what_is_served(
         assert new_rate <= max(5.0, START_HEADROOM * recent)
 
 
+def test_a_young_key_climbs_in_its_first_second_too(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    # counted over a whole window, a key 0.2 s old would seem to serve a fifth of its rate
+    # and the cap at twice that would hold it at the start for most of its first second
+    limiter = make_limiter(COLD.replace(rate_limit_per_sec=5.0))
+    run = drive(limiter, clock, Upstream(1000.0), 1.0)
+    assert len(run.rates) >= 5
+    for _, new_rate in run.rates[1:]:  # each success adds one (e-fold in about a second)
+        assert new_rate > 5.0
+    assert rate(limiter) >= 10.0
+
+
 def test_the_first_backoff_ends_the_start_phase(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:

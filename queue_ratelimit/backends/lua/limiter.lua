@@ -90,6 +90,7 @@ local EVENTS = 3  -- counted per key: requeues, backoffs, budget_exhausted (redi
 local BACKOFFS = 2
 local SLACK = 0.000001  -- a wait this small counts as none (float noise, microsecond replies)
 local DELIVERY_WINDOW = 1.0  -- delivery.DELIVERY_WINDOW
+local MIN_SPAN = DELIVERY_WINDOW / 2  -- delivery.MIN_SPAN
 local PROBE_FLOOR, BAND = 0.97, 20.0  -- climb.PROBE_FLOOR, climb.BAND
 local NOISE = 0.8  -- climb.NOISE
 local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the current one and 3 before
@@ -244,7 +245,10 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
         if now >= cool and slow == 1 and pk == 0 and inc > 0 then  -- the start phase
           local left = 1 - (now - sfrom) / width
           if left < 0 then left = 0 end
-          local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
+          local span = now - epoch / 1000000  -- a young key counts over its age (delivered)
+          if span < MIN_SPAN then span = MIN_SPAN end
+          if span > DELIVERY_WINDOW then span = DELIVERY_WINDOW end
+          local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / span
           local step = inc
           if step < START_GROWTH then step = START_GROWTH end
           local grown = r + step
@@ -706,8 +710,10 @@ else
     served = served + 1
     local first = limits[1]
     if now >= cool and slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
-      local left = max(0, 1 - (now - sfrom) / (DELIVERY_WINDOW / SLICES))
-      local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
+      local width = DELIVERY_WINDOW / SLICES
+      local left = max(0, 1 - (now - sfrom) / width)
+      local span = min(DELIVERY_WINDOW, max(MIN_SPAN, now - epoch / 1000000))  -- a young key
+      local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / span
       local was = first.r
       first.r = min(first.max, max(was, min(was + max(first.inc, START_GROWTH), cap)))
       for i = 2, n do  -- further limits grow by the same factor
