@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.dialect import Dialect
 from queue_ratelimit.errors import (
     BackendError,
     BackendUnavailable,
@@ -42,6 +43,7 @@ __all__ = [
     "BUILTIN_INTEGRATIONS",
     "IntegrationConfig",
     "LimitConfig",
+    "Dialect",
     "get_integration",
     "list_integrations",
     "load_configs",

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from queue_ratelimit.dialect import GENERIC, Dialect
 from queue_ratelimit.errors import ConfigError
 
 __all__ = ["BACKEND_ERROR_MODES", "PRIMARY_LIMIT", "IntegrationConfig", "LimitConfig"]
@@ -303,6 +304,13 @@ class IntegrationConfig:
             "processes sharing the limit: on a local fallback each takes 1/N of the rates (>= 1)"
         ),
     )
+    dialect: Dialect = field(
+        default=GENERIC,
+        metadata=_help(
+            "how the API states limits beyond the generic parser: statuses, body codes, "
+            "header names, reset unit, documented wait (see docs/dialects.md)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         check = _Checker(self.name if isinstance(self.name, str) else None)
@@ -351,6 +359,7 @@ class IntegrationConfig:
             "fallback_processes",
             check.integer("fallback_processes", self.fallback_processes, minimum=1),
         )
+        _store(self, "dialect", Dialect.from_mapping(self.dialect, self.name))
 
     @classmethod
     def fields_help(cls) -> dict[str, str]:
@@ -367,7 +376,8 @@ class IntegrationConfig:
         """Build a config from defaults plus ``data`` (a parsed TOML table or JSON object).
 
         ``backoff_status_codes`` may be any list of ints. ``limits`` is a mapping of limit
-        name to that limit's fields; a limit mapped to ``None`` is left out.
+        name to that limit's fields; a limit mapped to ``None`` is left out. ``dialect`` is
+        a table of :class:`~queue_ratelimit.Dialect` fields.
 
         Raises:
             ConfigError: a key is not a field (the reason lists the allowed keys), a limit
@@ -400,6 +410,7 @@ class IntegrationConfig:
         data = {name: getattr(self, name) for name in self.settable_fields()}
         data["backoff_status_codes"] = sorted(self.backoff_status_codes)
         data["limits"] = {limit.name: limit.to_dict() for limit in self.limits}
+        data["dialect"] = self.dialect.to_dict()
         return data
 
 

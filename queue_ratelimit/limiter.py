@@ -16,6 +16,7 @@ from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.hosts import host_config, host_integration
 from queue_ratelimit.outage import OutageGuard
 from queue_ratelimit.outcome import Outcome, classify, feedback_for
 from queue_ratelimit.plans import Cost, Prepared, plan_for
@@ -34,7 +35,7 @@ from queue_ratelimit.policy.state import (
     Reservation,
     Snapshot,
 )
-from queue_ratelimit.registry import BUILTIN_INTEGRATIONS, get_integration
+from queue_ratelimit.registry import BUILTIN_HOSTS, BUILTIN_INTEGRATIONS, get_integration
 
 
 def _acquire(request: AcquireRequest, backend: Backend, plan: Plan) -> Decision:
@@ -88,11 +89,23 @@ class Limiter:
                 "and applies report(report, plan) (see queue_ratelimit.backends.Backend)",
             )
         self._guard = OutageGuard(self.backend, probe_interval=probe_interval)
-        self.configs: Mapping[str, IntegrationConfig] = dict(
-            configs if configs is not None else BUILTIN_INTEGRATIONS
-        )
+        self._configs = dict(configs if configs is not None else BUILTIN_INTEGRATIONS)
+        self.configs: Mapping[str, IntegrationConfig] = self._configs
         self._sleep = sleep
         self._prepared: dict[str, Prepared] = {}
+        self._hosts: Mapping[str, str] | None = None
+
+    def for_host(self, host: str, port: int | None = None, scheme: str = "https") -> str:
+        """The integration that limits calls to ``scheme://host:port``: the built-in one for
+        that API host when this limiter has it (``api.github.com``: ``github``), a configured
+        ``host-...`` one, else one made for the host now from ``hosts.host_config`` (see
+        :mod:`queue_ratelimit.hosts`)."""
+        if self._hosts is None:
+            self._hosts = {h: n for h, n in BUILTIN_HOSTS.items() if n in self._configs}
+        name = host_integration(host, port, scheme, self._hosts)
+        if name not in self._configs:
+            self._configs.setdefault(name, host_config(name))
+        return name
 
     def config(self, integration: str) -> IntegrationConfig:
         """The config of ``integration``; ``ConfigError`` naming the known ones when absent."""
@@ -335,8 +348,9 @@ class Limiter:
         The response is read with ``parse_rate_limit`` (the integration's
         ``backoff_status_codes``; waits up to ``max_quota_wait``) and reported as a backoff,
         a failure (a 5xx, or ``status=None`` for a timeout or connection error) or a success,
-        with the quotas it published (``policy/quota.py``) and, when ``actual`` usage is given, the
-        correction of the ``estimated`` cost. Pass the call's ``decision``: its epoch keeps
+        with the quotas it published (``policy/quota.py``) and, when ``actual`` usage is given
+        (or the body stated it, through the dialect's ``cost_fields``), the correction of the
+        ``estimated`` cost. Pass the call's ``decision``: its epoch keeps
         one congestion event to one decrease, its seq corrects ``remaining`` for calls in
         flight, and its lease is given back.
         """
@@ -348,8 +362,11 @@ class Limiter:
             body,
             backoff_status_codes=config.backoff_status_codes,
             max_backoff=config.max_quota_wait,  # the true stated wait: the limiter clamps it
+            dialect=config.dialect,
         )
         kind = classify(status, info)
+        if actual is None and info.costs:  # the body stated the call's cost (a GraphQL cost)
+            actual = info.costs
         feedback = feedback_for(
             prepared.plan,
             info,

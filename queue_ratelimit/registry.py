@@ -31,7 +31,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from queue_ratelimit.builtins import BUILTIN_INTEGRATIONS, BUILTIN_NOTES, BUILTIN_SOURCES
+from queue_ratelimit.builtins import (
+    BUILTIN_HOSTS,
+    BUILTIN_INTEGRATIONS,
+    BUILTIN_NOTES,
+    BUILTIN_SOURCES,
+)
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import ConfigError
 
@@ -41,6 +46,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "BUILTIN_HOSTS",
     "BUILTIN_INTEGRATIONS",
     "BUILTIN_NOTES",
     "BUILTIN_SOURCES",
@@ -312,8 +318,13 @@ def _normalise_layer(data: object, source: str) -> Overrides:
 
 
 def _merge_fields(target: dict[str, object], fields: Mapping[str, object]) -> None:
-    """Apply ``fields`` onto ``target``; ``limits`` merges per limit name and field."""
+    """Apply ``fields`` onto ``target``; ``limits`` merges per limit name and field, and
+    ``dialect`` per field."""
     for key, value in fields.items():
+        previous = target.get("dialect")
+        if key == "dialect" and isinstance(value, Mapping) and isinstance(previous, Mapping):
+            target[key] = {**previous, **value}
+            continue
         if key != "limits" or not isinstance(value, Mapping):
             target[key] = value
             continue

@@ -36,6 +36,7 @@ from typing import Any
 
 from queue_ratelimit import signals
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.dialect import GENERIC, Dialect
 from queue_ratelimit.registry import BUILTIN_INTEGRATIONS, BUILTIN_NOTES, BUILTIN_SOURCES
 
 MARKER = re.compile(
@@ -70,6 +71,9 @@ def plain(value: object) -> object:
         return sorted(plain(item) for item in value)  # type: ignore[type-var]
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, Dialect):  # the fields it sets
+        generic = GENERIC.to_dict()
+        return {k: plain(v) for k, v in value.to_dict().items() if v != generic[k]}
     if isinstance(value, tuple) and all(isinstance(item, LimitConfig) for item in value):
         return {item.name: {k: plain(v) for k, v in item.to_dict().items()} for item in value}
     if isinstance(value, (list, tuple)):
@@ -142,6 +146,9 @@ def _differences(config: IntegrationConfig) -> list[str]:
             for limit in value:
                 settings = ", ".join(f"{k} {spell(v)}" for k, v in limit.to_dict().items())
                 changed.append(f"limit `{limit.name}`: {settings}")
+        elif field.name == "dialect":
+            settings = ", ".join(f"{k} {spell(v)}" for k, v in plain(value).items())
+            changed.append(f"dialect: {settings}")
         else:
             changed.append(f"`{field.name}` {spell(value)}")
     return changed

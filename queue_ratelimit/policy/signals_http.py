@@ -8,16 +8,20 @@ Headers read (names case-insensitive; of a repeated header the first valid value
 a value a client joined from repeats, ``"5, 5"``, is also tried by its first element):
 
 * ``retry-after-ms`` (OpenAI, Azure) and ``Retry-After`` (RFC 9110: delta-seconds, decimals
-  accepted, or an HTTP-date), in that order; on a backoff a Discord-style JSON body
-  ``{"retry_after": 1.5}`` is the fallback.
+  accepted, or an HTTP-date), in that order; then a header the dialect names; on a backoff a
+  wait the body states (Discord's ``{"retry_after": 1.5}``, the dialect's ``wait_fields``);
+  last the dialect's ``default_wait``, unless a spent quota's reset says when.
 * ``X-RateLimit-Limit/-Remaining/-Used/-Reset/-Reset-After`` (GitHub, Discord, Atlassian,
-  many others), ``X-Rate-Limit-*`` (Twitter/X), IETF ``RateLimit-Limit/-Remaining/-Reset``
+  many others), ``X-Rate-Limit-*`` (Twitter/X), a bare ``X-Rate-Limit`` (Zendesk),
+  ``RateLimit-ResetTime`` (GitLab), IETF ``RateLimit-Limit/-Remaining/-Reset``
   (drafts up to -06), IETF structured ``RateLimit: "name";r=50;t=30`` with
   ``RateLimit-Policy: "name";q=100;w=60`` (-08 and later) and the -07 dictionary form.
 * Named quotas: OpenAI ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, Anthropic
   ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*`` (keys use ``_``,
-  e.g. ``input_tokens``, to match :class:`~queue_ratelimit.config.LimitConfig` names), IETF
-  policies by name, HubSpot ``secondly`` and ``daily``, Salesforce ``per_app``.
+  e.g. ``input_tokens``, to match :class:`~queue_ratelimit.config.LimitConfig` names), Linear
+  ``x-ratelimit-{requests,complexity}-{limit,remaining,reset}``, IETF policies by name,
+  HubSpot ``secondly`` and ``daily``, Salesforce ``per_app``, and any header the dialect's
+  ``headers`` map names.
 * Shopify ``X-Shopify-Shop-Api-Call-Limit: used/limit``, Salesforce ``Sforce-Limit-Info:
   api-usage=used/limit``, HubSpot ``X-HubSpot-RateLimit-*`` (its window length,
   ``-Interval-Milliseconds``, is reported as ``reset_after``: an upper bound), Atlassian
@@ -30,10 +34,17 @@ Rules:
   smaller delta seconds. Durations (``6m0s``, ``20ms``, ``1m30.5s``), RFC 3339 timestamps
   (Anthropic, Atlassian's ``2024-05-01T12:01Z``) and HTTP-dates are read as such. A relative
   ``-Reset-After`` beats an absolute ``-Reset`` (no clock skew).
-* **Backoff** needs the status in ``backoff_status_codes``. 429 and 503 there are always a
-  backoff; any other listed status (typically GitHub's 403) only with rate-limit evidence: a
-  retry delay, an exhausted quota (``remaining == 0``), or rate-limit wording in the body
-  ("rate limit", "too many requests", "throttl..."). A plain 403 is a permission error.
+* **Backoff** needs the status in ``backoff_status_codes`` (or the dialect's
+  ``backoff_statuses``). 429 and 503 there are always a backoff, as are the dialect's own
+  (Anthropic's 529); any other listed status (typically GitHub's 403) only with rate-limit
+  evidence: a retry delay, an exhausted quota (``remaining == 0``), rate-limit wording in the
+  body ("rate limit", "too many requests", "throttl..."), or one of the dialect's
+  ``throttle_codes`` in it. A plain 403 is a permission error. On a status the dialect names
+  in ``body_statuses`` (a GraphQL 200), a throttle code in the body is a backoff
+  (:mod:`~queue_ratelimit.policy.signals_body` says how bodies are read).
+* **Points budgets** the dialect locates (``cost_fields``: a GraphQL cost) become the quota
+  ``cost_quota`` (reset: what is spent over the restore rate) and :attr:`RateLimitInfo.costs`
+  (the call's actual cost); a throttled query waits until its requested cost is restored.
 * ``retry_after`` is reported on backoff responses only: a ``Retry-After`` on a 202 (a
   polling hint) or a 3xx is not a rate limit. A backoff without one (Airtable's fixed 30 s
   penalty, Stripe, whose ``Stripe-Should-Retry`` says whether, not when) has
@@ -55,40 +66,30 @@ Hostile input, by kind:
   gives 0, ``Retry-After: 99999999999`` gives ``max_backoff``. ``reset_after`` is clamped
   too: a limiter never plans further ahead than it would back off.
 * Header values over 256 characters, past the first 512 headers, or past the 8th repeat
-  are ignored unread; so are bodies of 64 kB or more. A body is parsed as JSON only on a
-  backoff and only when it mentions ``retry_after``; any failure ignores it.
+  are ignored unread; so are bodies of 64 kB or more. A body is read only on a status that
+  may back off or that the dialect names, parsed as JSON only when it mentions something
+  looked for, walked a bounded depth and breadth; any failure ignores it.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
-import re
 import time
 import warnings
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from queue_ratelimit.config import PRIMARY_LIMIT
-from queue_ratelimit.policy.signals_headers import (
-    DIALECTS,
-    HeaderView,
-    QuotaDraft,
-    Readings,
-    decimal,
-    retry_delay,
-)
+from queue_ratelimit.dialect import GENERIC, Dialect
+from queue_ratelimit.policy.header_values import decimal, retry_delay
+from queue_ratelimit.policy.signals_body import NOTHING, mentions_rate_limit, read_body
+from queue_ratelimit.policy.signals_headers import DIALECTS, HeaderView, QuotaDraft, Readings
 
 __all__ = ["Quota", "RateLimitInfo", "parse_rate_limit"]
 
 _ALWAYS_BACKOFF = frozenset({429, 503})
-_MAX_BODY_BYTES = 64 * 1024
-_MAX_WORDING_CHARS = 4096
-_RATE_LIMIT_WORDING = re.compile(r"rate[ _-]?limit|too many requests|throttl", re.IGNORECASE)
-_BODY_DELAY_KEY = "retry_after"
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ def _no_quotas() -> Mapping[str, Quota]:
     return MappingProxyType({})
 
 
+def _no_costs() -> Mapping[str, float]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class RateLimitInfo:
     """What one response says about rate limits; the default instance says nothing.
@@ -123,6 +128,8 @@ class RateLimitInfo:
         reset_after: seconds until the headline quota resets, within ``[0, max_backoff]``.
         quotas: every named quota (``"requests"``, ``"tokens"``, ...), read-only.
         near_limit: the API flagged the quota as nearly spent (Atlassian).
+        costs: what the call actually cost, by quota, when the body said so (a GraphQL
+            ``actualQueryCost``, through the dialect's ``cost_fields``).
     """
 
     backoff: bool = False
@@ -132,6 +139,7 @@ class RateLimitInfo:
     reset_after: float | None = None
     quotas: Mapping[str, Quota] = field(default_factory=_no_quotas, hash=False)
     near_limit: bool = False
+    costs: Mapping[str, float] = field(default_factory=_no_costs, hash=False)
 
     @property
     def wait(self) -> float | None:
@@ -160,6 +168,7 @@ def parse_rate_limit(
     *,
     backoff_status_codes: Collection[int] = _ALWAYS_BACKOFF,
     max_backoff: float = 300.0,
+    dialect: Dialect = GENERIC,
 ) -> RateLimitInfo:
     """Read a response's status, headers and body into a :class:`RateLimitInfo`.
 
@@ -175,6 +184,8 @@ def parse_rate_limit(
             (:attr:`~queue_ratelimit.config.IntegrationConfig.backoff_status_codes`).
         max_backoff: the clamp on every delay, in seconds
             (:attr:`~queue_ratelimit.config.IntegrationConfig.max_backoff`).
+        dialect: what this API states its own way (:class:`~queue_ratelimit.Dialect`:
+            statuses, body codes and waits, header names, reset unit, documented wait).
 
     Raises:
         ValueError: ``max_backoff`` is not a finite number > 0 (a caller error).
@@ -183,20 +194,34 @@ def parse_rate_limit(
         raise ValueError(f"max_backoff must be a finite number > 0, not {max_backoff!r}")
     now = time.time() if now is None else now
     view = HeaderView(headers)
-    readings = Readings()
+    readings = Readings(reset_unit=dialect.reset_unit, header_map=dialect.headers)
     for read in DIALECTS:
         read(view, now, readings)
     drafts = {name: _finish(draft, max_backoff) for name, draft in readings.quotas.items()}
     quotas = {name: quota for name, quota in drafts.items() if name and quota != Quota()}
     headline = _headline(drafts.get(""), quotas)
-    retry_after = _retry_after(status, view, body, now, backoff_status_codes, max_backoff)
+    always = _ALWAYS_BACKOFF | dialect.backoff_statuses
+    codes = frozenset(backoff_status_codes) | dialect.backoff_statuses
+    said = NOTHING
+    if status in codes or status in dialect.body_statuses:
+        paths = dialect.cost_paths()
+        said = read_body(body, dialect.throttle_codes, dialect.wait_fields, paths, now)
+    costs = _cost_quota(said.figures, quotas, dialect.cost_quota, max_backoff)
     exhausted = any(quota.remaining == 0 for quota in (headline, *quotas.values()))
-    backoff = status in backoff_status_codes and (
-        status in _ALWAYS_BACKOFF
-        or retry_after is not None
-        or exhausted
-        or _mentions_rate_limit(body)
+    stated = _header_delay(view, now)
+    if stated is None:
+        stated = readings.retry_after
+    if stated is None and (status in codes or said.throttled):
+        stated = said.wait
+    if stated is None and said.throttled:  # a points budget: until the call's cost is restored
+        stated = _restored_in(said.figures)
+    backoff = said.throttled or (
+        status in codes
+        and (status in always or stated is not None or exhausted or mentions_rate_limit(body))
     )
+    if backoff and stated is None and not exhausted:  # a spent quota's reset says when
+        stated = dialect.default_wait
+    retry_after = _clamp(stated, max_backoff)
     return RateLimitInfo(
         backoff=backoff,
         retry_after=retry_after if backoff else None,
@@ -205,7 +230,40 @@ def parse_rate_limit(
         reset_after=headline.reset_after,
         quotas=MappingProxyType(quotas),
         near_limit=readings.near_limit,
+        costs=MappingProxyType(costs),
     )
+
+
+def _cost_quota(
+    figures: Mapping[str, float], quotas: dict[str, Quota], name: str, max_backoff: float
+) -> dict[str, float]:
+    """Add the points budget a body stated to ``quotas`` (as ``name``); the call's actual
+    cost by quota name (empty when none was stated)."""
+    if not figures:
+        return {}
+    limit, remaining = figures.get("limit"), figures.get("remaining")
+    reset = figures.get("reset")
+    restore = figures.get("restore_rate")
+    if reset is None and restore and limit is not None and remaining is not None:
+        reset = max(0.0, limit - remaining) / restore  # until what is spent is restored
+    quota = Quota(
+        None if limit is None else int(limit),
+        None if remaining is None else int(remaining),
+        _clamp(reset, max_backoff),
+    )
+    if quota != Quota():
+        quotas[name] = quota
+    actual = figures.get("actual")
+    return {} if actual is None else {name: actual}
+
+
+def _restored_in(figures: Mapping[str, float]) -> float | None:
+    """Seconds until a budget restoring at ``restore_rate`` holds the ``requested`` cost."""
+    requested, remaining = figures.get("requested"), figures.get("remaining")
+    restore = figures.get("restore_rate")
+    if requested is None or remaining is None or not restore:
+        return None
+    return max(0.0, requested - remaining) / restore
 
 
 def _clamp(seconds: float | None, max_backoff: float) -> float | None:
@@ -245,21 +303,6 @@ def _headline(unnamed: Quota | None, named: Mapping[str, Quota]) -> Quota:
     return min(named.values(), key=_restrictiveness, default=Quota())
 
 
-def _retry_after(
-    status: int,
-    view: HeaderView,
-    body: object,
-    now: float,
-    backoff_status_codes: Collection[int],
-    max_backoff: float,
-) -> float | None:
-    """Return the clamped retry delay from the headers, else (on a backoff) from the body."""
-    delay = _header_delay(view, now)
-    if delay is None and status in backoff_status_codes:
-        delay = _body_delay(body)
-    return _clamp(delay, max_backoff)
-
-
 def _header_delay(view: HeaderView, now: float) -> float | None:
     """Return ``retry-after-ms`` (OpenAI, Azure) in seconds, else ``Retry-After``, else None."""
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
@@ -267,56 +310,6 @@ def _header_delay(view: HeaderView, now: float) -> float | None:
         if millis is not None:
             return millis / 1000.0
     return view.first("retry-after", lambda text: retry_delay(text, now))
-
-
-def _body_text(body: object) -> str | None:
-    """Return a small body as text (bytes decoded leniently), else None."""
-    if isinstance(body, (bytes, str)) and len(body) < _MAX_BODY_BYTES:
-        return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    return None
-
-
-def _body_delay(body: object) -> float | None:
-    """Return a Discord-style ``retry_after`` (seconds) from a JSON object body, else None."""
-    document: object = body
-    if not isinstance(body, Mapping):
-        text = _body_text(body)
-        if text is None or _BODY_DELAY_KEY not in text:
-            return None
-        try:
-            document = json.loads(text)
-        except (ValueError, RecursionError):
-            return None
-    if not isinstance(document, Mapping):
-        return None
-    value = document.get(_BODY_DELAY_KEY)
-    if isinstance(value, str):
-        return decimal(value.strip())
-    if isinstance(value, float):
-        return value if value >= 0 else None  # NaN fails the test too
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(min(value, 10**300)) if value >= 0 else None  # no OverflowError
-    return None
-
-
-def _strings(value: object, depth: int = 3) -> Iterator[str]:
-    """Yield the strings in a decoded JSON value, a few levels and items deep."""
-    if isinstance(value, str):
-        yield value
-    elif depth > 0 and isinstance(value, Mapping):
-        for item in itertools.islice(value.values(), 16):
-            yield from _strings(item, depth - 1)
-    elif depth > 0 and isinstance(value, (list, tuple)):
-        for item in itertools.islice(value, 16):
-            yield from _strings(item, depth - 1)
-
-
-def _mentions_rate_limit(body: object) -> bool:
-    """Return whether the body speaks of a rate limit (GitHub's secondary-limit 403)."""
-    text = " ".join(_strings(body)) if isinstance(body, Mapping) else _body_text(body)
-    if not text:
-        return False
-    return _RATE_LIMIT_WORDING.search(text[:_MAX_WORDING_CHARS]) is not None
 
 
 if TYPE_CHECKING:  # the old name, for type checkers (at run time it warns, below)

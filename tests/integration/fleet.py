@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 import requests
 
-from queue_ratelimit import IntegrationConfig, Limiter, RateLimited
+from queue_ratelimit import (
+    BUILTIN_INTEGRATIONS,
+    IntegrationConfig,
+    LimitConfig,
+    Limiter,
+    RateLimited,
+)
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.http import AsyncRateLimitedTransport, RateLimitedAdapter, RateLimitedTransport
 
@@ -90,3 +96,47 @@ def run_httpx_async(redis_url: str, prefix: str, base: str, ids: list[str], out:
         return attempts
 
     out.put(asyncio.run(main()))
+
+
+# -- a GraphQL points budget (queue_ratelimit.testing.cost) ---------------------------------
+
+GRAPHQL = IntegrationConfig(
+    name="graphql",
+    rate_limit_per_sec=20.0,
+    burst_size=5.0,
+    max_rate=1000.0,
+    max_wait=5.0,
+    max_backoff=10.0,
+    limits=(  # a user who does not know the budget: a start above its restore rate, and more
+        LimitConfig(
+            name="points",
+            rate_limit_per_sec=150.0,
+            burst_size=150.0,
+            min_rate=10.0,
+            max_rate=4000.0,
+            increase_factor=20.0,
+        ),
+    ),
+    dialect=BUILTIN_INTEGRATIONS["shopify-graphql"].dialect,  # Shopify's extensions.cost
+)
+
+
+def run_graphql(
+    redis_url: str, prefix: str, base: str, calls: list[tuple[str, int]], out: Any
+) -> None:
+    """POST each ``(call id, cost)`` with its cost as the estimate until it is served."""
+    limiter = Limiter(RedisBackend(redis_url, prefix=prefix), {"graphql": GRAPHQL})
+    session = requests.Session()
+    adapter = RateLimitedAdapter(
+        limiter, "graphql", estimate=lambda request: {"points": _cost_of(request.url)}
+    )
+    session.mount(base, adapter)
+    attempts = [0]
+    for call_id, cost in calls:
+        url = f"{base}/shop/{call_id}?cost={cost}"
+        _retrying(lambda url=url: session.post(url, json={"query": "{shop}"}), attempts)
+    out.put(attempts[0])
+
+
+def _cost_of(url: str) -> float:
+    return float(url.rsplit("cost=", 1)[1])

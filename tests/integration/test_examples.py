@@ -25,6 +25,7 @@ NOT_RUN_HERE = {"limiter_demo"}  # no upstream and no task framework: a simulate
 
 TASKS = {  # each example: how many tasks it runs
     "airtable_celery": 30,
+    "by_host_requests": 40,
     "fieldguide_celery": 20,
     "github_rq": 20,
     "keyring_token": 20,

@@ -68,6 +68,8 @@ class HttpCase:
     now: float = NOW
     backoff_status_codes: frozenset[int] = field(default=frozenset({429, 503}))
     max_backoff: float = 300.0
+    integration: str | None = None
+    """A built-in whose status codes and dialect parse the case (instead of the fields)."""
 
 
 def signal(

@@ -22,8 +22,12 @@ from queue_ratelimit.registry import (
 )
 
 BUILTIN_NAMES = [
-    "airtable", "fieldguide", "github", "hubspot", "notion",
-    "openai", "slack", "stripe", "vanta", "zapier",
+    "airtable", "anthropic", "asana", "attio", "aws", "azure-openai", "clickup", "cloudflare",
+    "confluence", "discord", "dropbox", "fieldguide", "github", "github-graphql", "gitlab",
+    "google-drive", "google-gemini", "hubspot", "intercom", "jira", "linear", "mailchimp",
+    "microsoft-graph", "mistral", "monday", "notion", "openai", "resend", "salesforce",
+    "sendgrid", "shopify", "shopify-graphql", "slack", "stripe", "twilio", "vanta", "x",
+    "zapier", "zendesk",
 ]  # fmt: skip
 
 TOKENS = {"rate_limit_per_sec": 100, "burst_size": 1000, "min_rate": 10, "max_rate": 500}
@@ -77,7 +81,7 @@ def test_builtin_vendor_specifics() -> None:
     assert github.max_rate <= 5000 / 3600
     assert github.max_concurrent is not None and github.max_concurrent <= 100
     assert airtable.max_rate < 5 and airtable.max_backoff >= 30
-    assert airtable.cooldown_multiplier / airtable.max_rate >= 30  # the 30 s Airtable penalty
+    assert airtable.dialect.default_wait == 30  # the 30 s Airtable penalty
     assert [limit.name for limit in openai.limits] == ["tokens"]
     assert BUILTIN_INTEGRATIONS["stripe"].max_rate <= 25
     assert BUILTIN_INTEGRATIONS["hubspot"].max_rate <= 10
@@ -359,3 +363,44 @@ def test_an_unknown_name_at_acquire_suggests_the_close_one() -> None:
 
     with pytest.raises(ConfigError, match=r"did you mean 'github'\?"):
         Limiter().acquire("githbu")
+
+
+def test_a_dialect_is_declared_in_toml_and_json_and_merged_per_field(tmp_path: Path) -> None:
+    toml = write(
+        tmp_path / "queue-ratelimit.toml",
+        """
+[myapi]
+rate_limit_per_sec = 2.0
+max_rate = 20.0
+
+[myapi.dialect]
+backoff_statuses = [529]
+body_statuses = [200]
+throttle_codes = ["SLOW_DOWN"]
+default_wait = 30
+
+[myapi.dialect.headers]
+"X-Points-Left" = "points.remaining"
+
+[github.dialect]
+body_statuses = [200]
+""",
+    )
+    env = {"QUEUE_RATELIMIT__MYAPI__DIALECT": '{"reset_unit": "ms"}'}
+    configs = load_configs(toml_path=toml, environ=env)
+    dialect = configs["myapi"].dialect
+    assert dialect.backoff_statuses == {529} and dialect.throttle_codes == {"SLOW_DOWN"}
+    assert dialect.headers == {"x-points-left": "points.remaining"}
+    assert (dialect.default_wait, dialect.reset_unit) == (30.0, "ms")  # env merged per field
+    github = configs["github"].dialect
+    assert github.body_statuses == {200}
+    assert github.default_wait == BUILTIN_INTEGRATIONS["github"].dialect.default_wait  # kept
+
+
+def test_an_invalid_dialect_field_fails_at_load_naming_it(tmp_path: Path) -> None:
+    toml = write(
+        tmp_path / "q.toml",
+        "[myapi]\nrate_limit_per_sec = 1\n[myapi.dialect]\nbackoff_statuses = [999]\n",
+    )
+    with pytest.raises(ConfigError, match=r"myapi.*dialect\.backoff_statuses"):
+        load_configs(toml_path=toml, environ={})

@@ -16,8 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
+from queue_ratelimit.dialect import GENERIC
 from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo, parse_rate_limit
+from queue_ratelimit.registry import BUILTIN_INTEGRATIONS
 from tests.unit.http_cases import CASES, DOCUMENTED, NOW, HttpCase
+from tests.unit.http_cases_vendors import VENDOR_CASES
 
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]
 
@@ -37,21 +40,32 @@ def flat(signal: RateLimitInfo) -> dict[str, object]:
 # --- The case table ------------------------------------------------------------------------
 
 
+ALL_CASES = [*CASES, *VENDOR_CASES]
+
+
 def test_table_is_large_documented_and_uniquely_named() -> None:
-    assert len(DOCUMENTED) >= 40
-    assert len({case.name for case in CASES}) == len(CASES)
-    assert all(case.source.startswith("https://") for case in DOCUMENTED)
+    documented = [*DOCUMENTED, *VENDOR_CASES]
+    assert len(documented) >= 150
+    assert len({case.name for case in ALL_CASES}) == len(ALL_CASES)
+    assert all(case.source.startswith("https://") for case in documented)
+    apis = {case.integration or case.name.split("_")[0] for case in documented}
+    assert len(apis) >= 30, sorted(apis)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize("case", ALL_CASES, ids=[case.name for case in ALL_CASES])
 def test_case(case: HttpCase) -> None:
+    codes, dialect = case.backoff_status_codes, GENERIC
+    if case.integration is not None:
+        config = BUILTIN_INTEGRATIONS[case.integration]
+        codes, dialect = config.backoff_status_codes, config.dialect
     signal = parse_rate_limit(
         case.status,
         case.headers,
         case.body,
         case.now,
-        backoff_status_codes=case.backoff_status_codes,
+        backoff_status_codes=codes,
         max_backoff=case.max_backoff,
+        dialect=dialect,
     )
     expected = flat(case.expected) | {"wait": case.wait}
     assert flat(signal) == pytest.approx(expected, abs=1e-6)

@@ -1,50 +1,22 @@
-"""A real local HTTP upstream that enforces a hidden rate limit: test your tasks against it.
-
-``HiddenLimitUpstream`` is a threaded HTTP server on 127.0.0.1 (a free port) that behaves like
-a rate-limited SaaS API. Every ``GET``/``POST`` to ``/<bucket>/<call-id>`` counts against the
-limit of ``<bucket>`` (``limit`` calls per ``window`` seconds); beyond it the server answers
-429 with ``Retry-After``. It counts what it served per call id, so a test can assert that
-every task ran exactly once::
-
-    with HiddenLimitUpstream(limit=10, window=1.0, headers="retry-after") as upstream:
-        run_my_tasks(base_url=upstream.url)
-        assert upstream.served_once(expected_ids)
-
-``headers`` chooses the dialect: ``"retry-after"`` (429 + ``Retry-After`` only),
-``"x-ratelimit"`` or its alias ``"github"`` (also ``X-RateLimit-Limit/-Remaining/-Reset``
-on every answer, Reset in epoch seconds, as GitHub sends them), ``"ietf"`` (the IETF
-``RateLimit-Limit/-Remaining/-Reset`` fields, Reset in delta seconds, plus
-``RateLimit-Policy``), or ``"none"`` (a bare 429). The quota dialects count a fixed
-window. A call with ``?tokens=N`` is answered with ``{"usage": {"total_tokens": N}}``, like
-an LLM API reporting what a call really cost.
-``set_limit`` changes the limit mid-run; ``fail_with(500)`` makes every call fail (for the
-breaker); ``require_token`` checks ``Authorization: Bearer <token>``. Nothing is logged (a
-token never reaches a log).
-
-Standalone, for a demo or a compose stack, it serves until interrupted (Ctrl-C or SIGTERM)::
-
-    python -m queue_ratelimit.testing --host 0.0.0.0 --port 8080 --limit 20 --dialect retry-after
-"""
+"""The hidden-limit upstream: a threaded local HTTP server (see the package docstring)."""
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import math
 import random
-import signal
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from types import TracebackType
 
-__all__ = ["HiddenLimitUpstream", "main"]
+from queue_ratelimit.testing.cost import CostBuckets
 
-_DIALECTS = ("retry-after", "x-ratelimit", "github", "ietf", "none")
-_FORGET_EVERY = 60.0  # seconds between the standalone server's resets of its counts
+__all__ = ["DIALECTS", "HiddenLimitUpstream"]
+
+DIALECTS = ("retry-after", "x-ratelimit", "github", "ietf", "none", "graphql-cost")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,8 +56,8 @@ class HiddenLimitUpstream:
         headers: str = "retry-after",
         require_token: str | None = None,
     ) -> None:
-        if headers not in _DIALECTS:
-            raise ValueError(f"headers must be one of {_DIALECTS}, not {headers!r}")
+        if headers not in DIALECTS:
+            raise ValueError(f"headers must be one of {DIALECTS}, not {headers!r}")
         if limit <= 0 or window <= 0:
             raise ValueError("limit and window must be > 0")
         self.limit = limit
@@ -100,6 +72,7 @@ class HiddenLimitUpstream:
         self._fault: int | None = None
         self._storm: tuple[float, str] | None = None
         self._dice = random.Random(0)  # a storm hits the same calls run after run
+        self._costs = CostBuckets(limit, window)
         self.served: collections.Counter[str] = collections.Counter()
         self.status_counts: collections.Counter[int] = collections.Counter()
         self._server: _Server | None = None
@@ -171,6 +144,11 @@ class HiddenLimitUpstream:
         with self._lock:
             return self.status_counts[status]
 
+    def throttled(self) -> int:
+        """How many calls the ``graphql-cost`` dialect answered ``THROTTLED`` (with a 200)."""
+        with self._lock:
+            return self._costs.throttled
+
     def served_once(self, call_ids: set[str]) -> bool:
         """Every id in ``call_ids`` was served (200) exactly once, and nothing else was."""
         with self._lock:
@@ -196,12 +174,21 @@ class HiddenLimitUpstream:
         if self.require_token is not None and handler.headers.get("Authorization") != expected:
             self._answer(handler, 401, {}, {"error": "unauthorized"})
             return
+        if self.headers == "graphql-cost":
+            requested = _number(params, "cost", 1.0)
+            actual = _number(params, "actual", requested)
+            with self._lock:
+                served, body = self._costs.answer(bucket, time.time(), requested, actual)
+                self.status_counts[200] += 1
+                self.served[call_id] += int(served)
+            self._answer(handler, 200, {}, body)
+            return
         with self._lock:
             status, headers = self._decide(bucket, time.time())
             self.status_counts[status] += 1
             if status == 200:
                 self.served[call_id] += 1
-        body: dict[str, object] = {"id": call_id, "status": status}
+        body = {"id": call_id, "status": status}
         if status == 200 and "tokens" in params:  # an LLM-style API reports its usage
             body["usage"] = {"total_tokens": int(params["tokens"][0])}
         self._answer(handler, status, headers, body)
@@ -267,107 +254,10 @@ class HiddenLimitUpstream:
         handler.wfile.write(payload)
 
 
-# -- standalone: python -m queue_ratelimit.testing ------------------------------------------
-
-
-def _port(raw: str) -> int:
-    """An argparse ``type``: a TCP port, 0 meaning a free one."""
+def _number(params: dict[str, list[str]], name: str, default: float) -> float:
+    """A query parameter as a number >= 0 (``?cost=12``); ``default`` when absent or bad."""
     try:
-        port = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {raw!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535: {raw!r}")
-    return port
-
-
-def _positive(raw: str) -> float:
-    """An argparse ``type``: a finite number > 0."""
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0: {raw!r}")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m queue_ratelimit.testing",
-        description="Serve a local HTTP API that enforces a hidden rate limit per bucket "
-        "(every GET/POST to /<bucket>/<call-id> counts), until interrupted.",
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--port",
-        type=_port,
-        default=8080,
-        help="port to listen on, 0 for a free one (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--limit",
-        type=_positive,
-        default=20.0,
-        help="calls allowed per window and bucket: the hidden limit (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--window",
-        type=_positive,
-        default=1.0,
-        help="the window, in seconds (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--dialect",
-        choices=_DIALECTS,
-        default="retry-after",
-        help="the rate-limit headers it sends (default: %(default)s)",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve a ``HiddenLimitUpstream`` in the foreground until Ctrl-C or SIGTERM.
-
-    ``python -m queue_ratelimit.testing --host 0.0.0.0 --port 8080 --limit 20
-    --dialect retry-after``: every bucket (``/<bucket>/...``) allows ``--limit`` calls per
-    ``--window`` seconds. It prints the URL it serves, and nothing per request; nobody reads
-    its counts, so it forgets them every minute (a server that runs for days stays small).
-
-    Raises:
-        SystemExit: 2 for an invalid argument, 1 when the address cannot be bound.
-    """
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not args.host:
-        parser.error("--host must not be empty")
-    upstream = HiddenLimitUpstream(args.limit, args.window, headers=args.dialect)
-    try:
-        upstream.start(args.host, args.port)
-    except OSError as exc:
-        parser.exit(1, f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n")
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)  # a container's stop, even as PID 1
-    print(
-        f"serving {upstream.url}: {args.limit:g} calls per {args.window:g} s per bucket, "
-        f"{args.dialect} dialect (Ctrl-C to stop)",
-        flush=True,
-    )
-    try:
-        while not stopped.wait(_FORGET_EVERY):
-            upstream._forget_counts()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        upstream.stop()
-
-
-if __name__ == "__main__":
-    main()
+        value = float(params[name][0])
+    except (KeyError, IndexError, ValueError):
+        return default
+    return value if math.isfinite(value) and value >= 0 else default

@@ -1,0 +1,110 @@
+"""Built-ins for payments, commerce and CRM APIs."""
+
+from __future__ import annotations
+
+from queue_ratelimit.builtins.model import Builtin
+from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.dialect import Dialect
+
+__all__ = ["BUILTINS"]
+
+# fmt: off
+STRIPE = Builtin(
+    source="Stripe: 100 operations per second in live mode, 25 per second in sandbox/test "
+    "mode. https://docs.stripe.com/rate-limits",
+    basis="Capped at the sandbox figure so the same config is safe in test and live mode.",
+    config=IntegrationConfig(
+        name="stripe", rate_limit_per_sec=10.0, burst_size=2.0, increase_factor=0.2,
+        min_rate=0.5, max_rate=25.0,
+    ),
+    hosts=("api.stripe.com",),
+)
+
+HUBSPOT = Builtin(
+    source="HubSpot private apps: 100 requests per 10 s (Free/Starter), 190 per 10 s "
+    "(Professional/Enterprise). https://developers.hubspot.com/docs/api/usage-details",
+    basis="Free/Starter figure: burst 5 + 9.5/s x 10 s = 100 per 10 s.",
+    config=IntegrationConfig(
+        name="hubspot", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.1,
+        min_rate=0.1, max_rate=9.5,
+    ),
+    hosts=("api.hubapi.com",),
+)
+
+SALESFORCE = Builtin(
+    source="Salesforce: a rolling 24-hour allocation of API requests per org (by edition and "
+    "licences), reported as Sforce-Limit-Info: api-usage=used/limit; 25 concurrent "
+    "long-running requests (5 on Developer orgs); over the limit, 403 with errorCode "
+    "REQUEST_LIMIT_EXCEEDED. https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/"
+    "api_rest/headers_api_usage.htm",
+    basis="No per-second figure is published: a moderate start with the concurrency limit. A "
+    "403 is a backoff only with REQUEST_LIMIT_EXCEEDED (no wait is stated or documented: the "
+    "cooldown is the limiter's own).",
+    config=IntegrationConfig(
+        name="salesforce", rate_limit_per_sec=2.0, burst_size=5.0, increase_factor=0.1,
+        min_rate=0.1, max_rate=20.0, max_concurrent=25,
+        backoff_status_codes=frozenset({403, 429, 503}),
+        dialect=Dialect(throttle_codes=frozenset({"REQUEST_LIMIT_EXCEEDED"})),
+    ),
+)
+
+ATTIO = Builtin(
+    source="Attio: 100 read requests and 25 write requests per second across the API (list "
+    "queries also have score-based limits); 429 rate_limit_exceeded with Retry-After as an "
+    "HTTP date. https://docs.attio.com/rest-api/guides/rate-limiting",
+    basis="At most the write figure (25/s), so reads and writes alike stay within it.",
+    config=IntegrationConfig(
+        name="attio", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
+        min_rate=0.1, max_rate=25.0,
+    ),
+    hosts=("api.attio.com",),
+)
+
+SHOPIFY = Builtin(
+    source="Shopify REST Admin API: a leaky bucket of 40 requests per app and store, leaking "
+    "2 per second (Plus: 400 and 20/s); 429 with Retry-After, X-Shopify-Shop-Api-Call-Limit "
+    "used/limit on every answer. https://shopify.dev/docs/api/admin-rest/usage/rate-limits",
+    basis="The standard plan: at most 2/s, burst 20 (half the bucket, for calls in flight); "
+    "the documented 1 s wait when a 429 states none.",
+    config=IntegrationConfig(
+        name="shopify", rate_limit_per_sec=1.0, burst_size=20.0, increase_factor=0.05,
+        min_rate=0.1, max_rate=2.0, dialect=Dialect(default_wait=1.0),
+    ),
+)
+
+SHOPIFY_GRAPHQL = Builtin(
+    source="Shopify GraphQL Admin API: a calculated cost per query, from a leaky bucket per "
+    "app and store restoring 100 points per second (Advanced 200, Plus 1,000), 1,000 points "
+    "at most per query; a throttled query answers 200 with errors[].extensions.code "
+    "THROTTLED. https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits",
+    basis="points: burst 500 + at most 50/s (half the standard restore rate: the cost of a "
+    "query is known only after it). Pass the estimated cost as {\"points\": n}; each "
+    "answer's extensions.cost corrects it with the actual cost, and its throttleStatus feeds "
+    "the budget forward (what remains, and the time to restore what is spent).",
+    config=IntegrationConfig(
+        name="shopify-graphql", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
+        min_rate=0.1, max_rate=50.0,
+        limits=(
+            LimitConfig(
+                name="points", rate_limit_per_sec=25.0, burst_size=500.0, min_rate=1.0,
+                max_rate=50.0, increase_factor=1.0,
+            ),
+        ),
+        dialect=Dialect(
+            body_statuses=frozenset({200}),
+            throttle_codes=frozenset({"THROTTLED"}),
+            cost_fields={
+                "requested": "extensions.cost.requestedQueryCost",
+                "actual": "extensions.cost.actualQueryCost",
+                "limit": "extensions.cost.throttleStatus.maximumAvailable",
+                "remaining": "extensions.cost.throttleStatus.currentlyAvailable",
+                "restore_rate": "extensions.cost.throttleStatus.restoreRate",
+            },
+        ),
+    ),
+)
+
+BUILTINS: tuple[Builtin, ...] = (
+    STRIPE, SHOPIFY, SHOPIFY_GRAPHQL, HUBSPOT, SALESFORCE, ATTIO,
+)
+# fmt: on

@@ -1,0 +1,125 @@
+"""Built-ins for messaging, email and support APIs."""
+
+from __future__ import annotations
+
+from queue_ratelimit.builtins.model import Builtin
+from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.dialect import Dialect
+
+__all__ = ["BUILTINS"]
+
+# fmt: off
+SLACK = Builtin(
+    source="Slack Web API: per method, per workspace, per app tiers: Tier 2 20+/min, Tier 3 "
+    "50+/min, Tier 4 100+/min; 429 with Retry-After. https://api.slack.com/apis/rate-limits",
+    basis="Starts near Tier 3 (0.8/s) and may climb to Tier 4 (1.6/s). For Tier 2 methods "
+    "define a separate integration (e.g. slack_tier2: rate_limit_per_sec 0.25, max_rate 0.33).",
+    config=IntegrationConfig(
+        name="slack", rate_limit_per_sec=0.8, burst_size=3.0, increase_factor=0.02,
+        min_rate=0.1, max_rate=1.6,
+    ),
+    hosts=("slack.com",),
+)
+
+ZENDESK = Builtin(
+    source="Zendesk Support API: requests per minute per account by plan: Team 200, Growth "
+    "and Professional 400, Enterprise 700, Enterprise Plus (or High Volume) 2,500; 429 with "
+    "Retry-After. https://developer.zendesk.com/api-reference/introduction/rate-limits/",
+    basis="The Team plan: burst 5 + 3.2/s x 60 s = 197 per minute. X-Rate-Limit and "
+    "ratelimit-* are read; the host is each account's subdomain, so none is mapped.",
+    config=IntegrationConfig(
+        name="zendesk", rate_limit_per_sec=1.5, burst_size=5.0, increase_factor=0.05,
+        min_rate=0.1, max_rate=3.2,
+    ),
+)
+
+INTERCOM = Builtin(
+    source="Intercom: 10,000 API calls per minute per app (25,000 per workspace for private "
+    "apps), spread over 10-second windows; 429 with X-RateLimit-* for the 10 s window. "
+    "https://developers.intercom.com/docs/references/rest-api/errors/rate-limiting",
+    basis="About 60% of the per-app figure (166/s): at most 100/s, burst 20.",
+    config=IntegrationConfig(
+        name="intercom", rate_limit_per_sec=10.0, burst_size=20.0, increase_factor=1.0,
+        min_rate=0.5, max_rate=100.0,
+    ),
+    hosts=("api.intercom.io",),
+)
+
+SENDGRID = Builtin(
+    source="Twilio SendGrid v3: a fixed number of requests per refresh period per endpoint, "
+    "reported in X-RateLimit-Limit/-Remaining/-Reset; no table is published (600/min on "
+    "some endpoints). https://www.twilio.com/docs/sendgrid/api-reference/"
+    "how-to-use-the-sendgrid-v3-api/rate-limits",
+    basis="SAMPLE, a cautious start: the published quota headers steer it.",
+    config=IntegrationConfig(
+        name="sendgrid", rate_limit_per_sec=2.0, burst_size=5.0, increase_factor=0.1,
+        min_rate=0.1, max_rate=10.0,
+    ),
+    hosts=("api.sendgrid.com",),
+)
+
+TWILIO = Builtin(
+    source="Twilio REST API: limited by concurrent requests per account; over it, 429 with "
+    "error 20429 (Too Many Requests); no figure published. "
+    "https://www.twilio.com/docs/api/errors/20429",
+    basis="SAMPLE: at most 25 requests in flight, which a single account usually has.",
+    config=IntegrationConfig(
+        name="twilio", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
+        min_rate=0.1, max_rate=50.0, max_concurrent=25,
+    ),
+    hosts=("api.twilio.com",),
+)
+
+MAILCHIMP = Builtin(
+    source="Mailchimp Marketing API: at most 10 simultaneous connections per user account; "
+    "429 TooManyRequests beyond. https://mailchimp.com/developer/marketing/docs/fundamentals/",
+    basis="The connection limit as max_concurrent; no volume limit is published. The host is "
+    "each account's data centre (us1.api.mailchimp.com ...), so none is mapped.",
+    config=IntegrationConfig(
+        name="mailchimp", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
+        min_rate=0.1, max_rate=50.0, max_concurrent=10,
+    ),
+)
+
+RESEND = Builtin(
+    source="Resend: 2 requests per second per team by default, shared by its API keys; 429 "
+    "rate_limit_exceeded with ratelimit-* and retry-after (daily and monthly email quotas "
+    "apart). https://resend.com/docs/api-reference/rate-limit",
+    basis="At most the default 2/s, burst 1.",
+    config=IntegrationConfig(
+        name="resend", rate_limit_per_sec=1.0, burst_size=1.0, increase_factor=0.05,
+        min_rate=0.1, max_rate=2.0,
+    ),
+    hosts=("api.resend.com",),
+)
+
+DISCORD = Builtin(
+    source="Discord: per-route buckets (X-RateLimit-Bucket) and a global limit of 50 "
+    "requests per second per bot; 429 with Retry-After and a JSON body whose retry_after is "
+    "precise, global true for the global limit. "
+    "https://discord.com/developers/docs/topics/rate-limits",
+    basis="At most 40/s, below the global limit; the per-route headers steer each route.",
+    config=IntegrationConfig(
+        name="discord", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
+        min_rate=0.1, max_rate=40.0,
+    ),
+    hosts=("discord.com",),
+)
+
+X = Builtin(
+    source="X API v2: per endpoint, per app and per user, mostly 15-minute windows (e.g. "
+    "GET /2/tweets/:id 450 per app); 429 with x-rate-limit-limit/-remaining/-reset (epoch "
+    "seconds). https://docs.x.com/x-api/fundamentals/rate-limits",
+    basis="450 per 15 minutes: burst 10 + 0.45/s x 900 s = 415. The docs' own client waits "
+    "at least 60 s when nothing says how long: the dialect's default wait.",
+    config=IntegrationConfig(
+        name="x", rate_limit_per_sec=0.2, burst_size=10.0, increase_factor=0.01,
+        min_rate=0.01, max_rate=0.45, max_backoff=900.0, dialect=Dialect(default_wait=60.0),
+    ),
+    hosts=("api.x.com", "api.twitter.com"),
+)
+
+BUILTINS: tuple[Builtin, ...] = (
+    SLACK, DISCORD, X, ZENDESK, INTERCOM, SENDGRID, TWILIO, MAILCHIMP, RESEND,
+)
+# fmt: on

@@ -1,0 +1,233 @@
+"""What a rate-limited HTTP client asks before a request and reports after it, whatever the
+client library: the part the ``requests`` adapter and the ``httpx`` transports share
+(:mod:`queue_ratelimit.http`)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
+
+import httpx
+import requests
+
+from queue_ratelimit import context
+from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
+from queue_ratelimit.hosts import BY_HOST
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.outcome import Outcome
+from queue_ratelimit.plans import Cost
+from queue_ratelimit.policy.signals_body import MAX_BODY_BYTES
+from queue_ratelimit.policy.state import BACKOFF, Decision
+
+__all__ = ["BY_TOKEN", "ClientCalls", "Request", "Tenant", "small", "token_tenant"]
+
+log = logging.getLogger("queue_ratelimit.http")
+
+BY_TOKEN: Final = "queue_ratelimit:by-token"
+"""Pass as ``tenant`` to key each request's limit by a digest of its Authorization header."""
+
+Request = requests.PreparedRequest | httpx.Request
+Tenant = str | Callable[[Any], str | None] | None
+
+
+class _Answer(Protocol):
+    """What the report reads of a ``requests`` or ``httpx`` response."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+
+R = TypeVar("R", bound=_Answer)
+
+
+def small(headers: Any) -> bool:
+    """The answer states a length under ``MAX_BODY_BYTES`` (read whole, cheaply)."""
+    try:
+        return 0 <= int(headers.get("content-length", "")) < MAX_BODY_BYTES
+    except (TypeError, ValueError):
+        return False
+
+
+def token_tenant(authorization: str | None) -> str | None:
+    """A stable, non-reversible tenant name for an Authorization header value."""
+    if not authorization:
+        return None
+    return "tok-" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Call:
+    integration: str
+    tenant: str | None
+    cost: Cost
+    decision: Decision
+
+
+def _host_of(request: Request) -> tuple[str, int | None, str]:
+    """(host, port, scheme) of a ``requests`` or ``httpx`` request."""
+    if isinstance(request, httpx.Request):
+        return request.url.host, request.url.port, request.url.scheme
+    parts = urllib.parse.urlsplit(request.url or "")
+    return parts.hostname or "", parts.port, parts.scheme
+
+
+class ClientCalls:
+    """The framework-neutral part: what to ask before a request and report after it."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        integration: str,
+        tenant: Tenant,
+        max_wait: float | None,
+        raise_on_backoff: bool,
+        estimate: Callable[[Any], Cost] | None,
+        usage: Callable[[Any], Mapping[str, float] | None] | None,
+    ) -> None:
+        if integration != BY_HOST:
+            limiter.config(integration)  # an unknown integration fails here, at construction
+        self.limiter = limiter
+        self.integration = integration
+        self.tenant = tenant
+        self.max_wait = max_wait
+        self.raise_on_backoff = raise_on_backoff
+        self.estimate = estimate
+        self.usage = usage
+
+    def integration_of(self, request: Request) -> str:
+        """The request's integration: the client's, or with ``BY_HOST`` its host's."""
+        if self.integration == BY_HOST:
+            return self.limiter.for_host(*_host_of(request))
+        return self.integration
+
+    def tenant_of(self, request: Request, integration: str) -> str | None:
+        if self.tenant == BY_TOKEN:
+            return token_tenant(request.headers.get("Authorization"))
+        if callable(self.tenant):
+            return self.tenant(request)
+        if self.tenant is None:
+            return context.task_tenant(integration)
+        return self.tenant
+
+    def before(self, request: Request) -> _Call:
+        """Acquire; raise ``RateLimited`` when the slot is further than ``max_wait``."""
+        integration = self.integration_of(request)
+        tenant = self.tenant_of(request, integration)
+        cost = self.estimate(request) if self.estimate else 1.0
+        slot = context.take_prepaid(integration, tenant)
+        if slot is None:
+            try:
+                decision = self.limiter.acquire(
+                    integration, tenant, cost, max_wait=self.max_wait, reserve=False
+                )
+            except BackendUnavailable as exc:
+                if context.on_rate_limited.get() is None:
+                    raise
+                # inside a task: requeue it like a throttled call, to retry once Redis answers
+                context.raise_rate_limited(
+                    RateLimited(exc.retry_after, integration, tenant, BACKEND_UNAVAILABLE)
+                )
+        else:  # what the task paid is this call's estimate
+            decision, cost = slot.decision, slot.cost
+        if not decision.granted:
+            context.raise_rate_limited(RateLimited(decision.wait, integration, tenant))
+        return _Call(integration, tenant, cost, decision)
+
+    def exchange(
+        self,
+        request: Any,
+        send: Callable[[], R],
+        transport_errors: type[BaseException] | tuple[type[BaseException], ...],
+        body_of: Callable[[R], bytes | None],
+        close: Callable[[R], object],
+    ) -> R:
+        """One blocking call, whole: acquire (sleeping a short wait), ``send``, report.
+
+        ``transport_errors`` are reported as "no answer"; any other exception only gives the
+        lease back. ``body_of`` reads the body the report needs; the response is closed when
+        the report raises (a ``RateLimited``, or a task's requeue carrier).
+        """
+        call = self.before(request)
+        if call.decision.wait > 0:
+            time.sleep(call.decision.wait)
+        try:
+            response = send()
+        except transport_errors:
+            self.after(call, None)
+            raise
+        except BaseException:
+            self.abandon(call)
+            raise
+        status = response.status_code
+        body = body_of(response) if self.wants_body(call, status, response.headers) else None
+        try:
+            self.after(call, status, response.headers, body, response)
+        except BaseException:
+            close(response)
+            raise
+        return response
+
+    def abandon(self, call: _Call) -> None:
+        """The call ended without an answer to report (the caller's own exception): give
+        its concurrency lease back rather than hold it until it expires."""
+        if call.decision.lease:
+            self.limiter.release(call.integration, call.tenant, call.decision.lease)
+
+    def wants_body(self, call: _Call, status: int, headers: Any) -> bool:
+        """Read the body first: a backoff's (for its wording and codes), any usable answer's
+        when ``usage`` reads it, and one the dialect reads for a throttle (a GraphQL 200)
+        when it says it is small (``Content-Length`` under ``MAX_BODY_BYTES``): a large or
+        streamed answer is left to the caller, whole."""
+        config = self.limiter.config(call.integration)
+        dialect = config.dialect
+        if status in config.backoff_status_codes or status in dialect.backoff_statuses:
+            return True
+        if self.usage is not None and status < 500:
+            return True
+        return status in dialect.body_statuses and small(headers)
+
+    def _usage(self, call: _Call, status: int | None, response: Any) -> Mapping[str, float] | None:
+        """The call's actual cost from a successful answer; None when unknown or unreadable."""
+        if self.usage is None or response is None or status is None:
+            return None
+        if status >= 500 or status in self.limiter.config(call.integration).backoff_status_codes:
+            return None
+        try:
+            return self.usage(response)
+        except Exception:  # a usage function must never turn an answer into an error
+            log.warning("queue_ratelimit: usage() failed for %s", call.integration, exc_info=True)
+            return None
+
+    def after(
+        self,
+        call: _Call,
+        status: int | None,
+        headers: Any = (),
+        body: bytes | None = None,
+        response: Any = None,
+    ) -> Outcome:
+        """Report the answer (``status=None``: none came); raise ``RateLimited`` on a backoff."""
+        actual = self._usage(call, status, response)
+        outcome = self.limiter.report_response(
+            call.integration,
+            call.tenant,
+            status,
+            headers,
+            body,
+            decision=call.decision,
+            estimated=self.limiter.costs(call.integration, call.cost),
+            actual=actual,
+        )
+        if outcome.kind == BACKOFF and self.raise_on_backoff:
+            context.raise_rate_limited(
+                RateLimited(outcome.retry_after, call.integration, call.tenant)
+            )
+        return outcome

@@ -1,0 +1,231 @@
+"""Reading a response body for what it says about rate limits: a throttle, a wait, wording.
+
+Internal to :mod:`queue_ratelimit.policy.signals_http`, which decides when a body is read
+(only on the statuses a backoff or the dialect names). Every function here is total and
+bounded: a body of :data:`MAX_BODY_BYTES` or more is not looked at, a JSON document is
+walked at most :data:`_MAX_DEPTH` levels and :data:`_MAX_NODES` values deep, and any
+decoding failure reads as "nothing said".
+
+* **JSON**: a throttle code is a string (or whole number) under a key such as ``code``,
+  ``type``, ``__type``, ``reason``, ``errorCode``, ``status`` or Dropbox's ``.tag``,
+  anywhere in the document: GraphQL ``errors[].extensions.code == "THROTTLED"``, AWS
+  ``{"__type": "com.amazon...#ThrottlingException"}`` (compared after the ``#``), Dropbox
+  ``"error_summary": "too_many_requests/..."`` (before the ``/``). A wait is the value of a
+  key the dialect names (and always ``retry_after``, Discord's): seconds as a number or a
+  decimal string, or a duration (Google's ``"retryDelay": "30s"``).
+* **XML**: a ``<Code>`` element (AWS Query and S3: ``<Code>Throttling</Code>``,
+  ``<Code>SlowDown</Code>``).
+* **Wording**: "rate limit", "too many requests", "throttl..." in the text, the evidence a
+  403 needs to count as GitHub's rate limit rather than a permission error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from queue_ratelimit.policy.header_values import decimal, duration, reset_delay
+
+__all__ = ["MAX_BODY_BYTES", "BodyReading", "mentions_rate_limit", "read_body"]
+
+MAX_BODY_BYTES = 64 * 1024
+"""Bodies this large or larger are not read (a throttled answer is small)."""
+
+_MAX_DEPTH = 8
+_MAX_NODES = 512
+_MAX_WORDING_CHARS = 4096
+_RATE_LIMIT_WORDING = re.compile(r"rate[ _-]?limit|too many requests|throttl", re.IGNORECASE)
+_XML_CODE = re.compile(r"<(?:[A-Za-z0-9_]{1,32}:)?Code>\s*([^<\s]{1,128})\s*</", re.IGNORECASE)
+_CODE_KEYS = frozenset(
+    {
+        "code",
+        "type",
+        "__type",
+        "reason",
+        "errorcode",
+        "error_code",
+        "errortype",
+        "error_type",
+        "status",
+        "error",
+        ".tag",
+        "error_summary",
+    }
+)
+_GENERIC_WAIT = "retry_after"  # Discord's body field, seconds (API v8+)
+
+
+@dataclass(frozen=True)
+class BodyReading:
+    """What a body said: a throttle code found, the wait it stated (seconds), and the
+    figures found at the dialect's cost paths (a reset as seconds from now)."""
+
+    throttled: bool = False
+    wait: float | None = None
+    figures: Mapping[str, float] = field(default_factory=dict)
+
+
+NOTHING = BodyReading()
+
+
+def read_body(
+    body: object,
+    throttle_codes: Collection[str],
+    wait_fields: Collection[str] = (),
+    paths: Mapping[str, tuple[str, ...]] | None = None,
+    now: float = 0.0,
+) -> BodyReading:
+    """Look for ``throttle_codes``, a wait (``retry_after`` or ``wait_fields``) and the
+    figures at ``paths`` in ``body`` (bytes, text or decoded JSON); :data:`NOTHING` when it
+    says none of these or cannot be read."""
+    paths = paths or {}
+    waits = (_GENERIC_WAIT, *wait_fields)
+    if isinstance(body, (Mapping, list)):
+        return _read_json(body, throttle_codes, waits, paths, now)
+    text = body_text(body)
+    if text is None:
+        return NOTHING
+    head = text.lstrip()[:1]
+    if head in ("{", "["):
+        wanted = (*throttle_codes, *waits, *(keys[-1] for keys in paths.values()))
+        if not any(word in text for word in wanted):
+            return NOTHING  # nothing it looks for is there: skip the decoding
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            return NOTHING
+        return _read_json(document, throttle_codes, waits, paths, now)
+    if head == "<" and throttle_codes:
+        codes = itertools.islice(_XML_CODE.finditer(text), 16)
+        return BodyReading(throttled=any(_is_code(m.group(1), throttle_codes) for m in codes))
+    return NOTHING
+
+
+def body_text(body: object) -> str | None:
+    """A body under :data:`MAX_BODY_BYTES` as text (bytes decoded leniently), else None."""
+    if isinstance(body, (bytes, str)) and len(body) < MAX_BODY_BYTES:
+        return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return None
+
+
+def mentions_rate_limit(body: object) -> bool:
+    """Whether the body speaks of a rate limit (GitHub's secondary-limit 403)."""
+    text = " ".join(_strings(body)) if isinstance(body, Mapping) else body_text(body)
+    if not text:
+        return False
+    return _RATE_LIMIT_WORDING.search(text[:_MAX_WORDING_CHARS]) is not None
+
+
+def _read_json(
+    document: object,
+    throttle_codes: Collection[str],
+    wait_fields: tuple[str, ...],
+    paths: Mapping[str, tuple[str, ...]],
+    now: float,
+) -> BodyReading:
+    throttled, wait = False, None
+    for key, value in _pairs(document):
+        if not throttled and throttle_codes and key.lower() in _CODE_KEYS:
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            throttled = isinstance(value, str) and _is_code(value, throttle_codes)
+        if wait is None and key in wait_fields:
+            wait = _seconds(value)
+    figures = {}
+    for role, keys in paths.items():
+        figure = _figure(_at(document, keys), now if role == "reset" else None)
+        if figure is not None:
+            figures[role] = figure
+    return BodyReading(throttled, wait, figures)
+
+
+def _at(document: object, keys: tuple[str, ...]) -> object:
+    """The value at ``keys`` through nested objects, else None."""
+    for key in keys:
+        if not isinstance(document, Mapping):
+            return None
+        document = document.get(key)
+    return document
+
+
+def _figure(value: object, now: float | None) -> float | None:
+    """A finite number >= 0; with ``now``, a reset (a timestamp or delta) as seconds from
+    ``now``."""
+    if isinstance(value, str) and now is not None:
+        return reset_delay(value.strip()[:64], now)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(min(value, 10**300)) if isinstance(value, int) else value
+    if not math.isfinite(number) or number < 0:
+        return None
+    if now is not None and number >= 1e12:  # a reset: epoch ms, epoch s or delta s
+        return number / 1000.0 - now
+    if now is not None and number >= 1e9:
+        return number - now
+    return number
+
+
+def _pairs(document: object) -> Iterator[tuple[str, object]]:
+    """(key, value) of every object member, breadth first, bounded in depth and count."""
+    level: list[object] = [document]
+    seen = 0
+    for _ in range(_MAX_DEPTH):
+        deeper: list[object] = []
+        for node in level:
+            if isinstance(node, Mapping):
+                members: Iterator[tuple[object, object]] = iter(node.items())
+                for key, value in members:
+                    seen += 1
+                    if seen > _MAX_NODES:
+                        return
+                    if isinstance(key, str):
+                        yield key, value
+                    deeper.append(value)
+            elif isinstance(node, list):
+                for value in node[:_MAX_NODES]:
+                    seen += 1
+                    if seen > _MAX_NODES:
+                        return
+                    deeper.append(value)
+        if not deeper:
+            return
+        level = deeper
+
+
+def _is_code(value: str, throttle_codes: Collection[str]) -> bool:
+    value = value.strip()[:256]
+    if value in throttle_codes:
+        return True
+    after_hash = value.rpartition("#")[2]  # AWS: "com.amazon.coral...#ThrottlingException"
+    before_slash = value.partition("/")[0]  # Dropbox: "too_many_requests/..."
+    return after_hash in throttle_codes or before_slash in throttle_codes
+
+
+def _seconds(value: object) -> float | None:
+    """A wait from a body value: seconds (a number or a decimal string) or a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return value if value >= 0 else None  # NaN fails the test too
+    if isinstance(value, int):
+        return float(min(value, 10**300)) if value >= 0 else None  # no OverflowError
+    if isinstance(value, str):
+        text = value.strip()[:64]
+        return decimal(text) if decimal(text) is not None else duration(text)
+    return None
+
+
+def _strings(value: object, depth: int = 3) -> Iterator[str]:
+    """Yield the strings in a decoded JSON value, a few levels and items deep."""
+    if isinstance(value, str):
+        yield value
+    elif depth > 0 and isinstance(value, Mapping):
+        for item in itertools.islice(value.values(), 16):
+            yield from _strings(item, depth - 1)
+    elif depth > 0 and isinstance(value, (list, tuple)):
+        for item in itertools.islice(value, 16):
+            yield from _strings(item, depth - 1)
