@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from queue_ratelimit.builtins.model import Builtin
-from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.dialect import Dialect
 
 __all__ = ["BUILTINS"]
@@ -144,11 +144,22 @@ LINEAR = Builtin(
     "call answers 400 with errors[].extensions.code RATELIMITED; X-RateLimit-Requests-* and "
     "X-RateLimit-Complexity-* headers (resets in epoch ms). "
     "https://linear.app/developers/rate-limiting",
-    basis="The API-key figure: burst 10 + 0.65/s x 3,600 s = 2,350 per hour.",
+    basis="The API-key figures: requests burst 10 + 0.65/s x 3,600 s = 2,350 per hour; "
+    "complexity burst 100,000 + 800/s x 3,600 s = 2,980,000 per hour, each call charged what "
+    "X-Complexity says it cost (estimate it with cost={\"complexity\": n} to pace ahead).",
     config=IntegrationConfig(
         name="linear", rate_limit_per_sec=0.5, burst_size=10.0, increase_factor=0.01,
         min_rate=0.05, max_rate=0.65, max_backoff=3600.0,
-        dialect=Dialect(body_statuses=frozenset({400}), throttle_codes=frozenset({"RATELIMITED"})),
+        limits=(
+            LimitConfig(
+                name="complexity", rate_limit_per_sec=400.0, burst_size=100000.0,
+                min_rate=10.0, max_rate=800.0, increase_factor=10.0,
+            ),
+        ),
+        dialect=Dialect(
+            body_statuses=frozenset({400}), throttle_codes=frozenset({"RATELIMITED"}),
+            headers={"x-complexity": "complexity.cost"},
+        ),
     ),
     hosts=("api.linear.app",),
 )

@@ -140,12 +140,13 @@ class QuotaDraft:
 @dataclass
 class Readings:
     """What the dialects read: quotas by name (``""`` is the unnamed one), flags, and a
-    retry delay from a header the API's dialect names; ``reset_unit`` and ``header_map``
-    are the dialect's, given before reading."""
+    retry delay and the call's costs from headers the API's dialect names; ``reset_unit``
+    and ``header_map`` are the dialect's, given before reading."""
 
     quotas: dict[str, QuotaDraft] = field(default_factory=dict)
     near_limit: bool = False
     retry_after: float | None = None
+    costs: dict[str, float] = field(default_factory=dict)
     reset_unit: str = "auto"
     header_map: Mapping[str, str] = field(default_factory=dict)
 
@@ -164,7 +165,11 @@ def _read_mapped(view: HeaderView, now: float, out: Readings) -> None:
     """The headers the API's dialect names: ``{"X-Points-Left": "points.remaining"}``."""
     for header, target in out.header_map.items():
         quota, _, what = target.rpartition(".")
-        if what == "retry_after_ms":
+        if what == "cost":
+            spent = view.first(header, decimal)
+            if spent is not None:
+                out.costs.setdefault(quota or "requests", spent)
+        elif what == "retry_after_ms":
             millis = view.first(header, decimal)
             if out.retry_after is None and millis is not None:
                 out.retry_after = millis / 1000.0

@@ -206,7 +206,7 @@ def parse_rate_limit(
     if status in codes or status in dialect.body_statuses:
         paths = dialect.cost_paths()
         said = read_body(body, dialect.throttle_codes, dialect.wait_fields, paths, now)
-    costs = _cost_quota(said.figures, quotas, dialect.cost_quota, max_backoff)
+    costs = {**readings.costs, **_cost_quota(said.figures, quotas, dialect.cost_quota, max_backoff)}
     exhausted = any(quota.remaining == 0 for quota in (headline, *quotas.values()))
     stated = _header_delay(view, now)
     if stated is None:

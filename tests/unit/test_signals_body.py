@@ -228,3 +228,16 @@ def _points(limiter: Limiter) -> float:
 def test_a_dialect_pickles_with_its_config() -> None:
     config = BUILTIN_INTEGRATIONS["shopify-graphql"]
     assert pickle.loads(pickle.dumps(config)) == config
+
+
+def test_a_cost_header_reports_what_the_call_cost() -> None:
+    linear = BUILTIN_INTEGRATIONS["linear"].dialect
+    headers = {
+        "X-Complexity": "120",
+        "X-RateLimit-Complexity-Limit": "3000000",
+        "X-RateLimit-Complexity-Remaining": "2999880",
+        "X-RateLimit-Complexity-Reset": str(int(NOW * 1000) + 3_600_000),
+    }
+    signal = parse_rate_limit(200, headers, None, NOW, dialect=linear, max_backoff=3600)
+    assert signal.costs == {"complexity": 120.0}
+    assert signal.quotas["complexity"] == Quota(3_000_000, 2_999_880, 3600.0)
