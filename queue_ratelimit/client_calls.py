@@ -49,7 +49,10 @@ R = TypeVar("R", bound=_Answer)
 
 
 def small(headers: Any) -> bool:
-    """The answer states a length under ``MAX_BODY_BYTES`` (read whole, cheaply)."""
+    """The answer states a length under ``MAX_BODY_BYTES``, uncompressed (read whole,
+    cheaply: a compressed length says nothing of what it decodes to)."""
+    if headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return False
     try:
         return 0 <= int(headers.get("content-length", "")) < MAX_BODY_BYTES
     except (TypeError, ValueError):
@@ -148,12 +151,14 @@ class ClientCalls:
         transport_errors: type[BaseException] | tuple[type[BaseException], ...],
         body_of: Callable[[R], bytes | None],
         close: Callable[[R], object],
+        whole: bool = False,
     ) -> R:
         """One blocking call, whole: acquire (sleeping a short wait), ``send``, report.
 
         ``transport_errors`` are reported as "no answer"; any other exception only gives the
-        lease back. ``body_of`` reads the body the report needs; the response is closed when
-        the report raises (a ``RateLimited``, or a task's requeue carrier).
+        lease back. ``body_of`` reads the body the report needs (``whole``: the caller reads
+        it all anyway, so its size does not matter); the response is closed when the report
+        raises (a ``RateLimited``, or a task's requeue carrier).
         """
         call = self.before(request)
         if call.decision.wait > 0:
@@ -167,7 +172,8 @@ class ClientCalls:
             self.abandon(call)
             raise
         status = response.status_code
-        body = body_of(response) if self.wants_body(call, status, response.headers) else None
+        wanted = self.wants_body(call, status, response.headers, whole)
+        body = body_of(response) if wanted else None
         try:
             self.after(call, status, response.headers, body, response)
         except BaseException:
@@ -181,18 +187,19 @@ class ClientCalls:
         if call.decision.lease:
             self.limiter.release(call.integration, call.tenant, call.decision.lease)
 
-    def wants_body(self, call: _Call, status: int, headers: Any) -> bool:
+    def wants_body(self, call: _Call, status: int, headers: Any, whole: bool = False) -> bool:
         """Read the body first: a backoff's (for its wording and codes), any usable answer's
         when ``usage`` reads it, and one the dialect reads for a throttle (a GraphQL 200)
-        when it says it is small (``Content-Length`` under ``MAX_BODY_BYTES``): a large or
-        streamed answer is left to the caller, whole."""
+        when the caller reads it whole anyway (``whole``) or it says it is small
+        (``Content-Length`` under ``MAX_BODY_BYTES``, uncompressed): a large or streamed
+        answer is left to the caller, whole."""
         config = self.limiter.config(call.integration)
         dialect = config.dialect
         if status in config.backoff_status_codes or status in dialect.backoff_statuses:
             return True
         if self.usage is not None and status < 500:
             return True
-        return status in dialect.body_statuses and small(headers)
+        return status in dialect.body_statuses and (whole or small(headers))
 
     def _usage(self, call: _Call, status: int | None, response: Any) -> Mapping[str, float] | None:
         """The call's actual cost from a successful answer; None when unknown or unreadable."""

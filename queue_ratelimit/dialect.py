@@ -46,9 +46,12 @@ COST_ROLES = ("requested", "actual", "limit", "remaining", "restore_rate", "rese
 limit and what remains, its restore rate (points per second) or its reset (a timestamp or
 delta seconds)."""
 
-HEADER_FIELDS = ("limit", "remaining", "used", "reset", "retry_after", "retry_after_ms", "cost")
+HEADER_FIELDS = (
+    "limit", "remaining", "used", "reset", "retry_after", "retry_after_ms", "cost", "code",
+)  # fmt: skip
 """What a header in ``Dialect.headers`` may carry, optionally after a quota name and a dot
-(``cost``: what the call actually cost, like Linear's ``X-Complexity``)."""
+(``cost``: what the call actually cost, like Linear's ``X-Complexity``; ``code``: an error
+code, a throttle when it is one of ``throttle_codes``, like AWS's ``x-amzn-ErrorType``)."""
 
 RESET_UNITS = ("auto", "s", "ms")
 """How reset values are read: by magnitude (``auto``), or as delta seconds or milliseconds."""

@@ -102,6 +102,7 @@ class RateLimitedAdapter(HTTPAdapter):
             # a stream is read only when small; its content then stays for iter_content()
             lambda response: response.content if not stream or small(response.headers) else None,
             requests.Response.close,
+            whole=not stream,  # requests reads an unstreamed body whole anyway
         )
 
 

@@ -6,6 +6,7 @@ A ``Limiter`` ties integration configs to a backend and announces each decision 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +17,13 @@ from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
-from queue_ratelimit.hosts import host_config, host_integration
+from queue_ratelimit.hosts import (
+    HOST_PREFIX,
+    MAX_HOSTS,
+    OTHER_HOSTS,
+    host_config,
+    host_integration,
+)
 from queue_ratelimit.outage import OutageGuard
 from queue_ratelimit.outcome import Outcome, classify, feedback_for
 from queue_ratelimit.plans import Cost, Prepared, plan_for
@@ -94,6 +101,7 @@ class Limiter:
         self._sleep = sleep
         self._prepared: dict[str, Prepared] = {}
         self._hosts: Mapping[str, str] | None = None
+        self._hosts_lock = threading.Lock()
 
     def for_host(self, host: str, port: int | None = None, scheme: str = "https") -> str:
         """The integration that limits calls to ``scheme://host:port``: the built-in one for
@@ -103,8 +111,15 @@ class Limiter:
         if self._hosts is None:
             self._hosts = {h: n for h, n in BUILTIN_HOSTS.items() if n in self._configs}
         name = host_integration(host, port, scheme, self._hosts)
-        if name not in self._configs:
-            self._configs.setdefault(name, host_config(name))
+        if name in self._configs:
+            return name
+        with self._hosts_lock:  # copy on write: readers iterate a dict that never changes
+            made = sum(1 for known in self._configs if known.startswith(HOST_PREFIX))
+            if made >= MAX_HOSTS:
+                name = OTHER_HOSTS
+            if name not in self._configs:
+                self._configs = {**self._configs, name: host_config(name)}
+                self.configs = self._configs
         return name
 
     def config(self, integration: str) -> IntegrationConfig:
@@ -349,10 +364,10 @@ class Limiter:
         ``backoff_status_codes``; waits up to ``max_quota_wait``) and reported as a backoff,
         a failure (a 5xx, or ``status=None`` for a timeout or connection error) or a success,
         with the quotas it published (``policy/quota.py``) and, when ``actual`` usage is given
-        (or the body stated it, through the dialect's ``cost_fields``), the correction of the
-        ``estimated`` cost. Pass the call's ``decision``: its epoch keeps
-        one congestion event to one decrease, its seq corrects ``remaining`` for calls in
-        flight, and its lease is given back.
+        (or, with ``estimated``, the answer stated it: the dialect's ``cost_fields`` or a
+        ``cost`` header), the correction of the ``estimated`` cost (up to the limit's burst).
+        Pass the call's ``decision``: its epoch keeps one congestion event to one decrease,
+        its seq corrects ``remaining`` for calls in flight, and its lease is given back.
         """
         prepared = self._resolve(integration, tenant)
         config = prepared.config
@@ -365,8 +380,8 @@ class Limiter:
             dialect=config.dialect,
         )
         kind = classify(status, info)
-        if actual is None and info.costs:  # the body stated the call's cost (a GraphQL cost)
-            actual = info.costs
+        if actual is None and estimated is not None and info.costs:
+            actual = info.costs  # the answer stated what the estimated call really cost
         feedback = feedback_for(
             prepared.plan,
             info,

@@ -33,12 +33,13 @@ MISTRAL = Builtin(
     source="Mistral AI: per organisation, requests per second and tokens per minute and per "
     "month, by tier; the free tier allows 1 request/s and 500,000 tokens/min. "
     "https://docs.mistral.ai/deployment/laplateforme/tier/",
-    basis="The free tier: requests at most 1/s; tokens burst 20,000 + 8,000/s x 60 s = "
-    "500,000 per minute. The tokens quota is read from ratelimitbysize-* headers, as the API "
-    "sends them (seen in clients; its documentation names none).",
+    basis="The free tier: requests burst 1 + 0.5/s (2 in any 2 s, as 1/s allows); tokens "
+    "burst 20,000 + 8,000/s x 60 s = 500,000 per minute. The tokens quota is read from "
+    "ratelimitbysize-* headers, as the API sends them (seen in clients; its documentation "
+    "names none).",
     config=IntegrationConfig(
-        name="mistral", rate_limit_per_sec=0.8, burst_size=1.0, increase_factor=0.05,
-        min_rate=0.05, max_rate=1.0,
+        name="mistral", rate_limit_per_sec=0.4, burst_size=1.0, increase_factor=0.05,
+        min_rate=0.05, max_rate=0.5,
         limits=(
             LimitConfig(
                 name="tokens", rate_limit_per_sec=2000.0, burst_size=20000.0, min_rate=100.0,
@@ -82,15 +83,15 @@ AZURE_OPENAI = Builtin(
     "quota, and 6 requests per minute per 1,000 TPM, enforced over 1 or 10 second windows; "
     "429 with retry-after-ms. https://learn.microsoft.com/en-us/azure/ai-services/openai/"
     "how-to/quota",
-    basis="SAMPLE, a 60,000 TPM deployment (360 RPM): requests at most 5/s, burst 1 (the "
-    "1 s window); tokens burst 10,000 + 800/s x 60 s = 58,000. The host is each resource's "
-    "own, so none is mapped.",
+    basis="SAMPLE, a 60,000 TPM deployment (360 RPM, enforced over 1 or 10 s): requests burst 1 "
+    "+ 5/s; tokens burst 2,000 + 800/s x 10 s = 10,000 per 10 s (50,000 per minute). The host "
+    "is each resource's own, so none is mapped.",
     config=IntegrationConfig(
         name="azure-openai", rate_limit_per_sec=2.0, burst_size=1.0, increase_factor=0.1,
         min_rate=0.1, max_rate=5.0,
         limits=(
             LimitConfig(
-                name="tokens", rate_limit_per_sec=300.0, burst_size=10000.0, min_rate=10.0,
+                name="tokens", rate_limit_per_sec=300.0, burst_size=2000.0, min_rate=10.0,
                 max_rate=800.0, increase_factor=10.0,
             ),
         ),
@@ -102,7 +103,8 @@ GOOGLE_GEMINI = Builtin(
     "minute and requests per day (e.g. free tier Gemini 2.0 Flash: 15 RPM, 1,000,000 TPM, "
     "1,500 RPD); 429 RESOURCE_EXHAUSTED whose body states a RetryInfo retryDelay. "
     "https://ai.google.dev/gemini-api/docs/rate-limits",
-    basis="The free tier's 15 RPM: burst 1 + 0.23/s x 60 s = 14.8 per minute. The dialect "
+    basis="The free tier's 15 RPM: burst 1 + 0.23/s x 60 s = 14.8 per minute. The daily 1,500 "
+    "is not modelled (a spent day answers 429, waited out by its retryDelay); the dialect "
     "reads the body's retryDelay (\"30s\") as the wait.",
     config=IntegrationConfig(
         name="google-gemini", rate_limit_per_sec=0.2, burst_size=1.0, increase_factor=0.01,

@@ -12,10 +12,11 @@ __all__ = ["BUILTINS"]
 STRIPE = Builtin(
     source="Stripe: 100 operations per second in live mode, 25 per second in sandbox/test "
     "mode. https://docs.stripe.com/rate-limits",
-    basis="Capped at the sandbox figure so the same config is safe in test and live mode.",
+    basis="Within the sandbox figure so the same config is safe in test and live mode: burst 2 "
+    "+ 23/s x 1 s = 25.",
     config=IntegrationConfig(
         name="stripe", rate_limit_per_sec=10.0, burst_size=2.0, increase_factor=0.2,
-        min_rate=0.5, max_rate=25.0,
+        min_rate=0.5, max_rate=23.0,
     ),
     hosts=("api.stripe.com",),
 )
@@ -52,10 +53,11 @@ ATTIO = Builtin(
     source="Attio: 100 read requests and 25 write requests per second across the API (list "
     "queries also have score-based limits); 429 rate_limit_exceeded with Retry-After as an "
     "HTTP date. https://docs.attio.com/rest-api/guides/rate-limiting",
-    basis="At most the write figure (25/s), so reads and writes alike stay within it.",
+    basis="Within the write figure, so reads and writes alike stay inside it: burst 5 + 20/s "
+    "x 1 s = 25.",
     config=IntegrationConfig(
         name="attio", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
-        min_rate=0.1, max_rate=25.0,
+        min_rate=0.1, max_rate=20.0,
     ),
     hosts=("api.attio.com",),
 )
@@ -77,16 +79,17 @@ SHOPIFY_GRAPHQL = Builtin(
     "app and store restoring 100 points per second (Advanced 200, Plus 1,000), 1,000 points "
     "at most per query; a throttled query answers 200 with errors[].extensions.code "
     "THROTTLED. https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits",
-    basis="points: burst 500 + at most 50/s (half the standard restore rate: the cost of a "
-    "query is known only after it). Pass the estimated cost as {\"points\": n}; each "
-    "answer's extensions.cost corrects it with the actual cost, and its throttleStatus feeds "
-    "the budget forward (what remains, and the time to restore what is spent).",
+    basis="points: burst 1,000 (the largest query) + at most 50/s, half the standard restore "
+    "rate: the cost of a query is known only after it. Pass the estimated cost as "
+    "{\"points\": n}; each answer's extensions.cost corrects it with the actual cost, and its "
+    "throttleStatus feeds the budget forward (what remains, and the time to restore what is "
+    "spent).",
     config=IntegrationConfig(
         name="shopify-graphql", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
         min_rate=0.1, max_rate=50.0,
         limits=(
             LimitConfig(
-                name="points", rate_limit_per_sec=25.0, burst_size=500.0, min_rate=1.0,
+                name="points", rate_limit_per_sec=25.0, burst_size=1000.0, min_rate=1.0,
                 max_rate=50.0, increase_factor=1.0,
             ),
         ),

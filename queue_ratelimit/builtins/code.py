@@ -47,8 +47,9 @@ AWS = Builtin(
     "<Code>), 429, or S3's 503 SlowDown. "
     "https://docs.aws.amazon.com/general/latest/gr/api-retries.html",
     basis="SAMPLE, a conservative start: configure per service. The throttling codes are the "
-    "AWS SDKs' (botocore); a 400 is a backoff only with one of them; x-amz-retry-after is "
-    "read in milliseconds, a body's retryAfterSeconds in seconds.",
+    "AWS SDKs' (botocore), in the body or x-amzn-ErrorType; a 400 is a backoff only with one "
+    "of them; x-amz-retry-after is read in milliseconds, a body's retryAfterSeconds in "
+    "seconds.",
     config=IntegrationConfig(
         name="aws", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
         min_rate=0.1, max_rate=50.0, backoff_status_codes=frozenset({400, 429, 503}),
@@ -61,7 +62,7 @@ AWS = Builtin(
                 "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
                 "EC2ThrottledException",
             }),
-            headers={"x-amz-retry-after": "retry_after_ms"},
+            headers={"x-amz-retry-after": "retry_after_ms", "x-amzn-errortype": "code"},
             wait_fields=("retryAfterSeconds",),
         ),
     ),
@@ -74,9 +75,10 @@ _ATLASSIAN_SOURCE = (
     "X-RateLimit-NearLimit and RateLimit-Reason. {url}"
 )
 _ATLASSIAN_BASIS = (
-    "Well below the burst limits; the hourly quota is fed forward from the headers. The "
-    "documented client backs off 5 s when a 429 states no wait: the dialect's default wait. "
-    "Sites live on each tenant's own host, so none is mapped."
+    "Within the global pool at a point a call: burst 10 + 17/s x 3,600 s = 61,210 per hour "
+    "(<= 65,000), well below the burst limits; the hourly quota is fed forward from the "
+    "headers. The documented client backs off 5 s when a 429 states no wait: the dialect's "
+    "default wait. Sites live on each tenant's own host, so none is mapped."
 )
 
 JIRA = Builtin(
@@ -86,7 +88,7 @@ JIRA = Builtin(
     basis=_ATLASSIAN_BASIS,
     config=IntegrationConfig(
         name="jira", rate_limit_per_sec=5.0, burst_size=10.0, increase_factor=0.5,
-        min_rate=0.1, max_rate=50.0, max_backoff=3600.0, dialect=Dialect(default_wait=5.0),
+        min_rate=0.1, max_rate=17.0, max_backoff=3600.0, dialect=Dialect(default_wait=5.0),
     ),
 )
 
@@ -97,7 +99,7 @@ CONFLUENCE = Builtin(
     basis=_ATLASSIAN_BASIS,
     config=IntegrationConfig(
         name="confluence", rate_limit_per_sec=5.0, burst_size=10.0, increase_factor=0.5,
-        min_rate=0.1, max_rate=50.0, max_backoff=3600.0, dialect=Dialect(default_wait=5.0),
+        min_rate=0.1, max_rate=17.0, max_backoff=3600.0, dialect=Dialect(default_wait=5.0),
     ),
 )
 

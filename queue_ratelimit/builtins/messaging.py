@@ -12,11 +12,12 @@ __all__ = ["BUILTINS"]
 SLACK = Builtin(
     source="Slack Web API: per method, per workspace, per app tiers: Tier 2 20+/min, Tier 3 "
     "50+/min, Tier 4 100+/min; 429 with Retry-After. https://api.slack.com/apis/rate-limits",
-    basis="Starts near Tier 3 (0.8/s) and may climb to Tier 4 (1.6/s). For Tier 2 methods "
-    "define a separate integration (e.g. slack_tier2: rate_limit_per_sec 0.25, max_rate 0.33).",
+    basis="Tier 3, the tier of most methods: burst 3 + 0.78/s x 60 s = 49.8 per minute. For "
+    "Tier 4 methods define a separate integration (max_rate 1.6), for Tier 2 likewise "
+    "(rate_limit_per_sec 0.25, max_rate 0.3).",
     config=IntegrationConfig(
-        name="slack", rate_limit_per_sec=0.8, burst_size=3.0, increase_factor=0.02,
-        min_rate=0.1, max_rate=1.6,
+        name="slack", rate_limit_per_sec=0.6, burst_size=3.0, increase_factor=0.02,
+        min_rate=0.1, max_rate=0.78,
     ),
     hosts=("slack.com",),
 )
@@ -85,10 +86,10 @@ RESEND = Builtin(
     source="Resend: 2 requests per second per team by default, shared by its API keys; 429 "
     "rate_limit_exceeded with ratelimit-* and retry-after (daily and monthly email quotas "
     "apart). https://resend.com/docs/api-reference/rate-limit",
-    basis="At most the default 2/s, burst 1.",
+    basis="Within the default 2/s: burst 1 + 1/s x 1 s = 2.",
     config=IntegrationConfig(
-        name="resend", rate_limit_per_sec=1.0, burst_size=1.0, increase_factor=0.05,
-        min_rate=0.1, max_rate=2.0,
+        name="resend", rate_limit_per_sec=0.5, burst_size=1.0, increase_factor=0.05,
+        min_rate=0.1, max_rate=1.0,
     ),
     hosts=("api.resend.com",),
 )

@@ -144,9 +144,10 @@ MONDAY = Builtin(
     "reads and 5M for writes), 1,000 to 5,000 requests per minute and 1,000 to 25,000 calls "
     "per day by plan; every rate-limit error states retry_in_seconds. "
     "https://developer.monday.com/api-reference/docs/rate-limits",
-    basis="The smallest plans' 1,000 requests per minute: burst 5 + 16/s x 60 s = 965. The "
-    "dialect reads the errors of a 200 or 429 body (COMPLEXITY_BUDGET_EXHAUSTED and the "
-    "others) and their retry_in_seconds.",
+    basis="The smallest plans' 1,000 requests per minute: burst 5 + 16/s x 60 s = 965 (the "
+    "daily call limit is not modelled: a spent day answers DAILY_LIMIT_EXCEEDED and its "
+    "retry_in_seconds). The dialect reads the errors of a 200 or 429 body "
+    "(COMPLEXITY_BUDGET_EXHAUSTED and the others) and their retry_in_seconds.",
     config=IntegrationConfig(
         name="monday", rate_limit_per_sec=2.0, burst_size=5.0, increase_factor=0.2,
         min_rate=0.1, max_rate=16.0, max_backoff=3600.0,

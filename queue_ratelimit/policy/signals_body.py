@@ -56,6 +56,7 @@ _CODE_KEYS = frozenset(
         "error_summary",
     }
 )
+_ERRORS = frozenset({"error", "errors"})
 _GENERIC_WAIT = "retry_after"  # Discord's body field, seconds (API v8+)
 
 
@@ -108,7 +109,7 @@ def read_body(
 def body_text(body: object) -> str | None:
     """A body under :data:`MAX_BODY_BYTES` as text (bytes decoded leniently), else None."""
     if isinstance(body, (bytes, str)) and len(body) < MAX_BODY_BYTES:
-        return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        return body.decode("utf-8-sig", "replace") if isinstance(body, bytes) else body
     return None
 
 
@@ -128,8 +129,8 @@ def _read_json(
     now: float,
 ) -> BodyReading:
     throttled, wait = False, None
-    for key, value in _pairs(document):
-        if not throttled and throttle_codes and key.lower() in _CODE_KEYS:
+    for key, value, erring in _pairs(document):
+        if not throttled and erring and throttle_codes and key.lower() in _CODE_KEYS:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
             throttled = isinstance(value, str) and _is_code(value, throttle_codes)
@@ -157,7 +158,7 @@ def _figure(value: object, now: float | None) -> float | None:
     ``now``."""
     if isinstance(value, str) and now is not None:
         return reset_delay(value.strip()[:64], now)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         return None
     number = float(min(value, 10**300)) if isinstance(value, int) else value
     if not math.isfinite(number) or number < 0:
@@ -169,28 +170,33 @@ def _figure(value: object, now: float | None) -> float | None:
     return number
 
 
-def _pairs(document: object) -> Iterator[tuple[str, object]]:
-    """(key, value) of every object member, breadth first, bounded in depth and count."""
-    level: list[object] = [document]
+def _pairs(document: object) -> Iterator[tuple[str, object, bool]]:
+    """(key, value, in an error) of every object member, breadth first, bounded in depth and
+    count. A member is in an error when it sits at the top of the document (or of one of its
+    top-level list items) or anywhere below a key named ``error`` or ``errors``: a code in a
+    GraphQL answer's ``data`` (a merchant's discount code) is not an error's code."""
+    # each node: (value, its members are in an error, its subtree is below an error key)
+    level: list[tuple[object, bool, bool]] = [(document, True, False)]
     seen = 0
     for _ in range(_MAX_DEPTH):
-        deeper: list[object] = []
-        for node in level:
+        deeper: list[tuple[object, bool, bool]] = []
+        for node, matched, below in level:
             if isinstance(node, Mapping):
-                members: Iterator[tuple[object, object]] = iter(node.items())
-                for key, value in members:
+                for key, value in node.items():
                     seen += 1
                     if seen > _MAX_NODES:
                         return
-                    if isinstance(key, str):
-                        yield key, value
-                    deeper.append(value)
+                    if not isinstance(key, str):
+                        continue
+                    yield key, value, matched
+                    inside = below or key.lower() in _ERRORS
+                    deeper.append((value, inside, inside))
             elif isinstance(node, list):
                 for value in node[:_MAX_NODES]:
                     seen += 1
                     if seen > _MAX_NODES:
                         return
-                    deeper.append(value)
+                    deeper.append((value, matched, below))
         if not deeper:
             return
         level = deeper

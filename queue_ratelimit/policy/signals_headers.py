@@ -42,7 +42,9 @@ _OPENAI_NAMED = re.compile(r"x-ratelimit-(limit|remaining|reset)-([a-z][a-z0-9_-
 _ANTHROPIC_NAMED = re.compile(
     r"anthropic-ratelimit-([a-z][a-z0-9_-]{0,31}?)-(limit|remaining|reset)"
 )
-_PREFIXED_NAMED = re.compile(r"x-ratelimit-([a-z][a-z0-9_-]{0,31}?)-(limit|remaining|reset)")
+_PREFIXED_NAMED = re.compile(  # Linear's; other names are not read as quotas by default
+    r"x-ratelimit-((?:endpoint-)?(?:requests|complexity))-(limit|remaining|reset)"
+)
 _NOT_A_QUOTA = frozenset({"after"})  # x-ratelimit-reset-after is Discord's delta, not a quota
 
 # --- Header access -------------------------------------------------------------------------
@@ -147,6 +149,7 @@ class Readings:
     near_limit: bool = False
     retry_after: float | None = None
     costs: dict[str, float] = field(default_factory=dict)
+    codes: list[str] = field(default_factory=list)
     reset_unit: str = "auto"
     header_map: Mapping[str, str] = field(default_factory=dict)
 
@@ -165,7 +168,11 @@ def _read_mapped(view: HeaderView, now: float, out: Readings) -> None:
     """The headers the API's dialect names: ``{"X-Points-Left": "points.remaining"}``."""
     for header, target in out.header_map.items():
         quota, _, what = target.rpartition(".")
-        if what == "cost":
+        if what == "code":
+            code = view.first(header, lambda text: text.partition(":")[0].strip() or None)
+            if code is not None:
+                out.codes.append(code)
+        elif what == "cost":
             spent = view.first(header, decimal)
             if spent is not None:
                 out.costs.setdefault(quota or "requests", spent)
@@ -197,7 +204,7 @@ def _read_unnamed(view: HeaderView, now: float, out: Readings) -> None:
         )
     out.quota("").offer(
         limit=view.first("x-rate-limit", count),
-        reset_after=view.first("ratelimit-resettime", lambda text: retry_delay(text, now)),
+        reset_after=view.first("ratelimit-resettime", lambda text: reset_delay(text, now)),
     )
 
 

@@ -84,7 +84,12 @@ from typing import TYPE_CHECKING
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.dialect import GENERIC, Dialect
 from queue_ratelimit.policy.header_values import decimal, retry_delay
-from queue_ratelimit.policy.signals_body import NOTHING, mentions_rate_limit, read_body
+from queue_ratelimit.policy.signals_body import (
+    NOTHING,
+    BodyReading,
+    mentions_rate_limit,
+    read_body,
+)
 from queue_ratelimit.policy.signals_headers import DIALECTS, HeaderView, QuotaDraft, Readings
 
 __all__ = ["Quota", "RateLimitInfo", "parse_rate_limit"]
@@ -206,6 +211,8 @@ def parse_rate_limit(
     if status in codes or status in dialect.body_statuses:
         paths = dialect.cost_paths()
         said = read_body(body, dialect.throttle_codes, dialect.wait_fields, paths, now)
+        if not said.throttled and set(readings.codes) & dialect.throttle_codes:
+            said = BodyReading(True, said.wait, said.figures)  # a header named the throttle
     costs = {**readings.costs, **_cost_quota(said.figures, quotas, dialect.cost_quota, max_backoff)}
     exhausted = any(quota.remaining == 0 for quota in (headline, *quotas.values()))
     stated = _header_delay(view, now)
@@ -215,12 +222,14 @@ def parse_rate_limit(
         stated = said.wait
     if stated is None and said.throttled:  # a points budget: until the call's cost is restored
         stated = _restored_in(said.figures)
+    # wording is evidence only where no exact codes are known (a 400 that names a field
+    # "throttlingBurstLimit" is a validation error of an API that states its throttles)
+    worded = not dialect.throttle_codes and mentions_rate_limit(body)
     backoff = said.throttled or (
-        status in codes
-        and (status in always or stated is not None or exhausted or mentions_rate_limit(body))
+        status in codes and (status in always or stated is not None or exhausted or worded)
     )
-    if backoff and stated is None and not exhausted:  # a spent quota's reset says when
-        stated = dialect.default_wait
+    if backoff and stated is None and not exhausted and status != 503:
+        stated = dialect.default_wait  # documented for its limits; a 503 may be an outage
     retry_after = _clamp(stated, max_backoff)
     return RateLimitInfo(
         backoff=backoff,

@@ -57,9 +57,12 @@ def test_codes_compare_after_an_aws_hash_and_before_a_dropbox_slash() -> None:
 
 
 def test_an_xml_code_element_is_read() -> None:
+    body = b"<ErrorResponse><Error><Code>Throttling</Code></Error></ErrorResponse>"
+    signal = parse_rate_limit(400, {}, body, NOW, dialect=CLOUD)
+    assert (signal.backoff, signal.retry_after) == (True, 1.0)  # the dialect's default wait
     body = b"<Error><Code>SlowDown</Code><Message>Please reduce your rate.</Message></Error>"
     signal = parse_rate_limit(503, {}, body, NOW, dialect=CLOUD)
-    assert (signal.backoff, signal.retry_after) == (True, 1.0)  # the dialect's default wait
+    assert (signal.backoff, signal.retry_after) == (True, None)  # a 503 may be an outage
 
 
 def test_a_wait_field_is_read_as_seconds_or_a_duration() -> None:
@@ -241,3 +244,39 @@ def test_a_cost_header_reports_what_the_call_cost() -> None:
     signal = parse_rate_limit(200, headers, None, NOW, dialect=linear, max_backoff=3600)
     assert signal.costs == {"complexity": 120.0}
     assert signal.quotas["complexity"] == Quota(3_000_000, 2_999_880, 3600.0)
+
+
+def test_review_findings_stay_fixed() -> None:
+    shopify, aws = SHOPIFY, BUILTIN_INTEGRATIONS["aws"].dialect
+    codes = BUILTIN_INTEGRATIONS["aws"].backoff_status_codes  # 400 among them
+    huge = '{"extensions":{"cost":{"actualQueryCost": -' + "1" * 400 + "}}}"
+    assert parse_rate_limit(200, {}, huge, NOW, dialect=shopify).costs == {}  # no overflow
+    coded = {"data": {"shippingLines": [{"code": "THROTTLED/express"}]}}
+    assert not parse_rate_limit(200, {}, json.dumps(coded), NOW, dialect=shopify).backoff
+    worded = b'{"__type":"ValidationException","message":"bad throttlingBurstLimit"}'
+    assert not parse_rate_limit(
+        400, {}, worded, NOW, backoff_status_codes=codes, dialect=aws
+    ).backoff
+    header = {"x-amzn-ErrorType": "ThrottlingException:http://internal.amazon.com/"}
+    plain = b'{"message":"Rate exceeded"}'
+    assert parse_rate_limit(
+        400, header, plain, NOW, backoff_status_codes=codes, dialect=aws
+    ).backoff
+    bom = b"\xef\xbb\xbf" + json.dumps({"errors": [{"extensions": {"code": "THROTTLED"}}]}).encode()
+    assert parse_rate_limit(200, {}, bom, NOW, dialect=shopify).backoff
+    other = {"x-ratelimit-burst-remaining": "0", "x-ratelimit-burst-reset": "5"}
+    assert parse_rate_limit(200, other, None, NOW).quotas == {}  # not read as a quota
+
+
+def test_a_stated_cost_counts_up_to_the_burst_and_only_against_an_estimate() -> None:
+    config = BUILTIN_INTEGRATIONS["shopify-graphql"]
+    limiter = Limiter(configs={"shopify-graphql": config})
+    decision = limiter.acquire("shopify-graphql", cost={"points": 10})
+    before = _points(limiter)
+    body = _shopify(10, 10**9, 990).encode()
+    limiter.report_response("shopify-graphql", None, 200, {}, body, decision=decision)
+    assert _points(limiter) >= before - 1  # no estimate given: the stated cost is not charged
+    limiter.report_response(
+        "shopify-graphql", None, 200, {}, body, decision=decision, estimated={"points": 10}
+    )
+    assert _points(limiter) >= before - 1000 - 1  # at most the burst, not a billion
