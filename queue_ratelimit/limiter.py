@@ -381,7 +381,13 @@ class Limiter:
         )
         kind = classify(status, info)
         if actual is None and estimated is not None and info.costs:
-            actual = info.costs  # the answer stated what the estimated call really cost
+            # the answer stated what the estimated call really cost: believed up to the
+            # limit's burst (one answer cannot claim more; ``actual`` given here is the
+            # caller's own count, charged in full)
+            bursts = prepared.bursts
+            actual = {
+                name: min(units, bursts.get(name, units)) for name, units in info.costs.items()
+            }
         feedback = feedback_for(
             prepared.plan,
             info,

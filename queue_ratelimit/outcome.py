@@ -53,11 +53,10 @@ def feedback_for(
     adjust: dict[str, float] = {}
     if actual:
         spent = estimated or {}
-        bursts = {lim.name: lim.burst for lim in plan.limits}
-        adjust = {  # a stated cost counts up to the limit's burst: one answer cannot claim more
-            name: min(units, bursts[name]) - spent.get(name, 0.0)
+        adjust = {
+            name: units - spent.get(name, 0.0)
             for name, units in actual.items()
-            if name in names and min(units, bursts[name]) != spent.get(name, 0.0)
+            if name in names and units != spent.get(name, 0.0)
         }
     return Feedback(quotas=quotas, adjust=adjust, seq=seq)
 
