@@ -5,6 +5,7 @@ client library: the part the ``requests`` adapter and the ``httpx`` transports s
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 import urllib.parse
@@ -24,7 +25,16 @@ from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.signals_body import MAX_BODY_BYTES
 from queue_ratelimit.policy.state import BACKOFF, Decision
 
-__all__ = ["BY_TOKEN", "ClientCalls", "Request", "Tenant", "small", "token_tenant"]
+__all__ = [
+    "BY_TOKEN",
+    "NO_RETRIES",
+    "ClientCalls",
+    "Request",
+    "Retries",
+    "Tenant",
+    "small",
+    "token_tenant",
+]
 
 log = logging.getLogger("queue_ratelimit.http")
 
@@ -57,6 +67,38 @@ def small(headers: Any) -> bool:
         return 0 <= int(headers.get("content-length", "")) < MAX_BODY_BYTES
     except (TypeError, ValueError):
         return False
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Outside a task, wait out a ``RateLimited`` and try again: up to ``times`` more times,
+    all within ``deadline`` seconds of the first attempt (None: bounded by the waits alone).
+    A script or a web handler then gets its answer late instead of an exception; inside a
+    rate-limited task a ``RateLimited`` still requeues the task (sleeping there would hold a
+    worker)."""
+
+    times: int = 0
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.times, bool) or not isinstance(self.times, int) or self.times < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {self.times!r}")
+        if self.deadline is not None and not (0 < self.deadline < float("inf")):
+            raise ValueError(
+                f"retry_deadline must be a number of seconds > 0, not {self.deadline!r}"
+            )
+
+    def wait_before(self, exc: RateLimited, attempt: int, elapsed: float) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to raise ``exc`` now."""
+        if attempt >= self.times or context.on_rate_limited.get() is not None:
+            return None
+        wait = max(0.0, exc.retry_after)
+        if self.deadline is not None and elapsed + wait > self.deadline:
+            return None
+        return wait
+
+
+NO_RETRIES: Final = Retries()
 
 
 def token_tenant(authorization: str | None) -> str | None:
@@ -94,6 +136,7 @@ class ClientCalls:
         raise_on_backoff: bool,
         estimate: Callable[[Any], Cost] | None,
         usage: Callable[[Any], Mapping[str, float] | None] | None,
+        retries: Retries = NO_RETRIES,
     ) -> None:
         if integration != BY_HOST:
             limiter.config(integration)  # an unknown integration fails here, at construction
@@ -104,6 +147,7 @@ class ClientCalls:
         self.raise_on_backoff = raise_on_backoff
         self.estimate = estimate
         self.usage = usage
+        self.retries = retries
 
     def integration_of(self, request: Request) -> str:
         """The request's integration: the client's, or with ``BY_HOST`` its host's."""
@@ -153,7 +197,29 @@ class ClientCalls:
         close: Callable[[R], object],
         whole: bool = False,
     ) -> R:
-        """One blocking call, whole: acquire (sleeping a short wait), ``send``, report.
+        """One blocking call: an attempt (``_exchange_once``), and with ``retries`` more
+        after waiting out a ``RateLimited`` (see ``Retries``)."""
+        started = time.monotonic()
+        for attempt in itertools.count():
+            try:
+                return self._exchange_once(request, send, transport_errors, body_of, close, whole)
+            except RateLimited as exc:
+                wait = self.retries.wait_before(exc, attempt, time.monotonic() - started)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _exchange_once(
+        self,
+        request: Any,
+        send: Callable[[], R],
+        transport_errors: type[BaseException] | tuple[type[BaseException], ...],
+        body_of: Callable[[R], bytes | None],
+        close: Callable[[R], object],
+        whole: bool = False,
+    ) -> R:
+        """One attempt, whole: acquire (sleeping a short wait), ``send``, report.
 
         ``transport_errors`` are reported as "no answer"; any other exception only gives the
         lease back. ``body_of`` reads the body the report needs (``whole``: the caller reads

@@ -26,6 +26,8 @@ keep their own (httpx's default is 5 s).
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -34,7 +36,15 @@ import httpx
 import requests
 from requests.adapters import HTTPAdapter
 
-from queue_ratelimit.client_calls import BY_TOKEN, ClientCalls, Tenant, small, token_tenant
+from queue_ratelimit.client_calls import (
+    BY_TOKEN,
+    ClientCalls,
+    Retries,
+    Tenant,
+    small,
+    token_tenant,
+)
+from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.hosts import BY_HOST
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
@@ -66,6 +76,10 @@ class RateLimitedAdapter(HTTPAdapter):
         raise_on_backoff: raise ``RateLimited`` on a backoff answer (else return it).
         estimate: a function of the request giving its cost (``{"tokens": 1200}``).
         usage: a function of the response giving its actual cost, to correct the estimate.
+        retries: outside a task, wait out a ``RateLimited`` (its ``retry_after``: the slot,
+            or the upstream's ``Retry-After``) and try again, up to this many more times;
+            inside a rate-limited task the task is requeued instead (``Retries``).
+        retry_deadline: the seconds all attempts together may take; past it, raise.
         **kwargs: passed to ``HTTPAdapter`` (pool sizes, ``max_retries``).
     """
 
@@ -79,11 +93,20 @@ class RateLimitedAdapter(HTTPAdapter):
         raise_on_backoff: bool = True,
         estimate: Callable[[Any], Cost] | None = None,
         usage: Callable[[Any], Mapping[str, float] | None] | None = None,
+        retries: int = 0,
+        retry_deadline: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._gate = ClientCalls(
-            limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
+            limiter,
+            integration,
+            tenant,
+            max_wait,
+            raise_on_backoff,
+            estimate,
+            usage,
+            Retries(retries, retry_deadline),
         )
 
     def send(  # type: ignore[override]
@@ -123,10 +146,19 @@ class RateLimitedTransport(httpx.BaseTransport):
         raise_on_backoff: bool = True,
         estimate: Callable[[Any], Cost] | None = None,
         usage: Callable[[Any], Mapping[str, float] | None] | None = None,
+        retries: int = 0,
+        retry_deadline: float | None = None,
     ) -> None:
         self._transport = transport or httpx.HTTPTransport()
         self._gate = ClientCalls(
-            limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
+            limiter,
+            integration,
+            tenant,
+            max_wait,
+            raise_on_backoff,
+            estimate,
+            usage,
+            Retries(retries, retry_deadline),
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -160,14 +192,36 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
         raise_on_backoff: bool = True,
         estimate: Callable[[Any], Cost] | None = None,
         usage: Callable[[Any], Mapping[str, float] | None] | None = None,
+        retries: int = 0,
+        retry_deadline: float | None = None,
     ) -> None:
         self._transport = transport or httpx.AsyncHTTPTransport()
         self._gate = ClientCalls(
-            limiter, integration, tenant, max_wait, raise_on_backoff, estimate, usage
+            limiter,
+            integration,
+            tenant,
+            max_wait,
+            raise_on_backoff,
+            estimate,
+            usage,
+            Retries(retries, retry_deadline),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Acquire, send, report; see the module docstring."""
+        """Acquire, send, report; with ``retries``, wait out a ``RateLimited`` (``anyio.sleep``)
+        and try again (see ``Retries``)."""
+        started = time.monotonic()
+        for attempt in itertools.count():
+            try:
+                return await self._attempt(request)
+            except RateLimited as exc:
+                wait = self._gate.retries.wait_before(exc, attempt, time.monotonic() - started)
+                if wait is None:
+                    raise
+                await anyio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, request: httpx.Request) -> httpx.Response:
         call = await anyio.to_thread.run_sync(self._gate.before, request)
         if call.decision.wait > 0:
             await anyio.sleep(call.decision.wait)
