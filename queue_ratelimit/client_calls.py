@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
-import requests
 
 from queue_ratelimit import context
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
@@ -41,7 +40,9 @@ log = logging.getLogger("queue_ratelimit.http")
 BY_TOKEN: Final = "queue_ratelimit:by-token"
 """Pass as ``tenant`` to key each request's limit by a digest of its Authorization header."""
 
-Request = requests.PreparedRequest | httpx.Request
+Request = Any
+"""A ``requests.PreparedRequest``, an ``httpx.Request`` or an ``aiohttp.ClientRequest``: each
+has ``.url`` and ``.headers`` (aiohttp's is imported only by its middleware: an extra)."""
 Tenant = str | Callable[[Any], str | None] | None
 
 
@@ -117,11 +118,14 @@ class _Call:
 
 
 def _host_of(request: Request) -> tuple[str, int | None, str]:
-    """(host, port, scheme) of a ``requests`` or ``httpx`` request."""
+    """(host, port, scheme) of a ``requests``, ``httpx`` or ``aiohttp`` request."""
     if isinstance(request, httpx.Request):
         return request.url.host, request.url.port, request.url.scheme
-    parts = urllib.parse.urlsplit(request.url or "")
-    return parts.hostname or "", parts.port, parts.scheme
+    url = request.url
+    if isinstance(url, str) or url is None:  # requests
+        parts = urllib.parse.urlsplit(url or "")
+        return parts.hostname or "", parts.port, parts.scheme
+    return str(url.host or ""), url.explicit_port, str(url.scheme)  # aiohttp's yarl.URL
 
 
 class ClientCalls:

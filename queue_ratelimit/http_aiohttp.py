@@ -1,0 +1,107 @@
+"""aiohttp: a client middleware that acquires before each request and reports after it.
+
+aiohttp's own extension point for this is the client middleware (aiohttp 3.12 and later)::
+
+    session = aiohttp.ClientSession(middlewares=(RateLimitMiddleware(limiter, "notion"),))
+
+It does what the ``requests`` adapter and the ``httpx`` transports do (``queue_ratelimit.http``),
+with the same options: the tenant as a name, a function of the request or ``BY_TOKEN`` (a
+digest of the ``Authorization`` header: the token never reaches Redis, signals or logs),
+``BY_HOST``, ``estimate``, ``raise_on_backoff``, and ``retries`` / ``retry_deadline`` outside a
+task. The limiter's calls run in a worker thread (``asyncio.to_thread``: they may do blocking
+Redis I/O) and waits are ``asyncio.sleep``, so the event loop never blocks. A body is read for
+the report only on a backoff status, or on a status the dialect reads when it states a small
+uncompressed ``Content-Length``; it stays readable (``await response.read()`` returns it).
+Needs the ``aiohttp`` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from queue_ratelimit.client_calls import ClientCalls, Retries, Tenant
+from queue_ratelimit.errors import RateLimited
+from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.plans import Cost
+
+__all__ = ["RateLimitMiddleware"]
+
+
+class RateLimitMiddleware:
+    """An aiohttp client middleware rate-limiting every request of its session.
+
+    Args: as ``queue_ratelimit.http.RateLimitedAdapter`` (``limiter``, ``integration`` or
+    ``BY_HOST``, ``tenant``, ``max_wait``, ``raise_on_backoff``, ``estimate``, ``retries``,
+    ``retry_deadline``); ``usage`` is not offered, since an aiohttp body is read with an
+    ``await``: a cost the answer states is read through the integration's dialect instead.
+    """
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        integration: str,
+        *,
+        tenant: Tenant = None,
+        max_wait: float | None = None,
+        raise_on_backoff: bool = True,
+        estimate: Callable[[Any], Cost] | None = None,
+        retries: int = 0,
+        retry_deadline: float | None = None,
+    ) -> None:
+        self._gate = ClientCalls(
+            limiter,
+            integration,
+            tenant,
+            max_wait,
+            raise_on_backoff,
+            estimate,
+            None,
+            Retries(retries, retry_deadline),
+        )
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        """Acquire, send, report; with ``retries``, wait out a ``RateLimited`` and try again."""
+        started = time.monotonic()
+        for attempt in itertools.count():
+            try:
+                return await self._attempt(request, handler)
+            except RateLimited as exc:
+                wait = self._gate.retries.wait_before(exc, attempt, time.monotonic() - started)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        gate = self._gate
+        call = await asyncio.to_thread(gate.before, request)
+        if call.decision.wait > 0:
+            await asyncio.sleep(call.decision.wait)
+        try:
+            response = await handler(request)
+        except aiohttp.ClientError:
+            await asyncio.to_thread(gate.after, call, None)
+            raise
+        except BaseException:  # cancellation included: no await here, it could be cancelled too
+            gate.abandon(call)
+            raise
+        wanted = gate.wants_body(call, response.status, response.headers)
+        body = await response.read() if wanted else None
+        try:
+            await asyncio.to_thread(
+                gate.after, call, response.status, response.headers, body, response
+            )
+        except BaseException:  # a RateLimited, or a task's requeue carrier
+            response.release()
+            raise
+        return response
