@@ -9,7 +9,7 @@ import itertools
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -57,6 +57,7 @@ class _Answer(Protocol):
 
 
 R = TypeVar("R", bound=_Answer)
+T = TypeVar("T")
 
 
 def small(headers: Any) -> bool:
@@ -88,6 +89,34 @@ class Retries:
             raise ValueError(
                 f"retry_deadline must be a number of seconds > 0, not {self.deadline!r}"
             )
+
+    def run(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, tried again after each ``RateLimited`` these retries wait out."""
+        started = time.monotonic()
+        for tried in itertools.count():
+            try:
+                return attempt()
+            except RateLimited as exc:
+                wait = self.wait_before(exc, tried, time.monotonic() - started)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def arun(
+        self, attempt: Callable[[], Awaitable[T]], sleep: Callable[[float], Awaitable[None]]
+    ) -> T:
+        """``run`` for an event loop: ``await attempt()``, waits with ``await sleep(...)``."""
+        started = time.monotonic()
+        for tried in itertools.count():
+            try:
+                return await attempt()
+            except RateLimited as exc:
+                wait = self.wait_before(exc, tried, time.monotonic() - started)
+                if wait is None:
+                    raise
+                await sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def wait_before(self, exc: RateLimited, attempt: int, elapsed: float) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None to raise ``exc`` now."""
@@ -201,29 +230,8 @@ class ClientCalls:
         close: Callable[[R], object],
         whole: bool = False,
     ) -> R:
-        """One blocking call: an attempt (``_exchange_once``), and with ``retries`` more
-        after waiting out a ``RateLimited`` (see ``Retries``)."""
-        started = time.monotonic()
-        for attempt in itertools.count():
-            try:
-                return self._exchange_once(request, send, transport_errors, body_of, close, whole)
-            except RateLimited as exc:
-                wait = self.retries.wait_before(exc, attempt, time.monotonic() - started)
-                if wait is None:
-                    raise
-                time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _exchange_once(
-        self,
-        request: Any,
-        send: Callable[[], R],
-        transport_errors: type[BaseException] | tuple[type[BaseException], ...],
-        body_of: Callable[[R], bytes | None],
-        close: Callable[[R], object],
-        whole: bool = False,
-    ) -> R:
-        """One attempt, whole: acquire (sleeping a short wait), ``send``, report.
+        """One blocking attempt, whole: acquire (sleeping a short wait), ``send``, report
+        (the clients wrap it in ``Retries.run``).
 
         ``transport_errors`` are reported as "no answer"; any other exception only gives the
         lease back. ``body_of`` reads the body the report needs (``whole``: the caller reads

@@ -110,11 +110,6 @@ class Dialect:
         """``cost_fields`` split into keys: ``{"actual": ("extensions", "cost", ...)}``."""
         return {role: tuple(path.split(".")) for role, path in self.cost_fields.items()}
 
-    @property
-    def reads_body(self) -> frozenset[int]:
-        """The statuses whose body this dialect reads (beyond the backoff statuses)."""
-        return self.body_statuses | self.backoff_statuses
-
     @classmethod
     def from_mapping(cls, data: object, integration: str | None = None) -> Dialect:
         """Build a dialect from a parsed TOML table or JSON object.

@@ -26,8 +26,6 @@ keep their own (httpx's default is 5 s).
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -44,7 +42,6 @@ from queue_ratelimit.client_calls import (
     small,
     token_tenant,
 )
-from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.hosts import BY_HOST
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
@@ -118,14 +115,18 @@ class RateLimitedAdapter(HTTPAdapter):
     ) -> requests.Response:
         """Acquire, send, report; see the class docstring."""
         parent = super().send
-        return self._gate.exchange(
-            request,
-            lambda: parent(request, stream=stream, timeout=timeout or DEFAULT_TIMEOUT, **kwargs),
-            requests.RequestException,
-            # a stream is read only when small; its content then stays for iter_content()
-            lambda response: response.content if not stream or small(response.headers) else None,
-            requests.Response.close,
-            whole=not stream,  # requests reads an unstreamed body whole anyway
+        return self._gate.retries.run(
+            lambda: self._gate.exchange(
+                request,
+                lambda: parent(
+                    request, stream=stream, timeout=timeout or DEFAULT_TIMEOUT, **kwargs
+                ),
+                requests.RequestException,
+                # a stream is read only when small; its content then stays for iter_content()
+                lambda answer: answer.content if not stream or small(answer.headers) else None,
+                requests.Response.close,
+                whole=not stream,  # requests reads an unstreamed body whole anyway
+            )
         )
 
 
@@ -163,12 +164,14 @@ class RateLimitedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Acquire, send, report; see the module docstring."""
-        return self._gate.exchange(
-            request,
-            lambda: self._transport.handle_request(request),
-            httpx.TransportError,
-            httpx.Response.read,
-            httpx.Response.close,
+        return self._gate.retries.run(
+            lambda: self._gate.exchange(
+                request,
+                lambda: self._transport.handle_request(request),
+                httpx.TransportError,
+                httpx.Response.read,
+                httpx.Response.close,
+            )
         )
 
     def close(self) -> None:
@@ -210,16 +213,7 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Acquire, send, report; with ``retries``, wait out a ``RateLimited`` (``anyio.sleep``)
         and try again (see ``Retries``)."""
-        started = time.monotonic()
-        for attempt in itertools.count():
-            try:
-                return await self._attempt(request)
-            except RateLimited as exc:
-                wait = self._gate.retries.wait_before(exc, attempt, time.monotonic() - started)
-                if wait is None:
-                    raise
-                await anyio.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._gate.retries.arun(lambda: self._attempt(request), anyio.sleep)
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
         call = await anyio.to_thread.run_sync(self._gate.before, request)

@@ -18,15 +18,12 @@ Needs the ``aiohttp`` extra.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from queue_ratelimit.client_calls import ClientCalls, Retries, Tenant
-from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
 
@@ -69,16 +66,7 @@ class RateLimitMiddleware:
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
         """Acquire, send, report; with ``retries``, wait out a ``RateLimited`` and try again."""
-        started = time.monotonic()
-        for attempt in itertools.count():
-            try:
-                return await self._attempt(request, handler)
-            except RateLimited as exc:
-                wait = self._gate.retries.wait_before(exc, attempt, time.monotonic() - started)
-                if wait is None:
-                    raise
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._gate.retries.arun(lambda: self._attempt(request, handler), asyncio.sleep)
 
     async def _attempt(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
