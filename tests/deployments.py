@@ -283,6 +283,24 @@ class SentinelGroup:
             replicas = client.sentinel_slaves(self.service)
         return [int(r["port"]) for r in replicas if r["flags"] == "slave" and _synced(r)]
 
+    def wait_for_replica(self, timeout: float = 10.0) -> None:
+        """Return once the replica has applied every write the master had taken when called.
+
+        ``WAIT`` cannot prove that from another connection: it counts the replicas holding
+        *that connection's* writes, and a fresh one has written nothing.
+        """
+        port = self.master_port()
+        master = next(server for server in self._servers if server.port == port)
+        replica = next(server for server in self._servers if server.port != port)
+        with master.client(decode_responses=True) as client:
+            taken = int(client.info("replication")["master_repl_offset"])
+
+        def applied() -> bool:
+            with replica.client(decode_responses=True) as client:
+                return int(client.info("replication").get("slave_repl_offset", -1)) >= taken
+
+        wait_until(applied, timeout, every=0.05)
+
     def kill_master(self) -> int:
         """SIGKILL the process the sentinel names master now; return its port."""
         port = self.master_port()
