@@ -6,6 +6,7 @@ modules (``queue_ratelimit.backends.redis.RedisBackend`` needs ``queue_ratelimit
 
 from typing import TYPE_CHECKING
 
+from queue_ratelimit.async_limiter import AsyncCall, AsyncLimiter
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.dialect import Dialect
@@ -50,6 +51,8 @@ __all__ = [
     "merge_configs",
     # the limiter and what it answers
     "Limiter",
+    "AsyncLimiter",
+    "AsyncCall",
     "Decision",
     "Reservation",
     "Feedback",

@@ -4,6 +4,7 @@ client library: the part the ``requests`` adapter and the ``httpx`` transports s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import logging
@@ -11,11 +12,12 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NoReturn, Protocol, TypeVar
 
 import httpx
 
 from queue_ratelimit import context
+from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
 from queue_ratelimit.hosts import BY_HOST
 from queue_ratelimit.limiter import Limiter
@@ -56,7 +58,16 @@ class _Answer(Protocol):
     def headers(self) -> Any: ...
 
 
+class _Headed(Protocol):
+    """An ``httpx`` or ``aiohttp`` response, as the async report reads it (its status is
+    read by a function: the two name it differently)."""
+
+    @property
+    def headers(self) -> Any: ...
+
+
 R = TypeVar("R", bound=_Answer)
+A = TypeVar("A", bound=_Headed)
 T = TypeVar("T")
 
 
@@ -162,7 +173,7 @@ class ClientCalls:
 
     def __init__(
         self,
-        limiter: Limiter,
+        limiter: Limiter | AsyncLimiter,
         integration: str,
         tenant: Tenant,
         max_wait: float | None,
@@ -173,6 +184,9 @@ class ClientCalls:
     ) -> None:
         if integration != BY_HOST:
             limiter.config(integration)  # an unknown integration fails here, at construction
+        self._alimiter: AsyncLimiter | None = None
+        if isinstance(limiter, AsyncLimiter):  # an async client's: it runs on an event loop
+            self._alimiter, limiter = limiter, limiter.sync
         self.limiter = limiter
         self.integration = integration
         self.tenant = tenant
@@ -181,6 +195,15 @@ class ClientCalls:
         self.estimate = estimate
         self.usage = usage
         self.retries = retries
+        self._releasing: set[asyncio.Task[bool]] = set()
+
+    @property
+    def alimiter(self) -> AsyncLimiter:
+        """The async limiter the coroutines use (one sharing ``limiter``, when a ``Limiter``
+        was given)."""
+        if self._alimiter is None:
+            self._alimiter = AsyncLimiter.sharing(self.limiter)
+        return self._alimiter
 
     def integration_of(self, request: Request) -> str:
         """The request's integration: the client's, or with ``BY_HOST`` its host's."""
@@ -199,24 +222,50 @@ class ClientCalls:
 
     def before(self, request: Request) -> _Call:
         """Acquire; raise ``RateLimited`` when the slot is further than ``max_wait``."""
+        integration, tenant, cost, slot = self._asked(request)
+        if slot is not None:  # what the task paid is this call's estimate
+            return self._granted(integration, tenant, slot.cost, slot.decision)
+        try:
+            decision = self.limiter.acquire(
+                integration, tenant, cost, max_wait=self.max_wait, reserve=False
+            )
+        except BackendUnavailable as exc:
+            self._unavailable(exc, integration, tenant)
+        return self._granted(integration, tenant, cost, decision)
+
+    async def abefore(self, request: Request) -> _Call:
+        """``before`` on the async limiter."""
+        integration, tenant, cost, slot = self._asked(request)
+        if slot is not None:
+            return self._granted(integration, tenant, slot.cost, slot.decision)
+        try:
+            decision = await self.alimiter.acquire(
+                integration, tenant, cost, max_wait=self.max_wait, reserve=False
+            )
+        except BackendUnavailable as exc:
+            self._unavailable(exc, integration, tenant)
+        return self._granted(integration, tenant, cost, decision)
+
+    def _asked(self, request: Request) -> tuple[str, str | None, Cost, context.Prepaid | None]:
+        """The request's integration, tenant and estimated cost, and the slot its task paid
+        for it, if any."""
         integration = self.integration_of(request)
         tenant = self.tenant_of(request, integration)
         cost = self.estimate(request) if self.estimate else 1.0
-        slot = context.take_prepaid(integration, tenant)
-        if slot is None:
-            try:
-                decision = self.limiter.acquire(
-                    integration, tenant, cost, max_wait=self.max_wait, reserve=False
-                )
-            except BackendUnavailable as exc:
-                if context.on_rate_limited.get() is None:
-                    raise
-                # inside a task: requeue it like a throttled call, to retry once Redis answers
-                context.raise_rate_limited(
-                    RateLimited(exc.retry_after, integration, tenant, BACKEND_UNAVAILABLE)
-                )
-        else:  # what the task paid is this call's estimate
-            decision, cost = slot.decision, slot.cost
+        return integration, tenant, cost, context.take_prepaid(integration, tenant)
+
+    @staticmethod
+    def _unavailable(exc: BackendUnavailable, integration: str, tenant: str | None) -> NoReturn:
+        if context.on_rate_limited.get() is None:
+            raise exc
+        # inside a task: requeue it like a throttled call, to retry once Redis answers
+        context.raise_rate_limited(
+            RateLimited(exc.retry_after, integration, tenant, BACKEND_UNAVAILABLE)
+        )
+        raise exc  # (raise_rate_limited raises)
+
+    @staticmethod
+    def _granted(integration: str, tenant: str | None, cost: Cost, decision: Decision) -> _Call:
         if not decision.granted:
             context.raise_rate_limited(RateLimited(decision.wait, integration, tenant))
         return _Call(integration, tenant, cost, decision)
@@ -259,11 +308,53 @@ class ClientCalls:
             raise
         return response
 
+    async def aexchange(
+        self,
+        request: Any,
+        send: Callable[[], Awaitable[A]],
+        transport_errors: type[BaseException] | tuple[type[BaseException], ...],
+        status_of: Callable[[A], int],
+        body_of: Callable[[A], Awaitable[bytes]],
+        close: Callable[[A], Awaitable[object]],
+    ) -> A:
+        """``exchange`` on an event loop, with the async limiter: no blocking call, waits
+        are ``asyncio.sleep``."""
+        call = await self.abefore(request)
+        if call.decision.wait > 0:
+            await asyncio.sleep(call.decision.wait)
+        try:
+            response = await send()
+        except transport_errors:
+            await self.aafter(call, None)
+            raise
+        except BaseException:  # cancellation included: the lease is given back by a task
+            self.abandon_later(call)
+            raise
+        status = status_of(response)
+        wanted = self.wants_body(call, status, response.headers)
+        body = await body_of(response) if wanted else None
+        try:
+            await self.aafter(call, status, response.headers, body, response)
+        except BaseException:  # a RateLimited, or a task's requeue carrier
+            await close(response)
+            raise
+        return response
+
     def abandon(self, call: _Call) -> None:
         """The call ended without an answer to report (the caller's own exception): give
         its concurrency lease back rather than hold it until it expires."""
         if call.decision.lease:
             self.limiter.release(call.integration, call.tenant, call.decision.lease)
+
+    def abandon_later(self, call: _Call) -> None:
+        """``abandon`` from a coroutine that is being cancelled (it may not await): the
+        lease is given back by a task of its own."""
+        if call.decision.lease:
+            task = asyncio.get_running_loop().create_task(
+                self.alimiter.release(call.integration, call.tenant, call.decision.lease)
+            )
+            self._releasing.add(task)  # a task nobody holds may be collected unfinished
+            task.add_done_callback(self._releasing.discard)
 
     def wants_body(self, call: _Call, status: int, headers: Any, whole: bool = False) -> bool:
         """Read the body first: a backoff's (for its wording and codes), any usable answer's
@@ -300,7 +391,7 @@ class ClientCalls:
         response: Any = None,
     ) -> Outcome:
         """Report the answer (``status=None``: none came); raise ``RateLimited`` on a backoff."""
-        actual = self._usage(call, status, response)
+        actual, estimated = self._costs(call, status, response)
         outcome = self.limiter.report_response(
             call.integration,
             call.tenant,
@@ -308,9 +399,40 @@ class ClientCalls:
             headers,
             body,
             decision=call.decision,
-            estimated=self.limiter.costs(call.integration, call.cost),
+            estimated=estimated,
             actual=actual,
         )
+        return self._raise_on_backoff(call, outcome)
+
+    async def aafter(
+        self,
+        call: _Call,
+        status: int | None,
+        headers: Any = (),
+        body: bytes | None = None,
+        response: Any = None,
+    ) -> Outcome:
+        """``after`` on the async limiter."""
+        actual, estimated = self._costs(call, status, response)
+        outcome = await self.alimiter.report_response(
+            call.integration,
+            call.tenant,
+            status,
+            headers,
+            body,
+            decision=call.decision,
+            estimated=estimated,
+            actual=actual,
+        )
+        return self._raise_on_backoff(call, outcome)
+
+    def _costs(
+        self, call: _Call, status: int | None, response: Any
+    ) -> tuple[Mapping[str, float] | None, Mapping[str, float]]:
+        """What the call actually cost (when ``usage`` reads it), and what it was estimated."""
+        return self._usage(call, status, response), self.limiter.costs(call.integration, call.cost)
+
+    def _raise_on_backoff(self, call: _Call, outcome: Outcome) -> Outcome:
         if outcome.kind == BACKOFF and self.raise_on_backoff:
             context.raise_rate_limited(
                 RateLimited(outcome.retry_after, call.integration, call.tenant)

@@ -26,14 +26,15 @@ keep their own (httpx's default is 5 s).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import anyio
 import httpx
 import requests
 from requests.adapters import HTTPAdapter
 
+from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.client_calls import (
     BY_TOKEN,
     ClientCalls,
@@ -180,13 +181,15 @@ class RateLimitedTransport(httpx.BaseTransport):
 
 
 class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
-    """The async twin of ``RateLimitedTransport``: limiter calls run in a worker thread
-    (they do blocking Redis I/O) and waits are ``anyio.sleep``, so the event loop never
-    blocks. Args: as ``RateLimitedTransport`` with an ``httpx.AsyncBaseTransport``."""
+    """The async twin of ``RateLimitedTransport``, on the async limiter: the backend's calls
+    are awaited (``redis.asyncio``, the same script) and waits are ``asyncio.sleep``, so the
+    event loop never blocks. Args: as ``RateLimitedTransport`` with an
+    ``httpx.AsyncBaseTransport``; ``limiter`` may be a ``Limiter`` (an ``AsyncLimiter``
+    sharing it is made) or an ``AsyncLimiter``. Runs on asyncio (not trio)."""
 
     def __init__(
         self,
-        limiter: Limiter,
+        limiter: Limiter | AsyncLimiter,
         integration: str,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -198,6 +201,8 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
         retries: int = 0,
         retry_deadline: float | None = None,
     ) -> None:
+        if not isinstance(limiter, AsyncLimiter):
+            limiter = AsyncLimiter.sharing(limiter)
         self._transport = transport or httpx.AsyncHTTPTransport()
         self._gate = ClientCalls(
             limiter,
@@ -211,32 +216,19 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Acquire, send, report; with ``retries``, wait out a ``RateLimited`` (``anyio.sleep``)
-        and try again (see ``Retries``)."""
-        return await self._gate.retries.arun(lambda: self._attempt(request), anyio.sleep)
+        """Acquire, send, report; with ``retries``, wait out a ``RateLimited`` and try again
+        (see ``Retries``)."""
+        return await self._gate.retries.arun(lambda: self._attempt(request), asyncio.sleep)
 
-    async def _attempt(self, request: httpx.Request) -> httpx.Response:
-        call = await anyio.to_thread.run_sync(self._gate.before, request)
-        if call.decision.wait > 0:
-            await anyio.sleep(call.decision.wait)
-        try:
-            response = await self._transport.handle_async_request(request)
-        except httpx.TransportError:
-            await anyio.to_thread.run_sync(self._gate.after, call, None)
-            raise
-        except BaseException:  # cancellation included: no await here, it could be cancelled too
-            self._gate.abandon(call)
-            raise
-        wanted = self._gate.wants_body(call, response.status_code, response.headers)
-        body = await response.aread() if wanted else None
-        try:
-            await anyio.to_thread.run_sync(
-                self._gate.after, call, response.status_code, response.headers, body, response
-            )
-        except BaseException:  # a RateLimited, or a task's requeue carrier
-            await response.aclose()
-            raise
-        return response
+    def _attempt(self, request: httpx.Request) -> Awaitable[httpx.Response]:
+        return self._gate.aexchange(
+            request,
+            lambda: self._transport.handle_async_request(request),
+            httpx.TransportError,
+            lambda response: response.status_code,
+            lambda response: response.aread(),
+            lambda response: response.aclose(),
+        )
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

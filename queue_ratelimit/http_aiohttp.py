@@ -8,8 +8,8 @@ It does what the ``requests`` adapter and the ``httpx`` transports do (``queue_r
 with the same options: the tenant as a name, a function of the request or ``BY_TOKEN`` (a
 digest of the ``Authorization`` header: the token never reaches Redis, signals or logs),
 ``BY_HOST``, ``estimate``, ``raise_on_backoff``, and ``retries`` / ``retry_deadline`` outside a
-task. The limiter's calls run in a worker thread (``asyncio.to_thread``: they may do blocking
-Redis I/O) and waits are ``asyncio.sleep``, so the event loop never blocks. A body is read for
+task. The limiter's calls are awaited (``AsyncLimiter``: ``redis.asyncio`` and the same
+script) and waits are ``asyncio.sleep``, so the event loop never blocks. A body is read for
 the report only on a backoff status, or on a status the dialect reads when it states a small
 uncompressed ``Content-Length``; it stays readable (``await response.read()`` returns it).
 Needs the ``aiohttp`` extra.
@@ -18,11 +18,12 @@ Needs the ``aiohttp`` extra.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
+from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.client_calls import ClientCalls, Retries, Tenant
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
@@ -41,7 +42,7 @@ class RateLimitMiddleware:
 
     def __init__(
         self,
-        limiter: Limiter,
+        limiter: Limiter | AsyncLimiter,
         integration: str,
         *,
         tenant: Tenant = None,
@@ -51,6 +52,8 @@ class RateLimitMiddleware:
         retries: int = 0,
         retry_deadline: float | None = None,
     ) -> None:
+        if not isinstance(limiter, AsyncLimiter):
+            limiter = AsyncLimiter.sharing(limiter)
         self._gate = ClientCalls(
             limiter,
             integration,
@@ -68,28 +71,17 @@ class RateLimitMiddleware:
         """Acquire, send, report; with ``retries``, wait out a ``RateLimited`` and try again."""
         return await self._gate.retries.arun(lambda: self._attempt(request, handler), asyncio.sleep)
 
-    async def _attempt(
+    def _attempt(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-    ) -> aiohttp.ClientResponse:
-        gate = self._gate
-        call = await asyncio.to_thread(gate.before, request)
-        if call.decision.wait > 0:
-            await asyncio.sleep(call.decision.wait)
-        try:
-            response = await handler(request)
-        except aiohttp.ClientError:
-            await asyncio.to_thread(gate.after, call, None)
-            raise
-        except BaseException:  # cancellation included: no await here, it could be cancelled too
-            gate.abandon(call)
-            raise
-        wanted = gate.wants_body(call, response.status, response.headers)
-        body = await response.read() if wanted else None
-        try:
-            await asyncio.to_thread(
-                gate.after, call, response.status, response.headers, body, response
-            )
-        except BaseException:  # a RateLimited, or a task's requeue carrier
+    ) -> Awaitable[aiohttp.ClientResponse]:
+        async def close(response: aiohttp.ClientResponse) -> None:
             response.release()
-            raise
-        return response
+
+        return self._gate.aexchange(
+            request,
+            lambda: handler(request),
+            aiohttp.ClientError,
+            lambda response: response.status,
+            lambda response: response.read(),
+            close,
+        )

@@ -16,7 +16,7 @@ from queue_ratelimit import signals
 from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
-from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
+from queue_ratelimit.errors import BackendUnavailable, ConfigError, InvalidRequest, RateLimited
 from queue_ratelimit.hosts import (
     HOST_PREFIX,
     MAX_HOSTS,
@@ -27,7 +27,7 @@ from queue_ratelimit.hosts import (
 from queue_ratelimit.outage import OutageGuard
 from queue_ratelimit.outcome import Outcome, classify, feedback_for
 from queue_ratelimit.plans import Cost, Prepared, plan_for
-from queue_ratelimit.policy.signals_http import parse_rate_limit
+from queue_ratelimit.policy.signals_http import RateLimitInfo, parse_rate_limit
 from queue_ratelimit.policy.state import (
     BACKOFF,
     FAILURE,
@@ -52,6 +52,12 @@ def _acquire(request: AcquireRequest, backend: Backend, plan: Plan) -> Decision:
 
 def _report(report: Report, backend: Backend, plan: Plan) -> ReportResult:
     return backend.report(report, plan)
+
+
+def still_holds(seen: tuple[int, float] | None, decision: Decision) -> bool:
+    """Whether a slot granted earlier holds, given the key's epoch and cooldown now (``seen``;
+    None: unknown, the call goes as granted)."""
+    return seen is None or (seen[0] == decision.epoch and seen[1] <= 0)
 
 
 def _check_name(what: str, name: object) -> None:
@@ -172,6 +178,34 @@ class Limiter:
         earlier reservations; a void one is simply a fresh acquire. With ``refusal_event``
         a refusal adds one to that fleet-wide count (``stats``) in the same round trip.
         """
+        prepared, request = self._acquire_request(
+            integration,
+            tenant,
+            cost,
+            max_wait,
+            reserve,
+            reservation,
+            cooldown_wait,
+            max_sleepers,
+            refusal_event,
+        )
+        decision = self._guard.call(prepared, tenant, partial(_acquire, request))
+        self._announce(request, decision, cost)
+        return decision
+
+    def _acquire_request(
+        self,
+        integration: str,
+        tenant: str | None,
+        cost: Cost,
+        max_wait: float | None,
+        reserve: bool,
+        reservation: Reservation | None,
+        cooldown_wait: float | None,
+        max_sleepers: int | None,
+        refusal_event: str | None,
+    ) -> tuple[Prepared, AcquireRequest]:
+        """An acquire's arguments as the backend takes them (the config's defaults filled)."""
         prepared = self._resolve(integration, tenant)
         config = prepared.config
         request = AcquireRequest(
@@ -186,10 +220,7 @@ class Limiter:
             max_sleepers,
             refusal_event,
         )
-        op = partial(_acquire, request)
-        decision = self._guard.call(prepared, tenant, op)
-        self._announce(request, decision, cost)
-        return decision
+        return prepared, request
 
     def _announce(self, request: AcquireRequest, decision: Decision, cost: Cost) -> None:
         """Emit the signals of one acquire's decision."""
@@ -311,18 +342,27 @@ class Limiter:
         announce what it changed. While the backend is down and the integration fails
         closed, the report is dropped (the call was made; its answer still reaches the
         caller)."""
-        integration, tenant = report.integration, report.tenant
-        if report.kind not in (SUCCESS, BACKOFF, FAILURE):
-            raise InvalidRequest(f"{integration}: a report is a success, backoff or failure")
-        prepared = self._resolve(integration, tenant)
-        rate = prepared.config.rate_limit_per_sec
+        prepared, closed = self._report_checked(report)
         result = self._guard.call(
-            prepared,
-            tenant,
-            partial(_report, report),
-            closed=lambda _error: ReportResult(0, False, rate, rate, 0.0),
-            lease=report.lease_id,
+            prepared, report.tenant, partial(_report, report), closed=closed, lease=report.lease_id
         )
+        self._reported(report, result)
+        return result
+
+    def _report_checked(
+        self, report: Report
+    ) -> tuple[Prepared, Callable[[BackendUnavailable], ReportResult]]:
+        """The report's integration, and the neutral result of a report dropped while the
+        backend is down; ``InvalidRequest`` for a report that is none of the three kinds."""
+        if report.kind not in (SUCCESS, BACKOFF, FAILURE):
+            raise InvalidRequest(f"{report.integration}: a report is a success, backoff or failure")
+        prepared = self._resolve(report.integration, report.tenant)
+        rate = prepared.config.rate_limit_per_sec
+        return prepared, lambda _error: ReportResult(0, False, rate, rate, 0.0)
+
+    def _reported(self, report: Report, result: ReportResult) -> None:
+        """Announce what an applied report changed."""
+        integration, tenant = report.integration, report.tenant
         if report.kind == BACKOFF:
             signals.emit(
                 signals.backoff,
@@ -344,7 +384,6 @@ class Limiter:
             )
         self._rate_moved(integration, tenant, result)
         self._breaker_moved(integration, tenant, result)
-        return result
 
     def report_response(
         self,
@@ -369,6 +408,23 @@ class Limiter:
         Pass the call's ``decision``: its epoch keeps one congestion event to one decrease,
         its seq corrects ``remaining`` for calls in flight, and its lease is given back.
         """
+        report, info = self._response_report(
+            integration, tenant, status, headers, body, decision, estimated, actual
+        )
+        return Outcome(report.kind, info, self.report(report))
+
+    def _response_report(
+        self,
+        integration: str,
+        tenant: str | None,
+        status: int | None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes | str | Mapping[str, object] | None,
+        decision: Decision | None,
+        estimated: Mapping[str, float] | None,
+        actual: Mapping[str, float] | None,
+    ) -> tuple[Report, RateLimitInfo]:
+        """What ``report_response`` reports of an answer, and what the answer stated."""
         prepared = self._resolve(integration, tenant)
         config = prepared.config
         info = parse_rate_limit(
@@ -398,8 +454,7 @@ class Limiter:
         epoch = decision.epoch if decision and kind == BACKOFF else None
         lease = decision.lease if decision else None
         retry_after = info.retry_after if kind == BACKOFF else None
-        result = self.report(Report(kind, integration, tenant, lease, feedback, epoch, retry_after))
-        return Outcome(kind, info, result)
+        return Report(kind, integration, tenant, lease, feedback, epoch, retry_after), info
 
     def set_breaker(self, integration: str, state: str, open_seconds: float | None = None) -> None:
         """Force the integration's breaker ``"open"`` (for ``open_seconds``, default the
@@ -441,7 +496,7 @@ class Limiter:
             lambda backend, _plan: backend.check(integration, tenant),
             closed=lambda _error: None,
         )
-        return seen is None or (seen[0] == decision.epoch and seen[1] <= 0)
+        return still_holds(seen, decision)
 
     def release(self, integration: str, tenant: str | None, lease: str) -> bool:
         """Give a concurrency lease back without reporting an outcome (while the backend

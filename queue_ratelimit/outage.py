@@ -23,11 +23,11 @@ import collections
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from queue_ratelimit import signals
-from queue_ratelimit.backends.base import Backend
+from queue_ratelimit.backends.base import Backend, awaited
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, BackendUnavailable
@@ -127,35 +127,90 @@ class OutageGuard:
         (reading the shared state itself), the op never runs locally: it fails closed
         whatever the integration says.
         """
-        config, plan = prepared.config, prepared.plan
-        shard = None
-        started: float | None = None
-        if self._any_down:  # else the usual case: no lock, no clock (a stale read: one call)
-            shard = self._shard(config.name, tenant)
-            started = self._route(shard)
+        config = prepared.config
+        shard, started = self._enter(config.name, tenant)
         if shard is None or started is not None:
             try:
-                result = op(self.primary, plan)
+                result = op(self.primary, prepared.plan)
             except BackendError as exc:
-                shard = shard or self._shard(config.name, tenant)
-                self._failed(shard, exc)
+                shard = self._failed(shard, config.name, tenant, exc)
             else:
-                if shard is not None and started is not None:  # a probe may end the outage
-                    self._answered(shard, config, tenant, started)
+                recovery = self._answered(shard, started)
+                if recovery is not None:
+                    for owed in recovery.owed:
+                        try:
+                            self.primary.release(*owed)
+                        except BackendError:
+                            break  # down again: the leases expire by their TTL
+                    self._recovered(recovery, config, tenant)
                 return result
-        assert shard is not None
+        local = self._fallback(shard, prepared, tenant, lease, fallback, closed)
+        return op(*local) if isinstance(local, tuple) else local.value
+
+    async def acall(
+        self,
+        prepared: Prepared,
+        tenant: str | None,
+        op: Callable[[Backend, Plan], Awaitable[T]],
+        *,
+        closed: Callable[[BackendUnavailable], T] | None = None,
+        lease: str | None = None,
+        fallback: bool = True,
+    ) -> T:
+        """``call`` for an event loop: ``op`` returns an awaitable (on the shared backend or
+        the local fallback), and leases owed since an outage are given back awaited."""
+        config = prepared.config
+        shard, started = self._enter(config.name, tenant)
+        if shard is None or started is not None:
+            try:
+                result = await op(self.primary, prepared.plan)
+            except BackendError as exc:
+                shard = self._failed(shard, config.name, tenant, exc)
+            else:
+                recovery = self._answered(shard, started)
+                if recovery is not None:
+                    for owed in recovery.owed:
+                        try:
+                            await awaited(self.primary, "release", *owed)
+                        except BackendError:
+                            break
+                    self._recovered(recovery, config, tenant)
+                return result
+        local = self._fallback(shard, prepared, tenant, lease, fallback, closed)
+        return await op(*local) if isinstance(local, tuple) else local.value
+
+    def _enter(self, integration: str, tenant: str | None) -> tuple[_Shard | None, float | None]:
+        """The shard of the key when an outage is on (None: none is, the usual case: no
+        lock, no clock; a stale read costs one call), and when this call may try it."""
+        if not self._any_down:
+            return None, None
+        shard = self._shard(integration, tenant)
+        return shard, self._route(shard)
+
+    def _fallback(
+        self,
+        shard: _Shard,
+        prepared: Prepared,
+        tenant: str | None,
+        lease: str | None,
+        fallback: bool,
+        closed: Callable[[BackendUnavailable], T] | None,
+    ) -> tuple[Backend, Plan] | _Answer[T]:
+        """Where a call goes while its shard is down: the local backend and plan to run it
+        on, or (failing closed) the ``closed`` answer; raises ``BackendUnavailable``."""
+        config = prepared.config
         self._announce(shard, config, tenant)
         if lease is not None:
             shard.owed.append((config.name, tenant, lease))
         if fallback and config.on_backend_error == "open":
-            return op(shard.local, self._local_plan(plan, config.fallback_processes))
+            return shard.local, self._local_plan(prepared.plan, config.fallback_processes)
         error = BackendUnavailable(
             f"{config.name}: the limiter backend is unavailable and on_backend_error is 'closed'",
             retry_after=self.probe_interval,
         )
         if closed is None:
             raise error from shard.cause
-        return closed(error)
+        return _Answer(closed(error))
 
     def _shard(self, integration: str, tenant: str | None) -> _Shard:
         try:
@@ -187,7 +242,10 @@ class OutageGuard:
             cached = self._plans[key] = local_plan(plan, processes)
         return cached
 
-    def _failed(self, shard: _Shard, exc: BackendError) -> None:
+    def _failed(
+        self, shard: _Shard | None, integration: str, tenant: str | None, exc: BackendError
+    ) -> _Shard:
+        shard = shard or self._shard(integration, tenant)
         now = self._clock()
         with self._lock:
             if shard.down_since is None:
@@ -195,6 +253,7 @@ class OutageGuard:
             shard.cause = exc.__cause__ or exc
             shard.next_probe = now + self.probe_interval
             self._any_down = True
+        return shard
 
     def _announce(self, shard: _Shard, config: IntegrationConfig, tenant: str | None) -> None:
         with self._lock:
@@ -212,29 +271,29 @@ class OutageGuard:
             error=error,
         )
 
-    def _answered(
-        self, shard: _Shard, config: IntegrationConfig, tenant: str | None, started: float
-    ) -> None:
+    def _answered(self, shard: _Shard | None, started: float | None) -> _Recovery | None:
         """The shard answered a call that started at ``started``: if it was down before
         that call began, it is back (a call in flight since before the outage proves
-        nothing)."""
+        nothing): the leases owed to it, and what to announce."""
+        if shard is None or started is None:
+            return None
         with self._lock:
             since = shard.down_since
             if since is None or started < since:
-                return
+                return None
             shard.down_since = None
             announced, shard.announced = shard.announced, set()
             owed = list(shard.owed)
             shard.owed.clear()
             shard.local = MemoryBackend()  # the shared state is the truth again
             self._any_down = any(each.down_since is not None for each in self._shards.values())
-        for integration, lease_tenant, lease in owed:
-            try:
-                self.primary.release(integration, lease_tenant, lease)
-            except BackendError:
-                break  # down again: the leases expire by their TTL
-        down_for = self._clock() - since
-        for name in sorted(announced):
+        return _Recovery(since, announced, owed)
+
+    def _recovered(
+        self, recovery: _Recovery, config: IntegrationConfig, tenant: str | None
+    ) -> None:
+        down_for = self._clock() - recovery.since
+        for name in sorted(recovery.announced):
             signals.emit(
                 signals.backend_recovered,
                 self,
@@ -242,3 +301,20 @@ class OutageGuard:
                 tenant=tenant if name == config.name else None,
                 down_for=down_for,
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer(Generic[T]):
+    """A fallback's answer, as opposed to a backend to run the call on."""
+
+    value: T
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recovery:
+    """A shard back after an outage: since when it was down, the integrations told of it,
+    and the leases given back meanwhile."""
+
+    since: float
+    announced: set[str]
+    owed: list[tuple[str, str | None, str]]

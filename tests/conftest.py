@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+import anyio.from_thread
 import pytest
 import redis
 
+from queue_ratelimit.async_limiter import AsyncLimiter
+from queue_ratelimit.limiter import Limiter
 from tests.deployments import ClusterProcesses, SentinelGroup
-from tests.support import RedisProcess, delete_keys, new_prefix, reachable
+from tests.support import Blocking, RedisProcess, delete_keys, new_prefix, reachable
 
 REDIS_HINT = (
     "Redis is needed by the test suite and none is reachable, and no redis-server binary "
@@ -149,3 +152,23 @@ def redis_sentinel() -> Iterator[SentinelGroup]:
 def private_sentinel() -> Iterator[SentinelGroup]:
     """A master, its replica and a sentinel of this test's own, to kill the master."""
     yield from _started(SentinelGroup(_redis_server()))
+
+
+@pytest.fixture(params=["sync", "async"])
+def facade(request: pytest.FixtureRequest) -> Iterator[Callable[[Limiter], Any]]:
+    """What a test written for ``Limiter`` drives: the limiter itself, or an
+    ``AsyncLimiter`` sharing it, its coroutines run on an event loop of the test's own."""
+    if request.param == "sync":
+        yield lambda limiter: limiter
+        return
+    made: list[AsyncLimiter] = []
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+
+        def wrap(limiter: Limiter) -> Any:
+            made.append(AsyncLimiter.sharing(limiter))
+            return Blocking(made[-1], portal)
+
+        yield wrap
+        for limiter in made:  # the loop's Redis connections, closed before the loop
+            portal.call(limiter.aclose)

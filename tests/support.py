@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import signal
@@ -14,10 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import anyio.from_thread
 import redis
 from redis.cluster import RedisCluster
 
 from queue_ratelimit import signals as qrl_signals
+from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.limiter import Limiter
@@ -35,6 +38,35 @@ SVC = IntegrationConfig(
     max_backoff=60.0,
     max_wait=0.0,
 )
+
+
+class Blocking:
+    """An ``AsyncLimiter`` called as a ``Limiter`` is: each of its coroutines run to its end
+    on the portal's event loop (a thread of its own); what it lacks, its ``sync`` has. The
+    tests written for ``Limiter`` drive the async limiter through it."""
+
+    def __init__(self, limiter: AsyncLimiter, portal: anyio.from_thread.BlockingPortal) -> None:
+        self.limiter = limiter
+        self._portal = portal
+
+    def __getattr__(self, name: str) -> Any:
+        made = getattr(self.limiter, name, None)
+        if made is None:
+            return getattr(self.limiter.sync, name)
+        if inspect.iscoroutinefunction(made):
+            return lambda *args, **kwargs: self._portal.call(lambda: made(*args, **kwargs))
+        return made
+
+
+class BlockingCounted(RedisBackend):
+    """A Redis backend counting the script calls of its blocking client: an event loop's
+    limiter (``AsyncLimiter``) must make none; it awaits ``redis.asyncio`` instead."""
+
+    blocking = 0
+
+    def _run(self, op: str, integration: str, args: Sequence[Any]) -> Any:
+        self.blocking += 1
+        return super()._run(op, integration, args)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, every: float = 0.01) -> Any:

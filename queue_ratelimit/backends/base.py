@@ -7,9 +7,10 @@ exporter and the demo depend on it alone, so a new store only implements this pr
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.policy.state import (
@@ -123,3 +124,44 @@ class Backend(Protocol):
         when given. A tenant a backend keeps only by its digest is listed as ``#<digest>``.
         """
         ...
+
+
+class AsyncBackend(Protocol):
+    """The calls an ``AsyncLimiter`` makes, for an event loop: ``Backend``'s, awaited.
+
+    ``RedisBackend`` runs them on ``redis.asyncio`` (the same script), ``MemoryBackend``
+    directly (they wait for no I/O). A backend without them is run in a worker thread.
+    """
+
+    async def aacquire(self, request: AcquireRequest, plan: Plan) -> Decision:
+        """``Backend.acquire``."""
+        ...
+
+    async def areport(self, report: Report, plan: Plan) -> ReportResult:
+        """``Backend.report``."""
+        ...
+
+    async def arelease(self, integration: str, tenant: str | None, lease_id: str) -> bool:
+        """``Backend.release``."""
+        ...
+
+    async def acheck(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
+        """``Backend.check``."""
+        ...
+
+    async def acount(self, integration: str, event: str, tenant: str | None = None) -> None:
+        """``Backend.count``."""
+        ...
+
+    async def asnapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
+        """``Backend.snapshot``."""
+        ...
+
+
+async def awaited(backend: object, call: str, *args: Any) -> Any:
+    """``backend.<call>(*args)`` for an event loop: its asyncio twin ``a<call>`` when it has
+    one (``AsyncBackend``), else the blocking call in a worker thread."""
+    twin = getattr(backend, "a" + call, None)
+    if twin is not None:
+        return await twin(*args)
+    return await asyncio.to_thread(getattr(backend, call), *args)

@@ -139,6 +139,27 @@ class MemoryBackend:
 
         return self._apply(report.integration, report.tenant, plan, step)
 
+    # the asyncio side (``AsyncBackend``): the same calls, which wait for no I/O (the lock
+    # is held for microseconds), so an event loop runs them directly
+
+    async def aacquire(self, request: AcquireRequest, plan: Plan) -> Decision:
+        return self.acquire(request, plan)
+
+    async def areport(self, report: Report, plan: Plan) -> ReportResult:
+        return self.report(report, plan)
+
+    async def arelease(self, integration: str, tenant: str | None, lease_id: str) -> bool:
+        return self.release(integration, tenant, lease_id)
+
+    async def acheck(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
+        return self.check(integration, tenant)
+
+    async def acount(self, integration: str, event: str, tenant: str | None = None) -> None:
+        self.count(integration, event, tenant)
+
+    async def asnapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
+        return self.snapshot(integration, tenant, plan)
+
     def describe(self) -> str:
         """See ``Backend.describe``."""
         return "memory (this process only)"

@@ -22,30 +22,24 @@ import logging
 import re
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import (
-    AskError,
-    ClusterDownError,
-    ClusterError,
-    NoScriptError,
-    ReadOnlyError,
-    RedisClusterException,
-    TryAgainError,
-)
+from redis.exceptions import RedisClusterException
 
 from queue_ratelimit.backends import redis_keys as layout
 from queue_ratelimit.backends import redis_wire as wire
 from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
 from queue_ratelimit.backends.redis_connect import (
+    AsyncClient,
     Client,
     client_from_url,
     describe,
     timeout_warning,
 )
+from queue_ratelimit.backends.redis_steps import Steps
 from queue_ratelimit.backends.redis_tools import RedisTools
 from queue_ratelimit.errors import BackendError, ConfigError
 from queue_ratelimit.policy.state import (
@@ -57,6 +51,7 @@ from queue_ratelimit.policy.state import (
     Report,
     ReportResult,
     Reservation,
+    Snapshot,
 )
 
 log = logging.getLogger("queue_ratelimit")
@@ -69,11 +64,6 @@ def _script_source() -> str:
 
 _KEY_CACHE = 4096  # key names kept per backend (tenants beyond it are encoded per call)
 _ARGS_CACHE = 4096  # acquire arguments kept per backend (see acquire)
-# Errors of a cluster that moves slots or fails over, or of a replica just demoted: retried
-# within ``transient_retry`` seconds before they count as an outage. (A multi-key script
-# whose keys are half moved answers TRYAGAIN; the usual decision passes one key and is
-# redirected instead.)
-_TRANSIENT = (TryAgainError, AskError, ClusterDownError, ClusterError, ReadOnlyError)
 _META_EVERY = 300.0  # seconds between a process's writes of an integration's description
 
 
@@ -109,6 +99,10 @@ class RedisBackend(RedisTools):
         transient_retry: seconds a call retries a moving slot, a failover or a demoted
             master (``TRYAGAIN``, ``ASK``, ``CLUSTERDOWN``, ``READONLY``) before it counts
             as an outage.
+        async_client: what the asyncio methods (``aacquire``, ..., which ``AsyncLimiter``
+            calls) use: a URL or a ``redis.asyncio`` client. By default a client per event
+            loop made from ``client`` when it is a URL, else from the blocking client's
+            server (a Cluster or Sentinel client has no default: give a URL).
         clock: tests only: a clock to use instead of the server's ``TIME``.
     """
 
@@ -121,6 +115,7 @@ class RedisBackend(RedisTools):
         remember_for: float = REMEMBER_FOR,
         breaker_poll: float = 1.0,
         transient_retry: float = 2.0,
+        async_client: AsyncClient | str | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
@@ -129,6 +124,7 @@ class RedisBackend(RedisTools):
         if not breaker_poll >= 0:
             raise ConfigError(None, "breaker_poll", breaker_poll, "must be >= 0 seconds")
         if isinstance(client, str):
+            async_client = async_client or client
             client = client_from_url(client)
         else:
             warning = timeout_warning(client)
@@ -149,6 +145,7 @@ class RedisBackend(RedisTools):
         self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...], str, str]] = {}
         self._views: dict[str, wire.View] = {}
         self._described: dict[str, tuple[float, str]] = {}  # integration -> (when, text)
+        self._init_async(async_client)
 
     def describe(self) -> str:
         """See ``Backend.describe``: the server (or cluster, or sentinels) and database, and
@@ -219,28 +216,6 @@ class RedisBackend(RedisTools):
         now = float(self._clock()) if self._clock else wire.NONE
         return wire.HEAD.pack(wire.OPS[op], now, *breaker) + self._plan_bytes(plan) + numbers
 
-    def _run(self, op: str, integration: str, args: Sequence[Any]) -> Any:
-        """One EVALSHA (``args`` after the script's digest); the script is loaded when the
-        server lacks it, and a moving slot or a failover is retried for a short while."""
-        deadline = None
-        pause = 0.02
-        while True:
-            try:
-                try:
-                    return self.client.evalsha(self._sha, *args)
-                except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
-                    self.client.script_load(self._source)
-                    return self.client.evalsha(self._sha, *args)
-            except _TRANSIENT as exc:
-                now = time.monotonic()
-                deadline = deadline or now + self._transient_retry
-                if now + pause > deadline:
-                    raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-                time.sleep(pause)
-                pause = min(pause * 2, 0.2)
-            except redis.RedisError as exc:
-                raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-
     def _key_args(
         self,
         integration: str,
@@ -265,22 +240,25 @@ class RedisBackend(RedisTools):
 
     # -- the integration's breaker ------------------------------------------------------
 
-    def _breaker_op(
+    def _breaker_steps(
         self, op: str, integration: str, plan: Plan, numbers: bytes = b"", word: str = ""
-    ) -> tuple[wire.View, int, tuple[int, float]]:
+    ) -> Steps[tuple[wire.View, int, tuple[int, float]]]:
         """An op on the integration's breaker key: the view it leaves (kept), its answer,
         and the breaker's state and until before it."""
         breaker, meta = layout.integration_keys(self.prefix, integration)
         blob = self._blob(op, plan, numbers)
         args = (2, breaker, meta, blob, word) if op == "view" else (1, breaker, blob, word)
-        state, failures, until, _now, answer, before, before_until = self._run(
-            op, integration, args
-        )
+        state, failures, until, _now, answer, before, before_until = yield op, integration, args
         view = wire.View(state, failures, until / wire.MICRO, time.monotonic())
         self._views[integration] = view
         return view, answer, (before, before_until / wire.MICRO)
 
-    def _current_view(self, integration: str, plan: Plan) -> wire.View:
+    def _breaker_op(
+        self, op: str, integration: str, plan: Plan, numbers: bytes = b"", word: str = ""
+    ) -> tuple[wire.View, int, tuple[int, float]]:
+        return self._drive(self._breaker_steps(op, integration, plan, numbers, word))
+
+    def _current_view(self, integration: str, plan: Plan) -> Steps[wire.View]:
         """The integration's breaker as a decision or a report is passed it: as last seen,
         read again when older than ``breaker_poll`` (this process may also be a fork that
         inherited an old view: RQ's work horse). While the breaker's shard does not answer,
@@ -289,12 +267,15 @@ class RedisBackend(RedisTools):
         if time.monotonic() - view.read < self._breaker_poll:
             return view
         try:
-            return self._view(integration, plan)
+            return (yield from self._view_steps(integration, plan))
         except BackendError:
             view = self._views[integration] = view._replace(read=time.monotonic())
             return view
 
     def _view(self, integration: str, plan: Plan) -> wire.View:
+        return self._drive(self._view_steps(integration, plan))
+
+    def _view_steps(self, integration: str, plan: Plan) -> Steps[wire.View]:
         """The integration's breaker, read now (and kept); the read also writes the
         integration's description for the tools every few minutes."""
         word = ""
@@ -304,32 +285,77 @@ class RedisBackend(RedisTools):
             if described != last or time.monotonic() - when > _META_EVERY:
                 word = described
                 self._described[integration] = (time.monotonic(), described)
-        return self._breaker_op("view", integration, plan, word=word)[0]
+        return (yield from self._breaker_steps("view", integration, plan, word=word))[0]
 
     def _admit(
         self, integration: str, plan: Plan
-    ) -> tuple[tuple[int, float], tuple[float, float, float] | None]:
+    ) -> Steps[tuple[tuple[int, float], tuple[float, float, float] | None]]:
         """The breaker an acquire is passed while the breaker is not closed (the verdict of
         an ADMIT on its key), and when this caller took the probe, what gives it back."""
-        view, answer, before = self._breaker_op("admit", integration, plan)
+        view, answer, before = yield from self._breaker_steps("admit", integration, plan)
         if answer == 0:
             return (wire.CLOSED, 0.0), None
         if answer == 1:
             return (view.state, view.until), None
         return (wire.HALF_OPEN, 0.0), (before[0], before[1], view.until)
 
+    # -- the ops: each written once as steps, run by ``_drive`` or (asyncio) ``_adrive`` --
+
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
+        return self._drive(self._acquire_steps(request, plan))
+
+    def report(self, report: Report, plan: Plan) -> ReportResult:
+        """See ``Backend.report``: the key's rates, then (for a failure, or a success while
+        the breaker counts failures or is not closed) the integration's breaker."""
+        return self._drive(self._report_steps(report, plan))
+
+    def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
+        """See ``Backend.release``."""
+        return self._drive(self._release_steps(integration, tenant, lease_id))
+
+    def check(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
+        """See ``Backend.check``: one small call."""
+        return self._drive(self._check_steps(integration, tenant))
+
+    def count(self, integration: str, event: str, tenant: str | None = None) -> None:
+        """See ``Backend.count``."""
+        self._drive(self._count_steps(integration, event, tenant))
+
+    async def aacquire(self, request: AcquireRequest, plan: Plan) -> Decision:
+        """``acquire`` on the running event loop's asyncio client."""
+        return await self._adrive(self._acquire_steps(request, plan))
+
+    async def areport(self, report: Report, plan: Plan) -> ReportResult:
+        """``report`` on the running event loop's asyncio client."""
+        return await self._adrive(self._report_steps(report, plan))
+
+    async def arelease(self, integration: str, tenant: str | None, lease_id: str) -> bool:
+        """``release`` on the running event loop's asyncio client."""
+        return await self._adrive(self._release_steps(integration, tenant, lease_id))
+
+    async def acheck(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
+        """``check`` on the running event loop's asyncio client."""
+        return await self._adrive(self._check_steps(integration, tenant))
+
+    async def acount(self, integration: str, event: str, tenant: str | None = None) -> None:
+        """``count`` on the running event loop's asyncio client."""
+        await self._adrive(self._count_steps(integration, event, tenant))
+
+    async def asnapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
+        """``snapshot`` on the running event loop's asyncio client."""
+        return await self._adrive(self._snapshot_steps(integration, tenant, plan))
+
+    def _acquire_steps(self, request: AcquireRequest, plan: Plan) -> Steps[Decision]:
         integration = request.integration
         breaker, probe = (wire.CLOSED, 0.0), None
-        if self._current_view(integration, plan).state != wire.CLOSED:
-            breaker, probe = self._admit(integration, plan)
+        if (yield from self._current_view(integration, plan)).state != wire.CLOSED:
+            breaker, probe = yield from self._admit(integration, plan)
         args = self._acquire_args(request, plan, breaker)
-        reply = self._run("acquire", integration, args)
-        reason, wait, epoch, now, seq, *reserved = reply
+        reason, wait, epoch, now, seq, *reserved = yield "acquire", integration, args
         granted = reason <= wire.LAST_GRANT
         if probe is not None and not granted:  # the probe goes to the next caller
-            self._breaker_op("unprobe", integration, plan, wire.pack(probe))
+            yield from self._breaker_steps("unprobe", integration, plan, wire.pack(probe))
         promise, recheck = None, None
         if reserved:
             slot, back, *marks = reserved
@@ -391,9 +417,7 @@ class RedisBackend(RedisTools):
             self._acquires[key] = (plan, head, event, names.stored_name)
         return head + _words(request.lease_id or "", event, names.stored_name)
 
-    def report(self, report: Report, plan: Plan) -> ReportResult:
-        """See ``Backend.report``: the key's rates, then (for a failure, or a success while
-        the breaker counts failures or is not closed) the integration's breaker."""
+    def _report_steps(self, report: Report, plan: Plan) -> Steps[ReportResult]:
         feedback = report.feedback
         numbers = [wire.opt(feedback.seq), wire.opt(report.epoch), wire.opt(report.retry_after)]
         for lim in plan.limits:
@@ -406,14 +430,14 @@ class RedisBackend(RedisTools):
         lease = report.lease_id or ""
         blob = self._blob(report.kind, plan, wire.pack(numbers))
         args = self._key_args(report.integration, report.tenant, blob, lease, leases=bool(lease))
-        epoch_now, decreased, old, new, cool, *held = self._run(
-            report.kind, report.integration, args
-        )
-        view = self._current_view(report.integration, plan)
+        epoch_now, decreased, old, new, cool, *held = yield report.kind, report.integration, args
+        view = yield from self._current_view(report.integration, plan)
         changed = False
         if report.kind == FAILURE or (report.kind == SUCCESS and (view.state or view.failures)):
             outcome = wire.pack([1.0 if report.kind == SUCCESS else 0.0])
-            view, changed_code, _ = self._breaker_op("outcome", report.integration, plan, outcome)
+            view, changed_code, _ = yield from self._breaker_steps(
+                "outcome", report.integration, plan, outcome
+            )
             changed = changed_code == 1
         return ReportResult(
             epoch_now,
@@ -426,26 +450,23 @@ class RedisBackend(RedisTools):
             exhausted=bool(held and held[0]),
         )
 
-    def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
-        """See ``Backend.release``."""
+    def _release_steps(self, integration: str, tenant: str | None, lease_id: str) -> Steps[bool]:
         blob = self._blob("release", wire.NO_PLAN)
         args = self._key_args(integration, tenant, blob, lease_id, leases=True)
-        (released,) = self._run("release", integration, args)
+        (released,) = yield "release", integration, args
         return bool(released == 1)
 
-    def check(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
-        """See ``Backend.check``: one small call."""
+    def _check_steps(self, integration: str, tenant: str | None) -> Steps[tuple[int, float] | None]:
         args = self._key_args(integration, tenant, self._blob("check", wire.NO_PLAN))
-        exists, epoch, cool = self._run("check", integration, args)
+        exists, epoch, cool = yield "check", integration, args
         return (int(epoch), cool / wire.MICRO) if exists else None
 
-    def count(self, integration: str, event: str, tenant: str | None = None) -> None:
-        """See ``Backend.count``."""
+    def _count_steps(self, integration: str, event: str, tenant: str | None) -> Steps[None]:
         if event not in wire.EVENTS:
             raise ValueError(f"event must be one of {wire.EVENTS}, not {event!r}")
         word = str(wire.EVENTS.index(event) + 1)
         args = self._key_args(integration, tenant, self._blob("count", wire.NO_PLAN), word)
-        self._run("count", integration, args)
+        yield "count", integration, args
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """See ``Backend.set_breaker``."""

@@ -16,10 +16,15 @@ block its callers for as long as it hangs).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.asyncio.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
@@ -29,34 +34,95 @@ from queue_ratelimit.backends import REDIS_SCHEMES, URL_FORMS, redacted
 from queue_ratelimit.errors import ConfigError
 
 Client = redis.Redis | RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 CONNECT_TIMEOUT, REPLY_TIMEOUT = 1.0, 2.0
 USAGE = f"use {URL_FORMS}"
 
 
-def _fast_fail() -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Kit:
+    """redis-py's classes for one I/O style: blocking, or ``redis.asyncio``."""
+
+    redis: Any
+    cluster: Any
+    node: Any
+    sentinel: Any
+    retry: Any
+
+
+_BLOCKING = _Kit(redis.Redis, RedisCluster, ClusterNode, Sentinel, Retry)
+_ASYNCIO = _Kit(
+    redis.asyncio.Redis,
+    redis.asyncio.cluster.RedisCluster,
+    redis.asyncio.cluster.ClusterNode,
+    redis.asyncio.sentinel.Sentinel,
+    redis.asyncio.retry.Retry,
+)
+
+
+def _fast_fail(kit: _Kit = _BLOCKING) -> dict[str, Any]:
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": REPLY_TIMEOUT,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+        "retry": kit.retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
     }
 
 
 def client_from_url(url: str, field: str = "url") -> Client:
     """A fast-failing client for ``url``; ``ConfigError`` naming ``field`` when it is not one
     of the forms above (the message never shows a password)."""
+    client: Client = _from_url(url, field, _BLOCKING)
+    return client
+
+
+def async_client_from_url(url: str, field: str = "url") -> AsyncClient:
+    """``client_from_url`` for an event loop: a ``redis.asyncio`` client of the same kind,
+    failing as fast. Its connections belong to the loop that first uses them."""
+    client: AsyncClient = _from_url(url, field, _ASYNCIO)
+    return client
+
+
+def _from_url(url: str, field: str, kit: _Kit) -> Any:
     if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
         shown = redacted(url) if isinstance(url, str) else url
         raise ConfigError(None, field, shown, USAGE)
     scheme = url.partition("://")[0]
     try:
         if scheme.endswith("+cluster"):
-            return _cluster(url, scheme.startswith("rediss"))
+            return _cluster(url, scheme.startswith("rediss"), kit)
         if scheme.endswith("+sentinel"):
-            return _sentinel(url, scheme.startswith("rediss"))
-        return redis.Redis.from_url(url, **_fast_fail())
+            return _sentinel(url, scheme.startswith("rediss"), kit)
+        return kit.redis.from_url(url, **_fast_fail(kit))
     except (ValueError, IndexError) as exc:
         raise ConfigError(None, field, redacted(url), f"{exc}; {USAGE}") from exc
+
+
+def async_twin(client: Client) -> AsyncClient | None:
+    """A ``redis.asyncio`` client to the one server ``client`` talks to, with its
+    credentials and database, failing fast; None for a Cluster or Sentinel client (give the
+    backend a URL or an asyncio client for those)."""
+    if isinstance(client, RedisCluster):
+        return None
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        return None
+    kwargs = {
+        key: value
+        for key, value in pool.connection_kwargs.items()
+        if key in _TWIN_FIELDS and value is not None
+    }
+    if "path" in kwargs:
+        kwargs["unix_socket_path"] = kwargs.pop("path")
+    if pool.connection_class is redis.SSLConnection:
+        kwargs["ssl"] = True
+    twin: AsyncClient = redis.asyncio.Redis(**kwargs, **_fast_fail(_ASYNCIO))
+    return twin
+
+
+_TWIN_FIELDS = frozenset(
+    ("host", "port", "path", "db", "username", "password", "client_name", "ssl_ca_certs")
+)
 
 
 def fail_fast_copy(connection: redis.Redis) -> redis.Redis:
@@ -88,35 +154,30 @@ def _hosts(netloc: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, creds
 
 
-def _cluster(url: str, tls: bool) -> RedisCluster:
+def _cluster(url: str, tls: bool, kit: _Kit) -> Any:
     parts = urlsplit(url)
     nodes, creds = _hosts(parts.netloc)
     if parts.path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has database 0 only")
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in nodes],  # type: ignore[no-untyped-call]
+    return kit.cluster(
+        startup_nodes=[kit.node(host, port) for host, port in nodes],
         ssl=tls,
         require_full_coverage=False,
         **creds,
-        **_fast_fail(),
+        **_fast_fail(kit),
     )
 
 
-def _sentinel(url: str, tls: bool) -> redis.Redis:
+def _sentinel(url: str, tls: bool, kit: _Kit) -> Any:
     parts = urlsplit(url)
     nodes, creds = _hosts(parts.netloc)
     path = [part for part in parts.path.split("/") if part]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ValueError("the path must be /service_name or /service_name/db")
-    options = {**_fast_fail(), "ssl": tls}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        nodes,
-        sentinel_kwargs={**creds, **options},
-        **options,
-    )
+    options = {**_fast_fail(kit), "ssl": tls}
+    sentinel = kit.sentinel(nodes, sentinel_kwargs={**creds, **options}, **options)
     db = int(path[1]) if len(path) == 2 else 0
-    client: redis.Redis = sentinel.master_for(path[0], db=db, **creds, **options)  # type: ignore[no-untyped-call]
-    return client
+    return sentinel.master_for(path[0], db=db, **creds, **options)
 
 
 def describe(client: Client) -> str:

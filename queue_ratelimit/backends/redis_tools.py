@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 
 from queue_ratelimit.backends import redis_keys as layout
 from queue_ratelimit.backends import redis_wire as wire
-from queue_ratelimit.backends.redis_connect import Client
+from queue_ratelimit.backends.redis_steps import ScriptRunner, Steps
 from queue_ratelimit.errors import BackendError
 from queue_ratelimit.policy.state import Plan, Snapshot
 
@@ -42,22 +42,19 @@ def batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-class RedisTools:
+class RedisTools(ScriptRunner):
     """The operator tools' side of ``RedisBackend`` (see the module)."""
 
-    client: Client
     prefix: str
-    _source: str
-    _sha: str
     _views: dict[str, wire.View]
 
     # the backend's own (redis.py), which these use
     _names: Callable[[str, str | None], layout.KeyNames]
-    _run: Callable[[str, str, Sequence[Any]], Any]
     _blob: Callable[..., bytes]
     _key_args: Callable[..., tuple[Any, ...]]
     _breaker_op: Callable[..., tuple[wire.View, int, tuple[int, float]]]
     _view: Callable[[str, Plan], wire.View]
+    _view_steps: Callable[[str, Plan], Steps[wire.View]]
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix (on every master of a cluster):
@@ -97,8 +94,12 @@ class RedisTools:
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``: the key, then its integration's breaker (read afresh,
         which refreshes what this process's decisions are passed)."""
-        reply = self._key_snapshot(integration, tenant, plan)
-        return wire.snapshot_from(reply, self._view(integration, plan), plan)
+        return self._drive(self._snapshot_steps(integration, tenant, plan))
+
+    def _snapshot_steps(self, integration: str, tenant: str | None, plan: Plan) -> Steps[Snapshot]:
+        args = self._key_args(integration, tenant, self._blob("snapshot", plan), leases=True)
+        reply = yield "snapshot", integration, args
+        return wire.snapshot_from(reply, (yield from self._view_steps(integration, plan)), plan)
 
     def snapshots(
         self, integration: str, tenants: Sequence[str | None], plan: Plan
@@ -170,12 +171,6 @@ class RedisTools:
             self.client.script_load(self._source)  # (a cluster client: on every master)
         except redis.RedisError as exc:
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
-
-    def _key_snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Any:
-        """The script's snapshot of one key (without its integration's breaker)."""
-        blob = self._blob("snapshot", plan)
-        args = self._key_args(integration, tenant, blob, leases=True)
-        return self._run("snapshot", integration, args)
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""

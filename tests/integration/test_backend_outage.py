@@ -7,7 +7,7 @@ shared state once Redis answers again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,6 +49,9 @@ def _limiter(url: str, mode: str, prefix: str = "qrl-outage") -> Limiter:
     return Limiter(RedisBackend(url, prefix=prefix), {"svc": config}, probe_interval=0.05)
 
 
+Facade = Callable[[Limiter], Any]  # the ``facade`` fixture: the limiter, or an async one
+
+
 def _answers(limiter: Limiter) -> bool:
     """Whether the limiter decides at all (shared or local), not whether it grants."""
     try:
@@ -59,10 +62,10 @@ def _answers(limiter: Limiter) -> bool:
 
 
 def test_fail_closed_refuses_without_raising_elsewhere_and_recovers(
-    private_redis: RedisProcess, outages: list[tuple[str, dict[str, Any]]]
+    private_redis: RedisProcess, outages: list[tuple[str, dict[str, Any]]], facade: Facade
 ) -> None:
     server = private_redis.start()
-    limiter = _limiter(server.url, "closed")
+    limiter = facade(_limiter(server.url, "closed"))
     assert limiter.acquire("svc").granted
     server.stop()
     with pytest.raises(BackendUnavailable) as caught:
@@ -86,9 +89,9 @@ def test_fail_closed_refuses_without_raising_elsewhere_and_recovers(
 
 
 def test_fail_open_decides_locally_at_a_share_of_the_rate(
-    private_redis: RedisProcess, outages: list[tuple[str, dict[str, Any]]]
+    private_redis: RedisProcess, outages: list[tuple[str, dict[str, Any]]], facade: Facade
 ) -> None:
-    limiter = _limiter(private_redis.url, "open")  # Redis unreachable from the start
+    limiter = facade(_limiter(private_redis.url, "open"))  # Redis unreachable from the start
     first = limiter.acquire("svc")
     second = limiter.acquire("svc")
     assert first.granted and second.granted  # local decisions: work goes on
@@ -207,12 +210,12 @@ def test_one_caller_per_interval_probes_and_a_call_from_before_the_outage_proves
 
 
 def test_a_lease_given_back_during_an_outage_is_released_when_redis_returns(
-    private_redis: RedisProcess,
+    private_redis: RedisProcess, facade: Facade
 ) -> None:
     server = private_redis.start()
     config = SVC.replace(max_concurrent=1, lease_ttl=300.0, max_wait=5.0)
-    limiter = Limiter(
-        RedisBackend(server.url, prefix="qrl-lease"), {"svc": config}, probe_interval=0.05
+    limiter = facade(
+        Limiter(RedisBackend(server.url, prefix="qrl-lease"), {"svc": config}, probe_interval=0.05)
     )
     held = limiter.acquire("svc")
     assert held.granted and held.lease is not None

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 
 import aiohttp
 import pytest
 
-from queue_ratelimit import IntegrationConfig, Limiter, MemoryBackend, RateLimited
+from queue_ratelimit import IntegrationConfig, Limiter, RateLimited
 from queue_ratelimit.http import BY_TOKEN, token_tenant
 from queue_ratelimit.http_aiohttp import RateLimitMiddleware
-from queue_ratelimit.policy.state import AcquireRequest, Decision, Plan, Report, ReportResult
 from queue_ratelimit.testing import HiddenLimitUpstream
+from tests.support import BlockingCounted
 
 API = IntegrationConfig(name="api", rate_limit_per_sec=5.0, burst_size=2.0, max_rate=100.0)
 
@@ -30,39 +29,27 @@ async def _get_all(middleware: RateLimitMiddleware, urls: list[str], token: str 
         return await asyncio.gather(*(one(url) for url in urls))
 
 
-class ThreadRecordingBackend(MemoryBackend):
-    """A memory backend that notes the thread of every decision and report it makes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threads: set[int] = set()
-
-    def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
-        self.threads.add(threading.get_ident())
-        return super().acquire(request, plan)
-
-    def report(self, report: Report, plan: Plan) -> ReportResult:
-        self.threads.add(threading.get_ident())
-        return super().report(report, plan)
-
-
-def test_concurrent_tasks_are_served_once_without_blocking_the_loop() -> None:
-    backend = ThreadRecordingBackend()
+def test_concurrent_tasks_are_served_once_without_a_blocking_call(
+    redis_url: str, key_prefix: str
+) -> None:
+    backend = BlockingCounted(redis_url, prefix=key_prefix)
     limiter = Limiter(backend, {"api": API})
     middleware = RateLimitMiddleware(limiter, "api", max_wait=10.0, retries=10)
     ids = [uuid.uuid4().hex for _ in range(50)]
-    loop_thread: list[int] = []
 
     async def main(base: str) -> list[int]:
-        loop_thread.append(threading.get_ident())
-        return await _get_all(middleware, [f"{base}/api/{call_id}" for call_id in ids])
+        try:
+            return await _get_all(middleware, [f"{base}/api/{call_id}" for call_id in ids])
+        finally:
+            await backend.aclose()
 
     with HiddenLimitUpstream(10, 1.0) as upstream:
         # debug mode: a coroutine never awaited, or a call from the wrong thread, raises
         statuses = asyncio.run(main(upstream.url), debug=True)
         assert statuses == [200] * len(ids)
         assert upstream.served_once(set(ids))  # 429s met were waited out, none lost
-    assert backend.threads and loop_thread[0] not in backend.threads  # never on the loop
+    assert backend.blocking == 0  # every decision and report awaited redis.asyncio
+    assert limiter.snapshot("api").exists  # (and they reached the shared state)
 
 
 def test_a_backoff_raises_without_retries_and_tokens_key_tenants() -> None:

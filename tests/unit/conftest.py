@@ -1,9 +1,14 @@
-"""The shared behaviour suite's fixture: one limiter per backend over the test's fake clock."""
+"""The shared behaviour suite's fixture: one limiter per backend over the test's fake clock.
+
+Each backend runs twice (``facade``): under ``Limiter``, and under an ``AsyncLimiter``
+whose coroutines the same tests drive on an event loop of their own.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -18,7 +23,9 @@ MakeLimiter = Callable[..., Limiter]
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
-def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimiter:
+def make_limiter(
+    request: pytest.FixtureRequest, clock: FakeClock, facade: Callable[[Limiter], Any]
+) -> MakeLimiter:
     """Build a limiter over the parametrised backend, sharing the test's fake clock."""
 
     url, prefix = None, None
@@ -41,7 +48,7 @@ def make_limiter(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimite
                 clock=clock,
                 remember_for=remember_for,
             )
-        return Limiter(backend, {config.name: config})  # type: ignore[arg-type]
+        return facade(Limiter(backend, {config.name: config}))  # type: ignore[arg-type,no-any-return]
 
     make.kind = request.param  # type: ignore[attr-defined]
     make.url = url  # type: ignore[attr-defined]
