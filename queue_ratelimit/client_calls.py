@@ -25,6 +25,7 @@ from queue_ratelimit.outcome import Outcome
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.signals_body import MAX_BODY_BYTES
 from queue_ratelimit.policy.state import BACKOFF, Decision
+from queue_ratelimit.runner import CONFIRM_AFTER
 
 __all__ = [
     "BY_TOKEN",
@@ -270,6 +271,37 @@ class ClientCalls:
             context.raise_rate_limited(RateLimited(decision.wait, integration, tenant))
         return _Call(integration, tenant, cost, decision)
 
+    def ready(self, request: Request) -> _Call:
+        """Acquire and sleep the wait; a wait of ``CONFIRM_AFTER`` or more is confirmed
+        once slept (``Limiter.holds``): a slot that a backoff met meanwhile voided is asked
+        for once more, rather than sent into the cooldown."""
+        for again in (False, True):
+            call = self.before(request)
+            wait = call.decision.wait
+            if wait > 0:
+                time.sleep(wait)
+            if again or wait < CONFIRM_AFTER:
+                return call
+            if self.limiter.holds(call.integration, call.tenant, call.decision):
+                return call
+            self.abandon(call)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aready(self, request: Request) -> _Call:
+        """``ready`` on the async limiter."""
+        for again in (False, True):
+            call = await self.abefore(request)
+            wait = call.decision.wait
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if again or wait < CONFIRM_AFTER:
+                return call
+            if await self.alimiter.holds(call.integration, call.tenant, call.decision):
+                return call
+            if call.decision.lease:
+                await self.alimiter.release(call.integration, call.tenant, call.decision.lease)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def exchange(
         self,
         request: Any,
@@ -287,9 +319,7 @@ class ClientCalls:
         it all anyway, so its size does not matter); the response is closed when the report
         raises (a ``RateLimited``, or a task's requeue carrier).
         """
-        call = self.before(request)
-        if call.decision.wait > 0:
-            time.sleep(call.decision.wait)
+        call = self.ready(request)
         try:
             response = send()
         except transport_errors:
@@ -319,9 +349,7 @@ class ClientCalls:
     ) -> A:
         """``exchange`` on an event loop, with the async limiter: no blocking call, waits
         are ``asyncio.sleep``."""
-        call = await self.abefore(request)
-        if call.decision.wait > 0:
-            await asyncio.sleep(call.decision.wait)
+        call = await self.aready(request)
         try:
             response = await send()
         except transport_errors:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -77,14 +77,23 @@ class ScriptRunner:
     _transient_retry: float
 
     def _init_async(self, source: AsyncClient | str | None) -> None:
-        """Where the asyncio clients come from: a URL (one client per loop), a client (for
-        the loop it belongs to), or None: a twin of the blocking client's server."""
-        if source is None:
-            source = async_twin(self.client)
-        self._async_source = source
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        """Where the asyncio clients come from: a URL (a client made per loop), a client
+        (used as it is: the caller's to close), or None: a twin of the blocking client's
+        server, made per loop (none for a Cluster or Sentinel client)."""
+        self._async_source: AsyncClient | Callable[[], AsyncClient | None] | None
+        if isinstance(source, str):
+            url = source
+            self._async_source = lambda: async_client_from_url(url)
+        elif source is None:
+            self._async_source = None if async_twin(self.client) is None else self._twin
+        else:
+            self._async_source = source
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
+
+    def _twin(self) -> AsyncClient | None:
+        return async_twin(self.client)
 
     def check_async(self) -> None:
         """Raise ``ConfigError`` when this backend cannot run under an event loop: it was
@@ -105,16 +114,14 @@ class ScriptRunner:
         source = self._async_source
         if source is None:
             self.check_async()
-        if not isinstance(source, str):
+        if not callable(source):
             return source
         loop = asyncio.get_running_loop()
         made = self._async_clients.get(loop)
         if made is None:
-            made = self._async_clients[loop] = (async_client_from_url(source), asyncio.Lock())
+            made = self._async_clients[loop] = (source(), asyncio.Lock())
         client, starting = made
-        if isinstance(client, AsyncCluster) and not client._initialize:
-            return client
-        if isinstance(client, AsyncCluster):
+        if isinstance(client, AsyncCluster) and client._initialize:
             async with starting:
                 try:
                     await client.initialize()  # (returns at once once started)
@@ -123,7 +130,8 @@ class ScriptRunner:
         return client
 
     async def aclose(self) -> None:
-        """Close the running loop's asyncio client (the blocking one stays open)."""
+        """Close the asyncio client this backend made for the running loop (one handed in
+        is the caller's to close; the blocking client stays open)."""
         made = self._async_clients.pop(asyncio.get_running_loop(), None)
         if made is not None:
             await made[0].aclose()
