@@ -98,6 +98,15 @@ def _from_url(url: str, field: str, kit: _Kit) -> Any:
         raise ConfigError(None, field, redacted(url), f"{exc}; {USAGE}") from exc
 
 
+async def aclose_client(client: AsyncClient) -> None:
+    """Close an asyncio client made here, with the connections a Sentinel client keeps to
+    the sentinels (closing the master's client leaves them open)."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
 def async_twin(client: Client) -> AsyncClient | None:
     """A ``redis.asyncio`` client to the one server ``client`` talks to, with its
     credentials and database, failing fast; None for a Cluster or Sentinel client (give the

@@ -32,6 +32,7 @@ from redis.exceptions import (
 from queue_ratelimit.backends.redis_connect import (
     AsyncClient,
     Client,
+    aclose_client,
     async_client_from_url,
     async_twin,
 )
@@ -134,7 +135,7 @@ class ScriptRunner:
         is the caller's to close; the blocking client stays open)."""
         made = self._async_clients.pop(asyncio.get_running_loop(), None)
         if made is not None:
-            await made[0].aclose()
+            await aclose_client(made[0])
 
     def _run(self, op: str, integration: str, args: Sequence[Any]) -> Any:
         """One EVALSHA; the script is loaded when the server lacks it, and a moving slot or
