@@ -116,6 +116,7 @@ class AsyncLimiter:
         cooldown_wait: float | None = None,
         max_sleepers: int | None = None,
         refusal_event: str | None = None,
+        tokens: bool = False,
     ) -> Decision:
         """See ``Limiter.acquire``: ask for a slot; never sleeps."""
         prepared, request = self.sync._acquire_request(
@@ -128,6 +129,7 @@ class AsyncLimiter:
             cooldown_wait,
             max_sleepers,
             refusal_event,
+            tokens,
         )
 
         def op(backend: Backend, plan: Plan) -> Awaitable[Decision]:

@@ -165,6 +165,7 @@ class Limiter:
         cooldown_wait: float | None = None,
         max_sleepers: int | None = None,
         refusal_event: str | None = None,
+        tokens: bool = False,
     ) -> Decision:
         """Ask for a slot; never sleeps.
 
@@ -177,6 +178,7 @@ class Limiter:
         requeued task returns, and it is granted without paying twice. A backoff voids
         earlier reservations; a void one is simply a fresh acquire. With ``refusal_event``
         a refusal adds one to that fleet-wide count (``stats``) in the same round trip.
+        With ``tokens``, a grant answers each limit's tokens left (``Decision.tokens``).
         """
         prepared, request = self._acquire_request(
             integration,
@@ -188,6 +190,7 @@ class Limiter:
             cooldown_wait,
             max_sleepers,
             refusal_event,
+            tokens,
         )
         decision = self._guard.call(prepared, tenant, partial(_acquire, request))
         self._announce(request, decision, cost)
@@ -204,6 +207,7 @@ class Limiter:
         cooldown_wait: float | None,
         max_sleepers: int | None,
         refusal_event: str | None,
+        tokens: bool = False,
     ) -> tuple[Prepared, AcquireRequest]:
         """An acquire's arguments as the backend takes them (the config's defaults filled)."""
         prepared = self._resolve(integration, tenant)
@@ -219,6 +223,7 @@ class Limiter:
             config.cooldown_wait if cooldown_wait is None else cooldown_wait,
             max_sleepers,
             refusal_event,
+            tokens,
         )
         return prepared, request
 

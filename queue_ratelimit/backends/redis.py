@@ -356,8 +356,10 @@ class RedisBackend(RedisTools):
         granted = reason <= wire.LAST_GRANT
         if probe is not None and not granted:  # the probe goes to the next caller
             yield from self._breaker_steps("unprobe", integration, plan, wire.pack(probe))
-        promise, recheck = None, None
-        if reserved:
+        promise, recheck, tokens = None, None, None
+        if granted and reserved:  # the tokens left, asked for
+            tokens = tuple(left / wire.MICRO for left in reserved)
+        elif reserved:
             slot, back, *marks = reserved
             promise = Reservation(
                 epoch, slot / wire.MICRO, tuple(mark / wire.MICRO for mark in marks)
@@ -373,6 +375,7 @@ class RedisBackend(RedisTools):
             request.lease_id if granted and plan.max_concurrent else None,
             seq,
             recheck,
+            tokens,
         )
 
     def _acquire_args(
@@ -394,13 +397,15 @@ class RedisBackend(RedisTools):
                 request.cooldown_wait,
                 request.max_sleepers,
                 request.refusal_event,
+                request.tokens,
                 cost,
             )
             kept = self._acquires.get(key)
             if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
                 return kept[1] + _words(request.lease_id or "", kept[2], kept[3])
         held = (reservation.epoch, reservation.slot) if reservation else (wire.NONE, wire.NONE)
-        numbers = [request.max_wait, request.reserve, *held]
+        flags = (1.0 if request.reserve else 0.0) + (2.0 if request.tokens else 0.0)
+        numbers = [request.max_wait, flags, *held]
         numbers += [wire.opt(request.cooldown_wait), wire.opt(request.max_sleepers)]
         numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
         if reservation and len(reservation.due) == len(plan.limits):

@@ -313,7 +313,10 @@ def _grant(
     if probe:
         brk.start_probe(breaker, now, plan.breaker_open_seconds)
         reason = "probe"
-    return Decision(True, slot - now, reason, state.epoch, None, now, lease, state.seq)
+    left = None
+    if request.tokens:
+        left = tuple(state.buckets[lim.name].tokens for lim in plan.limits)
+    return Decision(True, slot - now, reason, state.epoch, None, now, lease, state.seq, None, left)
 
 
 def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Reservation) -> float:

@@ -118,6 +118,9 @@ class Decision:
             so the upstream's ``remaining`` can be corrected for calls granted since.
         recheck: with a reservation, when to come back: its slot, or sooner if the rate
             climbs on as AIMD climbs it (``None``: the same as ``wait``).
+        tokens: when the acquire asked for them and was granted, each limit's tokens left
+            after paying, at ``now`` (below 0: the debt of a slot granted ahead), in the
+            plan's order: what an inbound limiter tells its clients (``RateLimit: r=``).
     """
 
     granted: bool
@@ -129,6 +132,7 @@ class Decision:
     lease: str | None = None
     seq: int = 0
     recheck: float | None = None
+    tokens: tuple[float, ...] | None = None
 
     def __init__(
         self,
@@ -141,6 +145,7 @@ class Decision:
         lease: str | None = None,
         seq: int = 0,
         recheck: float | None = None,
+        tokens: tuple[float, ...] | None = None,
     ) -> None:
         # One decision per acquire: the generated frozen __init__ sets each field through
         # object.__setattr__, about 1 us of the acquire's client side; this is a quarter.
@@ -154,6 +159,7 @@ class Decision:
             lease=lease,
             seq=seq,
             recheck=recheck,
+            tokens=tokens,
         )
 
     @property
@@ -197,6 +203,7 @@ class AcquireRequest(NamedTuple):
         max_sleepers: the most places in line waited for (None: no cap).
         refusal_event: the fleet-wide event a refusal counts, in the same round trip (the
             task gate's ``"requeues"``: it requeues every task refused a slot).
+        tokens: a grant answers each limit's tokens left (``Decision.tokens``).
     """
 
     integration: str
@@ -209,6 +216,7 @@ class AcquireRequest(NamedTuple):
     cooldown_wait: float | None = None
     max_sleepers: int | None = None
     refusal_event: str | None = None
+    tokens: bool = False
 
 
 SUCCESS, BACKOFF, FAILURE = "success", "backoff", "failure"

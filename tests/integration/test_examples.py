@@ -21,7 +21,9 @@ from keyring.backend import KeyringBackend
 from keyring.backends import fail
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NOT_RUN_HERE = {"limiter_demo"}  # no upstream and no task framework: a simulated clock
+# limiter_demo: no upstream and no task framework (a simulated clock); inbound_api: an app
+# that uvicorn serves (tests/integration/test_inbound.py runs it)
+NOT_RUN_HERE = {"limiter_demo", "inbound_api"}
 
 TASKS = {  # each example: how many tasks it runs
     "airtable_celery": 30,

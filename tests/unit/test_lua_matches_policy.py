@@ -40,6 +40,7 @@ acquire_op = st.tuples(
     st.booleans(),  # redeem the last reservation
     st.sampled_from([None, 0.0, 0.3, 2.0]),  # cooldown_wait
     st.sampled_from([None, 1, 2]),  # max_sleepers
+    st.booleans(),  # a grant answers its tokens left
 )
 quota_value = st.one_of(
     st.none(), st.tuples(st.sampled_from([0, 1, 5, 50]), st.sampled_from([0.0, 0.5, 2.0, 10.0]))
@@ -74,7 +75,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
             clock.advance(float(op[1]))  # type: ignore[arg-type]
             continue
         if op[0] == "acquire":
-            _, req, tok, max_wait, reserve, redeem, cooldown_wait, sleepers = op
+            _, req, tok, max_wait, reserve, redeem, cooldown_wait, sleepers, left = op
             res = last.reservation if (redeem and last is not None) else None
             decision = limiter.acquire(
                 "svc",
@@ -84,6 +85,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                 reservation=res,
                 cooldown_wait=cooldown_wait,  # type: ignore[arg-type]
                 max_sleepers=sleepers,  # type: ignore[arg-type]
+                tokens=bool(left),
             )
             last = decision
             out.append(
@@ -97,6 +99,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                     decision.lease is not None,
                     decision.epoch,
                     decision.seq,
+                    decision.tokens,
                 )
             )
             continue

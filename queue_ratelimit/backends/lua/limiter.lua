@@ -46,7 +46,8 @@
 --         breaker_threshold, breaker_open_seconds, then per limit its 's' name and 6 doubles
 --         rate, burst, min_rate, max_rate, increase, decrease; then the op's numbers, doubles
 --         to the end, NaN = none:
---   acquire:  max_wait, reserve (0/1), reservation epoch, reservation slot,
+--   acquire:  max_wait, reserve (bit 1: reserve; bit 2: a grant answers its tokens left),
+--             reservation epoch, reservation slot,
 --             cooldown_wait (none = max_wait), max_sleepers (none = no cap),
 --             then n costs, then n reservation dues (credit marks; none = use the slot)
 --   success, backoff, failure: seq, epoch, retry_after,
@@ -63,7 +64,8 @@
 --
 -- Returns arrays of integers; times, rates and tokens in millionths (seconds -> us):
 --   acquire:  {reason (OK, REDEEMED and PROBE are grants; a grant with a concurrency limit
---             took the lease), wait, epoch, now, seq}, and with a reservation: its slot,
+--             took the lease), wait, epoch, now, seq}, and for a grant asked for its tokens,
+--             each limit's tokens left; with a reservation: its slot,
 --             recheck (-1 = wait) and n dues (each element of an answer costs Redis about
 --             as much as a line of the rules, so the usual answer is short)
 --   success, backoff, failure: {epoch, decreased (0/1), old rate, new rate, cooldown left},
@@ -201,7 +203,7 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
   -- limit's adjustment, published remaining and reset_after
   -- (one `local` per unpack, with the format chosen by op: assigning a list of locals
   -- declared before costs a move per value; the values past an op's own are unused)
-  local name, _, burst, lo, hi, inc, _, a1, _, a3, a4, a5, a6, a7 =
+  local name, _, burst, lo, hi, inc, _, a1, a2, a3, a4, a5, a6, a7 =
     struct.unpack(op == ACQUIRE and '<sddddddddddddd' or '<sdddddddddddd', blob, at)
   local usual = a3 ~= a3  -- acquire: no reservation held (NaN)
   if op == SUCCESS then usual = a4 == 0 and not (a5 == a5 and a6 == a6 and a6 > 0) end
@@ -292,6 +294,10 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
           end
           local w, m = wait * 1000000 + 0.5, now * 1000000 + 0.5
           answer = {OK, w - w % 1, epoch, m - m % 1, seq}
+          if a2 >= 2 then  -- the tokens left, asked for (an inbound limiter's RateLimit)
+            local k = t * 1000000 + 0.5
+            answer[6] = k - k % 1
+          end
         end
       end
       if answer then  -- the key lives idle_ttl past its cooldown, schedule and debt
@@ -573,7 +579,8 @@ if op == ACQUIRE then
   local max_wait, reserve, res_epoch, res_slot, cooldown_wait, sleepers
   max_wait, reserve, res_epoch, res_slot, cooldown_wait, sleepers, at =
     struct.unpack('<dddddd', blob, at)
-  max_wait, reserve = max_wait + SLACK, reserve == 1
+  local tokens_wanted = reserve >= 2  -- reserve's second bit: a grant answers its tokens
+  max_wait, reserve = max_wait + SLACK, reserve % 2 == 1
   if res_epoch ~= res_epoch then res_epoch = false end  -- NaN: none
   if cooldown_wait ~= cooldown_wait then cooldown_wait = false end
   if sleepers ~= sleepers then sleepers = false end
@@ -680,6 +687,9 @@ if op == ACQUIRE then
     slot_out, recheck, dues_out = slot, recheck_of(dues, wait, limits, now, cool, growth), dues
   until true
   out = {reason, micro(wait), epoch, micro(now), seq}
+  if reason <= PROBE and tokens_wanted then
+    for i = 1, n do out[5 + i] = micro(limits[i].t) end
+  end
   if slot_out ~= 0 then
     out[6], out[7] = micro(slot_out), -1
     if recheck then out[7] = micro(recheck) end
