@@ -38,6 +38,7 @@ from queue_ratelimit.backends import Backend, open_backend
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.inbound import Rule, fields_for_grant, fields_for_refusal, key_name
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.header_values import policy_name
 from queue_ratelimit.policy.state import Decision
 
 __all__ = ["InboundLimiter", "InboundRateLimitMiddleware", "Verdict"]
@@ -91,6 +92,9 @@ class InboundLimiter:
         names = [rule.name for rule in rules]
         if len(set(names)) != len(names):
             raise ConfigError(None, "rules", names, "each rule needs a name of its own")
+        policies = [policy_name(f'"{n}"') for rule in rules for n in rule.policy_names()]
+        if len(set(policies)) != len(policies):  # ("a" with two rates has "a-2": so may "a-2")
+            raise ConfigError(None, "rules", names, "two rules' policies share a name")
         if isinstance(backend, str):
             backend = open_backend(backend, prefix=prefix, field="backend")
         self.rules = rules

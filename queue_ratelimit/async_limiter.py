@@ -152,6 +152,15 @@ class AsyncLimiter:
         Raises:
             RateLimited: the slot is further than ``timeout`` (or ``max_wait``).
         """
+        decision = await self._slot(integration, tenant, cost, timeout)
+        if decision.wait > 0:
+            await self._sleep(decision.wait)
+        return decision
+
+    async def _slot(
+        self, integration: str, tenant: str | None, cost: Cost, timeout: float | None
+    ) -> Decision:
+        """``wait``'s grant, not yet slept; ``RateLimited`` past ``timeout``."""
         decision = await self.acquire(
             integration,
             tenant,
@@ -162,8 +171,6 @@ class AsyncLimiter:
         )
         if not decision.granted:
             raise RateLimited(decision.wait, integration, tenant)
-        if decision.wait > 0:
-            await self._sleep(decision.wait)
         return decision
 
     def call(
@@ -355,11 +362,13 @@ async def _call(
     cost: Cost,
     timeout: float | None,
 ) -> AsyncIterator[AsyncCall]:
-    decision = await limiter.wait(integration, tenant, cost, timeout=timeout)
+    decision = await limiter._slot(integration, tenant, cost, timeout)
     call = AsyncCall(integration, tenant, decision)
     try:
+        if decision.wait > 0:
+            await limiter._sleep(decision.wait)
         yield call
-    except BaseException:
+    except BaseException:  # cancelled while it slept or ran, or the block's own error
         if decision.lease:
             await asyncio.shield(limiter.release(integration, tenant, decision.lease))
         raise

@@ -278,12 +278,16 @@ class ClientCalls:
         for again in (False, True):
             call = self.before(request)
             wait = call.decision.wait
-            if wait > 0:
-                time.sleep(wait)
-            if again or wait < CONFIRM_AFTER:
-                return call
-            if self.limiter.holds(call.integration, call.tenant, call.decision):
-                return call
+            try:
+                if wait > 0:
+                    time.sleep(wait)
+                if again or wait < CONFIRM_AFTER:
+                    return call
+                if self.limiter.holds(call.integration, call.tenant, call.decision):
+                    return call
+            except BaseException:  # interrupted while it slept: its lease goes back
+                self.abandon(call)
+                raise
             self.abandon(call)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -292,14 +296,17 @@ class ClientCalls:
         for again in (False, True):
             call = await self.abefore(request)
             wait = call.decision.wait
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if again or wait < CONFIRM_AFTER:
-                return call
-            if await self.alimiter.holds(call.integration, call.tenant, call.decision):
-                return call
-            if call.decision.lease:
-                await self.alimiter.release(call.integration, call.tenant, call.decision.lease)
+            try:
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if again or wait < CONFIRM_AFTER:
+                    return call
+                if await self.alimiter.holds(call.integration, call.tenant, call.decision):
+                    return call
+            except BaseException:  # cancelled while it slept: its lease goes back
+                self.abandon_later(call)
+                raise
+            self.abandon_later(call)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def exchange(
@@ -330,7 +337,12 @@ class ClientCalls:
             raise
         status = response.status_code
         wanted = self.wants_body(call, status, response.headers, whole)
-        body = body_of(response) if wanted else None
+        try:
+            body = body_of(response) if wanted else None
+        except BaseException:  # the body could not be read: nothing to report
+            self.abandon(call)
+            close(response)
+            raise
         try:
             self.after(call, status, response.headers, body, response)
         except BaseException:
@@ -360,7 +372,12 @@ class ClientCalls:
             raise
         status = status_of(response)
         wanted = self.wants_body(call, status, response.headers)
-        body = await body_of(response) if wanted else None
+        try:
+            body = await body_of(response) if wanted else None
+        except BaseException:  # unreadable, or cancelled while read: nothing to report
+            self.abandon_later(call)
+            await asyncio.shield(close(response))
+            raise
         try:
             await self.aafter(call, status, response.headers, body, response)
         except BaseException:  # a RateLimited, or a task's requeue carrier

@@ -68,6 +68,10 @@ class Rate:
                 raise ConfigError(None, f"rate.{name}", value, "must be a number")
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(None, f"rate.{name}", value, "must be a finite number > 0")
+            if name != "burst" and value != int(value):  # q and w are whole in the fields
+                raise ConfigError(
+                    None, f"rate.{name}", value, "must be a whole number (0.5/s: Rate(1, per=2))"
+                )
         if self.burst is not None and self.burst < 1:
             raise ConfigError(None, "rate.burst", self.burst, "must be >= 1 (one request)")
         if self.limit / self.per > 1e6:
@@ -95,6 +99,10 @@ class Adaptive:
     min_share: float = 0.1
 
     def __post_init__(self) -> None:
+        if isinstance(self.statuses, str | int) or not all(
+            isinstance(code, int) and 100 <= code <= 599 for code in self.statuses
+        ):
+            raise ConfigError(None, "adaptive.statuses", self.statuses, "give HTTP status codes")
         if not 0 < self.min_share <= 1:
             raise ConfigError(None, "adaptive.min_share", self.min_share, "must be in (0, 1]")
         if self.slow_after is not None and not self.slow_after > 0:
@@ -142,6 +150,17 @@ class Rule:
         if not rates or not all(isinstance(rate, Rate) for rate in rates):
             raise ConfigError(self.name, "rates", self.rates, "give one Rate or more")
         object.__setattr__(self, "rates", rates)
+        if self.adaptive is not None and len(rates) > 1:
+            raise ConfigError(
+                self.name,
+                "adaptive",
+                self.adaptive,
+                "an adaptive rule has one rate (a backoff empties every bucket of its key): "
+                "put a day's rate in a rule of its own",
+            )
+        for field_name in ("paths", "methods"):
+            if isinstance(getattr(self, field_name), str):
+                raise ConfigError(self.name, field_name, getattr(self, field_name), "give a tuple")
         for path in self.paths:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ConfigError(self.name, "paths", path, "each must start with /")
@@ -240,8 +259,12 @@ def by_header(name: str, *, digest: bool = True) -> KeyFunction:
 
 
 def by_route(request: Any) -> str | None:
-    """The request's method and path: a limit per endpoint."""
-    return f"{request.method} {request.url.path}"
+    """The request's method and route: its path template once the app routed it (a FastAPI
+    dependency: ``GET /items/{item_id}``), else its literal path (a middleware runs before
+    routing: each path its own key; bound them with a rule's ``paths`` instead)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None) or request.url.path
+    return f"{request.method} {path}"
 
 
 def _policy(name: str, rate: Rate) -> str:

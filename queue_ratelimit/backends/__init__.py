@@ -47,6 +47,7 @@ def open_backend(url: str, *, prefix: str = "qrl", field: str = "url") -> Backen
         from queue_ratelimit.backends.redis import RedisBackend
         from queue_ratelimit.backends.redis_connect import client_from_url
 
-        return RedisBackend(client_from_url(url, field), prefix=prefix)
+        # (the URL again for the asyncio clients: a Cluster or Sentinel client has no twin)
+        return RedisBackend(client_from_url(url, field), prefix=prefix, async_client=url)
     shown = redacted(url) if isinstance(url, str) else url
     raise ConfigError(None, field, shown, f"must be memory:// or a Redis URL: {URL_FORMS}")

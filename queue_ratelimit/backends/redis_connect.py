@@ -108,9 +108,10 @@ async def aclose_client(client: AsyncClient) -> None:
 
 
 def async_twin(client: Client) -> AsyncClient | None:
-    """A ``redis.asyncio`` client to the one server ``client`` talks to, with its
-    credentials and database, failing fast; None for a Cluster or Sentinel client (give the
-    backend a URL or an asyncio client for those)."""
+    """A ``redis.asyncio`` client to the one server ``client`` talks to, with its connection
+    options (credentials, database, TLS, protocol), failing fast; None for a Cluster or
+    Sentinel client, or options the asyncio client does not take (give the backend a URL or
+    an asyncio client for those)."""
     if isinstance(client, RedisCluster):
         return None
     pool = client.connection_pool
@@ -119,18 +120,33 @@ def async_twin(client: Client) -> AsyncClient | None:
     kwargs = {
         key: value
         for key, value in pool.connection_kwargs.items()
-        if key in _TWIN_FIELDS and value is not None
+        if (key in _TWINNED or key.startswith("ssl_")) and value is not None
     }
     if "path" in kwargs:
         kwargs["unix_socket_path"] = kwargs.pop("path")
-    if pool.connection_class is redis.SSLConnection:
+    if issubclass(pool.connection_class, redis.SSLConnection):
         kwargs["ssl"] = True
-    twin: AsyncClient = redis.asyncio.Redis(**kwargs, **_fast_fail(_ASYNCIO))
+    try:
+        twin: AsyncClient = redis.asyncio.Redis(**{**kwargs, **_fast_fail(_ASYNCIO)})
+    except TypeError:
+        return None
     return twin
 
 
-_TWIN_FIELDS = frozenset(
-    ("host", "port", "path", "db", "username", "password", "client_name", "ssl_ca_certs")
+_TWINNED = frozenset(  # (and every ssl_... option)
+    (
+        "host",
+        "port",
+        "path",
+        "db",
+        "username",
+        "password",
+        "credential_provider",
+        "client_name",
+        "protocol",
+        "socket_keepalive",
+        "socket_keepalive_options",
+    )
 )
 
 

@@ -120,6 +120,8 @@ class ScriptRunner:
         loop = asyncio.get_running_loop()
         made = self._async_clients.get(loop)
         if made is None:
+            for closed in [each for each in self._async_clients if each.is_closed()]:
+                del self._async_clients[closed]  # (its client holds the loop: never collected)
             made = self._async_clients[loop] = (source(), asyncio.Lock())
         client, starting = made
         if isinstance(client, AsyncCluster) and client._initialize:

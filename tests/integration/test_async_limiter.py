@@ -131,3 +131,37 @@ def test_sharing_a_sync_limiter_shares_its_backend_and_outage_state(
 
     asyncio.run(main())
     assert sync.snapshot("svc").cooldown_left > 2.0
+
+
+def test_a_call_cancelled_while_it_sleeps_for_its_slot_gives_its_lease_back(
+    redis_url: str, key_prefix: str
+) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix)
+    limiter = _limiter(
+        backend,
+        max_concurrent=1,
+        rate_limit_per_sec=1.0,
+        min_rate=1.0,
+        burst_size=1.0,
+        max_wait=5.0,
+    )
+
+    async def enter() -> None:
+        async with limiter.call("svc"):
+            pass
+
+    async def main() -> int:
+        await enter()  # spends the burst: the next slot is a second away
+        sleeper = asyncio.create_task(enter())
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await limiter.snapshot("svc")).leases == 0:  # it holds the lease, asleep
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        sleeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeper
+        leases = (await limiter.snapshot("svc")).leases
+        await limiter.aclose()
+        return leases
+
+    assert asyncio.run(main()) == 0

@@ -25,6 +25,8 @@ from queue_ratelimit.inbound import (
     key_name,
 )
 
+TWO_RATES = Rule("a", (Rate(1), Rate(5, per=60)))  # its policies: "a" and "a-2"
+
 
 @pytest.mark.parametrize(
     ("make", "field"),
@@ -37,6 +39,16 @@ from queue_ratelimit.inbound import (
         (lambda: Rule("r", ()), "rates"),
         (lambda: Rule("r", (Rate(1),), paths=("api",)), "paths"),
         (lambda: Adaptive(min_share=0), "adaptive.min_share"),
+        (lambda: Adaptive(statuses="500"), "adaptive.statuses"),  # type: ignore[arg-type]
+        (lambda: Rate(0.5), "rate.limit"),  # q and w are whole: Rate(1, per=2)
+        (lambda: Rule("r", (Rate(1),), methods="GET"), "methods"),  # type: ignore[arg-type]
+        (lambda: Rule("r", (Rate(1), Rate(9, per=60)), adaptive=Adaptive()), "adaptive"),
+        (
+            lambda: InboundLimiter(
+                [Rule("a", (Rate(1), Rate(5, per=60))), Rule("a-2", (Rate(1),))]
+            ),
+            "rules",  # both would name a policy "a-2"
+        ),
         (lambda: InboundLimiter([Rule("a", (Rate(1),)), Rule("a", (Rate(2),))]), "rules"),
     ],
 )
