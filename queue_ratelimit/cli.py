@@ -17,6 +17,7 @@ environment (``QUEUE_RATELIMIT_REDIS_URL``, ``QUEUE_RATELIMIT_PREFIX``,
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import threading
@@ -27,7 +28,7 @@ import redis
 from rich.console import Console
 
 from queue_ratelimit.backends import Backend, open_backend, redacted
-from queue_ratelimit.cli_tables import status_table, top_table
+from queue_ratelimit.cli_tables import override_text, status_table, top_table, with_override
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, QueueRateLimitError
 from queue_ratelimit.inspection import (
@@ -39,6 +40,7 @@ from queue_ratelimit.inspection import (
     tool_plan,
 )
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.logs import install_logging
 from queue_ratelimit.policy.state import Plan
 from queue_ratelimit.registry import (
     did_you_mean,
@@ -137,7 +139,11 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
         known(limiter, backend, integration)
     keys = read_keys(limiter, backend, integration)
     if as_json:
-        rows = ",\n".join(json.dumps(state.row()) for state in keys)  # (a key a line)
+        held = {name: limiter.overrides(name) for name in {key.integration for key in keys}}
+        rows = ",\n".join(  # (a key a line)
+            json.dumps(with_override(state.row(), held[state.integration], state.tenant))
+            for state in keys
+        )
         click.echo(f"[\n{rows}\n]" if rows else "[]")
         return
     if not keys:
@@ -150,6 +156,11 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
     console = Console()
     title = f"queue_ratelimit: {len(keys):,} keys under {obj.prefix!r}"
     console.print(status_table(shown, title, console.width, caption))
+    for name in sorted({key.integration for key in keys}):
+        for tenant, override in sorted(
+            limiter.overrides(name).items(), key=lambda item: item[0] or ""
+        ):
+            click.echo(f"override on {_key_text(name, tenant)}: {override_text(override)}")
 
 
 @cli.command()
@@ -237,6 +248,62 @@ def breaker(obj: _Context, action: str, integration: str, seconds: float | None,
         integration, state, plan.breaker_open_seconds if seconds is None else seconds
     )
     click.echo(f"breaker of {integration}: {'open' if action == 'open' else 'closed'}")
+
+
+@cli.command("set")
+@click.argument("integration")
+@click.option("--tenant", default=None, help="Bound one tenant's key only.")
+@click.option("--max-rate", type=float, default=None, help="Highest rate, calls per second.")
+@click.option("--min-rate", type=float, default=None, help="Lowest rate AIMD may fall to.")
+@click.option("--rate", type=float, default=None, help="Pin the rate: both bounds at once.")
+@click.pass_obj
+def set_override(
+    obj: _Context,
+    integration: str,
+    tenant: str | None,
+    max_rate: float | None,
+    min_rate: float | None,
+    rate: float | None,
+) -> None:
+    """Bound an integration's rate (or one tenant's) for every running worker, until
+    ``unset``: they obey it within their breaker_poll (1 s by default). Logged, with you."""
+    if rate is not None:
+        if max_rate is not None or min_rate is not None:
+            raise click.UsageError("--rate pins the rate: give it alone, or the bounds")
+        max_rate = min_rate = rate
+    limiter, backend = obj.limiter()
+    known(limiter, backend, integration)
+    install_logging()
+    override = limiter.set_override(
+        integration, tenant, max_rate=max_rate, min_rate=min_rate, by=_operator()
+    )
+    click.echo(f"override on {_key_text(integration, tenant)}: {override_text(override)}")
+
+
+@cli.command("unset")
+@click.argument("integration")
+@click.option("--tenant", default=None, help="The tenant's override only.")
+@click.pass_obj
+def unset_override(obj: _Context, integration: str, tenant: str | None) -> None:
+    """Remove an override ``set`` made: the workers' config holds again."""
+    limiter, _ = obj.limiter()
+    if tenant not in limiter.overrides(integration):
+        raise click.ClickException(f"no override on {_key_text(integration, tenant)}")
+    install_logging()
+    limiter.clear_override(integration, tenant, by=_operator())
+    click.echo(f"override removed from {_key_text(integration, tenant)}")
+
+
+def _operator() -> str:
+    """Who runs the command, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _key_text(integration: str, tenant: str | None) -> str:
+    return f"{integration}:{tenant}" if tenant else f"{integration} (all its keys)"
 
 
 @cli.group()

@@ -8,15 +8,18 @@ shown as ``owed N``.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich import box
 from rich.table import Table
 
 from queue_ratelimit.inspection import Key, KeyState, utc_text
+from queue_ratelimit.policy.overrides import Override, combined
 
 __all__ = ["number", "shorten", "status_table", "top_table"]
 
@@ -190,3 +193,27 @@ def status_table(keys: Sequence[KeyState], title: str, width: int, caption: str 
         Column("leases", _described(lambda s: str(s.snapshot.leases) if s.snapshot else "-"), 5),
     ]
     return _render(title, keys, columns, width, caption)
+
+
+def override_text(override: Override) -> str:
+    """An override in one line: its bounds, who set it and when (UTC)."""
+    bounds = []
+    if override.max_rate is not None and override.max_rate == override.min_rate:
+        bounds.append(f"pinned at {override.max_rate:g}/s")
+    else:
+        if override.max_rate is not None:
+            bounds.append(f"max {override.max_rate:g}/s")
+        if override.min_rate is not None:
+            bounds.append(f"min {override.min_rate:g}/s")
+    when = datetime.datetime.fromtimestamp(override.at, datetime.timezone.utc)
+    return f"{', '.join(bounds)} (set by {override.by or '?'} at {when:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+def with_override(
+    row: dict[str, Any], overrides: Mapping[str | None, Override], tenant: str | None
+) -> dict[str, Any]:
+    """A ``status --json`` row with the bounds that hold for its key, when any do."""
+    bounds = combined(overrides, tenant)
+    if bounds is not None:
+        row["override"] = {"max_rate": bounds[0], "min_rate": bounds[1]}
+    return row

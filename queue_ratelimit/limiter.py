@@ -27,6 +27,7 @@ from queue_ratelimit.hosts import (
 from queue_ratelimit.outage import OutageGuard
 from queue_ratelimit.outcome import Outcome, classify, feedback_for
 from queue_ratelimit.plans import Cost, Prepared, plan_for
+from queue_ratelimit.policy.overrides import Override
 from queue_ratelimit.policy.signals_http import RateLimitInfo, parse_rate_limit
 from queue_ratelimit.policy.state import (
     BACKOFF,
@@ -469,6 +470,61 @@ class Limiter:
         self.backend.set_breaker(integration, state, seconds)
         event = signals.breaker_opened if state == "open" else signals.breaker_closed
         signals.emit(event, self, integration=integration, tenant=None, forced=True)
+
+    def set_override(
+        self,
+        integration: str,
+        tenant: str | None = None,
+        *,
+        max_rate: float | None = None,
+        min_rate: float | None = None,
+        by: str = "",
+    ) -> Override:
+        """Bound the rate of ``integration`` (or of one ``tenant``'s key) at run time, for
+        every worker sharing the backend, until ``clear_override``: AIMD goes on within
+        ``[min_rate, max_rate]`` (``policy/overrides.py``). ``by`` names who did it: the
+        ``override_set`` signal and its log line carry it.
+
+        The integration need not be configured in this process (an operator's tool acts on
+        what the workers use).
+
+        Raises:
+            ConfigError: bounds that are not rates.
+            InvalidRequest: a name no backend can store.
+        """
+        self._named(integration, tenant)
+        override = Override(max_rate, min_rate, by, time.time())
+        self.backend.set_override(integration, tenant, override)
+        signals.emit(
+            signals.override_set,
+            self,
+            integration=integration,
+            tenant=tenant,
+            max_rate=max_rate,
+            min_rate=min_rate,
+            by=by,
+        )
+        return override
+
+    def clear_override(self, integration: str, tenant: str | None = None, *, by: str = "") -> None:
+        """Remove the bounds ``set_override`` set: the config's hold again."""
+        self._named(integration, tenant)
+        self.backend.set_override(integration, tenant, None)
+        signals.emit(signals.override_cleared, self, integration=integration, tenant=tenant, by=by)
+
+    def overrides(self, integration: str) -> dict[str | None, Override]:
+        """The overrides set on ``integration`` now, by tenant (None: the integration's)."""
+        self._named(integration, None)
+        return self.backend.overrides(integration)
+
+    @staticmethod
+    def _named(integration: str, tenant: str | None) -> None:
+        if not isinstance(integration, str) or not integration:
+            raise InvalidRequest(f"integration must be a non-empty string, not {integration!r}")
+        _check_name("integration", integration)
+        if tenant is not None and (not isinstance(tenant, str) or not tenant):
+            raise InvalidRequest(f"{integration}: tenant must be a non-empty string or None")
+        _check_name("tenant", tenant)
 
     def count(self, integration: str, event: str, tenant: str | None = None) -> None:
         """Add one to the key's fleet-wide count of ``event`` (``requeues``,

@@ -31,6 +31,8 @@ _LEVELS: dict[str, int] = {
     "quota_exhausted": logging.WARNING,
     "backend_unavailable": logging.ERROR,
     "backend_recovered": logging.WARNING,
+    "override_set": logging.WARNING,
+    "override_cleared": logging.WARNING,
 }
 _installed: list[tuple[NamedSignal, Callable[..., None]]] = []
 
@@ -57,6 +59,13 @@ def _line(event: str, fields: dict[str, Any]) -> str:
         detail = f"limiter backend unavailable, failing {fields['mode']}: {fields['error']}"
     elif event == "backend_recovered":
         detail = f"limiter backend recovered after {fields['down_for']:.1f}s"
+    elif event == "override_set":
+        bounds = [
+            f"{name} {fields[name]:g}/s" for name in ("max_rate", "min_rate") if fields.get(name)
+        ]
+        detail = f"override set by {fields.get('by') or '?'}: {', '.join(bounds)}"
+    elif event == "override_cleared":
+        detail = f"override removed by {fields.get('by') or '?'}"
     else:
         detail = event.replace("_", " ") + (" by an operator" if fields.get("forced") else "")
     return f"queue_ratelimit {target}{task}: {detail}"
@@ -81,8 +90,8 @@ def log_start(
 
 
 def install_logging(logger: logging.Logger | None = None) -> None:
-    """Log requeues, backoffs, breaker transitions, exhausted budgets and backend outages
-    (idempotent)."""
+    """Log requeues, backoffs, breaker transitions, exhausted budgets, backend outages and
+    operators' overrides (idempotent)."""
     if _installed:
         return
     target = logger or logging.getLogger("queue_ratelimit")

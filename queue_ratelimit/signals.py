@@ -24,6 +24,8 @@ __all__ = [
     "breaker_opened",
     "budget_exhausted",
     "emit",
+    "override_cleared",
+    "override_set",
     "quota_exhausted",
     "rate_changed",
     "reservation_redeemed",
@@ -71,6 +73,17 @@ quota_exhausted: NamedSignal = _events.signal(
     "the key holds until then and tasks are parked without spending budget; sent once per "
     "hold, by the report that opened or lengthened it. Fields: integration, tenant, "
     "retry_after, until (epoch seconds).",
+)
+override_set: NamedSignal = _events.signal(
+    "override_set",
+    doc="An operator set run-time bounds on a key's rate (queue-ratelimit set, "
+    "Limiter.set_override); every worker obeys them within breaker_poll. Fields: integration, "
+    "tenant (None: the whole integration), max_rate, min_rate (None: the config's), by.",
+)
+override_cleared: NamedSignal = _events.signal(
+    "override_cleared",
+    doc="An operator removed a key's run-time bounds (queue-ratelimit unset); the config's "
+    "hold again. Fields: integration, tenant, by.",
 )
 backend_unavailable: NamedSignal = _events.signal(
     "backend_unavailable",

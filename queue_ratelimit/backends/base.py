@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from queue_ratelimit.errors import ConfigError
+from queue_ratelimit.policy.overrides import Override
 from queue_ratelimit.policy.state import (
     AcquireRequest,
     Decision,
@@ -108,6 +109,16 @@ class Backend(Protocol):
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """Force the integration's breaker ``open`` (for ``open_seconds``) or ``closed``."""
+        ...
+
+    def set_override(self, integration: str, tenant: str | None, override: Override | None) -> None:
+        """Store an operator's bounds on the rate of ``integration`` (``tenant`` None: all
+        its keys) in the shared state, or remove them (``override`` None); every process's
+        decisions obey them (``policy/overrides.py``)."""
+        ...
+
+    def overrides(self, integration: str) -> dict[str | None, Override]:
+        """The overrides set on ``integration``, by tenant (None: the integration's own)."""
         ...
 
     def purge(self, integration: str) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
 from queue_ratelimit.policy import aimd, climb, quota
 from queue_ratelimit.policy import breaker as brk
+from queue_ratelimit.policy.overrides import Override, combined, overridden
 from queue_ratelimit.policy.state import (
     BACKOFF,
     FAILURE,
@@ -56,6 +57,8 @@ class MemoryBackend:
         self._keys: dict[_Key, tuple[KeyState, float]] = {}  # state, expiry (idle_ttl)
         self._breakers: dict[str, brk.BreakerState] = {}
         self._plans: dict[str, Plan] = {}
+        self._overrides: dict[str, dict[str | None, Override]] = {}
+        self._bounded_plans: dict[tuple[int, Any], tuple[Plan, Plan]] = {}
         self._ops = 0
 
     def _load(self, key: _Key, now: float) -> KeyState | None:
@@ -83,6 +86,35 @@ class MemoryBackend:
             gone = now - self._remember_for
             for stale in [k for k, (_, exp) in self._keys.items() if exp <= gone]:
                 del self._keys[stale]
+
+    def set_override(self, integration: str, tenant: str | None, override: Override | None) -> None:
+        """See ``Backend.set_override``."""
+        with self._lock:
+            held = self._overrides.setdefault(integration, {})
+            if override is None:
+                held.pop(tenant, None)
+            else:
+                held[tenant] = override
+            if not held:
+                del self._overrides[integration]
+
+    def overrides(self, integration: str) -> dict[str | None, Override]:
+        """See ``Backend.overrides``."""
+        with self._lock:
+            return dict(self._overrides.get(integration, {}))
+
+    def _bounded(self, integration: str, tenant: str | None, plan: Plan) -> Plan:
+        """``plan`` within the overrides set for the key (the same object while none is)."""
+        held = self._overrides.get(integration)
+        bounds = combined(held, tenant) if held and plan.limits else None
+        if bounds is None:
+            return plan
+        made = self._bounded_plans.get((id(plan), bounds))
+        if made is None or made[0] is not plan:
+            if len(self._bounded_plans) > 1024:
+                self._bounded_plans.clear()
+            made = self._bounded_plans[(id(plan), bounds)] = (plan, overridden(plan, bounds))
+        return made[1]
 
     def _apply(
         self,
@@ -114,11 +146,12 @@ class MemoryBackend:
             return decision
 
         self._plans[request.integration] = plan
-
+        plan = self._bounded(request.integration, request.tenant, plan)
         return self._apply(request.integration, request.tenant, plan, step)
 
     def report(self, report: Report, plan: Plan) -> ReportResult:
         """See ``Backend.report``."""
+        plan = self._bounded(report.integration, report.tenant, plan)
 
         def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
             if report.lease_id:
@@ -204,6 +237,7 @@ class MemoryBackend:
                 del self._keys[key]
             self._breakers.pop(integration, None)
             self._plans.pop(integration, None)
+            self._overrides.pop(integration, None)
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every live key, of ``integration`` only when given (a list taken under the lock)."""

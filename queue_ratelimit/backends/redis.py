@@ -42,6 +42,7 @@ from queue_ratelimit.backends.redis_connect import (
 from queue_ratelimit.backends.redis_steps import Steps
 from queue_ratelimit.backends.redis_tools import RedisTools
 from queue_ratelimit.errors import BackendError, ConfigError
+from queue_ratelimit.policy.overrides import Override, combined, overridden
 from queue_ratelimit.policy.state import (
     FAILURE,
     SUCCESS,
@@ -145,6 +146,7 @@ class RedisBackend(RedisTools):
         self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...], str, str]] = {}
         self._views: dict[str, wire.View] = {}
         self._described: dict[str, tuple[float, str]] = {}  # integration -> (when, text)
+        self._bounded_plans: dict[tuple[int, Any], tuple[Plan, Plan]] = {}
         self._init_async(async_client)
 
     def describe(self) -> str:
@@ -156,7 +158,8 @@ class RedisBackend(RedisTools):
         """The Redis keys of one limiter key: state, leases, and the integration's breaker
         and description (``redis_keys`` tells the layout)."""
         names = self._names(integration, tenant)
-        return (names.state, names.leases, *layout.integration_keys(self.prefix, integration))
+        breaker, meta, _ = layout.integration_keys(self.prefix, integration)
+        return (names.state, names.leases, breaker, meta)
 
     def _names(self, integration: str, tenant: str | None) -> layout.KeyNames:
         names = self._keys.get((integration, tenant))
@@ -245,11 +248,22 @@ class RedisBackend(RedisTools):
     ) -> Steps[tuple[wire.View, int, tuple[int, float]]]:
         """An op on the integration's breaker key: the view it leaves (kept), its answer,
         and the breaker's state and until before it."""
-        breaker, meta = layout.integration_keys(self.prefix, integration)
+        breaker, meta, held = layout.integration_keys(self.prefix, integration)
         blob = self._blob(op, plan, numbers)
-        args = (2, breaker, meta, blob, word) if op == "view" else (1, breaker, blob, word)
-        state, failures, until, _now, answer, before, before_until = yield op, integration, args
-        view = wire.View(state, failures, until / wire.MICRO, time.monotonic())
+        if op == "view":
+            args: tuple[Any, ...] = (3, breaker, meta, held, blob, word)
+        else:
+            args = (1, breaker, blob, word)
+        state, failures, until, _now, answer, before, before_until, *pairs = yield (
+            op,
+            integration,
+            args,
+        )
+        if op == "view":
+            overrides = wire.overrides_from(pairs)
+        else:  # (what the last VIEW read)
+            overrides = self._views.get(integration, wire.CLEAN).overrides
+        view = wire.View(state, failures, until / wire.MICRO, time.monotonic(), overrides)
         self._views[integration] = view
         return view, answer, (before, before_until / wire.MICRO)
 
@@ -298,6 +312,45 @@ class RedisBackend(RedisTools):
         if answer == 1:
             return (view.state, view.until), None
         return (wire.HALF_OPEN, 0.0), (before[0], before[1], view.until)
+
+    # -- the operators' overrides (policy/overrides.py) ---------------------------------------
+
+    def set_override(self, integration: str, tenant: str | None, override: Override | None) -> None:
+        """See ``Backend.set_override``: written to the integration's overrides hash; this
+        process's next decision reads it again (others' within ``breaker_poll``)."""
+        held = layout.integration_keys(self.prefix, integration)[2]
+        field = wire.override_field(tenant)
+        try:
+            if override is None:
+                self.client.hdel(held, field)
+            else:
+                self.client.hset(held, field, override.to_json())
+        except redis.RedisError as exc:
+            raise BackendError(f"redis override failed for {integration!r}: {exc}") from exc
+        self._views.pop(integration, None)
+
+    def overrides(self, integration: str) -> dict[str | None, Override]:
+        """See ``Backend.overrides``."""
+        held = layout.integration_keys(self.prefix, integration)[2]
+        try:
+            pairs: dict[Any, Any] = self.client.hgetall(held)  # type: ignore[assignment]
+        except redis.RedisError as exc:
+            raise BackendError(f"redis overrides failed for {integration!r}: {exc}") from exc
+        flat = [part for pair in pairs.items() for part in pair]
+        return dict(wire.overrides_from(flat))
+
+    def _bounded(self, plan: Plan, view: wire.View, tenant: str | None) -> Plan:
+        """``plan`` within the overrides the view holds for the key (kept per plan and
+        bounds: the packed plan and the acquire's arguments are cached by the plan)."""
+        bounds = combined(view.overrides, tenant) if plan.limits else None
+        if bounds is None:
+            return plan
+        made = self._bounded_plans.get((id(plan), bounds))
+        if made is None or made[0] is not plan:
+            if len(self._bounded_plans) > 1024:
+                self._bounded_plans.clear()
+            made = self._bounded_plans[(id(plan), bounds)] = (plan, overridden(plan, bounds))
+        return made[1]
 
     # -- the ops: each written once as steps, run by ``_drive`` or (asyncio) ``_adrive`` --
 
@@ -349,7 +402,10 @@ class RedisBackend(RedisTools):
     def _acquire_steps(self, request: AcquireRequest, plan: Plan) -> Steps[Decision]:
         integration = request.integration
         breaker, probe = (wire.CLOSED, 0.0), None
-        if (yield from self._current_view(integration, plan)).state != wire.CLOSED:
+        view = yield from self._current_view(integration, plan)
+        if view.overrides:
+            plan = self._bounded(plan, view, request.tenant)
+        if view.state != wire.CLOSED:
             breaker, probe = yield from self._admit(integration, plan)
         args = self._acquire_args(request, plan, breaker)
         reason, wait, epoch, now, seq, *reserved = yield "acquire", integration, args
@@ -423,6 +479,9 @@ class RedisBackend(RedisTools):
         return head + _words(request.lease_id or "", event, names.stored_name)
 
     def _report_steps(self, report: Report, plan: Plan) -> Steps[ReportResult]:
+        view = yield from self._current_view(report.integration, plan)
+        if view.overrides:  # (bounded as the acquire before it was)
+            plan = self._bounded(plan, view, report.tenant)
         feedback = report.feedback
         numbers = [wire.opt(feedback.seq), wire.opt(report.epoch), wire.opt(report.retry_after)]
         for lim in plan.limits:
@@ -436,7 +495,6 @@ class RedisBackend(RedisTools):
         blob = self._blob(report.kind, plan, wire.pack(numbers))
         args = self._key_args(report.integration, report.tenant, blob, lease, leases=bool(lease))
         epoch_now, decreased, old, new, cool, *held = yield report.kind, report.integration, args
-        view = yield from self._current_view(report.integration, plan)
         changed = False
         if report.kind == FAILURE or (report.kind == SUCCESS and (view.state or view.failures)):
             outcome = wire.pack([1.0 if report.kind == SUCCESS else 0.0])

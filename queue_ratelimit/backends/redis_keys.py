@@ -7,7 +7,9 @@ every shard of a Redis Cluster while the keys one decision touches share one slo
 * ``{P:I:t=T}:state.v5`` and ``{P:I:t=T}:leases``: tenant ``T`` of integration ``I``;
 * ``{P:I}:breaker.v3``: the integration's circuit breaker, shared by its tenants;
 * ``{P:I}:meta``: the integration's limits and settings as its workers last wrote them, so
-  the operator tools show and act on keys without the workers' config file.
+  the operator tools show and act on keys without the workers' config file;
+* ``{P:I}:overrides.v1``: the operators' run-time overrides (a hash: ``=`` for the
+  integration, ``=T`` for tenant ``T``, each an ``Override``'s JSON), read with the breaker.
 
 ``P`` is the prefix (letters, digits and ``_.:-``); ``I`` an integration name
 (``[a-z][a-z0-9_-]*``, never a ``:``); ``T`` the tenant percent-encoded (so ``:``, ``{``,
@@ -27,6 +29,7 @@ from urllib.parse import quote, unquote
 # suffixes named for the layouts of limiter.lua, which other versions do not read: a fleet
 # that mixes versions never has them overwrite each other's state, each keeps its own
 STATE, LEASES, BREAKER, META = ":state.v5", ":leases", ":breaker.v3", ":meta"
+OVERRIDES = ":overrides.v1"
 _TENANT = ":t="
 _MAX_TENANT_KEY = 128
 _DIGEST = re.compile(r"#[0-9a-f]{64}")
@@ -69,10 +72,10 @@ def key_names(prefix: str, integration: str, tenant: str | None) -> KeyNames:
     return KeyNames(base + STATE, base + LEASES, stored_name)
 
 
-def integration_keys(prefix: str, integration: str) -> tuple[str, str]:
-    """The integration's breaker and description keys."""
+def integration_keys(prefix: str, integration: str) -> tuple[str, str, str]:
+    """The integration's breaker, description and overrides keys."""
     base = _tag(prefix, integration)
-    return base + BREAKER, base + META
+    return base + BREAKER, base + META, base + OVERRIDES
 
 
 def patterns(prefix: str, integration: str | None = None) -> list[str]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.aimd import fresh_views
+from queue_ratelimit.policy.overrides import Override
 from queue_ratelimit.policy.state import LimitParams, LimitSnapshot, Plan, Snapshot
 
 
@@ -70,15 +72,33 @@ CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
 
 class View(NamedTuple):
-    """The integration's breaker as this process last read or changed it."""
+    """The integration's breaker as this process last read or changed it, and the
+    operators' overrides as last read (with the breaker, by a VIEW)."""
 
     state: int
     failures: int
     until: float  # on the server's clock
     read: float  # time.monotonic() when read
+    overrides: Mapping[str | None, Override] = MappingProxyType({})
 
 
 CLEAN = View(CLOSED, 0, 0.0, float("-inf"))
+
+
+def override_field(tenant: str | None) -> str:
+    """The overrides hash's field of a key: ``=`` the integration's, ``=T`` tenant T's."""
+    return "=" if tenant is None else "=" + tenant
+
+
+def overrides_from(pairs: Sequence[Any]) -> Mapping[str | None, Override]:
+    """The overrides a VIEW answered (field, value pairs); unreadable ones are skipped."""
+    held: dict[str | None, Override] = {}
+    for field, value in zip(pairs[::2], pairs[1::2], strict=False):
+        name = text(field)
+        override = Override.from_json(value) if name.startswith("=") else None
+        if override is not None:
+            held[name[1:] or None] = override
+    return MappingProxyType(held)
 
 
 def plan_json(plan: Plan, idle_ttl: float) -> str:

@@ -36,6 +36,8 @@
 -- KEYS[1] the integration's breaker (string, absent = closed with 0 failures): '<Bdd'
 --         state (CLOSED, OPEN, HALF_OPEN), failures, until
 -- KEYS[2] (VIEW) the integration's description for the tools (a JSON text, ARGV[2])
+-- KEYS[3] (VIEW, optional) the operators' overrides (hash: '' or '=' tenant -> JSON),
+--         answered after the view (policy/overrides.py)
 --
 -- ARGV[1] little-endian binary: '<B' op (ACQUIRE .. SNAPSHOTS), 'd' now in seconds (NaN: the
 --         Redis server's TIME, the default; tests pin it), '<Bd' the breaker as the caller
@@ -78,7 +80,7 @@
 --   check:    {exists (0/1), epoch, cooldown left}: whether a grant still holds
 --   breaker, view, admit, unprobe, outcome: {state, failures, until, now, changed (0/1;
 --             ADMIT: 0 pass, 1 refused, 2 the probe is the caller's), and the state and
---             until before the op}
+--             until before the op}; a VIEW given KEYS[3] then each override's field, value
 
 local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, COUNT = 1, 2, 3, 4, 5, 6, 7
 local BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME = 8, 9, 10, 11, 12
@@ -165,7 +167,12 @@ if op >= BREAKER and op <= OUTCOME then  -- the integration's breaker (policy/br
   end
   if op ~= ADMIT and state ~= before then answer = 1 end
   local u, m, bu = until_ * 1000000 + 0.5, now * 1000000 + 0.5, b_until * 1000000 + 0.5
-  return {state, failures, u - u % 1, m - m % 1, answer, before, bu - bu % 1}
+  local out = {state, failures, u - u % 1, m - m % 1, answer, before, bu - bu % 1}
+  if op == VIEW and KEYS[3] then  -- the operators' overrides: field (tenant), value pairs
+    local held = redis.call('HGETALL', KEYS[3])
+    for i = 1, #held do out[7 + i] = held[i] end
+  end
+  return out
 end
 
 if op == COUNT then  -- one more of an event, in the key's state (none: nothing to count)
