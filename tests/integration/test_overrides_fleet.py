@@ -1,0 +1,80 @@
+"""``set`` while four worker processes run: they take the new bound at their next read of
+the integration's record (``breaker_poll``, 1 s), without a restart."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+import pytest
+
+from queue_ratelimit import IntegrationConfig, Limiter
+from queue_ratelimit.backends.redis import RedisBackend
+from tests.support import new_prefix, wait_until
+
+pytestmark = pytest.mark.redis
+
+FAST, SLOW = 40.0, 10.0
+CONFIG = IntegrationConfig(
+    name="svc",
+    rate_limit_per_sec=FAST,
+    burst_size=1.0,
+    min_rate=1.0,
+    max_rate=FAST,
+    increase_factor=0.0,
+    slow_start=False,
+    max_wait=5.0,
+)
+
+
+def worker(url: str, prefix: str, granted: Any, stop: Any, out: Any) -> None:
+    """Acquire and sleep the wait, back to back, until ``stop``; the time of each grant."""
+    limiter = Limiter(RedisBackend(url, prefix=prefix), {"svc": CONFIG})
+    times = []
+    while not stop.is_set():
+        limiter.wait("svc")
+        times.append(time.time())
+        with granted.get_lock():
+            granted.value += 1
+    out.put(times)
+
+
+def _most_in_one_second(times: list[float]) -> int:
+    times = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def test_a_max_rate_set_while_four_workers_run_holds_from_their_next_poll(
+    redis_url: str,
+) -> None:
+    prefix = new_prefix()
+    ctx = multiprocessing.get_context("spawn")
+    granted, stop, out = ctx.Value("i", 0), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=worker, args=(redis_url, prefix, granted, stop, out)) for _ in "1234"
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        wait_until(lambda: granted.value >= 80, timeout=60)  # two seconds or so at 40/s
+        operator = Limiter(RedisBackend(redis_url, prefix=prefix), {"svc": CONFIG})
+        operator.set_override("svc", max_rate=SLOW, by="test")
+        switched, at_switch = time.time(), granted.value
+        wait_until(lambda: granted.value >= at_switch + 40, timeout=60)  # ~4 s at 10/s
+    finally:
+        stop.set()
+        times = [at for _ in procs for at in out.get(timeout=60)]
+        for proc in procs:
+            proc.join(timeout=30)
+    before = [at for at in times if at < switched]
+    after = [at for at in times if at > switched + 1.2]  # breaker_poll (1 s), and a margin
+    assert _most_in_one_second(before) > SLOW + 2  # faster than the bound allows, fleet-wide
+    assert after and _most_in_one_second(after) <= SLOW + 2  # the new bound: rate + burst
+    rate = (len(after) - 1) / (max(after) - min(after))
+    assert rate <= SLOW * 1.1
