@@ -178,6 +178,14 @@ class LimitConfig:
     decrease_factor: float = field(
         default=0.5, metadata=_help("multiplicative decrease per backoff, in (0, 1)")
     )
+    window: float = field(
+        default=0.0,
+        metadata=_help(
+            "a fixed window instead of a bucket: burst_size units per window of this many "
+            "seconds, aligned to multiples of it since the epoch (86400: each UTC day); 0: a "
+            "token bucket"
+        ),
+    )
 
     def __post_init__(self) -> None:
         prefix = f"limits.{self.name}." if isinstance(self.name, str) else "limits."
@@ -185,7 +193,16 @@ class LimitConfig:
         _check_name(check, self.name, _LIMIT_NAME, "[a-z][a-z0-9_]*")
         if self.name == PRIMARY_LIMIT:
             check.fail("name", self.name, "is reserved for the integration's primary limit")
+        _store(self, "window", check.number("window", self.window, positive=False))
         _check_aimd(self, check)
+
+    @classmethod
+    def per_window(cls, name: str, units: float, window: float) -> LimitConfig:
+        """``units`` per fixed ``window`` seconds, aligned to multiples of it since the
+        epoch (``per_window("day", 10_000, 86_400)``: 10,000 each UTC day, renewed at
+        00:00 UTC); exactly ``units`` are granted in each window, whatever the pace."""
+        rate = units / window if window > 0 else units
+        return cls(name, rate, units, rate, rate, window=window)
 
     @classmethod
     def fields_help(cls) -> dict[str, str]:
@@ -432,6 +449,15 @@ def _limits_from_mapping(check: _Checker, value: object) -> tuple[LimitConfig, .
         if not isinstance(fields, Mapping):
             check.fail(where, fields, "must be a table of the limit's fields")
         _reject_unknown(check, f"{where}.", fields, allowed)
+        window = fields.get("window")
+        if isinstance(window, int | float) and window > 0 and "burst_size" in fields:
+            # a fixed window: burst_size per window; its rates follow (per_window)
+            rate = (
+                fields["burst_size"] / window
+                if isinstance(fields["burst_size"], int | float)
+                else 1.0
+            )
+            fields = {"rate_limit_per_sec": rate, "min_rate": rate, "max_rate": rate, **fields}
         for key in required:
             if key not in fields:
                 check.fail(f"{where}.{key}", None, "is required when defining a new limit")

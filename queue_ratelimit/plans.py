@@ -18,6 +18,10 @@ _ONE_REQUEST: Mapping[str, float] = MappingProxyType({PRIMARY_LIMIT: 1.0})
 
 
 def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
+    window = src.window if isinstance(src, LimitConfig) else 0.0
+    if window > 0:  # a fixed window: burst units each window, at a fixed nominal rate
+        rate = src.burst_size / window
+        return LimitParams(name, rate, src.burst_size, rate, rate, 0.0, src.decrease_factor, window)
     return LimitParams(
         name,
         src.rate_limit_per_sec,

@@ -202,7 +202,14 @@ class RedisBackend(RedisTools):
         packed = head + b"".join(
             wire.name_bytes(lim.name)
             + struct.pack(
-                "<6d", lim.rate, lim.burst, lim.min_rate, lim.max_rate, lim.increase, lim.decrease
+                "<7d",
+                lim.rate,
+                lim.burst,
+                lim.min_rate,
+                lim.max_rate,
+                lim.increase,
+                lim.decrease,
+                lim.window,
             )
             for lim in plan.limits
         )

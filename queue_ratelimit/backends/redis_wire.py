@@ -114,6 +114,7 @@ def plan_json(plan: Plan, idle_ttl: float) -> str:
                     lim.max_rate,
                     lim.increase,
                     lim.decrease,
+                    lim.window,
                 ]
                 for lim in plan.limits
             ],
@@ -135,7 +136,7 @@ def plan_from_json(text: str) -> Plan:
     """The plan a description holds; ``ValueError`` when it is not one."""
     data = json.loads(text)
     try:
-        limits = tuple(LimitParams(str(e[0]), *(float(x) for x in e[1:7])) for e in data["limits"])
+        limits = tuple(LimitParams(str(e[0]), *(float(x) for x in e[1:8])) for e in data["limits"])
         return Plan(
             limits=limits,
             max_concurrent=data["max_concurrent"],

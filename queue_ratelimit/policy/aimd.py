@@ -127,6 +127,8 @@ def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> 
             bucket.credit += max(0.0, bucket.tokens - before)
             bucket.ts = now
         quota.expire(bucket, now)
+        if lim.window > 0 and bucket.quota_left is None:
+            quota.open_window(bucket, now, lim.burst, lim.window)
 
 
 def _slot(
@@ -430,9 +432,11 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
         if pause is None:
             pause = min(plan.cooldown_multiplier / state.buckets[PRIMARY_LIMIT].rate, max_backoff)
         state.cooldown_until = max(state.cooldown_until, now + pause)
-        for bucket in state.buckets.values():
-            bucket.tokens = 0.0
-            bucket.ts = state.cooldown_until
+        for lim in plan.limits:  # (a fixed window's allowance is not the upstream's to cut)
+            if lim.window <= 0 and lim.name in state.buckets:
+                bucket = state.buckets[lim.name]
+                bucket.tokens = 0.0
+                bucket.ts = state.cooldown_until
         pacing.forgive(state)
     elif retry_after is not None and now + retry_after > state.cooldown_until:
         state.cooldown_until = now + retry_after
@@ -468,6 +472,8 @@ def idle_expiry(state: KeyState, now: float, idle_ttl: float) -> float:
     busy = max(0.0, state.cooldown_until - now, state.paced_until - now)
     for bucket in state.buckets.values():
         busy = max(busy, max(0.0, bucket.ts - now) + max(0.0, -bucket.tokens) / bucket.rate)
+        if bucket.quota_rate == 0.0 and bucket.quota_left is not None:  # a window runs: kept
+            busy = max(busy, bucket.quota_until - now)  # (else an idle key would start anew)
     if state.leases:
         busy = max(busy, max(state.leases.values()) - now)
     return busy + idle_ttl
@@ -497,6 +503,8 @@ def snapshot(
         if now > bucket.ts:
             pace = quota.refill_rate(dataclasses.replace(bucket, rate=rate))
             tokens = min(lim.burst, tokens + (now - bucket.ts) * pace)
+        if lim.window > 0 and not quota.active(bucket, now):
+            tokens = lim.burst  # a new window has begun
         views.append(LimitSnapshot(lim.name, rate, tokens, max(0.0, -tokens)))
     live = sum(1 for expiry in state.leases.values() if expiry > now)
     cool = max(0.0, state.cooldown_until - now)

@@ -45,6 +45,16 @@ def expire(bucket: BucketState, now: float) -> None:
         bucket.quota_left, bucket.quota_until, bucket.quota_rate = None, 0.0, 0.0
 
 
+def open_window(bucket: BucketState, now: float, units: float, window: float) -> None:
+    """Start the fixed window ``now`` falls in (aligned to multiples of ``window`` since the
+    epoch): ``units`` to spend until it ends, none refilled meanwhile (a quota of pace 0)."""
+    bucket.quota_left = units
+    bucket.quota_until = (now // window + 1) * window
+    bucket.quota_rate = 0.0
+    bucket.tokens = units
+    bucket.ts = now
+
+
 def hold_until(bucket: BucketState, now: float, cost: float) -> float:
     """The earliest time the quota allows ``cost`` (``now`` when it does already)."""
     if active(bucket, now) and bucket.quota_left is not None and bucket.quota_left < cost:

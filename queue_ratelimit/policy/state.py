@@ -22,6 +22,7 @@ class LimitParams:
     max_rate: float
     increase: float
     decrease: float
+    window: float = 0.0  # seconds of a fixed window (burst units each); 0: a token bucket
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,10 @@ CONFIG = dataclasses.replace(
 )
 # one limit and no concurrency limit: the script decides most acquires on its fast path
 ONE_LIMIT = dataclasses.replace(CONFIG, max_concurrent=None, limits=())
+# a fixed window of 7 requests per 5 s besides the bucket (the ticks cross windows)
+WINDOWED = dataclasses.replace(
+    CONFIG, max_concurrent=None, limits=(LimitConfig.per_window("win", 7.0, 5.0),)
+)
 
 acquire_op = st.tuples(
     st.just("acquire"),
@@ -67,7 +71,9 @@ def _approx(value: object) -> object:
 
 
 def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> list[object]:
-    has_tokens = bool(limiter.config("svc").limits)
+    limits = limiter.config("svc").limits
+    windowed = any(lim.window > 0 for lim in limits)
+    has_tokens = bool(limits) and not windowed
     out: list[object] = []
     last = None
     for op in ops:
@@ -77,9 +83,12 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
         if op[0] == "acquire":
             _, req, tok, max_wait, reserve, redeem, cooldown_wait, sleepers, left = op
             res = last.reservation if (redeem and last is not None) else None
+            cost = {"requests": req, "tokens": tok} if has_tokens else {"requests": req}
+            if windowed:
+                cost = {"requests": req, "win": req}
             decision = limiter.acquire(
                 "svc",
-                cost={"requests": req, "tokens": tok} if has_tokens else {"requests": req},
+                cost=cost,
                 max_wait=max_wait,
                 reserve=bool(reserve),
                 reservation=res,
@@ -153,7 +162,9 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op), min_size=1, max_size=40))
-@pytest.mark.parametrize("config", [CONFIG, ONE_LIMIT], ids=["two-limits", "one-limit"])
+@pytest.mark.parametrize(
+    "config", [CONFIG, ONE_LIMIT, WINDOWED], ids=["two-limits", "one-limit", "windowed"]
+)
 def test_random_sequences_give_identical_answers(
     redis_url: str, config: IntegrationConfig, ops: list[tuple[object, ...]]
 ) -> None:

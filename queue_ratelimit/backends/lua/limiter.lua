@@ -45,8 +45,10 @@
 --         CLOSED and due is the probe an ADMIT granted); the plan: '<B' n, 10 doubles
 --         idle_ttl, remember_for, slow_start (0/1), cooldown_multiplier, max_backoff,
 --         max_quota_wait, max_concurrent (0 = none), lease_ttl,
---         breaker_threshold, breaker_open_seconds, then per limit its 's' name and 6 doubles
---         rate, burst, min_rate, max_rate, increase, decrease; then the op's numbers, doubles
+--         breaker_threshold, breaker_open_seconds, then per limit its 's' name and 7 doubles
+--         rate, burst, min_rate, max_rate, increase, decrease, window (seconds of a fixed
+--         window of burst units, aligned to multiples of it: quota.open_window; 0 = a bucket);
+--         then the op's numbers, doubles
 --         to the end, NaN = none:
 --   acquire:  max_wait, reserve (bit 1: reserve; bit 2: a grant answers its tokens left),
 --             reservation epoch, reservation slot,
@@ -115,7 +117,7 @@ if now ~= now then
 end
 
 if op >= BREAKER and op <= OUTCOME then  -- the integration's breaker (policy/breaker.py)
-  for _ = 1, n do at = select(8, struct.unpack('<sdddddd', blob, at)) end  -- (the limits)
+  for _ = 1, n do at = select(9, struct.unpack('<sddddddd', blob, at)) end  -- (the limits)
   local saved = redis.call('GET', KEYS[1])
   local state, failures, until_ = CLOSED, 0, 0
   if saved then state, failures, until_ = struct.unpack('<Bdd', saved) end
@@ -210,8 +212,8 @@ if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUC
   -- limit's adjustment, published remaining and reset_after
   -- (one `local` per unpack, with the format chosen by op: assigning a list of locals
   -- declared before costs a move per value; the values past an op's own are unused)
-  local name, _, burst, lo, hi, inc, _, a1, a2, a3, a4, a5, a6, a7 =
-    struct.unpack(op == ACQUIRE and '<sddddddddddddd' or '<sdddddddddddd', blob, at)
+  local name, _, burst, lo, hi, inc, _, _, a1, a2, a3, a4, a5, a6, a7 =
+    struct.unpack(op == ACQUIRE and '<sdddddddddddddd' or '<sddddddddddddd', blob, at)
   local usual = a3 ~= a3  -- acquire: no reservation held (NaN)
   if op == SUCCESS then usual = a4 == 0 and not (a5 == a5 and a6 == a6 and a6 > 0) end
   got = redis.call('GET', KEYS[1])
@@ -452,10 +454,10 @@ end
 local function fresh(from)
   local limits = {}
   for i = 1, n do
-    local name, rate, burst, lo, hi, inc, dec
-    name, rate, burst, lo, hi, inc, dec, from = struct.unpack('<sdddddd', blob, from)
+    local name, rate, burst, lo, hi, inc, dec, win
+    name, rate, burst, lo, hi, inc, dec, win, from = struct.unpack('<sddddddd', blob, from)
     limits[i] = {name = name, burst = burst, min = lo, max = hi, inc = inc, dec = dec, cost = 0,
-                 r = rate, t = burst, s = now, q = false, qu = 0, qc = 0, c = 0, p = 0}
+                 win = win, r = rate, t = burst, s = now, q = false, qu = 0, qc = 0, c = 0, p = 0}
   end
   return limits, from
 end
@@ -504,6 +506,10 @@ local function bring(limits)
       lim.s = now
     end
     if lim.q and now >= lim.qu then lim.q, lim.qu, lim.qc = false, 0, 0 end
+    if lim.win > 0 and not lim.q then  -- a fixed window's turn (quota.open_window)
+      lim.q, lim.qu, lim.qc = lim.burst, (floor(now / lim.win) + 1) * lim.win, 0
+      lim.t, lim.s = lim.burst, now
+    end
   end
 end
 
@@ -777,7 +783,9 @@ else
       local pause = retry_after
       if not pause then pause = min(mult / limits[1].r, max_backoff) end
       cool = max(cool, now + pause)
-      for i = 1, n do limits[i].t = 0; limits[i].s = cool end
+      for i = 1, n do  -- (a fixed window's allowance is not the upstream's to cut)
+        if limits[i].win <= 0 then limits[i].t = 0; limits[i].s = cool end
+      end
       tat = 0
     elseif retry_after and now + retry_after > cool then
       cool = now + retry_after
@@ -792,6 +800,7 @@ local busy = max(0, cool - now, tat - now)
 for i = 1, n do
   local lim = limits[i]
   busy = max(busy, max(0, lim.s - now) + max(0, -lim.t) / lim.r)
+  if lim.q and lim.qc == 0 then busy = max(busy, lim.qu - now) end  -- a window runs: kept
 end
 local need = now + busy + idle_ttl  -- (a debt forgiven or paid moves it back)
 local keep = exists and expires >= need and expires <= need + idle_ttl * 2 * REFRESH
