@@ -18,6 +18,7 @@ import httpx
 
 from queue_ratelimit import context
 from queue_ratelimit.async_limiter import AsyncLimiter
+from queue_ratelimit.endpoints import route
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
 from queue_ratelimit.hosts import BY_HOST
 from queue_ratelimit.limiter import Limiter
@@ -169,6 +170,14 @@ def _host_of(request: Request) -> tuple[str, int | None, str]:
     return str(url.host or ""), url.explicit_port, str(url.scheme)  # aiohttp's yarl.URL
 
 
+def _method_and_path(request: Request) -> tuple[str, str]:
+    """(method, path) of a ``requests``, ``httpx`` or ``aiohttp`` request."""
+    url = request.url
+    if isinstance(url, str) or url is None:  # requests
+        return str(request.method or "GET"), urllib.parse.urlsplit(url or "").path or "/"
+    return str(request.method), str(url.path) or "/"  # httpx.URL, yarl.URL
+
+
 class ClientCalls:
     """The framework-neutral part: what to ask before a request and report after it."""
 
@@ -183,8 +192,9 @@ class ClientCalls:
         usage: Callable[[Any], Mapping[str, float] | None] | None,
         retries: Retries = NO_RETRIES,
     ) -> None:
-        if integration != BY_HOST:
-            limiter.config(integration)  # an unknown integration fails here, at construction
+        if integration != BY_HOST:  # an unknown integration fails here, at construction
+            for endpoint in limiter.config(integration).endpoints:
+                limiter.config(endpoint.integration)  # (and one an endpoint names)
         self._alimiter: AsyncLimiter | None = None
         if isinstance(limiter, AsyncLimiter):  # an async client's: it runs on an event loop
             self._alimiter, limiter = limiter, limiter.sync
@@ -207,10 +217,17 @@ class ClientCalls:
         return self._alimiter
 
     def integration_of(self, request: Request) -> str:
-        """The request's integration: the client's, or with ``BY_HOST`` its host's."""
+        """The request's integration: the client's, or with ``BY_HOST`` its host's; then
+        the one its endpoint group names, when the request is one of a group's."""
         if self.integration == BY_HOST:
-            return self.limiter.for_host(*_host_of(request))
-        return self.integration
+            integration = self.limiter.for_host(*_host_of(request))
+        else:
+            integration = self.integration
+        endpoints = self.limiter.config(integration).endpoints
+        if endpoints:
+            method, path = _method_and_path(request)
+            return route(endpoints, method, path) or integration
+        return integration
 
     def tenant_of(self, request: Request, integration: str) -> str | None:
         if self.tenant == BY_TOKEN:

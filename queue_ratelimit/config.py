@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from queue_ratelimit.dialect import GENERIC, Dialect
+from queue_ratelimit.endpoints import Endpoint, endpoints_from
 from queue_ratelimit.errors import ConfigError
 
 __all__ = ["BACKEND_ERROR_MODES", "PRIMARY_LIMIT", "IntegrationConfig", "LimitConfig"]
@@ -321,6 +322,13 @@ class IntegrationConfig:
             "processes sharing the limit: on a local fallback each takes 1/N of the rates (>= 1)"
         ),
     )
+    endpoints: tuple[Endpoint, ...] = field(
+        default=(),
+        metadata=_help(
+            "requests the upstream limits apart, sent to another integration: each an "
+            "integration, path prefixes and (optionally) methods (see docs/http.md)"
+        ),
+    )
     dialect: Dialect = field(
         default=GENERIC,
         metadata=_help(
@@ -377,6 +385,7 @@ class IntegrationConfig:
             check.integer("fallback_processes", self.fallback_processes, minimum=1),
         )
         _store(self, "dialect", Dialect.from_mapping(self.dialect, self.name))
+        _store(self, "endpoints", endpoints_from(self.endpoints, self.name))
 
     @classmethod
     def fields_help(cls) -> dict[str, str]:
@@ -428,6 +437,7 @@ class IntegrationConfig:
         data["backoff_status_codes"] = sorted(self.backoff_status_codes)
         data["limits"] = {limit.name: limit.to_dict() for limit in self.limits}
         data["dialect"] = self.dialect.to_dict()
+        data["endpoints"] = [endpoint.to_dict() for endpoint in self.endpoints]
         return data
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from queue_ratelimit.builtins.model import Builtin
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.dialect import Dialect
+from queue_ratelimit.endpoints import Endpoint
 
 __all__ = ["BUILTINS"]
 
@@ -23,8 +24,27 @@ GITHUB = Builtin(
         min_rate=0.1, max_rate=1.38,
         backoff_status_codes=frozenset({403, 429, 503}), max_backoff=3600.0, max_concurrent=10,
         dialect=Dialect(default_wait=60.0),
+        endpoints=(
+            Endpoint("github-search", paths=("/search/",)),
+            Endpoint("github-graphql", paths=("/graphql",)),
+        ),
     ),
     hosts=("api.github.com",),
+)
+
+GITHUB_SEARCH = Builtin(
+    source="GitHub REST search: 30 requests per minute per user for the search endpoints "
+    "(10 for code search), apart from the 5,000 an hour of the rest; 403 or 429 with "
+    "x-ratelimit-* headers (resource search). "
+    "https://docs.github.com/en/rest/search/search#rate-limit",
+    basis="0.4/s climbing to 0.5/s (30 a minute), in bursts of 5: github's endpoints send "
+    "/search/ here, so a search backlog neither spends nor waits for the core limit.",
+    config=IntegrationConfig(
+        name="github-search", rate_limit_per_sec=0.4, burst_size=5.0, increase_factor=0.01,
+        min_rate=0.1, max_rate=0.5,
+        backoff_status_codes=frozenset({403, 429, 503}), max_backoff=3600.0, max_concurrent=10,
+        dialect=Dialect(default_wait=60.0),
+    ),
 )
 
 CLOUDFLARE = Builtin(
@@ -167,6 +187,6 @@ LINEAR = Builtin(
 )
 
 BUILTINS: tuple[Builtin, ...] = (
-    GITHUB, GITHUB_GRAPHQL, GITLAB, LINEAR, JIRA, CONFLUENCE, CLOUDFLARE, AWS,
+    GITHUB, GITHUB_SEARCH, GITHUB_GRAPHQL, GITLAB, LINEAR, JIRA, CONFLUENCE, CLOUDFLARE, AWS,
 )
 # fmt: on
