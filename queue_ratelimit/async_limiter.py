@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from queue_ratelimit.announce import announce_decision, announce_report
 from queue_ratelimit.backends.base import Backend, awaited
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import RateLimited
 from queue_ratelimit.limiter import Limiter, still_holds
-from queue_ratelimit.outcome import Outcome
+from queue_ratelimit.outcome import Outcome, response_report
 from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import (
     BACKOFF,
@@ -136,7 +137,7 @@ class AsyncLimiter:
             return awaited(backend, "acquire", request, plan)
 
         decision = await self._guard.acall(prepared, tenant, op)
-        self.sync._announce(request, decision, cost)
+        announce_decision(self.sync, request, decision, cost)
         return decision
 
     async def wait(
@@ -235,7 +236,7 @@ class AsyncLimiter:
         result = await self._guard.acall(
             prepared, report.tenant, op, closed=closed, lease=report.lease_id
         )
-        self.sync._reported(report, result)
+        announce_report(self.sync, report, result)
         return result
 
     async def report_response(
@@ -251,8 +252,9 @@ class AsyncLimiter:
         actual: Mapping[str, float] | None = None,
     ) -> Outcome:
         """See ``Limiter.report_response``: never raises on the answer's content."""
-        report, info = self.sync._response_report(
-            integration, tenant, status, headers, body, decision, estimated, actual
+        prepared = self.sync._resolve(integration, tenant)
+        report, info = response_report(
+            prepared, integration, tenant, status, headers, body, decision, estimated, actual
         )
         return Outcome(report.kind, info, await self.report(report))
 

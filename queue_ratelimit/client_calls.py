@@ -5,26 +5,28 @@ client library: the part the ``requests`` adapter and the ``httpx`` transports s
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import itertools
 import logging
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, Protocol, TypeVar
 
-import httpx
-
 from queue_ratelimit import context
 from queue_ratelimit.async_limiter import AsyncLimiter
+from queue_ratelimit.client_requests import (
+    Request,
+    host_of,
+    method_and_path,
+    small,
+    token_tenant,
+)
+from queue_ratelimit.client_retries import NO_RETRIES, Retries
 from queue_ratelimit.endpoints import route
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
 from queue_ratelimit.hosts import BY_HOST
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import Outcome
 from queue_ratelimit.plans import Cost
-from queue_ratelimit.policy.signals_body import MAX_BODY_BYTES
 from queue_ratelimit.policy.state import BACKOFF, Decision
 from queue_ratelimit.runner import CONFIRM_AFTER
 
@@ -44,9 +46,6 @@ log = logging.getLogger("queue_ratelimit.http")
 BY_TOKEN: Final = "queue_ratelimit:by-token"
 """Pass as ``tenant`` to key each request's limit by a digest of its Authorization header."""
 
-Request = Any
-"""A ``requests.PreparedRequest``, an ``httpx.Request`` or an ``aiohttp.ClientRequest``: each
-has ``.url`` and ``.headers`` (aiohttp's is imported only by its middleware: an extra)."""
 Tenant = str | Callable[[Any], str | None] | None
 
 
@@ -73,109 +72,12 @@ A = TypeVar("A", bound=_Headed)
 T = TypeVar("T")
 
 
-def small(headers: Any) -> bool:
-    """The answer states a length under ``MAX_BODY_BYTES``, uncompressed (read whole,
-    cheaply: a compressed length says nothing of what it decodes to)."""
-    if headers.get("content-encoding", "identity").strip().lower() != "identity":
-        return False
-    try:
-        return 0 <= int(headers.get("content-length", "")) < MAX_BODY_BYTES
-    except (TypeError, ValueError):
-        return False
-
-
-@dataclass(frozen=True)
-class Retries:
-    """Outside a task, wait out a ``RateLimited`` and try again: up to ``times`` more times,
-    all within ``deadline`` seconds of the first attempt (None: bounded by the waits alone).
-    A script or a web handler then gets its answer late instead of an exception; inside a
-    rate-limited task a ``RateLimited`` still requeues the task (sleeping there would hold a
-    worker)."""
-
-    times: int = 0
-    deadline: float | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.times, bool) or not isinstance(self.times, int) or self.times < 0:
-            raise ValueError(f"retries must be a whole number >= 0, not {self.times!r}")
-        if self.deadline is not None and not (0 < self.deadline < float("inf")):
-            raise ValueError(
-                f"retry_deadline must be a number of seconds > 0, not {self.deadline!r}"
-            )
-
-    def run(self, attempt: Callable[[], T]) -> T:
-        """``attempt()``, tried again after each ``RateLimited`` these retries wait out."""
-        started = time.monotonic()
-        for tried in itertools.count():
-            try:
-                return attempt()
-            except RateLimited as exc:
-                wait = self.wait_before(exc, tried, time.monotonic() - started)
-                if wait is None:
-                    raise
-                time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def arun(
-        self, attempt: Callable[[], Awaitable[T]], sleep: Callable[[float], Awaitable[None]]
-    ) -> T:
-        """``run`` for an event loop: ``await attempt()``, waits with ``await sleep(...)``."""
-        started = time.monotonic()
-        for tried in itertools.count():
-            try:
-                return await attempt()
-            except RateLimited as exc:
-                wait = self.wait_before(exc, tried, time.monotonic() - started)
-                if wait is None:
-                    raise
-                await sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def wait_before(self, exc: RateLimited, attempt: int, elapsed: float) -> float | None:
-        """Seconds to wait before attempt ``attempt + 1``, or None to raise ``exc`` now."""
-        if attempt >= self.times or context.on_rate_limited.get() is not None:
-            return None
-        wait = max(0.0, exc.retry_after)
-        if self.deadline is not None and elapsed + wait > self.deadline:
-            return None
-        return wait
-
-
-NO_RETRIES: Final = Retries()
-
-
-def token_tenant(authorization: str | None) -> str | None:
-    """A stable, non-reversible tenant name for an Authorization header value."""
-    if not authorization:
-        return None
-    return "tok-" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class _Call:
     integration: str
     tenant: str | None
     cost: Cost
     decision: Decision
-
-
-def _host_of(request: Request) -> tuple[str, int | None, str]:
-    """(host, port, scheme) of a ``requests``, ``httpx`` or ``aiohttp`` request."""
-    if isinstance(request, httpx.Request):
-        return request.url.host, request.url.port, request.url.scheme
-    url = request.url
-    if isinstance(url, str) or url is None:  # requests
-        parts = urllib.parse.urlsplit(url or "")
-        return parts.hostname or "", parts.port, parts.scheme
-    return str(url.host or ""), url.explicit_port, str(url.scheme)  # aiohttp's yarl.URL
-
-
-def _method_and_path(request: Request) -> tuple[str, str]:
-    """(method, path) of a ``requests``, ``httpx`` or ``aiohttp`` request."""
-    url = request.url
-    if isinstance(url, str) or url is None:  # requests
-        return str(request.method or "GET"), urllib.parse.urlsplit(url or "").path or "/"
-    return str(request.method), str(url.path) or "/"  # httpx.URL, yarl.URL
 
 
 class ClientCalls:
@@ -220,12 +122,12 @@ class ClientCalls:
         """The request's integration: the client's, or with ``BY_HOST`` its host's; then
         the one its endpoint group names, when the request is one of a group's."""
         if self.integration == BY_HOST:
-            integration = self.limiter.for_host(*_host_of(request))
+            integration = self.limiter.for_host(*host_of(request))
         else:
             integration = self.integration
         endpoints = self.limiter.config(integration).endpoints
         if endpoints:
-            method, path = _method_and_path(request)
+            method, path = method_and_path(request)
             return route(endpoints, method, path) or integration
         return integration
 

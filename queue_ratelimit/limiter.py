@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 
-from queue_ratelimit import signals
+from queue_ratelimit.announce import announce_decision, announce_report
 from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
@@ -24,11 +24,10 @@ from queue_ratelimit.hosts import (
     host_config,
     host_integration,
 )
+from queue_ratelimit.limiter_tools import LimiterTools, check_name
 from queue_ratelimit.outage import OutageGuard
-from queue_ratelimit.outcome import Outcome, classify, feedback_for
+from queue_ratelimit.outcome import Outcome, response_report
 from queue_ratelimit.plans import Cost, Prepared, plan_for
-from queue_ratelimit.policy.overrides import Override
-from queue_ratelimit.policy.signals_http import RateLimitInfo, parse_rate_limit
 from queue_ratelimit.policy.state import (
     BACKOFF,
     FAILURE,
@@ -41,7 +40,6 @@ from queue_ratelimit.policy.state import (
     Report,
     ReportResult,
     Reservation,
-    Snapshot,
 )
 from queue_ratelimit.registry import BUILTIN_HOSTS, BUILTIN_INTEGRATIONS, get_integration
 
@@ -61,17 +59,7 @@ def still_holds(seen: tuple[int, float] | None, decision: Decision) -> bool:
     return seen is None or (seen[0] == decision.epoch and seen[1] <= 0)
 
 
-def _check_name(what: str, name: object) -> None:
-    """A key name must be a string that UTF-8 can encode (``json.loads`` can produce a lone
-    surrogate such as ``"\\ud800"``, which no backend can store)."""
-    try:
-        if isinstance(name, str):
-            name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequest(f"{what} {name!r} cannot be encoded as UTF-8: {exc.reason}") from exc
-
-
-class Limiter:
+class Limiter(LimiterTools):
     """Fleet-wide AIMD rate limits per integration and tenant.
 
     Args:
@@ -140,7 +128,7 @@ class Limiter:
     def _prepare(self, integration: str) -> Prepared:
         prepared = self._prepared.get(integration)
         if prepared is None:
-            _check_name("integration", integration)
+            check_name("integration", integration)
             config = get_integration(integration, self.configs)
             plan = plan_for(config)
             bursts = {lim.name: lim.burst for lim in plan.limits}
@@ -151,7 +139,7 @@ class Limiter:
         if tenant is not None and (not isinstance(tenant, str) or not tenant):
             raise InvalidRequest(f"{integration}: tenant must be a non-empty string or None")
         if tenant is not None and not tenant.isascii():
-            _check_name("tenant", tenant)
+            check_name("tenant", tenant)
         return self._prepare(integration)
 
     def acquire(
@@ -194,7 +182,7 @@ class Limiter:
             tokens,
         )
         decision = self._guard.call(prepared, tenant, partial(_acquire, request))
-        self._announce(request, decision, cost)
+        announce_decision(self, request, decision, cost)
         return decision
 
     def _acquire_request(
@@ -227,39 +215,6 @@ class Limiter:
             tokens,
         )
         return prepared, request
-
-    def _announce(self, request: AcquireRequest, decision: Decision, cost: Cost) -> None:
-        """Emit the signals of one acquire's decision."""
-        integration, tenant = request.integration, request.tenant
-        if decision.granted:
-            if decision.reason == "redeemed":
-                signals.emit(
-                    signals.reservation_redeemed,
-                    self,
-                    integration=integration,
-                    tenant=tenant,
-                    wait=decision.wait,
-                )
-            if signals.acquired.receivers:  # else emit's fields are built for nobody
-                signals.emit(
-                    signals.acquired,
-                    self,
-                    integration=integration,
-                    tenant=tenant,
-                    wait=decision.wait,
-                    cost=cost,
-                    reason=decision.reason,
-                )
-        else:
-            signals.emit(
-                signals.throttled,
-                self,
-                integration=integration,
-                tenant=tenant,
-                wait=decision.wait,
-                reason=decision.reason,
-                reserved=decision.reservation is not None,
-            )
 
     def wait(
         self,
@@ -352,7 +307,7 @@ class Limiter:
         result = self._guard.call(
             prepared, report.tenant, partial(_report, report), closed=closed, lease=report.lease_id
         )
-        self._reported(report, result)
+        announce_report(self, report, result)
         return result
 
     def _report_checked(
@@ -365,31 +320,6 @@ class Limiter:
         prepared = self._resolve(report.integration, report.tenant)
         rate = prepared.config.rate_limit_per_sec
         return prepared, lambda _error: ReportResult(0, False, rate, rate, 0.0)
-
-    def _reported(self, report: Report, result: ReportResult) -> None:
-        """Announce what an applied report changed."""
-        integration, tenant = report.integration, report.tenant
-        if report.kind == BACKOFF:
-            signals.emit(
-                signals.backoff,
-                self,
-                integration=integration,
-                tenant=tenant,
-                retry_after=report.retry_after,
-                decreased=result.decreased,
-                cooldown_left=result.cooldown_left,
-            )
-        if result.exhausted:
-            signals.emit(
-                signals.quota_exhausted,
-                self,
-                integration=integration,
-                tenant=tenant,
-                retry_after=report.retry_after,
-                until=time.time() + result.cooldown_left,
-            )
-        self._rate_moved(integration, tenant, result)
-        self._breaker_moved(integration, tenant, result)
 
     def report_response(
         self,
@@ -414,117 +344,11 @@ class Limiter:
         Pass the call's ``decision``: its epoch keeps one congestion event to one decrease,
         its seq corrects ``remaining`` for calls in flight, and its lease is given back.
         """
-        report, info = self._response_report(
-            integration, tenant, status, headers, body, decision, estimated, actual
+        prepared = self._resolve(integration, tenant)
+        report, info = response_report(
+            prepared, integration, tenant, status, headers, body, decision, estimated, actual
         )
         return Outcome(report.kind, info, self.report(report))
-
-    def _response_report(
-        self,
-        integration: str,
-        tenant: str | None,
-        status: int | None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]],
-        body: bytes | str | Mapping[str, object] | None,
-        decision: Decision | None,
-        estimated: Mapping[str, float] | None,
-        actual: Mapping[str, float] | None,
-    ) -> tuple[Report, RateLimitInfo]:
-        """What ``report_response`` reports of an answer, and what the answer stated."""
-        prepared = self._resolve(integration, tenant)
-        config = prepared.config
-        info = parse_rate_limit(
-            status or 0,
-            headers,
-            body,
-            backoff_status_codes=config.backoff_status_codes,
-            max_backoff=config.max_quota_wait,  # the true stated wait: the limiter clamps it
-            dialect=config.dialect,
-        )
-        kind = classify(status, info)
-        if actual is None and estimated is not None and info.costs:
-            # the answer stated what the estimated call really cost: believed up to the
-            # limit's burst (one answer cannot claim more; ``actual`` given here is the
-            # caller's own count, charged in full)
-            bursts = prepared.bursts
-            actual = {
-                name: min(units, bursts.get(name, units)) for name, units in info.costs.items()
-            }
-        feedback = feedback_for(
-            prepared.plan,
-            info,
-            seq=decision.seq if decision else None,
-            estimated=estimated,
-            actual=actual,
-        )
-        epoch = decision.epoch if decision and kind == BACKOFF else None
-        lease = decision.lease if decision else None
-        retry_after = info.retry_after if kind == BACKOFF else None
-        return Report(kind, integration, tenant, lease, feedback, epoch, retry_after), info
-
-    def set_breaker(self, integration: str, state: str, open_seconds: float | None = None) -> None:
-        """Force the integration's breaker ``"open"`` (for ``open_seconds``, default the
-        config's ``breaker_open_seconds``) or ``"closed"``: an operator's override."""
-        config = self.config(integration)
-        seconds = config.breaker_open_seconds if open_seconds is None else open_seconds
-        self.backend.set_breaker(integration, state, seconds)
-        event = signals.breaker_opened if state == "open" else signals.breaker_closed
-        signals.emit(event, self, integration=integration, tenant=None, forced=True)
-
-    def set_override(
-        self,
-        integration: str,
-        tenant: str | None = None,
-        *,
-        max_rate: float | None = None,
-        min_rate: float | None = None,
-        by: str = "",
-    ) -> Override:
-        """Bound the rate of ``integration`` (or of one ``tenant``'s key) at run time, for
-        every worker sharing the backend, until ``clear_override``: AIMD goes on within
-        ``[min_rate, max_rate]`` (``policy/overrides.py``). ``by`` names who did it: the
-        ``override_set`` signal and its log line carry it.
-
-        The integration need not be configured in this process (an operator's tool acts on
-        what the workers use).
-
-        Raises:
-            ConfigError: bounds that are not rates.
-            InvalidRequest: a name no backend can store.
-        """
-        self._named(integration, tenant)
-        override = Override(max_rate, min_rate, by, time.time())
-        self.backend.set_override(integration, tenant, override)
-        signals.emit(
-            signals.override_set,
-            self,
-            integration=integration,
-            tenant=tenant,
-            max_rate=max_rate,
-            min_rate=min_rate,
-            by=by,
-        )
-        return override
-
-    def clear_override(self, integration: str, tenant: str | None = None, *, by: str = "") -> None:
-        """Remove the bounds ``set_override`` set: the config's hold again."""
-        self._named(integration, tenant)
-        self.backend.set_override(integration, tenant, None)
-        signals.emit(signals.override_cleared, self, integration=integration, tenant=tenant, by=by)
-
-    def overrides(self, integration: str) -> dict[str | None, Override]:
-        """The overrides set on ``integration`` now, by tenant (None: the integration's)."""
-        self._named(integration, None)
-        return self.backend.overrides(integration)
-
-    @staticmethod
-    def _named(integration: str, tenant: str | None) -> None:
-        if not isinstance(integration, str) or not integration:
-            raise InvalidRequest(f"integration must be a non-empty string, not {integration!r}")
-        _check_name("integration", integration)
-        if tenant is not None and (not isinstance(tenant, str) or not tenant):
-            raise InvalidRequest(f"{integration}: tenant must be a non-empty string or None")
-        _check_name("tenant", tenant)
 
     def count(self, integration: str, event: str, tenant: str | None = None) -> None:
         """Add one to the key's fleet-wide count of ``event`` (``requeues``,
@@ -537,12 +361,6 @@ class Limiter:
             lambda backend, _plan: backend.count(integration, event, tenant),
             closed=lambda _error: None,
         )
-
-    def stats(self, integration: str) -> dict[str, int]:
-        """The fleet-wide event counts (``backoffs``, ``requeues``, ...) of the integration's
-        live keys, summed."""
-        self.config(integration)
-        return self.backend.stats(integration)
 
     def holds(self, integration: str, tenant: str | None, decision: Decision) -> bool:
         """Whether a slot granted with a wait still holds once the caller slept it: no
@@ -570,39 +388,3 @@ class Limiter:
             closed=lambda _error: False,
             lease=lease,
         )
-
-    def snapshot(self, integration: str, tenant: str | None = None) -> Snapshot:
-        """The key's current rate, tokens, cooldown, reserved tokens and live leases.
-
-        Raises:
-            BackendUnavailable: the shared backend is down (a queue's breaker poll then
-                leaves it alone until the next probe instead of waiting out its timeouts).
-        """
-        prepared = self._resolve(integration, tenant)
-        return self._guard.call(
-            prepared,
-            tenant,
-            lambda backend, plan: backend.snapshot(integration, tenant, plan),
-            fallback=False,
-        )
-
-    def reset(self, integration: str, tenant: str | None = None) -> None:
-        """Forget the key's learned rate, debts, cooldown and leases."""
-        self._resolve(integration, tenant)
-        self.backend.reset(integration, tenant)
-
-    def _breaker_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:
-        if result.breaker_changed and result.breaker in ("open", "closed"):
-            event = signals.breaker_opened if result.breaker == "open" else signals.breaker_closed
-            signals.emit(event, self, integration=integration, tenant=tenant, forced=False)
-
-    def _rate_moved(self, integration: str, tenant: str | None, result: ReportResult) -> None:
-        if result.new_rate != result.old_rate:
-            signals.emit(
-                signals.rate_changed,
-                self,
-                integration=integration,
-                tenant=tenant,
-                old_rate=result.old_rate,
-                new_rate=result.new_rate,
-            )

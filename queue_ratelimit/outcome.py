@@ -8,12 +8,22 @@ in one round trip.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from queue_ratelimit.config import PRIMARY_LIMIT
-from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo
-from queue_ratelimit.policy.state import BACKOFF, FAILURE, SUCCESS, Feedback, Plan, ReportResult
+from queue_ratelimit.plans import Prepared
+from queue_ratelimit.policy.signals_http import Quota, RateLimitInfo, parse_rate_limit
+from queue_ratelimit.policy.state import (
+    BACKOFF,
+    FAILURE,
+    SUCCESS,
+    Decision,
+    Feedback,
+    Plan,
+    Report,
+    ReportResult,
+)
 
 
 def classify(status: int | None, info: RateLimitInfo) -> str:
@@ -90,3 +100,45 @@ class Outcome:
         if self.info.retry_after is not None:
             return self.info.retry_after
         return self.result.cooldown_left
+
+
+def response_report(
+    prepared: Prepared,
+    integration: str,
+    tenant: str | None,
+    status: int | None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes | str | Mapping[str, object] | None,
+    decision: Decision | None,
+    estimated: Mapping[str, float] | None,
+    actual: Mapping[str, float] | None,
+) -> tuple[Report, RateLimitInfo]:
+    """What ``Limiter.report_response`` reports of an answer (read with the integration's
+    config), and what the answer stated."""
+    config = prepared.config
+    info = parse_rate_limit(
+        status or 0,
+        headers,
+        body,
+        backoff_status_codes=config.backoff_status_codes,
+        max_backoff=config.max_quota_wait,  # the true stated wait: the limiter clamps it
+        dialect=config.dialect,
+    )
+    kind = classify(status, info)
+    if actual is None and estimated is not None and info.costs:
+        # the answer stated what the estimated call really cost: believed up to the
+        # limit's burst (one answer cannot claim more; ``actual`` given here is the
+        # caller's own count, charged in full)
+        bursts = prepared.bursts
+        actual = {name: min(units, bursts.get(name, units)) for name, units in info.costs.items()}
+    feedback = feedback_for(
+        prepared.plan,
+        info,
+        seq=decision.seq if decision else None,
+        estimated=estimated,
+        actual=actual,
+    )
+    epoch = decision.epoch if decision and kind == BACKOFF else None
+    lease = decision.lease if decision else None
+    retry_after = info.retry_after if kind == BACKOFF else None
+    return Report(kind, integration, tenant, lease, feedback, epoch, retry_after), info
