@@ -41,7 +41,7 @@ limits = InboundLimiter(
     [
         Rule(
             "per-client",
-            (Rate(10), Rate(5_000, per=86_400)),
+            (Rate(10), Rate(5_000, per=86_400, aligned=True)),
             key=client,
             exempt=health_check,
         ),

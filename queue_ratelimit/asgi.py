@@ -125,7 +125,7 @@ class InboundLimiter:
                 return Verdict(rule, decision.wait, fields_for_refusal(rule, decision.wait))
             passed.append((rule, tenant))
             if self.fields and decision.tokens is not None:
-                fields += fields_for_grant(rule, decision.tokens)
+                fields += fields_for_grant(rule, decision.tokens, decision.now)
         return Verdict(None, 0.0, _merged(fields), tuple(passed))
 
     async def _acquire(self, rule: Rule, tenant: str | None) -> Decision:

@@ -54,11 +54,16 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,47}$")
 class Rate:
     """``limit`` requests per ``per`` seconds, in bursts of up to ``burst`` (default
     ``limit``): a token bucket holding ``burst`` and refilling ``limit / per`` each second.
-    Over any ``per`` seconds at most ``burst + limit`` pass, and ``limit`` when sustained."""
+    Over any ``per`` seconds at most ``burst + limit`` pass, and ``limit`` when sustained.
+
+    ``aligned=True`` makes it a fixed window instead: exactly ``limit`` in each window of
+    ``per`` seconds, aligned to multiples of it since the epoch (``per=86_400``: each UTC
+    day, renewed at 00:00 UTC). Not for a rule's first rate, which is its bucket."""
 
     limit: float
     per: float = 1.0
     burst: float | None = None
+    aligned: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("limit", self.limit), ("per", self.per), ("burst", self.burst)):
@@ -149,6 +154,13 @@ class Rule:
         rates = tuple(self.rates) if isinstance(self.rates, Sequence) else (self.rates,)
         if not rates or not all(isinstance(rate, Rate) for rate in rates):
             raise ConfigError(self.name, "rates", self.rates, "give one Rate or more")
+        if rates[0].aligned:
+            raise ConfigError(
+                self.name,
+                "rates",
+                rates[0],
+                "the first rate is a bucket: put an aligned one after it",
+            )
         object.__setattr__(self, "rates", rates)
         if self.adaptive is not None and len(rates) > 1:
             raise ConfigError(
@@ -190,7 +202,9 @@ class Rule:
         adaptive = self.adaptive
         low = first.rate * adaptive.min_share if adaptive else first.rate
         extra = tuple(
-            LimitConfig(
+            LimitConfig.per_window(name, rate.limit, rate.per)
+            if rate.aligned
+            else LimitConfig(
                 name,
                 rate_limit_per_sec=rate.rate,
                 burst_size=rate.capacity,
@@ -275,14 +289,20 @@ def _count(value: float) -> int:
     return max(0, math.ceil(value))
 
 
-def fields_for_grant(rule: Rule, tokens: Sequence[float]) -> list[tuple[str, str]]:
+def fields_for_grant(
+    rule: Rule, tokens: Sequence[float], now: float = 0.0
+) -> list[tuple[str, str]]:
     """``RateLimit-Policy`` and ``RateLimit`` for a granted request, from each limit's
-    tokens left: ``r`` the requests that may go now (whole tokens), ``t`` the seconds until
-    the bucket is full again (rounded up; 0 when it is)."""
+    tokens left at ``now`` (the decision's time): ``r`` the requests that may go now (whole
+    tokens), ``t`` the seconds until the bucket is full again, or until an aligned window's
+    end (rounded up; 0 when full)."""
     policies, states = [], []
     for name, rate, left in zip(rule.policy_names(), rule.rates, tokens, strict=False):
         left = max(0.0, left)
-        seconds = max(0, math.ceil((rate.capacity - left) / rate.rate - 1e-9))
+        if rate.aligned:
+            seconds = max(1, math.ceil((now // rate.per + 1) * rate.per - now - 1e-9))
+        else:
+            seconds = max(0, math.ceil((rate.capacity - left) / rate.rate - 1e-9))
         policies.append(_policy(name, rate))
         states.append(f'"{name}";r={math.floor(left + 1e-9)};t={seconds}')
     return [("RateLimit-Policy", ", ".join(policies)), ("RateLimit", ", ".join(states))]

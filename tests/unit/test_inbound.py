@@ -42,6 +42,7 @@ TWO_RATES = Rule("a", (Rate(1), Rate(5, per=60)))  # its policies: "a" and "a-2"
         (lambda: Adaptive(statuses="500"), "adaptive.statuses"),  # type: ignore[arg-type]
         (lambda: Rate(0.5), "rate.limit"),  # q and w are whole: Rate(1, per=2)
         (lambda: Rule("r", (Rate(1),), methods="GET"), "methods"),  # type: ignore[arg-type]
+        (lambda: Rule("r", (Rate(5, per=86_400, aligned=True),)), "rates"),  # not the first
         (lambda: Rule("r", (Rate(1), Rate(9, per=60)), adaptive=Adaptive()), "adaptive"),
         (
             lambda: InboundLimiter(
@@ -143,3 +144,22 @@ def test_other_scopes_pass_through() -> None:
     for _ in range(3):
         asyncio.run(app({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
     assert seen == ["lifespan"] * 3
+
+
+def test_an_aligned_day_grants_exactly_its_limit_and_says_when_the_day_ends() -> None:
+    day = Rule("daily", (Rate(100), Rate(3, per=86_400, aligned=True)), key=by_client_ip)
+    app = InboundRateLimitMiddleware(Starlette(routes=[Route("/", _ok)]), [day])
+
+    async def main() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.get("/") for _ in range(5)]
+
+    answers = asyncio.run(main())
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
+    info = parse_rate_limit(200, answers[2].headers)
+    day_left = info.quotas["daily_2"]
+    assert day_left.remaining == 0 and day_left.limit == 3
+    assert day_left.reset_after is not None and 0 < day_left.reset_after <= 86_400  # midnight
+    refused = parse_rate_limit(429, answers[3].headers)
+    assert refused.retry_after is not None and refused.retry_after >= day_left.reset_after - 1
