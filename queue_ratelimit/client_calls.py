@@ -94,9 +94,8 @@ class ClientCalls:
         usage: Callable[[Any], Mapping[str, float] | None] | None,
         retries: Retries = NO_RETRIES,
     ) -> None:
-        if integration != BY_HOST:  # an unknown integration fails here, at construction
-            for endpoint in limiter.config(integration).endpoints:
-                limiter.config(endpoint.integration)  # (and one an endpoint names)
+        if integration != BY_HOST:
+            limiter.config(integration)  # an unknown integration fails here, at construction
         self._alimiter: AsyncLimiter | None = None
         if isinstance(limiter, AsyncLimiter):  # an async client's: it runs on an event loop
             self._alimiter, limiter = limiter, limiter.sync
@@ -120,15 +119,25 @@ class ClientCalls:
 
     def integration_of(self, request: Request) -> str:
         """The request's integration: the client's, or with ``BY_HOST`` its host's; then
-        the one its endpoint group names, when the request is one of a group's."""
+        the one its endpoint group names (see ``grouped``)."""
+        return self.grouped(request, self.base_of(request))
+
+    def base_of(self, request: Request) -> str:
+        """The client's integration, or with ``BY_HOST`` the request's host's."""
         if self.integration == BY_HOST:
-            integration = self.limiter.for_host(*host_of(request))
-        else:
-            integration = self.integration
+            return self.limiter.for_host(*host_of(request))
+        return self.integration
+
+    def grouped(self, request: Request, integration: str) -> str:
+        """The integration of the endpoint group the request is one of, when that
+        integration is configured here; else ``integration`` (a group whose integration
+        this limiter lacks leaves its requests on the main one)."""
         endpoints = self.limiter.config(integration).endpoints
         if endpoints:
             method, path = method_and_path(request)
-            return route(endpoints, method, path) or integration
+            target = route(endpoints, method, path)
+            if target is not None and target in self.limiter.configs:
+                return target
         return integration
 
     def tenant_of(self, request: Request, integration: str) -> str | None:
@@ -169,8 +178,9 @@ class ClientCalls:
     def _asked(self, request: Request) -> tuple[str, str | None, Cost, context.Prepaid | None]:
         """The request's integration, tenant and estimated cost, and the slot its task paid
         for it, if any."""
-        integration = self.integration_of(request)
-        tenant = self.tenant_of(request, integration)
+        base = self.base_of(request)
+        integration = self.grouped(request, base)
+        tenant = self.tenant_of(request, base)  # (a task's tenant: named by its integration)
         cost = self.estimate(request) if self.estimate else 1.0
         return integration, tenant, cost, context.take_prepaid(integration, tenant)
 

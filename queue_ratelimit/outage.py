@@ -41,13 +41,19 @@ T = TypeVar("T")
 
 def local_plan(plan: Plan, processes: int) -> Plan:
     """``plan`` with every limit's rates divided among ``processes``; bursts are kept, so
-    any cost the shared limiter accepts is still possible locally."""
+    any cost the shared limiter accepts is still possible locally, but for a fixed window's
+    units, which are divided too (each process may otherwise spend a whole window)."""
     if processes == 1:
         return plan
     share = 1.0 / processes
     limits = tuple(
         dataclasses.replace(
-            lim, rate=lim.rate * share, min_rate=lim.min_rate * share, max_rate=lim.max_rate * share
+            lim,
+            rate=lim.rate * share,
+            min_rate=lim.min_rate * share,
+            max_rate=lim.max_rate * share,
+            # a fixed window grants its units whatever the rate: each process its share
+            burst=max(1.0, lim.burst * share) if lim.window > 0 else lim.burst,
         )
         for lim in plan.limits
     )

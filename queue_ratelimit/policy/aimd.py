@@ -126,6 +126,9 @@ def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> 
             bucket.tokens = min(lim.burst, bucket.tokens + refill)
             bucket.credit += max(0.0, bucket.tokens - before)
             bucket.ts = now
+        if lim.window > 0 and bucket.quota_left is not None and now >= bucket.quota_until:
+            owed = min(0.0, bucket.quota_left)  # calls paid ahead of the window now opening
+            quota.open_window(bucket, now, lim.burst + owed, lim.window)
         quota.expire(bucket, now)
         if lim.window > 0 and bucket.quota_left is None:
             quota.open_window(bucket, now, lim.burst, lim.window)
@@ -142,7 +145,7 @@ def _slot(
         bucket = state.buckets[lim.name]
         pace = quota.refill_rate(bucket)
         if cost > bucket.tokens and pace <= 0:
-            slot = max(slot, bucket.quota_until)
+            slot = max(slot, quota.window_slot(bucket, lim, cost))
         elif cost > bucket.tokens:
             slot = max(slot, max(bucket.ts, now) + (cost - bucket.tokens) / pace)
         slot = max(slot, quota.hold_until(bucket, now, cost))
@@ -503,8 +506,8 @@ def snapshot(
         if now > bucket.ts:
             pace = quota.refill_rate(dataclasses.replace(bucket, rate=rate))
             tokens = min(lim.burst, tokens + (now - bucket.ts) * pace)
-        if lim.window > 0 and not quota.active(bucket, now):
-            tokens = lim.burst  # a new window has begun
+        if lim.window > 0 and not quota.active(bucket, now):  # a new window has begun
+            tokens = lim.burst + min(0.0, bucket.quota_left or 0.0)  # (less what it owes)
         views.append(LimitSnapshot(lim.name, rate, tokens, max(0.0, -tokens)))
     live = sum(1 for expiry in state.leases.values() if expiry > now)
     cool = max(0.0, state.cooldown_until - now)

@@ -16,6 +16,7 @@ charged to the bucket (or refunded to it, up to its burst) and to the quota.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from queue_ratelimit.config import PRIMARY_LIMIT
@@ -49,10 +50,21 @@ def open_window(bucket: BucketState, now: float, units: float, window: float) ->
     """Start the fixed window ``now`` falls in (aligned to multiples of ``window`` since the
     epoch): ``units`` to spend until it ends, none refilled meanwhile (a quota of pace 0)."""
     bucket.quota_left = units
-    bucket.quota_until = (now // window + 1) * window
+    bucket.quota_until = (math.floor(now / window) + 1) * window  # (as limiter.lua floors)
     bucket.quota_rate = 0.0
     bucket.tokens = units
     bucket.ts = now
+
+
+def window_slot(bucket: BucketState, lim: LimitParams, cost: float) -> float:
+    """When ``cost`` fits a bucket that refills at pace 0 until its quota ends: that end,
+    or, for a fixed window already owed more than its end brings back, the start of the
+    window that pays the debt (each window brings ``burst`` units)."""
+    if lim.window <= 0:
+        return bucket.quota_until
+    short = cost - bucket.tokens - lim.burst  # still missing once the next window opens
+    later = max(0.0, math.ceil(short / lim.burst - 1e-9))
+    return bucket.quota_until + later * lim.window
 
 
 def hold_until(bucket: BucketState, now: float, cost: float) -> float:

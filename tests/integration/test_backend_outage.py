@@ -227,3 +227,11 @@ def test_a_lease_given_back_during_an_outage_is_released_when_redis_returns(
     backend.client.zadd(leases_key, {held.lease: 4_000_000_000})
     wait_until(lambda: _answers(limiter), timeout=10)  # recovered (an acquire first refused)
     assert backend.client.zscore(leases_key, held.lease) is None  # released on recovery
+
+
+def test_a_fixed_windows_units_are_shared_out_among_the_fallback_processes() -> None:
+    from queue_ratelimit import LimitConfig
+
+    config = SVC.replace(limits=(LimitConfig.per_window("day", 1000, 86_400.0),))
+    local = local_plan(plan_for(config), 4)
+    assert [lim.burst for lim in local.limits] == [SVC.burst_size, 250.0]  # a bucket's is kept

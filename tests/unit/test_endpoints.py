@@ -47,10 +47,10 @@ def test_endpoints_round_trip_through_an_override_table() -> None:
     assert again.endpoints == config.endpoints
 
 
-def test_a_client_on_an_integration_with_groups_needs_them_configured() -> None:
+def test_a_group_whose_integration_is_not_configured_stays_on_the_main_one() -> None:
     config = IntegrationConfig(name="svc", rate_limit_per_sec=1.0, endpoints=(SEARCH,))
-    with pytest.raises(ConfigError, match="svc-search"):
-        ClientCalls(Limiter(configs={"svc": config}), "svc", None, None, True, None, None)
+    calls = ClientCalls(Limiter(configs={"svc": config}), "svc", None, None, True, None, None)
+    assert calls.integration_of(httpx.Request("GET", "https://x.test/search/a")) == "svc"
 
 
 @pytest.mark.parametrize(

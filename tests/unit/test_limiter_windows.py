@@ -78,3 +78,20 @@ def test_windows_apart_from_the_bucket_and_from_each_other(
 def test_a_bad_window_is_refused_naming_the_field(window: object) -> None:
     with pytest.raises(ConfigError, match=r"limits\.day\.window"):
         LimitConfig("day", 1.0, 5.0, 1.0, 1.0, window=window)  # type: ignore[arg-type]
+
+
+def test_calls_granted_to_wait_for_the_next_window_are_counted_in_it(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(DAILY)
+    midnight = (clock.now // DAY + 1) * DAY
+    assert _granted(limiter, 5) == [True] * 5  # today's five
+    ahead = [limiter.acquire("svc", cost=ONE, max_wait=2 * DAY, reserve=False) for _ in range(7)]
+    assert all(decision.granted for decision in ahead)
+    waits = [clock.now + decision.wait for decision in ahead]
+    assert waits[:5] == [pytest.approx(midnight)] * 5  # tomorrow's five, paid today
+    assert waits[5:] == [pytest.approx(midnight + DAY)] * 2  # then the day after's
+    clock.advance(midnight - clock.now)
+    assert _granted(limiter, 1) == [False]  # tomorrow is spent already: nothing more
+    clock.advance(DAY)
+    assert _granted(limiter, 4) == [True] * 3 + [False]  # the day after: five, less two

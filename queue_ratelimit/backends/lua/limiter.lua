@@ -505,6 +505,11 @@ local function bring(limits)
       lim.c = lim.c + max(0, lim.t - before)
       lim.s = now
     end
+    if lim.win > 0 and lim.q and now >= lim.qu then  -- the next window, less what it owes
+      local owed = min(0, lim.q)  -- (calls paid ahead of it: granted to wait for it)
+      lim.q, lim.qu, lim.qc = lim.burst + owed, (floor(now / lim.win) + 1) * lim.win, 0
+      lim.t, lim.s = lim.burst + owed, now
+    end
     if lim.q and now >= lim.qu then lim.q, lim.qu, lim.qc = false, 0, 0 end
     if lim.win > 0 and not lim.q then  -- a fixed window's turn (quota.open_window)
       lim.q, lim.qu, lim.qc = lim.burst, (floor(now / lim.win) + 1) * lim.win, 0
@@ -626,8 +631,12 @@ if op == ACQUIRE then
         local lim = limits[i]
         if lim.cost > 0 then
           local pace = refill_rate(lim)
-          if lim.cost > lim.t and pace <= 0 then
-            slot = max(slot, lim.qu)
+          if lim.cost > lim.t and pace <= 0 then  -- the quota's end; a window owed more
+            local later = 0  -- than its end brings back: the window that pays (window_slot)
+            if lim.win > 0 then
+              later = max(0, ceil((lim.cost - lim.t - lim.burst) / lim.burst - 0.000000001))
+            end
+            slot = max(slot, lim.qu + later * lim.win)
           elseif lim.cost > lim.t then
             slot = max(slot, max(lim.s, now) + (lim.cost - lim.t) / pace)
           end
