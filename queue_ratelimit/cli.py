@@ -148,6 +148,11 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
         return
     if not keys:
         click.echo(_empty(obj, backend, integration))
+        if integration is not None:  # (bounds set before any worker wrote a key)
+            for tenant, override in limiter.overrides(integration).items():
+                click.echo(
+                    f"override on {_key_text(integration, tenant)}: {override_text(override)}"
+                )
         return
     shown = sort_keys(keys, sort)[:limit]
     caption = (

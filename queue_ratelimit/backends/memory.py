@@ -212,6 +212,7 @@ class MemoryBackend:
 
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
+        plan = self._bounded(integration, tenant, plan)  # as its decisions see the key
         with self._lock:
             now = self._clock()
             breaker = self._breakers.get(integration) or brk.BreakerState()

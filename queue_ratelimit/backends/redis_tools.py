@@ -55,6 +55,7 @@ class RedisTools(ScriptRunner):
     _breaker_op: Callable[..., tuple[wire.View, int, tuple[int, float]]]
     _view: Callable[[str, Plan], wire.View]
     _view_steps: Callable[[str, Plan], Steps[wire.View]]
+    _bounded: Callable[[Plan, wire.View, str | None], Plan]
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix (on every master of a cluster):
@@ -97,9 +98,12 @@ class RedisTools(ScriptRunner):
         return self._drive(self._snapshot_steps(integration, tenant, plan))
 
     def _snapshot_steps(self, integration: str, tenant: str | None, plan: Plan) -> Steps[Snapshot]:
+        view = yield from self._view_steps(integration, plan)
+        if view.overrides:  # the key as its decisions see it: within the overrides' bounds
+            plan = self._bounded(plan, view, tenant)
         args = self._key_args(integration, tenant, self._blob("snapshot", plan), leases=True)
         reply = yield "snapshot", integration, args
-        return wire.snapshot_from(reply, (yield from self._view_steps(integration, plan)), plan)
+        return wire.snapshot_from(reply, view, plan)
 
     def snapshots(
         self, integration: str, tenants: Sequence[str | None], plan: Plan

@@ -94,3 +94,10 @@ def test_the_bounds_move_the_start_rate_inside_them() -> None:
     low_above = overridden(plan, (4.0, 6.0)).limits[0]
     assert (low_above.min_rate, low_above.max_rate) == (4.0, 4.0)
     assert combined({}, "t") is None
+
+
+def test_a_snapshot_shows_the_rate_within_the_overrides(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()  # 10/s, between 1 and 20
+    limiter.acquire("svc")
+    limiter.set_override("svc", min_rate=15.0)
+    assert limiter.snapshot("svc").limit().rate == 15.0  # what the next decision runs at
