@@ -365,18 +365,8 @@ class ClientCalls:
         response: Any = None,
     ) -> Outcome:
         """Report the answer (``status=None``: none came); raise ``RateLimited`` on a backoff."""
-        actual, estimated = self._costs(call, status, response)
-        outcome = self.limiter.report_response(
-            call.integration,
-            call.tenant,
-            status,
-            headers,
-            body,
-            decision=call.decision,
-            estimated=estimated,
-            actual=actual,
-        )
-        return self._raise_on_backoff(call, outcome)
+        args, named = self._answer(call, status, headers, body, response)
+        return self._raise_on_backoff(call, self.limiter.report_response(*args, **named))
 
     async def aafter(
         self,
@@ -387,24 +377,20 @@ class ClientCalls:
         response: Any = None,
     ) -> Outcome:
         """``after`` on the async limiter."""
-        actual, estimated = self._costs(call, status, response)
-        outcome = await self.alimiter.report_response(
-            call.integration,
-            call.tenant,
-            status,
-            headers,
-            body,
-            decision=call.decision,
-            estimated=estimated,
-            actual=actual,
-        )
-        return self._raise_on_backoff(call, outcome)
+        args, named = self._answer(call, status, headers, body, response)
+        return self._raise_on_backoff(call, await self.alimiter.report_response(*args, **named))
 
-    def _costs(
-        self, call: _Call, status: int | None, response: Any
-    ) -> tuple[Mapping[str, float] | None, Mapping[str, float]]:
-        """What the call actually cost (when ``usage`` reads it), and what it was estimated."""
-        return self._usage(call, status, response), self.limiter.costs(call.integration, call.cost)
+    def _answer(
+        self, call: _Call, status: int | None, headers: Any, body: bytes | None, response: Any
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``report_response``'s arguments for an answer: the call's decision, its
+        estimated cost per limit and, when ``usage`` reads it, what it actually cost."""
+        named = {
+            "decision": call.decision,
+            "estimated": self.limiter.costs(call.integration, call.cost),
+            "actual": self._usage(call, status, response),
+        }
+        return (call.integration, call.tenant, status, headers, body), named
 
     def _raise_on_backoff(self, call: _Call, outcome: Outcome) -> Outcome:
         if outcome.kind == BACKOFF and self.raise_on_backoff:

@@ -69,6 +69,18 @@ class BlockingCounted(RedisBackend):
         return super()._run(op, integration, args)
 
 
+def most_in_one_second(times: list[float]) -> int:
+    """The most of ``times`` (seconds) that fall within any one second: what a limit of
+    rate + burst per second must never exceed."""
+    times = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, every: float = 0.01) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

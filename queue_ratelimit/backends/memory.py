@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
 from queue_ratelimit.policy import aimd, climb, quota
 from queue_ratelimit.policy import breaker as brk
-from queue_ratelimit.policy.overrides import Override, combined, overridden
+from queue_ratelimit.policy.overrides import BoundedPlans, Override
 from queue_ratelimit.policy.state import (
     BACKOFF,
     FAILURE,
@@ -58,7 +58,7 @@ class MemoryBackend:
         self._breakers: dict[str, brk.BreakerState] = {}
         self._plans: dict[str, Plan] = {}
         self._overrides: dict[str, dict[str | None, Override]] = {}
-        self._bounded_plans: dict[tuple[int, Any], tuple[Plan, Plan]] = {}
+        self._bounded_plans = BoundedPlans()
         self._ops = 0
 
     def _load(self, key: _Key, now: float) -> KeyState | None:
@@ -105,16 +105,7 @@ class MemoryBackend:
 
     def _bounded(self, integration: str, tenant: str | None, plan: Plan) -> Plan:
         """``plan`` within the overrides set for the key (the same object while none is)."""
-        held = self._overrides.get(integration)
-        bounds = combined(held, tenant) if held and plan.limits else None
-        if bounds is None:
-            return plan
-        made = self._bounded_plans.get((id(plan), bounds))
-        if made is None or made[0] is not plan:
-            if len(self._bounded_plans) > 1024:
-                self._bounded_plans.clear()
-            made = self._bounded_plans[(id(plan), bounds)] = (plan, overridden(plan, bounds))
-        return made[1]
+        return self._bounded_plans.bounded(plan, self._overrides.get(integration), tenant)
 
     def _apply(
         self,

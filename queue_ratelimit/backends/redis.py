@@ -42,7 +42,7 @@ from queue_ratelimit.backends.redis_connect import (
 from queue_ratelimit.backends.redis_steps import Steps
 from queue_ratelimit.backends.redis_tools import RedisTools
 from queue_ratelimit.errors import BackendError, ConfigError
-from queue_ratelimit.policy.overrides import Override, combined, overridden
+from queue_ratelimit.policy.overrides import BoundedPlans, Override
 from queue_ratelimit.policy.state import (
     FAILURE,
     SUCCESS,
@@ -146,7 +146,7 @@ class RedisBackend(RedisTools):
         self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...], str, str]] = {}
         self._views: dict[str, wire.View] = {}
         self._described: dict[str, tuple[float, str]] = {}  # integration -> (when, text)
-        self._bounded_plans: dict[tuple[int, Any], tuple[Plan, Plan]] = {}
+        self._bounded_plans = BoundedPlans()
         self._init_async(async_client)
 
     def describe(self) -> str:
@@ -200,17 +200,7 @@ class RedisBackend(RedisTools):
             plan.breaker_open_seconds,
         )
         packed = head + b"".join(
-            wire.name_bytes(lim.name)
-            + struct.pack(
-                "<7d",
-                lim.rate,
-                lim.burst,
-                lim.min_rate,
-                lim.max_rate,
-                lim.increase,
-                lim.decrease,
-                lim.window,
-            )
+            wire.name_bytes(lim.name) + struct.pack("<7d", *wire.limit_numbers(lim))
             for lim in plan.limits
         )
         if len(self._plans) > 1024:
@@ -347,17 +337,8 @@ class RedisBackend(RedisTools):
         return dict(wire.overrides_from(flat))
 
     def _bounded(self, plan: Plan, view: wire.View, tenant: str | None) -> Plan:
-        """``plan`` within the overrides the view holds for the key (kept per plan and
-        bounds: the packed plan and the acquire's arguments are cached by the plan)."""
-        bounds = combined(view.overrides, tenant) if plan.limits else None
-        if bounds is None:
-            return plan
-        made = self._bounded_plans.get((id(plan), bounds))
-        if made is None or made[0] is not plan:
-            if len(self._bounded_plans) > 1024:
-                self._bounded_plans.clear()
-            made = self._bounded_plans[(id(plan), bounds)] = (plan, overridden(plan, bounds))
-        return made[1]
+        """``plan`` within the overrides the view holds for the key."""
+        return self._bounded_plans.bounded(plan, view.overrides, tenant)
 
     # -- the ops: each written once as steps, run by ``_drive`` or (asyncio) ``_adrive`` --
 

@@ -3,6 +3,7 @@ back (``lua/limiter.lua``'s header describes both sides)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from collections.abc import Mapping, Sequence
@@ -101,23 +102,17 @@ def overrides_from(pairs: Sequence[Any]) -> Mapping[str | None, Override]:
     return MappingProxyType(held)
 
 
+def limit_numbers(lim: LimitParams) -> tuple[float, ...]:
+    """A limit's numbers in the order the script (and the description) lists them: rate,
+    burst, min_rate, max_rate, increase, decrease, window (``LimitParams``' own order)."""
+    return dataclasses.astuple(lim)[1:]
+
+
 def plan_json(plan: Plan, idle_ttl: float) -> str:
     """The description of an integration the tools read (``{P:I}:meta``)."""
     return json.dumps(
         {
-            "limits": [
-                [
-                    lim.name,
-                    lim.rate,
-                    lim.burst,
-                    lim.min_rate,
-                    lim.max_rate,
-                    lim.increase,
-                    lim.decrease,
-                    lim.window,
-                ]
-                for lim in plan.limits
-            ],
+            "limits": [[lim.name, *limit_numbers(lim)] for lim in plan.limits],
             "max_concurrent": plan.max_concurrent,
             "lease_ttl": plan.lease_ttl,
             "cooldown_multiplier": plan.cooldown_multiplier,

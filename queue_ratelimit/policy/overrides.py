@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.policy.state import Plan
 
-__all__ = ["Override", "combined", "overridden"]
+__all__ = ["BoundedPlans", "Override", "combined", "overridden"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,3 +99,27 @@ def overridden(plan: Plan, bounds: tuple[float | None, float | None]) -> Plan:
     rate = min(max(first.rate, min_rate), max_rate)
     limit = dataclasses.replace(first, rate=rate, min_rate=min_rate, max_rate=max_rate)
     return dataclasses.replace(plan, limits=(limit, *plan.limits[1:]))
+
+
+class BoundedPlans:
+    """The plans a backend decides with under overrides, made once per plan and bounds and
+    kept (the backends cache a plan's packed form and arguments by the plan's identity, so
+    the same bounds must give the same object)."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[int, tuple[float | None, float | None]], tuple[Plan, Plan]] = {}
+
+    def bounded(
+        self, plan: Plan, overrides: Mapping[str | None, Override] | None, tenant: str | None
+    ) -> Plan:
+        """``plan`` within the overrides that hold for ``tenant``'s key; ``plan`` itself
+        while none does."""
+        bounds = combined(overrides, tenant) if overrides and plan.limits else None
+        if bounds is None:
+            return plan
+        made = self._made.get((id(plan), bounds))
+        if made is None or made[0] is not plan:  # (kept alive with it: its id is its own)
+            if len(self._made) > 1024:
+                self._made.clear()
+            made = self._made[(id(plan), bounds)] = (plan, overridden(plan, bounds))
+        return made[1]

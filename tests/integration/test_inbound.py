@@ -21,7 +21,7 @@ import pytest
 
 from queue_ratelimit import IntegrationConfig, Limiter, parse_rate_limit
 from queue_ratelimit.http import RateLimitedTransport
-from tests.support import free_port, new_prefix, wait_until
+from tests.support import free_port, most_in_one_second, new_prefix, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -91,16 +91,6 @@ def hammer(base: str, key: str, seconds: float, out: Any) -> None:
     out.put((served, statuses))
 
 
-def _most_in_one_second(times: list[float]) -> int:
-    times = sorted(times)
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while at - times[first] >= 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
-
-
 def test_a_keys_limit_holds_in_every_second_under_four_processes_and_spares_other_keys(
     api: str,
 ) -> None:
@@ -122,7 +112,7 @@ def test_a_keys_limit_holds_in_every_second_under_four_processes_and_spares_othe
     errors = {s for _, statuses in results for s in statuses if s not in (200, 429)}
     assert not errors
     assert refused > 0  # the four processes asked far more than the key allows
-    assert _most_in_one_second(served) <= PER_CLIENT + BURST  # rate + burst, every window
+    assert most_in_one_second(served) <= PER_CLIENT + BURST  # rate + burst, every window
     assert len(served) <= BURST + PER_CLIENT * 3.5  # and over the whole run
     assert calm == [200] * len(calm)  # the other key never felt it
 

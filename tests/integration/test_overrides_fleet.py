@@ -11,7 +11,7 @@ import pytest
 
 from queue_ratelimit import IntegrationConfig, Limiter
 from queue_ratelimit.backends.redis import RedisBackend
-from tests.support import new_prefix, wait_until
+from tests.support import most_in_one_second, new_prefix, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -40,16 +40,6 @@ def worker(url: str, prefix: str, granted: Any, stop: Any, out: Any) -> None:
     out.put(times)
 
 
-def _most_in_one_second(times: list[float]) -> int:
-    times = sorted(times)
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while at - times[first] >= 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
-
-
 def test_a_max_rate_set_while_four_workers_run_holds_from_their_next_poll(
     redis_url: str,
 ) -> None:
@@ -74,7 +64,7 @@ def test_a_max_rate_set_while_four_workers_run_holds_from_their_next_poll(
             proc.join(timeout=30)
     before = [at for at in times if at < switched]
     after = [at for at in times if at > switched + 1.2]  # breaker_poll (1 s), and a margin
-    assert _most_in_one_second(before) > SLOW + 2  # faster than the bound allows, fleet-wide
-    assert after and _most_in_one_second(after) <= SLOW + 2  # the new bound: rate + burst
+    assert most_in_one_second(before) > SLOW + 2  # faster than the bound allows, fleet-wide
+    assert after and most_in_one_second(after) <= SLOW + 2  # the new bound: rate + burst
     rate = (len(after) - 1) / (max(after) - min(after))
     assert rate <= SLOW * 1.1
