@@ -209,10 +209,14 @@ class AsyncLimiter:
         epoch: int | None = None,
         lease: str | None = None,
         feedback: Feedback = NO_FEEDBACK,
+        level: str | None = None,
+        app_epoch: int | None = None,
     ) -> ReportResult:
         """See ``Limiter.on_backoff``."""
         return await self.report(
-            Report(BACKOFF, integration, tenant, lease, feedback, epoch, retry_after)
+            Report(
+                BACKOFF, integration, tenant, lease, feedback, epoch, retry_after, level, app_epoch
+            )
         )
 
     async def on_failure(
@@ -308,6 +312,10 @@ class AsyncLimiter:
         )
 
     # the operator's calls: rare, run by the sync limiter in a worker thread
+
+    async def app_snapshot(self, integration: str) -> Snapshot:
+        """See ``Limiter.app_snapshot`` (an operator's read: in a worker thread)."""
+        return await asyncio.to_thread(self.sync.app_snapshot, integration)
 
     async def stats(self, integration: str) -> dict[str, int]:
         """See ``Limiter.stats``."""

@@ -27,13 +27,26 @@ from queue_ratelimit.dialect import GENERIC, Dialect
 from queue_ratelimit.endpoints import Endpoint, endpoints_from
 from queue_ratelimit.errors import ConfigError
 
-__all__ = ["BACKEND_ERROR_MODES", "PRIMARY_LIMIT", "IntegrationConfig", "LimitConfig"]
+__all__ = [
+    "APP_BACKOFFS",
+    "BACKEND_ERROR_MODES",
+    "PRIMARY_LIMIT",
+    "IntegrationConfig",
+    "LimitConfig",
+]
 
 PRIMARY_LIMIT = "requests"
 """Name of the limit described by an integration's own rate fields; no extra limit may use it."""
 
 BACKEND_ERROR_MODES = ("closed", "open")
 """What ``on_backend_error`` may say: fail closed (requeue) or open (local fallback limiter)."""
+
+APP_BACKOFFS = ("tenant", "app", "both")
+"""Which level of a chain a backoff signal lowers (``app_backoffs``; ``docs/limits.md``)."""
+
+APP_LIMIT = "app"
+"""The name an ``app_limit`` read from a mapping takes."""
+
 
 _INTEGRATION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _LIMIT_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -322,6 +335,21 @@ class IntegrationConfig:
             "processes sharing the limit: on a local fallback each takes 1/N of the rates (>= 1)"
         ),
     )
+    app_limit: LimitConfig | None = field(
+        default=None,
+        metadata=_help(
+            "a limit over all the integration's tenants together, charged in the same "
+            "decision as the tenant's own (its requests cost; see docs/limits.md); none: each "
+            "tenant limited alone"
+        ),
+    )
+    app_backoffs: str = field(
+        default="tenant",
+        metadata=_help(
+            "with an app_limit, which level a backoff signal lowers: 'tenant' (the token's), "
+            "'app' (every tenant's) or 'both'"
+        ),
+    )
     endpoints: tuple[Endpoint, ...] = field(
         default=(),
         metadata=_help(
@@ -384,6 +412,12 @@ class IntegrationConfig:
             "fallback_processes",
             check.integer("fallback_processes", self.fallback_processes, minimum=1),
         )
+        if self.app_limit is not None and not isinstance(self.app_limit, LimitConfig):
+            check.fail(
+                "app_limit", self.app_limit, "must be a LimitConfig (or a table of its fields)"
+            )
+        if self.app_backoffs not in APP_BACKOFFS:
+            check.fail("app_backoffs", self.app_backoffs, "must be 'tenant', 'app' or 'both'")
         _store(self, "dialect", Dialect.from_mapping(self.dialect, self.name))
         _store(self, "endpoints", endpoints_from(self.endpoints, self.name))
 
@@ -416,6 +450,8 @@ class IntegrationConfig:
         kwargs: dict[str, Any] = dict(data)
         if "limits" in kwargs:
             kwargs["limits"] = _limits_from_mapping(check, kwargs["limits"])
+        if isinstance(kwargs.get("app_limit"), Mapping):
+            kwargs["app_limit"] = _app_limit_from_mapping(check, kwargs["app_limit"])
         return cls(name=name, **kwargs)
 
     def replace(self, **changes: Any) -> IntegrationConfig:
@@ -438,6 +474,7 @@ class IntegrationConfig:
         data["limits"] = {limit.name: limit.to_dict() for limit in self.limits}
         data["dialect"] = self.dialect.to_dict()
         data["endpoints"] = [endpoint.to_dict() for endpoint in self.endpoints]
+        data["app_limit"] = None if self.app_limit is None else self.app_limit.to_dict()
         return data
 
 
@@ -476,3 +513,13 @@ def _limits_from_mapping(check: _Checker, value: object) -> tuple[LimitConfig, .
         except ConfigError as exc:
             raise ConfigError(check.integration, exc.field, exc.value, exc.reason) from None
     return tuple(limits)
+
+
+def _app_limit_from_mapping(check: _Checker, fields: Mapping[str, object]) -> LimitConfig:
+    """An ``app_limit`` table as a limit named ``app``; errors name ``app_limit.<field>``."""
+    try:
+        (limit,) = _limits_from_mapping(check, {APP_LIMIT: fields})
+    except ConfigError as exc:
+        where = (exc.field or "").replace(f"limits.{APP_LIMIT}", "app_limit", 1)
+        raise ConfigError(check.integration, where, exc.value, exc.reason) from None
+    return limit

@@ -15,7 +15,7 @@ from functools import partial
 from queue_ratelimit.announce import announce_decision, announce_report
 from queue_ratelimit.backends.base import Backend
 from queue_ratelimit.backends.memory import MemoryBackend
-from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.config import APP_BACKOFFS, IntegrationConfig
 from queue_ratelimit.errors import BackendUnavailable, ConfigError, InvalidRequest, RateLimited
 from queue_ratelimit.hosts import (
     HOST_PREFIX,
@@ -270,6 +270,8 @@ class Limiter(LimiterTools):
         epoch: int | None = None,
         lease: str | None = None,
         feedback: Feedback = NO_FEEDBACK,
+        level: str | None = None,
+        app_epoch: int | None = None,
     ) -> ReportResult:
         """Report a backoff signal (429, 503, ...): decrease once per congestion event.
 
@@ -280,9 +282,14 @@ class Limiter(LimiterTools):
             epoch: ``decision.epoch`` of the acquire that led to this call; with it, backoffs
                 from calls granted before the last decrease never decrease again.
             lease: the concurrency lease to give back.
+            level: with an ``app_limit``, the level it lowers: ``"tenant"``, ``"app"`` or
+                ``"both"`` (None: the config's ``app_backoffs``; see ``docs/limits.md``).
+            app_epoch: with an ``app_limit``, ``decision.app_epoch`` of that acquire.
         """
         return self.report(
-            Report(BACKOFF, integration, tenant, lease, feedback, epoch, retry_after)
+            Report(
+                BACKOFF, integration, tenant, lease, feedback, epoch, retry_after, level, app_epoch
+            )
         )
 
     def on_failure(
@@ -317,6 +324,11 @@ class Limiter(LimiterTools):
         backend is down; ``InvalidRequest`` for a report that is none of the three kinds."""
         if report.kind not in (SUCCESS, BACKOFF, FAILURE):
             raise InvalidRequest(f"{report.integration}: a report is a success, backoff or failure")
+        if report.level is not None and report.level not in APP_BACKOFFS:
+            raise InvalidRequest(
+                f"{report.integration}: a backoff's level is one of {APP_BACKOFFS}, not "
+                f"{report.level!r}"
+            )
         prepared = self._resolve(report.integration, report.tenant)
         rate = prepared.config.rate_limit_per_sec
         return prepared, lambda _error: ReportResult(0, False, rate, rate, 0.0)

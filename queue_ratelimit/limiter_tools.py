@@ -127,6 +127,24 @@ class LimiterTools:
             fallback=False,
         )
 
+    def app_snapshot(self, integration: str) -> Snapshot:
+        """The integration-wide level of an integration with an ``app_limit``: its rate,
+        tokens and cooldown (``docs/limits.md``).
+
+        Raises:
+            InvalidRequest: the integration has no ``app_limit``.
+            BackendUnavailable: the shared backend is down.
+        """
+        prepared = self._resolve(integration, None)
+        if prepared.plan.app is None:
+            raise InvalidRequest(f"{integration}: has no app_limit (no integration-wide level)")
+        return self._guard.call(
+            prepared,
+            None,
+            lambda backend, plan: backend.app_snapshot(integration, plan),
+            fallback=False,
+        )
+
     def reset(self, integration: str, tenant: str | None = None) -> None:
         """Forget the key's learned rate, debts, cooldown and leases."""
         self._resolve(integration, tenant)

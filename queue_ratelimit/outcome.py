@@ -141,4 +141,6 @@ def response_report(
     epoch = decision.epoch if decision and kind == BACKOFF else None
     lease = decision.lease if decision else None
     retry_after = info.retry_after if kind == BACKOFF else None
-    return Report(kind, integration, tenant, lease, feedback, epoch, retry_after), info
+    app_epoch = decision.app_epoch if decision and kind == BACKOFF else None
+    report = Report(kind, integration, tenant, lease, feedback, epoch, retry_after, None, app_epoch)
+    return report, info

@@ -36,8 +36,20 @@ def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
 def plan_for(config: IntegrationConfig) -> Plan:
     """What a backend needs of ``config``: its limits (``requests`` first) and settings."""
     limits = (_params(PRIMARY_LIMIT, config), *(_params(lim.name, lim) for lim in config.limits))
+    app = None
+    if config.app_limit is not None:  # the integration-wide level: in requests, as its own key
+        up = config.app_limit
+        app = Plan(
+            limits=(_params(PRIMARY_LIMIT, up),),
+            cooldown_multiplier=config.cooldown_multiplier,
+            max_backoff=config.max_backoff,
+            max_quota_wait=config.max_quota_wait,
+            slow_start=config.slow_start and up.increase_factor > 0 and up.window <= 0,
+        )
     return Plan(
         limits=limits,
+        app=app,
+        app_backoffs=config.app_backoffs,
         max_concurrent=config.max_concurrent,
         lease_ttl=config.lease_ttl,
         cooldown_multiplier=config.cooldown_multiplier,

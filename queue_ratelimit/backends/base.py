@@ -77,6 +77,10 @@ class Backend(Protocol):
         """Describe a key and its integration's breaker without changing them."""
         ...
 
+    def app_snapshot(self, integration: str, plan: Plan) -> Snapshot:
+        """Describe the integration-wide level of a chain (``plan.app``) and the breaker."""
+        ...
+
     def snapshots(
         self, integration: str, tenants: Sequence[str | None], plan: Plan
     ) -> list[Snapshot]:

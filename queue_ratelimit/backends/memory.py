@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
-from queue_ratelimit.policy import aimd, climb, quota
+from queue_ratelimit.policy import aimd, chain, climb, quota
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.overrides import BoundedPlans, Override
 from queue_ratelimit.policy.state import (
     BACKOFF,
     FAILURE,
+    SUCCESS,
     AcquireRequest,
     Decision,
     KeyState,
@@ -27,6 +28,11 @@ from queue_ratelimit.policy.state import (
 _Key = tuple[str, "str | None"]
 _SWEEP_EVERY = 1024
 _T = TypeVar("_T")
+
+
+def _app_key(integration: str) -> _Key:
+    """Where a chain's integration-wide level is kept (no integration's name starts so)."""
+    return ("\0app:" + integration, None)
 
 
 def _bump(state: KeyState, event: str) -> None:
@@ -112,15 +118,20 @@ class MemoryBackend:
         integration: str,
         tenant: str | None,
         plan: Plan,
-        step: Callable[[KeyState, brk.BreakerState, float], _T],
+        step: Callable[[KeyState, brk.BreakerState, float, KeyState | None], tuple[_T, bool]],
     ) -> _T:
+        """Run ``step`` on the key's state, the breaker and (with a chain) the state of the
+        integration-wide level, which is kept when ``step`` says it changed it."""
         key = (integration, tenant)
         with self._lock:
             now = self._clock()
             state = self._start(key, now, plan)
+            upper = None if plan.app is None else self._start(_app_key(integration), now, plan.app)
             breaker = self._breakers.get(integration) or brk.BreakerState()
-            result = step(state, breaker, now)
+            result, touched = step(state, breaker, now, upper)
             self._store(key, state, now)
+            if upper is not None and touched:
+                self._store(_app_key(integration), upper, now)
             if breaker.is_default:
                 self._breakers.pop(integration, None)
             else:
@@ -130,11 +141,14 @@ class MemoryBackend:
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
 
-        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> Decision:
-            decision = aimd.acquire(state, breaker, now, plan, request)
+        def step(
+            state: KeyState, breaker: brk.BreakerState, now: float, upper: KeyState | None
+        ) -> tuple[Decision, bool]:
+            level = chain.level(upper, plan, request.costs, now)
+            decision = aimd.acquire(state, breaker, now, plan, request, level)
             if not decision.granted and request.refusal_event:
                 _bump(state, request.refusal_event)
-            return decision
+            return decision, decision.granted
 
         self._plans[request.integration] = plan
         plan = self._bounded(request.integration, request.tenant, plan)
@@ -144,7 +158,9 @@ class MemoryBackend:
         """See ``Backend.report``."""
         plan = self._bounded(report.integration, report.tenant, plan)
 
-        def step(state: KeyState, breaker: brk.BreakerState, now: float) -> ReportResult:
+        def step(
+            state: KeyState, breaker: brk.BreakerState, now: float, upper: KeyState | None
+        ) -> tuple[ReportResult, bool]:
             if report.lease_id:
                 aimd.release(state, report.lease_id)
             aimd.sync_buckets(state, now, plan.limits)
@@ -152,14 +168,22 @@ class MemoryBackend:
             before = breaker.state
             if report.kind == BACKOFF:
                 _bump(state, "backoffs")
+            if upper is not None:
+                result = chain.report(state, upper, now, plan, report)
+            elif report.kind == BACKOFF:
                 result = aimd.on_backoff(state, now, plan, report)
             elif report.kind == FAILURE:
                 result = aimd.on_failure(state, now, plan.limits)
-                brk.on_failure(breaker, now, plan.breaker_threshold, plan.breaker_open_seconds)
             else:
                 result = aimd.on_success(state, now, plan)
+            if report.kind == FAILURE:
+                brk.on_failure(breaker, now, plan.breaker_threshold, plan.breaker_open_seconds)
+            elif report.kind == SUCCESS:
                 brk.on_success(breaker)
-            return aimd.with_breaker(result, breaker, before)
+            touched = report.kind == SUCCESS or (
+                report.kind == BACKOFF and chain.level_of(report, plan) != chain.TENANT
+            )
+            return aimd.with_breaker(result, breaker, before), touched
 
         return self._apply(report.integration, report.tenant, plan, step)
 
@@ -199,7 +223,13 @@ class MemoryBackend:
         with self._lock:
             now = self._clock()
             state = self._load((integration, tenant), now)
-            return None if state is None else (state.epoch, max(0.0, state.cooldown_until - now))
+            if state is None:
+                return None
+            until = state.cooldown_until
+            upper = self._load(_app_key(integration), now)  # a chain's level holds it too
+            if upper is not None:
+                until = max(until, upper.cooldown_until)
+            return state.epoch, max(0.0, until - now)
 
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
@@ -209,6 +239,15 @@ class MemoryBackend:
             breaker = self._breakers.get(integration) or brk.BreakerState()
             state = self._load((integration, tenant), now)
             return aimd.snapshot(state, breaker, now, plan.limits)
+
+    def app_snapshot(self, integration: str, plan: Plan) -> Snapshot:
+        """See ``Backend.app_snapshot``."""
+        assert plan.app is not None
+        with self._lock:
+            now = self._clock()
+            breaker = self._breakers.get(integration) or brk.BreakerState()
+            state = self._load(_app_key(integration), now)
+            return aimd.snapshot(state, breaker, now, plan.app.limits)
 
     def snapshots(
         self, integration: str, tenants: Sequence[str | None], plan: Plan
@@ -227,6 +266,7 @@ class MemoryBackend:
         with self._lock:
             for key in [key for key in self._keys if key[0] == integration]:
                 del self._keys[key]
+            self._keys.pop(_app_key(integration), None)
             self._breakers.pop(integration, None)
             self._plans.pop(integration, None)
             self._overrides.pop(integration, None)
@@ -238,7 +278,9 @@ class MemoryBackend:
             keys = [
                 key
                 for key, (_, expiry) in self._keys.items()
-                if expiry > now and (integration is None or key[0] == integration)
+                if expiry > now
+                and (integration is None or key[0] == integration)
+                and not key[0].startswith("\0")
             ]
         return iter(keys)
 

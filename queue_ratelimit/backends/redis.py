@@ -42,6 +42,7 @@ from queue_ratelimit.backends.redis_connect import (
 from queue_ratelimit.backends.redis_steps import Steps
 from queue_ratelimit.backends.redis_tools import RedisTools
 from queue_ratelimit.errors import BackendError, ConfigError
+from queue_ratelimit.policy import chain
 from queue_ratelimit.policy.overrides import BoundedPlans, Override
 from queue_ratelimit.policy.state import (
     FAILURE,
@@ -141,7 +142,9 @@ class RedisBackend(RedisTools):
         self._source = _script_source()
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
         self._plans: dict[int, tuple[Plan, bytes]] = {}
-        self._keys: dict[tuple[str, str | None], layout.KeyNames] = {}
+        self._keys: dict[tuple[str, str | None, bool], layout.KeyNames] = {}
+        self._chained: set[str] = set()  # integrations with an integration-wide level
+        self._app_blobs: dict[int, tuple[Plan, bytes]] = {}
         # an acquire's keys and blob (and its event and stored name), by its request's fields
         self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...], str, str]] = {}
         self._views: dict[str, wire.View] = {}
@@ -162,12 +165,35 @@ class RedisBackend(RedisTools):
         return (names.state, names.leases, breaker, meta)
 
     def _names(self, integration: str, tenant: str | None) -> layout.KeyNames:
-        names = self._keys.get((integration, tenant))
+        cached = (integration, tenant, integration in self._chained)
+        names = self._keys.get(cached)
         if names is None:
-            names = layout.key_names(self.prefix, integration, tenant)
+            names = layout.key_names(self.prefix, integration, tenant, cached[2])
             if len(self._keys) < _KEY_CACHE:
-                self._keys[(integration, tenant)] = names
+                self._keys[cached] = names
         return names
+
+    def _note(self, integration: str, plan: Plan) -> None:
+        """Remember whether ``integration`` is chained (its tenants' keys are named so)."""
+        if plan.app is not None:
+            self._chained.add(integration)
+        elif plan.limits:
+            self._chained.discard(integration)
+
+    def _app_blob(self, plan: Plan) -> bytes:
+        """A chain's integration-wide level as the script reads it (ARGV[5]): its limits."""
+        cached = self._app_blobs.get(id(plan))
+        if cached is not None and cached[0] is plan:
+            return cached[1]
+        assert plan.app is not None
+        packed = struct.pack("<B", len(plan.app.limits)) + b"".join(
+            wire.name_bytes(lim.name) + struct.pack("<7d", *wire.limit_numbers(lim))
+            for lim in plan.app.limits
+        )
+        if len(self._app_blobs) > 1024:
+            self._app_blobs.clear()
+        self._app_blobs[id(plan)] = (plan, packed)
+        return packed
 
     def shard(self, integration: str, tenant: str | None) -> str:
         """The node that holds the key (``host:port``) on a cluster; ``""`` otherwise (the
@@ -389,6 +415,8 @@ class RedisBackend(RedisTools):
 
     def _acquire_steps(self, request: AcquireRequest, plan: Plan) -> Steps[Decision]:
         integration = request.integration
+        if plan.app is not None or integration in self._chained:
+            self._note(integration, plan)
         breaker, probe = (wire.CLOSED, 0.0), None
         view = yield from self._current_view(integration, plan)
         if view.overrides:
@@ -397,6 +425,9 @@ class RedisBackend(RedisTools):
             breaker, probe = yield from self._admit(integration, plan)
         args = self._acquire_args(request, plan, breaker)
         reason, wait, epoch, now, seq, *reserved = yield "acquire", integration, args
+        app_epoch = None
+        if plan.app is not None:
+            app_epoch, *reserved = reserved
         granted = reason <= wire.LAST_GRANT
         if probe is not None and not granted:  # the probe goes to the next caller
             yield from self._breaker_steps("unprobe", integration, plan, wire.pack(probe))
@@ -420,6 +451,7 @@ class RedisBackend(RedisTools):
             seq,
             recheck,
             tokens,
+            app_epoch,
         )
 
     def _acquire_args(
@@ -446,7 +478,7 @@ class RedisBackend(RedisTools):
             )
             kept = self._acquires.get(key)
             if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
-                return kept[1] + _words(request.lease_id or "", kept[2], kept[3])
+                return kept[1] + self._words(plan, request.lease_id or "", kept[2], kept[3])
         held = (reservation.epoch, reservation.slot) if reservation else (wire.NONE, wire.NONE)
         flags = (1.0 if request.reserve else 0.0) + (2.0 if request.tokens else 0.0)
         numbers = [request.max_wait, flags, *held]
@@ -457,16 +489,33 @@ class RedisBackend(RedisTools):
         blob = self._blob("acquire", plan, wire.pack(numbers), breaker)
         event = str(wire.EVENTS.index(request.refusal_event) + 1) if request.refusal_event else ""
         names = self._names(request.integration, request.tenant)
-        head = (
-            (2, names.state, names.leases, blob) if plan.max_concurrent else (1, names.state, blob)
-        )
+        if plan.app is not None:  # a chain: the integration-wide level's key too
+            app = layout.app_key(self.prefix, request.integration)
+            head: tuple[Any, ...] = (3, names.state, names.leases, app, blob)
+        elif plan.max_concurrent:
+            head = (2, names.state, names.leases, blob)
+        else:
+            head = (1, names.state, blob)
         if key is not None:  # (the lease id is new on every acquire: kept apart)
             if len(self._acquires) >= _ARGS_CACHE:
                 self._acquires.clear()
             self._acquires[key] = (plan, head, event, names.stored_name)
-        return head + _words(request.lease_id or "", event, names.stored_name)
+        return head + self._words(plan, request.lease_id or "", event, names.stored_name)
+
+    def _words(
+        self, plan: Plan, word: str, event: str, stored_name: str, level: str = ""
+    ) -> tuple[str | bytes, ...]:
+        """ARGV[2..]: ``_words``, then for a chain its integration-wide level's limits and
+        (a report) the level a backoff lowers."""
+        if plan.app is None:
+            return _words(word, event, stored_name)
+        if level:
+            return (word, event, stored_name, self._app_blob(plan), level)
+        return (word, event, stored_name, self._app_blob(plan))
 
     def _report_steps(self, report: Report, plan: Plan) -> Steps[ReportResult]:
+        if plan.app is not None or report.integration in self._chained:
+            self._note(report.integration, plan)
         view = yield from self._current_view(report.integration, plan)
         if view.overrides:  # (bounded as the acquire before it was)
             plan = self._bounded(plan, view, report.tenant)
@@ -480,8 +529,19 @@ class RedisBackend(RedisTools):
                 wire.opt(reset_after),
             ]
         lease = report.lease_id or ""
-        blob = self._blob(report.kind, plan, wire.pack(numbers))
-        args = self._key_args(report.integration, report.tenant, blob, lease, leases=bool(lease))
+        if plan.app is not None:  # a chain: the integration-wide level's epoch, its key
+            numbers.append(wire.opt(report.app_epoch))
+            blob = self._blob(report.kind, plan, wire.pack(numbers))
+            names = self._names(report.integration, report.tenant)
+            app = layout.app_key(self.prefix, report.integration)
+            level = str(chain.LEVELS.index(chain.level_of(report, plan)) + 1)
+            args: tuple[Any, ...] = (3, names.state, names.leases, app, blob)
+            args += self._words(plan, lease, "", names.stored_name, level)
+        else:
+            blob = self._blob(report.kind, plan, wire.pack(numbers))
+            args = self._key_args(
+                report.integration, report.tenant, blob, lease, leases=bool(lease)
+            )
         epoch_now, decreased, old, new, cool, *held = yield report.kind, report.integration, args
         changed = False
         if report.kind == FAILURE or (report.kind == SUCCESS and (view.state or view.failures)):
@@ -508,7 +568,12 @@ class RedisBackend(RedisTools):
         return bool(released == 1)
 
     def _check_steps(self, integration: str, tenant: str | None) -> Steps[tuple[int, float] | None]:
-        args = self._key_args(integration, tenant, self._blob("check", wire.NO_PLAN))
+        blob = self._blob("check", wire.NO_PLAN)
+        if integration in self._chained:  # the integration-wide level's cooldown holds it too
+            app = layout.app_key(self.prefix, integration)
+            args: tuple[Any, ...] = (2, self._names(integration, tenant).state, app, blob)
+        else:
+            args = self._key_args(integration, tenant, blob)
         exists, epoch, cool = yield "check", integration, args
         return (int(epoch), cool / wire.MICRO) if exists else None
 

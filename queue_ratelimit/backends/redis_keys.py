@@ -5,6 +5,9 @@ every shard of a Redis Cluster while the keys one decision touches share one slo
 
 * ``{P:I}:state.v5`` and ``{P:I}:leases``: the integration's own key (no tenant);
 * ``{P:I:t=T}:state.v5`` and ``{P:I:t=T}:leases``: tenant ``T`` of integration ``I``;
+* ``{P:I}:t=T:state.v5`` and ``{P:I}:t=T:leases``: tenant ``T`` of an integration with an
+  integration-wide limit (a chain), under the integration's own tag, so that one decision
+  touches its tenant's key and ``{P:I}:app.v5``, the integration-wide level, in one slot;
 * ``{P:I}:breaker.v3``: the integration's circuit breaker, shared by its tenants;
 * ``{P:I}:meta``: the integration's limits and settings as its workers last wrote them, so
   the operator tools show and act on keys without the workers' config file;
@@ -29,6 +32,7 @@ from urllib.parse import quote, unquote
 # suffixes named for the layouts of limiter.lua, which other versions do not read: a fleet
 # that mixes versions never has them overwrite each other's state, each keeps its own
 STATE, LEASES, BREAKER, META = ":state.v5", ":leases", ":breaker.v3", ":meta"
+APP = ":app.v5"  # a chain's integration-wide level (the state's layout)
 OVERRIDES = ":overrides.v1"
 _TENANT = ":t="
 _MAX_TENANT_KEY = 128
@@ -65,11 +69,20 @@ def _tag(prefix: str, integration: str, part: str | None = None) -> str:
     return f"{{{prefix}:{inner}}}"
 
 
-def key_names(prefix: str, integration: str, tenant: str | None) -> KeyNames:
-    """The state and leases keys of ``(integration, tenant)``."""
+def key_names(prefix: str, integration: str, tenant: str | None, chained: bool = False) -> KeyNames:
+    """The state and leases keys of ``(integration, tenant)``; ``chained``: of an integration
+    with an integration-wide level, whose tenants' keys share its tag (and slot)."""
     part, stored_name = (None, "") if tenant is None else _tenant_part(tenant)
-    base = _tag(prefix, integration, part)
+    if chained and part is not None:
+        base = f"{_tag(prefix, integration)}{_TENANT}{part}"
+    else:
+        base = _tag(prefix, integration, part)
     return KeyNames(base + STATE, base + LEASES, stored_name)
+
+
+def app_key(prefix: str, integration: str) -> str:
+    """The state key of the integration-wide level of a chain."""
+    return _tag(prefix, integration) + APP
 
 
 def integration_keys(prefix: str, integration: str) -> tuple[str, str, str]:
@@ -94,9 +107,15 @@ def parse_state_key(prefix: str, key: str) -> tuple[str, str | None] | None:
 
     A tenant kept by its digest is given as ``#<sha256>`` (``snapshot`` tells its name)."""
     head = f"{{{prefix}:"
-    if not (key.startswith(head) and key.endswith("}" + STATE)):
+    if not (key.startswith(head) and key.endswith(STATE)):
         return None
-    inner = key[len(head) : -len(STATE) - 1]
+    inner = key[len(head) : -len(STATE)]
+    if inner.endswith("}"):
+        inner = inner[:-1]
+    elif "}" + _TENANT in inner:  # a chained tenant's: {P:I}:t=T
+        inner = inner.replace("}" + _TENANT, _TENANT, 1)
+    else:
+        return None
     if "}" in inner or "{" in inner:
         return None
     integration, found, part = inner.partition(_TENANT)

@@ -105,6 +105,17 @@ class RedisTools(ScriptRunner):
         reply = yield "snapshot", integration, args
         return wire.snapshot_from(reply, view, plan)
 
+    def app_snapshot(self, integration: str, plan: Plan) -> Snapshot:
+        """See ``Backend.app_snapshot``."""
+        return self._drive(self._app_snapshot_steps(integration, plan))
+
+    def _app_snapshot_steps(self, integration: str, plan: Plan) -> Steps[Snapshot]:
+        assert plan.app is not None
+        view = yield from self._view_steps(integration, plan)
+        key = layout.app_key(self.prefix, integration)
+        reply = yield "snapshot", integration, (1, key, self._blob("snapshot", plan.app))
+        return wire.snapshot_from(reply, view, plan.app)
+
     def snapshots(
         self, integration: str, tenants: Sequence[str | None], plan: Plan
     ) -> list[Snapshot]:

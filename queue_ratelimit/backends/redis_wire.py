@@ -122,6 +122,10 @@ def plan_json(plan: Plan, idle_ttl: float) -> str:
             "breaker_open_seconds": plan.breaker_open_seconds,
             "slow_start": plan.slow_start,
             "idle_ttl": idle_ttl,
+            "app": None
+            if plan.app is None
+            else [[lim.name, *limit_numbers(lim)] for lim in plan.app.limits],
+            "app_backoffs": plan.app_backoffs,
         },
         separators=(",", ":"),
     )
@@ -132,6 +136,16 @@ def plan_from_json(text: str) -> Plan:
     data = json.loads(text)
     try:
         limits = tuple(LimitParams(str(e[0]), *(float(x) for x in e[1:8])) for e in data["limits"])
+        app = None
+        if data.get("app"):
+            app = Plan(
+                limits=tuple(
+                    LimitParams(str(e[0]), *(float(x) for x in e[1:8])) for e in data["app"]
+                ),
+                cooldown_multiplier=float(data["cooldown_multiplier"]),
+                max_backoff=float(data["max_backoff"]),
+                max_quota_wait=float(data.get("max_quota_wait", 86400.0)),
+            )
         return Plan(
             limits=limits,
             max_concurrent=data["max_concurrent"],
@@ -142,6 +156,8 @@ def plan_from_json(text: str) -> Plan:
             breaker_threshold=int(data["breaker_threshold"]),
             breaker_open_seconds=float(data["breaker_open_seconds"]),
             slow_start=bool(data.get("slow_start", True)),
+            app=app,
+            app_backoffs=str(data.get("app_backoffs", "tenant")),
         )
     except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"not an integration description: {exc}") from exc

@@ -79,6 +79,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
@@ -108,6 +109,9 @@ from queue_ratelimit.policy.state import (
     epoch_at,
 )
 
+if TYPE_CHECKING:
+    from queue_ratelimit.policy.chain import Level
+
 SLACK = 1e-6
 """A wait this much above ``max_wait`` still counts as within it: float noise, and replies
 from Redis that carry microseconds."""
@@ -134,7 +138,7 @@ def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> 
             quota.open_window(bucket, now, lim.burst, lim.window)
 
 
-def _slot(
+def slot_of(
     state: KeyState, now: float, limits: Sequence[LimitParams], costs: Mapping[str, float]
 ) -> float:
     slot = max(now, state.cooldown_until)
@@ -204,30 +208,60 @@ def _concurrency_wait(state: KeyState, now: float, max_concurrent: int) -> float
 
 
 def acquire(
-    state: KeyState, breaker: BreakerState, now: float, plan: Plan, request: AcquireRequest
+    state: KeyState,
+    breaker: BreakerState,
+    now: float,
+    plan: Plan,
+    request: AcquireRequest,
+    chain: Level | None = None,
 ) -> Decision:
-    """Decide one acquire (or redemption) and apply it to ``state`` and ``breaker``."""
+    """Decide one acquire (or redemption) and apply it to ``state`` and ``breaker``; with
+    a chain's integration-wide level (``chain.level``), to that level too: the call waits
+    for both, and is paid by both on a grant (that level reserves nothing)."""
     limits = plan.limits
     sync_buckets(state, now, limits)
     reservation = request.reservation
     redeeming = reservation is not None and reservation.epoch == state.epoch
     kept = reservation if redeeming else None
     held, probe = brk.admit(breaker, now)
+    up_epoch = None if chain is None else chain.state.epoch
     if held > 0:
-        return Decision(False, held, "breaker_open", state.epoch, kept, now, seq=state.seq)
-    slot, fits = _fit(state, now, limits, request, kept)
+        return Decision(
+            False, held, "breaker_open", state.epoch, kept, now, seq=state.seq, app_epoch=up_epoch
+        )
+    slot, fits = _fit(state, now, limits, request, kept, chain)
     wait = slot - now
     if plan.max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, plan.max_concurrent)
         if busy is not None:
-            return Decision(False, busy, "concurrency", state.epoch, kept, now, seq=state.seq)
+            return Decision(
+                False,
+                busy,
+                "concurrency",
+                state.epoch,
+                kept,
+                now,
+                seq=state.seq,
+                app_epoch=up_epoch,
+            )
     if fits:
-        return _grant(state, breaker, now, plan, request, slot, kept, probe)
-    reason = "cooldown" if state.cooldown_until > now else "rate"
-    if wait > plan.max_backoff and _held(state, now, limits, request.costs, plan.max_backoff):
+        return _grant(state, breaker, now, plan, request, slot, kept, probe, chain)
+    cooldown_until = state.cooldown_until
+    if chain is not None:
+        cooldown_until = max(cooldown_until, chain.state.cooldown_until)
+    reason = "cooldown" if cooldown_until > now else "rate"
+    if wait > plan.max_backoff and (
+        _held(state, now, limits, request.costs, plan.max_backoff)
+        or (
+            chain is not None
+            and _held(chain.state, now, chain.plan.limits, chain.costs, plan.max_backoff)
+        )
+    ):
         reason = "exhausted"
     if not (request.reserve or redeeming):
-        return Decision(False, wait, reason, state.epoch, None, now, seq=state.seq)
+        return Decision(
+            False, wait, reason, state.epoch, None, now, seq=state.seq, app_epoch=up_epoch
+        )
     if kept is None:
         _pay(state, now, limits, request.costs)
         due = tuple(
@@ -235,9 +269,21 @@ def acquire(
         )
     else:
         due = kept.due
-    recheck = _recheck(state, now, limits, due, wait, growth(state, plan))
+    recheck = _recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)
+    if chain is not None:  # (not sooner than that level pays it)
+        recheck = max(recheck, chain.slot - now)
     promise = Reservation(state.epoch, slot, due)
-    return Decision(False, wait, reason, state.epoch, promise, now, seq=state.seq, recheck=recheck)
+    return Decision(
+        False,
+        wait,
+        reason,
+        state.epoch,
+        promise,
+        now,
+        seq=state.seq,
+        recheck=recheck,
+        app_epoch=up_epoch,
+    )
 
 
 def _held(
@@ -264,21 +310,27 @@ def _fit(
     limits: Sequence[LimitParams],
     request: AcquireRequest,
     kept: Reservation | None,
+    chain: Level | None = None,
 ) -> tuple[float, bool]:
     """The call's slot, and whether its wait is slept (``fits_wait``) rather than requeued."""
     late = False
+    cooldown_until = state.cooldown_until
+    if chain is not None:
+        cooldown_until = max(cooldown_until, chain.state.cooldown_until)
     if kept is not None:
         pulled = _pulled(state, now, limits, kept)
-        slot = max(pulled, state.cooldown_until, now)
+        slot = max(pulled, cooldown_until, now)
         late = pulled < now - pacing.TOLERANCE
     else:
-        slot = _slot(state, now, limits, request.costs)
+        slot = slot_of(state, now, limits, request.costs)
+    if chain is not None:
+        slot = max(slot, chain.slot)
     first = limits[0]
     pace = quota.refill_rate(state.buckets[first.name])
     fits = fits_wait(
         now,
         slot,
-        state.cooldown_until,
+        cooldown_until,
         max_wait=request.max_wait,
         cooldown_wait=request.cooldown_wait,
         max_sleepers=request.max_sleepers,
@@ -302,14 +354,21 @@ def _grant(
     slot: float,
     kept: Reservation | None,
     probe: bool,
+    chain: Level | None = None,
 ) -> Decision:
     """Grant the call its ``slot``: pay (unless it redeems ``kept``), take its place in the
-    arrival schedule and its lease; as the breaker's probe, start the probe's turn."""
+    arrival schedule and its lease; as the breaker's probe, start the probe's turn. A chain's
+    integration-wide level pays too, and takes the call's place in its own schedule."""
     first = plan.limits[0]
     pace = quota.refill_rate(state.buckets[first.name])  # before paying: a quota's pace
     if kept is None:
         _pay(state, now, plan.limits, request.costs)
     pacing.advance(state, slot, request.costs.get(first.name, 0.0), pace)
+    if chain is not None:
+        up_first = chain.plan.limits[0]
+        up_pace = quota.refill_rate(chain.state.buckets[up_first.name])
+        _pay(chain.state, now, chain.plan.limits, chain.costs)
+        pacing.advance(chain.state, slot, chain.costs.get(up_first.name, 0.0), up_pace)
     lease = None
     if plan.max_concurrent is not None and request.lease_id is not None:
         state.leases[request.lease_id] = now + plan.lease_ttl
@@ -321,7 +380,10 @@ def _grant(
     left = None
     if request.tokens:
         left = tuple(state.buckets[lim.name].tokens for lim in plan.limits)
-    return Decision(True, slot - now, reason, state.epoch, None, now, lease, state.seq, None, left)
+    up_epoch = None if chain is None else chain.state.epoch
+    return Decision(
+        True, slot - now, reason, state.epoch, None, now, lease, state.seq, None, left, up_epoch
+    )
 
 
 def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Reservation) -> float:
@@ -347,12 +409,14 @@ def _recheck(
     due: tuple[float, ...],
     wait: float,
     growth: float,
+    cooldown_until: float,
 ) -> float:
     """When a reservation's holder should come back: its slot, or sooner if the requests
-    rate goes on climbing by ``growth`` per success, as AIMD climbs it until a backoff."""
+    rate goes on climbing by ``growth`` per success, as AIMD climbs it until a backoff
+    (not before ``cooldown_until``)."""
     if len(due) != len(limits):
         return wait
-    start = max(now, state.cooldown_until)
+    start = max(now, cooldown_until)
     back = start - now
     for index, (lim, mark) in enumerate(zip(limits, due, strict=True)):
         bucket = state.buckets[lim.name]

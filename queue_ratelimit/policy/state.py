@@ -40,6 +40,10 @@ class Plan:
         breaker_threshold: consecutive failures that open the breaker.
         breaker_open_seconds: how long the breaker stays open (and a probe's turn lasts).
         slow_start: a key that has met no backoff climbs fast (``aimd``'s start phase).
+        app: with an integration-wide limit, the plan of that level (``policy/chain.py``):
+            every call is charged to its own key and to the integration's, in one decision.
+        app_backoffs: which level a backoff lowers by default: ``tenant``, ``app`` or
+            ``both``.
     """
 
     limits: tuple[LimitParams, ...]
@@ -51,6 +55,8 @@ class Plan:
     breaker_threshold: int = 5
     breaker_open_seconds: float = 60.0
     slow_start: bool = True
+    app: Plan | None = None
+    app_backoffs: str = "tenant"
 
 
 @dataclass
@@ -122,6 +128,8 @@ class Decision:
         tokens: when the acquire asked for them and was granted, each limit's tokens left
             after paying, at ``now`` (below 0: the debt of a slot granted ahead), in the
             plan's order: what an inbound limiter tells its clients (``RateLimit: r=``).
+        app_epoch: with an integration-wide limit (``Plan.app``), that level's congestion
+            epoch; report a backoff with it.
     """
 
     granted: bool
@@ -134,6 +142,7 @@ class Decision:
     seq: int = 0
     recheck: float | None = None
     tokens: tuple[float, ...] | None = None
+    app_epoch: int | None = None
 
     def __init__(
         self,
@@ -147,6 +156,7 @@ class Decision:
         seq: int = 0,
         recheck: float | None = None,
         tokens: tuple[float, ...] | None = None,
+        app_epoch: int | None = None,
     ) -> None:
         # One decision per acquire: the generated frozen __init__ sets each field through
         # object.__setattr__, about 1 us of the acquire's client side; this is a quarter.
@@ -161,6 +171,7 @@ class Decision:
             seq=seq,
             recheck=recheck,
             tokens=tokens,
+            app_epoch=app_epoch,
         )
 
     @property
@@ -236,6 +247,9 @@ class Report(NamedTuple):
         feedback: published quotas and cost corrections, applied first.
         epoch: a backoff's ``Decision.epoch`` (one decrease per congestion event).
         retry_after: a backoff's ``Retry-After`` in seconds.
+        level: with an integration-wide limit, which level a backoff lowers: ``tenant``,
+            ``app`` or ``both`` (None: the plan's ``app_backoffs``).
+        app_epoch: a backoff's ``Decision.app_epoch``.
     """
 
     kind: str
@@ -245,6 +259,8 @@ class Report(NamedTuple):
     feedback: Feedback = NO_FEEDBACK
     epoch: int | None = None
     retry_after: float | None = None
+    level: str | None = None
+    app_epoch: int | None = None
 
 
 @dataclass(frozen=True)

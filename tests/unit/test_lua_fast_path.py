@@ -28,8 +28,8 @@ from queue_ratelimit.policy.state import (
 )
 
 FAST_PATH = (
-    "if n == 1 and bstate == CLOSED and "
-    "(op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then"
+    "if n == 1 and bstate == CLOSED and not chained\n"
+    "   and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then"
 )
 CASES = 400
 

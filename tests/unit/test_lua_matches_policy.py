@@ -34,6 +34,11 @@ ONE_LIMIT = dataclasses.replace(CONFIG, max_concurrent=None, limits=())
 WINDOWED = dataclasses.replace(
     CONFIG, max_concurrent=None, limits=(LimitConfig.per_window("win", 7.0, 5.0),)
 )
+# a chain: every key (three tenants) under an adaptive integration-wide limit
+APP = LimitConfig("app", 4.0, 2.0, 1.0, 20.0, 0.5, 0.5)
+CHAINED = dataclasses.replace(CONFIG, app_limit=APP)
+CHAINED_ONE = dataclasses.replace(ONE_LIMIT, app_limit=APP, app_backoffs="both")
+TENANTS = st.sampled_from([None, "a", "b"])
 
 acquire_op = st.tuples(
     st.just("acquire"),
@@ -45,6 +50,7 @@ acquire_op = st.tuples(
     st.sampled_from([None, 0.0, 0.3, 2.0]),  # cooldown_wait
     st.sampled_from([None, 1, 2]),  # max_sleepers
     st.booleans(),  # a grant answers its tokens left
+    TENANTS,
 )
 quota_value = st.one_of(
     st.none(), st.tuples(st.sampled_from([0, 1, 5, 50]), st.sampled_from([0.0, 0.5, 2.0, 10.0]))
@@ -57,6 +63,8 @@ report_op = st.tuples(
     quota_value,  # published quota of requests
     quota_value,  # published quota of tokens
     st.sampled_from([0.0, -40.0, 25.0]),  # tokens adjustment
+    TENANTS,
+    st.sampled_from([None, "tenant", "app", "both"]),  # the level a backoff lowers (a chain)
 )
 # 5000 s: idle past idle_ttl (3600 s, up to an eighth more in Redis): the key is revived
 tick_op = st.tuples(st.just("tick"), st.sampled_from([0.0, 0.01, 0.1, 0.7, 2.5, 6.0, 5000.0]))
@@ -81,13 +89,14 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
             clock.advance(float(op[1]))  # type: ignore[arg-type]
             continue
         if op[0] == "acquire":
-            _, req, tok, max_wait, reserve, redeem, cooldown_wait, sleepers, left = op
+            _, req, tok, max_wait, reserve, redeem, cooldown_wait, sleepers, left, tenant = op
             res = last.reservation if (redeem and last is not None) else None
             cost = {"requests": req, "tokens": tok} if has_tokens else {"requests": req}
             if windowed:
                 cost = {"requests": req, "win": req}
             decision = limiter.acquire(
                 "svc",
+                tenant,  # type: ignore[arg-type]
                 cost=cost,
                 max_wait=max_wait,
                 reserve=bool(reserve),
@@ -109,10 +118,11 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                     decision.epoch,
                     decision.seq,
                     decision.tokens,
+                    decision.app_epoch,
                 )
             )
             continue
-        kind, retry_after, with_epoch, give_back, q_req, q_tok, adjust = op
+        kind, retry_after, with_epoch, give_back, q_req, q_tok, adjust, tenant, level = op
         lease = last.lease if (give_back and last is not None) else None
         epoch = last.epoch if (with_epoch and last is not None) else None
         quotas = {name: q for name, q in (("requests", q_req), ("tokens", q_tok)) if q}
@@ -124,16 +134,19 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
             seq=last.seq if (with_epoch and last is not None) else None,
         )
         if kind == "success":
-            result = limiter.on_success("svc", lease=lease, feedback=feedback)
+            result = limiter.on_success("svc", tenant, lease=lease, feedback=feedback)  # type: ignore[arg-type]
         elif kind == "failure":
-            result = limiter.on_failure("svc", lease=lease, feedback=feedback)
+            result = limiter.on_failure("svc", tenant, lease=lease, feedback=feedback)  # type: ignore[arg-type]
         else:
             result = limiter.on_backoff(
                 "svc",
+                tenant,  # type: ignore[arg-type]
                 retry_after=retry_after,  # type: ignore[arg-type]
                 epoch=epoch,
                 lease=lease,
                 feedback=feedback,
+                level=level,  # type: ignore[arg-type]
+                app_epoch=last.app_epoch if (with_epoch and last is not None) else None,
             )
         out.append(
             (
@@ -144,17 +157,19 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
                 result.breaker,
                 result.breaker_changed,
                 result.epoch,
+                result.exhausted,
             )
         )
-    snap = limiter.snapshot("svc")
-    out.append(
-        (
-            snap.cooldown_left,
-            snap.leases,
-            tuple((s.name, s.rate, s.tokens) for s in snap.limits),
-            (snap.breaker, snap.breaker_failures, snap.breaker_wait),
+    for tenant in (None, "a", "b"):
+        snap = limiter.snapshot("svc", tenant)
+        out.append(
+            (
+                snap.cooldown_left,
+                snap.leases,
+                tuple((s.name, s.rate, s.tokens) for s in snap.limits),
+                (snap.breaker, snap.breaker_failures, snap.breaker_wait),
+            )
         )
-    )
     return out
 
 
@@ -163,7 +178,9 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
 )
 @given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op), min_size=1, max_size=40))
 @pytest.mark.parametrize(
-    "config", [CONFIG, ONE_LIMIT, WINDOWED], ids=["two-limits", "one-limit", "windowed"]
+    "config",
+    [CONFIG, ONE_LIMIT, WINDOWED, CHAINED, CHAINED_ONE],
+    ids=["two-limits", "one-limit", "windowed", "chained", "chained-one-limit"],
 )
 def test_random_sequences_give_identical_answers(
     redis_url: str, config: IntegrationConfig, ops: list[tuple[object, ...]]
@@ -178,7 +195,7 @@ def test_random_sequences_give_identical_answers(
         actual = _run(shared, redis_clock, ops)
         assert actual == [_approx(v) for v in expected]
     finally:
-        backend.client.delete(*backend.keys_for("svc", None))
+        backend.purge("svc")
         backend.client.close()
 
 

@@ -192,6 +192,13 @@ if op == CHECK then  -- {1, epoch, cooldown left} of a live key, {0, 0, 0} of no
   if not (saved and string.byte(saved, 1) == LAYOUT) then return {0, 0, 0} end
   local _, _, expires, _, _, _, _, epoch, cool = struct.unpack('<xxddddddddd', saved)
   if expires < now then return {0, 0, 0} end
+  if KEYS[2] then  -- a chain's integration-wide key (its cooldown holds the call too)
+    local up = redis.call('GET', KEYS[2])
+    if up and string.byte(up, 1) == LAYOUT then
+      local _, _, up_expires, _, _, _, _, _, up_cool = struct.unpack('<xxddddddddd', up)
+      if up_expires >= now and up_cool > cool then cool = up_cool end
+    end
+  end
   local left = 0
   if cool > now then left = (cool - now) * 1000000 + 0.5 end
   return {1, epoch, left - left % 1}
@@ -206,7 +213,9 @@ end
 -- crafted states). It rewrites in place only the state's hot fields (SETRANGE: the TTL
 -- stays), and uses no math.*: each C call costs about as much as ten lines of arithmetic.
 local got  -- the saved state, shared with the general rules
-if n == 1 and bstate == CLOSED and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then
+local chained = ARGV[5] and ARGV[5] ~= ''  -- a chain: its integration-wide level's limits
+if n == 1 and bstate == CLOSED and not chained
+   and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then
   -- the limit, then the op's numbers: acquire's max_wait, reserve, reservation epoch and
   -- slot, cooldown_wait, max_sleepers, cost; success's seq, epoch, retry_after, then the
   -- limit's adjustment, published remaining and reset_after
@@ -449,13 +458,14 @@ local function roll_delivery(now, from, served, s1, s2, s3, top)
   return from + steps * width, served, s1, s2, s3, top
 end
 
--- each limit of the plan (from `from` in the blob) with the state of a fresh key; a saved
--- state replaces it (load); returns them and where the op's numbers start
-local function fresh(from)
+-- each limit of a plan (`count` limits from `from` in `src`: the blob, or ARGV[5] for a
+-- chain's integration-wide level) with the state of a fresh key; a saved state replaces it
+-- (load); returns them and where the plan's limits end
+local function fresh(src, from, count)
   local limits = {}
-  for i = 1, n do
+  for i = 1, count do
     local name, rate, burst, lo, hi, inc, dec, win
-    name, rate, burst, lo, hi, inc, dec, win, from = struct.unpack('<sddddddd', blob, from)
+    name, rate, burst, lo, hi, inc, dec, win, from = struct.unpack('<sddddddd', src, from)
     limits[i] = {name = name, burst = burst, min = lo, max = hi, inc = inc, dec = dec, cost = 0,
                  win = win, r = rate, t = burst, s = now, q = false, qu = 0, qc = 0, c = 0, p = 0}
   end
@@ -479,10 +489,10 @@ end
 -- an expired key's learned rates into `limits`, fresh otherwise (climb.revive): each limit at
 -- PROBE_FLOOR of its peak (kept as its peak), else the first at the ceiling when above its
 -- start
-local function revive(saved, limits, plan_at)
-  local learned = fresh(plan_at)
+local function revive(saved, limits, src, from)
+  local learned = fresh(src, from, #limits)
   local top = select(11, load(saved, learned))
-  for i = 1, n do
+  for i = 1, #limits do
     local lim, was = limits[i], learned[i]
     local peak = was.p
     if peak > 0 then
@@ -496,7 +506,7 @@ end
 
 -- every bucket brought to `now`: clamp the rate, refill, expire the quota
 local function bring(limits)
-  for i = 1, n do
+  for i = 1, #limits do
     local lim = limits[i]
     lim.r = min(max(lim.r, lim.min), lim.max)
     if now > lim.s then
@@ -526,7 +536,7 @@ local function snapshot_of(limits, epoch, cool, leases_key, counts, tname)
   end
   local out = {1, micro(now), epoch, micro(max(0, cool - now)), leases, counts[1], counts[2],
                counts[3], tname}
-  for i = 1, n do
+  for i = 1, #limits do
     local lim = limits[i]
     out[#out + 1] = lim.name
     out[#out + 1] = micro(lim.r)
@@ -535,9 +545,171 @@ local function snapshot_of(limits, epoch, cool, leases_key, counts, tname)
   return out
 end
 
+-- a level of the decision: one limiter key's state (`saved`, under `key`), read into a table
+-- and brought to `now`; an expired state keeps only what it learned (climb.revive)
+local function open_level(key, saved, src, from, count)
+  local L = {key = key, limits = fresh(src, from, count), exists = false, seq = 0, tat = 0,
+             expires = 0, epoch = 0, cool = 0, sfrom = 0, served = 0, s1 = 0, s2 = 0, s3 = 0,
+             top = 0, counts = {0, 0, 0}, tname = ''}
+  if saved and string.byte(saved, 1) == LAYOUT then
+    L.seq, L.tat, L.expires, L.epoch, L.cool, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top,
+      L.counts, L.tname = load(saved, L.limits)
+    L.exists = L.expires >= now
+    if not L.exists then  -- expired: what it learned is kept remember_for
+      local limits = fresh(src, from, count)
+      local top = 0
+      if now < L.expires + remember then top = revive(saved, limits, src, from) end
+      L = {key = key, limits = limits, exists = false, seq = 0, tat = 0, expires = 0, epoch = 0,
+           cool = 0, sfrom = 0, served = 0, s1 = 0, s2 = 0, s3 = 0, top = top,
+           counts = {0, 0, 0}, tname = ''}
+    end
+  end
+  if not L.exists then L.epoch = floor(now * 1000000) end
+  bring(L.limits)
+  return L
+end
+
+-- the earliest time from `slot` on at which every bucket of `limits` holds its cost
+local function bucket_slot(limits, slot)
+  for i = 1, #limits do
+    local lim = limits[i]
+    if lim.cost > 0 then
+      local pace = refill_rate(lim)
+      if lim.cost > lim.t and pace <= 0 then  -- the quota's end; a window owed more than its
+        local later = 0  -- end brings back: the window that pays (quota.window_slot)
+        if lim.win > 0 then
+          later = max(0, ceil((lim.cost - lim.t - lim.burst) / lim.burst - 0.000000001))
+        end
+        slot = max(slot, lim.qu + later * lim.win)
+      elseif lim.cost > lim.t then
+        slot = max(slot, max(lim.s, now) + (lim.cost - lim.t) / pace)
+      end
+      if quota_active(lim, now) and lim.q < lim.cost then slot = max(slot, lim.qu) end
+    end
+  end
+  return slot
+end
+
+-- a spent published quota holds `limits` past max_backoff (a refusal is then `exhausted`)
+local function quota_held(limits)
+  for i = 1, #limits do
+    local lim = limits[i]
+    if quota_active(lim, now) and lim.q < lim.cost and lim.qu - now > max_backoff then
+      return true
+    end
+  end
+  return false
+end
+
+-- a success: count the delivery, then the start phase's climb or the additive increase
+local function succeed(L)
+  L.sfrom, L.served, L.s1, L.s2, L.s3, L.top =
+    roll_delivery(now, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top)
+  L.served = L.served + 1
+  local limits = L.limits
+  local first = limits[1]
+  if now >= L.cool and slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
+    local width = DELIVERY_WINDOW / SLICES
+    local left = max(0, 1 - (now - L.sfrom) / width)
+    local span = min(DELIVERY_WINDOW, max(MIN_SPAN, now - L.epoch / 1000000))  -- a young key
+    local cap = START_HEADROOM * (L.served + L.s1 + L.s2 + L.s3 * left) / span
+    local was = first.r
+    first.r = min(first.max, max(was, min(was + max(first.inc, START_GROWTH), cap)))
+    for i = 2, #limits do  -- further limits grow by the same factor
+      local lim = limits[i]
+      if lim.inc > 0 then lim.r = min(lim.max, lim.r * first.r / was) end
+    end
+  elseif now >= L.cool then
+    for i = 1, #limits do
+      local lim = limits[i]
+      local step = lim.inc  -- just below the last ceiling, as time allows (climb.probe_step)
+      if lim.p > 0 and lim.r >= PROBE_FLOOR * lim.p and lim.r < lim.p then
+        local part = min(1, (now - L.epoch / 1000000) / BAND)
+        step = min(step, max(0, lim.p * (PROBE_FLOOR + (1 - PROBE_FLOOR) * part) - lim.r))
+      end
+      lim.r = min(lim.max, lim.r + step)
+    end
+  end
+end
+
+-- a backoff: decrease once per congestion event (`seen_epoch`, or none: no cooldown running),
+-- and a cooldown (`retry_after`: stated, already clamped); returns 1 when it decreased
+local function back_off(L, seen_epoch, retry_after)
+  local limits = L.limits
+  local new_event
+  if seen_epoch then new_event = seen_epoch == L.epoch else new_event = now >= L.cool end
+  if new_event then
+    local overshot = slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- climb.starting
+    L.sfrom, L.served, L.s1, L.s2, L.s3, L.top =
+      roll_delivery(now, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top)
+    local left = max(0, 1 - (now - L.sfrom) / (DELIVERY_WINDOW / SLICES))
+    local rate_served = (L.served + L.s1 + L.s2 + L.s3 * left) / DELIVERY_WINDOW
+    if NOISE * L.top <= rate_served and rate_served < L.top then rate_served = L.top end
+    for i = 1, #limits do
+      local lim = limits[i]
+      local target = lim.r * lim.dec
+      lim.p = lim.r
+      if i == 1 and rate_served > 0 then
+        lim.p = min(lim.r, rate_served)
+        target = min(lim.r, max(target, PROBE_FLOOR * rate_served))
+        if overshot then target = PROBE_FLOOR * lim.p end
+        L.top = min(L.top, lim.p)  -- served since: learned anew
+      end
+      lim.r = max(lim.min, target)
+    end
+    L.epoch = max(L.epoch + 1, floor(now * 1000000))
+    local pause = retry_after
+    if not pause then pause = min(mult / limits[1].r, max_backoff) end
+    L.cool = max(L.cool, now + pause)
+    for i = 1, #limits do  -- (a fixed window's allowance is not the upstream's to cut)
+      if limits[i].win <= 0 then limits[i].t = 0; limits[i].s = L.cool end
+    end
+    L.tat = 0
+    return 1
+  elseif retry_after and now + retry_after > L.cool then
+    L.cool = now + retry_after
+    for i = 1, #limits do limits[i].s = max(limits[i].s, L.cool) end
+  end
+  return 0
+end
+
+-- write a level back: it lives idle_ttl past its last cooldown and debt, past `expires`,
+-- which moves only when that falls beyond it (most writes keep the TTL as it is)
+local function save_level(L)
+  local limits = L.limits
+  local busy = max(0, L.cool - now, L.tat - now)
+  for i = 1, #limits do
+    local lim = limits[i]
+    busy = max(busy, max(0, lim.s - now) + max(0, -lim.t) / lim.r)
+    if lim.q and lim.qc == 0 then busy = max(busy, lim.qu - now) end  -- a window runs: kept
+  end
+  local need = now + busy + idle_ttl  -- (a debt forgiven or paid moves it back)
+  local keep = L.exists and L.expires >= need and L.expires <= need + idle_ttl * 2 * REFRESH
+  if not keep then L.expires = now + busy + idle_ttl * (1 + REFRESH) end
+  local first, counts = limits[1], L.counts
+  local state = struct.pack('<BBddddddddddsdddddddddddds', LAYOUT, #limits, L.seq, L.tat,
+                            L.expires, first.r, first.t, first.s, first.c, L.epoch, L.cool,
+                            first.qu, first.name, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top,
+                            first.q or 0, first.qc, first.p, counts[1], counts[2], counts[3],
+                            L.tname)
+  if #limits > 1 then
+    local parts = {state}
+    for i = 2, #limits do
+      local lim = limits[i]
+      parts[i] = struct.pack('<sdddddddd', lim.name, lim.r, lim.t, lim.s, lim.q or 0, lim.qu,
+                             lim.qc, lim.c, lim.p)
+    end
+    state = table.concat(parts)
+  end
+  if keep then
+    redis.call('SET', L.key, state, 'KEEPTTL')
+  else
+    redis.call('SET', L.key, state, 'PX', ceil((L.expires - now + remember) * 1000))
+  end
+end
+
 local plan_at = at
-local limits
-limits, at = fresh(plan_at)
+at = select(2, fresh(blob, plan_at, n))
 local A  -- the op's numbers (false: none); acquire reads its own where it uses them
 if op ~= ACQUIRE then A = numbers(blob, at) end
 local word = ARGV[2] or ''
@@ -550,7 +722,7 @@ if op == SNAPSHOTS then  -- KEYS: state keys, or (A[1] = 2) state and leases key
   local per, all = A[1] or 1, {}
   for k = 1, #KEYS, per do
     local saved = redis.call('GET', KEYS[k])
-    local keyed, expires, epoch, cool, counts, tname = fresh(plan_at), -1, 0, 0, nil, ''
+    local keyed, expires, epoch, cool, counts, tname = fresh(blob, plan_at, n), -1, 0, 0, nil, ''
     if saved and string.byte(saved, 1) == LAYOUT then
       local x = {load(saved, keyed)}
       expires, epoch, cool, counts, tname = x[3], x[4], x[5], x[12], x[13]
@@ -565,34 +737,24 @@ if op == SNAPSHOTS then  -- KEYS: state keys, or (A[1] = 2) state and leases key
   return all
 end
 
--- load the key and bring every bucket to `now`
+-- the call's key, and with a chain (ARGV[5]: the integration-wide level's limits) the
+-- integration-wide key (KEYS[3]): both loaded and brought to `now`
 if got == nil then got = redis.call('GET', KEYS[1]) end
-local saved = got
-local exists = saved and string.byte(saved, 1) == LAYOUT
-local epoch, cool, seq = 0, 0, 0
-local sfrom, served, s1, s2, s3, top, tat, expires = 0, 0, 0, 0, 0, 0, 0, 0
-local counts, tname = {0, 0, 0}, ''  -- EVENTS counts; the tenant's name (a digest's key only)
-if exists then
-  seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, counts, tname =
-    load(saved, limits)
-  if expires < now then  -- expired: only what it learned is kept (climb.revive), remember_for
-    exists, limits, top = false, fresh(plan_at), 0
-    if now < expires + remember then top = revive(saved, limits, plan_at) end
-    seq, tat, expires, cool, counts, tname = 0, 0, 0, 0, {0, 0, 0}, ''
-    sfrom, served, s1, s2, s3 = 0, 0, 0, 0, 0
-  end
+local K = open_level(KEYS[1], got, blob, plan_at, n)
+local C  -- the chain's integration-wide level, if any
+if chained then
+  C = open_level(KEYS[3], redis.call('GET', KEYS[3]), ARGV[5], 2, struct.unpack('<B', ARGV[5]))
 end
-if not exists then epoch = floor(now * 1000000) end
-bring(limits)
-
-if ARGV[4] and ARGV[4] ~= '' then tname = ARGV[4] end
+if ARGV[4] and ARGV[4] ~= '' then K.tname = ARGV[4] end
 if op == SNAPSHOT then
-  if not exists then return {0, micro(now)} end
-  return snapshot_of(limits, epoch, cool, KEYS[2], counts, tname)
+  if not K.exists then return {0, micro(now)} end
+  return snapshot_of(K.limits, K.epoch, K.cool, KEYS[2], K.counts, K.tname)
 end
 
+local limits = K.limits
 local out  -- the acquire's answer
 local old, decreased, held = limits[1].r, 0, nil  -- the reports' answer
+local touched = false  -- the chain's level changed: written back
 if op == ACQUIRE then
   local max_wait, reserve, res_epoch, res_slot, cooldown_wait, sleepers
   max_wait, reserve, res_epoch, res_slot, cooldown_wait, sleepers, at =
@@ -607,7 +769,19 @@ if op == ACQUIRE then
   if at <= #blob then
     for i = 1, n do dues[i], at = struct.unpack('<d', blob, at) end
   end
-  local redeeming = res_epoch and res_epoch == epoch
+  local cool = K.cool  -- the cooldown the call waits for: the chain's levels' latest
+  local chain_slot = now  -- the earliest the chain's level pays the call (it reserves nothing)
+  if C then
+    for i = 1, #C.limits do  -- charged as the call's limit of its name, else as requests
+      local lim = C.limits[i]
+      lim.cost = limits[1].cost
+      local own = find(limits, lim.name)
+      if own then lim.cost = own.cost end
+    end
+    if C.cool > cool then cool = C.cool end
+    chain_slot = bucket_slot(C.limits, max(now, C.cool))
+  end
+  local redeeming = res_epoch and res_epoch == K.epoch
   local kept = 0
   if redeeming then kept = res_slot end
   local wait, reason, slot_out, recheck, dues_out = 0, RATE, 0, nil, nil
@@ -624,25 +798,9 @@ if op == ACQUIRE then
     local late = false
     if redeeming then
       local due_at = pulled(res_slot, dues, limits, now)
-      slot, late = max(due_at, cool, now), due_at < now - PACING_TOLERANCE
+      slot, late = max(due_at, cool, now, chain_slot), due_at < now - PACING_TOLERANCE
     else
-      slot = max(now, cool)
-      for i = 1, n do
-        local lim = limits[i]
-        if lim.cost > 0 then
-          local pace = refill_rate(lim)
-          if lim.cost > lim.t and pace <= 0 then  -- the quota's end; a window owed more
-            local later = 0  -- than its end brings back: the window that pays (window_slot)
-            if lim.win > 0 then
-              later = max(0, ceil((lim.cost - lim.t - lim.burst) / lim.burst - 0.000000001))
-            end
-            slot = max(slot, lim.qu + later * lim.win)
-          elseif lim.cost > lim.t then
-            slot = max(slot, max(lim.s, now) + (lim.cost - lim.t) / pace)
-          end
-          if quota_active(lim, now) and lim.q < lim.cost then slot = max(slot, lim.qu) end
-        end
-      end
+      slot = max(bucket_slot(limits, max(now, cool)), chain_slot)
     end
     wait = slot - now
     -- aimd.fits_wait: the wait for a place in line, capped to max_sleepers places, and a
@@ -657,8 +815,8 @@ if op == ACQUIRE then
     -- pacing: the arrival schedule may add a sleep, within max_wait
     local requests = limits[1].cost
     if fits and late and requests > 0 and pace > 0 then
-      local paced = max(slot, tat - max(0, limits[1].burst - requests) / pace
-                                       - PACING_TOLERANCE)
+      local paced = max(slot, K.tat - max(0, limits[1].burst - requests) / pace
+                                         - PACING_TOLERANCE)
       fits = paced - now <= max(max_wait, wait + SLACK)
       if fits then slot = paced; wait = paced - now end
     end
@@ -673,10 +831,19 @@ if op == ACQUIRE then
     end
     if fits then
       if not redeeming then
-        seq = seq + 1
+        K.seq = K.seq + 1
         pay(limits, now)
       end
-      if requests > 0 and pace > 0 then tat = max(tat, slot) + requests / pace end
+      if requests > 0 and pace > 0 then K.tat = max(K.tat, slot) + requests / pace end
+      if C then  -- the chain's level pays on a grant only
+        local cpace = refill_rate(C.limits[1])
+        C.seq = C.seq + 1
+        pay(C.limits, now)
+        if C.limits[1].cost > 0 and cpace > 0 then
+          C.tat = max(C.tat, slot) + C.limits[1].cost / cpace
+        end
+        touched = true
+      end
       if max_conc > 0 then
         redis.call('ZADD', KEYS[2], string.format('%.17g', now + lease_ttl), word)
         redis.call('PEXPIRE', KEYS[2], ceil((lease_ttl + idle_ttl) * 1000))
@@ -688,34 +855,33 @@ if op == ACQUIRE then
     end
     if cool > now then reason = COOLDOWN end
     if wait > max_backoff then  -- held past it by a stated cooldown or a spent quota
-      local held = cool - now > max_backoff
-      for i = 1, n do
-        local lim = limits[i]
-        if quota_active(lim, now) and lim.q < lim.cost and lim.qu - now > max_backoff then
-          held = true
-        end
+      if cool - now > max_backoff or quota_held(limits) or (C and quota_held(C.limits)) then
+        reason = EXHAUSTED
       end
-      if held then reason = EXHAUSTED end
     end
     if not (reserve or redeeming) then break end
     if not redeeming then
-      seq = seq + 1
+      K.seq = K.seq + 1
       pay(limits, now)
       dues = {}
       for i = 1, n do dues[i] = limits[i].c - limits[i].t end
     end
     local growth = limits[1].inc
     if growth > 0 and slow == 1 and limits[1].p == 0 then growth = max(growth, START_GROWTH) end
-    slot_out, recheck, dues_out = slot, recheck_of(dues, wait, limits, now, cool, growth), dues
+    recheck = recheck_of(dues, wait, limits, now, cool, growth)
+    if recheck < chain_slot - now then recheck = chain_slot - now end  -- (not sooner)
+    slot_out, dues_out = slot, dues
   until true
-  out = {reason, micro(wait), epoch, micro(now), seq}
+  out = {reason, micro(wait), K.epoch, micro(now), K.seq}
+  if C then out[6] = C.epoch end  -- the chain's level's epoch (its backoffs are its own)
+  local tail = #out
   if reason <= PROBE and tokens_wanted then
-    for i = 1, n do out[5 + i] = micro(limits[i].t) end
+    for i = 1, n do out[tail + i] = micro(limits[i].t) end
   end
   if slot_out ~= 0 then
-    out[6], out[7] = micro(slot_out), -1
-    if recheck then out[7] = micro(recheck) end
-    for i = 1, #dues_out do out[7 + i] = micro(dues_out[i]) end
+    out[tail + 1], out[tail + 2] = micro(slot_out), -1
+    if recheck then out[tail + 2] = micro(recheck) end
+    for i = 1, #dues_out do out[tail + 2 + i] = micro(dues_out[i]) end
   end
 else
   -- success / backoff / failure: give the lease back, apply the response's feedback
@@ -731,113 +897,39 @@ else
       if quota_active(lim, now) then lim.q = lim.q - delta end
     end
     if qrem and qreset and qreset > 0 then
-      if i == 1 and seen_seq then qrem = qrem - max(0, seq - seen_seq) - 1 end
+      if i == 1 and seen_seq then qrem = qrem - max(0, K.seq - seen_seq) - 1 end
       qrem = max(0, qrem)
       lim.q, lim.qu, lim.qc = qrem, now + qreset, qrem / qreset
       lim.t = min(lim.t, qrem)
     end
   end
   if op == SUCCESS then
-    sfrom, served, s1, s2, s3, top = roll_delivery(now, sfrom, served, s1, s2, s3, top)
-    served = served + 1
-    local first = limits[1]
-    if now >= cool and slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
-      local width = DELIVERY_WINDOW / SLICES
-      local left = max(0, 1 - (now - sfrom) / width)
-      local span = min(DELIVERY_WINDOW, max(MIN_SPAN, now - epoch / 1000000))  -- a young key
-      local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / span
-      local was = first.r
-      first.r = min(first.max, max(was, min(was + max(first.inc, START_GROWTH), cap)))
-      for i = 2, n do  -- further limits grow by the same factor
-        local lim = limits[i]
-        if lim.inc > 0 then lim.r = min(lim.max, lim.r * first.r / was) end
-      end
-    elseif now >= cool then
-      for i = 1, n do
-        local lim = limits[i]
-        local step = lim.inc  -- just below the last ceiling, as time allows (climb.probe_step)
-        if lim.p > 0 and lim.r >= PROBE_FLOOR * lim.p and lim.r < lim.p then
-          local part = min(1, (now - epoch / 1000000) / BAND)
-          step = min(step, max(0, lim.p * (PROBE_FLOOR + (1 - PROBE_FLOOR) * part) - lim.r))
-        end
-        lim.r = min(lim.max, lim.r + step)
-      end
-    end
+    succeed(K)
+    if C then succeed(C); touched = true end
   elseif op == BACKOFF then  -- (a failure changes the rates nothing: the breaker counts it)
-    counts[BACKOFFS] = counts[BACKOFFS] + 1
-    local new_event
-    if seen_epoch then new_event = seen_epoch == epoch else new_event = now >= cool end
+    K.counts[BACKOFFS] = K.counts[BACKOFFS] + 1
     if retry_after then retry_after = min(max(retry_after, 0), max_quota) end  -- stated
-    held = cool
-    if new_event then
-      decreased = 1
-      local overshot = slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- climb.starting
-      sfrom, served, s1, s2, s3, top = roll_delivery(now, sfrom, served, s1, s2, s3, top)
-      local left = max(0, 1 - (now - sfrom) / (DELIVERY_WINDOW / SLICES))
-      local rate_served = (served + s1 + s2 + s3 * left) / DELIVERY_WINDOW
-      if NOISE * top <= rate_served and rate_served < top then rate_served = top end
-      for i = 1, n do
-        local lim = limits[i]
-        local target = lim.r * lim.dec
-        lim.p = lim.r
-        if i == 1 and rate_served > 0 then
-          lim.p = min(lim.r, rate_served)
-          target = min(lim.r, max(target, PROBE_FLOOR * rate_served))
-          if overshot then target = PROBE_FLOOR * lim.p end
-          top = min(top, lim.p)  -- served since: learned anew
-        end
-        lim.r = max(lim.min, target)
-      end
-      epoch = max(epoch + 1, floor(now * 1000000))
-      local pause = retry_after
-      if not pause then pause = min(mult / limits[1].r, max_backoff) end
-      cool = max(cool, now + pause)
-      for i = 1, n do  -- (a fixed window's allowance is not the upstream's to cut)
-        if limits[i].win <= 0 then limits[i].t = 0; limits[i].s = cool end
-      end
-      tat = 0
-    elseif retry_after and now + retry_after > cool then
-      cool = now + retry_after
-      for i = 1, n do limits[i].s = max(limits[i].s, cool) end
+    held = K.cool
+    -- which level a chain's backoff lowers: ARGV[6] 1 the call's key, 2 the chain's, 3 both
+    local level = tonumber(ARGV[6] or '1') or 1
+    if not C or level ~= 2 then decreased = back_off(K, seen_epoch, retry_after) end
+    if C and level >= 2 then
+      held = max(held, C.cool)
+      if back_off(C, A[4 + 3 * n] or nil, retry_after) == 1 then decreased = 1 end
+      touched = true
     end
   end
 end
 
--- write the key back: it lives idle_ttl past its last cooldown and debt, past `expires`,
--- which moves only when that falls beyond it (most writes keep the TTL as it is)
-local busy = max(0, cool - now, tat - now)
-for i = 1, n do
-  local lim = limits[i]
-  busy = max(busy, max(0, lim.s - now) + max(0, -lim.t) / lim.r)
-  if lim.q and lim.qc == 0 then busy = max(busy, lim.qu - now) end  -- a window runs: kept
-end
-local need = now + busy + idle_ttl  -- (a debt forgiven or paid moves it back)
-local keep = exists and expires >= need and expires <= need + idle_ttl * 2 * REFRESH
-if not keep then expires = now + busy + idle_ttl * (1 + REFRESH) end
 if op == ACQUIRE and out[1] > PROBE and ARGV[3] and ARGV[3] ~= '' then  -- a counted refusal
   local event = tonumber(ARGV[3])
-  counts[event] = counts[event] + 1
+  K.counts[event] = K.counts[event] + 1
 end
-local first = limits[1]
-local state = struct.pack('<BBddddddddddsdddddddddddds', LAYOUT, n, seq, tat, expires, first.r,
-                          first.t, first.s, first.c, epoch, cool, first.qu, first.name, sfrom,
-                          served, s1, s2, s3, top, first.q or 0, first.qc, first.p, counts[1],
-                          counts[2], counts[3], tname)
-if n > 1 then
-  local parts = {state}
-  for i = 2, n do
-    local lim = limits[i]
-    parts[i] = struct.pack('<sdddddddd', lim.name, lim.r, lim.t, lim.s, lim.q or 0, lim.qu,
-                           lim.qc, lim.c, lim.p)
-  end
-  state = table.concat(parts)
-end
-if keep then
-  redis.call('SET', KEYS[1], state, 'KEEPTTL')
-else
-  redis.call('SET', KEYS[1], state, 'PX', ceil((expires - now + remember) * 1000))
-end
+save_level(K)
+if touched then save_level(C) end
 if op == ACQUIRE then return out end
-local answer = {epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now))}
+local cool = K.cool
+if C and C.cool > cool then cool = C.cool end
+local answer = {K.epoch, decreased, micro(old), micro(limits[1].r), micro(max(0, cool - now))}
 if held and cool > held and cool - now > max_backoff then answer[6] = 1 end  -- a long hold
 return answer
