@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -154,6 +154,36 @@ def _check_limits(check: _Checker, value: object) -> tuple[LimitConfig, ...]:
             check.fail(f"limits.{limit.name}.name", limit.name, "duplicate limit name")
         seen.add(limit.name)
     return limits
+
+
+@dataclass(frozen=True)
+class TenantWeights(Mapping[str, float]):
+    """Fair share weights by tenant: an immutable mapping (hashable, picklable)."""
+
+    pairs: tuple[tuple[str, float], ...]
+
+    def __getitem__(self, tenant: str) -> float:
+        for name, weight in self.pairs:
+            if name == tenant:
+                return weight
+        raise KeyError(tenant)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _check_weights(check: _Checker, value: object) -> Mapping[str, float]:
+    if not isinstance(value, Mapping):
+        check.fail("tenant_weights", value, "must be a table of tenant names to weights")
+    weights = {}
+    for tenant, weight in value.items():
+        if not isinstance(tenant, str) or not tenant:
+            check.fail("tenant_weights", tenant, "tenant names must be non-empty strings")
+        weights[tenant] = check.number(f"tenant_weights.{tenant}", weight, positive=True)
+    return TenantWeights(tuple(sorted(weights.items())))
 
 
 def _reject_unknown(
@@ -350,6 +380,17 @@ class IntegrationConfig:
             "'app' (every tenant's) or 'both'"
         ),
     )
+    fair_share: bool = field(
+        default=True,
+        metadata=_help(
+            "with an app_limit, each active tenant gets its weighted share of it, and what "
+            "one leaves unused goes to the others (max-min fair; see docs/limits.md)"
+        ),
+    )
+    tenant_weights: Mapping[str, float] = field(
+        default_factory=lambda: TenantWeights(()),
+        metadata=_help("fair share weights by tenant name (> 0; a tenant not named: 1)"),
+    )
     endpoints: tuple[Endpoint, ...] = field(
         default=(),
         metadata=_help(
@@ -416,6 +457,9 @@ class IntegrationConfig:
             check.fail(
                 "app_limit", self.app_limit, "must be a LimitConfig (or a table of its fields)"
             )
+        if not isinstance(self.fair_share, bool):
+            check.fail("fair_share", self.fair_share, "must be true or false")
+        _store(self, "tenant_weights", _check_weights(check, self.tenant_weights))
         if self.app_backoffs not in APP_BACKOFFS:
             check.fail("app_backoffs", self.app_backoffs, "must be 'tenant', 'app' or 'both'")
         _store(self, "dialect", Dialect.from_mapping(self.dialect, self.name))
@@ -475,6 +519,7 @@ class IntegrationConfig:
         data["dialect"] = self.dialect.to_dict()
         data["endpoints"] = [endpoint.to_dict() for endpoint in self.endpoints]
         data["app_limit"] = None if self.app_limit is None else self.app_limit.to_dict()
+        data["tenant_weights"] = dict(self.tenant_weights)
         return data
 
 

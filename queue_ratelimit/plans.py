@@ -50,6 +50,8 @@ def plan_for(config: IntegrationConfig) -> Plan:
         limits=limits,
         app=app,
         app_backoffs=config.app_backoffs,
+        fair_share=app is not None and config.fair_share,
+        weights=tuple(config.tenant_weights.items()),
         max_concurrent=config.max_concurrent,
         lease_ttl=config.lease_ttl,
         cooldown_multiplier=config.cooldown_multiplier,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
-from queue_ratelimit.policy import aimd, chain, climb, quota
+from queue_ratelimit.policy import aimd, chain, climb, fair, quota
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.overrides import BoundedPlans, Override
 from queue_ratelimit.policy.state import (
@@ -64,6 +64,7 @@ class MemoryBackend:
         self._breakers: dict[str, brk.BreakerState] = {}
         self._plans: dict[str, Plan] = {}
         self._overrides: dict[str, dict[str | None, Override]] = {}
+        self._fair: dict[str, fair.FairState] = {}  # fair share: per chained integration
         self._bounded_plans = BoundedPlans()
         self._ops = 0
 
@@ -144,8 +145,13 @@ class MemoryBackend:
         def step(
             state: KeyState, breaker: brk.BreakerState, now: float, upper: KeyState | None
         ) -> tuple[Decision, bool]:
-            level = chain.level(upper, plan, request.costs, now)
+            shares = None
+            if plan.fair_share:
+                shares = self._fair.setdefault(request.integration, fair.FairState())
+            level = chain.level(upper, plan, request.costs, now, shares, request.tenant)
             decision = aimd.acquire(state, breaker, now, plan, request, level)
+            if shares is not None and level is not None and level.share is not None:
+                fair.save_share(shares, level.share, now, self._idle_ttl)
             if not decision.granted and request.refusal_event:
                 _bump(state, request.refusal_event)
             return decision, decision.granted
@@ -267,6 +273,7 @@ class MemoryBackend:
             for key in [key for key in self._keys if key[0] == integration]:
                 del self._keys[key]
             self._keys.pop(_app_key(integration), None)
+            self._fair.pop(integration, None)
             self._breakers.pop(integration, None)
             self._plans.pop(integration, None)
             self._overrides.pop(integration, None)

@@ -478,13 +478,16 @@ class RedisBackend(RedisTools):
             )
             kept = self._acquires.get(key)
             if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
-                return kept[1] + self._words(plan, request.lease_id or "", kept[2], kept[3])
+                words = self._words(plan, request.lease_id or "", kept[2], kept[3])
+                if plan.fair_share and plan.app is not None:
+                    return kept[1] + words + ("", self._fair_blob(plan, request.tenant))
+                return kept[1] + words
         held = (reservation.epoch, reservation.slot) if reservation else (wire.NONE, wire.NONE)
         flags = (1.0 if request.reserve else 0.0) + (2.0 if request.tokens else 0.0)
         numbers = [request.max_wait, flags, *held]
         numbers += [wire.opt(request.cooldown_wait), wire.opt(request.max_sleepers)]
         numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
-        if reservation and len(reservation.due) == len(plan.limits):
+        if reservation and len(reservation.due) >= len(plan.limits):
             numbers += reservation.due
         blob = self._blob("acquire", plan, wire.pack(numbers), breaker)
         event = str(wire.EVENTS.index(request.refusal_event) + 1) if request.refusal_event else ""
@@ -492,6 +495,9 @@ class RedisBackend(RedisTools):
         if plan.app is not None:  # a chain: the integration-wide level's key too
             app = layout.app_key(self.prefix, request.integration)
             head: tuple[Any, ...] = (3, names.state, names.leases, app, blob)
+            if plan.fair_share:  # and fair share's
+                shares, active = layout.fair_keys(self.prefix, request.integration)
+                head = (5, names.state, names.leases, app, shares, active, blob)
         elif plan.max_concurrent:
             head = (2, names.state, names.leases, blob)
         else:
@@ -500,7 +506,21 @@ class RedisBackend(RedisTools):
             if len(self._acquires) >= _ARGS_CACHE:
                 self._acquires.clear()
             self._acquires[key] = (plan, head, event, names.stored_name)
-        return head + self._words(plan, request.lease_id or "", event, names.stored_name)
+        words = self._words(plan, request.lease_id or "", event, names.stored_name)
+        if plan.fair_share and plan.app is not None:
+            return head + words + ("", self._fair_blob(plan, request.tenant))
+        return head + words
+
+    def _fair_blob(self, plan: Plan, tenant: str | None) -> bytes:
+        """Fair share's ARGV[7]: the tenant and its weight, then the weighted tenants."""
+        weights = dict(plan.weights)
+        head = wire.name_bytes(layout.member(tenant)) + struct.pack(
+            "<dd", weights.get(tenant, 1.0) if tenant is not None else 1.0, len(weights)
+        )
+        return head + b"".join(
+            wire.name_bytes(layout.member(other)) + struct.pack("<d", weight)
+            for other, weight in plan.weights
+        )
 
     def _words(
         self, plan: Plan, word: str, event: str, stored_name: str, level: str = ""

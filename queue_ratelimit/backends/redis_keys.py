@@ -8,6 +8,9 @@ every shard of a Redis Cluster while the keys one decision touches share one slo
 * ``{P:I}:t=T:state.v5`` and ``{P:I}:t=T:leases``: tenant ``T`` of an integration with an
   integration-wide limit (a chain), under the integration's own tag, so that one decision
   touches its tenant's key and ``{P:I}:app.v5``, the integration-wide level, in one slot;
+* ``{P:I}:fair.v1`` and ``{P:I}:active.v1``: with fair share, each tenant's share bucket (a
+  hash) and until when it counts as active (a sorted set), by the tenant's part of its key
+  names (``""``: the integration's own key);
 * ``{P:I}:breaker.v3``: the integration's circuit breaker, shared by its tenants;
 * ``{P:I}:meta``: the integration's limits and settings as its workers last wrote them, so
   the operator tools show and act on keys without the workers' config file;
@@ -33,6 +36,7 @@ from urllib.parse import quote, unquote
 # that mixes versions never has them overwrite each other's state, each keeps its own
 STATE, LEASES, BREAKER, META = ":state.v5", ":leases", ":breaker.v3", ":meta"
 APP = ":app.v5"  # a chain's integration-wide level (the state's layout)
+FAIR, ACTIVE = ":fair.v1", ":active.v1"  # fair share: tenants' share buckets, active times
 OVERRIDES = ":overrides.v1"
 _TENANT = ":t="
 _MAX_TENANT_KEY = 128
@@ -83,6 +87,17 @@ def key_names(prefix: str, integration: str, tenant: str | None, chained: bool =
 def app_key(prefix: str, integration: str) -> str:
     """The state key of the integration-wide level of a chain."""
     return _tag(prefix, integration) + APP
+
+
+def fair_keys(prefix: str, integration: str) -> tuple[str, str]:
+    """Fair share's keys: the share buckets and the tenants' active times."""
+    base = _tag(prefix, integration)
+    return base + FAIR, base + ACTIVE
+
+
+def member(tenant: str | None) -> str:
+    """A tenant's name in fair share's keys: its part of its key names (``""``: none)."""
+    return "" if tenant is None else _tenant_part(tenant)[0]
 
 
 def integration_keys(prefix: str, integration: str) -> tuple[str, str, str]:

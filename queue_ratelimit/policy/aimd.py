@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
-from queue_ratelimit.policy import pacing, quota
+from queue_ratelimit.policy import fair, pacing, quota
 from queue_ratelimit.policy.breaker import BreakerState
 from queue_ratelimit.policy.climb import (
     NOISE,
@@ -229,7 +229,8 @@ def acquire(
         return Decision(
             False, held, "breaker_open", state.epoch, kept, now, seq=state.seq, app_epoch=up_epoch
         )
-    slot, fits = _fit(state, now, limits, request, kept, chain)
+    share_at = now if chain is None else _share_slot(chain, kept, len(limits), now)
+    slot, fits = _fit(state, now, limits, request, kept, chain, share_at)
     wait = slot - now
     if plan.max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, plan.max_concurrent)
@@ -267,11 +268,14 @@ def acquire(
         due = tuple(
             state.buckets[lim.name].credit - state.buckets[lim.name].tokens for lim in limits
         )
+        if chain is not None and chain.share is not None:  # its share is booked with it
+            fair.pay(chain.share)
+            due += (chain.share.bucket.credit - chain.share.bucket.tokens,)
     else:
         due = kept.due
     recheck = _recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)
-    if chain is not None:  # (not sooner than that level pays it)
-        recheck = max(recheck, chain.slot - now)
+    if chain is not None:  # (not sooner than that level, and the tenant's share, pay it)
+        recheck = max(recheck, chain.slot - now, share_at - now)
     promise = Reservation(state.epoch, slot, due)
     return Decision(
         False,
@@ -284,6 +288,16 @@ def acquire(
         recheck=recheck,
         app_epoch=up_epoch,
     )
+
+
+def _share_slot(chain: Level, kept: Reservation | None, limits: int, now: float) -> float:
+    """When the tenant's share (fair share) lets the call through: a fresh call when its
+    share holds its cost, a redeemed one when its booked share comes."""
+    if chain.share is None:
+        return now
+    if kept is not None:
+        return fair.booked_slot(chain.share, kept.due, limits, now)
+    return fair.slot(chain.share, now)
 
 
 def _held(
@@ -311,6 +325,7 @@ def _fit(
     request: AcquireRequest,
     kept: Reservation | None,
     chain: Level | None = None,
+    share_at: float = 0.0,
 ) -> tuple[float, bool]:
     """The call's slot, and whether its wait is slept (``fits_wait``) rather than requeued."""
     late = False
@@ -324,9 +339,14 @@ def _fit(
     else:
         slot = slot_of(state, now, limits, request.costs)
     if chain is not None:
-        slot = max(slot, chain.slot)
+        slot = max(slot, chain.slot, share_at)
     first = limits[0]
     pace = quota.refill_rate(state.buckets[first.name])
+    line = pace  # a place in line lasts as long as the slowest level's interval
+    if chain is not None:
+        line = min(line, quota.refill_rate(chain.state.buckets[chain.plan.limits[0].name]))
+        if chain.share is not None and not chain.share.borrow:
+            line = min(line, chain.share.bucket.rate)
     fits = fits_wait(
         now,
         slot,
@@ -334,7 +354,7 @@ def _fit(
         max_wait=request.max_wait,
         cooldown_wait=request.cooldown_wait,
         max_sleepers=request.max_sleepers,
-        pace=pace,
+        pace=line,
     )
     if fits and late:  # the schedule may add a sleep, within max_wait
         requests = request.costs.get(first.name, 0.0)
@@ -368,6 +388,8 @@ def _grant(
         up_first = chain.plan.limits[0]
         up_pace = quota.refill_rate(chain.state.buckets[up_first.name])
         _pay(chain.state, now, chain.plan.limits, chain.costs)
+        if chain.share is not None and kept is None:
+            fair.pay(chain.share)
         pacing.advance(chain.state, slot, chain.costs.get(up_first.name, 0.0), up_pace)
     lease = None
     if plan.max_concurrent is not None and request.lease_id is not None:
@@ -388,10 +410,10 @@ def _grant(
 
 def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Reservation) -> float:
     """A reservation's slot at the current rates (never later than it was promised)."""
-    if len(kept.due) != len(limits):
+    if len(kept.due) < len(limits):
         return kept.slot
     slot = now
-    for lim, due in zip(limits, kept.due, strict=True):
+    for lim, due in zip(limits, kept.due, strict=False):
         bucket = state.buckets[lim.name]
         left = due - bucket.credit
         if left <= 0:
@@ -414,11 +436,11 @@ def _recheck(
     """When a reservation's holder should come back: its slot, or sooner if the requests
     rate goes on climbing by ``growth`` per success, as AIMD climbs it until a backoff
     (not before ``cooldown_until``)."""
-    if len(due) != len(limits):
+    if len(due) < len(limits):
         return wait
     start = max(now, cooldown_until)
     back = start - now
-    for index, (lim, mark) in enumerate(zip(limits, due, strict=True)):
+    for index, (lim, mark) in enumerate(zip(limits, due, strict=False)):
         bucket = state.buckets[lim.name]
         left = mark - bucket.credit
         if left <= 0:

@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from queue_ratelimit.policy import aimd
+from queue_ratelimit.policy import aimd, fair
 from queue_ratelimit.policy.state import BACKOFF, SUCCESS, KeyState, Plan, Report, ReportResult
 
 TENANT, APP, BOTH = "tenant", "app", "both"
@@ -51,19 +51,29 @@ class Level:
     plan: Plan
     costs: Mapping[str, float]
     slot: float  # the earliest it pays the call
+    share: fair.Share | None = None  # the tenant's share of it (fair share)
 
 
 def level(
-    upper: KeyState | None, plan: Plan, costs: Mapping[str, float], now: float
+    upper: KeyState | None,
+    plan: Plan,
+    costs: Mapping[str, float],
+    now: float,
+    shares: fair.FairState | None = None,
+    tenant: str | None = None,
 ) -> Level | None:
     """The integration-wide level of ``plan`` (its key's state ``upper``), brought to ``now``
-    with the call's slot on it; None without a chain."""
+    with the call's slot on it, and with fair share (``shares``) the tenant's share of it;
+    None without a chain."""
     if upper is None or plan.app is None:
         return None
     app = plan.app
     aimd.sync_buckets(upper, now, app.limits)
     cost = charged(plan, costs)
-    return Level(upper, app, cost, aimd.slot_of(upper, now, app.limits, cost))
+    share = None
+    if plan.fair_share and shares is not None:
+        share = fair.open_share(shares, tenant, plan, upper, cost, now)
+    return Level(upper, app, cost, aimd.slot_of(upper, now, app.limits, cost), share)
 
 
 def report(

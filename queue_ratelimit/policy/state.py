@@ -44,6 +44,8 @@ class Plan:
             every call is charged to its own key and to the integration's, in one decision.
         app_backoffs: which level a backoff lowers by default: ``tenant``, ``app`` or
             ``both``.
+        fair_share: with ``app``, each active tenant gets its weighted share of it
+            (``policy/fair.py``); ``weights`` by tenant (others 1).
     """
 
     limits: tuple[LimitParams, ...]
@@ -57,6 +59,8 @@ class Plan:
     slow_start: bool = True
     app: Plan | None = None
     app_backoffs: str = "tenant"
+    fair_share: bool = False
+    weights: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass

@@ -37,7 +37,9 @@ WINDOWED = dataclasses.replace(
 # a chain: every key (three tenants) under an adaptive integration-wide limit
 APP = LimitConfig("app", 4.0, 2.0, 1.0, 20.0, 0.5, 0.5)
 CHAINED = dataclasses.replace(CONFIG, app_limit=APP)
-CHAINED_ONE = dataclasses.replace(ONE_LIMIT, app_limit=APP, app_backoffs="both")
+CHAINED_ONE = dataclasses.replace(
+    ONE_LIMIT, app_limit=APP, app_backoffs="both", tenant_weights={"a": 2.5}
+)
 TENANTS = st.sampled_from([None, "a", "b"])
 
 acquire_op = st.tuples(

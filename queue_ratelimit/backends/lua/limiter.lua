@@ -102,6 +102,7 @@ local NOISE = 0.8  -- climb.NOISE
 local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the current one and 3 before
 local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
+local FAIR_GRACE = 1.0  -- fair.GRACE: a tenant counts as active this long after its last call
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting
                        -- one; it is set again when it falls short or lies over twice that
@@ -379,7 +380,7 @@ end
 
 -- a reservation's slot at the current rates, never later than promised (aimd._pulled)
 local function pulled(kept_slot, dues, limits, now)
-  if #dues ~= #limits then return kept_slot end
+  if #dues < #limits then return kept_slot end
   local slot = now
   for i = 1, #limits do
     local lim = limits[i]
@@ -402,7 +403,7 @@ end
 
 -- when a reservation's holder should come back (aimd._recheck), the rate growing by `growth`
 local function recheck_of(dues, wait, limits, now, cool, growth)
-  if #dues ~= #limits then return wait end
+  if #dues < #limits then return wait end
   local start = math.max(now, cool)
   local back = start - now
   for i = 1, #limits do
@@ -708,6 +709,70 @@ local function save_level(L)
   end
 end
 
+-- fair share (policy/fair.py): a chained tenant's share of the integration-wide level (C),
+-- by weight among the tenants active now: KEYS[4] the share buckets (a hash: tenant ->
+-- '<ddd' tokens, ts, credit), KEYS[5] when each tenant stays active (a zset: tenant ->
+-- the end of its booked share, or its last call); ARGV[7] the tenant '<sd' (member, weight),
+-- then '<d' the count of weighted tenants and each '<sd' (member, weight)
+local function open_share(C, cost)
+  local member, weight, pos = struct.unpack('<sd', ARGV[7])
+  local count
+  count, pos = struct.unpack('<d', ARGV[7], pos)
+  local last = tonumber(redis.call('ZSCORE', KEYS[5], member))
+  if not last or last < now then redis.call('ZADD', KEYS[5], string.format('%.17g', now), member) end
+  local since = string.format('%.17g', now - FAIR_GRACE)
+  local total = redis.call('ZCOUNT', KEYS[5], since, '+inf') + weight - 1
+  for _ = 1, count do
+    local other, w
+    other, w, pos = struct.unpack('<sd', ARGV[7], pos)
+    if other ~= member then
+      local seen = tonumber(redis.call('ZSCORE', KEYS[5], other))
+      if seen and seen >= now - FAIR_GRACE then total = total + w - 1 end
+    end
+  end
+  local up = C.limits[1]
+  local pace = refill_rate(up)
+  if pace <= 0 then pace = up.r end  -- a window's (its nominal rate)
+  local rate = pace * weight / total
+  local F = {member = member, weight = weight, total = total, r = rate, min = rate, max = rate,
+             burst = max(1, up.burst * weight / total), t = 0, s = now, c = 0, cost = cost,
+             q = false, qu = 0, qc = 0, win = 0}
+  F.t = F.burst
+  local saved = redis.call('HGET', KEYS[4], member)
+  F.full = now  -- since when its share has been full (unused)
+  if saved then F.t, F.s, F.c = struct.unpack('<ddd', saved) end
+  if now > F.s then
+    local before = F.t
+    F.full = F.s + (F.burst - before) / rate
+    F.t = min(F.burst, F.t + (now - F.s) * rate)
+    F.c = F.c + max(0, F.t - before)
+    F.s = now
+  end
+  -- what the others' shares keep in the level's bucket: beyond it, this tenant borrows
+  F.borrow = up.t - up.cost >= up.burst * (total - weight) / total
+  return F
+end
+
+-- the share bucket written back; its tenant active until its booked share is served, and
+-- the tenants idle past idle_ttl forgotten (their keys expire alike)
+local function save_share(F)
+  redis.call('HSET', KEYS[4], F.member, struct.pack('<ddd', F.t, F.s, F.c))
+  local until_ = max(now, F.s + max(0, -F.t) / F.r)
+  if F.t >= 0 and now - F.full > F.cost / F.r then  -- it used less than its share: it
+    until_ = now - FAIR_GRACE - 0.000001  -- takes what it needs, and counts in no one's
+  end
+  redis.call('ZADD', KEYS[5], string.format('%.17g', until_), F.member)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', string.format('%.17g', now - idle_ttl),
+                         'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('ZREM', KEYS[5], unpack(old))
+    redis.call('HDEL', KEYS[4], unpack(old))
+  end
+  local ttl = ceil(max(idle_ttl, until_ - now + idle_ttl) * 1000)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+end
+
 local plan_at = at
 at = select(2, fresh(blob, plan_at, n))
 local A  -- the op's numbers (false: none); acquire reads its own where it uses them
@@ -765,10 +830,8 @@ if op == ACQUIRE then
   if cooldown_wait ~= cooldown_wait then cooldown_wait = false end
   if sleepers ~= sleepers then sleepers = false end
   for i = 1, n do limits[i].cost, at = struct.unpack('<d', blob, at) end
-  local dues = {}  -- a reservation's dues; none: use its slot
-  if at <= #blob then
-    for i = 1, n do dues[i], at = struct.unpack('<d', blob, at) end
-  end
+  local dues = {}  -- a reservation's dues (and its share's, fair share); none: its slot
+  while at <= #blob do dues[#dues + 1], at = struct.unpack('<d', blob, at) end
   local cool = K.cool  -- the cooldown the call waits for: the chain's levels' latest
   local chain_slot = now  -- the earliest the chain's level pays the call (it reserves nothing)
   if C then
@@ -781,6 +844,10 @@ if op == ACQUIRE then
     if C.cool > cool then cool = C.cool end
     chain_slot = bucket_slot(C.limits, max(now, C.cool))
   end
+  local F  -- fair share: the tenant's share bucket, unless it borrows what others leave
+  if C and ARGV[7] and ARGV[7] ~= '' then F = open_share(C, C.limits[1].cost) end
+  local share_slot = now
+  if F and not F.borrow then share_slot = bucket_slot({F}, now) end
   local redeeming = res_epoch and res_epoch == K.epoch
   local kept = 0
   if redeeming then kept = res_slot end
@@ -799,15 +866,23 @@ if op == ACQUIRE then
     if redeeming then
       local due_at = pulled(res_slot, dues, limits, now)
       slot, late = max(due_at, cool, now, chain_slot), due_at < now - PACING_TOLERANCE
+      share_slot = now  -- its share was booked with it: no sooner than that comes
+      if F and not F.borrow and dues[n + 1] and dues[n + 1] > F.c then
+        share_slot = max(F.s, now) + (dues[n + 1] - F.c) / F.r
+      end
+      slot = max(slot, share_slot)
     else
-      slot = max(bucket_slot(limits, max(now, cool)), chain_slot)
+      slot = max(bucket_slot(limits, max(now, cool)), chain_slot, share_slot)
     end
     wait = slot - now
     -- aimd.fits_wait: the wait for a place in line, capped to max_sleepers places, and a
     -- cooldown up to cooldown_wait before it
     local in_line = max_wait
     local pace = refill_rate(limits[1])
-    if sleepers and pace > 0 then in_line = min(in_line, sleepers / pace + SLACK) end
+    local line = pace  -- a place in line lasts as long as the slowest level's interval
+    if C then line = min(line, refill_rate(C.limits[1])) end
+    if F and not F.borrow then line = min(line, F.r) end
+    if sleepers and line > 0 then in_line = min(in_line, sleepers / line + SLACK) end
     local cw = max_wait
     if cooldown_wait then cw = cooldown_wait + SLACK end
     local fits = wait <= in_line
@@ -835,6 +910,7 @@ if op == ACQUIRE then
         pay(limits, now)
       end
       if requests > 0 and pace > 0 then K.tat = max(K.tat, slot) + requests / pace end
+      if F and not (F.borrow or redeeming) then F.t = F.t - F.cost end
       if C then  -- the chain's level pays on a grant only
         local cpace = refill_rate(C.limits[1])
         C.seq = C.seq + 1
@@ -865,13 +941,19 @@ if op == ACQUIRE then
       pay(limits, now)
       dues = {}
       for i = 1, n do dues[i] = limits[i].c - limits[i].t end
+      if F then  -- the share is booked too (when it is what holds the call back)
+        if not F.borrow then F.t = F.t - F.cost end
+        dues[n + 1] = F.c - F.t
+      end
     end
     local growth = limits[1].inc
     if growth > 0 and slow == 1 and limits[1].p == 0 then growth = max(growth, START_GROWTH) end
     recheck = recheck_of(dues, wait, limits, now, cool, growth)
     if recheck < chain_slot - now then recheck = chain_slot - now end  -- (not sooner)
+    if recheck < share_slot - now then recheck = share_slot - now end
     slot_out, dues_out = slot, dues
   until true
+  if F then save_share(F) end
   out = {reason, micro(wait), K.epoch, micro(now), K.seq}
   if C then out[6] = C.epoch end  -- the chain's level's epoch (its backoffs are its own)
   local tail = #out

@@ -1,0 +1,121 @@
+"""Fair share of an integration-wide limit (``policy/fair.py``) in the shared behaviour
+suite: every backend, under ``Limiter`` and ``AsyncLimiter``, on the fake clock. Tenants ask
+in a fixed order each tick, so without fair share the first one takes everything."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from queue_ratelimit import LimitConfig
+from queue_ratelimit.policy.state import Decision
+from tests.conftest import FakeClock
+from tests.support import SVC
+from tests.unit.conftest import MakeLimiter
+
+# tenants limited at 100/s each, all of them together at 10/s
+SHARED = SVC.replace(
+    rate_limit_per_sec=100.0,
+    burst_size=1.0,
+    max_rate=100.0,
+    increase_factor=0.0,
+    app_limit=LimitConfig("app", 10.0, 1.0, 10.0, 10.0),
+)
+
+
+def _workers(
+    limiter: object,
+    clock: FakeClock,
+    workers: dict[str, int],
+    seconds: float,
+    every: dict[str, float] | None = None,
+) -> tuple[Counter[str], list[float]]:
+    """Each tenant's workers ask as a task gate does (a wait of one place in line slept,
+    up to 1 s; nothing reserved: a refused worker asks again) whenever they are free, every
+    10 ms (or no sooner than ``every`` seconds after their last call); the calls made per
+    tenant, and the waits of the calls of the tenants in ``every``."""
+    free = {(tenant, i): clock.now for tenant, count in workers.items() for i in range(count)}
+    end = clock.now + seconds
+    calls: Counter[str] = Counter()
+    waits: list[float] = []
+    while clock.now < end:
+        clock.advance(0.01)
+        for worker, at in free.items():
+            if at <= clock.now:
+                decision = limiter.acquire(  # type: ignore[attr-defined]
+                    "svc", worker[0], max_wait=1.0, reserve=False, max_sleepers=1
+                )
+                if decision.granted:
+                    slot = clock.now + decision.wait  # it sleeps, then calls
+                    free[worker] = max(slot, clock.now + (every or {}).get(worker[0], 0.0))
+                    calls[worker[0]] += slot <= end
+                    if every and worker[0] in every:
+                        waits.append(decision.wait)
+    return calls, waits
+
+
+def test_backlogged_tenants_share_the_limit_evenly(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    calls, _ = _workers(make_limiter(SHARED), clock, {"a": 6, "b": 2, "c": 1}, 12.0)
+    assert sum(calls.values()) == pytest.approx(120, abs=3)  # the whole 10/s is used
+    for tenant in "abc":
+        assert calls[tenant] == pytest.approx(40, abs=4)
+
+
+def test_without_fair_share_the_most_workers_take_the_most(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(SHARED.replace(fair_share=False))
+    calls, _ = _workers(limiter, clock, {"a": 8, "b": 1}, 9.0)
+    assert calls["b"] <= 15 and calls["a"] >= 75  # what fair share prevents
+
+
+def test_weights_divide_the_limit(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter(SHARED.replace(tenant_weights={"big": 3.0}))
+    calls, _ = _workers(limiter, clock, {"small": 4, "big": 4}, 12.0)
+    assert calls["big"] == pytest.approx(90, abs=5)
+    assert calls["small"] == pytest.approx(30, abs=5)
+
+
+def test_what_a_quiet_tenant_leaves_goes_to_the_busy_one(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(SHARED)
+    calls, waits = _workers(limiter, clock, {"busy": 8, "quiet": 1}, 10.0, {"quiet": 1.0})
+    assert calls["quiet"] == 10  # one call a second, every one made
+    assert calls["busy"] >= 85  # the rest, not half of it
+    assert max(waits) <= 1.0
+
+
+def test_a_tenant_that_stops_leaves_its_share_to_the_others(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(SHARED)
+    _workers(limiter, clock, {"a": 4, "b": 4}, 3.0)
+    later, _ = _workers(limiter, clock, {"a": 4}, 5.0)  # b stopped asking
+    assert later["a"] >= 40  # all of the 10/s once b's last calls and grace are over
+
+
+def test_a_backlog_booked_alone_yields_to_a_tenant_that_arrives(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(SHARED)
+    booked: list[Decision] = []
+    for _ in range(100):  # busy books 100 calls while alone: 10 s of the whole limit
+        decision = limiter.acquire("svc", "busy", max_wait=0.0)
+        if not decision.granted:
+            booked.append(decision)
+    granted: Counter[str] = Counter()
+    for _ in range(600):  # 6 s: busy redeems its earliest booking, new asks, every 10 ms
+        clock.advance(0.01)
+        if booked:
+            held = booked[0].reservation
+            redeemed = limiter.acquire("svc", "busy", max_wait=0.0, reservation=held)
+            if redeemed.granted:
+                booked.pop(0)
+                granted["busy"] += 1
+        granted["new"] += limiter.acquire("svc", "new", max_wait=0.0, reserve=False).granted
+    assert granted["new"] == pytest.approx(30, abs=5)  # its half, though busy booked first
+    assert granted["busy"] == pytest.approx(30, abs=5)
