@@ -35,6 +35,7 @@ def announce_decision(
                 wait=decision.wait,
                 cost=cost,
                 reason=decision.reason,
+                slot=decision.now + decision.wait,
             )
     else:
         signals.emit(

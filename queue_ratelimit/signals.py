@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 _events = Namespace()
 
 acquired: NamedSignal = _events.signal(
-    "acquired", doc="A call was granted. Fields: integration, tenant, wait, cost, reason."
+    "acquired",
+    doc="A call was granted. Fields: integration, tenant, wait, cost, reason, slot (when the "
+    "call may go: the decision's time plus its wait, seconds since the epoch on the backend's "
+    "clock).",
 )
 throttled: NamedSignal = _events.signal(
     "throttled",

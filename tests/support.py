@@ -229,7 +229,8 @@ def stop_workers(
 
 def record_events(records: Callable[[], redis.Redis], prefix: str) -> None:
     """Connect what a test app's worker records in the tests' Redis (``records()``): each
-    wait granted to a task, ``{prefix}:granted`` (its name, id and the seconds), and each
+    wait granted to a task, ``{prefix}:granted`` (its name, id and the seconds; and its slot's
+    time in ``{prefix}:slots:<integration>``), and each
     requeue, ``{prefix}:requeues`` (its id and the reason). ``tests/integration/rigs.py``
     reads them."""
 
@@ -237,6 +238,7 @@ def record_events(records: Callable[[], redis.Redis], prefix: str) -> None:
         if fields.get("task_id"):
             line = f"{fields['task_name']} {fields['task_id']} {float(fields['wait'])!r}"
             records().rpush(f"{prefix}:granted", line)
+            records().rpush(f"{prefix}:slots:{fields['integration']}", repr(fields["slot"]))
 
     def requeued(sender: object, **fields: Any) -> None:
         records().rpush(f"{prefix}:requeues", f"{fields.get('task_id')} {fields['reason']}")

@@ -269,7 +269,7 @@ def acquire(
             state.buckets[lim.name].credit - state.buckets[lim.name].tokens for lim in limits
         )
         if chain is not None and chain.share is not None:  # its share is booked with it
-            fair.pay(chain.share)
+            fair.pay(chain.share, now)
             due += (chain.share.bucket.credit - chain.share.bucket.tokens,)
     else:
         due = kept.due
@@ -342,11 +342,9 @@ def _fit(
         slot = max(slot, chain.slot, share_at)
     first = limits[0]
     pace = quota.refill_rate(state.buckets[first.name])
-    line = pace  # a place in line lasts as long as the slowest level's interval
-    if chain is not None:
+    line = pace  # a place in line: the slower level's interval (a tenant's share's would
+    if chain is not None:  # keep a worker asleep per tenant: others' calls behind them)
         line = min(line, quota.refill_rate(chain.state.buckets[chain.plan.limits[0].name]))
-        if chain.share is not None and not chain.share.borrow:
-            line = min(line, chain.share.bucket.rate)
     fits = fits_wait(
         now,
         slot,
@@ -388,8 +386,8 @@ def _grant(
         up_first = chain.plan.limits[0]
         up_pace = quota.refill_rate(chain.state.buckets[up_first.name])
         _pay(chain.state, now, chain.plan.limits, chain.costs)
-        if chain.share is not None and kept is None:
-            fair.pay(chain.share)
+        if chain.share is not None:
+            fair.spend(chain.share, now, redeemed=kept is not None)
         pacing.advance(chain.state, slot, chain.costs.get(up_first.name, 0.0), up_pace)
     lease = None
     if plan.max_concurrent is not None and request.lease_id is not None:

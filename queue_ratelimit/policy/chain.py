@@ -4,7 +4,10 @@ An integration with an ``app_limit`` has two levels: each key (a tenant, or the 
 without one) and the integration-wide key all its keys share (``Plan.app``). An acquire
 waits for the later of the two slots and is paid by both when granted; a refusal's
 reservation is the key's own (the integration-wide level is paid only by the calls it lets
-through, so a tenant's backlog of reservations never holds another tenant's calls back).
+through, so a tenant's backlog of reservations never holds another tenant's calls back). The
+integration-wide level pays when it grants, but a call its key holds back goes at its slot:
+so that level's slots also follow its arrival schedule (``pacing``), in the order granted, and
+never come closer than its rate allows (a token taken early is not lent again meanwhile).
 Each level adapts on its own signals: a success raises both; a backoff lowers the level it is
 attributed to (``Report.level``, else the plan's ``app_backoffs``: ``tenant`` by default, as
 most upstreams limit each token; ``app`` when the upstream says the app's limit was met;
@@ -18,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from queue_ratelimit.policy import aimd, fair
+from queue_ratelimit.policy import aimd, fair, quota
 from queue_ratelimit.policy.state import BACKOFF, SUCCESS, KeyState, Plan, Report, ReportResult
 
 TENANT, APP, BOTH = "tenant", "app", "both"
@@ -73,7 +76,12 @@ def level(
     share = None
     if plan.fair_share and shares is not None:
         share = fair.open_share(shares, tenant, plan, upper, cost, now)
-    return Level(upper, app, cost, aimd.slot_of(upper, now, app.limits, cost), share)
+    slot = aimd.slot_of(upper, now, app.limits, cost)
+    first = app.limits[0]
+    pace, units = quota.refill_rate(upper.buckets[first.name]), cost.get(first.name, 0.0)
+    if units > 0 and pace > 0:  # in the order granted (the module's docstring)
+        slot = max(slot, upper.paced_until - max(0.0, first.burst - units) / pace)
+    return Level(upper, app, cost, slot, share)
 
 
 def report(

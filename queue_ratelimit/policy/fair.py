@@ -20,6 +20,7 @@ and the tenants' active times in a sorted set, under the integration's hash tag.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from queue_ratelimit.policy.state import BucketState, KeyState, LimitParams, Pla
 
 GRACE = 1.0
 """Seconds a tenant counts as active after its last call (past its booked share)."""
+USAGE = 2.0
+"""Seconds over which what the tenants using less than their share take is averaged."""
 PRUNE_BATCH = 100
 """Idle tenants forgotten per decision at most (the oldest first)."""
 
@@ -38,6 +41,7 @@ class FairState:
 
     shares: dict[str | None, BucketState] = field(default_factory=dict)
     active: dict[str | None, float] = field(default_factory=dict)
+    used: tuple[float, float] = (0.0, 0.0)  # what light tenants take per second, and when
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Share:
     cost: float
     borrow: bool  # the level's bucket holds more than the others' parts: no share needed
     full: float  # since when the share has been full: unused
+    used: float  # what the tenants using less than their share take per second, now
+    spent: bool = False  # the call was granted
 
 
 def _weight(plan: Plan, tenant: str | None) -> float:
@@ -77,22 +83,26 @@ def open_share(
     pace = quota.refill_rate(up)
     if pace <= 0:  # a window's: its nominal rate
         pace = up.rate
-    rate = pace * weight / total
+    used, used_at = fair.used if fair.used[1] else (0.0, now)
+    used *= math.exp(-(now - used_at) / USAGE)
+    rate = max(pace - used, pace / (total + 1)) * weight / total
     burst = max(1.0, up_limit.burst * weight / total)
     bucket = fair.shares.get(tenant)
     if bucket is None:
         bucket = BucketState(rate=rate, tokens=burst, ts=now)
     bucket.rate = rate
-    full = now
-    if now > bucket.ts:
+    full = now  # since when the share has been full (unused): a full one keeps its ts
+    if bucket.tokens >= burst:
+        bucket.tokens, full = burst, bucket.ts
+    elif now > bucket.ts:
         before = bucket.tokens
         full = bucket.ts + (burst - before) / rate
         bucket.tokens = min(burst, bucket.tokens + (now - bucket.ts) * rate)
         bucket.credit += max(0.0, bucket.tokens - before)
-        bucket.ts = now
+        bucket.ts = min(now, full)  # (full since then: its ts says so)
     cost = app_costs.get(up_limit.name, 0.0)
     borrow = up.tokens - cost >= up_limit.burst * (total - weight) / total
-    return Share(tenant, bucket, cost, borrow, full)
+    return Share(tenant, bucket, cost, borrow, full, used)
 
 
 def slot(share: Share, now: float) -> float:
@@ -112,10 +122,18 @@ def booked_slot(share: Share, due: tuple[float, ...], limits: int, now: float) -
     return max(bucket.ts, now) + (due[limits] - bucket.credit) / bucket.rate
 
 
-def pay(share: Share) -> None:
+def spend(share: Share, now: float, redeemed: bool) -> None:
+    """A granted call: its share pays (unless it borrows, or paid when it was booked)."""
+    share.spent = True
+    if not redeemed:
+        pay(share, now)
+
+
+def pay(share: Share, now: float) -> None:
     """Take the call's cost from the share (not when it borrows)."""
     if not share.borrow:
         share.bucket.tokens -= share.cost
+        share.bucket.ts = now
 
 
 def save_share(fair: FairState, share: Share, now: float, idle_ttl: float) -> None:
@@ -126,6 +144,8 @@ def save_share(fair: FairState, share: Share, now: float, idle_ttl: float) -> No
     until = max(now, bucket.ts + max(0.0, -bucket.tokens) / bucket.rate)
     if bucket.tokens >= 0 and now - share.full > share.cost / bucket.rate:
         until = now - GRACE - 0.000001  # it used less than its share: counts in no one's
+        if share.spent:  # (but in what the others share)
+            fair.used = (share.used + share.cost / USAGE, now)
     fair.active[share.tenant] = until
     gone = sorted(
         (seen, "" if tenant is None else tenant, tenant)

@@ -74,6 +74,8 @@ class HiddenLimitUpstream:
         self._dice = random.Random(0)  # a storm hits the same calls run after run
         self._costs = CostBuckets(limit, window)
         self.served: collections.Counter[str] = collections.Counter()
+        self.served_at: dict[str, list[float]] = collections.defaultdict(list)  # by bucket
+        self.served_when: dict[str, float] = {}  # by call id: its (last) 200
         self.status_counts: collections.Counter[int] = collections.Counter()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -158,6 +160,8 @@ class HiddenLimitUpstream:
         """Drop the per-call counts: a standalone server nobody asks would grow without end."""
         with self._lock:
             self.served.clear()
+            self.served_at.clear()
+            self.served_when.clear()
             self.status_counts.clear()
 
     # -- serving ---------------------------------------------------------------------------
@@ -184,10 +188,13 @@ class HiddenLimitUpstream:
             self._answer(handler, 200, {}, body)
             return
         with self._lock:
-            status, headers = self._decide(bucket, time.time())
+            now = time.time()
+            status, headers = self._decide(bucket, now)
             self.status_counts[status] += 1
             if status == 200:
                 self.served[call_id] += 1
+                self.served_at[bucket].append(now)
+                self.served_when[call_id] = now
         body = {"id": call_id, "status": status}
         if status == 200 and "tokens" in params:  # an LLM-style API reports its usage
             body["usage"] = {"total_tokens": int(params["tokens"][0])}

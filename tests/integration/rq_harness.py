@@ -150,7 +150,13 @@ class RQRig:
 
     def _purge(self) -> None:
         """Delete this test's keys: its queues, jobs and workers, and the limiter's keys."""
-        ours = (jobs.NOTION, jobs.GITHUB, *self.job_ids, *(name for name, _, _ in self.workers))
+        ours = (
+            jobs.NOTION,
+            jobs.GITHUB,
+            jobs.SHARED,
+            *self.job_ids,
+            *(name for name, _, _ in self.workers),
+        )
         doomed = [
             key
             for key in self.connection.scan_iter(match="rq:*", count=1000)
@@ -160,7 +166,7 @@ class RQRig:
             doomed += list(self.connection.scan_iter(match=pattern))
         if doomed:
             self.connection.delete(*doomed)
-        for queue in (jobs.NOTION, jobs.GITHUB):
+        for queue in (jobs.NOTION, jobs.GITHUB, jobs.SHARED):
             self.connection.srem("rq:queues", f"rq:queue:{queue}")
 
 

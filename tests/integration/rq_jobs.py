@@ -38,7 +38,25 @@ COMMON: dict[str, Any] = dict(
     breaker_failure_threshold=5,
     breaker_open_seconds=5.0,
 )
-CONFIGS = {NOTION: COMMON, GITHUB: COMMON}
+SHARED = f"shared{SUFFIX}"
+TENANT_RATE, APP_RATE = 5.0, 20.0
+FAIR: dict[str, Any] = dict(  # each tenant 5/s, all of them together 20/s (fair share)
+    rate_limit_per_sec=TENANT_RATE,
+    burst_size=1.0,
+    increase_factor=0.0,
+    min_rate=TENANT_RATE,
+    max_rate=TENANT_RATE,
+    slow_start=False,
+    max_wait=1.0,
+    requeue_budget=1000,
+    app_limit={
+        "rate_limit_per_sec": APP_RATE,
+        "burst_size": 1.0,
+        "min_rate": APP_RATE,
+        "max_rate": APP_RATE,
+    },
+)
+CONFIGS = {NOTION: COMMON, GITHUB: COMMON, SHARED: FAIR}
 """The override file the harness writes for QUEUE_RATELIMIT_CONFIG."""
 
 
@@ -75,6 +93,12 @@ def sync_notion(page: int) -> dict[str, Any]:
 def sync_repo(installation: str, repo: int) -> dict[str, Any]:
     """A per-tenant limit; the client (built without a tenant) takes the job's."""
     return {"repo": repo, "id": _call(GITHUB)}
+
+
+@rate_limited(SHARED, tenant=lambda tenant, n: tenant)
+def sync_tenant(tenant: str, n: int) -> str:
+    """One call to the fair-shared integration, for ``tenant``."""
+    return _call(SHARED)
 
 
 @rate_limited(NOTION, requeue_budget=3)

@@ -4,11 +4,12 @@ tenant's key and to the integration-wide level in one decision, all or nothing."
 
 from __future__ import annotations
 
+
 import pytest
 
 from queue_ratelimit import ConfigError, IntegrationConfig, InvalidRequest, LimitConfig
 from tests.conftest import FakeClock
-from tests.support import SVC
+from tests.support import SVC, most_in_one_second
 from tests.unit.conftest import MakeLimiter
 
 # each tenant 10/s (burst 1); all of them together 4/s (burst 2), adapting from 1 to 8
@@ -187,3 +188,37 @@ def test_a_table_reads_as_an_app_limit_and_round_trips() -> None:
     )
     assert config.app_limit == LimitConfig.per_window("app", 5000, 3600)
     assert IntegrationConfig.from_mapping("svc", config.to_dict()) == config
+
+
+def test_slots_never_crowd_the_integration_wide_level(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    """A call its own key holds back takes the integration-wide token when granted but goes
+    later: that token is not lent again meanwhile (that level's slots follow its schedule)."""
+    limiter = make_limiter(
+        SVC.replace(
+            rate_limit_per_sec=0.5,  # each tenant: one call per 2 s
+            min_rate=0.5,
+            increase_factor=0.0,
+            max_wait=2.0,
+            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
+            fair_share=False,  # (the shares space calls out too: this rule alone)
+        )
+    )
+    slots = []
+
+    def ask(tenant: str) -> None:
+        decision = limiter.acquire("svc", tenant)
+        assert decision.granted
+        slots.append(decision.now + decision.wait)
+
+    for k in range(20):  # a second of first calls from twenty tenants
+        ask(f"a{k}")
+        clock.advance(0.05)
+    for k in range(20):  # their second calls: granted now, held by their own keys a second
+        ask(f"a{k}")
+        clock.advance(0.05)
+    for k in range(20):  # twenty other tenants meanwhile
+        ask(f"b{k}")
+        clock.advance(0.05)
+    assert most_in_one_second(slots) <= 20 + 1  # the level's rate and burst, in slot time

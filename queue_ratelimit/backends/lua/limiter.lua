@@ -103,6 +103,7 @@ local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the curre
 local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local FAIR_GRACE = 1.0  -- fair.GRACE: a tenant counts as active this long after its last call
+local FAIR_USAGE = 2.0  -- fair.USAGE: seconds over which what light tenants take is averaged
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting
                        -- one; it is set again when it falls short or lies over twice that
@@ -733,20 +734,28 @@ local function open_share(C, cost)
   local up = C.limits[1]
   local pace = refill_rate(up)
   if pace <= 0 then pace = up.r end  -- a window's (its nominal rate)
-  local rate = pace * weight / total
+  local used, used_at = 0, now  -- what the tenants using less than their share take, per s
+  local kept = redis.call('HGET', KEYS[4], '%u')
+  if kept then used, used_at = struct.unpack('<dd', kept) end
+  used = used * math.exp(-(now - used_at) / FAIR_USAGE)
+  local rate = max(pace - used, pace / (total + 1)) * weight / total
   local F = {member = member, weight = weight, total = total, r = rate, min = rate, max = rate,
+             used = used, spent = false,
              burst = max(1, up.burst * weight / total), t = 0, s = now, c = 0, cost = cost,
              q = false, qu = 0, qc = 0, win = 0}
   F.t = F.burst
   local saved = redis.call('HGET', KEYS[4], member)
-  F.full = now  -- since when its share has been full (unused)
+  F.full = now  -- since when its share has been full (unused): a full one keeps its ts
   if saved then F.t, F.s, F.c = struct.unpack('<ddd', saved) end
-  if now > F.s then
+  if F.t >= F.burst then
+    F.t, F.full = F.burst, F.s
+  elseif now > F.s then
     local before = F.t
     F.full = F.s + (F.burst - before) / rate
     F.t = min(F.burst, F.t + (now - F.s) * rate)
     F.c = F.c + max(0, F.t - before)
     F.s = now
+    if F.full < now then F.s = F.full end  -- (full since then: its ts says so)
   end
   -- what the others' shares keep in the level's bucket: beyond it, this tenant borrows
   F.borrow = up.t - up.cost >= up.burst * (total - weight) / total
@@ -760,6 +769,9 @@ local function save_share(F)
   local until_ = max(now, F.s + max(0, -F.t) / F.r)
   if F.t >= 0 and now - F.full > F.cost / F.r then  -- it used less than its share: it
     until_ = now - FAIR_GRACE - 0.000001  -- takes what it needs, and counts in no one's
+    if F.spent then  -- (but in what the others share)
+      redis.call('HSET', KEYS[4], '%u', struct.pack('<dd', F.used + F.cost / FAIR_USAGE, now))
+    end
   end
   redis.call('ZADD', KEYS[5], string.format('%.17g', until_), F.member)
   local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', string.format('%.17g', now - idle_ttl),
@@ -843,6 +855,12 @@ if op == ACQUIRE then
     end
     if C.cool > cool then cool = C.cool end
     chain_slot = bucket_slot(C.limits, max(now, C.cool))
+    -- and in the order granted: a call another level holds back took this level's token
+    -- when granted, not at its slot, so this level's slots follow its schedule (chain.py)
+    local up, cpace = C.limits[1], refill_rate(C.limits[1])
+    if up.cost > 0 and cpace > 0 then
+      chain_slot = max(chain_slot, C.tat - max(0, up.burst - up.cost) / cpace)
+    end
   end
   local F  -- fair share: the tenant's share bucket, unless it borrows what others leave
   if C and ARGV[7] and ARGV[7] ~= '' then F = open_share(C, C.limits[1].cost) end
@@ -879,9 +897,8 @@ if op == ACQUIRE then
     -- cooldown up to cooldown_wait before it
     local in_line = max_wait
     local pace = refill_rate(limits[1])
-    local line = pace  -- a place in line lasts as long as the slowest level's interval
-    if C then line = min(line, refill_rate(C.limits[1])) end
-    if F and not F.borrow then line = min(line, F.r) end
+    local line = pace  -- a place in line: the interval of the slower level (not of a
+    if C then line = min(line, refill_rate(C.limits[1])) end  -- share: a worker each)
     if sleepers and line > 0 then in_line = min(in_line, sleepers / line + SLACK) end
     local cw = max_wait
     if cooldown_wait then cw = cooldown_wait + SLACK end
@@ -910,7 +927,8 @@ if op == ACQUIRE then
         pay(limits, now)
       end
       if requests > 0 and pace > 0 then K.tat = max(K.tat, slot) + requests / pace end
-      if F and not (F.borrow or redeeming) then F.t = F.t - F.cost end
+      if F then F.spent = true end
+      if F and not (F.borrow or redeeming) then F.t, F.s = F.t - F.cost, now end
       if C then  -- the chain's level pays on a grant only
         local cpace = refill_rate(C.limits[1])
         C.seq = C.seq + 1
@@ -942,7 +960,7 @@ if op == ACQUIRE then
       dues = {}
       for i = 1, n do dues[i] = limits[i].c - limits[i].t end
       if F then  -- the share is booked too (when it is what holds the call back)
-        if not F.borrow then F.t = F.t - F.cost end
+        if not F.borrow then F.t, F.s = F.t - F.cost, now end
         dues[n + 1] = F.c - F.t
       end
     end
