@@ -4,7 +4,6 @@ tenant's key and to the integration-wide level in one decision, all or nothing."
 
 from __future__ import annotations
 
-
 import pytest
 
 from queue_ratelimit import ConfigError, IntegrationConfig, InvalidRequest, LimitConfig
