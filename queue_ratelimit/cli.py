@@ -166,6 +166,26 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
             limiter.overrides(name).items(), key=lambda item: item[0] or ""
         ):
             click.echo(f"override on {_key_text(name, tenant)}: {override_text(override)}")
+        line = _app_line(limiter, backend, name)
+        if line:
+            click.echo(line)
+
+
+def _app_line(limiter: Limiter, backend: Backend, integration: str) -> str:
+    """The integration-wide level of a chained integration, one line (``docs/limits.md``);
+    ``""`` for another. Its plan is this config's, else what the workers stored."""
+    plan = tool_plan(limiter, backend, integration)
+    if plan is None or plan.app is None:
+        return ""
+    snap = backend.app_snapshot(integration, plan)
+    if not snap.exists:
+        return f"all tenants of {integration}: no call yet"
+    level = snap.limit()
+    cooling = f", cooling down {snap.cooldown_left:.1f} s" if snap.cooldown_left > 0 else ""
+    return (
+        f"all tenants of {integration}: {level.rate:.2f}/s, "
+        f"{max(0.0, level.tokens):.1f} tokens, {level.reserved:.1f} owed{cooling}"
+    )
 
 
 @cli.command()

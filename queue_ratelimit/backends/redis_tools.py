@@ -56,6 +56,7 @@ class RedisTools(ScriptRunner):
     _view: Callable[[str, Plan], wire.View]
     _view_steps: Callable[[str, Plan], Steps[wire.View]]
     _bounded: Callable[[Plan, wire.View, str | None], Plan]
+    _note: Callable[[str, Plan], None]
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix (on every master of a cluster):
@@ -98,6 +99,7 @@ class RedisTools(ScriptRunner):
         return self._drive(self._snapshot_steps(integration, tenant, plan))
 
     def _snapshot_steps(self, integration: str, tenant: str | None, plan: Plan) -> Steps[Snapshot]:
+        self._note(integration, plan)  # (a chain's tenants are named under its tag)
         view = yield from self._view_steps(integration, plan)
         if view.overrides:  # the key as its decisions see it: within the overrides' bounds
             plan = self._bounded(plan, view, tenant)
@@ -121,6 +123,7 @@ class RedisTools(ScriptRunner):
     ) -> list[Snapshot]:
         """See ``Backend.snapshots``: the breaker read once (its description is not written:
         a tool's config may differ from the workers'), then the keys, pipelined."""
+        self._note(integration, plan)
         view = self._breaker_op("view", integration, plan)[0] if tenants else wire.CLEAN
         return self._key_snapshots(
             integration, tenants, plan, lambda reply: wire.snapshot_from(reply, view, plan)
@@ -188,10 +191,12 @@ class RedisTools(ScriptRunner):
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
 
     def reset(self, integration: str, tenant: str | None) -> None:
-        """See ``Backend.reset``."""
-        names = self._names(integration, tenant)
+        """See ``Backend.reset``: under either naming (a chain's tenants share its tag)."""
+        plain = layout.key_names(self.prefix, integration, tenant)
+        chained = layout.key_names(self.prefix, integration, tenant, chained=True)
         try:
-            self.client.delete(names.state, names.leases)
+            for names in {plain, chained}:  # (one DEL per slot: a cluster client refuses more)
+                self.client.delete(names.state, names.leases)
         except redis.RedisError as exc:
             raise BackendError(f"redis reset failed for {integration!r}: {exc}") from exc
 

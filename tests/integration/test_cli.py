@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from queue_ratelimit import Limiter
+from queue_ratelimit import Limiter, load_configs
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.cli import cli
 from tests.support import RedisProcess
@@ -248,3 +248,22 @@ def test_the_tools_read_many_keys_after_the_server_lost_its_scripts(
         True,
         False,
     ]
+
+
+def test_status_shows_the_integration_wide_level_of_a_chain(  # type: ignore[no-untyped-def]
+    run, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "chain.toml"
+    path.write_text(
+        "[shop]\nrate_limit_per_sec = 5.0\nmax_rate = 5.0\n"
+        "[shop.app_limit]\nrate_limit_per_sec = 8.0\nburst_size = 2.0\n"
+        "min_rate = 1.0\nmax_rate = 8.0\n"
+    )
+    configs = load_configs(path)
+    limiter = Limiter(RedisBackend(redis_url, prefix=key_prefix), configs)
+    limiter.acquire("shop", "a")
+    limiter.on_backoff("shop", "b", retry_after=20.0, level="app")
+    code, out = run("--config", str(path), "status")
+    assert code == 0, out
+    assert "all tenants of shop: 4.00/s" in out  # 8/s halved by the app's 429
+    assert "cooling down" in out
