@@ -283,10 +283,11 @@ class RedisBackend(RedisTools):
             args,
         )
         if op == "view":
-            overrides = wire.overrides_from(pairs)
+            overrides, version = wire.overrides_from(pairs), wire.version_from(pairs)
         else:  # (what the last VIEW read)
-            overrides = self._views.get(integration, wire.CLEAN).overrides
-        view = wire.View(state, failures, until / wire.MICRO, time.monotonic(), overrides)
+            last = self._views.get(integration, wire.CLEAN)
+            overrides, version = last.overrides, last.version
+        view = wire.View(state, failures, until / wire.MICRO, time.monotonic(), overrides, version)
         self._views[integration] = view
         return view, answer, (before, before_until / wire.MICRO)
 
@@ -339,15 +340,20 @@ class RedisBackend(RedisTools):
     # -- the operators' overrides (policy/overrides.py) ---------------------------------------
 
     def set_override(self, integration: str, tenant: str | None, override: Override | None) -> None:
-        """See ``Backend.set_override``: written to the integration's overrides hash; this
-        process's next decision reads it again (others' within ``breaker_poll``)."""
+        """See ``Backend.set_override``: written to the integration's overrides hash, with
+        its version moved on: every process's next decision of a key in the hash's slot (a
+        single server, Sentinel, an integration's own key, a chain's tenants) sees the change
+        and reads the hash again; a Cluster's other tenants within ``breaker_poll``."""
         held = layout.integration_keys(self.prefix, integration)[2]
         field = wire.override_field(tenant)
         try:
+            pipe = self.client.pipeline(transaction=True)  # (one key: one slot)
             if override is None:
-                self.client.hdel(held, field)
+                pipe.hdel(held, field)
             else:
-                self.client.hset(held, field, override.to_json())
+                pipe.hset(held, field, override.to_json())
+            pipe.hincrby(held, wire.VERSION, 1)  # every decision given the last sees it
+            pipe.execute()
         except redis.RedisError as exc:
             raise BackendError(f"redis override failed for {integration!r}: {exc}") from exc
         self._views.pop(integration, None)
@@ -419,12 +425,18 @@ class RedisBackend(RedisTools):
             self._note(integration, plan)
         breaker, probe = (wire.CLOSED, 0.0), None
         view = yield from self._current_view(integration, plan)
+        unbounded = plan
         if view.overrides:
             plan = self._bounded(plan, view, request.tenant)
         if view.state != wire.CLOSED:
             breaker, probe = yield from self._admit(integration, plan)
-        args = self._acquire_args(request, plan, breaker)
-        reason, wait, epoch, now, seq, *reserved = yield "acquire", integration, args
+        args = self._acquire_args(request, plan, breaker, view)
+        reply = yield "acquire", integration, args
+        if reply[0] == wire.STALE:  # an operator's override changed: read it, decide again
+            view = yield from self._view_steps(integration, unbounded)
+            plan = self._bounded(unbounded, view, request.tenant)
+            reply = yield "acquire", integration, self._acquire_args(request, plan, breaker)
+        reason, wait, epoch, now, seq, *reserved = reply
         app_epoch = None
         if plan.app is not None:
             app_epoch, *reserved = reserved
@@ -455,6 +467,28 @@ class RedisBackend(RedisTools):
         )
 
     def _acquire_args(
+        self,
+        request: AcquireRequest,
+        plan: Plan,
+        breaker: tuple[int, float],
+        view: wire.View | None = None,
+    ) -> tuple[Any, ...]:
+        """EVALSHA's arguments for ``request``; with ``view``, and the overrides hash in the
+        key's slot, the view's version to check (``wire.STALE``)."""
+        args = self._decision_args(request, plan, breaker)
+        if view is None or not self._checks(request.integration, request.tenant, plan):
+            return args
+        count, rest = args[0], args[1:]
+        held = layout.integration_keys(self.prefix, request.integration)[2]
+        keys, argv = rest[:count], rest[count:]
+        words = (*argv, *([""] * (7 - len(argv))), view.version or "0")
+        return (count + 1, *keys, held, *words)
+
+    def _checks(self, integration: str, tenant: str | None, plan: Plan) -> bool:
+        """The key shares the overrides hash's slot (its decision can check the version)."""
+        return tenant is None or plan.app is not None or not isinstance(self.client, RedisCluster)
+
+    def _decision_args(
         self, request: AcquireRequest, plan: Plan, breaker: tuple[int, float]
     ) -> tuple[Any, ...]:
         """EVALSHA's arguments for ``request``. Without a reservation, with the breaker

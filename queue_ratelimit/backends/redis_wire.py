@@ -81,14 +81,26 @@ class View(NamedTuple):
     until: float  # on the server's clock
     read: float  # time.monotonic() when read
     overrides: Mapping[str | None, Override] = MappingProxyType({})
+    version: str = ""  # the overrides' version (``#v``; "" none set yet): a decision
+    # given it answers STALE while the hash holds another (``limiter.lua``)
 
 
 CLEAN = View(CLOSED, 0, 0.0, float("-inf"))
+VERSION = "#v"  # the overrides hash's field counting its changes
+STALE = -1  # an acquire's reply: the overrides changed since the view it was given
 
 
 def override_field(tenant: str | None) -> str:
     """The overrides hash's field of a key: ``=`` the integration's, ``=T`` tenant T's."""
     return "=" if tenant is None else "=" + tenant
+
+
+def version_from(pairs: Sequence[Any]) -> str:
+    """The overrides' version among a VIEW's field, value pairs (``"0"``: none yet)."""
+    for field, value in zip(pairs[::2], pairs[1::2], strict=False):
+        if text(field) == VERSION:
+            return text(value)
+    return "0"
 
 
 def overrides_from(pairs: Sequence[Any]) -> Mapping[str | None, Override]:

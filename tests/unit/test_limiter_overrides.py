@@ -101,3 +101,19 @@ def test_a_snapshot_shows_the_rate_within_the_overrides(make_limiter: MakeLimite
     limiter.acquire("svc")
     limiter.set_override("svc", min_rate=15.0)
     assert limiter.snapshot("svc").limit().rate == 15.0  # what the next decision runs at
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_another_process_obeys_a_change_at_its_next_decision(
+    make_limiter: MakeLimiter, tenant: str | None
+) -> None:
+    if make_limiter.kind == "memory":  # type: ignore[attr-defined]
+        pytest.skip("memory: one process (its overrides hold at once, the tests above)")
+    worker = make_limiter(SVC.replace(rate_limit_per_sec=10.0, max_rate=10.0, burst_size=1.0))
+    operator = make_limiter(SVC.replace(rate_limit_per_sec=10.0, max_rate=10.0, burst_size=1.0))
+    assert worker.acquire("svc", tenant).granted  # its view of the overrides: fresh, none
+    operator.set_override("svc", tenant, max_rate=2.0, by="test")  # another process's
+    if make_limiter.kind == "cluster" and tenant is not None:  # type: ignore[attr-defined]
+        pytest.skip("a Cluster's tenant key is in another slot: its breaker_poll applies")
+    decision = worker.acquire("svc", tenant, max_wait=10.0)
+    assert decision.wait == pytest.approx(0.5)  # one token at 2/s, not 10/s

@@ -65,6 +65,11 @@
 -- ARGV[3] (optional, acquire) the event's number a refusal counts (the task gate's
 --         requeues: it requeues every task refused a slot, and saves a round trip)
 -- ARGV[4] (optional) the tenant's name, when its key name holds only its digest
+-- ARGV[5] (optional) a chain's integration-wide level's limits ('<B' n, then as the plan's),
+--         its key KEYS[3]; ARGV[6] (reports) the level a backoff lowers (1 the key's, 2 the
+--         chain's, 3 both); ARGV[7] (acquire) fair share's tenant and weights (open_share)
+-- ARGV[8] (optional, acquire) the overrides' version the caller's bounds come from; the
+--         overrides hash is then the last key, and a different version answers {STALE}
 --
 -- Returns arrays of integers; times, rates and tokens in millionths (seconds -> us):
 --   acquire:  {reason (OK, REDEEMED and PROBE are grants; a grant with a concurrency limit
@@ -88,6 +93,7 @@ local ACQUIRE, SUCCESS, BACKOFF, FAILURE, RELEASE, SNAPSHOT, COUNT = 1, 2, 3, 4,
 local BREAKER, VIEW, ADMIT, UNPROBE, OUTCOME = 8, 9, 10, 11, 12
 local SNAPSHOTS = 13  -- SNAPSHOT of many keys in one call (the tools; one server: any slots)
 local CHECK = 14  -- whether a grant still holds: the key's epoch and cooldown left
+local STALE = -1  -- an acquire's answer: the operators' overrides changed since its caller read them
 local OK, REDEEMED, PROBE, RATE, COOLDOWN, CONCURRENCY, BREAKER_OPEN = 0, 1, 2, 3, 4, 5, 6
 local EXHAUSTED = 7  -- refused: held past max_backoff by what the upstream stated
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- policy/breaker.py
@@ -113,6 +119,10 @@ local blob = ARGV[1]
 local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_quota, max_conc,
   lease_ttl, b_threshold, b_open, at = struct.unpack('<BdBdBdddddddddd', blob)
 if op < ACQUIRE or op > CHECK then return redis.error_reply('unknown op ' .. op) end
+if op == ACQUIRE and ARGV[8] and ARGV[8] ~= '' then  -- the overrides' version it was given:
+  local version = redis.call('HGET', KEYS[#KEYS], '#v') or '0'  -- (the hash, the last key)
+  if version ~= ARGV[8] then return {STALE} end  -- changed: the caller reads them again
+end
 if now ~= now then
   local t = redis.call('TIME')
   now = t[1] + t[2] / 1000000
