@@ -2,7 +2,7 @@
 
 A local upstream (``HiddenLimitUpstream``) allows L calls per 1 s window per bucket and
 answers 429 beyond that. Real workers (N processes, on Redis) run one-call tasks from a
-backlog enqueued at once; the client does not know L. Every system runs five scenarios:
+backlog enqueued at once; the client does not know L. Every system runs these scenarios:
 
 * **steady**: T tasks, L fixed, ``Retry-After`` only;
 * **change**: L halves mid-run and later recovers (time to re-converge after each change);
@@ -10,7 +10,10 @@ backlog enqueued at once; the client does not know L. Every system runs five sce
 * **tenants**: two tenants, each with its own hidden L, one with a 10x backlog enqueued
   first: the quiet tenant's p95 latency against running alone;
 * **integrations**: two integrations sharing the workers, one throttled (hidden L/10): the
-  other's completion time against running alone.
+  other's completion time against running alone;
+* **fairness**: one app-wide L over every tenant; quiet tenants beside a noisy tenant's
+  backlog enqueued first, against running alone (``goodput_fair``);
+* **cold**: a fleet that does not know L, then started again (``goodput_cold``).
 
     python benchmarks/goodput.py [--quick] [--only SYSTEM,...,SCENARIO,...] [--redis URL]
                                  [--workers N] [--rate L]

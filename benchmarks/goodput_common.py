@@ -30,11 +30,12 @@ from typing import Any
 import redis
 import requests
 
-from queue_ratelimit import IntegrationConfig, Limiter
+from queue_ratelimit import IntegrationConfig, LimitConfig, Limiter
 from queue_ratelimit.http import RateLimitedAdapter
 
 REDIS_ENV, RUN_ENV, QUEUES_ENV, RATE_ENV = "GP_REDIS", "GP_RUN", "GP_QUEUES", "GP_RATE"
 SHARED_ENV = "GP_SHARED"
+FAIR_ENV = "GP_FAIR"  # this project: the app-wide limit stated, shared fairly
 IDLE_TTL_ENV = "GP_IDLE_TTL"
 NO_TENANT = "x"
 """The bucket of calls made without a tenant."""
@@ -43,7 +44,9 @@ OURS_START_FRACTION = 0.2  # of L: the conservative starting rate
 OURS_MAX_FACTOR = 10.0  # of L: the generous ceiling
 
 
-def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> IntegrationConfig:
+def ours_config(
+    name: str, hidden_limit: float, shared: bool | None = None, fair: bool | None = None
+) -> IntegrationConfig:
     """This project's settings for every integration of the benchmark (the same for all).
 
     The client does not know the limit: it starts at L/5 and may climb to 10 L. The AIMD
@@ -54,10 +57,16 @@ def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> I
     workers are as good as dedicated to one queue, the other being empty), except when
     ``shared`` (default: ``GP_SHARED=1`` in the environment): the workers serve several
     integrations' queues, as in the integrations scenario, and ``max_sleepers`` is 1, as
-    docs/configuration.md advises.
+    docs/configuration.md advises. With ``fair`` (default: ``GP_FAIR=1``), as in the fairness
+    scenario, the upstream's app-wide limit is known and stated as an ``app_limit`` of L,
+    the 429s it answers lowering that level (``app_backoffs="app"``), and the tenants share
+    it fairly (``docs/limits.md``); each tenant's own level is the same as above.
     """
     if shared is None:
         shared = os.environ.get(SHARED_ENV) == "1"
+    if fair is None:
+        fair = os.environ.get(FAIR_ENV) == "1"
+    app = LimitConfig("app", hidden_limit, 1.0, hidden_limit / 2, hidden_limit, 0.3, 0.7)
     return IntegrationConfig(
         name=name,
         rate_limit_per_sec=hidden_limit * OURS_START_FRACTION,
@@ -70,6 +79,8 @@ def ours_config(name: str, hidden_limit: float, shared: bool | None = None) -> I
         max_sleepers=1 if shared else None,
         max_backoff=30.0,
         requeue_budget=100,
+        app_limit=app if fair else None,
+        app_backoffs="app",
     )
 
 

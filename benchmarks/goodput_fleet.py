@@ -91,6 +91,7 @@ class Fleet(ABC):
         self.records = common.Records(self.redis, self.run)
         self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
         self.shared = False  # this project: max_sleepers 1 (workers shared; see ours_config)
+        self.fair = False  # this project: the app-wide limit known, shared fairly (ours_config)
         self.idle_ttl = 3600.0  # this project: how long a key idles before it is forgotten
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -103,6 +104,7 @@ class Fleet(ABC):
             common.QUEUES_ENV: ",".join(self.queues),
             common.RATE_ENV: repr(self.rate),
             common.SHARED_ENV: "1" if self.shared else "0",
+            common.FAIR_ENV: "1" if self.fair else "0",
             common.IDLE_TTL_ENV: repr(self.idle_ttl),
             "QUEUE_RATELIMIT_IDLE_TTL": repr(self.idle_ttl),
             "GP_WORKER": "1",
@@ -310,7 +312,8 @@ class RQFleet(Fleet):
         )
         with config:
             configs = {
-                q: common.ours_config(q, self.rate, self.shared).to_dict() for q in self.queues
+                q: common.ours_config(q, self.rate, self.shared, self.fair).to_dict()
+                for q in self.queues
             }
             json.dump(configs, config)
         return config.name

@@ -77,6 +77,15 @@ class Phase:
         return [i for ids in self.groups.values() for i in ids]
 
 
+def deadline(ideal: float) -> float:
+    """How long a phase may take: 1.5 times the time at exactly L, plus 5 s."""
+    return 1.5 * ideal + 5.0
+
+
+def constant(limit: float) -> Callable[[float], float]:
+    return lambda t: limit
+
+
 def run_phase(
     fleet: Fleet,
     upstreams: dict[str, tuple[float, str]],

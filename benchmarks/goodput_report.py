@@ -234,5 +234,16 @@ def common_checks(row: Row) -> dict[str, float | None]:
     return {"lost": None if row.lost is None else float(row.lost), "twice": float(row.twice)}
 
 
+def both_checks(row: Row, alone: Row) -> dict[str, float | None]:
+    """Lost and run-twice over a scenario's two phases (the table shows the shared one)."""
+    checks, before = common_checks(row), common_checks(alone)
+    lost, earlier = checks["lost"], before["lost"]
+    row.unmeasured.update(alone.unmeasured)
+    return {
+        "lost": None if lost is None or earlier is None else lost + earlier,
+        "twice": (checks["twice"] or 0.0) + (before["twice"] or 0.0),
+    }
+
+
 LOST = Target("tasks lost", "== 0", "lost", lambda v: v == 0, ".0f")
 TWICE = Target("tasks run twice", "== 0", "twice", lambda v: v == 0, ".0f")

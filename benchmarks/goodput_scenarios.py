@@ -11,14 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from goodput_cold import cold
+from goodput_fair import fairness
 from goodput_fleet import Fleet
-from goodput_phase import Event, Phase, Send, run_phase
+from goodput_phase import Event, Phase, Send, constant, deadline, run_phase
 from goodput_report import (
     LOST,
     TWICE,
     Row,
     Target,
     base_row,
+    both_checks,
     common_checks,
     fmt,
     latencies,
@@ -47,6 +49,9 @@ class Scale:
     cold_tasks: int = 300
     restart_tasks: int = 100
     idle_ttl: float = 3.0
+    fair_tenants: int = 8  # quiet tenants under one app-wide limit
+    fair_quiet: int = 10  # tasks each
+    fair_backlog: int = 400  # the noisy tenant's, enqueued first
 
     @property
     def noisy(self) -> int:
@@ -60,16 +65,7 @@ class Scale:
 
 
 FULL = Scale(40.0, 280, (3.0, 9.0), 4.5, 120, 12, 20, 200)
-QUICK = Scale(20.0, 40, (1.5, 4.0), 2.0, 30, 4, 6, 40, 10.0, 100, 40)
-
-
-def deadline(ideal: float) -> float:
-    """How long a phase may take: 1.5 times the time at exactly L, plus 5 s."""
-    return 1.5 * ideal + 5.0
-
-
-def constant(limit: float) -> Callable[[float], float]:
-    return lambda t: limit
+QUICK = Scale(20.0, 40, (1.5, 4.0), 2.0, 30, 4, 6, 40, 10.0, 100, 40, 3.0, 4, 5, 80)
 
 
 def backlog(fleet: Fleet, sc: Scale, tasks: int, dialect: str) -> Phase:
@@ -143,7 +139,7 @@ def tenants(fleet: Fleet, sc: Scale) -> Row:
         "quiet p95 s": fmt(shared),
         "p95 ratio": fmt(ratio),
     }
-    row.checks = {**_both_checks(row, base_row(fleet.system, alone, None)), "p95": ratio}
+    row.checks = {**both_checks(row, base_row(fleet.system, alone, None)), "p95": ratio}
     return row
 
 
@@ -173,19 +169,8 @@ def integrations(fleet: Fleet, sc: Scale) -> Row:
         "X ratio": fmt(ratio),
         "Y done": f"{y_done}/{sc.y_tasks}",
     }
-    row.checks = {**_both_checks(row, base_row(fleet.system, alone, None)), "x": ratio}
+    row.checks = {**both_checks(row, base_row(fleet.system, alone, None)), "x": ratio}
     return row
-
-
-def _both_checks(row: Row, alone: Row) -> dict[str, float | None]:
-    """Lost and run-twice over a scenario's two phases (the table shows the shared one)."""
-    checks, before = common_checks(row), common_checks(alone)
-    lost, earlier = checks["lost"], before["lost"]
-    row.unmeasured.update(alone.unmeasured)
-    return {
-        "lost": None if lost is None or earlier is None else lost + earlier,
-        "twice": (checks["twice"] or 0.0) + (before["twice"] or 0.0),
-    }
 
 
 @dataclass(frozen=True)
@@ -287,6 +272,28 @@ SCENARIOS = (
             "X time: first enqueue to last completion of X; X alone: the same X tasks on the "
             "same queue and workers without Y, just before; rate/L: X's; 429 %: X's and Y's "
             "answers; this project runs it with max_sleepers 1 (workers shared), X alone too",
+        ),
+    ),
+    Scenario(
+        "fairness",
+        fairness,
+        _heading(
+            "fairness",
+            "the app limited to L={L:g}/s in all (Retry-After); {sc.fair_tenants} quiet tenants "
+            "x {sc.fair_quiet} tasks alone, then beside a noisy tenant's {sc.fair_backlog} "
+            "enqueued first",
+        ),
+        ("quiet alone s", "quiet beside s", "worst ratio"),
+        (
+            Target("quiet tenant's time vs alone", "<= 1.50", "fair", lambda v: v <= 1.5),
+            Target("429 % (app-wide limit passed)", "<= 2.0", "429", lambda v: v <= 2.0, ".1f"),
+            LOST,
+            TWICE,
+        ),
+        (
+            "quiet: a tenant's first enqueue to its last completion; worst ratio: the largest of "
+            "its time beside the backlog over its time alone; this project states the app-wide "
+            "limit (app_limit L, fair share), the peers run with it as their limit",
         ),
     ),
     Scenario(

@@ -1,0 +1,65 @@
+"""The goodput benchmark's fairness scenario: tenants under one app-wide limit.
+
+* **fairness**: the upstream limits the whole application to L, every tenant together. K
+  quiet tenants with Q tasks each run alone first. Then a noisy tenant's backlog of B tasks
+  is enqueued first, with the same quiet tenants behind it. Measured: each quiet tenant's
+  time (its first enqueue to its last completion) beside the backlog over its time alone
+  (the worst of the K), and the 429 share (calls past the app-wide limit).
+
+This project states the app-wide limit as an ``app_limit`` of L, shared fairly among the
+tenants (``ours_config`` with ``fair``; ``docs/limits.md``); each tenant's own level is as
+in every other scenario. The peers have no per-tenant fairness: they run with the app-wide
+limit only, as their per-queue limit (``Fleet.set_limits``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from goodput_fleet import Fleet
+from goodput_phase import Send, constant, deadline, run_phase
+from goodput_report import Row, base_row, both_checks, fmt, span, steady_rate
+
+if TYPE_CHECKING:
+    from goodput_scenarios import Scale
+
+RETRY_AFTER = "retry-after"
+
+
+def fairness(fleet: Fleet, sc: Scale) -> Row:
+    ours = fleet.system.ours
+    if ours:  # the app-wide limit stated, shared fairly: the workers' config changes
+        fleet.fair = True
+        fleet.restart()
+    try:
+        upstream = {"main": (sc.rate, RETRY_AFTER)}
+        quiet = [
+            Send(f"quiet{k}", sc.fair_quiet, tenant=f"quiet{k}") for k in range(sc.fair_tenants)
+        ]
+        total = sc.fair_tenants * sc.fair_quiet
+        alone = run_phase(fleet, upstream, quiet, deadline(total / sc.rate))
+        fleet.reset_limiter()
+        noisy = Send("noisy", sc.fair_backlog, tenant="noisy")
+        ideal = (total + sc.fair_backlog) / sc.rate
+        both = run_phase(fleet, upstream, [noisy, *quiet], deadline(ideal))
+    finally:
+        if ours:  # as the other scenarios expect it
+            fleet.fair = False
+            fleet.restart()
+    solo = [span(alone, send.group) for send in quiet]
+    shared = [span(both, send.group) for send in quiet]
+    worst = None
+    if all(solo) and all(shared):
+        worst = max(b / a for a, b in zip(solo, shared, strict=True))  # type: ignore[operator]
+    row = base_row(fleet.system, both, steady_rate(both.calls["main"], constant(sc.rate)))
+    row.extra = {
+        "quiet alone s": fmt(max(solo) if all(solo) else None, ".1f"),  # type: ignore[type-var]
+        "quiet beside s": fmt(max(shared) if all(shared) else None, ".1f"),  # type: ignore[type-var]
+        "worst ratio": fmt(worst),
+    }
+    row.checks = {
+        **both_checks(row, base_row(fleet.system, alone, None)),
+        "fair": worst,
+        "429": row.share_429 * 100,
+    }
+    return row
