@@ -457,6 +457,12 @@ class IntegrationConfig:
             check.fail(
                 "app_limit", self.app_limit, "must be a LimitConfig (or a table of its fields)"
             )
+        if self.app_limit is not None and self.app_limit.burst_size < 1.0:
+            check.fail(
+                "app_limit.burst_size",
+                self.app_limit.burst_size,
+                "must be >= 1: every call costs that level one request",
+            )
         if not isinstance(self.fair_share, bool):
             check.fail("fair_share", self.fair_share, "must be true or false")
         _store(self, "tenant_weights", _check_weights(check, self.tenant_weights))

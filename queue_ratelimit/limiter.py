@@ -133,6 +133,9 @@ class Limiter(LimiterTools):
             plan = plan_for(config)
             bursts = {lim.name: lim.burst for lim in plan.limits}
             prepared = self._prepared[integration] = Prepared(config, plan, bursts)
+            note = getattr(self.backend, "note_plan", None)  # (how a chain's keys are named)
+            if callable(note):
+                note(integration, plan)
         return prepared
 
     def _resolve(self, integration: str, tenant: str | None) -> Prepared:

@@ -57,7 +57,8 @@ def local_plan(plan: Plan, processes: int) -> Plan:
         )
         for lim in plan.limits
     )
-    return dataclasses.replace(plan, limits=limits)
+    app = None if plan.app is None else local_plan(plan.app, processes)  # (a chain's level)
+    return dataclasses.replace(plan, limits=limits, app=app)
 
 
 class _Shard:

@@ -295,6 +295,9 @@ class MemoryBackend:
         """See ``Backend.reset``."""
         with self._lock:
             self._keys.pop((integration, tenant), None)
+            if tenant is None:  # (with a chain's integration-wide level and fair shares)
+                self._keys.pop(_app_key(integration), None)
+                self._fair.pop(integration, None)
 
     def count(self, integration: str, event: str, tenant: str | None = None) -> None:
         """See ``Backend.count``."""

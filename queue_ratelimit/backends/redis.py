@@ -173,6 +173,12 @@ class RedisBackend(RedisTools):
                 self._keys[cached] = names
         return names
 
+    def note_plan(self, integration: str, plan: Plan) -> None:
+        """What ``Limiter`` tells its backend of each integration it prepares: with a chain,
+        the integration's tenants' keys are named under its tag, in every op (a release, a
+        count or a check in a process that decided nothing yet included)."""
+        self._note(integration, plan)
+
     def _note(self, integration: str, plan: Plan) -> None:
         """Remember whether ``integration`` is chained (its tenants' keys are named so)."""
         if plan.app is not None:
@@ -186,7 +192,8 @@ class RedisBackend(RedisTools):
         if cached is not None and cached[0] is plan:
             return cached[1]
         assert plan.app is not None
-        packed = struct.pack("<B", len(plan.app.limits)) + b"".join(
+        slow = 1 if plan.app.slow_start else 0  # its limits, and its own start phase
+        packed = struct.pack("<BB", len(plan.app.limits), slow) + b"".join(
             wire.name_bytes(lim.name) + struct.pack("<7d", *wire.limit_numbers(lim))
             for lim in plan.app.limits
         )

@@ -55,8 +55,10 @@ class RedisTools(ScriptRunner):
     _breaker_op: Callable[..., tuple[wire.View, int, tuple[int, float]]]
     _view: Callable[[str, Plan], wire.View]
     _view_steps: Callable[[str, Plan], Steps[wire.View]]
+    _breaker_steps: Callable[..., Steps[tuple[wire.View, int, tuple[int, float]]]]
     _bounded: Callable[[Plan, wire.View, str | None], Plan]
     _note: Callable[[str, Plan], None]
+    _chained: set[str]
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix (on every master of a cluster):
@@ -66,13 +68,19 @@ class RedisTools(ScriptRunner):
         ``#<sha256>``; ``snapshot`` of that key tells its name. On a cluster a master that
         does not answer is named in the ``BackendError`` raised after the others' keys.
         """
-        seen: set[str] = set()
+        seen: set[tuple[str, str | None]] = set()
         for pattern in layout.patterns(self.prefix, integration):
             for raw in self._scan_keys(pattern):
                 key = wire.text(raw)
                 parsed = layout.parse_state_key(self.prefix, key)
-                if parsed is not None and key not in seen:
-                    seen.add(key)
+                if parsed is None:
+                    continue
+                if parsed[1] is not None and key.startswith(
+                    f"{{{self.prefix}:{parsed[0]}}}:"
+                ):  # a chain's tenant: its integration's keys are named so
+                    self._chained.add(parsed[0])
+                if parsed not in seen:  # (a key left from before a chain: listed once)
+                    seen.add(parsed)
                     yield parsed
 
     def _scan_keys(self, pattern: str) -> Iterator[Any]:
@@ -113,8 +121,9 @@ class RedisTools(ScriptRunner):
 
     def _app_snapshot_steps(self, integration: str, plan: Plan) -> Steps[Snapshot]:
         assert plan.app is not None
-        view = yield from self._view_steps(integration, plan)
-        key = layout.app_key(self.prefix, integration)
+        self._note(integration, plan)
+        view, _, _ = yield from self._breaker_steps("view", integration, plan)  # (no description:
+        key = layout.app_key(self.prefix, integration)  # a tool's config may differ)
         reply = yield "snapshot", integration, (1, key, self._blob("snapshot", plan.app))
         return wire.snapshot_from(reply, view, plan.app)
 
@@ -191,12 +200,17 @@ class RedisTools(ScriptRunner):
             raise BackendError(f"redis {op} failed for {integration!r}: {exc}") from exc
 
     def reset(self, integration: str, tenant: str | None) -> None:
-        """See ``Backend.reset``: under either naming (a chain's tenants share its tag)."""
+        """See ``Backend.reset``: under either naming (a chain's tenants share its tag); the
+        integration's own key (``tenant`` None) with a chain's integration-wide level and
+        fair shares."""
         plain = layout.key_names(self.prefix, integration, tenant)
         chained = layout.key_names(self.prefix, integration, tenant, chained=True)
         try:
             for names in {plain, chained}:  # (one DEL per slot: a cluster client refuses more)
                 self.client.delete(names.state, names.leases)
+            if tenant is None:
+                app = layout.app_key(self.prefix, integration)
+                self.client.delete(app, *layout.fair_keys(self.prefix, integration))
         except redis.RedisError as exc:
             raise BackendError(f"redis reset failed for {integration!r}: {exc}") from exc
 

@@ -344,7 +344,8 @@ def _fit(
     pace = quota.refill_rate(state.buckets[first.name])
     line = pace  # a place in line: the slower level's interval (a tenant's share's would
     if chain is not None:  # keep a worker asleep per tenant: others' calls behind them)
-        line = min(line, quota.refill_rate(chain.state.buckets[chain.plan.limits[0].name]))
+        up = chain.state.buckets[chain.plan.limits[0].name]
+        line = min(line, quota.refill_rate(up) or up.rate)  # (a window's: its nominal rate)
     fits = fits_wait(
         now,
         slot,

@@ -117,9 +117,12 @@ def booked_slot(share: Share, due: tuple[float, ...], limits: int, now: float) -
     """When a redeemed call's booked share comes (its reservation's last mark), at the
     share's rate now."""
     bucket = share.bucket
-    if share.borrow or len(due) <= limits or due[limits] <= bucket.credit:
+    if share.borrow or len(due) <= limits:
         return now
-    return max(bucket.ts, now) + (due[limits] - bucket.credit) / bucket.rate
+    owed = due[limits] - bucket.credit  # a mark past all the share owes is of a bucket
+    if owed <= 0 or owed > max(0.0, -bucket.tokens) + 1e-6:  # forgotten since: paid
+        return now
+    return max(bucket.ts, now) + owed / bucket.rate
 
 
 def spend(share: Share, now: float, redeemed: bool) -> None:

@@ -221,3 +221,65 @@ def test_slots_never_crowd_the_integration_wide_level(
         ask(f"b{k}")
         clock.advance(0.05)
     assert most_in_one_second(slots) <= 20 + 1  # the level's rate and burst, in slot time
+
+
+def test_a_tenants_backoff_during_a_long_app_cooldown_is_not_a_new_hold(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(CHAINED.replace(max_wait=10.0))
+    limiter.acquire("svc", "a")
+    held = limiter.on_backoff("svc", "a", retry_after=600.0, level="app")  # past max_backoff
+    assert held.exhausted
+    again = limiter.on_backoff("svc", "b", retry_after=2.0)  # the token's own 429
+    assert not again.exhausted  # the app's hold was announced already
+    assert again.cooldown_left == pytest.approx(600.0)
+
+
+def test_a_process_that_decided_nothing_counts_on_the_chained_key(
+    make_limiter: MakeLimiter,
+) -> None:
+    if make_limiter.kind == "memory":  # type: ignore[attr-defined]
+        pytest.skip("memory: one process")
+    worker = make_limiter(CHAINED)
+    worker.acquire("svc", "a")
+    fresh = make_limiter(CHAINED)  # another process: a count before any decision
+    fresh.count("svc", "requeues", "a")
+    assert worker.stats("svc").get("requeues") == 1
+    assert [tenant for _, tenant in make_limiter(CHAINED).backend.scan("svc")] == ["a"]
+
+
+def test_resetting_the_integration_forgets_its_integration_wide_level(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(CHAINED.replace(max_wait=10.0))
+    limiter.acquire("svc", "a")
+    limiter.on_backoff("svc", "a", retry_after=30.0, level="app")
+    assert limiter.app_snapshot("svc").cooldown_left > 0
+    limiter.reset("svc")
+    assert not limiter.app_snapshot("svc").exists
+
+
+def test_an_outage_fallback_divides_the_integration_wide_level_too() -> None:
+    from queue_ratelimit.outage import local_plan
+    from queue_ratelimit.plans import plan_for
+
+    plan = local_plan(plan_for(CHAINED), 4)
+    assert plan.app is not None
+    assert plan.app.limits[0].rate == pytest.approx(1.0)  # 4/s among 4 processes
+
+
+def test_a_share_mark_of_a_forgotten_bucket_is_taken_as_paid() -> None:
+    from queue_ratelimit.policy import fair
+    from queue_ratelimit.policy.state import BucketState
+
+    share = fair.Share(None, BucketState(rate=2.0, tokens=1.0, ts=0.0), 1.0, False, 0.0, 0.0)
+    assert fair.booked_slot(share, (0.0, 5000.0), 1, now=10.0) == 10.0  # not 2,500 s later
+    share.bucket.tokens = -3.0  # three calls booked: a mark within them is waited for
+    share.bucket.credit = 10.0
+    assert fair.booked_slot(share, (0.0, 12.0), 1, now=10.0) == pytest.approx(11.0)
+
+
+def test_an_app_limit_must_hold_one_request() -> None:
+    with pytest.raises(ConfigError) as caught:
+        SVC.replace(app_limit=LimitConfig("app", 1.0, 0.5, 1.0, 1.0))
+    assert caught.value.field == "app_limit.burst_size"

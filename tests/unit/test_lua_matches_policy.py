@@ -40,6 +40,8 @@ CHAINED = dataclasses.replace(CONFIG, app_limit=APP)
 CHAINED_ONE = dataclasses.replace(
     ONE_LIMIT, app_limit=APP, app_backoffs="both", tenant_weights={"a": 2.5}
 )
+# a fixed rate per tenant under an adaptive integration-wide level (each its own start phase)
+CHAINED_FIXED = dataclasses.replace(ONE_LIMIT, increase_factor=0.0, app_limit=APP)
 TENANTS = st.sampled_from([None, "a", "b"])
 
 acquire_op = st.tuples(
@@ -183,8 +185,8 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
 @given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op), min_size=1, max_size=40))
 @pytest.mark.parametrize(
     "config",
-    [CONFIG, ONE_LIMIT, WINDOWED, CHAINED, CHAINED_ONE],
-    ids=["two-limits", "one-limit", "windowed", "chained", "chained-one-limit"],
+    [CONFIG, ONE_LIMIT, WINDOWED, CHAINED, CHAINED_ONE, CHAINED_FIXED],
+    ids=["two-limits", "one-limit", "windowed", "chained", "chained-one-limit", "chained-fixed"],
 )
 def test_random_sequences_give_identical_answers(
     redis_url: str, config: IntegrationConfig, ops: list[tuple[object, ...]]

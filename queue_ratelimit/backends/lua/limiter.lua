@@ -559,7 +559,7 @@ end
 
 -- a level of the decision: one limiter key's state (`saved`, under `key`), read into a table
 -- and brought to `now`; an expired state keeps only what it learned (climb.revive)
-local function open_level(key, saved, src, from, count)
+local function open_level(key, saved, src, from, count, level_slow)
   local L = {key = key, limits = fresh(src, from, count), exists = false, seq = 0, tat = 0,
              expires = 0, epoch = 0, cool = 0, sfrom = 0, served = 0, s1 = 0, s2 = 0, s3 = 0,
              top = 0, counts = {0, 0, 0}, tname = ''}
@@ -577,6 +577,7 @@ local function open_level(key, saved, src, from, count)
     end
   end
   if not L.exists then L.epoch = floor(now * 1000000) end
+  L.slow = level_slow  -- its start phase (the chain's level: its own setting)
   bring(L.limits)
   return L
 end
@@ -620,7 +621,7 @@ local function succeed(L)
   L.served = L.served + 1
   local limits = L.limits
   local first = limits[1]
-  if now >= L.cool and slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
+  if now >= L.cool and L.slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
     local width = DELIVERY_WINDOW / SLICES
     local left = max(0, 1 - (now - L.sfrom) / width)
     local span = min(DELIVERY_WINDOW, max(MIN_SPAN, now - L.epoch / 1000000))  -- a young key
@@ -651,7 +652,7 @@ local function back_off(L, seen_epoch, retry_after)
   local new_event
   if seen_epoch then new_event = seen_epoch == L.epoch else new_event = now >= L.cool end
   if new_event then
-    local overshot = slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- climb.starting
+    local overshot = L.slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- climb.starting
     L.sfrom, L.served, L.s1, L.s2, L.s3, L.top =
       roll_delivery(now, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top)
     local left = max(0, 1 - (now - L.sfrom) / (DELIVERY_WINDOW / SLICES))
@@ -791,8 +792,10 @@ local function save_share(F)
     redis.call('HDEL', KEYS[4], unpack(old))
   end
   local ttl = ceil(max(idle_ttl, until_ - now + idle_ttl) * 1000)
-  redis.call('PEXPIRE', KEYS[4], ttl)
-  redis.call('PEXPIRE', KEYS[5], ttl)
+  for k = 4, 5 do  -- set when it has none, else only moved later (another's booking)
+    redis.call('PEXPIRE', KEYS[k], ttl, 'NX')
+    redis.call('PEXPIRE', KEYS[k], ttl, 'GT')
+  end
 end
 
 local plan_at = at
@@ -827,10 +830,11 @@ end
 -- the call's key, and with a chain (ARGV[5]: the integration-wide level's limits) the
 -- integration-wide key (KEYS[3]): both loaded and brought to `now`
 if got == nil then got = redis.call('GET', KEYS[1]) end
-local K = open_level(KEYS[1], got, blob, plan_at, n)
+local K = open_level(KEYS[1], got, blob, plan_at, n, slow)
 local C  -- the chain's integration-wide level, if any
 if chained then
-  C = open_level(KEYS[3], redis.call('GET', KEYS[3]), ARGV[5], 2, struct.unpack('<B', ARGV[5]))
+  local count, app_slow = struct.unpack('<BB', ARGV[5])  -- its limits, its start phase
+  C = open_level(KEYS[3], redis.call('GET', KEYS[3]), ARGV[5], 3, count, app_slow)
 end
 if ARGV[4] and ARGV[4] ~= '' then K.tname = ARGV[4] end
 if op == SNAPSHOT then
@@ -894,9 +898,11 @@ if op == ACQUIRE then
     if redeeming then
       local due_at = pulled(res_slot, dues, limits, now)
       slot, late = max(due_at, cool, now, chain_slot), due_at < now - PACING_TOLERANCE
-      share_slot = now  -- its share was booked with it: no sooner than that comes
-      if F and not F.borrow and dues[n + 1] and dues[n + 1] > F.c then
-        share_slot = max(F.s, now) + (dues[n + 1] - F.c) / F.r
+      share_slot = now
+      local owed = 0  -- its booked share: no sooner than that comes (a mark past all the
+      if F and dues[n + 1] then owed = dues[n + 1] - F.c end  -- share owes is of a bucket
+      if F and not F.borrow and owed > 0 and owed <= max(0, -F.t) + SLACK then  -- forgotten
+        share_slot = max(F.s, now) + owed / F.r  -- since: paid)
       end
       slot = max(slot, share_slot)
     else
@@ -908,7 +914,11 @@ if op == ACQUIRE then
     local in_line = max_wait
     local pace = refill_rate(limits[1])
     local line = pace  -- a place in line: the interval of the slower level (not of a
-    if C then line = min(line, refill_rate(C.limits[1])) end  -- share: a worker each)
+    if C then  -- share: a worker each; a window's: its nominal rate)
+      local cline = refill_rate(C.limits[1])
+      if cline <= 0 then cline = C.limits[1].r end
+      line = min(line, cline)
+    end
     if sleepers and line > 0 then in_line = min(in_line, sleepers / line + SLACK) end
     local cw = max_wait
     if cooldown_wait then cw = cooldown_wait + SLACK end
@@ -1020,11 +1030,11 @@ else
     K.counts[BACKOFFS] = K.counts[BACKOFFS] + 1
     if retry_after then retry_after = min(max(retry_after, 0), max_quota) end  -- stated
     held = K.cool
+    if C and C.cool > held then held = C.cool end  -- (a hold past max_backoff: the latest)
     -- which level a chain's backoff lowers: ARGV[6] 1 the call's key, 2 the chain's, 3 both
     local level = tonumber(ARGV[6] or '1') or 1
     if not C or level ~= 2 then decreased = back_off(K, seen_epoch, retry_after) end
     if C and level >= 2 then
-      held = max(held, C.cool)
       if back_off(C, A[4 + 3 * n] or nil, retry_after) == 1 then decreased = 1 end
       touched = true
     end
