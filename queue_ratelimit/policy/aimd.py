@@ -269,8 +269,7 @@ def acquire(
             state.buckets[lim.name].credit - state.buckets[lim.name].tokens for lim in limits
         )
         if chain is not None and chain.share is not None:  # its share is booked with it
-            fair.pay(chain.share, now)
-            due += (chain.share.bucket.credit - chain.share.bucket.tokens,)
+            due += (fair.book(chain.share, now),)
     else:
         due = kept.due
     recheck = _recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)

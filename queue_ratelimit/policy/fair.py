@@ -55,6 +55,7 @@ class Share:
     full: float  # since when the share has been full: unused
     used: float  # what the tenants using less than their share take per second, now
     spent: bool = False  # the call was granted
+    unbooked: bool = False  # a redeemed call with no share booked: it pays as a new call
 
 
 def _weight(plan: Plan, tenant: str | None) -> float:
@@ -115,21 +116,34 @@ def slot(share: Share, now: float) -> float:
 
 def booked_slot(share: Share, due: tuple[float, ...], limits: int, now: float) -> float:
     """When a redeemed call's booked share comes (its reservation's last mark), at the
-    share's rate now."""
+    share's rate now; with none booked, as for a new call (``unbooked``: it pays then)."""
     bucket = share.bucket
-    if share.borrow or len(due) <= limits:
+    if share.borrow:
         return now
-    owed = due[limits] - bucket.credit  # a mark past all the share owes is of a bucket
-    if owed <= 0 or owed > max(0.0, -bucket.tokens) + 1e-6:  # forgotten since: paid
-        return now
-    return max(bucket.ts, now) + owed / bucket.rate
+    mark = due[limits] if len(due) > limits else None
+    owed = 0.0 if mark is None or mark < 0 else mark - bucket.credit
+    # none booked (it borrowed then: -1), or a mark past all the share owes (of a bucket
+    # forgotten since): the share as for a new call
+    if mark is None or mark < 0 or owed > max(0.0, -bucket.tokens) + 1e-6:
+        share.unbooked = True
+        return slot(share, now)
+    return now if owed <= 0 else max(bucket.ts, now) + owed / bucket.rate
 
 
 def spend(share: Share, now: float, redeemed: bool) -> None:
     """A granted call: its share pays (unless it borrows, or paid when it was booked)."""
     share.spent = True
-    if not redeemed:
+    if not redeemed or share.unbooked:
         pay(share, now)
+
+
+def book(share: Share, now: float) -> float:
+    """A refused call books its share with its reservation (unless it borrows): the mark
+    its holder's share must reach, or -1 (none booked)."""
+    if share.borrow:
+        return -1.0
+    pay(share, now)
+    return share.bucket.credit - share.bucket.tokens
 
 
 def pay(share: Share, now: float) -> None:

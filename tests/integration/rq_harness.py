@@ -154,6 +154,7 @@ class RQRig:
             jobs.NOTION,
             jobs.GITHUB,
             jobs.SHARED,
+            jobs.ALONE,
             *self.job_ids,
             *(name for name, _, _ in self.workers),
         )
@@ -166,7 +167,7 @@ class RQRig:
             doomed += list(self.connection.scan_iter(match=pattern))
         if doomed:
             self.connection.delete(*doomed)
-        for queue in (jobs.NOTION, jobs.GITHUB, jobs.SHARED):
+        for queue in (jobs.NOTION, jobs.GITHUB, jobs.SHARED, jobs.ALONE):
             self.connection.srem("rq:queues", f"rq:queue:{queue}")
 
 

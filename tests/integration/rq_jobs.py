@@ -39,6 +39,7 @@ COMMON: dict[str, Any] = dict(
     breaker_open_seconds=5.0,
 )
 SHARED = f"shared{SUFFIX}"
+ALONE = f"alone{SUFFIX}"  # the same limits, beside it: the quiet tenants without a backlog
 TENANT_RATE, APP_RATE = 5.0, 20.0
 FAIR: dict[str, Any] = dict(  # each tenant 5/s, all of them together 20/s (fair share)
     rate_limit_per_sec=TENANT_RATE,
@@ -56,7 +57,7 @@ FAIR: dict[str, Any] = dict(  # each tenant 5/s, all of them together 20/s (fair
         "max_rate": APP_RATE,
     },
 )
-CONFIGS = {NOTION: COMMON, GITHUB: COMMON, SHARED: FAIR}
+CONFIGS = {NOTION: COMMON, GITHUB: COMMON, SHARED: FAIR, ALONE: FAIR}
 """The override file the harness writes for QUEUE_RATELIMIT_CONFIG."""
 
 
@@ -99,6 +100,12 @@ def sync_repo(installation: str, repo: int) -> dict[str, Any]:
 def sync_tenant(tenant: str, n: int) -> str:
     """One call to the fair-shared integration, for ``tenant``."""
     return _call(SHARED)
+
+
+@rate_limited(ALONE, tenant=lambda tenant, n: tenant)
+def sync_tenant_alone(tenant: str, n: int) -> str:
+    """The same, on an integration of its own (the fleet test's baseline)."""
+    return _call(ALONE)
 
 
 @rate_limited(NOTION, requeue_budget=3)

@@ -268,12 +268,13 @@ def test_an_outage_fallback_divides_the_integration_wide_level_too() -> None:
     assert plan.app.limits[0].rate == pytest.approx(1.0)  # 4/s among 4 processes
 
 
-def test_a_share_mark_of_a_forgotten_bucket_is_taken_as_paid() -> None:
+def test_a_share_mark_of_a_forgotten_bucket_is_asked_as_a_new_call() -> None:
     from queue_ratelimit.policy import fair
     from queue_ratelimit.policy.state import BucketState
 
     share = fair.Share(None, BucketState(rate=2.0, tokens=1.0, ts=0.0), 1.0, False, 0.0, 0.0)
     assert fair.booked_slot(share, (0.0, 5000.0), 1, now=10.0) == 10.0  # not 2,500 s later
+    assert share.unbooked  # (so it pays its share when granted)
     share.bucket.tokens = -3.0  # three calls booked: a mark within them is waited for
     share.bucket.credit = 10.0
     assert fair.booked_slot(share, (0.0, 12.0), 1, now=10.0) == pytest.approx(11.0)

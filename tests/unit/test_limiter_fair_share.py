@@ -126,3 +126,55 @@ def test_a_backlog_booked_alone_yields_to_a_tenant_that_arrives(
         granted["new"] += limiter.acquire("svc", "new", max_wait=0.0, reserve=False).granted
     assert granted["new"] == pytest.approx(30, abs=5)  # its half, though busy booked first
     assert granted["busy"] == pytest.approx(30, abs=5)
+
+
+def test_a_backlog_booked_while_it_borrowed_yields_its_share_later(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    """Alone, a tenant's own limit holds it back and it borrows the app's spare rate: its
+    reservations book no share. When others arrive, its calls come back and pay their share
+    then, as new calls do: it gets its share, not its own limit."""
+    limiter = make_limiter(
+        SHARED.replace(
+            rate_limit_per_sec=5.0,
+            max_rate=5.0,
+            min_rate=5.0,
+            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
+        )
+    )
+    booked = []
+    for _ in range(60):  # alone, taken off its queue every 25 ms: the app's rate to spare
+        booked.append(limiter.acquire("svc", "noisy", max_wait=0.0))
+        clock.advance(0.025)
+    held = [d for d in booked if not d.granted and d.reservation is not None]
+    unbooked = [d for d in held if d.reservation.due[-1] == -1.0]  # type: ignore[union-attr]
+    assert len(unbooked) >= len(held) / 2  # it borrowed: no share booked
+    due = {i: clock.now + d.come_back for i, d in enumerate(held)}
+    calls: Counter[str] = Counter()
+    free = {f"q{k}": clock.now for k in range(9)}
+    kept: dict[str, object] = {}  # a quiet tenant's requeued task's reservation
+    for _ in range(500):  # 5 s: nine quiet tenants keep asking; noisy's come back when due
+        clock.advance(0.01)
+        for tenant, at in free.items():
+            if at <= clock.now:
+                decision = limiter.acquire(
+                    "svc", tenant, max_wait=1.0, max_sleepers=1, reservation=kept.pop(tenant, None)
+                )
+                if decision.granted:
+                    calls["quiet"] += 1
+                    free[tenant] = clock.now + decision.wait
+                else:
+                    kept[tenant] = decision.reservation
+                    free[tenant] = clock.now + decision.come_back
+        for i, at in list(due.items()):
+            if at <= clock.now:
+                decision = limiter.acquire(
+                    "svc", "noisy", max_wait=1.0, max_sleepers=1, reservation=held[i].reservation
+                )
+                if decision.granted:
+                    calls["noisy"] += 1
+                    del due[i]
+                else:
+                    due[i] = clock.now + decision.come_back
+    assert calls["noisy"] <= 15  # about its share: 20/s among ten, not its own 5/s (25)
+    assert calls["quiet"] >= 80

@@ -899,10 +899,15 @@ if op == ACQUIRE then
       local due_at = pulled(res_slot, dues, limits, now)
       slot, late = max(due_at, cool, now, chain_slot), due_at < now - PACING_TOLERANCE
       share_slot = now
-      local owed = 0  -- its booked share: no sooner than that comes (a mark past all the
-      if F and dues[n + 1] then owed = dues[n + 1] - F.c end  -- share owes is of a bucket
-      if F and not F.borrow and owed > 0 and owed <= max(0, -F.t) + SLACK then  -- forgotten
-        share_slot = max(F.s, now) + owed / F.r  -- since: paid)
+      if F and not F.borrow then  -- its booked share: no sooner than that comes; none
+        local mark = dues[n + 1]  -- booked (it borrowed then: -1), or a mark past all the
+        local owed = 0            -- share owes (of a bucket forgotten since): as a new call
+        if mark and mark >= 0 then owed = mark - F.c end
+        if not mark or mark < 0 or owed > max(0, -F.t) + SLACK then
+          F.unbooked, share_slot = true, bucket_slot({F}, now)
+        elseif owed > 0 then
+          share_slot = max(F.s, now) + owed / F.r
+        end
       end
       slot = max(slot, share_slot)
     else
@@ -948,7 +953,9 @@ if op == ACQUIRE then
       end
       if requests > 0 and pace > 0 then K.tat = max(K.tat, slot) + requests / pace end
       if F then F.spent = true end
-      if F and not (F.borrow or redeeming) then F.t, F.s = F.t - F.cost, now end
+      if F and not F.borrow and (F.unbooked or not redeeming) then
+        F.t, F.s = F.t - F.cost, now
+      end
       if C then  -- the chain's level pays on a grant only
         local cpace = refill_rate(C.limits[1])
         C.seq = C.seq + 1
@@ -979,9 +986,9 @@ if op == ACQUIRE then
       pay(limits, now)
       dues = {}
       for i = 1, n do dues[i] = limits[i].c - limits[i].t end
-      if F then  -- the share is booked too (when it is what holds the call back)
-        if not F.borrow then F.t, F.s = F.t - F.cost, now end
-        dues[n + 1] = F.c - F.t
+      if F then  -- its share is booked too, unless it borrows (-1: none booked)
+        dues[n + 1] = -1
+        if not F.borrow then F.t, F.s, dues[n + 1] = F.t - F.cost, now, F.c - F.t + F.cost end
       end
     end
     local growth = limits[1].inc
