@@ -50,13 +50,14 @@ def fairness(fleet: Fleet, sc: Scale) -> Row:
             fleet.restart()
     solo = [span(alone, send.group) for send in quiet]
     shared = [span(both, send.group) for send in quiet]
-    worst = None
-    if all(solo) and all(shared):
-        worst = max(b / a for a, b in zip(solo, shared, strict=True))  # type: ignore[operator]
+    alone_s = [s for s in solo if s is not None]
+    beside_s = [s for s in shared if s is not None]
+    measured = len(alone_s) == len(beside_s) == len(quiet)  # (None: a tenant unfinished)
+    worst = max(b / a for a, b in zip(alone_s, beside_s, strict=True)) if measured else None
     row = base_row(fleet.system, both, steady_rate(both.calls["main"], constant(sc.rate)))
     row.extra = {
-        "quiet alone s": fmt(max(solo) if all(solo) else None, ".1f"),  # type: ignore[type-var]
-        "quiet beside s": fmt(max(shared) if all(shared) else None, ".1f"),  # type: ignore[type-var]
+        "quiet alone s": fmt(max(alone_s) if measured else None, ".1f"),
+        "quiet beside s": fmt(max(beside_s) if measured else None, ".1f"),
         "worst ratio": fmt(worst),
     }
     row.checks = {

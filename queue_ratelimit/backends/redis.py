@@ -145,6 +145,7 @@ class RedisBackend(RedisTools):
         self._keys: dict[tuple[str, str | None, bool], layout.KeyNames] = {}
         self._chained: set[str] = set()  # integrations with an integration-wide level
         self._app_blobs: dict[int, tuple[Plan, bytes]] = {}
+        self._fair_blobs: dict[tuple[int, str | None], tuple[Plan, bytes]] = {}
         # an acquire's keys and blob (and its event and stored name), by its request's fields
         self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...], str, str]] = {}
         self._views: dict[str, wire.View] = {}
@@ -519,10 +520,14 @@ class RedisBackend(RedisTools):
             )
             kept = self._acquires.get(key)
             if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
-                words = self._words(plan, request.lease_id or "", kept[2], kept[3])
-                if plan.fair_share and plan.app is not None:
-                    return kept[1] + words + ("", self._fair_blob(plan, request.tenant))
-                return kept[1] + words
+                return kept[1] + self._words(
+                    plan,
+                    request.lease_id or "",
+                    kept[2],
+                    kept[3],
+                    acquire=True,
+                    tenant=request.tenant,
+                )
         held = (reservation.epoch, reservation.slot) if reservation else (wire.NONE, wire.NONE)
         flags = (1.0 if request.reserve else 0.0) + (2.0 if request.tokens else 0.0)
         numbers = [request.max_wait, flags, *held]
@@ -547,32 +552,54 @@ class RedisBackend(RedisTools):
             if len(self._acquires) >= _ARGS_CACHE:
                 self._acquires.clear()
             self._acquires[key] = (plan, head, event, names.stored_name)
-        words = self._words(plan, request.lease_id or "", event, names.stored_name)
-        if plan.fair_share and plan.app is not None:
-            return head + words + ("", self._fair_blob(plan, request.tenant))
-        return head + words
+        return head + self._words(
+            plan,
+            request.lease_id or "",
+            event,
+            names.stored_name,
+            acquire=True,
+            tenant=request.tenant,
+        )
 
     def _fair_blob(self, plan: Plan, tenant: str | None) -> bytes:
-        """Fair share's ARGV[7]: the tenant and its weight, then the weighted tenants."""
+        """Fair share's ARGV[7]: the tenant and its weight, then the weighted tenants (kept
+        per plan and tenant, as the key names are)."""
+        cached = self._fair_blobs.get((id(plan), tenant))
+        if cached is not None and cached[0] is plan:
+            return cached[1]
         weights = dict(plan.weights)
-        head = wire.name_bytes(layout.member(tenant)) + struct.pack(
+        packed = wire.name_bytes(layout.member(tenant)) + struct.pack(
             "<dd", weights.get(tenant, 1.0) if tenant is not None else 1.0, len(weights)
         )
-        return head + b"".join(
+        packed += b"".join(
             wire.name_bytes(layout.member(other)) + struct.pack("<d", weight)
             for other, weight in plan.weights
         )
+        if len(self._fair_blobs) >= _KEY_CACHE:
+            self._fair_blobs.clear()
+        self._fair_blobs[(id(plan), tenant)] = (plan, packed)
+        return packed
 
     def _words(
-        self, plan: Plan, word: str, event: str, stored_name: str, level: str = ""
+        self,
+        plan: Plan,
+        word: str,
+        event: str,
+        stored_name: str,
+        level: str = "",
+        *,
+        acquire: bool = False,
+        tenant: str | None = None,
     ) -> tuple[str | bytes, ...]:
-        """ARGV[2..]: ``_words``, then for a chain its integration-wide level's limits and
-        (a report) the level a backoff lowers."""
+        """ARGV[2..]: ``_words``, then for a chain its integration-wide level's limits, the
+        level a backoff lowers (a report's) and, for an ``acquire`` of ``tenant``'s key, fair
+        share's blob."""
         if plan.app is None:
             return _words(word, event, stored_name)
-        if level:
-            return (word, event, stored_name, self._app_blob(plan), level)
-        return (word, event, stored_name, self._app_blob(plan))
+        words: tuple[str | bytes, ...] = (word, event, stored_name, self._app_blob(plan), level)
+        if acquire and plan.fair_share:
+            words += (self._fair_blob(plan, tenant),)
+        return words
 
     def _report_steps(self, report: Report, plan: Plan) -> Steps[ReportResult]:
         if plan.app is not None or report.integration in self._chained:

@@ -229,8 +229,11 @@ def acquire(
         return Decision(
             False, held, "breaker_open", state.epoch, kept, now, seq=state.seq, app_epoch=up_epoch
         )
+    cooldown_until = state.cooldown_until  # the later of the chain's levels'
+    if chain is not None:
+        cooldown_until = max(cooldown_until, chain.state.cooldown_until)
     share_at = now if chain is None else _share_slot(chain, kept, len(limits), now)
-    slot, fits = _fit(state, now, limits, request, kept, chain, share_at)
+    slot, fits = _fit(state, now, limits, request, kept, cooldown_until, chain, share_at)
     wait = slot - now
     if plan.max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, plan.max_concurrent)
@@ -247,9 +250,6 @@ def acquire(
             )
     if fits:
         return _grant(state, breaker, now, plan, request, slot, kept, probe, chain)
-    cooldown_until = state.cooldown_until
-    if chain is not None:
-        cooldown_until = max(cooldown_until, chain.state.cooldown_until)
     reason = "cooldown" if cooldown_until > now else "rate"
     if wait > plan.max_backoff and (
         _held(state, now, limits, request.costs, plan.max_backoff)
@@ -323,14 +323,13 @@ def _fit(
     limits: Sequence[LimitParams],
     request: AcquireRequest,
     kept: Reservation | None,
+    cooldown_until: float,
     chain: Level | None = None,
     share_at: float = 0.0,
 ) -> tuple[float, bool]:
-    """The call's slot, and whether its wait is slept (``fits_wait``) rather than requeued."""
+    """The call's slot, and whether its wait is slept (``fits_wait``) rather than requeued
+    (``cooldown_until``: the latest cooldown of the call's levels)."""
     late = False
-    cooldown_until = state.cooldown_until
-    if chain is not None:
-        cooldown_until = max(cooldown_until, chain.state.cooldown_until)
     if kept is not None:
         pulled = _pulled(state, now, limits, kept)
         slot = max(pulled, cooldown_until, now)

@@ -559,10 +559,14 @@ end
 
 -- a level of the decision: one limiter key's state (`saved`, under `key`), read into a table
 -- and brought to `now`; an expired state keeps only what it learned (climb.revive)
+local function blank_level(key, limits, top)  -- a level with no state saved (or expired)
+  return {key = key, limits = limits, exists = false, seq = 0, tat = 0, expires = 0, epoch = 0,
+          cool = 0, sfrom = 0, served = 0, s1 = 0, s2 = 0, s3 = 0, top = top,
+          counts = {0, 0, 0}, tname = ''}
+end
+
 local function open_level(key, saved, src, from, count, level_slow)
-  local L = {key = key, limits = fresh(src, from, count), exists = false, seq = 0, tat = 0,
-             expires = 0, epoch = 0, cool = 0, sfrom = 0, served = 0, s1 = 0, s2 = 0, s3 = 0,
-             top = 0, counts = {0, 0, 0}, tname = ''}
+  local L = blank_level(key, fresh(src, from, count), 0)
   if saved and string.byte(saved, 1) == LAYOUT then
     L.seq, L.tat, L.expires, L.epoch, L.cool, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top,
       L.counts, L.tname = load(saved, L.limits)
@@ -571,9 +575,7 @@ local function open_level(key, saved, src, from, count, level_slow)
       local limits = fresh(src, from, count)
       local top = 0
       if now < L.expires + remember then top = revive(saved, limits, src, from) end
-      L = {key = key, limits = limits, exists = false, seq = 0, tat = 0, expires = 0, epoch = 0,
-           cool = 0, sfrom = 0, served = 0, s1 = 0, s2 = 0, s3 = 0, top = top,
-           counts = {0, 0, 0}, tname = ''}
+      L = blank_level(key, limits, top)
     end
   end
   if not L.exists then L.epoch = floor(now * 1000000) end
