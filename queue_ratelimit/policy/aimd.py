@@ -93,7 +93,7 @@ from queue_ratelimit.policy.climb import (
     probe_step,
     starting,
 )
-from queue_ratelimit.policy.delivery import delivered, roll
+from queue_ratelimit.policy.delivery import delivered, record
 from queue_ratelimit.policy.state import (
     AcquireRequest,
     BucketState,
@@ -466,8 +466,7 @@ def on_success(state: KeyState, now: float, plan: Plan) -> ReportResult:
     cooldown is running."""
     limits = plan.limits
     sync_buckets(state, now, limits)
-    roll(state, now)
-    state.served += 1.0
+    record(state, now)
     first = state.buckets[PRIMARY_LIMIT]
     old = first.rate
     if now >= state.cooldown_until and starting(state, plan):

@@ -91,6 +91,7 @@ class KeyState:
     served_1: float = 0.0  # in the slice before it
     served_2: float = 0.0  # in the one before that
     served_3: float = 0.0  # and in the oldest one
+    log: list[float] = field(default_factory=list)  # the last delivery.LOG success times
     paced_until: float = 0.0  # the next call's time in the arrival schedule (policy/pacing)
     ceiling: float = 0.0  # the most successes counted in a whole delivery window, per second
     counts: dict[str, int] = field(default_factory=dict)  # events counted while it lives

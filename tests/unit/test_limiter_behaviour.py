@@ -24,7 +24,7 @@ from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import plan_for
 from queue_ratelimit.policy import aimd
 from queue_ratelimit.policy.climb import BAND, PROBE_FLOOR
-from queue_ratelimit.policy.delivery import delivered
+from queue_ratelimit.policy.delivery import LOG, delivered
 from queue_ratelimit.policy.pacing import TOLERANCE
 from queue_ratelimit.policy.state import Feedback, Reservation, new_state
 from tests.conftest import FakeClock
@@ -243,16 +243,58 @@ def test_a_decrease_stops_at_the_probe_band_below_the_rate_delivered(
     assert result.new_rate == pytest.approx(result.old_rate * 0.5)
 
 
-def test_the_rate_delivered_counts_the_last_second_in_slices_the_oldest_in_part() -> None:
+def test_the_rate_delivered_counts_the_last_second_exactly() -> None:
     state = new_state(0.0)
     for k in range(10):  # 10 successes 0.1 s apart, counted in slices of 1/3 s: 4, 3, 3
         aimd.on_success(state, 0.1 * k, PLAN)
-    # 1.1 s after the first: the 3 + 3 of the two whole slices and the oldest slice's 4
-    # weighted by the part of it still within the last second (0.7)
     assert state.ceiling == pytest.approx(7.0)  # the most in a whole window so far
-    assert delivered(state, 1.1) == pytest.approx(3 + 3 + 4 * 0.7)
+    # 1.1 s after the first: the 8 logged after 0.1 s (the slices' estimate says 8.8)
+    assert delivered(state, 1.1) == 8.0
     assert state.ceiling == pytest.approx(10.0)  # the window 0-1 s, closed by then
     assert delivered(state, 5.0) == 0.0  # a gap longer than the window: nothing
+
+
+def test_past_the_log_the_rate_delivered_is_counted_in_slices_the_oldest_in_part() -> None:
+    state = new_state(0.0)
+    for k in range(LOG + 8):  # 40 successes 0.025 s apart, in slices of 1/3 s: 14, 13, 13
+        aimd.on_success(state, 0.025 * k, PLAN)
+    # the log's oldest (0.2 s) lies within the last second at 1.1 s: the whole slices' 13
+    # + 13 and the oldest slice's 14 weighted by the part of it within that second (0.7)
+    assert delivered(state, 1.1) == pytest.approx(13 + 13 + 14 * 0.7)
+
+
+@pytest.mark.parametrize(
+    ("early", "dense", "at", "served"),
+    [
+        # 21 successes after 0.2 s, logged: counted exactly (the slices' estimate: 20.8)
+        ((0.0, 0.3), 10, 1.2, 21.0),
+        # 40 after 0.25 s, and the log holds 32: the slices' estimate, the oldest slice
+        # (holding the call at 0) weighted by the part of it within the last second
+        ((0.0,), 20, 1.25, 20 + 20 + 1 * 0.25),
+    ],
+    ids=["logged", "past-the-log"],
+)
+def test_a_decrease_lands_below_the_successes_of_the_last_second(
+    make_limiter: MakeLimiter,
+    clock: FakeClock,
+    early: tuple[float, ...],
+    dense: int,
+    at: float,
+    served: float,
+) -> None:
+    limiter = make_limiter(
+        rate_limit_per_sec=200.0, max_rate=400.0, increase_factor=0.0, decrease_factor=0.1
+    )
+    start = clock.now  # the slices start at the first success: [0, 1/3), [1/3, 2/3), ...
+    times = [*early]
+    times += [0.705 + 0.01 * k for k in range(dense)]  # in the slice [2/3, 1)
+    times += [1.005 + 0.01 * k for k in range(dense)]  # in the slice [1, 4/3)
+    for t in times:
+        clock.now = start + t
+        limiter.on_success("svc")
+    clock.now = start + at
+    result = limiter.on_backoff("svc", retry_after=1.0)
+    assert result.new_rate == pytest.approx(PROBE_FLOOR * served)
 
 
 def test_at_a_backoff_a_delivered_rate_just_below_the_ceiling_counts_as_it(

@@ -72,6 +72,8 @@ report_op = st.tuples(
 )
 # 5000 s: idle past idle_ttl (3600 s, up to an eighth more in Redis): the key is revived
 tick_op = st.tuples(st.just("tick"), st.sampled_from([0.0, 0.01, 0.1, 0.7, 2.5, 6.0, 5000.0]))
+# successes 0.01 s apart: 40 fill the success log past its length (delivery.LOG)
+burst_op = st.tuples(st.just("burst"), st.sampled_from([5, 40]), TENANTS)
 
 
 def _approx(value: object) -> object:
@@ -93,6 +95,12 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
     for op in ops:
         if op[0] == "tick":
             clock.advance(float(op[1]))  # type: ignore[arg-type]
+            continue
+        if op[0] == "burst":
+            for _ in range(int(op[1])):  # type: ignore[call-overload]
+                rate = limiter.on_success("svc", op[2]).new_rate  # type: ignore[arg-type]
+                clock.advance(0.01)
+            out.append(rate)
             continue
         if op[0] == "acquire":
             _, req, tok, max_wait, reserve, redeem, cooldown_wait, sleepers, left, tenant = op
@@ -182,7 +190,7 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op), min_size=1, max_size=40))
+@given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op, burst_op), min_size=1, max_size=40))
 @pytest.mark.parametrize(
     "config",
     [CONFIG, ONE_LIMIT, WINDOWED, CHAINED, CHAINED_ONE, CHAINED_FIXED],

@@ -25,8 +25,10 @@
 --         requeues, backoffs, budget_exhausted) and 's' the tenant's name when its key name
 --         holds only a digest ('' otherwise); then per further limit its 's' name and 8
 --         doubles: rate, tokens, ts, quota_left, quota_until, quota_rate, credit, peak. Limits
---         are matched by name, so adding or removing one keeps the others' state; a state of
---         another layout starts afresh. The key lives remember_for past its expiry time: an
+--         are matched by name, so adding or removing one keeps the others' state; then the
+--         log of the successes of the last window, at most LOG ('<B' count, then the times,
+--         oldest first; absent in a state written before it: none yet). A state of another
+--         layout starts afresh. The key lives remember_for past its expiry time: an
 --         expired state is not used but for what it learned (climb.revive: each peak and the
 --         ceiling), by the first write after it, which starts the key afresh from them.
 -- KEYS[2] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
@@ -106,6 +108,7 @@ local MIN_SPAN = DELIVERY_WINDOW / 2  -- delivery.MIN_SPAN
 local PROBE_FLOOR, BAND = 0.97, 20.0  -- climb.PROBE_FLOOR, climb.BAND
 local NOISE = 0.8  -- climb.NOISE
 local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the current one and 3 before
+local LOG = 32  -- delivery.LOG: success times kept per key (the window's count is exact up to it)
 local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
 local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
 local FAIR_GRACE = 1.0  -- fair.GRACE: a tenant counts as active this long after its last call
@@ -114,6 +117,36 @@ local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is nee
                        -- writes keep the key's TTL (SETRANGE, SET KEEPTTL) instead of setting
                        -- one; it is set again when it falls short or lies over twice that
                        -- beyond (a debt forgiven or paid: the key is forgotten in time)
+
+-- the log of the last LOG success times (delivery.record), as saved at the state's end:
+-- '<B' count, then the times, oldest first ('' = none yet); a success appends `at`, and the
+-- log keeps those of the last window only (and at most LOG)
+local function log_add(log, at)
+  local k, drop, pos = 0, 0, 2
+  if #log > 0 then k = string.byte(log, 1) end
+  while drop < k and struct.unpack('<d', log, pos) <= at - DELIVERY_WINDOW do
+    drop, pos = drop + 1, pos + 8
+  end
+  if k + 1 - drop > LOG then drop = k + 1 - LOG end
+  return string.char(k + 1 - drop) .. string.sub(log, 2 + 8 * drop, 1 + 8 * k)
+    .. struct.pack('<d', at)
+end
+
+-- successes in the log after `since` (delivery.delivered): those from the first after it on
+-- (the log is in time order); false when the log is full and does not reach back that far
+-- (the slices' estimate then)
+local function log_count(log, since)
+  local k, pos = 0, 2
+  if #log > 0 then k = string.byte(log, 1) end
+  for i = 1, k do
+    if struct.unpack('<d', log, pos) > since then
+      if i == 1 and k >= LOG then return false end
+      return k - i + 1
+    end
+    pos = pos + 8
+  end
+  return 0
+end
 
 local blob = ARGV[1]
 local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_quota, max_conc,
@@ -243,8 +276,9 @@ if n == 1 and bstate == CLOSED and not chained
   if usual and saved then layout, count = string.byte(saved, 1, 2) end
   if layout == LAYOUT and count == 1 then
     local seq, tat, expires, r, t, ts, c, epoch, cool, qu, sname, sfrom, served, s1, s2, s3, top,
-      _, _, pk = struct.unpack(op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsddddddddd',
-                               saved)
+      _, _, pk, _, _, _, _, at_log = struct.unpack(
+        op == ACQUIRE and '<xxdddddddddds' or '<xxddddddddddsdddddddddddds', saved)
+    local log  -- (a success's: the state's tail, after the tenant's name)
     if sname == name and qu == 0 and lo > 0 and expires >= now then  -- (expired: revive)
       if r < lo then r = lo end
       if r > hi then r = hi end
@@ -273,14 +307,19 @@ if n == 1 and bstate == CLOSED and not chained
           end
         end
         served = served + 1
+        log = log_add(string.sub(saved, at_log), now)
         local old = r
         if now >= cool and slow == 1 and pk == 0 and inc > 0 then  -- the start phase
-          local left = 1 - (now - sfrom) / width
-          if left < 0 then left = 0 end
+          local count = string.byte(log, 1)  -- (all within the window: just pruned)
+          if count >= LOG or count < served + s1 + s2 then  -- (delivered_count)
+            local left = 1 - (now - sfrom) / width
+            if left < 0 then left = 0 end
+            count = served + s1 + s2 + s3 * left
+          end
           local span = now - epoch / 1000000  -- a young key counts over its age (delivered)
           if span < MIN_SPAN then span = MIN_SPAN end
           if span > DELIVERY_WINDOW then span = DELIVERY_WINDOW end
-          local cap = START_HEADROOM * (served + s1 + s2 + s3 * left) / span
+          local cap = START_HEADROOM * count / span
           local step = inc
           if step < START_GROWTH then step = START_GROWTH end
           local grown = r + step
@@ -351,7 +390,14 @@ if n == 1 and bstate == CLOSED and not chained
           hot = struct.pack('<ddddddddddsdddddd', seq, tat, expires, r, t, ts, c, epoch, cool, qu,
                             sname, sfrom, served, s1, s2, s3, top)
         end
-        redis.call('SETRANGE', KEYS[1], '2', hot)
+        if log then  -- a success's log too, in the same write (each costs as much as a rule)
+          hot = hot .. string.sub(saved, 3 + #hot, at_log - 1) .. log
+          if #log ~= #saved - at_log + 1 then  -- its length changed: the whole (SETRANGE
+            redis.call('SET', KEYS[1], string.sub(saved, 1, 2) .. hot, 'KEEPTTL')  -- can not
+            hot = nil  -- shorten a string, and lengthening one allocates it twice over)
+          end
+        end
+        if hot then redis.call('SETRANGE', KEYS[1], '2', hot) end
         if not keep then
           redis.call('PEXPIRE', KEYS[1], math.ceil((expires - now + remember) * 1000))
         end
@@ -486,7 +532,7 @@ end
 
 -- a saved state (of this LAYOUT) into `limits`; returns the key's other fields: seq, tat,
 -- expires, epoch, cooldown until, the delivery windows and ceiling, EVENTS counts, the
--- tenant's name
+-- tenant's name, the success log
 local function load(saved, limits)
   local groups, seq, tat, expires, r, t, ts, c, epoch, cool, qu, name, sfrom, served, s1, s2, s3,
     top, q, qc, pk, c1, c2, c3, tname, pos = struct.unpack('<xBddddddddddsdddddddddddds', saved)
@@ -495,7 +541,8 @@ local function load(saved, limits)
     name, r, t, ts, q, qu, qc, c, pk, pos = struct.unpack('<sdddddddd', saved, pos)
     restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   end
-  return seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, {c1, c2, c3}, tname
+  return seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, {c1, c2, c3}, tname,
+    string.sub(saved, pos)
 end
 
 -- an expired key's learned rates into `limits`, fresh otherwise (climb.revive): each limit at
@@ -562,14 +609,14 @@ end
 local function blank_level(key, limits, top)  -- a level with no state saved (or expired)
   return {key = key, limits = limits, exists = false, seq = 0, tat = 0, expires = 0, epoch = 0,
           cool = 0, sfrom = 0, served = 0, s1 = 0, s2 = 0, s3 = 0, top = top,
-          counts = {0, 0, 0}, tname = ''}
+          counts = {0, 0, 0}, tname = '', log = ''}
 end
 
 local function open_level(key, saved, src, from, count, level_slow)
   local L = blank_level(key, fresh(src, from, count), 0)
   if saved and string.byte(saved, 1) == LAYOUT then
     L.seq, L.tat, L.expires, L.epoch, L.cool, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top,
-      L.counts, L.tname = load(saved, L.limits)
+      L.counts, L.tname, L.log = load(saved, L.limits)
     L.exists = L.expires >= now
     if not L.exists then  -- expired: what it learned is kept remember_for
       local limits = fresh(src, from, count)
@@ -616,18 +663,28 @@ local function quota_held(limits)
   return false
 end
 
+-- successes over the last window (delivery.delivered): the log's count while it reaches
+-- back that far and holds at least the slices certainly within it, else the slices'
+-- estimate (after roll_delivery)
+local function delivered_count(L)
+  local count = log_count(L.log, now - DELIVERY_WINDOW)
+  local recent = L.served + L.s1 + L.s2  -- all within the window: a log holding fewer misses
+  if count and count >= recent then return count end  -- some (saved by an earlier version)
+  local left = max(0, 1 - (now - L.sfrom) / (DELIVERY_WINDOW / SLICES))
+  return recent + L.s3 * left
+end
+
 -- a success: count the delivery, then the start phase's climb or the additive increase
 local function succeed(L)
   L.sfrom, L.served, L.s1, L.s2, L.s3, L.top =
     roll_delivery(now, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top)
   L.served = L.served + 1
+  L.log = log_add(L.log, now)
   local limits = L.limits
   local first = limits[1]
   if now >= L.cool and L.slow == 1 and first.p == 0 and first.inc > 0 then  -- the start phase
-    local width = DELIVERY_WINDOW / SLICES
-    local left = max(0, 1 - (now - L.sfrom) / width)
     local span = min(DELIVERY_WINDOW, max(MIN_SPAN, now - L.epoch / 1000000))  -- a young key
-    local cap = START_HEADROOM * (L.served + L.s1 + L.s2 + L.s3 * left) / span
+    local cap = START_HEADROOM * delivered_count(L) / span
     local was = first.r
     first.r = min(first.max, max(was, min(was + max(first.inc, START_GROWTH), cap)))
     for i = 2, #limits do  -- further limits grow by the same factor
@@ -657,8 +714,7 @@ local function back_off(L, seen_epoch, retry_after)
     local overshot = L.slow == 1 and limits[1].p == 0 and limits[1].inc > 0  -- climb.starting
     L.sfrom, L.served, L.s1, L.s2, L.s3, L.top =
       roll_delivery(now, L.sfrom, L.served, L.s1, L.s2, L.s3, L.top)
-    local left = max(0, 1 - (now - L.sfrom) / (DELIVERY_WINDOW / SLICES))
-    local rate_served = (L.served + L.s1 + L.s2 + L.s3 * left) / DELIVERY_WINDOW
+    local rate_served = delivered_count(L) / DELIVERY_WINDOW
     if NOISE * L.top <= rate_served and rate_served < L.top then rate_served = L.top end
     for i = 1, #limits do
       local lim = limits[i]
@@ -716,6 +772,7 @@ local function save_level(L)
     end
     state = table.concat(parts)
   end
+  state = state .. L.log
   if keep then
     redis.call('SET', L.key, state, 'KEEPTTL')
   else
