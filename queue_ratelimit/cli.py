@@ -34,6 +34,7 @@ from queue_ratelimit.errors import BackendError, QueueRateLimitError
 from queue_ratelimit.inspection import (
     SORTS,
     Activity,
+    KeyState,
     known,
     read_keys,
     sort_keys,
@@ -139,11 +140,13 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
         known(limiter, backend, integration)
     keys = read_keys(limiter, backend, integration)
     if as_json:
-        held = {name: limiter.overrides(name) for name in {key.integration for key in keys}}
-        rows = ",\n".join(  # (a key a line)
-            json.dumps(with_override(state.row(), held[state.integration], state.tenant))
-            for state in keys
-        )
+        names = sorted({key.integration for key in keys})
+        held = {name: limiter.overrides(name) for name in names}
+        found = [
+            with_override(state.row(), held[state.integration], state.tenant) for state in keys
+        ]
+        found += [row for row in (_app_row(limiter, backend, name) for name in names) if row]
+        rows = ",\n".join(json.dumps(row) for row in found)  # (a key a line)
         click.echo(f"[\n{rows}\n]" if rows else "[]")
         return
     if not keys:
@@ -169,6 +172,17 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
         line = _app_line(limiter, backend, name)
         if line:
             click.echo(line)
+
+
+def _app_row(limiter: Limiter, backend: Backend, integration: str) -> dict[str, object] | None:
+    """The integration-wide level of a chained integration as ``status --json`` prints it
+    (``"level": "app"``, beside the keys' rows); ``None`` for another."""
+    plan = tool_plan(limiter, backend, integration)
+    if plan is None or plan.app is None:
+        return None
+    snap = backend.app_snapshot(integration, plan)
+    level = KeyState(integration, None, snap if snap.exists else None, plan.app)
+    return {**level.row(), "level": "app"}
 
 
 def _app_line(limiter: Limiter, backend: Backend, integration: str) -> str:

@@ -202,6 +202,10 @@ def _fields_help(cls: type[Any]) -> dict[str, str]:
     return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(cls)}
 
 
+SLIDING_MAX = 1000
+"""The most units a sliding window may hold: it keeps each one's time (8 bytes) in the key."""
+
+
 @dataclass(frozen=True)
 class LimitConfig:
     """An additional named limit on an integration (e.g. OpenAI tokens per second).
@@ -230,6 +234,13 @@ class LimitConfig:
             "token bucket"
         ),
     )
+    sliding: bool = field(
+        default=False,
+        metadata=_help(
+            "with a window: at most burst_size units in any window of that many seconds "
+            "(an exact sliding window, of at most 1000 units) instead of aligned ones"
+        ),
+    )
 
     def __post_init__(self) -> None:
         prefix = f"limits.{self.name}." if isinstance(self.name, str) else "limits."
@@ -238,7 +249,20 @@ class LimitConfig:
         if self.name == PRIMARY_LIMIT:
             check.fail("name", self.name, "is reserved for the integration's primary limit")
         _store(self, "window", check.number("window", self.window, positive=False))
+        if not isinstance(self.sliding, bool):
+            check.fail("sliding", self.sliding, "must be true or false")
+        if self.sliding and self.window <= 0:
+            check.fail("sliding", self.sliding, "needs a window (seconds) > 0")
         _check_aimd(self, check)
+        if self.sliding and not (
+            float(self.burst_size).is_integer() and 1 <= self.burst_size <= SLIDING_MAX
+        ):
+            check.fail(
+                "burst_size",
+                self.burst_size,
+                f"of a sliding window must be a whole number of units in 1..{SLIDING_MAX} "
+                "(it keeps the time of each; a fixed window or a bucket has no such bound)",
+            )
 
     @classmethod
     def per_window(cls, name: str, units: float, window: float) -> LimitConfig:
@@ -247,6 +271,14 @@ class LimitConfig:
         00:00 UTC); exactly ``units`` are granted in each window, whatever the pace."""
         rate = units / window if window > 0 else units
         return cls(name, rate, units, rate, rate, window=window)
+
+    @classmethod
+    def per_sliding_window(cls, name: str, units: int, window: float) -> LimitConfig:
+        """At most ``units`` in any ``window`` seconds (``per_sliding_window("minute", 100,
+        60)``: never a 101st call within 60 s of the 100 before it, where a bucket of the
+        same rate and burst lets up to twice that through in some minute)."""
+        rate = units / window if window > 0 else float(units)
+        return cls(name, rate, units, rate, rate, window=window, sliding=True)
 
     @classmethod
     def fields_help(cls) -> dict[str, str]:
@@ -457,6 +489,12 @@ class IntegrationConfig:
             check.fail(
                 "app_limit", self.app_limit, "must be a LimitConfig (or a table of its fields)"
             )
+        if self.app_limit is not None and self.app_limit.sliding:
+            check.fail(
+                "app_limit.sliding",
+                True,
+                "is not supported for the integration-wide level (use a fixed window)",
+            )
         if self.app_limit is not None and self.app_limit.burst_size < 1.0:
             check.fail(
                 "app_limit.burst_size",
@@ -466,6 +504,12 @@ class IntegrationConfig:
         if not isinstance(self.fair_share, bool):
             check.fail("fair_share", self.fair_share, "must be true or false")
         _store(self, "tenant_weights", _check_weights(check, self.tenant_weights))
+        if self.tenant_weights and self.app_limit is None:
+            check.fail(
+                "tenant_weights",
+                dict(self.tenant_weights),
+                "weigh the tenants' shares of an app_limit, and there is none",
+            )
         if self.app_backoffs not in APP_BACKOFFS:
             check.fail("app_backoffs", self.app_backoffs, "must be 'tenant', 'app' or 'both'")
         _store(self, "dialect", Dialect.from_mapping(self.dialect, self.name))

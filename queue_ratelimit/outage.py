@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, BackendUnavailable
 from queue_ratelimit.plans import Prepared
-from queue_ratelimit.policy.state import Plan
+from queue_ratelimit.policy.state import LimitParams, Plan
 
 __all__ = ["OutageGuard", "local_plan"]
 
@@ -52,13 +53,20 @@ def local_plan(plan: Plan, processes: int) -> Plan:
             rate=lim.rate * share,
             min_rate=lim.min_rate * share,
             max_rate=lim.max_rate * share,
-            # a fixed window grants its units whatever the rate: each process its share
-            burst=max(1.0, lim.burst * share) if lim.window > 0 else lim.burst,
+            # a window grants its units whatever the rate: each process its share (whole
+            # units, of a sliding one)
+            burst=lim.burst if lim.window == 0 else _share_of(lim, share),
         )
         for lim in plan.limits
     )
     app = None if plan.app is None else local_plan(plan.app, processes)  # (a chain's level)
     return dataclasses.replace(plan, limits=limits, app=app)
+
+
+def _share_of(lim: LimitParams, share: float) -> float:
+    """A window's units for one of the processes that share it (at least one)."""
+    units = lim.burst * share
+    return max(1.0, math.floor(units) if lim.window < 0 else units)
 
 
 class _Shard:

@@ -21,6 +21,8 @@ def _params(name: str, src: IntegrationConfig | LimitConfig) -> LimitParams:
     window = src.window if isinstance(src, LimitConfig) else 0.0
     if window > 0:  # a fixed window: burst units each window, at a fixed nominal rate
         rate = src.burst_size / window
+        if isinstance(src, LimitConfig) and src.sliding:  # (LimitParams.window < 0)
+            window = -window
         return LimitParams(name, rate, src.burst_size, rate, rate, 0.0, src.decrease_factor, window)
     return LimitParams(
         name,
@@ -95,5 +97,12 @@ class Prepared:
                 raise InvalidRequest(
                     f"{self.config.name}: cost {value!r} for {name!r} must lie in "
                     f"[0, burst {burst}]"
+                )
+            if not value.is_integer() and any(
+                lim.name == name and lim.slide > 0 for lim in self.plan.limits
+            ):
+                raise InvalidRequest(
+                    f"{self.config.name}: cost {value!r} for {name!r} must be whole units "
+                    "(a sliding window counts each)"
                 )
         return checked

@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
-from queue_ratelimit.policy import fair, pacing, quota
+from queue_ratelimit.policy import fair, pacing, quota, sliding
 from queue_ratelimit.policy.breaker import BreakerState
 from queue_ratelimit.policy.climb import (
     NOISE,
@@ -136,6 +136,8 @@ def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> 
         quota.expire(bucket, now)
         if lim.window > 0 and bucket.quota_left is None:
             quota.open_window(bucket, now, lim.burst, lim.window)
+        if lim.window < 0:
+            sliding.prune(bucket, now)
 
 
 def slot_of(
@@ -147,6 +149,9 @@ def slot_of(
         if cost <= 0:
             continue
         bucket = state.buckets[lim.name]
+        if lim.window < 0:
+            slot = max(slot, sliding.slot(bucket, now, lim, cost))
+            continue
         pace = quota.refill_rate(bucket)
         if cost > bucket.tokens and pace <= 0:
             slot = max(slot, quota.window_slot(bucket, lim, cost))
@@ -193,6 +198,8 @@ def _pay(
     state.seq += 1
     for lim in limits:
         cost = costs.get(lim.name, 0.0)
+        if lim.window < 0:  # a sliding window's units are taken at the slot (_grant)
+            continue
         state.buckets[lim.name].tokens -= cost
         quota.spend(state.buckets[lim.name], now, cost)
 
@@ -273,6 +280,7 @@ def acquire(
     else:
         due = kept.due
     recheck = _recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)
+    recheck = max(recheck, _slid(state, now, limits, request.costs) - now)  # (it reserves none)
     if chain is not None:  # (not sooner than that level, and the tenant's share, pay it)
         recheck = max(recheck, chain.slot - now, share_at - now)
     promise = Reservation(state.epoch, slot, due)
@@ -312,7 +320,11 @@ def _held(
         return True
     for lim in limits:
         bucket = state.buckets[lim.name]
-        if quota.hold_until(bucket, now, costs.get(lim.name, 0.0)) - now > longer:
+        cost = costs.get(lim.name, 0.0)
+        if lim.window < 0:  # a sliding window the calls before it filled
+            if cost > 0 and sliding.slot(bucket, now, lim, cost) - now > longer:
+                return True
+        elif quota.hold_until(bucket, now, cost) - now > longer:
             return True
     return False
 
@@ -332,7 +344,7 @@ def _fit(
     late = False
     if kept is not None:
         pulled = _pulled(state, now, limits, kept)
-        slot = max(pulled, cooldown_until, now)
+        slot = max(pulled, cooldown_until, now, _slid(state, now, limits, request.costs))
         late = pulled < now - pacing.TOLERANCE
     else:
         slot = slot_of(state, now, limits, request.costs)
@@ -380,6 +392,9 @@ def _grant(
     pace = quota.refill_rate(state.buckets[first.name])  # before paying: a quota's pace
     if kept is None:
         _pay(state, now, plan.limits, request.costs)
+    for lim in plan.limits:  # (paid or redeemed: a sliding window takes its units now)
+        if lim.window < 0 and request.costs.get(lim.name, 0.0) > 0:
+            sliding.take(state.buckets[lim.name], slot, lim, request.costs[lim.name])
     pacing.advance(state, slot, request.costs.get(first.name, 0.0), pace)
     if chain is not None:
         up_first = chain.plan.limits[0]
@@ -398,11 +413,28 @@ def _grant(
         reason = "probe"
     left = None
     if request.tokens:
-        left = tuple(state.buckets[lim.name].tokens for lim in plan.limits)
+        left = tuple(
+            sliding.left(state.buckets[lim.name], slot, lim)
+            if lim.window < 0
+            else state.buckets[lim.name].tokens
+            for lim in plan.limits
+        )
     up_epoch = None if chain is None else chain.state.epoch
     return Decision(
         True, slot - now, reason, state.epoch, None, now, lease, state.seq, None, left, up_epoch
     )
+
+
+def _slid(
+    state: KeyState, now: float, limits: Sequence[LimitParams], costs: Mapping[str, float]
+) -> float:
+    """The latest slot the call's sliding windows allow (``now`` without any)."""
+    slot = now
+    for lim in limits:
+        cost = costs.get(lim.name, 0.0)
+        if lim.window < 0 and cost > 0:
+            slot = max(slot, sliding.slot(state.buckets[lim.name], now, lim, cost))
+    return slot
 
 
 def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Reservation) -> float:
@@ -517,8 +549,8 @@ def on_backoff(state: KeyState, now: float, plan: Plan, report: Report) -> Repor
         if pause is None:
             pause = min(plan.cooldown_multiplier / state.buckets[PRIMARY_LIMIT].rate, max_backoff)
         state.cooldown_until = max(state.cooldown_until, now + pause)
-        for lim in plan.limits:  # (a fixed window's allowance is not the upstream's to cut)
-            if lim.window <= 0 and lim.name in state.buckets:
+        for lim in plan.limits:  # (a window's allowance is not the upstream's to cut)
+            if lim.window == 0 and lim.name in state.buckets:
                 bucket = state.buckets[lim.name]
                 bucket.tokens = 0.0
                 bucket.ts = state.cooldown_until
@@ -559,6 +591,8 @@ def idle_expiry(state: KeyState, now: float, idle_ttl: float) -> float:
         busy = max(busy, max(0.0, bucket.ts - now) + max(0.0, -bucket.tokens) / bucket.rate)
         if bucket.quota_rate == 0.0 and bucket.quota_left is not None:  # a window runs: kept
             busy = max(busy, bucket.quota_until - now)  # (else an idle key would start anew)
+        if bucket.leaves:  # a sliding window: until its last unit leaves it
+            busy = max(busy, bucket.leaves[-1] - now)
     if state.leases:
         busy = max(busy, max(state.leases.values()) - now)
     return busy + idle_ttl
@@ -590,6 +624,8 @@ def snapshot(
             tokens = min(lim.burst, tokens + (now - bucket.ts) * pace)
         if lim.window > 0 and not quota.active(bucket, now):  # a new window has begun
             tokens = lim.burst + min(0.0, bucket.quota_left or 0.0)  # (less what it owes)
+        if lim.window < 0:
+            tokens = sliding.left(bucket, now, lim)
         views.append(LimitSnapshot(lim.name, rate, tokens, max(0.0, -tokens)))
     live = sum(1 for expiry in state.leases.values() if expiry > now)
     cool = max(0.0, state.cooldown_until - now)

@@ -22,7 +22,13 @@ class LimitParams:
     max_rate: float
     increase: float
     decrease: float
-    window: float = 0.0  # seconds of a fixed window (burst units each); 0: a token bucket
+    window: float = 0.0  # seconds of a fixed window (burst units each); 0: a token bucket;
+    # < 0: a sliding window of -window seconds (at most burst units in any such span)
+
+    @property
+    def slide(self) -> float:
+        """Seconds of the sliding window this limit is (0: none)."""
+        return -self.window if self.window < 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class BucketState:
     quota_rate: float = 0.0
     credit: float = 0.0  # units refilled since the bucket was created: a reservation's clock
     peak: float = 0.0  # the rate at the last multiplicative decrease (0: none yet)
+    leaves: list[float] = field(default_factory=list)  # a sliding window's: policy/sliding
 
 
 @dataclass

@@ -267,3 +267,8 @@ def test_status_shows_the_integration_wide_level_of_a_chain(  # type: ignore[no-
     assert code == 0, out
     assert "all tenants of shop: 4.00/s" in out  # 8/s halved by the app's 429
     assert "cooling down" in out
+    code, out = run("--config", str(path), "status", "--json")
+    assert code == 0, out
+    (app,) = [row for row in json.loads(out) if row.get("level") == "app"]
+    assert (app["integration"], app["tenant"], app["rate"]) == ("shop", None, 4.0)
+    assert app["cooldown_left"] > 0

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from queue_ratelimit import LimitConfig
+from queue_ratelimit import ConfigError, LimitConfig
 from queue_ratelimit.policy.state import Decision
 from tests.conftest import FakeClock
 from tests.support import SVC
@@ -178,3 +178,8 @@ def test_a_backlog_booked_while_it_borrowed_yields_its_share_later(
                     due[i] = clock.now + decision.come_back
     assert calls["noisy"] <= 15  # about its share: 20/s among ten, not its own 5/s (25)
     assert calls["quiet"] >= 80
+
+
+def test_weights_without_an_app_limit_are_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="tenant_weights"):
+        SVC.replace(tenant_weights={"big": 3.0})

@@ -34,6 +34,10 @@ ONE_LIMIT = dataclasses.replace(CONFIG, max_concurrent=None, limits=())
 WINDOWED = dataclasses.replace(
     CONFIG, max_concurrent=None, limits=(LimitConfig.per_window("win", 7.0, 5.0),)
 )
+# a sliding window of 3 requests in any 5 s besides the bucket
+SLIDING = dataclasses.replace(
+    CONFIG, max_concurrent=None, limits=(LimitConfig.per_sliding_window("win", 3, 5.0),)
+)
 # a chain: every key (three tenants) under an adaptive integration-wide limit
 APP = LimitConfig("app", 4.0, 2.0, 1.0, 20.0, 0.5, 0.5)
 CHAINED = dataclasses.replace(CONFIG, app_limit=APP)
@@ -193,8 +197,16 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
 @given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op, burst_op), min_size=1, max_size=40))
 @pytest.mark.parametrize(
     "config",
-    [CONFIG, ONE_LIMIT, WINDOWED, CHAINED, CHAINED_ONE, CHAINED_FIXED],
-    ids=["two-limits", "one-limit", "windowed", "chained", "chained-one-limit", "chained-fixed"],
+    [CONFIG, ONE_LIMIT, WINDOWED, SLIDING, CHAINED, CHAINED_ONE, CHAINED_FIXED],
+    ids=[
+        "two-limits",
+        "one-limit",
+        "windowed",
+        "sliding",
+        "chained",
+        "chained-one-limit",
+        "chained-fixed",
+    ],
 )
 def test_random_sequences_give_identical_answers(
     redis_url: str, config: IntegrationConfig, ops: list[tuple[object, ...]]

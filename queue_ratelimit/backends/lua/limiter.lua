@@ -27,8 +27,9 @@
 --         doubles: rate, tokens, ts, quota_left, quota_until, quota_rate, credit, peak. Limits
 --         are matched by name, so adding or removing one keeps the others' state; then the
 --         log of the successes of the last window, at most LOG ('<B' count, then the times,
---         oldest first; absent in a state written before it: none yet). A state of another
---         layout starts afresh. The key lives remember_for past its expiry time: an
+--         oldest first; absent in a state written before it: none yet); then per sliding
+--         window limit its 's' name, '<H' n and n doubles, the times its units leave the
+--         window (policy/sliding.py). A state of another layout starts afresh. The key lives remember_for past its expiry time: an
 --         expired state is not used but for what it learned (climb.revive: each peak and the
 --         ceiling), by the first write after it, which starts the key afresh from them.
 -- KEYS[2] lease zset: lease id -> expiry time (passed, and touched, only with a concurrency
@@ -49,7 +50,8 @@
 --         max_quota_wait, max_concurrent (0 = none), lease_ttl,
 --         breaker_threshold, breaker_open_seconds, then per limit its 's' name and 7 doubles
 --         rate, burst, min_rate, max_rate, increase, decrease, window (seconds of a fixed
---         window of burst units, aligned to multiples of it: quota.open_window; 0 = a bucket);
+--         window of burst units, aligned to multiples of it: quota.open_window; 0 = a bucket;
+--         negative: a sliding window of that many seconds, policy/sliding.py);
 --         then the op's numbers, doubles
 --         to the end, NaN = none:
 --   acquire:  max_wait, reserve (bit 1: reserve; bit 2: a grant answers its tokens left),
@@ -430,8 +432,10 @@ local function quota_active(lim, now) return lim.q and now < lim.qu end
 local function pay(limits, now)
   for i = 1, #limits do
     local lim = limits[i]
-    lim.t = lim.t - lim.cost
-    if quota_active(lim, now) then lim.q = lim.q - lim.cost end
+    if not lim.lv then  -- (a sliding window's units are taken at the slot, when granted)
+      lim.t = lim.t - lim.cost
+      if quota_active(lim, now) then lim.q = lim.q - lim.cost end
+    end
   end
 end
 
@@ -526,8 +530,49 @@ local function fresh(src, from, count)
     name, rate, burst, lo, hi, inc, dec, win, from = struct.unpack('<sddddddd', src, from)
     limits[i] = {name = name, burst = burst, min = lo, max = hi, inc = inc, dec = dec, cost = 0,
                  win = win, r = rate, t = burst, s = now, q = false, qu = 0, qc = 0, c = 0, p = 0}
+    if win < 0 then limits[i].lv = '' end  -- a sliding window: the times its units leave it
   end
   return limits, from
+end
+
+-- A sliding window (policy/sliding.py): `lim.lv` holds the times its units leave the window
+-- (granted at t: t - win, win < 0), in order, 8 bytes each. How many leave by `at`
+-- (bisect_right):
+local function slide_gone(lv, at)
+  local lo, hi = 0, #lv / 8
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if struct.unpack('<d', lv, 8 * mid + 1) <= at then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+-- the earliest time from now on at which `cost` units fit the window (sliding.slot): no
+-- earlier than the last grant, and once enough units left it
+local function slide_slot(lim, cost)
+  local lv = lim.lv
+  local n = #lv / 8
+  local start = now
+  if n > 0 then start = max(now, struct.unpack('<d', lv, 8 * n - 7) + lim.win) end
+  local first = slide_gone(lv, start)
+  local over = n - first + cost - lim.burst
+  if over <= 0 then return start end
+  return (struct.unpack('<d', lv, 8 * (first + over - 1) + 1))
+end
+
+-- units the window holds free at `at` (sliding.left)
+local function slide_left(lim, at)
+  return lim.burst - (#lim.lv / 8 - slide_gone(lim.lv, at))
+end
+
+-- the latest slot the call's sliding windows allow (aimd._slid; now without any)
+local function slid(limits)
+  local slot = now
+  for i = 1, #limits do
+    local lim = limits[i]
+    if lim.lv and lim.cost > 0 then slot = max(slot, slide_slot(lim, lim.cost)) end
+  end
+  return slot
 end
 
 -- a saved state (of this LAYOUT) into `limits`; returns the key's other fields: seq, tat,
@@ -541,8 +586,19 @@ local function load(saved, limits)
     name, r, t, ts, q, qu, qc, c, pk, pos = struct.unpack('<sdddddddd', saved, pos)
     restore(find(limits, name), r, t, ts, c, q, qu, qc, pk)
   end
-  return seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, {c1, c2, c3}, tname,
-    string.sub(saved, pos)
+  local log = ''
+  if pos <= #saved then  -- the success log, then each sliding window's units
+    local k = string.byte(saved, pos)
+    log, pos = string.sub(saved, pos, pos + 8 * k), pos + 1 + 8 * k
+  end
+  while pos < #saved do
+    local units
+    name, units, pos = struct.unpack('<sH', saved, pos)
+    local lim = find(limits, name)
+    if lim and lim.lv then lim.lv = string.sub(saved, pos, pos + 8 * units - 1) end
+    pos = pos + 8 * units
+  end
+  return seq, tat, expires, epoch, cool, sfrom, served, s1, s2, s3, top, {c1, c2, c3}, tname, log
 end
 
 -- an expired key's learned rates into `limits`, fresh otherwise (climb.revive): each limit at
@@ -584,6 +640,10 @@ local function bring(limits)
       lim.q, lim.qu, lim.qc = lim.burst, (floor(now / lim.win) + 1) * lim.win, 0
       lim.t, lim.s = lim.burst, now
     end
+    if lim.lv then  -- the units that left the window (sliding.prune)
+      local gone = slide_gone(lim.lv, now)
+      if gone > 0 then lim.lv = string.sub(lim.lv, 8 * gone + 1) end
+    end
   end
 end
 
@@ -599,7 +659,7 @@ local function snapshot_of(limits, epoch, cool, leases_key, counts, tname)
     local lim = limits[i]
     out[#out + 1] = lim.name
     out[#out + 1] = micro(lim.r)
-    out[#out + 1] = micro(lim.t)
+    if lim.lv then out[#out + 1] = micro(slide_left(lim, now)) else out[#out + 1] = micro(lim.t) end
   end
   return out
 end
@@ -635,7 +695,9 @@ end
 local function bucket_slot(limits, slot)
   for i = 1, #limits do
     local lim = limits[i]
-    if lim.cost > 0 then
+    if lim.cost > 0 and lim.lv then
+      slot = max(slot, slide_slot(lim, lim.cost))
+    elseif lim.cost > 0 then
       local pace = refill_rate(lim)
       if lim.cost > lim.t and pace <= 0 then  -- the quota's end; a window owed more than its
         local later = 0  -- end brings back: the window that pays (quota.window_slot)
@@ -656,7 +718,9 @@ end
 local function quota_held(limits)
   for i = 1, #limits do
     local lim = limits[i]
-    if quota_active(lim, now) and lim.q < lim.cost and lim.qu - now > max_backoff then
+    if lim.lv then  -- a sliding window the calls before it filled
+      if lim.cost > 0 and slide_slot(lim, lim.cost) - now > max_backoff then return true end
+    elseif quota_active(lim, now) and lim.q < lim.cost and lim.qu - now > max_backoff then
       return true
     end
   end
@@ -733,7 +797,7 @@ local function back_off(L, seen_epoch, retry_after)
     if not pause then pause = min(mult / limits[1].r, max_backoff) end
     L.cool = max(L.cool, now + pause)
     for i = 1, #limits do  -- (a fixed window's allowance is not the upstream's to cut)
-      if limits[i].win <= 0 then limits[i].t = 0; limits[i].s = L.cool end
+      if limits[i].win == 0 then limits[i].t = 0; limits[i].s = L.cool end
     end
     L.tat = 0
     return 1
@@ -749,10 +813,15 @@ end
 local function save_level(L)
   local limits = L.limits
   local busy = max(0, L.cool - now, L.tat - now)
+  local slides = {}  -- each sliding window's units, saved after the success log
   for i = 1, #limits do
     local lim = limits[i]
     busy = max(busy, max(0, lim.s - now) + max(0, -lim.t) / lim.r)
     if lim.q and lim.qc == 0 then busy = max(busy, lim.qu - now) end  -- a window runs: kept
+    if lim.lv and #lim.lv > 0 then  -- until its last unit leaves it
+      busy = max(busy, struct.unpack('<d', lim.lv, #lim.lv - 7) - now)
+      slides[#slides + 1] = struct.pack('<sH', lim.name, #lim.lv / 8) .. lim.lv
+    end
   end
   local need = now + busy + idle_ttl  -- (a debt forgiven or paid moves it back)
   local keep = L.exists and L.expires >= need and L.expires <= need + idle_ttl * 2 * REFRESH
@@ -773,6 +842,10 @@ local function save_level(L)
     state = table.concat(parts)
   end
   state = state .. L.log
+  if #slides > 0 then
+    if L.log == '' then state = state .. string.char(0) end  -- (an empty success log)
+    state = state .. table.concat(slides)
+  end
   if keep then
     redis.call('SET', L.key, state, 'KEEPTTL')
   else
@@ -943,6 +1016,7 @@ if op == ACQUIRE then
   local kept = 0
   if redeeming then kept = res_slot end
   local wait, reason, slot_out, recheck, dues_out = 0, RATE, 0, nil, nil
+  local granted_at = now  -- a grant's slot
   repeat  -- once; each outcome breaks out to the one save and answer below
     local probe = false
     if bstate ~= CLOSED then
@@ -956,7 +1030,7 @@ if op == ACQUIRE then
     local late = false
     if redeeming then
       local due_at = pulled(res_slot, dues, limits, now)
-      slot, late = max(due_at, cool, now, chain_slot), due_at < now - PACING_TOLERANCE
+      slot, late = max(due_at, cool, now, chain_slot, slid(limits)), due_at < now - PACING_TOLERANCE
       share_slot = now
       if F and not F.borrow then  -- its booked share: no sooner than that comes; none
         local mark = dues[n + 1]  -- booked (it borrowed then: -1), or a mark past all the
@@ -1010,6 +1084,13 @@ if op == ACQUIRE then
         K.seq = K.seq + 1
         pay(limits, now)
       end
+      for i = 1, n do  -- (paid or redeemed: a sliding window takes its units now)
+        local lim = limits[i]
+        if lim.lv and lim.cost > 0 then
+          lim.lv = lim.lv .. string.rep(struct.pack('<d', slot - lim.win), lim.cost)
+        end
+      end
+      granted_at = slot
       if requests > 0 and pace > 0 then K.tat = max(K.tat, slot) + requests / pace end
       if F then F.spent = true end
       if F and not F.borrow and (F.unbooked or not redeeming) then
@@ -1053,6 +1134,8 @@ if op == ACQUIRE then
     local growth = limits[1].inc
     if growth > 0 and slow == 1 and limits[1].p == 0 then growth = max(growth, START_GROWTH) end
     recheck = recheck_of(dues, wait, limits, now, cool, growth)
+    local windows = slid(limits) - now  -- (a sliding window reserves nothing: not sooner)
+    if recheck < windows then recheck = windows end
     if recheck < chain_slot - now then recheck = chain_slot - now end  -- (not sooner)
     if recheck < share_slot - now then recheck = share_slot - now end
     slot_out, dues_out = slot, dues
@@ -1062,7 +1145,11 @@ if op == ACQUIRE then
   if C then out[6] = C.epoch end  -- the chain's level's epoch (its backoffs are its own)
   local tail = #out
   if reason <= PROBE and tokens_wanted then
-    for i = 1, n do out[tail + i] = micro(limits[i].t) end
+    for i = 1, n do
+      local lim = limits[i]
+      if lim.lv then out[tail + i] = micro(slide_left(lim, granted_at))
+      else out[tail + i] = micro(lim.t) end
+    end
   end
   if slot_out ~= 0 then
     out[tail + 1], out[tail + 2] = micro(slot_out), -1
