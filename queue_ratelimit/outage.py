@@ -42,8 +42,9 @@ T = TypeVar("T")
 
 def local_plan(plan: Plan, processes: int) -> Plan:
     """``plan`` with every limit's rates divided among ``processes``; bursts are kept, so
-    any cost the shared limiter accepts is still possible locally, but for a fixed window's
-    units, which are divided too (each process may otherwise spend a whole window)."""
+    any cost the shared limiter accepts is still possible locally, but for a window's units,
+    which are divided too (each process may otherwise spend a whole window): a call that
+    costs more than a process's share of a window takes the whole share (``sliding``)."""
     if processes == 1:
         return plan
     share = 1.0 / processes

@@ -371,6 +371,11 @@ def _fit(
         fits = paced - now <= max(request.max_wait, slot - now) + SLACK
         if fits:
             slot = paced
+    if fits and any(
+        lim.window < 0 and request.costs.get(lim.name, 0.0) > 0 and sliding.beyond(slot, now, lim)
+        for lim in limits
+    ):
+        fits = False
     return slot, fits
 
 

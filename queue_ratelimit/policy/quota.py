@@ -83,6 +83,8 @@ def spend(bucket: BucketState, now: float, cost: float) -> None:
 def apply(state: KeyState, now: float, limits: Sequence[LimitParams], feedback: Feedback) -> None:
     """Apply a response's cost corrections and published quotas to ``state``."""
     for lim in limits:
+        if lim.window < 0:  # a sliding window: its costs are known when granted (sliding.py)
+            continue
         bucket = state.buckets[lim.name]
         delta = feedback.adjust.get(lim.name, 0.0)
         if delta:

@@ -11,6 +11,8 @@ from queue_ratelimit import ConfigError, IntegrationConfig, LimitConfig
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.errors import InvalidRequest
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy import sliding
+from queue_ratelimit.policy.state import BucketState, Feedback, LimitParams
 from tests.conftest import FakeClock
 from tests.support import SVC
 from tests.unit.conftest import MakeLimiter
@@ -72,13 +74,46 @@ def test_waits_are_granted_in_order_and_each_unit_is_counted_at_its_slot(
 ) -> None:
     limiter = make_limiter(MINUTE.replace(max_wait=120.0))
     start = clock.now
-    waits = [_take(limiter, max_wait=120.0).wait for _ in range(12)]  # type: ignore[attr-defined]
-    # five now, five 60 s later (the first five's units back), two 120 s later
+    calls = [_take(limiter, max_wait=120.0) for _ in range(12)]
+    # five now, five 60 s later (the first five's units back); then a slot 120 s ahead,
+    # more than a window: refused (the window keeps at most twice its units)
+    assert [c.granted for c in calls] == [True] * 10 + [False] * 2  # type: ignore[attr-defined]
+    waits = [c.wait for c in calls]  # type: ignore[attr-defined]
     assert waits == pytest.approx([0.0] * 5 + [60.0] * 5 + [120.0] * 2)
     booked = limiter.snapshot("svc").limit("minute")
-    assert (booked.tokens, booked.reserved) == (-7.0, 7.0)  # the window's five, seven ahead
-    clock.now = start + 150.0
-    assert limiter.snapshot("svc").limit("minute").tokens == 3.0  # the last two: till 180 s
+    assert (booked.tokens, booked.reserved) == (-5.0, 5.0)  # the window's five, five ahead
+    clock.now = start + 90.0
+    assert limiter.snapshot("svc").limit("minute").tokens == 0.0  # the five of 60 s: till 120 s
+
+
+def test_no_grant_more_than_a_window_ahead(make_limiter: MakeLimiter, clock: FakeClock) -> None:
+    limiter = make_limiter(FAST.replace(limits=(LimitConfig.per_sliding_window("w", 2, 10.0),)))
+    cost = {"w": 1.0}
+    calls = [_take(limiter, cost, max_wait=60.0) for _ in range(5)]
+    assert [c.granted for c in calls] == [True] * 4 + [False]  # type: ignore[attr-defined]
+    assert [c.wait for c in calls] == pytest.approx([0.0, 0.0, 10.0, 10.0, 20.0])  # type: ignore[attr-defined]
+
+
+def test_what_a_response_corrects_does_not_reach_it(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(MINUTE)
+    assert [_take(limiter).granted for _ in range(4)] == [True] * 4  # type: ignore[attr-defined]
+    limiter.on_success(
+        "svc", feedback=Feedback(adjust={"minute": 3.0}, quotas={"minute": (0, 30.0)})
+    )
+    assert [_take(limiter).granted for _ in range(2)] == [True, False]  # type: ignore[attr-defined]
+
+
+def test_a_share_of_a_window_smaller_than_a_cost_takes_the_share() -> None:
+    """An outage fallback's share of a window (``local_plan``) may hold fewer units than
+    a cost the config allows: the call takes them all, and waits for the window."""
+    lim = LimitParams("w", 0.1, 2.0, 0.1, 0.1, 0.0, 0.5, -20.0)
+    bucket = BucketState(rate=0.1, tokens=2.0, ts=0.0)
+    assert sliding.slot(bucket, 0.0, lim, 5.0) == 0.0
+    sliding.take(bucket, 0.0, lim, 5.0)
+    assert bucket.leaves == [20.0, 20.0]
+    assert sliding.slot(bucket, 1.0, lim, 5.0) == 20.0
 
 
 def test_a_call_of_several_units(make_limiter: MakeLimiter, clock: FakeClock) -> None:

@@ -93,6 +93,7 @@ def _approx(value: object) -> object:
 def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> list[object]:
     limits = limiter.config("svc").limits
     windowed = any(lim.window > 0 for lim in limits)
+    sliding = any(lim.sliding for lim in limits)
     has_tokens = bool(limits) and not windowed
     out: list[object] = []
     last = None
@@ -146,9 +147,11 @@ def _run(limiter: Limiter, clock: FakeClock, ops: list[tuple[object, ...]]) -> l
         quotas = {name: q for name, q in (("requests", q_req), ("tokens", q_tok)) if q}
         if not has_tokens:
             quotas.pop("tokens", None)
+        if sliding and q_tok:  # (a sliding window ignores corrections, as the script does)
+            quotas["win"] = q_tok
         feedback = Feedback(
             quotas=quotas,  # type: ignore[arg-type]
-            adjust={"tokens": adjust} if has_tokens else {},  # type: ignore[dict-item]
+            adjust={"tokens": adjust} if has_tokens else ({"win": adjust} if sliding else {}),  # type: ignore[dict-item]
             seq=last.seq if (with_epoch and last is not None) else None,
         )
         if kind == "success":

@@ -555,7 +555,7 @@ local function slide_slot(lim, cost)
   local start = now
   if n > 0 then start = max(now, struct.unpack('<d', lv, 8 * n - 7) + lim.win) end
   local first = slide_gone(lv, start)
-  local over = n - first + cost - lim.burst
+  local over = n - first + min(cost, lim.burst) - lim.burst
   if over <= 0 then return start end
   return (struct.unpack('<d', lv, 8 * (first + over - 1) + 1))
 end
@@ -1070,6 +1070,10 @@ if op == ACQUIRE then
       fits = paced - now <= max(max_wait, wait + SLACK)
       if fits then slot = paced; wait = paced - now end
     end
+    for i = 1, n do  -- a sliding window grants no more than a window ahead (sliding.beyond)
+      local lim = limits[i]
+      if fits and lim.lv and lim.cost > 0 and slot - now > -lim.win then fits = false end
+    end
     if max_conc > 0 and fits then
       redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
       if redis.call('ZCARD', KEYS[2]) >= max_conc then
@@ -1087,7 +1091,7 @@ if op == ACQUIRE then
       for i = 1, n do  -- (paid or redeemed: a sliding window takes its units now)
         local lim = limits[i]
         if lim.lv and lim.cost > 0 then
-          lim.lv = lim.lv .. string.rep(struct.pack('<d', slot - lim.win), lim.cost)
+          lim.lv = lim.lv .. string.rep(struct.pack('<d', slot - lim.win), min(lim.cost, lim.burst))
         end
       end
       granted_at = slot
@@ -1165,6 +1169,7 @@ else
     local f = 4 + 3 * (i - 1)
     local delta = A[f]
     local qrem, qreset = A[f + 1], A[f + 2]
+    if lim.lv then delta, qrem = 0, false end  -- a sliding window: costs known when granted
     if delta ~= 0 then
       lim.t = min(lim.burst, lim.t - delta)
       if quota_active(lim, now) then lim.q = lim.q - delta end
