@@ -80,14 +80,15 @@ def delivered(state: KeyState, now: float, age: float | None = None) -> float:
     window = DELIVERY_WINDOW if age is None else min(DELIVERY_WINDOW, max(MIN_SPAN, age))
     since = now - DELIVERY_WINDOW
     log = state.log
-    count: int | None = 0
+    count, full = 0, False
     for at, t in enumerate(log):  # (in time order: those from the first after `since` on)
         if t > since:
-            count = len(log) - at if at > 0 or len(log) < LOG else None  # (None: full)
+            count, full = len(log) - at, at == 0 and len(log) >= LOG
             break
     recent = state.served + state.served_1 + state.served_2  # all within the window
-    if count is not None and count >= recent:  # (fewer: a log missing successes, written
-        return count / window  # by an earlier version)
+    if not full and count >= recent:  # (fewer: a log missing successes, written by an
+        return count / window  # earlier build)
     width = DELIVERY_WINDOW / SLICES
     left = max(0.0, 1.0 - (now - state.served_from) / width)
-    return (recent + state.served_3 * left) / window
+    return max(float(count), recent + state.served_3 * left) / window  # (the log's: so many
+    # at least)

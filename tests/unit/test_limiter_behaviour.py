@@ -263,6 +263,15 @@ def test_past_the_log_the_rate_delivered_is_counted_in_slices_the_oldest_in_part
     assert delivered(state, 1.1) == pytest.approx(13 + 13 + 14 * 0.7)
 
 
+def test_a_full_log_within_the_last_second_counts_at_least_its_length() -> None:
+    state = new_state(0.0)
+    for k in range(LOG + 2):  # all late in the slice [0, 1/3), which is oldest by 1.2 s
+        aimd.on_success(state, 0.3 + 0.0009 * k, PLAN)
+    # the slices' estimate weighs that slice by 0.4 (13.6); the log holds 32 within the
+    # last second: so many at least
+    assert delivered(state, 1.2) == float(LOG)
+
+
 @pytest.mark.parametrize(
     ("early", "dense", "at", "served"),
     [

@@ -3,7 +3,9 @@
 The same script with the fast path switched off decides every case by the general rules;
 both run on the same crafted states (rates off their bounds, tokens above burst or in debt,
 cooldowns, quotas, renamed limits, expiries due or not) and must leave the same answer,
-the same stored bytes and the same TTL.
+the same stored bytes and the same TTL. A third copy, whose general rules answer an error,
+counts the cases the fast path itself answered (a crafted state of another layout would
+send every case to the general rules, and the comparison would prove nothing).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 import redis
 
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.policy.delivery import LOG
 from queue_ratelimit.policy.state import (
     SUCCESS,
     AcquireRequest,
@@ -32,6 +35,7 @@ FAST_PATH = (
     "   and (op == ACQUIRE and max_conc == 0 or op == SUCCESS and not ARGV[2]) then"
 )
 CASES = 400
+GENERAL = "local max, min, floor, ceil = math.max, math.min, math.floor, math.ceil"
 
 
 class ScriptBackend(RedisBackend):
@@ -49,8 +53,12 @@ def pair(redis_url: str) -> Iterator[tuple[RedisBackend, RedisBackend, list[floa
     source = RedisBackend(client)._source
     general = source.replace(FAST_PATH, "if false then", 1)
     assert general != source, "the fast path's condition moved: update FAST_PATH"
+    probe = source.replace(GENERAL, "do return redis.error_reply('general rules') end\n" + GENERAL)
+    assert probe != source, "the general rules' first line moved: update GENERAL"
     now = [0.0]
-    yield ScriptBackend(client, source, now), ScriptBackend(client, general, now), now
+    fast = ScriptBackend(client, source, now)
+    fast.probe = ScriptBackend(client, probe, now)  # type: ignore[attr-defined]
+    yield fast, ScriptBackend(client, general, now), now
     client.close()
 
 
@@ -66,16 +74,31 @@ def _state(rnd: random.Random, now: float, plan: Plan) -> tuple[bytes, int]:
     cool = rnd.choice([0.0, now - 1, now, now + 0.3]) if rnd.random() < 0.3 else 0.0
     qu, q, qc = (now + 1, 3.0, 1.0) if rnd.random() < 0.1 else (0.0, 0.0, 0.0)
     name = "requests" if rnd.random() < 0.9 else "other"
-    delivery = (now - rnd.uniform(0, 3), float(rnd.randrange(5)), float(rnd.randrange(5)))
+    served = [float(rnd.randrange(5)) for _ in range(4)]  # the current slice and 3 before
+    delivery = (now - rnd.uniform(0, 3), *served, rnd.choice([0.0, 4.0, 12.0]))  # , ceiling
     peak = rnd.choice([0.0, r, r * 1.02, r * 1.1])
     seq, epoch, credit = float(rnd.randrange(100)), rnd.randrange(10**15, 2 * 10**15), 50.0
     counts = (float(rnd.randrange(3)), float(rnd.randrange(3)), float(rnd.randrange(3)))
-    head = struct.pack("<BB10d", 4, 1, seq, tat, expires, r, t, ts, credit, epoch, cool, qu)
-    state = head + name.encode() + b"\0" + struct.pack("<9d", *delivery, q, qc, peak, *counts)
+    head = struct.pack("<BB10d", 5, 1, seq, tat, expires, r, t, ts, credit, epoch, cool, qu)
+    state = head + name.encode() + b"\0" + struct.pack("<12d", *delivery, q, qc, peak, *counts)
     # the tenant's name: none stored (the key's name holds it), or a long tenant's
     state += rnd.choice([b"", b"x" * 200]) + b"\0"
+    state += _log(rnd, now)
     ttl = int((expires - now) * 1000) if expires > now else rnd.choice([1000, 5_000_000])
     return state, max(1, ttl)
+
+
+def _log(rnd: random.Random, now: float) -> bytes:
+    """A success log (delivery.LOG): none (a state saved before it), a few times some of
+    which left the last second, or a full one within it."""
+    kind = rnd.choice(["none", "few", "full"])
+    if kind == "none":
+        return b""
+    if kind == "few":
+        times = sorted(now - rnd.uniform(0, 2) for _ in range(rnd.randrange(6)))
+    else:
+        times = [now - 0.95 + 0.029 * i for i in range(LOG)]
+    return struct.pack(f"<B{len(times)}d", len(times), *times)
 
 
 def _plan(rnd: random.Random) -> Plan:
@@ -100,11 +123,20 @@ def _assert_same(
     plan: Plan,
     method: str,
     value: AcquireRequest | Report,
-) -> None:
+) -> bool:
     """``method(value, plan)`` on a crafted state gives both scripts the same answer, the
-    same stored bytes and the same TTL."""
+    same stored bytes and the same TTL; whether the fast path answered it."""
     fast, general, now = pair
     state, ttl = _state(rnd, now[0], plan)
+    probe: RedisBackend = fast.probe  # type: ignore[attr-defined]
+    key = probe.keys_for("svc", "t")[0]
+    probe.client.set(key, state, px=ttl)
+    try:
+        getattr(probe, method)(value, plan)
+        answered = True
+    except Exception:  # the general rules' error: not the fast path's case
+        answered = False
+    probe.client.delete(key)
     out = []
     for backend in (fast, general):
         key = backend.keys_for("svc", "t")[0]
@@ -115,15 +147,17 @@ def _assert_same(
     (fast_out, general_out) = out
     assert fast_out[:2] == general_out[:2], (value, out)
     assert abs(fast_out[2] - general_out[2]) < 500, out  # (the TTLs are read apart)
+    return answered
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_fast_acquire_decides_as_the_general_rules(
     pair: tuple[RedisBackend, RedisBackend, list[float]], seed: int
 ) -> None:
+    answered = 0
     for rnd, plan in _cases(pair[2], seed):
         cost = rnd.choice([0.0, 0.5, 1.0, plan.limits[0].burst])
-        _assert_same(
+        answered += _assert_same(
             pair,
             rnd,
             plan,
@@ -138,12 +172,14 @@ def test_the_fast_acquire_decides_as_the_general_rules(
                 max_sleepers=rnd.choice([None, 0, 1, 2, 10]),
             ),
         )
+    assert answered >= CASES // 5, answered  # (the fast path's own cases among them)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_fast_success_reports_as_the_general_rules(
     pair: tuple[RedisBackend, RedisBackend, list[float]], seed: int
 ) -> None:
+    answered = 0
     for rnd, plan in _cases(pair[2], seed):
         feedback = rnd.choice(
             [
@@ -153,4 +189,7 @@ def test_the_fast_success_reports_as_the_general_rules(
                 Feedback(quotas={"requests": (3.0, 1.0)}),
             ]
         )
-        _assert_same(pair, rnd, plan, "report", Report(SUCCESS, "svc", "t", feedback=feedback))
+        answered += _assert_same(
+            pair, rnd, plan, "report", Report(SUCCESS, "svc", "t", feedback=feedback)
+        )
+    assert answered >= CASES // 5, answered  # (the fast path's own cases among them)

@@ -120,40 +120,28 @@ local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is nee
                        -- one; it is set again when it falls short or lies over twice that
                        -- beyond (a debt forgiven or paid: the key is forgotten in time)
 
--- the log of the last LOG success times (delivery.record), as saved at the state's end:
--- '<B' count, then the times, oldest first ('' = none yet); a success appends `at`, and the
--- log keeps those of the last window only (and at most LOG)
-local function log_add(log, at)
-  local k, drop, pos = 0, 0, 2
-  if #log > 0 then k = string.byte(log, 1) end
-  while drop < k and struct.unpack('<d', log, pos) <= at - DELIVERY_WINDOW do
-    drop, pos = drop + 1, pos + 8
-  end
-  if k + 1 - drop > LOG then drop = k + 1 - LOG end
-  return string.char(k + 1 - drop) .. string.sub(log, 2 + 8 * drop, 1 + 8 * k)
-    .. struct.pack('<d', at)
-end
-
--- successes in the log after `since` (delivery.delivered): those from the first after it on
--- (the log is in time order); false when the log is full and does not reach back that far
--- (the slices' estimate then)
-local function log_count(log, since)
-  local k, pos = 0, 2
-  if #log > 0 then k = string.byte(log, 1) end
-  for i = 1, k do
-    if struct.unpack('<d', log, pos) > since then
-      if i == 1 and k >= LOG then return false end
-      return k - i + 1
-    end
-    pos = pos + 8
-  end
-  return 0
-end
-
 local blob = ARGV[1]
 local op, now, bstate, buntil, n, idle_ttl, remember, slow, mult, max_backoff, max_quota, max_conc,
   lease_ttl, b_threshold, b_open, at = struct.unpack('<BdBdBdddddddddd', blob)
 if op < ACQUIRE or op > CHECK then return redis.error_reply('unknown op ' .. op) end
+-- the log of the last LOG success times (delivery.record), as saved at the state's end:
+-- '<B' count, then the times, oldest first ('' = none yet); a success appends `at`, and the
+-- log keeps those of the last window only (and at most LOG). Made for a success only (a
+-- closure costs every call that makes it).
+local log_add
+if op == SUCCESS then
+  log_add = function(log, at)
+    local k, drop, pos = 0, 0, 2
+    if #log > 0 then k = string.byte(log, 1) end
+    while drop < k and struct.unpack('<d', log, pos) <= at - DELIVERY_WINDOW do
+      drop, pos = drop + 1, pos + 8
+    end
+    if k + 1 - drop > LOG then drop = k + 1 - LOG end
+    return string.char(k + 1 - drop) .. string.sub(log, 2 + 8 * drop, 1 + 8 * k)
+      .. struct.pack('<d', at)
+  end
+end
+
 if op == ACQUIRE and ARGV[8] and ARGV[8] ~= '' then  -- the overrides' version it was given:
   local version = redis.call('HGET', KEYS[#KEYS], '#v') or '0'  -- (the hash, the last key)
   if version ~= ARGV[8] then return {STALE} end  -- changed: the caller reads them again
@@ -316,7 +304,8 @@ if n == 1 and bstate == CLOSED and not chained
           if count >= LOG or count < served + s1 + s2 then  -- (delivered_count)
             local left = 1 - (now - sfrom) / width
             if left < 0 then left = 0 end
-            count = served + s1 + s2 + s3 * left
+            local estimate = served + s1 + s2 + s3 * left
+            if estimate > count then count = estimate end
           end
           local span = now - epoch / 1000000  -- a young key counts over its age (delivered)
           if span < MIN_SPAN then span = MIN_SPAN end
@@ -727,15 +716,28 @@ local function quota_held(limits)
   return false
 end
 
+-- successes in the log after `since` (delivery.delivered): those from the first after it on
+-- (the log is in time order), and whether the log is full with all of them within (it may
+-- not reach back that far: the slices' estimate then)
+local function log_count(log, since)
+  local k, pos = 0, 2
+  if #log > 0 then k = string.byte(log, 1) end
+  for i = 1, k do
+    if struct.unpack('<d', log, pos) > since then return k - i + 1, i == 1 and k >= LOG end
+    pos = pos + 8
+  end
+  return 0, false
+end
+
 -- successes over the last window (delivery.delivered): the log's count while it reaches
 -- back that far and holds at least the slices certainly within it, else the slices'
 -- estimate (after roll_delivery)
 local function delivered_count(L)
-  local count = log_count(L.log, now - DELIVERY_WINDOW)
+  local count, full = log_count(L.log, now - DELIVERY_WINDOW)
   local recent = L.served + L.s1 + L.s2  -- all within the window: a log holding fewer misses
-  if count and count >= recent then return count end  -- some (saved by an earlier version)
+  if not full and count >= recent then return count end  -- some (saved by an earlier build)
   local left = max(0, 1 - (now - L.sfrom) / (DELIVERY_WINDOW / SLICES))
-  return recent + L.s3 * left
+  return max(count, recent + L.s3 * left)  -- (the log's: so many at least)
 end
 
 -- a success: count the delivery, then the start phase's climb or the additive increase
