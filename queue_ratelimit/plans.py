@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from queue_ratelimit.config import PRIMARY_LIMIT, IntegrationConfig, LimitConfig
@@ -72,6 +72,11 @@ class Prepared:
     config: IntegrationConfig
     plan: Plan
     bursts: dict[str, float]
+    whole: frozenset[str] = field(init=False)  # limits whose costs are whole units (sliding)
+
+    def __post_init__(self) -> None:
+        slides = frozenset(lim.name for lim in self.plan.limits if lim.slide > 0)
+        object.__setattr__(self, "whole", slides)
 
     def costs(self, cost: Cost) -> Mapping[str, float]:
         """Cost per limit: a number charges ``requests``; a mapping names limits
@@ -98,9 +103,7 @@ class Prepared:
                     f"{self.config.name}: cost {value!r} for {name!r} must lie in "
                     f"[0, burst {burst}]"
                 )
-            if not value.is_integer() and any(
-                lim.name == name and lim.slide > 0 for lim in self.plan.limits
-            ):
+            if name in self.whole and not value.is_integer():
                 raise InvalidRequest(
                     f"{self.config.name}: cost {value!r} for {name!r} must be whole units "
                     "(a sliding window counts each)"

@@ -164,13 +164,21 @@ def test_a_backoff_leaves_the_window_as_it_is(make_limiter: MakeLimiter, clock: 
     assert granted == [True, True, True, False]  # the upstream counted the first two
 
 
+def _filled(make_limiter: MakeLimiter, name: str, units: int, window: float) -> Limiter:
+    """A limiter whose sliding window ``name`` just granted its ``units``, the next refused."""
+    limiter = make_limiter(
+        FAST.replace(limits=(LimitConfig.per_sliding_window(name, units, window),))
+    )
+    granted = [_take(limiter, {name: 1.0}).granted for _ in range(units + 1)]  # type: ignore[attr-defined]
+    assert granted == [True] * units + [False]
+    return limiter
+
+
 def test_an_idle_key_keeps_its_window_past_idle_ttl(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
-    hour = FAST.replace(limits=(LimitConfig.per_sliding_window("hour", 3, 7200.0),))
-    limiter = make_limiter(hour)
+    limiter = _filled(make_limiter, "hour", 3, 7200.0)
     cost = {"hour": 1.0}
-    assert [_take(limiter, cost).granted for _ in range(4)] == [True] * 3 + [False]  # type: ignore[attr-defined]
     clock.advance(3600 * 1.2)  # idle past idle_ttl (an hour, and an eighth more)
     assert not _take(limiter, cost).granted  # type: ignore[attr-defined]  # not a fresh window
     clock.advance(7200 - 3600 * 1.2)
@@ -180,11 +188,8 @@ def test_an_idle_key_keeps_its_window_past_idle_ttl(
 def test_a_full_window_past_max_backoff_is_exhausted(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
-    day = FAST.replace(limits=(LimitConfig.per_sliding_window("day", 2, 86_400.0),))
-    limiter = make_limiter(day)
-    cost = {"day": 1.0}
-    assert [_take(limiter, cost).granted for _ in range(2)] == [True, True]  # type: ignore[attr-defined]
-    refused = _take(limiter, cost)
+    limiter = _filled(make_limiter, "day", 2, 86_400.0)
+    refused = _take(limiter, {"day": 1.0})
     assert refused.reason == "exhausted"  # type: ignore[attr-defined]  # parked, no budget spent
     assert refused.wait == pytest.approx(86_400.0)  # type: ignore[attr-defined]
 
