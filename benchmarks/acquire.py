@@ -8,6 +8,7 @@ Part 2 checks pacing: processes sharing one 50/s limit sleep the computed wait a
 merged grant times are checked against the rate and the rate + burst bound.
 
     python benchmarks/acquire.py [--redis URL] [--seconds S] [--quick] [--no-pacing]
+    python benchmarks/acquire.py --store sqlite:///PATH   (acquire_sql.py: a SQL store)
 
 ``--redis`` takes any URL form the library reads: with a Redis Cluster
 (``redis+cluster://``) or Sentinel (``redis+sentinel://``) URL only the raw floor and this
@@ -394,12 +395,20 @@ def print_header(url: str, procs: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    parser.add_argument("--store", help="a SQL store's URL instead (acquire_sql.py runs it)")
     parser.add_argument("--seconds", type=float, help="seconds per measurement (default 3)")
     parser.add_argument("--procs", type=int, default=4, help="processes in the multi rows")
     parser.add_argument("--quick", action="store_true", help="smoke test: 0.5 s, pacing 3 s")
     parser.add_argument("--pacing", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--pacing-seconds", type=float, help="pacing run length (default 10)")
     args = parser.parse_args(argv)
+    if args.store:  # (a SQL store: its own comparison, against its bare transaction)
+        import acquire_sql
+
+        more = ["--store", args.store, "--procs", str(args.procs)]
+        if args.seconds:
+            more += ["--seconds", str(args.seconds)]
+        return acquire_sql.main(more)
     seconds = args.seconds or (0.5 if args.quick else 3.0)
     pacing_seconds = args.pacing_seconds or (3.0 if args.quick else 10.0)
     ctx, run = mp.get_context("spawn"), f"qrlbench-{os.getpid()}-{secrets.token_hex(3)}"

@@ -84,11 +84,12 @@ class _Context:
 @click.group()
 @click.option(
     "--redis",
+    "--store",
     "redis_url",
     envvar="QUEUE_RATELIMIT_REDIS_URL",
     default="redis://127.0.0.1:6379/0",
     show_default=True,
-    help="The shared state.",
+    help="The shared state: a Redis URL, or sqlite:///path for a SQLite file.",
 )
 @click.option(
     "--prefix",
@@ -287,6 +288,20 @@ def breaker(obj: _Context, action: str, integration: str, seconds: float | None,
         integration, state, plan.breaker_open_seconds if seconds is None else seconds
     )
     click.echo(f"breaker of {integration}: {'open' if action == 'open' else 'closed'}")
+
+
+@cli.command()
+@click.pass_obj
+def migrate(obj: _Context) -> None:
+    """Create the shared state's tables when missing (a SQL store; idempotent). Redis needs
+    none."""
+    backend = obj.backend or open_backend(obj.redis_url, prefix=obj.prefix)
+    create = getattr(backend, "create_schema", None)
+    if create is None:
+        click.echo(f"{backend.describe()}: nothing to create")
+        return
+    create()
+    click.echo(f"{backend.describe()}: tables ready")
 
 
 @cli.command("set")

@@ -22,6 +22,7 @@ from redis.cluster import RedisCluster
 from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.limiter import Limiter
 
@@ -176,8 +177,15 @@ class RedisProcess:
         return "\n".join([f"--- last lines of {self.log}", *text])
 
 
-def redis_limiter(url: str, prefix: str, config: IntegrationConfig, now: float | None) -> Limiter:
-    backend = RedisBackend(url, prefix=prefix, clock=(lambda: now) if now is not None else None)
+def shared_limiter(url: str, prefix: str, config: IntegrationConfig, now: float | None) -> Limiter:
+    """A limiter on the shared state at ``url`` (Redis, or a ``sqlite:///`` file), as
+    another process has it; at a fixed time ``now`` when given."""
+    clock = (lambda: now) if now is not None else None
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        backend: Any = SQLiteBackend(path, prefix=prefix, clock=clock or time.time)
+    else:
+        backend = RedisBackend(url, prefix=prefix, clock=clock)
     return Limiter(backend, {config.name: config})
 
 
@@ -190,7 +198,7 @@ def backoff_after_barrier(
     results: Any,
 ) -> None:
     """Worker process: acquire, wait for the others, then report one backoff."""
-    limiter = redis_limiter(url, prefix, config, None)
+    limiter = shared_limiter(url, prefix, config, None)
     decision = limiter.acquire(config.name, max_wait=60.0)
     barrier.wait(timeout=30)
     epoch = decision.epoch if use_epoch else None
@@ -202,7 +210,7 @@ def hold_lease_forever(
     url: str, prefix: str, config: IntegrationConfig, now: float | None, ready: Any
 ) -> None:
     """Worker process: take a concurrency lease, say so, then hang until killed."""
-    limiter = redis_limiter(url, prefix, config, now)
+    limiter = shared_limiter(url, prefix, config, now)
     decision = limiter.acquire(config.name, max_wait=60.0)
     ready.put(decision.lease)
     time.sleep(3600)

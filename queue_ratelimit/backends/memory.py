@@ -8,13 +8,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from queue_ratelimit.backends.base import REMEMBER_FOR, check_lifetimes
-from queue_ratelimit.policy import aimd, chain, climb, fair, quota
+from queue_ratelimit.policy import aimd, fair, steps
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.overrides import BoundedPlans, Override
 from queue_ratelimit.policy.state import (
-    BACKOFF,
-    FAILURE,
-    SUCCESS,
     AcquireRequest,
     Decision,
     KeyState,
@@ -22,7 +19,6 @@ from queue_ratelimit.policy.state import (
     Report,
     ReportResult,
     Snapshot,
-    new_state,
 )
 
 _Key = tuple[str, "str | None"]
@@ -33,10 +29,6 @@ _T = TypeVar("_T")
 def _app_key(integration: str) -> _Key:
     """Where a chain's integration-wide level is kept (no integration's name starts so)."""
     return ("\0app:" + integration, None)
-
-
-def _bump(state: KeyState, event: str) -> None:
-    state.counts[event] = state.counts.get(event, 0) + 1
 
 
 class MemoryBackend:
@@ -79,12 +71,7 @@ class MemoryBackend:
 
     def _start(self, key: _Key, now: float, plan: Plan) -> KeyState:
         """The key's state, or a new one: revived from what it learned, when remembered."""
-        entry = self._keys.get(key)
-        if entry is not None and now < entry[1]:
-            return entry[0]
-        if entry is not None and now < entry[1] + self._remember_for:
-            return climb.revive(entry[0], now, plan.limits)
-        return new_state(now)
+        return steps.start(self._keys.get(key), now, plan, self._remember_for)
 
     def _store(self, key: _Key, state: KeyState, now: float) -> None:
         self._keys[key] = (state, now + aimd.idle_expiry(state, now, self._idle_ttl))
@@ -148,13 +135,7 @@ class MemoryBackend:
             shares = None
             if plan.fair_share:
                 shares = self._fair.setdefault(request.integration, fair.FairState())
-            level = chain.level(upper, plan, request.costs, now, shares, request.tenant)
-            decision = aimd.acquire(state, breaker, now, plan, request, level)
-            if shares is not None and level is not None and level.share is not None:
-                fair.save_share(shares, level.share, now, self._idle_ttl)
-            if not decision.granted and request.refusal_event:
-                _bump(state, request.refusal_event)
-            return decision, decision.granted
+            return steps.acquire(state, breaker, now, upper, shares, plan, request, self._idle_ttl)
 
         self._plans[request.integration] = plan
         plan = self._bounded(request.integration, request.tenant, plan)
@@ -167,29 +148,7 @@ class MemoryBackend:
         def step(
             state: KeyState, breaker: brk.BreakerState, now: float, upper: KeyState | None
         ) -> tuple[ReportResult, bool]:
-            if report.lease_id:
-                aimd.release(state, report.lease_id)
-            aimd.sync_buckets(state, now, plan.limits)
-            quota.apply(state, now, plan.limits, report.feedback)
-            before = breaker.state
-            if report.kind == BACKOFF:
-                _bump(state, "backoffs")
-            if upper is not None:
-                result = chain.report(state, upper, now, plan, report)
-            elif report.kind == BACKOFF:
-                result = aimd.on_backoff(state, now, plan, report)
-            elif report.kind == FAILURE:
-                result = aimd.on_failure(state, now, plan.limits)
-            else:
-                result = aimd.on_success(state, now, plan)
-            if report.kind == FAILURE:
-                brk.on_failure(breaker, now, plan.breaker_threshold, plan.breaker_open_seconds)
-            elif report.kind == SUCCESS:
-                brk.on_success(breaker)
-            touched = report.kind == SUCCESS or (
-                report.kind == BACKOFF and chain.level_of(report, plan) != chain.TENANT
-            )
-            return aimd.with_breaker(result, breaker, before), touched
+            return steps.report(state, breaker, now, upper, plan, report)
 
         return self._apply(report.integration, report.tenant, plan, step)
 
@@ -304,7 +263,7 @@ class MemoryBackend:
         with self._lock:
             state = self._load((integration, tenant), self._clock())
             if state is not None:
-                _bump(state, event)
+                steps.bump(state, event)
 
     def stats(self, integration: str) -> dict[str, int]:
         """See ``Backend.stats``."""

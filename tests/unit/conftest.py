@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.limiter import Limiter
 from tests.conftest import FakeClock
@@ -22,14 +24,20 @@ from tests.support import SVC
 MakeLimiter = Callable[..., Limiter]
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sqlite"])
 def make_limiter(
-    request: pytest.FixtureRequest, clock: FakeClock, facade: Callable[[Limiter], Any]
+    request: pytest.FixtureRequest,
+    clock: FakeClock,
+    facade: Callable[[Limiter], Any],
+    tmp_path: Path,
 ) -> MakeLimiter:
-    """Build a limiter over the parametrised backend, sharing the test's fake clock."""
+    """Build a limiter over the parametrised backend, sharing the test's fake clock (each
+    limiter made is another process's view of the same shared state, but in memory)."""
 
     url, prefix = None, None
-    if request.param != "memory":  # a single server, or a 3-master Redis Cluster
+    if request.param == "sqlite":  # a file, shared by the limiters the test makes
+        url, prefix = f"sqlite:///{tmp_path / 'limiter.db'}", "qrltest"
+    elif request.param != "memory":  # a single server, or a 3-master Redis Cluster
         cluster = request.param == "cluster"
         where = request.getfixturevalue("redis_cluster" if cluster else "redis_url")
         url = where.url if cluster else where
@@ -41,6 +49,9 @@ def make_limiter(
         config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
         if url is None:
             backend: object = MemoryBackend(clock=clock, remember_for=remember_for)
+        elif request.param == "sqlite":
+            path = url[len("sqlite:///") :]
+            backend = SQLiteBackend(path, prefix=prefix, clock=clock, remember_for=remember_for)
         else:
             backend = RedisBackend(
                 url,  # type: ignore[arg-type]

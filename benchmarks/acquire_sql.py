@@ -1,0 +1,172 @@
+"""Decisions per second on a SQL store, against the store's bare transaction round trip.
+
+For 1 and N processes, each in a loop on one shared key (a limit so large every call is
+granted) for S seconds, side by side in one run:
+
+* **bare**: the cheapest write transaction the store can run (SQLite: ``BEGIN IMMEDIATE;
+  COMMIT``), the floor under any decision;
+* **one-row upsert**: a write transaction reading one row and writing 400 bytes back, the
+  least I/O a decision can do;
+* **queue_ratelimit**: ``Limiter.acquire`` on ``SQLiteBackend``: one ``BEGIN IMMEDIATE``
+  transaction reading the key's row, its integration's and its overrides, deciding,
+  writing the key back.
+
+Target: a decision at least 0.5x the bare round trip's rate. ``acquire.py --store URL``
+runs this script.
+
+    python benchmarks/acquire_sql.py [--store sqlite:///PATH] [--seconds S] [--procs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import multiprocessing as mp
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+from text_table import table
+
+import queue_ratelimit
+from queue_ratelimit import IntegrationConfig, Limiter
+from queue_ratelimit.backends import SQLITE_SCHEME
+from queue_ratelimit.backends.sqlite import SQLiteBackend
+
+HUGE = 1_000_000_000
+BARE, ROW = "bare BEGIN IMMEDIATE; COMMIT", "one-row upsert"
+OURS = "queue_ratelimit acquire"
+TARGET = 0.5
+
+
+def _bare(path: str) -> Callable[[], None]:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+    def call() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("COMMIT")
+
+    return call
+
+
+def _row(path: str) -> Callable[[], None]:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_row (k TEXT PRIMARY KEY, v TEXT)")
+    value = "x" * 400  # about a key's state
+
+    def call() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("SELECT v FROM bench_row WHERE k = 'k'").fetchone()
+        conn.execute(
+            "INSERT INTO bench_row VALUES ('k', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+            (value,),
+        )
+        conn.execute("COMMIT")
+
+    return call
+
+
+def _ours(path: str) -> Callable[[], None]:
+    config = IntegrationConfig("bench", rate_limit_per_sec=HUGE, burst_size=HUGE, max_rate=HUGE)
+    limiter = Limiter(SQLiteBackend(path, busy_timeout=30.0), {"bench": config})
+
+    def call() -> None:
+        limiter.acquire("bench")
+
+    return call
+
+
+def _loop(
+    contender: str, path: str, seconds: float, start: Barrier, results: Any
+) -> None:  # a process
+    call = {BARE: _bare, ROW: _row, OURS: _ours}[contender](path)
+    for _ in range(50):  # warm up: connections, the schema, the key
+        call()
+    start.wait()
+    calls, until = 0, time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        call()
+        calls += 1
+    results.put(calls)
+
+
+def measure(contender: str, path: str, procs: int, seconds: float) -> float:
+    """Calls per second of ``procs`` processes together."""
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Barrier(procs), ctx.Queue()
+    workers = [
+        ctx.Process(target=_loop, args=(contender, path, seconds, start, results))
+        for _ in range(procs)
+    ]
+    for worker in workers:
+        worker.start()
+    total = sum(results.get(timeout=seconds + 120) for _ in workers)
+    for worker in workers:
+        worker.join()
+    return total / seconds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--store", default=None, help="sqlite:///PATH (default: a temp file)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--procs", type=int, default=4, help="processes in the shared rows")
+    args = parser.parse_args(argv)
+    scratch = None
+    if args.store is None:
+        scratch = tempfile.mkdtemp(prefix="qrl-bench-")
+        args.store = SQLITE_SCHEME + os.path.join(scratch, "bench.db")
+    if not args.store.startswith(SQLITE_SCHEME):
+        parser.error(f"--store: {args.store!r}: only {SQLITE_SCHEME}PATH is measured here")
+    path = args.store[len(SQLITE_SCHEME) :]
+    SQLiteBackend(path).close()  # the tables, before anyone times anything
+    print(f"date          {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"python        {platform.python_version()}; cpus {os.cpu_count()}")
+    print(f"sqlite        {sqlite3.sqlite_version} at {path} (WAL, synchronous=NORMAL)")
+    print(f"library       queue_ratelimit {queue_ratelimit.__version__}")
+    print(f"runs          {args.seconds:g} s each, one shared key\n")
+    rows = []
+    for procs in sorted({1, args.procs}):
+        bare = measure(BARE, path, procs, args.seconds)
+        row = measure(ROW, path, procs, args.seconds)
+        ours = measure(OURS, path, procs, args.seconds)
+        ratio = ours / bare if bare else 0.0
+        verdict = "PASS" if ratio >= TARGET else "MISS"
+        rows.append(
+            [
+                str(procs),
+                f"{bare:,.0f}",
+                f"{row:,.0f}",
+                f"{ours:,.0f}",
+                f"{ratio:.2f} {verdict}",
+                f"{ours / row if row else 0.0:.2f}",
+            ]
+        )
+    headers = [
+        "processes",
+        f"{BARE} /s",
+        f"{ROW} /s",
+        f"{OURS} /s",
+        f"ours/bare (>= {TARGET})",
+        "ours/upsert",
+    ]
+    print(table(headers, rows, "rrrrrr"))
+    if scratch is not None:
+        for name in os.listdir(scratch):
+            os.remove(os.path.join(scratch, name))
+        os.rmdir(scratch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
