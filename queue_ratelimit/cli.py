@@ -27,7 +27,7 @@ import click
 import redis
 from rich.console import Console
 
-from queue_ratelimit.backends import Backend, open_backend, redacted
+from queue_ratelimit.backends import SQLITE_SCHEME, Backend, open_backend, redacted
 from queue_ratelimit.cli_tables import override_text, status_table, top_table, with_override
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, QueueRateLimitError
@@ -493,6 +493,8 @@ def main(argv: list[str] | None = None) -> None:
 def _explain(exc: BackendError, obj: _Context | None) -> str:
     """A store's failure as the operator can act on it: what, where and what to check."""
     where = f"Redis at {redacted(obj.redis_url)}" if obj else "the shared state"
+    if obj and obj.redis_url.startswith(SQLITE_SCHEME):
+        return f"the SQLite file {obj.redis_url[len(SQLITE_SCHEME) :]}: {exc}"
     cause = exc.__cause__
     detail = str(cause or exc)
     lowered = detail.lower()

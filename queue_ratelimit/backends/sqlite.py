@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -52,6 +53,8 @@ from queue_ratelimit.policy.state import (
 __all__ = ["SCHEMA", "SQLiteBackend"]
 
 _T = TypeVar("_T")
+_S = TypeVar("_S")
+log = logging.getLogger(__name__)
 
 KEY, APP = 0, 1
 """``qrl_keys.level``: a key (an integration's or a tenant's), a chain's integration-wide level."""
@@ -73,6 +76,19 @@ SCHEMA = (
         body TEXT NOT NULL, PRIMARY KEY (scope, integration, tenant)) WITHOUT ROWID""",
 )
 """The tables (``create_schema`` runs these; each is idempotent)."""
+
+
+_INHERITED: list[sqlite3.Connection] = []
+"""Connections a forked child inherited: kept, never used or closed there."""
+
+
+def _read(decode: Callable[[str | None], _S], text: str | None) -> _S:
+    """An integration's breaker or fair shares; a damaged one starts afresh (logged)."""
+    try:
+        return decode(text)
+    except ValueError as exc:
+        log.warning("queue_ratelimit: an unreadable row starts afresh: %s", exc)
+        return decode(None)
 
 
 def _column(tenant: str | None) -> str:
@@ -124,28 +140,47 @@ class SQLiteBackend:
         self._bounded_plans = BoundedPlans()
         self._plans_written: dict[str, Plan] = {}
         self._writes = 0
-        self.create_schema()
+        self._schema_known = False  # (the file is not opened before the first call)
 
     # -- connections and transactions ---------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection (a new one in a forked child: connections do not cross)."""
+        """This thread's connection: opened at its first call (a forked child opens its own
+        and leaves the one it inherited alone: closing it would close the parent's), with
+        the tables created when the file has none."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            try:
-                conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise BackendError(f"sqlite {self.path}: {exc}") from exc
-            self._local.conn, self._local.pid = conn, os.getpid()
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        if conn is not None:
+            _INHERITED.append(conn)  # (never closed in this process)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if not self._schema_known:
+                found = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+                    " ('qrl_keys', 'qrl_integrations', 'qrl_overrides')"
+                ).fetchone()[0]
+                if found < 3:
+                    self._create(conn)
+                self._schema_known = True
+        except sqlite3.Error as exc:
+            raise BackendError(f"sqlite {self.path}: {exc}") from exc
+        if str(mode).lower() != "wal":
+            log.warning(
+                "queue_ratelimit: %s is in %s journal mode, not WAL: readers wait for writers",
+                self.path,
+                mode,
+            )
+        self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One transaction (``BEGIN IMMEDIATE`` to write: the lock taken at once, so two
-        writers never both read and then fail to upgrade); any SQLite error is a
-        ``BackendError``."""
+        writers never both read and then fail to upgrade); any SQLite error, and a row that
+        is not what it should be, is a ``BackendError``."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -157,15 +192,34 @@ class SQLiteBackend:
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if conn.in_transaction:  # (still in it: every later BEGIN would fail)
+                self._local.conn = None
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise BackendError(f"sqlite {self.path}: {exc}") from exc
             raise
 
-    def create_schema(self) -> None:
-        """Create the tables when missing (idempotent; ``queue-ratelimit migrate`` runs it)."""
-        with self._tx() as conn:
+    @staticmethod
+    def _create(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             for statement in SCHEMA:
                 conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def create_schema(self) -> None:
+        """Create the tables when missing (idempotent; ``queue-ratelimit migrate`` runs it;
+        a backend creates them at its first call on a file that has none)."""
+        conn = self._connection()
+        try:
+            self._create(conn)
+        except sqlite3.Error as exc:
+            raise BackendError(f"sqlite {self.path}: {exc}") from exc
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
@@ -184,7 +238,18 @@ class SQLiteBackend:
             " WHERE scope = ? AND integration = ? AND level = ? AND tenant = ?",
             (self.prefix, integration, level, _column(tenant)),
         ).fetchone()
-        return None if row is None else (sj.state_from(row[0]), float(row[1]))
+        if row is None:
+            return None
+        try:
+            return sj.state_from(row[0]), float(row[1])
+        except ValueError as exc:  # (a damaged row: the key starts afresh, as a lost one)
+            log.warning(
+                "queue_ratelimit: %s: the state of %s is unreadable and starts afresh: %s",
+                self.path,
+                integration if tenant is None else f"{integration}:{tenant}",
+                exc,
+            )
+            return None
 
     def _live(
         self, conn: sqlite3.Connection, integration: str, level: int, tenant: str | None, now: float
@@ -271,9 +336,9 @@ class SQLiteBackend:
             if plan.app is not None:
                 entry = self._entry(conn, integration, APP, None)
                 upper = steps.start(entry, now, plan.app, self._remember_for)
-            breaker_text, fair_text, _ = self._integration_row(conn, integration)
-            breaker = sj.breaker_from(breaker_text)
-            shares = sj.fair_from(fair_text) if plan.fair_share else None
+            breaker_text, fair_text, plan_text = self._integration_row(conn, integration)
+            breaker = _read(sj.breaker_from, breaker_text)
+            shares = _read(sj.fair_from, fair_text) if plan.fair_share else None
             result, touched = step(state, breaker, now, upper, shares, plan)
             self._put(conn, integration, KEY, tenant, state, now)
             if upper is not None and touched:
@@ -284,12 +349,16 @@ class SQLiteBackend:
                 columns["breaker"] = new_breaker
             if shares is not None:
                 columns["fair"] = sj.fair_text(shares)
-            if save_plan and self._plans_written.get(integration) is not given:
+            wrote_plan = save_plan and (
+                plan_text is None or self._plans_written.get(integration) is not given
+            )
+            if wrote_plan:  # (again when another process purged it)
                 columns["plan"] = plan_json(given, self._idle_ttl)
-                self._plans_written[integration] = given
             if columns:
                 self._put_integration(conn, integration, **columns)
-            return result
+        if wrote_plan:  # (once committed)
+            self._plans_written[integration] = given
+        return result
 
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
@@ -330,7 +399,11 @@ class SQLiteBackend:
             state = self._live(conn, integration, KEY, tenant, now)
             if state is None or not aimd.release(state, lease_id):
                 return False
-            self._put(conn, integration, KEY, tenant, state, now)
+            conn.execute(  # (its expiry as it was: a lease given back is no use of the key)
+                "UPDATE qrl_keys SET state = ?"
+                " WHERE scope = ? AND integration = ? AND level = ? AND tenant = ?",
+                (sj.state_text(state), self.prefix, integration, KEY, _column(tenant)),
+            )
             return True
 
     def check(self, integration: str, tenant: str | None) -> tuple[int, float] | None:
@@ -387,7 +460,7 @@ class SQLiteBackend:
         return f"sqlite {self.path} (prefix {self.prefix!r})"
 
     def _breaker(self, conn: sqlite3.Connection, integration: str) -> brk.BreakerState:
-        return sj.breaker_from(self._integration_row(conn, integration)[0])
+        return _read(sj.breaker_from, self._integration_row(conn, integration)[0])
 
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
@@ -441,8 +514,9 @@ class SQLiteBackend:
                 (self.prefix, integration, KEY, self._clock()),
             ).fetchall()
         for (text,) in rows:
-            for event, value in sj.state_from(text).counts.items():
-                totals[event] = totals.get(event, 0) + value
+            with contextlib.suppress(ValueError):  # (a damaged row counts nothing)
+                for event, value in sj.state_from(text).counts.items():
+                    totals[event] = totals.get(event, 0) + value
         return totals
 
     def stored_plan(self, integration: str) -> Plan | None:

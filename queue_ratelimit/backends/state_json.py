@@ -2,11 +2,14 @@
 (``SQLiteBackend``): a key's ``KeyState``, an integration's breaker and fair shares.
 
 Floats round-trip exactly (``json`` writes ``repr``); a tenant of ``None`` (the shares and
-activity of calls made without one) is written as ``null`` in a list of pairs.
+activity of calls made without one) is written as ``null`` in a list of pairs. A reader
+ignores fields it does not know (a row written by a later version), and raises
+``ValueError`` for a row that is not what it reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -32,15 +35,24 @@ def state_text(state: KeyState) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data``'s fields that ``cls`` has (a row another version wrote may hold more)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
 def _bucket(data: dict[str, Any]) -> BucketState:
-    return BucketState(**data)
+    return BucketState(**_known(BucketState, data))
 
 
 def state_from(text: str | bytes) -> KeyState:
-    """The ``KeyState`` that ``state_text`` wrote."""
-    data = json.loads(text)
-    data["buckets"] = {name: _bucket(b) for name, b in data["buckets"].items()}
-    return KeyState(**data)
+    """The ``KeyState`` that ``state_text`` wrote; ``ValueError`` for anything else."""
+    try:
+        data = json.loads(text)
+        data["buckets"] = {name: _bucket(b) for name, b in data["buckets"].items()}
+        return KeyState(**_known(KeyState, data))
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a key's state: {exc!r}") from exc
 
 
 def breaker_text(breaker: BreakerState) -> str:
@@ -49,7 +61,12 @@ def breaker_text(breaker: BreakerState) -> str:
 
 def breaker_from(text: str | bytes | None) -> BreakerState:
     """The breaker ``breaker_text`` wrote (``None``: closed, nothing counted)."""
-    return BreakerState() if text is None else BreakerState(**json.loads(text))
+    if text is None:
+        return BreakerState()
+    try:
+        return BreakerState(**_known(BreakerState, json.loads(text)))
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(f"not a breaker: {exc!r}") from exc
 
 
 def fair_text(shares: FairState) -> str:
@@ -65,9 +82,12 @@ def fair_from(text: str | bytes | None) -> FairState:
     """The fair shares ``fair_text`` wrote (``None``: none yet)."""
     if text is None:
         return FairState()
-    data = json.loads(text)
-    return FairState(
-        shares={t: _bucket(b) for t, b in data["shares"]},
-        active={t: until for t, until in data["active"]},
-        used=(float(data["used"][0]), float(data["used"][1])),
-    )
+    try:
+        data = json.loads(text)
+        return FairState(
+            shares={t: _bucket(b) for t, b in data["shares"]},
+            active={t: until for t, until in data["active"]},
+            used=(float(data["used"][0]), float(data["used"][1])),
+        )
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"not fair shares: {exc!r}") from exc

@@ -4,6 +4,7 @@ sharing one file, a file locked by another process, the URL and the bad argument
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -97,9 +98,10 @@ def test_a_sqlite_url_opens_the_file_and_the_cli_migrates_it(
     path = tmp_path / "state.db"
     backend = open_backend(f"sqlite:///{path}", prefix="app1")
     assert isinstance(backend, SQLiteBackend) and backend.prefix == "app1"
-    assert path.exists()
+    assert not path.exists()  # opened at the first call, not when built
     cli_main(["--store", f"sqlite:///{path}", "migrate"])
     assert "tables ready" in capsys.readouterr().out
+    assert list(backend.scan()) == []  # the tables are there
 
 
 @pytest.mark.parametrize(
@@ -112,3 +114,15 @@ def test_bad_arguments_name_the_field(tmp_path: Path, args: tuple[str], field: s
     with pytest.raises(ConfigError) as caught:
         SQLiteBackend(where, **options)
     assert caught.value.field == field
+
+
+def test_a_damaged_row_starts_afresh_instead_of_failing_the_worker(tmp_path: Path) -> None:
+    path = str(tmp_path / "limiter.db")
+    limiter = Limiter(SQLiteBackend(path), {"svc": TEN})
+    assert limiter.acquire("svc").granted
+    with sqlite3.connect(path) as conn:  # another version's row, and a damaged breaker
+        conn.execute('UPDATE qrl_keys SET state = \'{"not": "a state"}\'')
+        conn.execute("UPDATE qrl_integrations SET breaker = 'garbage'")
+    decision = limiter.acquire("svc")
+    assert decision.granted  # a fresh key: its burst again
+    assert limiter.snapshot("svc").exists
