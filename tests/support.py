@@ -24,6 +24,7 @@ from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.errors import BackendUnavailable
 from queue_ratelimit.limiter import Limiter
 
 SVC = IntegrationConfig(
@@ -301,3 +302,12 @@ def refused_at_start(command: Sequence[str], app_dir: Path, named: str, **env: s
     assert len(mentions) == 1, lines
     assert named in mentions[0] and "did you mean 'notion'?" in mentions[0]
     assert not any("Traceback" in line for line in lines), lines
+
+
+def answers(limiter: Limiter) -> bool:
+    """Whether the limiter decides at all (shared or local), not whether it grants."""
+    try:
+        limiter.acquire("svc")
+    except BackendUnavailable:
+        return False
+    return True

@@ -362,35 +362,26 @@ class SQLiteBackend:
 
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         """See ``Backend.acquire``."""
-
-        def step(
-            state: KeyState,
-            breaker: brk.BreakerState,
-            now: float,
-            upper: KeyState | None,
-            shares: fair.FairState | None,
-            bounded: Plan,
-        ) -> tuple[Decision, bool]:
-            return steps.acquire(
+        return self._apply(
+            request.integration,
+            request.tenant,
+            plan,
+            lambda state, breaker, now, upper, shares, bounded: steps.acquire(
                 state, breaker, now, upper, shares, bounded, request, self._idle_ttl
-            )
-
-        return self._apply(request.integration, request.tenant, plan, step, save_plan=True)
+            ),
+            save_plan=True,
+        )
 
     def report(self, report: Report, plan: Plan) -> ReportResult:
         """See ``Backend.report``."""
-
-        def step(
-            state: KeyState,
-            breaker: brk.BreakerState,
-            now: float,
-            upper: KeyState | None,
-            shares: fair.FairState | None,
-            bounded: Plan,
-        ) -> tuple[ReportResult, bool]:
-            return steps.report(state, breaker, now, upper, bounded, report)
-
-        return self._apply(report.integration, report.tenant, plan, step)
+        return self._apply(
+            report.integration,
+            report.tenant,
+            plan,
+            lambda state, breaker, now, upper, _shares, bounded: steps.report(
+                state, breaker, now, upper, bounded, report
+            ),
+        )
 
     def release(self, integration: str, tenant: str | None, lease_id: str) -> bool:
         """See ``Backend.release``."""

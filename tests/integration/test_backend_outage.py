@@ -24,7 +24,7 @@ from queue_ratelimit.plans import Prepared, plan_for
 from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
 from tests.conftest import FakeClock
 from tests.integration.celery_harness import capp, celery_rig, wait_all
-from tests.support import SVC, RedisProcess, free_port, wait_until
+from tests.support import SVC, RedisProcess, answers, free_port, wait_until
 
 
 @pytest.fixture
@@ -52,15 +52,6 @@ def _limiter(url: str, mode: str, prefix: str = "qrl-outage") -> Limiter:
 Facade = Callable[[Limiter], Any]  # the ``facade`` fixture: the limiter, or an async one
 
 
-def _answers(limiter: Limiter) -> bool:
-    """Whether the limiter decides at all (shared or local), not whether it grants."""
-    try:
-        limiter.acquire("svc")
-    except BackendUnavailable:
-        return False
-    return True
-
-
 def test_fail_closed_refuses_without_raising_elsewhere_and_recovers(
     private_redis: RedisProcess, outages: list[tuple[str, dict[str, Any]]], facade: Facade
 ) -> None:
@@ -82,7 +73,7 @@ def test_fail_closed_refuses_without_raising_elsewhere_and_recovers(
     assert server.url not in outages[0][1]["error"]
 
     server.start()  # every key lost, as after a restart without persistence
-    wait_until(lambda: _answers(limiter), timeout=10)
+    wait_until(lambda: answers(limiter), timeout=10)
     assert [kind for kind, _ in outages] == ["down", "up"]
     state_key = RedisBackend(server.url, prefix="qrl-outage").keys_for("svc", None)[0]
     assert redis.Redis.from_url(server.url).exists(state_key)  # shared state again
@@ -102,7 +93,7 @@ def test_fail_open_decides_locally_at_a_share_of_the_rate(
     assert [(kind, fields["mode"]) for kind, fields in outages] == [("down", "open")]
 
     server = private_redis.start()
-    wait_until(lambda: _answers(limiter) and [k for k, _ in outages] == ["down", "up"], 10)
+    wait_until(lambda: answers(limiter) and [k for k, _ in outages] == ["down", "up"], 10)
     backend = RedisBackend(server.url, prefix="qrl-outage")
     assert redis.Redis.from_url(server.url).exists(backend.keys_for("svc", None)[0])
 
@@ -225,7 +216,7 @@ def test_a_lease_given_back_during_an_outage_is_released_when_redis_returns(
     backend = RedisBackend(server.url, prefix="qrl-lease")
     leases_key = backend.keys_for("svc", None)[1]
     backend.client.zadd(leases_key, {held.lease: 4_000_000_000})
-    wait_until(lambda: _answers(limiter), timeout=10)  # recovered (an acquire first refused)
+    wait_until(lambda: answers(limiter), timeout=10)  # recovered (an acquire first refused)
     assert backend.client.zscore(leases_key, held.lease) is None  # released on recovery
 
 

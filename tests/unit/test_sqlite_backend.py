@@ -17,7 +17,7 @@ from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.cli import main as cli_main
 from queue_ratelimit.errors import BackendUnavailable, ConfigError
 from queue_ratelimit.limiter import Limiter
-from tests.support import SVC, wait_until
+from tests.support import SVC, answers, wait_until
 
 # a burst of 10 and next to no refill: exactly 10 grants, whoever asks
 TEN = SVC.replace(rate_limit_per_sec=0.001, min_rate=0.001, max_rate=0.001, burst_size=10.0)
@@ -52,14 +52,6 @@ conn.execute("ROLLBACK")
 """
 
 
-def _answers(limiter: Limiter) -> bool:
-    try:
-        limiter.acquire("svc")
-    except BackendUnavailable:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("mode", ["closed", "open"])
 def test_a_file_locked_by_another_process_holds_the_outage_policy_then_recovers(
     tmp_path: Path, mode: str
@@ -88,7 +80,7 @@ def test_a_file_locked_by_another_process_holds_the_outage_policy_then_recovers(
         locker.wait(timeout=30)
         assert locker.stdout is not None
         locker.stdout.close()
-    wait_until(lambda: _answers(limiter), timeout=10)
+    wait_until(lambda: answers(limiter), timeout=10)
     assert Limiter(SQLiteBackend(path), {"svc": config}).snapshot("svc").exists
 
 
