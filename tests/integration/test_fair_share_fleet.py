@@ -29,6 +29,7 @@ def _finish_times(rig: RQRig, ids: dict[str, list[str]], start: float) -> dict[s
     return {tenant: max(when[i] for i in job_ids) - start for tenant, job_ids in ids.items()}
 
 
+@pytest.mark.timeout(420)  # its own waits (120 s, then 240 s) outlast the suite's 120 s
 def test_quiet_tenants_keep_their_pace_beside_a_backlog(redis_url: str) -> None:
     with rq_rig("simple", redis_url, limit=1000) as rig:
         for queue in (jobs.SHARED, jobs.ALONE):
