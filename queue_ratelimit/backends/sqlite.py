@@ -155,7 +155,7 @@ class SQLiteBackend:
             _INHERITED.append(conn)  # (never closed in this process)
         try:
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             if not self._schema_known:
                 found = conn.execute(
@@ -175,6 +175,19 @@ class SQLiteBackend:
             )
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode: the change takes the whole file's lock and does not wait
+        for it (processes opening a new file together collide), so it is retried within
+        ``busy_timeout``; answers the mode the file is in."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
