@@ -8,7 +8,7 @@ Part 2 checks pacing: processes sharing one 50/s limit sleep the computed wait a
 merged grant times are checked against the rate and the rate + burst bound.
 
     python benchmarks/acquire.py [--redis URL] [--seconds S] [--quick] [--no-pacing]
-    python benchmarks/acquire.py --store sqlite:///PATH   (acquire_sql.py: a SQL store)
+    python benchmarks/acquire.py --store sqlite:///PATH|postgresql://...   (acquire_sql.py)
 
 ``--redis`` takes any URL form the library reads: with a Redis Cluster
 (``redis+cluster://``) or Sentinel (``redis+sentinel://``) URL only the raw floor and this

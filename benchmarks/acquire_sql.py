@@ -3,18 +3,20 @@
 For 1 and N processes, each in a loop on one shared key (a limit so large every call is
 granted) for S seconds, side by side in one run:
 
-* **bare**: the cheapest write transaction the store can run (SQLite: ``BEGIN IMMEDIATE;
-  COMMIT``), the floor under any decision;
+* **bare**: the floor under any decision: SQLite's cheapest write transaction
+  (``BEGIN IMMEDIATE; COMMIT``); PostgreSQL's round trip (``SELECT 1``);
 * **one-row upsert**: a write transaction reading one row and writing 400 bytes back, the
-  least I/O a decision can do;
-* **queue_ratelimit**: ``Limiter.acquire`` on ``SQLiteBackend``: one ``BEGIN IMMEDIATE``
-  transaction reading the key's row, its integration's and its overrides, deciding,
-  writing the key back.
+  least I/O a decision can do (PostgreSQL: the row locked, in two round trips, the commit
+  not waiting for the disk, as ours);
+* **queue_ratelimit**: ``Limiter.acquire`` on ``SQLiteBackend`` (one ``BEGIN IMMEDIATE``
+  transaction) or ``PostgresBackend`` (one transaction in two round trips): the key's row,
+  its integration's and its overrides read, the decision, the key written back.
 
 Target: a decision at least 0.5x the bare round trip's rate. ``acquire.py --store URL``
 runs this script.
 
-    python benchmarks/acquire_sql.py [--store sqlite:///PATH] [--seconds S] [--procs N]
+    python benchmarks/acquire_sql.py [--store sqlite:///PATH|postgresql://...] [--seconds S]
+                                     [--procs N]
 """
 
 from __future__ import annotations
@@ -36,16 +38,22 @@ from text_table import table
 
 import queue_ratelimit
 from queue_ratelimit import IntegrationConfig, Limiter
-from queue_ratelimit.backends import SQLITE_SCHEME
-from queue_ratelimit.backends.sqlite import SQLiteBackend
+from queue_ratelimit.backends import POSTGRES_SCHEMES, SQLITE_SCHEME, open_backend
 
 HUGE = 1_000_000_000
-BARE, ROW = "bare BEGIN IMMEDIATE; COMMIT", "one-row upsert"
+BARE, ROW = "bare round trip", "one-row upsert"
 OURS = "queue_ratelimit acquire"
 TARGET = 0.5
+PREFIX = "qrl-bench"
 
 
-def _bare(path: str) -> Callable[[], None]:
+def _bare(store: str) -> Callable[[], None]:
+    if store.startswith(POSTGRES_SCHEMES):
+        import psycopg
+
+        pg = psycopg.connect(store, autocommit=True)
+        return lambda: pg.execute("SELECT 1").fetchone() and None
+    path = store[len(SQLITE_SCHEME) :]
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -57,7 +65,29 @@ def _bare(path: str) -> Callable[[], None]:
     return call
 
 
-def _row(path: str) -> Callable[[], None]:
+def _pg_row(store: str) -> Callable[[], None]:
+    import psycopg
+
+    conn = psycopg.connect(store, autocommit=True)
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_row (k text PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO bench_row VALUES ('k', '') ON CONFLICT DO NOTHING")
+    value = "x" * 400
+
+    def call() -> None:
+        with conn.pipeline():  # (as ours: two round trips, the commit not waiting for disk)
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL synchronous_commit = off")
+            conn.execute("SELECT v FROM bench_row WHERE k = 'k' FOR UPDATE").fetchone()
+            conn.execute("UPDATE bench_row SET v = %s WHERE k = 'k'", (value,))
+            conn.execute("COMMIT")
+
+    return call
+
+
+def _row(store: str) -> Callable[[], None]:
+    if store.startswith(POSTGRES_SCHEMES):
+        return _pg_row(store)
+    path = store[len(SQLITE_SCHEME) :]
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -76,9 +106,9 @@ def _row(path: str) -> Callable[[], None]:
     return call
 
 
-def _ours(path: str) -> Callable[[], None]:
+def _ours(store: str) -> Callable[[], None]:
     config = IntegrationConfig("bench", rate_limit_per_sec=HUGE, burst_size=HUGE, max_rate=HUGE)
-    limiter = Limiter(SQLiteBackend(path, busy_timeout=30.0), {"bench": config})
+    limiter = Limiter(open_backend(store, prefix=PREFIX), {"bench": config})
 
     def call() -> None:
         limiter.acquire("bench")
@@ -87,9 +117,9 @@ def _ours(path: str) -> Callable[[], None]:
 
 
 def _loop(
-    contender: str, path: str, seconds: float, start: Barrier, results: Any
+    contender: str, store: str, seconds: float, start: Barrier, results: Any
 ) -> None:  # a process
-    call = {BARE: _bare, ROW: _row, OURS: _ours}[contender](path)
+    call = {BARE: _bare, ROW: _row, OURS: _ours}[contender](store)
     for _ in range(50):  # warm up: connections, the schema, the key
         call()
     start.wait()
@@ -100,12 +130,12 @@ def _loop(
     results.put(calls)
 
 
-def measure(contender: str, path: str, procs: int, seconds: float) -> float:
+def measure(contender: str, store: str, procs: int, seconds: float) -> float:
     """Calls per second of ``procs`` processes together."""
     ctx = mp.get_context("spawn")
     start, results = ctx.Barrier(procs), ctx.Queue()
     workers = [
-        ctx.Process(target=_loop, args=(contender, path, seconds, start, results))
+        ctx.Process(target=_loop, args=(contender, store, seconds, start, results))
         for _ in range(procs)
     ]
     for worker in workers:
@@ -118,7 +148,9 @@ def measure(contender: str, path: str, procs: int, seconds: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--store", default=None, help="sqlite:///PATH (default: a temp file)")
+    parser.add_argument(
+        "--store", default=None, help="sqlite:///PATH or postgresql://... (default: a temp file)"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--procs", type=int, default=4, help="processes in the shared rows")
     args = parser.parse_args(argv)
@@ -126,20 +158,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.store is None:
         scratch = tempfile.mkdtemp(prefix="qrl-bench-")
         args.store = SQLITE_SCHEME + os.path.join(scratch, "bench.db")
-    if not args.store.startswith(SQLITE_SCHEME):
-        parser.error(f"--store: {args.store!r}: only {SQLITE_SCHEME}PATH is measured here")
-    path = args.store[len(SQLITE_SCHEME) :]
-    SQLiteBackend(path).close()  # the tables, before anyone times anything
+    if not args.store.startswith((SQLITE_SCHEME, *POSTGRES_SCHEMES)):
+        parser.error(f"--store: {args.store!r}: {SQLITE_SCHEME}PATH or postgresql://... only")
+    backend: Any = open_backend(args.store, prefix=PREFIX)
+    backend.create_schema()  # the tables, before anyone times anything
+    backend.purge("bench")
     print(f"date          {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"python        {platform.python_version()}; cpus {os.cpu_count()}")
-    print(f"sqlite        {sqlite3.sqlite_version} at {path} (WAL, synchronous=NORMAL)")
+    if args.store.startswith(SQLITE_SCHEME):
+        path = args.store[len(SQLITE_SCHEME) :]
+        print(f"sqlite        {sqlite3.sqlite_version} at {path} (WAL, synchronous=NORMAL)")
+    else:
+        import psycopg
+
+        with psycopg.connect(args.store) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+        print(f"postgresql    {version[0] if version else '?'} at {backend.describe()}")
     print(f"library       queue_ratelimit {queue_ratelimit.__version__}")
     print(f"runs          {args.seconds:g} s each, one shared key\n")
     rows = []
     for procs in sorted({1, args.procs}):
-        bare = measure(BARE, path, procs, args.seconds)
-        row = measure(ROW, path, procs, args.seconds)
-        ours = measure(OURS, path, procs, args.seconds)
+        bare = measure(BARE, args.store, procs, args.seconds)
+        row = measure(ROW, args.store, procs, args.seconds)
+        ours = measure(OURS, args.store, procs, args.seconds)
         ratio = ours / bare if bare else 0.0
         verdict = "PASS" if ratio >= TARGET else "MISS"
         rows.append(
@@ -161,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ours/upsert",
     ]
     print(table(headers, rows, "rrrrrr"))
+    backend.purge("bench")
     if scratch is not None:
         for name in os.listdir(scratch):
             os.remove(os.path.join(scratch, name))

@@ -74,7 +74,8 @@ class InboundLimiter:
 
     Args:
         rules: the ``Rule``\\ s, checked in order.
-        backend: a ``Backend``, or a store's URL (``redis://...``, ``memory://``); a new
+        backend: a ``Backend``, or a store's URL (``redis://...``, ``postgresql://...``,
+            ``sqlite:///path``, ``memory://``); a new
             ``MemoryBackend`` (this process only) when omitted.
         prefix: the Redis key prefix when ``backend`` is a URL (apart from your workers').
         fields: add the ``RateLimit`` fields to granted answers too.

@@ -27,7 +27,13 @@ import click
 import redis
 from rich.console import Console
 
-from queue_ratelimit.backends import SQLITE_SCHEME, Backend, open_backend, redacted
+from queue_ratelimit.backends import (
+    POSTGRES_SCHEMES,
+    SQLITE_SCHEME,
+    Backend,
+    open_backend,
+    redacted,
+)
 from queue_ratelimit.cli_tables import override_text, status_table, top_table, with_override
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.errors import BackendError, QueueRateLimitError
@@ -89,7 +95,7 @@ class _Context:
     envvar="QUEUE_RATELIMIT_REDIS_URL",
     default="redis://127.0.0.1:6379/0",
     show_default=True,
-    help="The shared state: a Redis URL, or sqlite:///path for a SQLite file.",
+    help="The shared state: a Redis URL, postgresql://... or sqlite:///path for a SQLite file.",
 )
 @click.option(
     "--prefix",
@@ -300,7 +306,12 @@ def migrate(obj: _Context) -> None:
     if create is None:
         click.echo(f"{backend.describe()}: nothing to create")
         return
-    create()
+    try:
+        create()
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None and obj.backend is None:  # (a backend the command opened)
+            close()
     click.echo(f"{backend.describe()}: tables ready")
 
 
@@ -495,6 +506,8 @@ def _explain(exc: BackendError, obj: _Context | None) -> str:
     where = f"Redis at {redacted(obj.redis_url)}" if obj else "the shared state"
     if obj and obj.redis_url.startswith(SQLITE_SCHEME):
         return f"the SQLite file {obj.redis_url[len(SQLITE_SCHEME) :]}: {exc}"
+    if obj and obj.redis_url.startswith(POSTGRES_SCHEMES):
+        return f"{exc} (is the server up, and the URL's user allowed in?)"
     cause = exc.__cause__
     detail = str(cause or exc)
     lowered = detail.lower()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis server (started here when none is reachable), fake clocks."""
+"""Shared fixtures: a real Redis server and a real PostgreSQL server (each started here when
+none is reachable), fake clocks."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio.from_thread
+import psycopg
 import pytest
 import redis
 
 from queue_ratelimit.async_limiter import AsyncLimiter
+from queue_ratelimit.backends.postgres import PostgresBackend
 from queue_ratelimit.limiter import Limiter
 from tests.deployments import ClusterProcesses, SentinelGroup
+from tests.postgres_server import PostgresProcess, with_database
+from tests.postgres_server import reachable as pg_reachable
 from tests.support import Blocking, RedisProcess, delete_keys, new_prefix, reachable
 
 REDIS_HINT = (
@@ -40,6 +45,62 @@ def redis_url() -> Iterator[str]:
         yield url
     finally:
         server.close()
+
+
+def _create_schema(url: str) -> None:
+    backend = PostgresBackend(url)
+    try:
+        backend.create_schema()
+    finally:
+        backend.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of the tests' own, with the limiter's tables, on a reachable PostgreSQL:
+    $QRL_POSTGRES_URL, else postgres@127.0.0.1:5432, else a server we start."""
+    url = os.environ.get("QRL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    server = None
+    if not pg_reachable(url):
+        try:
+            server = PostgresProcess().start()
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        url = server.url
+        os.environ["QRL_POSTGRES_URL"] = url
+    try:
+        url = with_database(url)
+        _create_schema(url)
+        yield url
+    finally:
+        if server is not None:
+            server.close()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresProcess]:
+    """A PostgreSQL server of this test's own, started, its ``url`` a database with the
+    limiter's tables: the test may stop and start it (its rows survive)."""
+    try:
+        server = PostgresProcess().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        server.url = with_database(server.url)
+        _create_schema(server.url)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_prefix(postgres_url: str) -> Iterator[str]:
+    """A scope of this test's own in the tests' database; its rows are deleted afterwards."""
+    prefix = new_prefix()
+    yield prefix
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for table in ("qrl_keys", "qrl_integrations", "qrl_overrides"):
+            conn.execute(f"DELETE FROM {table} WHERE scope = %s", (prefix,))
 
 
 @pytest.fixture

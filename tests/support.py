@@ -21,6 +21,7 @@ from redis.cluster import RedisCluster
 
 from queue_ratelimit import signals as qrl_signals
 from queue_ratelimit.async_limiter import AsyncLimiter
+from queue_ratelimit.backends.postgres import PostgresBackend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.config import IntegrationConfig
@@ -179,12 +180,14 @@ class RedisProcess:
 
 
 def shared_limiter(url: str, prefix: str, config: IntegrationConfig, now: float | None) -> Limiter:
-    """A limiter on the shared state at ``url`` (Redis, or a ``sqlite:///`` file), as
+    """A limiter on the shared state at ``url`` (Redis, PostgreSQL or a ``sqlite:///`` file), as
     another process has it; at a fixed time ``now`` when given."""
     clock = (lambda: now) if now is not None else None
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         backend: Any = SQLiteBackend(path, prefix=prefix, clock=clock or time.time)
+    elif url.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
+        backend = PostgresBackend(url, prefix=prefix, clock=clock)
     else:
         backend = RedisBackend(url, prefix=prefix, clock=clock)
     return Limiter(backend, {config.name: config})

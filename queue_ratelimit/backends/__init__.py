@@ -1,10 +1,12 @@
-"""Where limiter state lives: in this process (``MemoryBackend``) or in Redis (``RedisBackend``)."""
+"""Where limiter state lives: in this process (``MemoryBackend``), in Redis (``RedisBackend``),
+in PostgreSQL (``PostgresBackend``) or in a SQLite file (``SQLiteBackend``)."""
 
-from queue_ratelimit.backends.base import Backend
+from queue_ratelimit.backends.base import REMEMBER_FOR, Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.errors import ConfigError
 
 __all__ = [
+    "POSTGRES_SCHEMES",
     "REDIS_SCHEMES",
     "SQLITE_SCHEME",
     "URL_FORMS",
@@ -29,6 +31,8 @@ URL_FORMS = (
     "redis://host:port/db, rediss://..., unix:///path, "
     "redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/service/db"
 )
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""A PostgreSQL database's URL (libpq's): ``postgresql://user:password@host:port/dbname``."""
 SQLITE_SCHEME = "sqlite:///"
 """A SQLite file's URL: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``."""
 
@@ -43,28 +47,51 @@ def redacted(url: str) -> str:
     return f"{scheme}://{user}:***@{tail}"
 
 
-def open_backend(url: str, *, prefix: str = "qrl", field: str = "url") -> Backend:
+def open_backend(
+    url: str,
+    *,
+    prefix: str = "qrl",
+    field: str = "url",
+    idle_ttl: float = 3600.0,
+    remember_for: float = REMEMBER_FOR,
+) -> Backend:
     """The backend a URL names: any Redis form (a ``RedisBackend`` with that key prefix: a
-    single server, a Cluster or a Sentinel-managed master), ``sqlite:///path`` (a
-    ``SQLiteBackend`` on that file, shared by the processes of one host; four slashes for
-    an absolute path), or ``memory://`` (a new ``MemoryBackend``, for one process).
+    single server, a Cluster or a Sentinel-managed master), ``postgresql://...`` (a
+    ``PostgresBackend``: its tables made once by ``queue-ratelimit migrate``),
+    ``sqlite:///path`` (a ``SQLiteBackend`` on that file, shared by the processes of one
+    host; four slashes for an absolute path), or ``memory://`` (a new ``MemoryBackend``,
+    for one process). ``idle_ttl`` and ``remember_for``: the backend's (``memory://``'s too).
 
     Raises:
         ConfigError: any other URL, naming ``field``.
     """
     if url == "memory://":
-        return MemoryBackend()
+        return MemoryBackend(idle_ttl=idle_ttl, remember_for=remember_for)
     if isinstance(url, str) and url.startswith(SQLITE_SCHEME):
         from queue_ratelimit.backends.sqlite import SQLiteBackend
 
-        return SQLiteBackend(url[len(SQLITE_SCHEME) :], prefix=prefix)
+        path = url[len(SQLITE_SCHEME) :]
+        return SQLiteBackend(path, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for)
+    if isinstance(url, str) and url.startswith(POSTGRES_SCHEMES):
+        from queue_ratelimit.backends.postgres import PostgresBackend
+
+        return PostgresBackend(url, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for)
     if isinstance(url, str) and url.startswith(REDIS_SCHEMES):
         from queue_ratelimit.backends.redis import RedisBackend
         from queue_ratelimit.backends.redis_connect import client_from_url
 
         # (the URL again for the asyncio clients: a Cluster or Sentinel client has no twin)
-        return RedisBackend(client_from_url(url, field), prefix=prefix, async_client=url)
+        return RedisBackend(
+            client_from_url(url, field),
+            prefix=prefix,
+            async_client=url,
+            idle_ttl=idle_ttl,
+            remember_for=remember_for,
+        )
     shown = redacted(url) if isinstance(url, str) else url
     raise ConfigError(
-        None, field, shown, f"must be memory://, sqlite:///path or a Redis URL: {URL_FORMS}"
+        None,
+        field,
+        shown,
+        f"must be memory://, sqlite:///path, postgresql://... or a Redis URL: {URL_FORMS}",
     )

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import redis
 from rq.job import Job
 
-from queue_ratelimit.backends.base import REMEMBER_FOR
+from queue_ratelimit.backends import REDIS_SCHEMES, open_backend
+from queue_ratelimit.backends.base import REMEMBER_FOR, Backend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.backends.redis_connect import Client, client_from_url, fail_fast_copy
 from queue_ratelimit.errors import ConfigError
@@ -106,9 +107,10 @@ def limiter_for(
     """The limiter an RQ worker builds from its environment (``QUEUE_RATELIMIT_REDIS_URL``,
     ``_PREFIX``, ``_CONFIG``, ``_IDLE_TTL`` and ``_REMEMBER_FOR`` in seconds).
 
-    Job modules call it too, so their HTTP clients share the worker's configuration.
-    Without ``QUEUE_RATELIMIT_REDIS_URL`` the limiter uses ``connection`` (the worker's
-    Redis), through a client of its own that fails fast.
+    Job modules call it too, so their HTTP clients share the worker's configuration. The
+    URL may name another store (``postgresql://...``, ``sqlite:///path``). Without
+    ``QUEUE_RATELIMIT_REDIS_URL`` the limiter uses ``connection`` (the worker's Redis),
+    through a client of its own that fails fast.
 
     Raises:
         ConfigError: a setting is invalid, or there is neither a URL nor a connection.
@@ -116,20 +118,35 @@ def limiter_for(
     env = os.environ if environ is None else environ
     configs = load_configs(environ=env)
     url = env.get(REDIS_URL_ENV)
-    if url:
-        client: Client = client_from_url(url, REDIS_URL_ENV)
-    elif connection is not None:
-        client = fail_fast_copy(connection)
-    else:
-        raise ConfigError(None, REDIS_URL_ENV, url, "is required outside an RQ worker")
     prefix = env.get(PREFIX_ENV) or "qrl"
     idle_ttl = env_seconds(env, IDLE_TTL_ENV, 3600.0)
     remember_for = env_seconds(env, REMEMBER_FOR_ENV, REMEMBER_FOR, zero=True)
     try:
+        if url and not url.startswith(REDIS_SCHEMES):  # another store: PostgreSQL, SQLite
+            backend: Backend = open_backend(
+                url,
+                prefix=prefix,
+                field=REDIS_URL_ENV,
+                idle_ttl=idle_ttl,
+                remember_for=remember_for,
+            )
+            return Limiter(backend, configs)
+        if url:
+            client: Client = client_from_url(url, REDIS_URL_ENV)
+        elif connection is not None:
+            client = fail_fast_copy(connection)
+        else:
+            raise ConfigError(None, REDIS_URL_ENV, url, "is required outside an RQ worker")
         backend = RedisBackend(client, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for)
         return Limiter(backend, configs)
     except ConfigError as exc:
-        names = {"prefix": PREFIX_ENV, "idle_ttl": IDLE_TTL_ENV, "remember_for": REMEMBER_FOR_ENV}
+        names = {
+            "prefix": PREFIX_ENV,
+            "idle_ttl": IDLE_TTL_ENV,
+            "remember_for": REMEMBER_FOR_ENV,
+            "conninfo": REDIS_URL_ENV,  # (another store's URL)
+            "path": REDIS_URL_ENV,
+        }
         if exc.field not in names:
             raise
         raise ConfigError(None, names[exc.field], exc.value, exc.reason) from None

@@ -21,7 +21,7 @@ from celery import Celery, signals
 
 from queue_ratelimit import IntegrationConfig, Limiter, RateLimited, requeue_after
 from queue_ratelimit import signals as qrl_signals
-from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends import open_backend
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.celery import (
     RateLimitedTask,
@@ -76,7 +76,7 @@ app.conf.update(
         **json.loads(os.environ.get("QRL_SETTINGS", "{}")),
     }
 )
-limiter = Limiter(RedisBackend(REDIS_URL, prefix=PREFIX), CONFIGS, probe_interval=0.5)
+limiter = Limiter(open_backend(REDIS_URL, prefix=PREFIX), CONFIGS, probe_interval=0.5)
 configure(app, limiter)
 install(app)
 

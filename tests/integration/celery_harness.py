@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 
 from queue_ratelimit import Limiter
-from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends import open_backend
 from queue_ratelimit.integrations.celery import configure, install
 from queue_ratelimit.testing import HiddenLimitUpstream
 
@@ -58,7 +58,7 @@ class CeleryRig:
             }
         else:
             self.broker_url = RABBITMQ_URL
-        self.limiter = Limiter(RedisBackend(self.limiter_url, prefix=capp.PREFIX), capp.CONFIGS)
+        self.limiter = Limiter(open_backend(self.limiter_url, prefix=capp.PREFIX), capp.CONFIGS)
         self.client = self._client_app()
         self.workers: list[tuple[str, subprocess.Popen[bytes], Any]] = []
 
@@ -191,6 +191,9 @@ class CeleryRig:
         if self.limiter_url != self.redis_url:
             for name in capp.CONFIGS:
                 self.limiter.backend.purge(name)  # type: ignore[attr-defined]
+            close = getattr(self.limiter.backend, "close", None)  # (a SQL store's)
+            if close is not None:
+                close()
         if self.kind == "rabbitmq":
             with self.client.connection_for_write() as conn:
                 channel = conn.default_channel

@@ -23,7 +23,7 @@ from dramatiq.results import Results
 from dramatiq.results.backends.redis import RedisBackend as ResultsBackend
 
 from queue_ratelimit import IntegrationConfig, Limiter, requeue_after
-from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends import open_backend
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
 
@@ -35,6 +35,7 @@ NAMESPACE = f"{PREFIX}-dramatiq"  # the Redis broker's keys
 RESULTS = f"{PREFIX}-results"
 UPSTREAM = os.environ.get("QRL_UPSTREAM", "http://127.0.0.1:1")
 REDIS_URL = os.environ.get("QRL_REDIS", "redis://127.0.0.1:6379/0")
+LIMITER_URL = os.environ.get("QRL_LIMITER", REDIS_URL)  # the limiter's state (any store)
 GITHUB_MAX_WAIT = 0.5  # the actor's own max_wait, below the integration's
 
 COMMON: dict[str, Any] = dict(
@@ -67,7 +68,7 @@ def results_backend(url: str) -> ResultsBackend:
     return ResultsBackend(url=url, namespace=RESULTS, use_namespace_prefix_keys=True)
 
 
-limiter = Limiter(RedisBackend(REDIS_URL, prefix=PREFIX), CONFIGS)
+limiter = Limiter(open_backend(LIMITER_URL, prefix=PREFIX), CONFIGS)
 broker = make_broker(os.environ.get("QRL_BROKER", REDIS_URL))
 broker.add_middleware(CurrentMessage())
 broker.add_middleware(Results(backend=results_backend(REDIS_URL)))

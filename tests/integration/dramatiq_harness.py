@@ -20,7 +20,7 @@ from dramatiq.broker import Broker
 from dramatiq.results import ResultFailure, ResultTimeout
 
 from queue_ratelimit import Limiter
-from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends import open_backend
 from queue_ratelimit.testing import HiddenLimitUpstream
 
 # one prefix per test session: limiter keys, broker and result keys, the integrations' names
@@ -36,7 +36,13 @@ READY = "Worker process is ready for action."
 class DramatiqRig:
     """One test's broker, workers, upstream and limiter, torn down afterwards."""
 
-    def __init__(self, broker: str, redis_url: str, upstream: HiddenLimitUpstream) -> None:
+    def __init__(
+        self,
+        broker: str,
+        redis_url: str,
+        upstream: HiddenLimitUpstream,
+        limiter_url: str | None = None,
+    ) -> None:
         self.kind = broker
         self.redis_url = redis_url
         self.redis = redis.Redis.from_url(redis_url)
@@ -44,7 +50,8 @@ class DramatiqRig:
         self.broker_url = redis_url if broker == "redis" else RABBITMQ_URL
         self.client: Broker = dapp.make_broker(self.broker_url, middleware=[])
         self.results = dapp.results_backend(redis_url)
-        self.limiter = Limiter(RedisBackend(redis_url, prefix=dapp.PREFIX), dapp.CONFIGS)
+        self.limiter_url = limiter_url or redis_url  # the limiter's state (results: redis_url)
+        self.limiter = Limiter(open_backend(self.limiter_url, prefix=dapp.PREFIX), dapp.CONFIGS)
         self.workers: list[tuple[subprocess.Popen[bytes], Any]] = []
 
     def start_worker(self, queues: list[str], threads: int = 4, **env: str) -> int:
@@ -70,6 +77,7 @@ class DramatiqRig:
             **os.environ,
             "QRL_BROKER": self.broker_url,
             "QRL_REDIS": self.redis_url,
+            "QRL_LIMITER": self.limiter_url,
             "QRL_UPSTREAM": self.upstream.url,
             "QRL_WORKER": "1",  # the app connects its recording receivers only in workers
             **env,
@@ -145,6 +153,12 @@ class DramatiqRig:
 
     def _purge(self) -> None:
         delete_keys(self.redis, f"{dapp.PREFIX}-*", f"{{{dapp.PREFIX}:*", f"{dapp.PREFIX}:*")
+        if self.limiter_url != self.redis_url:  # (the limiter's rows in another store)
+            for name in dapp.CONFIGS:
+                self.limiter.backend.purge(name)  # type: ignore[attr-defined]
+            close = getattr(self.limiter.backend, "close", None)  # (a SQL store's)
+            if close is not None:
+                close()
         if self.kind == "rabbitmq":
 
             def delete(channel: Any) -> None:
@@ -158,9 +172,12 @@ class DramatiqRig:
 
 
 @contextmanager
-def dramatiq_rig(broker: str, redis_url: str, **upstream: Any) -> Iterator[DramatiqRig]:
+def dramatiq_rig(
+    broker: str, redis_url: str, limiter_url: str | None = None, **upstream: Any
+) -> Iterator[DramatiqRig]:
+    """A rig; ``limiter_url`` puts the limiter's state elsewhere (any store's URL)."""
     with HiddenLimitUpstream(**upstream) as server:
-        rig = DramatiqRig(broker, redis_url, server)
+        rig = DramatiqRig(broker, redis_url, server, limiter_url)
         try:
             yield rig
         finally:

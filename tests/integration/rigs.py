@@ -535,22 +535,35 @@ def _rq_failure(job: Job) -> Failure | None:
 
 
 @contextmanager
-def open_rig(name: str, redis_url: str, *, kills: bool = False, **upstream: Any) -> Iterator[Rig]:
+def open_rig(
+    name: str,
+    redis_url: str,
+    *,
+    kills: bool = False,
+    limiter_url: str | None = None,
+    **upstream: Any,
+) -> Iterator[Rig]:
     """The rig called ``name`` (see RIGS) with a hidden-limit upstream made of ``upstream``;
     ``kills``: the scenario kills workers (brokers that hand a dead worker's tasks on after
-    a timeout get a short one)."""
+    a timeout get a short one); ``limiter_url``: the limiter's state in another store."""
     framework, kind = name.split("-")
     adapter: CeleryAdapter | DramatiqAdapter | RQAdapter
     with ExitStack() as stack:
         if framework == "celery":
             visibility = KILL_VISIBILITY if kills else 3600.0
-            celery = celery_rig(kind, redis_url, visibility_timeout=visibility, **upstream)
+            celery = celery_rig(
+                kind,
+                redis_url,
+                visibility_timeout=visibility,
+                limiter_url=limiter_url,
+                **upstream,
+            )
             adapter = CeleryAdapter(stack.enter_context(celery), redis_url, visibility)
         elif framework == "dramatiq":
-            dramatiq = stack.enter_context(dramatiq_rig(kind, redis_url, **upstream))
+            dramatiq = stack.enter_context(dramatiq_rig(kind, redis_url, limiter_url, **upstream))
             adapter = DramatiqAdapter(dramatiq, redis_url, kills)
         else:
-            rq = stack.enter_context(rq_rig(kind, redis_url, **upstream))
+            rq = stack.enter_context(rq_rig(kind, redis_url, limiter_url, **upstream))
             adapter = RQAdapter(rq, redis_url, kills)
         stack.callback(adapter.close)
         yield adapter

@@ -41,9 +41,16 @@ WORKERS = {
 class RQRig:
     """One test's workers, upstream and limiter, torn down afterwards (only our keys)."""
 
-    def __init__(self, kind: str, redis_url: str, upstream: HiddenLimitUpstream) -> None:
+    def __init__(
+        self,
+        kind: str,
+        redis_url: str,
+        upstream: HiddenLimitUpstream,
+        limiter_url: str | None = None,
+    ) -> None:
         self.kind = kind
         self.redis_url = redis_url
+        self.limiter_url = limiter_url or redis_url  # the limiter's state (RQ's: redis_url)
         self.upstream = upstream
         self.connection = redis.Redis.from_url(redis_url)
         config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the workers' lifetime
@@ -62,7 +69,7 @@ class RQRig:
             **os.environ,
             "QRL_UPSTREAM": self.upstream.url,
             "QRL_WORKER": "1",  # the app connects its recording receivers only in workers
-            "QUEUE_RATELIMIT_REDIS_URL": self.redis_url,
+            "QUEUE_RATELIMIT_REDIS_URL": self.limiter_url,
             "QUEUE_RATELIMIT_PREFIX": jobs.PREFIX,
             "QUEUE_RATELIMIT_CONFIG": self.config_path,
             "QUEUE_RATELIMIT_POLL": "0.5",
@@ -169,12 +176,21 @@ class RQRig:
             self.connection.delete(*doomed)
         for queue in (jobs.NOTION, jobs.GITHUB, jobs.SHARED, jobs.ALONE):
             self.connection.srem("rq:queues", f"rq:queue:{queue}")
+        if self.limiter_url != self.redis_url:  # (the limiter's rows in another store)
+            for name in jobs.CONFIGS:
+                self.limiter.backend.purge(name)  # type: ignore[attr-defined]
+            close = getattr(self.limiter.backend, "close", None)  # (a SQL store's)
+            if close is not None:
+                close()
 
 
 @contextmanager
-def rq_rig(kind: str, redis_url: str, **upstream: Any) -> Iterator[RQRig]:
+def rq_rig(
+    kind: str, redis_url: str, limiter_url: str | None = None, **upstream: Any
+) -> Iterator[RQRig]:
+    """A rig; ``limiter_url`` puts the limiter's state elsewhere (any store's URL)."""
     with HiddenLimitUpstream(**upstream) as server:
-        rig = RQRig(kind, redis_url, server)
+        rig = RQRig(kind, redis_url, server, limiter_url)
         try:
             yield rig
         finally:

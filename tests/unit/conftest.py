@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.backends.postgres import PostgresBackend
 from queue_ratelimit.backends.redis import RedisBackend
 from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.config import IntegrationConfig
@@ -24,7 +25,7 @@ from tests.support import SVC
 MakeLimiter = Callable[..., Limiter]
 
 
-@pytest.fixture(params=["memory", "redis", "cluster", "sqlite"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sqlite", "postgres"])
 def make_limiter(
     request: pytest.FixtureRequest,
     clock: FakeClock,
@@ -37,6 +38,9 @@ def make_limiter(
     url, prefix = None, None
     if request.param == "sqlite":  # a file, shared by the limiters the test makes
         url, prefix = f"sqlite:///{tmp_path / 'limiter.db'}", "qrltest"
+    elif request.param == "postgres":  # the tests' database, a scope of the test's own
+        url = request.getfixturevalue("postgres_url")
+        prefix = request.getfixturevalue("pg_prefix")
     elif request.param != "memory":  # a single server, or a 3-master Redis Cluster
         cluster = request.param == "cluster"
         where = request.getfixturevalue("redis_cluster" if cluster else "redis_url")
@@ -52,6 +56,9 @@ def make_limiter(
         elif request.param == "sqlite":
             path = url[len("sqlite:///") :]
             backend = SQLiteBackend(path, prefix=prefix, clock=clock, remember_for=remember_for)
+        elif request.param == "postgres":
+            backend = PostgresBackend(url, prefix=prefix, clock=clock, remember_for=remember_for)
+            request.addfinalizer(backend.close)
         else:
             backend = RedisBackend(
                 url,  # type: ignore[arg-type]

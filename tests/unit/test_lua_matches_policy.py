@@ -1,17 +1,22 @@
-"""The Lua script and ``policy/aimd.py`` agree: random operation sequences, step by step."""
+"""The Lua script and ``policy/aimd.py`` agree: random operation sequences, step by step; so do
+the SQL stores, which run that policy on rows."""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from queue_ratelimit.backends.memory import MemoryBackend
+from queue_ratelimit.backends.postgres import NOW, PostgresBackend
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.policy.state import Feedback
@@ -236,3 +241,51 @@ def test_server_time_is_used_by_default(redis_url: str, key_prefix: str) -> None
     assert decision.now >= seconds + micros / 1e6
     after_s, after_us = client.time()
     assert decision.now <= after_s + after_us / 1e6
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(st.one_of(acquire_op, report_op, tick_op, burst_op), min_size=1, max_size=40))
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "config", [CONFIG, CHAINED_ONE, WINDOWED], ids=["two-limits", "chained-one-limit", "windowed"]
+)
+def test_sql_stores_give_the_memory_backends_answers(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    store: str,
+    config: IntegrationConfig,
+    ops: list[tuple[object, ...]],
+) -> None:
+    """The SQL stores run the memory backend's policy: their rows (JSON, one transaction
+    each) must change no answer."""
+    prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
+    mem_clock, sql_clock = FakeClock(), FakeClock()
+    memory = Limiter(MemoryBackend(clock=mem_clock), {"svc": config})
+    backend: SQLiteBackend | PostgresBackend
+    if store == "sqlite":
+        backend = SQLiteBackend(tmp_path / f"{prefix}.db", prefix=prefix, clock=sql_clock)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        backend = PostgresBackend(url, prefix=prefix, clock=sql_clock)
+    shared = Limiter(backend, {"svc": config})
+    try:
+        expected = _run(memory, mem_clock, ops)
+        actual = _run(shared, sql_clock, ops)
+        assert actual == [_approx(v) for v in expected]
+    finally:
+        backend.purge("svc")
+        backend.close()
+
+
+def test_postgres_server_time_is_used_by_default(postgres_url: str, pg_prefix: str) -> None:
+    backend = PostgresBackend(postgres_url, prefix=pg_prefix)
+    limiter = Limiter(backend, {"svc": SVC})
+    with psycopg.connect(postgres_url) as conn:
+        before = conn.execute(NOW).fetchone()
+        decision = limiter.acquire("svc")
+        after = conn.execute(NOW).fetchone()
+    backend.close()
+    assert before is not None and after is not None
+    assert before[0] <= decision.now <= after[0]
