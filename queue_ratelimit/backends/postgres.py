@@ -1,12 +1,13 @@
 """Limiter state in PostgreSQL: for fleets whose only shared server is their database.
 
 Each decision and report is one transaction in two round trips (psycopg's pipeline mode):
-the first locks the key's row (``INSERT ... ON CONFLICT DO NOTHING``, then
-``SELECT ... FOR UPDATE``: concurrent workers queue per key, never per table), with a chain
-the integration-wide level's row after it, and reads the integration's row, its overrides
-and the server's clock; the Python policy decides (``backends/sql.py``, ``policy/steps.py``);
-the second writes what changed and commits. A decision that changes the integration's
-breaker writes it only if no other has meanwhile, else runs again (``sql.CONFLICT_RETRIES``).
+the first locks the key's row (an upsert that answers it: concurrent workers queue per key,
+never per table), with a chain the integration-wide level's row after it, and reads the
+integration's row, its overrides and the server's clock; the Python policy decides
+(``backends/sql.py``, ``policy/steps.py``); the second writes what changed and commits (a
+decision that changes the breaker waits for that write: three). A decision that changes the
+integration's breaker writes it only if no other has meanwhile, else runs again with that
+row locked too.
 
 * Commits do not wait for the disk (``synchronous_commit`` off in the decision's
   transaction; ``durable=True`` to wait): a server crash may lose the last fraction of a
@@ -16,8 +17,8 @@ breaker writes it only if no other has meanwhile, else runs again (``sql.CONFLIC
 * Waits are bounded: ``lock_timeout`` for a row another transaction holds, a statement
   timeout a little past it, ``connect_timeout`` for a connection; then the call raises
   ``BackendError`` and the limiter's outage policy holds (docs/redis.md, "When Redis is
-  down"). A broken connection (the server restarted) is replaced at the next call: no
-  worker restart.
+  down"). A broken connection (the server restarted) fails its first call after the break
+  (the outage policy takes it) and is replaced at the next: no worker restart.
 * Rows a key has not used for ``remember_for`` past its idle expiry are deleted by a sweep
   every ``sql.SWEEP_EVERY`` writes of a process, skipping rows others hold.
 * The tables are created only by ``queue-ratelimit --store URL migrate`` or
@@ -142,7 +143,7 @@ class PostgresBackend(SQLBackend):
     ) -> None:
         super().__init__(prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for, clock=clock)
         if (conninfo is None) == (pool is None):
-            raise ConfigError(None, "conninfo", conninfo, "give either a conninfo or a pool")
+            raise ConfigError(None, "conninfo", "(not shown)", "give either a conninfo or a pool")
         if pool is not None and not callable(getattr(pool, "connection", None)):
             raise ConfigError(None, "pool", pool, "must lend connections (pool.connection())")
         for name, value in (("lock_timeout", lock_timeout), ("connect_timeout", connect_timeout)):
@@ -172,6 +173,7 @@ class PostgresBackend(SQLBackend):
         self._commit = "on" if durable else "off"
         self._local = threading.local()
         self._opened: list[Any] = []  # every connection this process opened (``close``)
+        self._opened_pid = os.getpid()
         self._opened_lock = threading.Lock()
         shown = getattr(pool, "conninfo", None) if pool is not None else conninfo
         self._where = _shown(shown) if isinstance(shown, str) else "postgresql (a pool)"
@@ -187,9 +189,8 @@ class PostgresBackend(SQLBackend):
                 return conn
             self._drop(conn)  # (broken, or left inside a transaction: see _tx)
         elif conn is not None:
-            _INHERITED.append(conn)  # (a parent's: never used or closed in this process)
-            with self._opened_lock:
-                self._opened = []
+            self._local.conn = None
+            self._forget_inherited()
         assert self._conninfo is not None
         try:
             conn = psycopg.connect(
@@ -204,6 +205,14 @@ class PostgresBackend(SQLBackend):
         with self._opened_lock:
             self._opened.append(conn)
         return conn
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: the parent's connections are kept, never used or closed here
+        (closing one would end the parent's session on the socket they share)."""
+        with self._opened_lock:
+            if self._opened_pid != os.getpid():
+                _INHERITED.extend(self._opened)
+                self._opened, self._opened_pid = [], os.getpid()
 
     def _drop(self, conn: Any) -> None:
         """Close this thread's connection (the next call opens another)."""
@@ -221,7 +230,13 @@ class PostgresBackend(SQLBackend):
             return
         try:
             with self._pool.connection() as conn:
-                yield conn
+                was = conn.autocommit  # (our BEGIN, not psycopg's: one round trip less)
+                conn.autocommit = True
+                try:
+                    yield conn
+                finally:
+                    if not conn.closed and _idle(conn):
+                        conn.autocommit = was
         except psycopg.Error as exc:  # (the pool's own: none to lend in time)
             raise BackendError(f"{self._where}: {exc}") from exc
 
@@ -235,8 +250,7 @@ class PostgresBackend(SQLBackend):
         with self._borrow() as conn:
             try:
                 with conn.pipeline():
-                    if conn.autocommit:  # (else psycopg begins one itself)
-                        conn.execute("BEGIN")
+                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")  # (whatever the default)
                     conn.execute(
                         "SELECT set_config('lock_timeout', %s, true),"
                         " set_config('statement_timeout', %s, true),"
@@ -290,6 +304,7 @@ class PostgresBackend(SQLBackend):
     def close(self) -> None:
         """Close every connection this process opened (a pool is the application's to
         close); a later call opens another."""
+        self._forget_inherited()
         with self._opened_lock:
             opened, self._opened = self._opened, []
         for conn in opened:
@@ -320,13 +335,10 @@ class PostgresBackend(SQLBackend):
             app_cur = conn.execute(LOCK_KEY, (self.prefix, integration, APP, column(None)))
         where = (self.prefix, integration)
         if lock_integration:  # (after the keys' rows: the same order everywhere)
-            conn.execute(
+            conn.execute(  # (an upsert: the row made if missing, and locked)
                 "INSERT INTO qrl_integrations (scope, integration) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                where,
-            )
-            conn.execute(
-                "SELECT 1 FROM qrl_integrations WHERE scope = %s AND integration = %s FOR UPDATE",
+                " ON CONFLICT (scope, integration)"
+                " DO UPDATE SET breaker = qrl_integrations.breaker",
                 where,
             )
         read = conn.execute(READ, where + where)

@@ -91,6 +91,9 @@ def test_a_pool_lends_the_connections(postgres_url: str, pg_prefix: str) -> None
         assert sum(limiter.acquire("svc", reserve=False).granted for _ in range(15)) == 10
         assert limiter.snapshot("svc").exists
         assert pool.get_stats()["requests_num"] >= 16  # every call borrowed one
+        with pool.connection() as conn:  # given back as it was lent
+            assert not conn.autocommit
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 @pytest.mark.faults
