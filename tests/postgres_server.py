@@ -1,4 +1,5 @@
-"""A PostgreSQL server for the tests: the one the machine runs, else one of our own.
+"""A PostgreSQL server for the tests: the one the machine runs, else one of our own; and a
+PgBouncer in front of it.
 
 ``PostgresProcess`` runs ``initdb`` and ``pg_ctl`` on a free port in a directory of its own
 (as the ``postgres`` user, or ``nobody``, when the tests run as root: the server refuses
@@ -12,9 +13,12 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import urllib.parse
+from pathlib import Path
 
 import psycopg
 
@@ -24,6 +28,10 @@ POSTGRES_HINT = (
     "PostgreSQL is needed by the test suite and none is reachable, and no initdb/pg_ctl "
     "was found to start one. Install it (Debian/Ubuntu: apt-get install postgresql; macOS: "
     "brew install postgresql) or set QRL_POSTGRES_URL to a reachable server."
+)
+PGBOUNCER_HINT = (
+    "The PgBouncer test needs the pgbouncer binary and none was found. Install it "
+    "(Debian/Ubuntu: apt-get install pgbouncer; macOS: brew install pgbouncer)."
 )
 DATABASE = "qrl_test"
 
@@ -51,6 +59,22 @@ def with_database(url: str, name: str = DATABASE) -> str:
     return psycopg.conninfo.make_conninfo(url, dbname=name)
 
 
+def _not_root(*paths: str) -> str | None:
+    """Running as root (the servers refuse it): the user to run them as (``postgres``, else
+    ``nobody``), given ``paths``; None when not root."""
+    if os.geteuid() != 0:
+        return None
+    for user in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            continue
+        for path in paths:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        return user
+    return None
+
+
 def _binary(name: str) -> str:
     found = shutil.which(name)
     if found:
@@ -71,16 +95,7 @@ class PostgresProcess:
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._user: str | None = None
-        if os.geteuid() == 0:  # (the server will not run as root)
-            for user in ("postgres", "nobody"):
-                try:
-                    entry = pwd.getpwnam(user)
-                except KeyError:
-                    continue
-                self._user = user
-                os.chown(self.dir, entry.pw_uid, entry.pw_gid)
-                break
+        self._user = _not_root(self.dir)  # (the server will not run as root)
 
     def _run(self, *args: str) -> None:
         command = list(args)
@@ -114,4 +129,54 @@ class PostgresProcess:
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):
             self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PgBouncerProcess:
+    """A PgBouncer of our own in transaction mode in front of the database at ``url``
+    (trusting ``postgres``); its ``url`` reaches that database through it."""
+
+    def __init__(self, url: str) -> None:
+        self.binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.path.exists(self.binary):
+            raise RuntimeError(PGBOUNCER_HINT)
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="qrl-pgbouncer-")
+        dbname = str(parts.get("dbname") or "postgres")
+        target = f"host={parts.get('host') or '127.0.0.1'} port={parts.get('port') or 5432}"
+        with open(os.path.join(self.dir, "users.txt"), "w") as users:
+            users.write('"postgres" ""\n')
+        self.ini = os.path.join(self.dir, "pgbouncer.ini")
+        with open(self.ini, "w") as ini:
+            ini.write(
+                f"[databases]\n{dbname} = {target} dbname={dbname} user=postgres\n"
+                f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+                f"unix_socket_dir = {self.dir}\nauth_type = trust\n"
+                f"auth_file = {self.dir}/users.txt\npool_mode = transaction\n"
+                f"logfile = {self.dir}/pgbouncer.log\npidfile = {self.dir}/pgbouncer.pid\n"
+                "max_client_conn = 100\ndefault_pool_size = 4\n"
+            )
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        self._user = _not_root(self.dir, self.ini, os.path.join(self.dir, "users.txt"))
+
+    def start(self) -> PgBouncerProcess:
+        command = [self.binary, "-d", self.ini]
+        if self._user is not None:
+            command = [self.binary, "-d", "-u", self._user, self.ini]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"pgbouncer failed: {done.stdout}{done.stderr}")
+        deadline = time.monotonic() + 30
+        while not reachable(self.url):
+            if time.monotonic() > deadline:
+                log = Path(self.dir, "pgbouncer.log").read_text(errors="replace")
+                raise RuntimeError(f"pgbouncer did not answer: {log[-2000:]}")
+            time.sleep(0.1)
+        return self
+
+    def close(self) -> None:
+        pidfile = os.path.join(self.dir, "pgbouncer.pid")
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(Path(pidfile).read_text().strip()), signal.SIGTERM)
         shutil.rmtree(self.dir, ignore_errors=True)

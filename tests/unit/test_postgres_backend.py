@@ -18,7 +18,7 @@ from queue_ratelimit.backends.postgres import PostgresBackend
 from queue_ratelimit.cli import main as cli_main
 from queue_ratelimit.errors import BackendUnavailable, ConfigError
 from queue_ratelimit.limiter import Limiter
-from tests.postgres_server import PostgresProcess, with_database
+from tests.postgres_server import PgBouncerProcess, PostgresProcess, with_database
 from tests.support import SVC, answers, new_prefix, wait_until
 
 Make = Callable[..., PostgresBackend]
@@ -230,3 +230,32 @@ def test_failures_reported_together_on_different_tenants_are_all_counted(
     for thread in threads:
         thread.join(timeout=60)
     assert limiter.snapshot("svc", "t0").breaker_failures == 40
+
+
+@pytest.fixture
+def pgbouncer(postgres_url: str) -> Iterator[PgBouncerProcess]:
+    """A PgBouncer in transaction mode in front of the tests' database."""
+    try:
+        bouncer = PgBouncerProcess(postgres_url).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield bouncer
+    finally:
+        bouncer.close()
+
+
+def test_pgbouncer_in_transaction_mode_shares_the_limits_without_prepared_statements(
+    pgbouncer: PgBouncerProcess, pg_prefix: str, backends: Make
+) -> None:
+    """Each transaction may run on another server connection: every setting is SET LOCAL,
+    and with prepared statements off (PgBouncer 1.18 has none) nothing outlives it."""
+    limiters = [
+        Limiter(backends(pgbouncer.url, prefix=pg_prefix, prepare=False), {"svc": TEN})
+        for _ in range(3)
+    ]
+    granted = [limiters[i % 3].acquire("svc", reserve=False).granted for i in range(30)]
+    assert sum(granted) == 10  # one burst of 10, through the bouncer's pool of 4
+    for limiter in limiters:
+        limiter.on_success("svc")
+    assert limiters[0].snapshot("svc").limit().tokens < 1
