@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import os
 import shutil
 import signal
@@ -191,6 +192,32 @@ def shared_limiter(url: str, prefix: str, config: IntegrationConfig, now: float 
     else:
         backend = RedisBackend(url, prefix=prefix, clock=clock)
     return Limiter(backend, {config.name: config})
+
+
+def _grab(url: str, prefix: str, config: IntegrationConfig, tries: int, results: Any) -> None:
+    """Worker process: ``tries`` acquires that reserve nothing; put how many were granted."""
+    limiter = shared_limiter(url, prefix, config, None)
+    results.put(sum(limiter.acquire(config.name, reserve=False).granted for _ in range(tries)))
+    getattr(limiter.backend, "close", lambda: None)()
+
+
+def grants_across_processes(
+    url: str, prefix: str, config: IntegrationConfig, processes: int = 4, tries: int = 20
+) -> int:
+    """The grants ``processes`` spawned processes sharing the state at ``url`` got between
+    them, each asking ``tries`` times."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_grab, args=(url, prefix, config, tries, results))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    granted = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    return sum(granted)
 
 
 def backoff_after_barrier(

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from queue_ratelimit.backends.base import REMEMBER_FOR
-from queue_ratelimit.backends.sql import APP, KEY, Loaded, SQLBackend, column
+from queue_ratelimit.backends.sql import APP, KEY, Loaded, SQLBackend, column, schema
 from queue_ratelimit.errors import BackendError, ConfigError
 
 try:
@@ -52,30 +52,19 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 
 __all__ = ["SCHEMA", "PostgresBackend"]
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS qrl_keys (
-        scope text NOT NULL, integration text NOT NULL, level smallint NOT NULL,
-        tenant text NOT NULL, state text NOT NULL, expires double precision NOT NULL,
-        PRIMARY KEY (scope, integration, level, tenant))""",
-    "CREATE INDEX IF NOT EXISTS qrl_keys_expires ON qrl_keys (scope, expires)",
-    """CREATE TABLE IF NOT EXISTS qrl_integrations (
-        scope text NOT NULL, integration text NOT NULL, breaker text, fair text, plan text,
-        PRIMARY KEY (scope, integration))""",
-    """CREATE TABLE IF NOT EXISTS qrl_overrides (
-        scope text NOT NULL, integration text NOT NULL, tenant text NOT NULL,
-        body text NOT NULL, PRIMARY KEY (scope, integration, tenant))""",
-)
+SCHEMA = schema(integer="smallint", real="double precision")
 """The tables (``create_schema`` runs these in one transaction; each is idempotent)."""
 
 MIGRATE_LOCK = 0x716C72  # "qlr": concurrent migrations take turns
-NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+CLOCK = "extract(epoch FROM clock_timestamp())::float8"  # (the server's, read when evaluated)
+NOW = f"SELECT {CLOCK}"
 LOCK_KEY = (
     "INSERT INTO qrl_keys (scope, integration, level, tenant, state, expires)"
     " VALUES (%s, %s, %s, %s, '', 0) ON CONFLICT (scope, integration, level, tenant)"
     " DO UPDATE SET state = qrl_keys.state RETURNING state, expires"
 )
 READ = (  # the clock, the integration's row and its overrides, in one statement
-    "SELECT extract(epoch FROM clock_timestamp())::float8, i.breaker, i.fair, i.plan,"
+    f"SELECT {CLOCK}, i.breaker, i.fair, i.plan,"
     " (SELECT coalesce(json_agg(json_build_array(o.tenant, o.body)), '[]'::json)"
     "  FROM qrl_overrides o WHERE o.scope = %s AND o.integration = %s)"
     " FROM (VALUES (1)) AS one"
@@ -162,7 +151,10 @@ class PostgresBackend(SQLBackend):
                 ) from None
         if not psycopg.Pipeline.is_supported():
             raise ConfigError(
-                None, "conninfo", self.prefix, "psycopg's libpq has no pipeline mode (needs 14+)"
+                None,
+                "conninfo",
+                f"libpq {psycopg.pq.version()}",
+                "psycopg's libpq has no pipeline mode (needs 14+)",
             )
         self._conninfo = conninfo
         self._pool = pool
@@ -249,8 +241,10 @@ class PostgresBackend(SQLBackend):
         connection left inside a transaction is never used again."""
         with self._borrow() as conn:
             try:
-                with conn.pipeline():
-                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")  # (whatever the default)
+                with conn.pipeline():  # (READ COMMITTED whatever the default: see _load)
+                    conn.execute(
+                        "BEGIN ISOLATION LEVEL READ COMMITTED" + ("" if write else " READ ONLY")
+                    )
                     conn.execute(
                         "SELECT set_config('lock_timeout', %s, true),"
                         " set_config('statement_timeout', %s, true),"
@@ -285,6 +279,19 @@ class PostgresBackend(SQLBackend):
         if self._clock is not None:
             return self._clock()
         return float(conn.execute(NOW).fetchone()[0])
+
+    def _set_breaker_if(
+        self, conn: Any, integration: str, was: str | None, text: str | None
+    ) -> bool:
+        """Write the integration's breaker if it is still ``was`` (only the keys' rows are
+        locked: another key's decision may have changed it); whether it was."""
+        cur = conn.execute(
+            "INSERT INTO qrl_integrations (scope, integration, breaker) VALUES (%s, %s, %s)"
+            " ON CONFLICT (scope, integration) DO UPDATE SET breaker = excluded.breaker"
+            " WHERE qrl_integrations.breaker IS NOT DISTINCT FROM %s RETURNING 1",
+            (self.prefix, integration, text, was),
+        )
+        return cur.fetchone() is not None
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s")

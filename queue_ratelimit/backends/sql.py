@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from queue_ratelimit.backends import state_json as sj
@@ -51,7 +51,7 @@ from queue_ratelimit.policy.state import (
     Snapshot,
 )
 
-__all__ = ["APP", "KEY", "Conflict", "Loaded", "SQLBackend", "column", "tenant_of"]
+__all__ = ["APP", "KEY", "Conflict", "Loaded", "SQLBackend", "column", "schema", "tenant_of"]
 
 _T = TypeVar("_T")
 _S = TypeVar("_S")
@@ -68,6 +68,24 @@ CONFLICT_RETRIES = 5
 
 Row = tuple[str, float] | None
 """A key's stored ``(state JSON, expires)``."""
+
+
+def schema(*, integer: str, real: str, suffix: str = "") -> tuple[str, ...]:
+    """The tables every statement here reads and writes, in a dialect's column types
+    (``suffix`` ends each ``CREATE TABLE``); each statement is idempotent."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS qrl_keys (
+        scope TEXT NOT NULL, integration TEXT NOT NULL, level {integer} NOT NULL,
+        tenant TEXT NOT NULL, state TEXT NOT NULL, expires {real} NOT NULL,
+        PRIMARY KEY (scope, integration, level, tenant)){suffix}""",
+        "CREATE INDEX IF NOT EXISTS qrl_keys_expires ON qrl_keys (scope, expires)",
+        f"""CREATE TABLE IF NOT EXISTS qrl_integrations (
+        scope TEXT NOT NULL, integration TEXT NOT NULL, breaker TEXT, fair TEXT, plan TEXT,
+        PRIMARY KEY (scope, integration)){suffix}""",
+        f"""CREATE TABLE IF NOT EXISTS qrl_overrides (
+        scope TEXT NOT NULL, integration TEXT NOT NULL, tenant TEXT NOT NULL,
+        body TEXT NOT NULL, PRIMARY KEY (scope, integration, tenant)){suffix}""",
+    )
 
 
 def column(tenant: str | None) -> str:
@@ -98,12 +116,11 @@ class Loaded:
     breaker: str | None
     fair: str | None
     plan: str | None
-    overrides: list[tuple[str, str]] = field(default_factory=list)
+    overrides: list[tuple[str, str]]
 
 
 class Conflict(Exception):
-    """What the decision read changed under it (the integration's breaker, or a row it was
-    to lock was deleted): it runs again."""
+    """The integration's breaker changed under the decision: it runs again."""
 
 
 class SQLBackend(abc.ABC):
@@ -139,9 +156,11 @@ class SQLBackend(abc.ABC):
         """One transaction, committed when the block ends, rolled back when it raises; the
         driver's errors raised as ``BackendError``."""
 
-    @abc.abstractmethod
     def _now(self, conn: Any) -> float:
-        """The time every process sharing the store agrees on, seconds."""
+        """The time every process sharing the store agrees on, seconds (the clock given;
+        a store whose server keeps the time reads it when none is)."""
+        assert self._clock is not None
+        return self._clock()
 
     @abc.abstractmethod
     def create_schema(self) -> None:
@@ -185,15 +204,11 @@ class SQLBackend(abc.ABC):
     def _set_breaker_if(
         self, conn: Any, integration: str, was: str | None, text: str | None
     ) -> bool:
-        """Write the integration's breaker if it is still ``was``; whether it was."""
-        cur = self._exec(
-            conn,
-            "INSERT INTO qrl_integrations (scope, integration, breaker) VALUES (?, ?, ?)"
-            " ON CONFLICT (scope, integration) DO UPDATE SET breaker = excluded.breaker"
-            " WHERE qrl_integrations.breaker IS NOT DISTINCT FROM ? RETURNING 1",
-            (self.prefix, integration, text, was),
-        )
-        return cur.fetchone() is not None
+        """Write the integration's breaker if it is still ``was``; whether it was. Here
+        written as it is: a store whose write transactions lock the whole database has
+        the breaker as read (a store that locks rows checks)."""
+        self._put_integration(conn, integration, breaker=text)
+        return True
 
     # -- rows ---------------------------------------------------------------------------------
 
@@ -406,8 +421,8 @@ class SQLBackend(abc.ABC):
         """Apply ``change`` to a live key's state and write it back, its expiry as it was
         (a lease given back, a count: no use of the key); whether it changed it."""
         with self._tx() as conn:
-            now = self._now(conn)
             entry = self._entry(conn, integration, KEY, tenant, lock=True)
+            now = self._now(conn)  # (once the row is held: a wait for it is not a use)
             if entry is None or entry[1] <= now or not change(entry[0]):
                 return False
             self._exec(

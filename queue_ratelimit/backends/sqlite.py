@@ -20,29 +20,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from queue_ratelimit.backends.base import REMEMBER_FOR
-from queue_ratelimit.backends.sql import SQLBackend
+from queue_ratelimit.backends.sql import SQLBackend, schema
 from queue_ratelimit.errors import BackendError, ConfigError
 
 __all__ = ["SCHEMA", "SQLiteBackend"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS qrl_keys (
-        scope TEXT NOT NULL, integration TEXT NOT NULL, level INTEGER NOT NULL,
-        tenant TEXT NOT NULL, state TEXT NOT NULL, expires REAL NOT NULL,
-        PRIMARY KEY (scope, integration, level, tenant)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS qrl_keys_expires ON qrl_keys (scope, expires)",
-    """CREATE TABLE IF NOT EXISTS qrl_integrations (
-        scope TEXT NOT NULL, integration TEXT NOT NULL, breaker TEXT, fair TEXT, plan TEXT,
-        PRIMARY KEY (scope, integration)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS qrl_overrides (
-        scope TEXT NOT NULL, integration TEXT NOT NULL, tenant TEXT NOT NULL,
-        body TEXT NOT NULL, PRIMARY KEY (scope, integration, tenant)) WITHOUT ROWID""",
-)
+SCHEMA = schema(integer="INTEGER", real="REAL", suffix=" WITHOUT ROWID")
 """The tables (``create_schema`` runs these; each is idempotent)."""
 
 
@@ -183,17 +170,6 @@ class SQLiteBackend(SQLBackend):
         if conn is not None:
             conn.close()
             self._local.conn = None
-
-    def _now(self, conn: Any) -> float:
-        assert self._clock is not None
-        return self._clock()
-
-    def _set_breaker_if(
-        self, conn: Any, integration: str, was: str | None, text: str | None
-    ) -> bool:
-        """The file's lock is held: the breaker is as read."""
-        self._put_integration(conn, integration, breaker=text)
-        return True
 
     def describe(self) -> str:
         """See ``Backend.describe``."""

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import redis
 from rq.job import Job
 
-from queue_ratelimit.backends import REDIS_SCHEMES, open_backend
+from queue_ratelimit.backends import open_backend
 from queue_ratelimit.backends.base import REMEMBER_FOR, Backend
 from queue_ratelimit.backends.redis import RedisBackend
-from queue_ratelimit.backends.redis_connect import Client, client_from_url, fail_fast_copy
+from queue_ratelimit.backends.redis_connect import fail_fast_copy
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.logs import log_start
@@ -122,22 +122,24 @@ def limiter_for(
     idle_ttl = env_seconds(env, IDLE_TTL_ENV, 3600.0)
     remember_for = env_seconds(env, REMEMBER_FOR_ENV, REMEMBER_FOR, zero=True)
     try:
-        if url and not url.startswith(REDIS_SCHEMES):  # another store: PostgreSQL, SQLite
-            backend: Backend = open_backend(
+        backend: Backend
+        if url:  # (any store's URL: Redis, PostgreSQL, SQLite)
+            backend = open_backend(
                 url,
                 prefix=prefix,
                 field=REDIS_URL_ENV,
                 idle_ttl=idle_ttl,
                 remember_for=remember_for,
             )
-            return Limiter(backend, configs)
-        if url:
-            client: Client = client_from_url(url, REDIS_URL_ENV)
         elif connection is not None:
-            client = fail_fast_copy(connection)
+            backend = RedisBackend(
+                fail_fast_copy(connection),
+                prefix=prefix,
+                idle_ttl=idle_ttl,
+                remember_for=remember_for,
+            )
         else:
             raise ConfigError(None, REDIS_URL_ENV, url, "is required outside an RQ worker")
-        backend = RedisBackend(client, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for)
         return Limiter(backend, configs)
     except ConfigError as exc:
         names = {

@@ -220,17 +220,25 @@ def test_random_sequences_give_identical_answers(
     redis_url: str, config: IntegrationConfig, ops: list[tuple[object, ...]]
 ) -> None:
     prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
-    mem_clock, redis_clock = FakeClock(), FakeClock()
-    memory = Limiter(MemoryBackend(clock=mem_clock), {"svc": config})
-    backend = RedisBackend(redis_url, prefix=prefix, clock=redis_clock)
-    shared = Limiter(backend, {"svc": config})
+    clock = FakeClock()
+    backend = RedisBackend(redis_url, prefix=prefix, clock=clock)
     try:
-        expected = _run(memory, mem_clock, ops)
-        actual = _run(shared, redis_clock, ops)
-        assert actual == [_approx(v) for v in expected]
+        _agree_with_memory(config, backend, clock, ops)
     finally:
         backend.purge("svc")
         backend.client.close()
+
+
+def _agree_with_memory(
+    config: IntegrationConfig, backend: object, clock: FakeClock, ops: list[tuple[object, ...]]
+) -> None:
+    """``ops`` on a limiter over ``backend`` (on ``clock``) answer as on the memory backend."""
+    mem_clock = FakeClock()
+    memory = Limiter(MemoryBackend(clock=mem_clock), {"svc": config})
+    shared = Limiter(backend, {"svc": config})  # type: ignore[arg-type]
+    expected = _run(memory, mem_clock, ops)
+    actual = _run(shared, clock, ops)
+    assert actual == [_approx(v) for v in expected]
 
 
 def test_server_time_is_used_by_default(redis_url: str, key_prefix: str) -> None:
@@ -261,19 +269,15 @@ def test_sql_stores_give_the_memory_backends_answers(
     """The SQL stores run the memory backend's policy: their rows (JSON, one transaction
     each) must change no answer."""
     prefix = f"qrltest-{uuid.uuid4().hex[:12]}"
-    mem_clock, sql_clock = FakeClock(), FakeClock()
-    memory = Limiter(MemoryBackend(clock=mem_clock), {"svc": config})
+    clock = FakeClock()
     backend: SQLiteBackend | PostgresBackend
     if store == "sqlite":
-        backend = SQLiteBackend(tmp_path / f"{prefix}.db", prefix=prefix, clock=sql_clock)
+        backend = SQLiteBackend(tmp_path / f"{prefix}.db", prefix=prefix, clock=clock)
     else:
         url = request.getfixturevalue("postgres_url")
-        backend = PostgresBackend(url, prefix=prefix, clock=sql_clock)
-    shared = Limiter(backend, {"svc": config})
+        backend = PostgresBackend(url, prefix=prefix, clock=clock)
     try:
-        expected = _run(memory, mem_clock, ops)
-        actual = _run(shared, sql_clock, ops)
-        assert actual == [_approx(v) for v in expected]
+        _agree_with_memory(config, backend, clock, ops)
     finally:
         backend.purge("svc")
         backend.close()

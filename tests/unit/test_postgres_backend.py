@@ -4,7 +4,6 @@ transaction, a pool, tables made only by ``migrate``, the URL and the bad argume
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from queue_ratelimit.cli import main as cli_main
 from queue_ratelimit.errors import BackendUnavailable, ConfigError
 from queue_ratelimit.limiter import Limiter
 from tests.postgres_server import PgBouncerProcess, PostgresProcess, with_database
-from tests.support import SVC, answers, new_prefix, wait_until
+from tests.support import SVC, answers, grants_across_processes, new_prefix, wait_until
 
 Make = Callable[..., PostgresBackend]
 
@@ -28,7 +27,7 @@ TEN = SVC.replace(rate_limit_per_sec=0.001, min_rate=0.001, max_rate=0.001, burs
 
 
 @pytest.fixture
-def backends() -> Iterator[Callable[..., PostgresBackend]]:
+def backends() -> Iterator[Make]:
     """Make ``PostgresBackend``s, closed when the test ends."""
     made: list[PostgresBackend] = []
 
@@ -41,25 +40,11 @@ def backends() -> Iterator[Callable[..., PostgresBackend]]:
         backend.close()
 
 
-def _grab(url: str, prefix: str, tries: int, results: Any) -> None:  # a process
-    backend = PostgresBackend(url, prefix=prefix)
-    limiter = Limiter(backend, {"svc": TEN})
-    results.put(sum(limiter.acquire("svc", reserve=False).granted for _ in range(tries)))
-    backend.close()
-
-
 def test_processes_sharing_a_database_share_its_limits(
     postgres_url: str, pg_prefix: str, backends: Make
 ) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_grab, args=(postgres_url, pg_prefix, 20, results)) for _ in "abcd"]
-    for proc in procs:
-        proc.start()
-    granted = [results.get(timeout=120) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
-    assert sum(granted) == 10  # 80 asks over 4 processes, one burst of 10 between them
+    granted = grants_across_processes(postgres_url, pg_prefix, TEN)
+    assert granted == 10  # 80 asks over 4 processes, one burst of 10 between them
     limiter = Limiter(backends(postgres_url, prefix=pg_prefix), {"svc": TEN})
     assert limiter.snapshot("svc").limit().tokens < 1
 
