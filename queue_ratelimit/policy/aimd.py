@@ -33,9 +33,10 @@ Rules (``now`` is always passed in, in seconds):
   (``ReportResult.exhausted``), once per move.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
   waited for; a void reservation is treated as a fresh acquire.
-* pacing: every grant moves an arrival schedule on (``pacing``). A holder that comes back
-  after its slot is granted no sooner than the schedule allows, if that is within
-  ``max_wait``: late holders are spread at the rate instead of going all at once.
+* pacing: every grant moves an arrival schedule on (``pacing``). Once the key is past its
+  start phase, every grant, and in it a holder that comes back after its slot, is granted
+  no sooner than the schedule allows, if that is within ``max_wait``: calls reach the
+  upstream at the rate even when their holders come back late and together.
 * start: while the key has met no backoff (no ``peak``, none remembered) and the plan's
   ``slow_start`` is on, a success adds ``max(increase, START_GROWTH)`` to the requests rate
   (the rate e-folds about every second while demand keeps up), but never past
@@ -240,7 +241,10 @@ def acquire(
     if chain is not None:
         cooldown_until = max(cooldown_until, chain.state.cooldown_until)
     share_at = now if chain is None else _share_slot(chain, kept, len(limits), now)
-    slot, fits = _fit(state, now, limits, request, kept, cooldown_until, chain, share_at)
+    steady = not starting(state, plan)
+    slot, fits, paced = _fit(
+        state, now, limits, request, kept, cooldown_until, steady, chain, share_at
+    )
     wait = slot - now
     if plan.max_concurrent is not None and fits:
         busy = _concurrency_wait(state, now, plan.max_concurrent)
@@ -281,6 +285,7 @@ def acquire(
         due = kept.due
     recheck = _recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)
     recheck = max(recheck, _slid(state, now, limits, request.costs) - now)  # (it reserves none)
+    recheck = max(recheck, paced - now)  # (nor sooner than the arrival schedule allows)
     if chain is not None:  # (not sooner than that level, and the tenant's share, pay it)
         recheck = max(recheck, chain.slot - now, share_at - now)
     promise = Reservation(state.epoch, slot, due)
@@ -336,11 +341,15 @@ def _fit(
     request: AcquireRequest,
     kept: Reservation | None,
     cooldown_until: float,
+    steady: bool,
     chain: Level | None = None,
     share_at: float = 0.0,
-) -> tuple[float, bool]:
-    """The call's slot, and whether its wait is slept (``fits_wait``) rather than requeued
-    (``cooldown_until``: the latest cooldown of the call's levels)."""
+) -> tuple[float, bool, float]:
+    """The call's slot, whether its wait is slept (``fits_wait``) rather than requeued, and
+    the arrival schedule's slot when that holds the call back (else 0: its holder comes back
+    no sooner). ``cooldown_until``: the latest cooldown of the call's levels; ``steady``:
+    the key is past its start phase, and every call keeps to the schedule, not only a late
+    holder."""
     late = False
     if kept is not None:
         pulled = _pulled(state, now, limits, kept)
@@ -365,18 +374,19 @@ def _fit(
         max_sleepers=request.max_sleepers,
         pace=line,
     )
-    if fits and late:  # the schedule may add a sleep, within max_wait
+    after = 0.0  # the schedule's slot, when it holds the call back
+    if fits and (late or steady):  # the schedule may add a sleep, within max_wait
         requests = request.costs.get(first.name, 0.0)
-        paced = max(slot, pacing.earliest(state, first.burst, requests, pace))
-        fits = paced - now <= max(request.max_wait, slot - now) + SLACK
-        if fits:
-            slot = paced
+        paced = pacing.earliest(state, first.burst, requests, pace)
+        if paced > slot:
+            fits = paced - now <= max(request.max_wait, slot - now) + SLACK
+            slot = after = paced
     if fits and any(
         lim.window < 0 and request.costs.get(lim.name, 0.0) > 0 and sliding.beyond(slot, now, lim)
         for lim in limits
     ):
         fits = False
-    return slot, fits
+    return slot, fits, after
 
 
 def _grant(

@@ -461,18 +461,52 @@ def test_late_holders_are_spread_after_a_fresh_call_granted_among_them(
     assert waits == pytest.approx([0.1 * i - TOLERANCE for i in (1, 2, 3)], abs=1e-6)
 
 
-def test_a_holder_on_time_is_not_held_back_by_late_ones(
+def test_a_holder_on_time_keeps_to_the_schedule_behind_late_ones(
     make_limiter: MakeLimiter, clock: FakeClock
 ) -> None:
-    limiter = make_limiter()  # 10/s, burst 1
+    limiter = make_limiter()  # 10/s, burst 1, past its start phase (plain AIMD)
     held = _holders(limiter, 4)  # slots 0.1 .. 0.4
     clock.advance(0.35)  # the first three are late and come back together
-    for reservation in held[:3]:
+    for reservation in held[:3]:  # granted at 0.35, 0.45 and 0.55: the schedule runs to 0.65
         assert limiter.acquire("svc", reservation=reservation, max_wait=1.0).granted
     clock.advance(0.05)
     on_time = limiter.acquire("svc", reservation=held[3])  # max_wait 0: no sleep allowed
+    assert (on_time.granted, on_time.reason) == (False, "rate")  # not 0.05 s after 0.35
+    assert on_time.reservation is not None and on_time.reservation.due == held[3].due
+    assert on_time.recheck == pytest.approx(0.25 - TOLERANCE, abs=1e-6)  # not at once
+    clock.advance(0.25 - TOLERANCE)
+    again = limiter.acquire("svc", reservation=on_time.reservation)
+    assert (again.granted, again.reason, again.wait) == (True, "redeemed", 0.0)
+
+
+def test_in_the_start_phase_a_holder_on_time_is_not_held_back_by_late_ones(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter(slow_start=True)  # 10/s, burst 1, climbing: the ledger's slots
+    held = _holders(limiter, 4)
+    clock.advance(0.35)
+    late = [limiter.acquire("svc", reservation=r, max_wait=1.0) for r in held[:3]]
+    assert [d.wait for d in late] == pytest.approx(
+        [0.0, 0.1 - TOLERANCE, 0.2 - TOLERANCE], abs=1e-6
+    )
+    clock.advance(0.05)
+    on_time = limiter.acquire("svc", reservation=held[3])
     assert (on_time.granted, on_time.reason) == (True, "redeemed")
     assert on_time.wait == pytest.approx(0.0, abs=1e-6)
+
+
+def test_past_the_start_phase_a_fresh_call_keeps_to_the_schedule(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, burst 1
+    held = _holders(limiter, 2)  # slots 0.1, 0.2
+    clock.advance(0.3)  # both late: granted at 0.3 and 0.4, the schedule runs to 0.5
+    redeemed = [limiter.acquire("svc", reservation=r, max_wait=1.0) for r in held]
+    assert [d.wait for d in redeemed] == pytest.approx([0.0, 0.1 - TOLERANCE], abs=1e-6)
+    clock.advance(0.1)  # the bucket holds a token again: the ledger would grant at once
+    fresh = limiter.acquire("svc", max_wait=1.0)
+    assert (fresh.granted, fresh.reason) == (True, "ok")
+    assert fresh.wait == pytest.approx(0.1 - TOLERANCE, abs=1e-6)
 
 
 def test_a_reservation_falls_due_sooner_when_the_rate_rises_and_keeps_its_place(

@@ -112,7 +112,7 @@ local NOISE = 0.8  -- climb.NOISE
 local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the current one and 3 before
 local LOG = 32  -- delivery.LOG: success times kept per key (the window's count is exact up to it)
 local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
-local PACING_TOLERANCE = 0.05  -- pacing.TOLERANCE
+local PACING_TOLERANCE = 0.002  -- pacing.TOLERANCE
 local FAIR_GRACE = 1.0  -- fair.GRACE: a tenant counts as active this long after its last call
 local FAIR_USAGE = 2.0  -- fair.USAGE: seconds over which what light tenants take is averaged
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
@@ -346,7 +346,23 @@ if n == 1 and bstate == CLOSED and not chained
           local places = sleepers / r + SLACK
           if places < in_line then in_line = places end
         end
-        if wait <= in_line then
+        local fits = wait <= in_line
+        local steady = fits and cost > 0  -- pacing, past the start phase (the acquire's unpack
+        if steady and slow == 1 and inc > 0 then  -- stopped at the name: sfrom holds where it
+          steady = struct.unpack('<d', saved, sfrom + 64) > 0  -- ends; the peak is 8 on)
+        end
+        if steady then  -- (pacing.earliest: no sooner than the schedule, within max_wait)
+          local ahead = burst - cost
+          if ahead < 0 then ahead = 0 end
+          local paced = tat - ahead / r - PACING_TOLERANCE
+          if paced > slot then
+            local most = max_wait
+            if wait > most then most = wait end
+            fits = paced - now <= most + SLACK
+            if fits then slot, wait = paced, paced - now end
+          end
+        end
+        if fits then
           seq, t = seq + 1, t - cost
           if cost > 0 then
             if tat < slot then tat = slot end
@@ -1064,13 +1080,17 @@ if op == ACQUIRE then
     if cooldown_wait then cw = cooldown_wait + SLACK end
     local fits = wait <= in_line
     if not fits and now < cool and cool <= now + cw then fits = slot - cool <= in_line end
-    -- pacing: the arrival schedule may add a sleep, within max_wait
+    -- pacing: the arrival schedule may add a sleep, within max_wait (past the start phase
+    -- every grant, in it a late holder's)
     local requests = limits[1].cost
-    if fits and late and requests > 0 and pace > 0 then
-      local paced = max(slot, K.tat - max(0, limits[1].burst - requests) / pace
-                                         - PACING_TOLERANCE)
-      fits = paced - now <= max(max_wait, wait + SLACK)
-      if fits then slot = paced; wait = paced - now end
+    local steady = not (K.slow == 1 and limits[1].p == 0 and limits[1].inc > 0)  -- (starting)
+    local paced = 0  -- the schedule's slot, when it holds the call back
+    if fits and (late or steady) and requests > 0 and pace > 0 then
+      local due = K.tat - max(0, limits[1].burst - requests) / pace - PACING_TOLERANCE
+      if due > slot then
+        fits = due - now <= max(max_wait, wait + SLACK)
+        slot, wait, paced = due, due - now, due
+      end
     end
     for i = 1, n do  -- a sliding window grants no more than a window ahead (sliding.beyond)
       local lim = limits[i]
@@ -1142,6 +1162,7 @@ if op == ACQUIRE then
     recheck = recheck_of(dues, wait, limits, now, cool, growth)
     local windows = slid(limits) - now  -- (a sliding window reserves nothing: not sooner)
     if recheck < windows then recheck = windows end
+    if recheck < paced - now then recheck = paced - now end  -- (nor the schedule's)
     if recheck < chain_slot - now then recheck = chain_slot - now end  -- (not sooner)
     if recheck < share_slot - now then recheck = share_slot - now end
     slot_out, dues_out = slot, dues
