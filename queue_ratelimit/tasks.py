@@ -151,8 +151,8 @@ class TaskGate:
             ``Retry-After``, a cooldown with nothing reserved) grows by up to this fraction
             (at most 5 s), so tasks throttled together do not all return at the same
             instant. A reserved slot is already spread at the rate and gets none: jitter
-            would only make its holder late, and holders that come back late go at once,
-            together, above the rate.
+            would only make its holder late (and a late holder waits for the arrival
+            schedule, ``policy/pacing.py``).
         clock: wall-clock time in seconds (for parking).
         rng: the jitter's random source.
         logger: where each requeue's one INFO line goes (``queue_ratelimit``; RQ gives its

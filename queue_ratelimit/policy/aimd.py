@@ -33,10 +33,13 @@ Rules (``now`` is always passed in, in seconds):
   (``ReportResult.exhausted``), once per move.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
   waited for; a void reservation is treated as a fresh acquire.
-* pacing: every grant moves an arrival schedule on (``pacing``). Once the key is past its
-  start phase, every grant, and in it a holder that comes back after its slot, is granted
-  no sooner than the schedule allows, if that is within ``max_wait``: calls reach the
-  upstream at the rate even when their holders come back late and together.
+* pacing: every grant moves an arrival schedule on (``pacing``). A holder that comes back
+  after its slot is granted no sooner than the schedule allows, if that is within
+  ``max_wait`` (else it goes back, holding its reservation, told to come back then). Once
+  the key is past its start phase, every other call too is granted no sooner than the
+  schedule allows, but at most ``max_wait`` later than its slot, and never sent back for
+  it. Calls reach the upstream at the rate even when their holders come back late and
+  together. A published quota's reset ends a schedule laid at its pace.
 * start: while the key has met no backoff (no ``peak``, none remembered) and the plan's
   ``slow_start`` is on, a success adds ``max(increase, START_GROWTH)`` to the requests rate
   (the rate e-folds about every second while demand keeps up), but never past
@@ -134,6 +137,8 @@ def sync_buckets(state: KeyState, now: float, limits: Sequence[LimitParams]) -> 
         if lim.window > 0 and bucket.quota_left is not None and now >= bucket.quota_until:
             owed = min(0.0, bucket.quota_left)  # calls paid ahead of the window now opening
             quota.open_window(bucket, now, lim.burst + owed, lim.window)
+        if bucket.quota_left is not None and now >= bucket.quota_until and lim is limits[0]:
+            state.paced_until = min(state.paced_until, now)  # (laid at the quota's pace)
         quota.expire(bucket, now)
         if lim.window > 0 and bucket.quota_left is None:
             quota.open_window(bucket, now, lim.burst, lim.window)
@@ -162,6 +167,15 @@ def slot_of(
     return slot
 
 
+def line_allowance(max_wait: float, max_sleepers: int | None, pace: float) -> float:
+    """The longest wait for a place in line slept in the caller: ``max_wait``, and with
+    ``max_sleepers`` no more than that many places (``max_sleepers / pace`` seconds)."""
+    in_line = max_wait + SLACK
+    if max_sleepers is not None and pace > 0:
+        in_line = min(in_line, max_sleepers / pace + SLACK)
+    return in_line
+
+
 def fits_wait(
     now: float,
     slot: float,
@@ -184,9 +198,7 @@ def fits_wait(
     queue, a task requeued for it would free the worker only for the next task of the queue
     to meet it too, and a backlog would be requeued whole.
     """
-    in_line = max_wait + SLACK
-    if max_sleepers is not None and pace > 0:
-        in_line = min(in_line, max_sleepers / pace + SLACK)
+    in_line = line_allowance(max_wait, max_sleepers, pace)
     if slot - now <= in_line:
         return True
     cooldown = max_wait + SLACK if cooldown_wait is None else cooldown_wait + SLACK
@@ -374,13 +386,16 @@ def _fit(
         max_sleepers=request.max_sleepers,
         pace=line,
     )
-    after = 0.0  # the schedule's slot, when it holds the call back
-    if fits and (late or steady):  # the schedule may add a sleep, within max_wait
-        requests = request.costs.get(first.name, 0.0)
-        paced = pacing.earliest(state, first.burst, requests, pace)
-        if paced > slot:
-            fits = paced - now <= max(request.max_wait, slot - now) + SLACK
-            slot = after = paced
+    after = 0.0  # the schedule's slot, when it holds a late holder back
+    requests = request.costs.get(first.name, 0.0)
+    if fits and (late or steady) and requests > 0 and pace > 0:
+        due = pacing.earliest(state, first.burst, requests, pace)
+        if late:  # no sooner than the schedule, within max_wait
+            if due > slot:
+                fits = due - now <= max(request.max_wait, slot - now) + SLACK
+                slot = after = due
+        elif due > slot:  # on time or new: later, within max_wait (never refused for it)
+            slot = max(slot, min(due, now + (request.max_wait + SLACK)))
     if fits and any(
         lim.window < 0 and request.costs.get(lim.name, 0.0) > 0 and sliding.beyond(slot, now, lim)
         for lim in limits

@@ -9,21 +9,33 @@ two calls within milliseconds, and a second of calls holds one or two more than 
 
 So every granted call of the requests limit is recorded in a virtual schedule (GCRA):
 ``paced_until`` is when the next call is due if calls go at the rate, and a grant at
-``slot`` moves it to ``max(paced_until, slot) + cost / pace``. Once the key is past its
-start phase, no call goes sooner than ``paced_until - (burst - cost) / pace - TOLERANCE``:
-that is a sleep within ``max_wait``, and a longer delay sends the call back (holding its
-reservation). In the start phase only a holder more than ``TOLERANCE`` late is held to the
-schedule: the ledger re-prices its debt as the rate climbs, and a schedule laid at the rates
-passed would slow the climb. A new congestion event forgives the schedule as it forgives the
-debt.
+``slot`` moves it to ``max(paced_until, slot) + cost / pace``. ``earliest`` is then
+``paced_until - (burst - cost) / pace - TOLERANCE``:
+
+* a holder more than ``TOLERANCE`` late goes no sooner than ``earliest``, as a sleep within
+  ``max_wait``; a longer delay sends it back, holding its reservation, told to come back at
+  ``earliest``;
+* once the key is past its start phase, every other call (new, or a holder on time) goes no
+  sooner than ``earliest`` either, but at most ``max_wait`` after its slot and never sent
+  back for it: with ``max_wait`` 0 it goes at its slot. (Refused, a holder on time could be
+  passed again and again by callers who may sleep, each moving the schedule on.) In the
+  start phase they keep the ledger's slots: the ledger re-prices its debt as the rate
+  climbs, and a schedule laid at the rates passed would slow the climb.
+
+The schedule is a single time, not a list of the slots granted: a call granted ahead of
+its turn in the ledger (a sleeper whose slot lies behind reservations) holds back a holder
+whose slot comes before it, within that holder's ``max_wait``. A new congestion event
+forgives the schedule as it forgives the debt, and a published quota's reset ends a
+schedule laid at the quota's slower pace.
 
 Measured (``benchmarks/goodput.py``, shared workers: ``max_sleepers`` 1, so most tasks are
 requeued and come back through the broker): with only late holders held to the schedule
 and a tolerance of 50 ms, a fleet landed at 0.97 of the upstream's limit met a second and a
 third congestion event within seconds (40 calls in 965 ms at 38.4/s: three within 8 ms at
 the head of the second), each a whole ``Retry-After`` lost, and served 0.55-0.72 of the
-limit on Dramatiq and RQ; with every grant held to it and 2 ms, one event (the start
-phase's) and 0.91-0.94.
+limit on Dramatiq and RQ; with every call held to it and 2 ms, one event (the start
+phase's) and 0.88-0.94. Holding calls on time only within their places in line
+(``max_sleepers`` 1: one place, 25 ms at 40/s) lost most of that (0.57-0.91).
 """
 
 from __future__ import annotations

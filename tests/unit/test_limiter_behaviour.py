@@ -461,8 +461,9 @@ def test_late_holders_are_spread_after_a_fresh_call_granted_among_them(
     assert waits == pytest.approx([0.1 * i - TOLERANCE for i in (1, 2, 3)], abs=1e-6)
 
 
-def test_a_holder_on_time_keeps_to_the_schedule_behind_late_ones(
-    make_limiter: MakeLimiter, clock: FakeClock
+@pytest.mark.parametrize("max_wait", [1.0, 0.0])
+def test_a_holder_on_time_keeps_to_the_schedule_behind_late_ones_within_max_wait(
+    make_limiter: MakeLimiter, clock: FakeClock, max_wait: float
 ) -> None:
     limiter = make_limiter()  # 10/s, burst 1, past its start phase (plain AIMD)
     held = _holders(limiter, 4)  # slots 0.1 .. 0.4
@@ -470,13 +471,11 @@ def test_a_holder_on_time_keeps_to_the_schedule_behind_late_ones(
     for reservation in held[:3]:  # granted at 0.35, 0.45 and 0.55: the schedule runs to 0.65
         assert limiter.acquire("svc", reservation=reservation, max_wait=1.0).granted
     clock.advance(0.05)
-    on_time = limiter.acquire("svc", reservation=held[3])  # max_wait 0: no sleep allowed
-    assert (on_time.granted, on_time.reason) == (False, "rate")  # not 0.05 s after 0.35
-    assert on_time.reservation is not None and on_time.reservation.due == held[3].due
-    assert on_time.recheck == pytest.approx(0.25 - TOLERANCE, abs=1e-6)  # not at once
-    clock.advance(0.25 - TOLERANCE)
-    again = limiter.acquire("svc", reservation=on_time.reservation)
-    assert (again.granted, again.reason, again.wait) == (True, "redeemed", 0.0)
+    on_time = limiter.acquire("svc", reservation=held[3], max_wait=max_wait)
+    assert (on_time.granted, on_time.reason) == (True, "redeemed")  # never sent back for it
+    # not 0.05 s after the call at 0.35, when it may sleep; at its slot when it may not
+    expected = 0.25 - TOLERANCE if max_wait else 0.0
+    assert on_time.wait == pytest.approx(expected, abs=1e-6)
 
 
 def test_in_the_start_phase_a_holder_on_time_is_not_held_back_by_late_ones(
@@ -872,6 +871,20 @@ def test_a_published_quota_caps_the_tokens_and_paces_the_window(
     clock.advance(0.2)
     # after the cap, tokens refill at the quota's pace: 4 per 2 s, not 10/s
     assert limiter.snapshot("svc").limit().tokens == pytest.approx(4 - 2 + 0.2 * 2.0, abs=1e-6)
+
+
+def test_a_schedule_laid_at_a_quotas_pace_ends_with_its_window(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    limiter = make_limiter()  # 10/s, burst 1, past its start phase
+    limiter.on_success("svc", feedback=Feedback(quotas={"requests": (3, 60.0)}))
+    clock.advance(50.0)
+    assert limiter.acquire("svc", max_wait=1.0).granted  # at the quota's pace: 1 per 30 s
+    clock.advance(10.0)  # the window resets: 10/s again
+    fresh = limiter.acquire("svc", max_wait=1.0)  # the bucket's one token, at 10/s:
+    assert fresh.granted and fresh.wait <= 0.1 + 1e-6  # not held until 80 s
+    after = limiter.acquire("svc", max_wait=1.0)
+    assert after.granted and after.wait <= 0.2 + 1e-6  # the next token, 0.1 s on
 
 
 def test_remaining_is_lowered_by_calls_granted_since_the_answered_one(

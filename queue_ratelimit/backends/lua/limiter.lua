@@ -351,15 +351,14 @@ if n == 1 and bstate == CLOSED and not chained
         if steady and slow == 1 and inc > 0 then  -- stopped at the name: sfrom holds where it
           steady = struct.unpack('<d', saved, sfrom + 64) > 0  -- ends; the peak is 8 on)
         end
-        if steady then  -- (pacing.earliest: no sooner than the schedule, within max_wait)
+        if steady then  -- (pacing.earliest: later, within max_wait)
           local ahead = burst - cost
           if ahead < 0 then ahead = 0 end
-          local paced = tat - ahead / r - PACING_TOLERANCE
-          if paced > slot then
-            local most = max_wait
-            if wait > most then most = wait end
-            fits = paced - now <= most + SLACK
-            if fits then slot, wait = paced, paced - now end
+          local due = tat - ahead / r - PACING_TOLERANCE
+          if due > slot then
+            local held = now + (max_wait + SLACK)
+            if due < held then held = due end
+            if held > slot then slot, wait = held, held - now end
           end
         end
         if fits then
@@ -624,8 +623,10 @@ local function revive(saved, limits, src, from)
   return top
 end
 
--- every bucket brought to `now`: clamp the rate, refill, expire the quota
+-- every bucket brought to `now`: clamp the rate, refill, expire the quota (whether the
+-- first limit's expired: the arrival schedule was laid at its pace)
 local function bring(limits)
+  local expired = false
   for i = 1, #limits do
     local lim = limits[i]
     lim.r = min(max(lim.r, lim.min), lim.max)
@@ -640,7 +641,9 @@ local function bring(limits)
       lim.q, lim.qu, lim.qc = lim.burst + owed, (floor(now / lim.win) + 1) * lim.win, 0
       lim.t, lim.s = lim.burst + owed, now
     end
-    if lim.q and now >= lim.qu then lim.q, lim.qu, lim.qc = false, 0, 0 end
+    if lim.q and now >= lim.qu then
+      lim.q, lim.qu, lim.qc, expired = false, 0, 0, expired or i == 1
+    end
     if lim.win > 0 and not lim.q then  -- a fixed window's turn (quota.open_window)
       lim.q, lim.qu, lim.qc = lim.burst, (floor(now / lim.win) + 1) * lim.win, 0
       lim.t, lim.s = lim.burst, now
@@ -650,6 +653,7 @@ local function bring(limits)
       if gone > 0 then lim.lv = string.sub(lim.lv, 8 * gone + 1) end
     end
   end
+  return expired
 end
 
 -- a snapshot's answer for a key that exists (its leases counted on `leases_key`, if any)
@@ -692,7 +696,7 @@ local function open_level(key, saved, src, from, count, level_slow)
   end
   if not L.exists then L.epoch = floor(now * 1000000) end
   L.slow = level_slow  -- its start phase (the chain's level: its own setting)
-  bring(L.limits)
+  if bring(L.limits) and L.tat > now then L.tat = now end  -- (laid at the quota's pace)
   return L
 end
 
@@ -1084,12 +1088,17 @@ if op == ACQUIRE then
     -- every grant, in it a late holder's)
     local requests = limits[1].cost
     local steady = not (K.slow == 1 and limits[1].p == 0 and limits[1].inc > 0)  -- (starting)
-    local paced = 0  -- the schedule's slot, when it holds the call back
+    local paced = 0  -- the schedule's slot, when it holds a late holder back
     if fits and (late or steady) and requests > 0 and pace > 0 then
       local due = K.tat - max(0, limits[1].burst - requests) / pace - PACING_TOLERANCE
-      if due > slot then
-        fits = due - now <= max(max_wait, wait + SLACK)
-        slot, wait, paced = due, due - now, due
+      if late then  -- no sooner than the schedule, within max_wait
+        if due > slot then
+          fits = due - now <= max(max_wait, wait + SLACK)
+          slot, wait, paced = due, due - now, due
+        end
+      elseif due > slot then  -- on time or new: later, within max_wait (never refused
+        local held = min(due, now + max_wait)  -- for it)
+        if held > slot then slot, wait = held, held - now end
       end
     end
     for i = 1, n do  -- a sliding window grants no more than a window ahead (sliding.beyond)
