@@ -362,17 +362,17 @@ def _fit(
     no sooner). ``cooldown_until``: the latest cooldown of the call's levels; ``steady``:
     the key is past its start phase, and every call keeps to the schedule, not only a late
     holder."""
+    first = limits[0]
+    pace = quota.refill_rate(state.buckets[first.name])
     late = False
     if kept is not None:
         pulled = _pulled(state, now, limits, kept)
         slot = max(pulled, cooldown_until, now, _slid(state, now, limits, request.costs))
-        late = pulled < now - pacing.TOLERANCE
+        late = pulled < now - pacing.tolerance(pace)
     else:
         slot = slot_of(state, now, limits, request.costs)
     if chain is not None:
         slot = max(slot, chain.slot, share_at)
-    first = limits[0]
-    pace = quota.refill_rate(state.buckets[first.name])
     line = pace  # a place in line: the slower level's interval (a tenant's share's would
     if chain is not None:  # keep a worker asleep per tenant: others' calls behind them)
         up = chain.state.buckets[chain.plan.limits[0].name]

@@ -25,7 +25,7 @@ from queue_ratelimit.plans import plan_for
 from queue_ratelimit.policy import aimd
 from queue_ratelimit.policy.climb import BAND, PROBE_FLOOR
 from queue_ratelimit.policy.delivery import LOG, delivered
-from queue_ratelimit.policy.pacing import TOLERANCE
+from queue_ratelimit.policy.pacing import tolerance
 from queue_ratelimit.policy.state import Feedback, Reservation, new_state
 from tests.conftest import FakeClock
 from tests.support import SVC, backoff_after_barrier, hold_lease_forever
@@ -426,6 +426,9 @@ def test_a_reservation_is_redeemed_at_its_slot_without_paying_twice(
     assert limiter.snapshot("svc").limit().tokens == pytest.approx(1.0, abs=1e-5)
 
 
+TOL = tolerance(10.0)  # how far a call may run ahead of the schedule at 10/s
+
+
 def _holders(limiter: Limiter, count: int) -> list[Reservation]:
     """``count`` reservations behind one granted call: at 10/s, slots 0.1 s apart."""
     assert limiter.acquire("svc").granted
@@ -445,7 +448,7 @@ def test_holders_that_come_back_late_together_are_spread_at_the_rate(
         redeemed = limiter.acquire("svc", reservation=reservation, max_wait=1.0)
         assert (redeemed.granted, redeemed.reason) == (True, "redeemed")
         waits.append(redeemed.wait)
-    spread = [max(0.0, 0.1 * i - TOLERANCE) for i in range(5)]  # a sleep each, not a burst
+    spread = [max(0.0, 0.1 * i - TOL) for i in range(5)]  # a sleep each, not a burst
     assert waits == pytest.approx(spread, abs=1e-6)
 
 
@@ -458,7 +461,7 @@ def test_late_holders_are_spread_after_a_fresh_call_granted_among_them(
     fresh = limiter.acquire("svc", max_wait=1.0)  # granted now: the schedule runs to +0.1
     assert (fresh.granted, fresh.reason, fresh.wait) == (True, "ok", 0.0)
     waits = [limiter.acquire("svc", reservation=r, max_wait=1.0).wait for r in held]
-    assert waits == pytest.approx([0.1 * i - TOLERANCE for i in (1, 2, 3)], abs=1e-6)
+    assert waits == pytest.approx([0.1 * i - TOL for i in (1, 2, 3)], abs=1e-6)
 
 
 @pytest.mark.parametrize("max_wait", [1.0, 0.0])
@@ -474,7 +477,7 @@ def test_a_holder_on_time_keeps_to_the_schedule_behind_late_ones_within_max_wait
     on_time = limiter.acquire("svc", reservation=held[3], max_wait=max_wait)
     assert (on_time.granted, on_time.reason) == (True, "redeemed")  # never sent back for it
     # not 0.05 s after the call at 0.35, when it may sleep; at its slot when it may not
-    expected = 0.25 - TOLERANCE if max_wait else 0.0
+    expected = 0.25 - TOL if max_wait else 0.0
     assert on_time.wait == pytest.approx(expected, abs=1e-6)
 
 
@@ -486,7 +489,7 @@ def test_in_the_start_phase_a_holder_on_time_is_not_held_back_by_late_ones(
     clock.advance(0.35)
     late = [limiter.acquire("svc", reservation=r, max_wait=1.0) for r in held[:3]]
     assert [d.wait for d in late] == pytest.approx(
-        [0.0, 0.1 - TOLERANCE, 0.2 - TOLERANCE], abs=1e-6
+        [0.0, 0.1 - TOL, 0.2 - TOL], abs=1e-6
     )
     clock.advance(0.05)
     on_time = limiter.acquire("svc", reservation=held[3])
@@ -501,11 +504,11 @@ def test_past_the_start_phase_a_fresh_call_keeps_to_the_schedule(
     held = _holders(limiter, 2)  # slots 0.1, 0.2
     clock.advance(0.3)  # both late: granted at 0.3 and 0.4, the schedule runs to 0.5
     redeemed = [limiter.acquire("svc", reservation=r, max_wait=1.0) for r in held]
-    assert [d.wait for d in redeemed] == pytest.approx([0.0, 0.1 - TOLERANCE], abs=1e-6)
+    assert [d.wait for d in redeemed] == pytest.approx([0.0, 0.1 - TOL], abs=1e-6)
     clock.advance(0.1)  # the bucket holds a token again: the ledger would grant at once
     fresh = limiter.acquire("svc", max_wait=1.0)
     assert (fresh.granted, fresh.reason) == (True, "ok")
-    assert fresh.wait == pytest.approx(0.1 - TOLERANCE, abs=1e-6)
+    assert fresh.wait == pytest.approx(0.1 - TOL, abs=1e-6)
 
 
 def test_a_reservation_falls_due_sooner_when_the_rate_rises_and_keeps_its_place(

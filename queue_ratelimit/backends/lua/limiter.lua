@@ -112,7 +112,7 @@ local NOISE = 0.8  -- climb.NOISE
 local SLICES = 3  -- delivery.SLICES: the window is counted in slices, the current one and 3 before
 local LOG = 32  -- delivery.LOG: success times kept per key (the window's count is exact up to it)
 local START_GROWTH, START_HEADROOM = 1.0, 2.0  -- climb.START_GROWTH, climb.START_HEADROOM
-local PACING_TOLERANCE = 0.002  -- pacing.TOLERANCE
+local PACING_TOLERANCE, PACING_SHARE = 0.05, 0.25  -- pacing.TOLERANCE, pacing.SHARE
 local FAIR_GRACE = 1.0  -- fair.GRACE: a tenant counts as active this long after its last call
 local FAIR_USAGE = 2.0  -- fair.USAGE: seconds over which what light tenants take is averaged
 local REFRESH = 0.125  -- an expiry is set idle_ttl * REFRESH beyond what is needed, so most
@@ -354,7 +354,9 @@ if n == 1 and bstate == CLOSED and not chained
         if steady then  -- (pacing.earliest: later, within max_wait)
           local ahead = burst - cost
           if ahead < 0 then ahead = 0 end
-          local due = tat - ahead / r - PACING_TOLERANCE
+          local tol = PACING_SHARE / r  -- (pacing.tolerance)
+          if tol > PACING_TOLERANCE then tol = PACING_TOLERANCE end
+          local due = tat - ahead / r - tol
           if due > slot then
             local held = now + (max_wait + SLACK)
             if due < held then held = due end
@@ -429,6 +431,12 @@ end
 local function refill_rate(lim)
   if lim.q and lim.s < lim.qu then return min(lim.r, lim.qc) end
   return lim.r
+end
+
+-- how far a call may run ahead of the arrival schedule at `pace` (pacing.tolerance)
+local function pacing_tolerance(pace)
+  if pace > 0 then return min(PACING_TOLERANCE, PACING_SHARE / pace) end
+  return PACING_TOLERANCE
 end
 
 local function quota_active(lim, now) return lim.q and now < lim.qu end
@@ -1052,7 +1060,7 @@ if op == ACQUIRE then
     local late = false
     if redeeming then
       local due_at = pulled(res_slot, dues, limits, now)
-      slot, late = max(due_at, cool, now, chain_slot, slid(limits)), due_at < now - PACING_TOLERANCE
+      slot, late = max(due_at, cool, now, chain_slot, slid(limits)), due_at < now - pacing_tolerance(refill_rate(limits[1]))
       share_slot = now
       if F and not F.borrow then  -- its booked share: no sooner than that comes; none
         local mark = dues[n + 1]  -- booked (it borrowed then: -1), or a mark past all the
@@ -1090,7 +1098,7 @@ if op == ACQUIRE then
     local steady = not (K.slow == 1 and limits[1].p == 0 and limits[1].inc > 0)  -- (starting)
     local paced = 0  -- the schedule's slot, when it holds a late holder back
     if fits and (late or steady) and requests > 0 and pace > 0 then
-      local due = K.tat - max(0, limits[1].burst - requests) / pace - PACING_TOLERANCE
+      local due = K.tat - max(0, limits[1].burst - requests) / pace - pacing_tolerance(pace)
       if late then  -- no sooner than the schedule, within max_wait
         if due > slot then
           fits = due - now <= max(max_wait, wait + SLACK)
