@@ -24,7 +24,7 @@ MIN_SPAN = DELIVERY_WINDOW / 2
 """A young key's count is taken over at least this long: the success or two of its first
 instants are not a rate."""
 
-LOG = 32
+LOG = 64
 """Success times kept per key, of the last window only: its count is exact up to this many
 (and a key serving a few calls per second keeps a few)."""
 

@@ -256,19 +256,22 @@ def test_the_rate_delivered_counts_the_last_second_exactly() -> None:
 
 def test_past_the_log_the_rate_delivered_is_counted_in_slices_the_oldest_in_part() -> None:
     state = new_state(0.0)
-    for k in range(LOG + 8):  # 40 successes 0.025 s apart, in slices of 1/3 s: 14, 13, 13
-        aimd.on_success(state, 0.025 * k, PLAN)
-    # the log's oldest (0.2 s) lies within the last second at 1.1 s: the whole slices' 13
-    # + 13 and the oldest slice's 14 weighted by the part of it within that second (0.7)
-    assert delivered(state, 1.1) == pytest.approx(13 + 13 + 14 * 0.7)
+    count = LOG + LOG // 4  # over the first second, evenly: more than the log holds
+    times = [k / count for k in range(count)]
+    for at in times:
+        aimd.on_success(state, at, PLAN)
+    # the log's oldest (0.2 s) lies within the last second at 1.1 s: the whole slices of
+    # 1/3 s and the oldest slice weighted by the part of it within that second (0.7)
+    first, second, third = (sum(1 for t in times if k / 3 <= t < (k + 1) / 3) for k in range(3))
+    assert delivered(state, 1.1) == pytest.approx(second + third + first * 0.7)
 
 
 def test_a_full_log_within_the_last_second_counts_at_least_its_length() -> None:
     state = new_state(0.0)
     for k in range(LOG + 2):  # all late in the slice [0, 1/3), which is oldest by 1.2 s
-        aimd.on_success(state, 0.3 + 0.0009 * k, PLAN)
-    # the slices' estimate weighs that slice by 0.4 (13.6); the log holds 32 within the
-    # last second: so many at least
+        aimd.on_success(state, 0.3 + 0.03 * k / (LOG + 2), PLAN)
+    # the slices' estimate weighs that slice by 0.4; the log holds LOG within the last
+    # second: so many at least
     assert delivered(state, 1.2) == float(LOG)
 
 
@@ -277,9 +280,9 @@ def test_a_full_log_within_the_last_second_counts_at_least_its_length() -> None:
     [
         # 21 successes after 0.2 s, logged: counted exactly (the slices' estimate: 20.8)
         ((0.0, 0.3), 10, 1.2, 21.0),
-        # 40 after 0.25 s, and the log holds 32: the slices' estimate, the oldest slice
+        # more after 0.25 s than the log holds: the slices' estimate, the oldest slice
         # (holding the call at 0) weighted by the part of it within the last second
-        ((0.0,), 20, 1.25, 20 + 20 + 1 * 0.25),
+        ((0.0,), LOG // 2 + 4, 1.25, 2 * (LOG // 2 + 4) + 1 * 0.25),
     ],
     ids=["logged", "past-the-log"],
 )
@@ -296,8 +299,9 @@ def test_a_decrease_lands_below_the_successes_of_the_last_second(
     )
     start = clock.now  # the slices start at the first success: [0, 1/3), [1/3, 2/3), ...
     times = [*early]
-    times += [0.705 + 0.01 * k for k in range(dense)]  # in the slice [2/3, 1)
-    times += [1.005 + 0.01 * k for k in range(dense)]  # in the slice [1, 4/3)
+    step = min(0.01, 0.18 / dense)
+    times += [0.705 + step * k for k in range(dense)]  # in the slice [2/3, 1)
+    times += [1.005 + step * k for k in range(dense)]  # in the slice [1, 4/3)
     for t in times:
         clock.now = start + t
         limiter.on_success("svc")
@@ -488,9 +492,7 @@ def test_in_the_start_phase_a_holder_on_time_is_not_held_back_by_late_ones(
     held = _holders(limiter, 4)
     clock.advance(0.35)
     late = [limiter.acquire("svc", reservation=r, max_wait=1.0) for r in held[:3]]
-    assert [d.wait for d in late] == pytest.approx(
-        [0.0, 0.1 - TOL, 0.2 - TOL], abs=1e-6
-    )
+    assert [d.wait for d in late] == pytest.approx([0.0, 0.1 - TOL, 0.2 - TOL], abs=1e-6)
     clock.advance(0.05)
     on_time = limiter.acquire("svc", reservation=held[3])
     assert (on_time.granted, on_time.reason) == (True, "redeemed")

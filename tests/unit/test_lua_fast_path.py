@@ -97,7 +97,7 @@ def _log(rnd: random.Random, now: float) -> bytes:
     if kind == "few":
         times = sorted(now - rnd.uniform(0, 2) for _ in range(rnd.randrange(6)))
     else:
-        times = [now - 0.95 + 0.029 * i for i in range(LOG)]
+        times = [now - 0.95 + 0.9 * i / LOG for i in range(LOG)]
     return struct.pack(f"<B{len(times)}d", len(times), *times)
 
 

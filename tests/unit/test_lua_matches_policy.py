@@ -81,8 +81,8 @@ report_op = st.tuples(
 )
 # 5000 s: idle past idle_ttl (3600 s, up to an eighth more in Redis): the key is revived
 tick_op = st.tuples(st.just("tick"), st.sampled_from([0.0, 0.01, 0.1, 0.7, 2.5, 6.0, 5000.0]))
-# successes 0.01 s apart: 40 fill the success log past its length (delivery.LOG)
-burst_op = st.tuples(st.just("burst"), st.sampled_from([5, 40]), TENANTS)
+# successes 0.01 s apart: 80 fill the success log past its length (delivery.LOG)
+burst_op = st.tuples(st.just("burst"), st.sampled_from([5, 80]), TENANTS)
 
 
 def _approx(value: object) -> object:
