@@ -85,6 +85,16 @@ def most_in_one_second(times: list[float]) -> int:
     return most
 
 
+def purge_store(limiter: Limiter, names: Iterable[str]) -> None:
+    """Delete the integrations' rows from a limiter's store other than the harness's Redis
+    (a SQL store), then close its connections."""
+    for name in names:
+        limiter.backend.purge(name)  # type: ignore[attr-defined]
+    close = getattr(limiter.backend, "close", None)
+    if close is not None:
+        close()
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, every: float = 0.01) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

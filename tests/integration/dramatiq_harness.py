@@ -26,7 +26,7 @@ from queue_ratelimit.testing import HiddenLimitUpstream
 # one prefix per test session: limiter keys, broker and result keys, the integrations' names
 os.environ.setdefault("QRL_PREFIX", f"qrltest-{uuid.uuid4().hex[:8]}")
 from tests.integration import dramatiq_app as dapp
-from tests.support import delete_keys, stop_workers
+from tests.support import delete_keys, purge_store, stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -154,11 +154,7 @@ class DramatiqRig:
     def _purge(self) -> None:
         delete_keys(self.redis, f"{dapp.PREFIX}-*", f"{{{dapp.PREFIX}:*", f"{dapp.PREFIX}:*")
         if self.limiter_url != self.redis_url:  # (the limiter's rows in another store)
-            for name in dapp.CONFIGS:
-                self.limiter.backend.purge(name)  # type: ignore[attr-defined]
-            close = getattr(self.limiter.backend, "close", None)  # (a SQL store's)
-            if close is not None:
-                close()
+            purge_store(self.limiter, dapp.CONFIGS)
         if self.kind == "rabbitmq":
 
             def delete(channel: Any) -> None:

@@ -26,7 +26,7 @@ from queue_ratelimit.testing import HiddenLimitUpstream
 # one prefix per test session: limiter keys, records and the integrations' (queues') names
 os.environ.setdefault("QRL_PREFIX", f"qrltest-{uuid.uuid4().hex[:8]}")
 from tests.integration import rq_jobs as jobs
-from tests.support import stop_workers
+from tests.support import purge_store, stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 # ``rq worker``, with the job module imported first: work horses inherit it instead of
@@ -177,11 +177,7 @@ class RQRig:
         for queue in (jobs.NOTION, jobs.GITHUB, jobs.SHARED, jobs.ALONE):
             self.connection.srem("rq:queues", f"rq:queue:{queue}")
         if self.limiter_url != self.redis_url:  # (the limiter's rows in another store)
-            for name in jobs.CONFIGS:
-                self.limiter.backend.purge(name)  # type: ignore[attr-defined]
-            close = getattr(self.limiter.backend, "close", None)  # (a SQL store's)
-            if close is not None:
-                close()
+            purge_store(self.limiter, jobs.CONFIGS)
 
 
 @contextmanager

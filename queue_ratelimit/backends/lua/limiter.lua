@@ -1060,7 +1060,8 @@ if op == ACQUIRE then
     local late = false
     if redeeming then
       local due_at = pulled(res_slot, dues, limits, now)
-      slot, late = max(due_at, cool, now, chain_slot, slid(limits)), due_at < now - pacing_tolerance(refill_rate(limits[1]))
+      slot = max(due_at, cool, now, chain_slot, slid(limits))
+      late = due_at < now - pacing_tolerance(refill_rate(limits[1]))
       share_slot = now
       if F and not F.borrow then  -- its booked share: no sooner than that comes; none
         local mark = dues[n + 1]  -- booked (it borrowed then: -1), or a mark past all the
