@@ -37,15 +37,17 @@ RETRY_AFTER = "retry-after"
 START = 2.0  # seconds of calls after a restart over which the starting rate is measured
 
 
-def timeline(label: str, calls: Calls, start: float) -> None:
-    """With ``GP_TIMELINE=1``: served and refused calls per second, on stderr."""
+def timeline(label: str, calls: Calls, start: float, step: float = 1.0) -> None:
+    """With ``GP_TIMELINE=1``: served and refused calls per ``step`` seconds, on stderr."""
     if os.environ.get("GP_TIMELINE") != "1":
         return
     seconds: dict[int, list[int]] = {}
     for t, _, status in calls:
-        counts = seconds.setdefault(int(t - start), [0, 0])
+        counts = seconds.setdefault(int((t - start) / step), [0, 0])
         counts[0 if status == 200 else 1] += 1
-    cells = [f"{k}:{v[0]}" + (f"/{v[1]}x" if v[1] else "") for k, v in sorted(seconds.items())]
+    cells = [
+        f"{k * step:g}:{v[0]}" + (f"/{v[1]}x" if v[1] else "") for k, v in sorted(seconds.items())
+    ]
     print(f"  {label}: " + " ".join(cells), file=sys.stderr)
 
 

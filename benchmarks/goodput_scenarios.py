@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from goodput_cold import cold
+from goodput_cold import RateWatch, cold, timeline
 from goodput_fair import fairness
 from goodput_fleet import Fleet
 from goodput_phase import Event, Phase, Send, constant, deadline, run_phase
@@ -147,18 +147,22 @@ def integrations(fleet: Fleet, sc: Scale) -> Row:
     if fleet.system.ours:  # workers shared between integrations: max_sleepers 1, as
         fleet.shared = True  # docs/configuration.md advises (the last scenario: kept so)
         fleet.restart()
-    alone = run_phase(
-        fleet,
-        {"x": (sc.rate, RETRY_AFTER)},
-        [Send("x", sc.x_tasks, upstream="x")],
-        deadline(sc.x_tasks / sc.rate),
-    )
+    with RateWatch(fleet, sc.rate):
+        alone = run_phase(
+            fleet,
+            {"x": (sc.rate, RETRY_AFTER)},
+            [Send("x", sc.x_tasks, upstream="x")],
+            deadline(sc.x_tasks / sc.rate),
+        )
+    timeline(f"{fleet.system.label} X alone", alone.calls["x"], alone.start, 0.25)
     fleet.reset_limiter()
     slow = sc.rate / 10
     sends = [Send("y", sc.y_tasks, queue=1, upstream="y"), Send("x", sc.x_tasks, upstream="x")]
     ideal = max(sc.x_tasks / sc.rate, sc.y_tasks / slow)
     upstreams = {"x": (sc.rate, RETRY_AFTER), "y": (slow, RETRY_AFTER)}
-    both = run_phase(fleet, upstreams, sends, deadline(ideal))
+    with RateWatch(fleet, sc.rate):
+        both = run_phase(fleet, upstreams, sends, deadline(ideal))
+    timeline(f"{fleet.system.label} X shared", both.calls["x"], both.start, 0.25)
     row = base_row(fleet.system, both, steady_rate(both.calls["x"], constant(sc.rate)))
     solo, shared = span(alone, "x"), span(both, "x")
     ratio = shared / solo if solo and shared else None

@@ -32,6 +32,7 @@ from queue_ratelimit.context import Backoff
 from queue_ratelimit.errors import ConfigError, InvalidRequest, RateLimited
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.plans import Cost
+from queue_ratelimit.policy.state import Decision
 from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
 
 __all__ = ["TaskLimits", "TaskRun", "current_run", "requeue_after"]
@@ -145,6 +146,9 @@ class TaskRun:
         self.ticket = ticket
         self.info = info
         self.slot: context.Prepaid | None = None
+        self.pause: Callable[[float], bool] = _sleep
+        """Sleeps a granted wait; False when it stopped early because the worker's thread is
+        wanted by other work (Dramatiq's ``crowded_wait``): the task is then requeued."""
 
     def admit(self, granted: Callable[[], None] | None = None) -> Requeue | None:
         """Acquire for the body: None when it may run (its short wait slept), else the
@@ -163,8 +167,9 @@ class TaskRun:
             if granted is not None:
                 granted()
             decision = verdict.decision
-            if decision.wait > 0:
-                time.sleep(decision.wait)
+            started = time.monotonic()
+            if decision.wait > 0 and not self.pause(decision.wait):
+                return self._yield(decision, decision.wait - (time.monotonic() - started))
             if again or decision.wait < CONFIRM_AFTER:
                 break
             if self.gate.limiter.holds(call.integration, call.tenant, decision):
@@ -176,6 +181,15 @@ class TaskRun:
             self.ticket = replace(self.ticket, reservation=None)
         self.slot = context.Prepaid(call.integration, call.tenant, decision, call.cost)
         return None
+
+    def _yield(self, decision: Decision, left: float) -> Requeue:
+        """The sleep for a granted slot stopped early: give the thread up, the slot unused
+        (its lease back), the task back when the slot would have come, no budget spent."""
+        call = self.call
+        if decision.lease:
+            self.gate.limiter.release(call.integration, call.tenant, decision.lease)
+        with context.running(self.info):
+            return self.gate.yielded(call, self.ticket, max(0.0, left))
 
     def backoff(self, exc: RateLimited) -> Requeue:
         """The ``Requeue`` for a backoff met by the body (``RequeueBudgetExhausted`` when
@@ -229,6 +243,11 @@ class TaskRun:
             return self.backoff(caught.exc)
         except RateLimited as exc:  # raised past the clients' hook, by the body itself
             return self.backoff(exc)
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return True
 
 
 _current: ContextVar[TaskRun | None] = ContextVar("queue_ratelimit_run", default=None)

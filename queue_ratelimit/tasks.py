@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from queue_ratelimit import context, signals
+from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.context import Prepaid
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RequeueBudgetExhausted
 from queue_ratelimit.limiter import Limiter
@@ -39,9 +40,11 @@ from queue_ratelimit.plans import Cost
 from queue_ratelimit.policy.state import Decision, Reservation
 
 REQUEUES = "requeues"
+"""The fleet-wide count of requeues (``Limiter.stats``)."""
 EXHAUSTED = "exhausted"
 """A refusal's (and a requeue's) reason: held past ``max_backoff`` by a stated wait."""
-"""The fleet-wide count of requeues (``Limiter.stats``)."""
+YIELDED = "yielded"
+"""A requeue's reason: the task gave its worker thread up while it slept for its slot."""
 
 TICKET_HEADER = "queue_ratelimit"
 """The message header that carries a requeued task's :class:`Ticket`."""
@@ -130,7 +133,7 @@ Verdict = Run | Requeue
 class TaskCall:
     """One task's limits for one run, resolved (``queue_ratelimit.runner.TaskLimits.call``).
 
-    ``requeue_budget`` and ``max_wait`` left None are the integration's.
+    ``requeue_budget``, ``max_wait`` and ``cooldown_wait`` left None are the integration's.
     """
 
     integration: str
@@ -138,6 +141,13 @@ class TaskCall:
     cost: Cost = 1.0
     requeue_budget: int | None = None
     max_wait: float | None = None
+    cooldown_wait: float | None = None
+
+    def within(self, seconds: float, config: IntegrationConfig) -> TaskCall:
+        """This call sleeping at most ``seconds`` in the worker, a cooldown included (a
+        longer wait requeues the task, its slot reserved)."""
+        wait = config.max_wait if self.max_wait is None else self.max_wait
+        return replace(self, max_wait=min(wait, seconds), cooldown_wait=0.0)
 
 
 class TaskGate:
@@ -198,6 +208,7 @@ class TaskGate:
                 call.tenant,
                 call.cost,
                 max_wait=call.max_wait,
+                cooldown_wait=call.cooldown_wait,
                 reservation=ticket.reservation,
                 reserve=not last_chance,
                 max_sleepers=sleepers,  # one backlog must not hold every worker asleep
@@ -235,6 +246,12 @@ class TaskGate:
         if retry_after > self.limiter.config(call.integration).max_backoff:  # a spent quota
             return self._requeue(call, ticket, retry_after, EXHAUSTED, None, spend=False)
         return self._requeue(call, ticket, retry_after, reason, None)
+
+    def yielded(self, call: TaskCall, ticket: Ticket, left: float) -> Requeue:
+        """A task gave its worker thread up while it slept for a granted slot (Dramatiq's
+        ``crowded_wait``): back in ``left`` seconds, when the slot would have come, to ask
+        afresh (the slot is spent, any reservation redeemed), spending no budget."""
+        return self._park(call, replace(ticket, reservation=None), left, YIELDED)
 
     def outage(self, call: TaskCall, ticket: Ticket, retry_after: float) -> Requeue:
         """The limiter's Redis did not answer: come back once it may (spread over up to twice

@@ -20,6 +20,7 @@ ends the delivery with ``SkipMessage`` (``Retries`` never sees it) and its copy 
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from typing import Any
@@ -27,10 +28,12 @@ from typing import Any
 from dramatiq.actor import Actor
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import MiddlewareError
+from dramatiq.worker import Worker
 
 from queue_ratelimit.context import TaskInfo
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.integrations.dramatiq_breaker import QueuePausing
+from queue_ratelimit.integrations.dramatiq_crowd import LocalWork
 from queue_ratelimit.integrations.dramatiq_delivery import (
     TICKET_OPTION,
     Delivery,
@@ -71,10 +74,16 @@ class RateLimitMiddleware(QueuePausing):
             prefetch is full (its messages' threads sleeping for their slots) gets nothing
             from each fetch and backs off up to that timeout, so after a cooldown the next
             message would wait up to 1 s for it.
+        crowded_wait: seconds; the longest a task sleeps for its slot while a message of
+            another integration (or of an ungated actor) waits in the same worker process
+            for a thread: a longer wait requeues the task, its slot reserved; a sleeper
+            that such a message comes to wait behind is requeued (``yielded``) and the
+            thread takes the message (``dramatiq_crowd``). ``None``: never.
 
     Raises:
-        ConfigError: ``max_countdown`` or ``poll`` is not > 0, or ``consumer_backoff`` is
-            below 0.01 (Dramatiq's backoff would round to no sleep: a busy loop).
+        ConfigError: ``max_countdown`` or ``poll`` is not > 0, ``consumer_backoff`` is
+            below 0.01 (Dramatiq's backoff would round to no sleep: a busy loop), or
+            ``crowded_wait`` is below 0.
     """
 
     def __init__(
@@ -85,6 +94,7 @@ class RateLimitMiddleware(QueuePausing):
         poll: float = 1.0,
         jitter: float = 0.1,
         consumer_backoff: float | None = 0.1,
+        crowded_wait: float | None = 0.1,
     ) -> None:
         for name, value, least in (
             ("max_countdown", max_countdown, 0.0),
@@ -96,10 +106,18 @@ class RateLimitMiddleware(QueuePausing):
                 raise ConfigError(
                     None, name, value, f"must be >= {least:g}" if least else "must be > 0"
                 )
+        if crowded_wait is not None and (
+            isinstance(crowded_wait, bool)
+            or not isinstance(crowded_wait, int | float)
+            or not crowded_wait >= 0
+        ):
+            raise ConfigError(None, "crowded_wait", crowded_wait, "must be >= 0 or None")
         self.gate = TaskGate(limiter, max_countdown=float(max_countdown), jitter=jitter)
         self.due = due_tasks(limiter, "dramatiq")  # tells stale copies (limiter on Redis)
         self.poll = float(poll)
         self.consumer_backoff = consumer_backoff
+        self.crowded_wait = None if crowded_wait is None else float(crowded_wait)
+        self._local: LocalWork | None = None  # the worker process's, once it boots
         super().__init__()
         QuietSkips.install()
 
@@ -126,6 +144,10 @@ class RateLimitMiddleware(QueuePausing):
         if actor.options.get("integration"):
             gated(actor)
 
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        super().before_worker_boot(broker, worker)
+        self._local = LocalWork(broker, worker)
+
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Acquire; sleep a short wait, or end the delivery (``SkipMessage``) to requeue it."""
         self.take(message)
@@ -142,6 +164,7 @@ class RateLimitMiddleware(QueuePausing):
             if stale(self.due, message, ticket):
                 raise delivery.drop()
             run.call = limits.call(message.args, message.kwargs, message.options)
+            self._crowding(run)
             requeue = run.admit()
         except Skip:
             raise
@@ -168,6 +191,19 @@ class RateLimitMiddleware(QueuePausing):
         delivery = end(message)
         if delivery is not None:
             delivery.settle(broker)
+
+    def _crowding(self, run: TaskRun) -> None:
+        """While another integration's message waits in this process for a thread, the
+        run sleeps at most ``crowded_wait``; one that comes to wait meanwhile ends a longer
+        sleep (see ``dramatiq_crowd``)."""
+        local, most = self._local, self.crowded_wait
+        if local is None or most is None:
+            return
+        integration = run.call.integration
+        if local.others_waiting(integration):
+            run.call = run.call.within(most, self.limiter.config(integration))
+        else:
+            run.pause = functools.partial(local.pause, integration, most)
 
 
 def rate_limited(retry_after: float, *, report: bool = True) -> BaseException:

@@ -217,3 +217,56 @@ def test_an_async_actor_runs_with_its_slot_and_a_backoff_in_it_requeues(stub: St
     (dead,) = stub.dead_letters  # requeued (no budget left: failed typed), never retried
     assert isinstance(dead._exception, RequeueBudgetExhausted)
     assert dead.options.get("retries", 0) == 0
+
+
+@pytest.mark.parametrize("value", [-0.1, True, "0.1"])
+def test_an_invalid_crowded_wait_fails_naming_it(value: Any) -> None:
+    with pytest.raises(ConfigError, match="crowded_wait"):
+        RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC}), crowded_wait=value)
+
+
+def test_a_task_sleeping_for_its_slot_gives_its_thread_to_another_integrations_message(
+    stub: StubBroker,
+) -> None:
+    # svc is in a cooldown that its tasks sleep out in the worker (cooldown_wait); a
+    # message of another queue that comes to wait behind the sleeper runs first
+    slow = SVC.replace(max_wait=0.5, cooldown_wait=30.0)
+    limiter = Limiter(MemoryBackend(), {"svc": slow, "other": SVC})
+    stub.add_middleware(RateLimitMiddleware(limiter))
+    done: list[str] = []
+    waits: list[float] = []
+    reasons: list[str] = []
+    svc = dramatiq.actor(broker=stub, actor_name="s", queue_name="svc", integration="svc")(
+        done.append
+    )
+    other = dramatiq.actor(broker=stub, actor_name="o", queue_name="other", integration="other")(
+        done.append
+    )
+
+    def acquired(sender: object, **fields: Any) -> None:
+        if fields["integration"] == "svc":
+            waits.append(fields["wait"])
+
+    def requeued(sender: object, **fields: Any) -> None:
+        reasons.append(fields["reason"])
+
+    signals.acquired.connect(acquired)
+    signals.task_requeued.connect(requeued)
+    limiter.on_backoff("svc", retry_after=3.0)
+    svc.send("svc")
+    worker = dramatiq.Worker(stub, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        wait_until(lambda: waits, timeout=10)  # the svc task sleeps out the cooldown
+        assert waits[0] > 1.0
+        other.send("other")
+        wait_until(lambda: len(done) == 2, timeout=20)
+        stub.join("svc", timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
+        signals.acquired.disconnect(acquired)
+        signals.task_requeued.disconnect(requeued)
+    assert done == ["other", "svc"]  # without yielding: svc after its whole sleep, first
+    assert reasons == ["yielded"]
+    assert stub.dead_letters == []

@@ -157,3 +157,27 @@ def test_a_slot_that_still_holds_after_the_sleep_runs(
     assert limiter.acquire("svc").granted
     _slept_for(run, clock, monkeypatch, lambda: limiter.on_success("svc"))
     assert run.run(lambda: "called") == "called"
+
+
+def test_a_sleep_stopped_for_other_work_requeues_the_task_without_spending_budget(
+    clock: FakeClock,
+) -> None:
+    run = _run(clock)
+    limiter = run.gate.limiter
+    assert limiter.acquire("svc").granted  # the burst: this task's slot is 0.1 s away
+    held = Reservation(1, clock() + 0.1, ())
+    run.ticket = Ticket(requeues=2, reservation=held)
+    waits: list[float] = []
+    run.pause = lambda seconds: waits.append(seconds) or False  # the thread is wanted
+    ran: list[str] = []
+    outcome = run.run(lambda: ran.append("body"))
+    assert isinstance(outcome, Requeue) and outcome.reason == "yielded"
+    assert ran == [] and len(waits) == 1 and waits[0] > 0
+    assert 0 < outcome.countdown <= waits[0]  # back when its slot would have come
+    assert outcome.ticket.requeues == 2 and outcome.ticket.reservation is None
+
+
+def test_a_call_within_a_bound_caps_its_wait_and_sleeps_no_cooldown_apart() -> None:
+    config = dataclasses.replace(SVC, max_wait=1.0, cooldown_wait=30.0)
+    assert TaskCall("svc").within(0.1, config) == TaskCall("svc", max_wait=0.1, cooldown_wait=0.0)
+    assert TaskCall("svc", max_wait=0.05).within(0.1, config).max_wait == 0.05

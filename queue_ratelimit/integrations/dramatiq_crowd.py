@@ -1,0 +1,77 @@
+"""Dramatiq: whether a thread sleeping for its slot would hold up another integration's work.
+
+A Dramatiq worker process fetches messages of every queue it consumes (up to twice its
+threads per queue, by default) into one local work queue, taken by its threads in order.
+A thread that sleeps for its slot (up to ``max_wait``, plus a cooldown's rest) keeps each
+message behind it waiting, even one of another integration whose own limit would let it
+run now: on workers shared between integrations, a throttled integration's sleeper then
+delays the other's tasks by up to its whole wait (a second or more after a 429), though
+``max_sleepers`` lets only one of its tasks sleep at a time.
+
+``RateLimitMiddleware`` asks :meth:`LocalWork.others_waiting` before a task acquires: when
+a message of another integration (or of an actor without one) waits in the process, the
+task sleeps at most ``crowded_wait``; a longer wait requeues it with its slot reserved,
+and the thread takes the waiting message. Otherwise the task sleeps in slices
+(:meth:`LocalWork.pause`), and when such a message comes to wait meanwhile with more than
+``crowded_wait`` of the sleep left, the task is requeued (reason ``yielded``, no budget
+spent) to come back when its slot would have come: the slot it was granted goes unused
+(the upstream sees one call fewer). Messages of the same integration waiting behind a
+sleeper are not held up by it: their slots come after the sleeper's anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dramatiq.broker import Broker
+from dramatiq.errors import ActorNotFound
+from dramatiq.worker import Worker
+
+__all__ = ["SLICE", "LocalWork"]
+
+SLICE = 0.05
+"""Seconds: how often a sleeping task looks for another integration's message behind it."""
+
+
+class LocalWork:
+    """The messages one worker process holds for its threads (``Worker.work_queue``)."""
+
+    def __init__(self, broker: Broker, worker: Worker) -> None:
+        self.broker = broker
+        self.queue = getattr(worker, "work_queue", None)
+
+    def others_waiting(self, integration: str) -> bool:
+        """Whether a message of an integration other than ``integration`` (or of an ungated
+        actor) waits in this process for a thread."""
+        queue = self.queue
+        if queue is None:  # a Dramatiq without a local work queue: nothing is held up
+            return False
+        with queue.mutex:
+            items = list(queue.queue)
+        return any(self._integration(item) != integration for item in items)
+
+    def pause(self, integration: str, most: float, seconds: float) -> bool:
+        """Sleep ``seconds`` (a task of ``integration`` waiting for its slot); stop early,
+        returning False, when a message of another integration has come to wait in this
+        process and more than ``most`` of the sleep is left."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if left <= most:
+                time.sleep(left)
+                break
+            if self.others_waiting(integration):
+                return False
+            time.sleep(min(left - most, SLICE))
+        return True
+
+    def _integration(self, item: Any) -> object:
+        """The integration of a work-queue item's actor (None when ungated or unknown)."""
+        message: Any = getattr(item, "message", None)  # Dramatiq 2: _WorkQueueItem
+        if message is None and isinstance(item, tuple) and len(item) > 1:
+            message = item[-1]  # Dramatiq 1: (priority, message)
+        try:
+            actor = self.broker.get_actor(message.actor_name)
+        except (ActorNotFound, AttributeError):
+            return None
+        return actor.options.get("integration")
