@@ -168,7 +168,8 @@ class TaskRun:
                 granted()
             decision = verdict.decision
             started = time.monotonic()
-            if decision.wait > 0 and not self.pause(decision.wait):
+            pause = _sleep if decision.reason == "probe" else self.pause  # the one probe goes
+            if decision.wait > 0 and not pause(decision.wait):
                 return self._yield(decision, decision.wait - (time.monotonic() - started))
             if again or decision.wait < CONFIRM_AFTER:
                 break
@@ -184,7 +185,8 @@ class TaskRun:
 
     def _yield(self, decision: Decision, left: float) -> Requeue:
         """The sleep for a granted slot stopped early: give the thread up, the slot unused
-        (its lease back), the task back when the slot would have come, no budget spent."""
+        (its lease back), the task back when the slot would have come (one requeue of its
+        budget)."""
         call = self.call
         if decision.lease:
             self.gate.limiter.release(call.integration, call.tenant, decision.lease)

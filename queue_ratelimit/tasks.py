@@ -250,8 +250,9 @@ class TaskGate:
     def yielded(self, call: TaskCall, ticket: Ticket, left: float) -> Requeue:
         """A task gave its worker thread up while it slept for a granted slot (Dramatiq's
         ``crowded_wait``): back in ``left`` seconds, when the slot would have come, to ask
-        afresh (the slot is spent, any reservation redeemed), spending no budget."""
-        return self._park(call, replace(ticket, reservation=None), left, YIELDED)
+        afresh (the slot is spent, any reservation redeemed). It spends one requeue of the
+        budget, so a task gives way a bounded number of times."""
+        return self._requeue(call, replace(ticket, reservation=None), left, YIELDED, None)
 
     def outage(self, call: TaskCall, ticket: Ticket, retry_after: float) -> Requeue:
         """The limiter's Redis did not answer: come back once it may (spread over up to twice

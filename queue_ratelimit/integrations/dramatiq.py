@@ -146,7 +146,7 @@ class RateLimitMiddleware(QueuePausing):
 
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         super().before_worker_boot(broker, worker)
-        self._local = LocalWork(broker, worker)
+        self._local = LocalWork(broker, worker, self.busy)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Acquire; sleep a short wait, or end the delivery (``SkipMessage``) to requeue it."""
@@ -197,8 +197,8 @@ class RateLimitMiddleware(QueuePausing):
         run sleeps at most ``crowded_wait``; one that comes to wait meanwhile ends a longer
         sleep (see ``dramatiq_crowd``)."""
         local, most = self._local, self.crowded_wait
-        if local is None or most is None:
-            return
+        if local is None or most is None or run.ticket.requeues >= self.gate.budget(run.call):
+            return  # on its last chance a task sleeps its wait rather than fail for it
         integration = run.call.integration
         if local.others_waiting(integration):
             run.call = run.call.within(most, self.limiter.config(integration))

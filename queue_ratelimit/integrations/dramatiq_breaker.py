@@ -106,6 +106,11 @@ class QueuePausing(Middleware):
         with self._lock:
             self._taken[id(message)] = q_name(message.queue_name)
 
+    def busy(self) -> int:
+        """How many messages this worker's threads have taken and not yet settled."""
+        with self._lock:
+            return len(self._taken)
+
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
         with self._lock:
             self._taken.pop(id(message), None)

@@ -9,19 +9,22 @@ delays the other's tasks by up to its whole wait (a second or more after a 429),
 ``max_sleepers`` lets only one of its tasks sleep at a time.
 
 ``RateLimitMiddleware`` asks :meth:`LocalWork.others_waiting` before a task acquires: when
-a message of another integration (or of an actor without one) waits in the process, the
-task sleeps at most ``crowded_wait``; a longer wait requeues it with its slot reserved,
-and the thread takes the waiting message. Otherwise the task sleeps in slices
-(:meth:`LocalWork.pause`), and when such a message comes to wait meanwhile with more than
-``crowded_wait`` of the sleep left, the task is requeued (reason ``yielded``, no budget
-spent) to come back when its slot would have come: the slot it was granted goes unused
-(the upstream sees one call fewer). Messages of the same integration waiting behind a
-sleeper are not held up by it: their slots come after the sleeper's anyway.
+a message of another integration (or of an actor without one) waits in the process with
+every thread busy, the task sleeps at most ``crowded_wait``; a longer wait requeues it
+with its slot reserved, and the thread takes the waiting message. Otherwise the task
+sleeps in slices (:meth:`LocalWork.pause`), and when such a message comes to wait
+meanwhile with more than ``crowded_wait`` of the sleep left, the task is requeued (reason
+``yielded``) to come back when its slot would have come: the slot it was granted goes
+unused (the upstream sees one call fewer), and the requeue counts against its budget
+(which bounds how often one task gives way). A task on its last chance (no budget left)
+and a breaker's half-open probe sleep their whole wait. Messages of the same integration
+are left to ``max_sleepers`` and ``tenant_sleepers``, as on any worker.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -37,15 +40,20 @@ SLICE = 0.05
 class LocalWork:
     """The messages one worker process holds for its threads (``Worker.work_queue``)."""
 
-    def __init__(self, broker: Broker, worker: Worker) -> None:
+    def __init__(self, broker: Broker, worker: Worker, busy: Callable[[], int]) -> None:
         self.broker = broker
         self.queue = getattr(worker, "work_queue", None)
+        self.threads = int(getattr(worker, "worker_threads", 1))
+        self.busy = busy
 
     def others_waiting(self, integration: str) -> bool:
         """Whether a message of an integration other than ``integration`` (or of an ungated
-        actor) waits in this process for a thread."""
+        actor) waits in this process with every thread busy (``busy``: the messages taken
+        and not yet settled), so that no thread will take it before one is given up."""
         queue = self.queue
         if queue is None:  # a Dramatiq without a local work queue: nothing is held up
+            return False
+        if self.busy() < self.threads:  # a free thread takes it
             return False
         with queue.mutex:
             items = list(queue.queue)
@@ -67,9 +75,9 @@ class LocalWork:
 
     def _integration(self, item: Any) -> object:
         """The integration of a work-queue item's actor (None when ungated or unknown)."""
-        message: Any = getattr(item, "message", None)  # Dramatiq 2: _WorkQueueItem
+        message: Any = getattr(item, "message", None)  # Dramatiq >= 2.2: _WorkQueueItem
         if message is None and isinstance(item, tuple) and len(item) > 1:
-            message = item[-1]  # Dramatiq 1: (priority, message)
+            message = item[-1]  # Dramatiq 1.16 to 2.1: (priority, message)
         try:
             actor = self.broker.get_actor(message.actor_name)
         except (ActorNotFound, AttributeError):

@@ -270,3 +270,32 @@ def test_a_task_sleeping_for_its_slot_gives_its_thread_to_another_integrations_m
     assert done == ["other", "svc"]  # without yielding: svc after its whole sleep, first
     assert reasons == ["yielded"]
     assert stub.dead_letters == []
+
+
+def test_only_another_integrations_message_with_every_thread_busy_counts_as_held_up(
+    stub: StubBroker,
+) -> None:
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from queue_ratelimit.integrations.dramatiq_crowd import LocalWork
+
+    stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC})))
+    dramatiq.actor(broker=stub, actor_name="mine", queue_name="svc", integration="svc")(print)
+    dramatiq.actor(broker=stub, actor_name="plain", queue_name="other")(print)
+    worker = dramatiq.Worker(stub, worker_threads=2)  # not started: its queue filled by hand
+    busy = [2]
+    local = LocalWork(stub, worker, lambda: busy[0])
+
+    def waiting(actor: str) -> None:
+        message = Message(queue_name="q", actor_name=actor, args=(), kwargs={}, options={})
+        order = worker.work_queue.qsize()  # (never two items of one priority to compare)
+        worker.work_queue.put((order, MessageProxy(message)))  # Dramatiq 1.16-2.1's items
+
+    assert not local.others_waiting("svc")  # nothing waits
+    waiting("mine")
+    assert not local.others_waiting("svc")  # its own integration's: left to max_sleepers
+    waiting("plain")
+    assert local.others_waiting("svc")  # an ungated actor's, both threads busy
+    busy[0] = 1
+    assert not local.others_waiting("svc")  # a free thread takes it

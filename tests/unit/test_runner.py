@@ -18,7 +18,7 @@ from queue_ratelimit import (
 from queue_ratelimit.context import TaskInfo
 from queue_ratelimit.policy.state import Reservation
 from queue_ratelimit.runner import TaskRun
-from queue_ratelimit.tasks import Requeue, TaskCall, TaskGate, Ticket
+from queue_ratelimit.tasks import Requeue, Run, TaskCall, TaskGate, Ticket
 from tests.conftest import FakeClock
 from tests.support import SVC
 
@@ -159,7 +159,7 @@ def test_a_slot_that_still_holds_after_the_sleep_runs(
     assert run.run(lambda: "called") == "called"
 
 
-def test_a_sleep_stopped_for_other_work_requeues_the_task_without_spending_budget(
+def test_a_sleep_stopped_for_other_work_requeues_the_task_to_ask_afresh(
     clock: FakeClock,
 ) -> None:
     run = _run(clock)
@@ -173,8 +173,18 @@ def test_a_sleep_stopped_for_other_work_requeues_the_task_without_spending_budge
     outcome = run.run(lambda: ran.append("body"))
     assert isinstance(outcome, Requeue) and outcome.reason == "yielded"
     assert ran == [] and len(waits) == 1 and waits[0] > 0
-    assert 0 < outcome.countdown <= waits[0]  # back when its slot would have come
-    assert outcome.ticket.requeues == 2 and outcome.ticket.reservation is None
+    assert 0 < outcome.wait <= waits[0] * (1 + run.gate.jitter)  # when its slot would come
+    assert outcome.ticket.requeues == 3 and outcome.ticket.reservation is None  # one spent
+
+
+def test_a_breakers_probe_sleeps_its_whole_wait(clock: FakeClock) -> None:
+    from queue_ratelimit.policy.state import Decision
+
+    run = _run(clock)
+    probe = Run(Decision(True, 0.01, "probe", 0, None, clock()))
+    run.gate.before = lambda call, ticket: probe  # type: ignore[method-assign]
+    run.pause = lambda seconds: False  # would give way, but the one probe must go
+    assert run.run(lambda: "called") == "called"
 
 
 def test_a_call_within_a_bound_caps_its_wait_and_sleeps_no_cooldown_apart() -> None:
