@@ -96,22 +96,21 @@ class RateLimitMiddleware(QueuePausing):
         consumer_backoff: float | None = 0.1,
         crowded_wait: float | None = 0.1,
     ) -> None:
-        for name, value, least in (
-            ("max_countdown", max_countdown, 0.0),
-            ("poll", poll, 0.0),
-            ("consumer_backoff", 0.01 if consumer_backoff is None else consumer_backoff, 0.01),
+        for name, value, least, zero in (  # zero: the value may be 0
+            ("max_countdown", max_countdown, 0.0, False),
+            ("poll", poll, 0.0, False),
+            (
+                "consumer_backoff",
+                0.01 if consumer_backoff is None else consumer_backoff,
+                0.01,
+                False,
+            ),
+            ("crowded_wait", 0.0 if crowded_wait is None else crowded_wait, 0.0, True),
         ):
             number = not isinstance(value, bool) and isinstance(value, int | float)
-            if not number or value < least or value <= 0:
-                raise ConfigError(
-                    None, name, value, f"must be >= {least:g}" if least else "must be > 0"
-                )
-        if crowded_wait is not None and (
-            isinstance(crowded_wait, bool)
-            or not isinstance(crowded_wait, int | float)
-            or not crowded_wait >= 0
-        ):
-            raise ConfigError(None, "crowded_wait", crowded_wait, "must be >= 0 or None")
+            if not number or not value >= least or (value <= 0 and not zero):
+                reason = f"must be >= {least:g}" if least or zero else "must be > 0"
+                raise ConfigError(None, name, value, reason)
         self.gate = TaskGate(limiter, max_countdown=float(max_countdown), jitter=jitter)
         self.due = due_tasks(limiter, "dramatiq")  # tells stale copies (limiter on Redis)
         self.poll = float(poll)

@@ -82,10 +82,16 @@ def test_the_worker_timeout_is_lowered_at_boot_so_a_full_prefetch_is_refilled_so
     assert timeouts == {1000: {100}, 40: {40}}
 
 
-@pytest.mark.parametrize("value", [0, 0.005, -1.0, True, "0.1"])
-def test_an_invalid_consumer_backoff_fails_naming_it(value: Any) -> None:
-    with pytest.raises(ConfigError, match="consumer_backoff"):
-        RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC}), consumer_backoff=value)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        *(("consumer_backoff", v) for v in (0, 0.005, -1.0, True, "0.1")),
+        *(("crowded_wait", v) for v in (-0.1, True, "0.1", float("nan"))),
+    ],
+)
+def test_an_invalid_setting_fails_naming_it(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=field):
+        RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC}), **{field: value})
 
 
 def test_a_failing_limiter_dead_letters_the_message_instead_of_running_it(
@@ -217,12 +223,6 @@ def test_an_async_actor_runs_with_its_slot_and_a_backoff_in_it_requeues(stub: St
     (dead,) = stub.dead_letters  # requeued (no budget left: failed typed), never retried
     assert isinstance(dead._exception, RequeueBudgetExhausted)
     assert dead.options.get("retries", 0) == 0
-
-
-@pytest.mark.parametrize("value", [-0.1, True, "0.1"])
-def test_an_invalid_crowded_wait_fails_naming_it(value: Any) -> None:
-    with pytest.raises(ConfigError, match="crowded_wait"):
-        RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC}), crowded_wait=value)
 
 
 def test_a_task_sleeping_for_its_slot_gives_its_thread_to_another_integrations_message(
