@@ -14,6 +14,12 @@ Redis, keyed by its own id (the same across requeues and retries):
   than its broker hops: requeues, parking and recheck hops, stale copies dropped);
 * ``<run>:failed``: tasks that failed visibly, with the error's name.
 
+With ``GP_TRACE=<dir>`` in the driver's environment, each of this project's workers also
+appends every decision about a task (the ``acquired``, ``throttled``, ``task_requeued`` and
+``reservation_redeemed`` signals: time, pid and the signal's fields) to
+``<dir>/<pid>.jsonl``, one JSON object a line: what a task met, decision by decision, when a
+figure needs explaining.
+
 Every task makes one call, ``GET <base>/<bucket>/<task id>``: ``bucket`` is the tenant (the
 upstream keeps a hidden limit per bucket), so the upstream can tell which task a call
 belongs to.
@@ -22,6 +28,7 @@ belongs to.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +44,8 @@ REDIS_ENV, RUN_ENV, QUEUES_ENV, RATE_ENV = "GP_REDIS", "GP_RUN", "GP_QUEUES", "G
 SHARED_ENV = "GP_SHARED"
 FAIR_ENV = "GP_FAIR"  # this project: the app-wide limit stated, shared fairly
 IDLE_TTL_ENV = "GP_IDLE_TTL"
+TRACE_ENV = "GP_TRACE"  # a folder: this project's decisions, per task (see the docstring)
+TRACED = ("acquired", "throttled", "task_requeued", "reservation_redeemed")
 NO_TENANT = "x"
 """The bucket of calls made without a tenant."""
 
@@ -232,3 +241,20 @@ def record_our_signals() -> None:
 
     signals.acquired.connect(waited, weak=False)
     signals.task_requeued.connect(requeued, weak=False)
+    trace = os.environ.get(TRACE_ENV)
+    if trace:
+        for name in TRACED:
+            signals.__dict__[name].connect(_tracer(trace, name), weak=False)
+
+
+def _tracer(folder: str, kind: str) -> Callable[..., None]:
+    """A receiver appending each ``kind`` signal to this process's trace file."""
+    path = os.path.join(folder, f"{os.getpid()}.jsonl")
+
+    def write(sender: object, **fields: Any) -> None:
+        plain = {k: v for k, v in fields.items() if isinstance(v, str | int | float | None)}
+        line = json.dumps({"k": kind, "t": time.time(), "pid": os.getpid(), **plain})
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+
+    return write
