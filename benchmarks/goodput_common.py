@@ -244,7 +244,7 @@ def record_our_signals() -> None:
     trace = os.environ.get(TRACE_ENV)
     if trace:
         for name in TRACED:
-            signals.__dict__[name].connect(_tracer(trace, name), weak=False)
+            getattr(signals, name).connect(_tracer(trace, name), weak=False)
 
 
 def _tracer(folder: str, kind: str) -> Callable[..., None]:
