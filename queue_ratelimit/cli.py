@@ -331,8 +331,7 @@ def set_override(
     rate: float | None,
 ) -> None:
     """Bound an integration's rate (or one tenant's) for every running worker, until
-    ``unset``: each worker's next decision obeys it (on a Redis Cluster, a tenant of an
-    integration without an app_limit: within breaker_poll, 1 s by default). Logged, with you."""
+    ``unset``: each worker's next decision obeys it, without a restart. Logged, with you."""
     if rate is not None:
         if max_rate is not None or min_rate is not None:
             raise click.UsageError("--rate pins the rate: give it alone, or the bounds")

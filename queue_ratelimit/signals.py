@@ -80,8 +80,7 @@ quota_exhausted: NamedSignal = _events.signal(
 override_set: NamedSignal = _events.signal(
     "override_set",
     doc="An operator set run-time bounds on a key's rate (queue-ratelimit set, "
-    "Limiter.set_override); every worker's next decision obeys them (on a Redis Cluster, a "
-    "tenant of an integration without app_limit: within breaker_poll). Fields: integration, "
+    "Limiter.set_override); every worker's next decision obeys them. Fields: integration, "
     "tenant (None: the whole integration), max_rate, min_rate (None: the config's), by.",
 )
 override_cleared: NamedSignal = _events.signal(

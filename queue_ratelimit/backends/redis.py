@@ -2,8 +2,8 @@
 
 The rules live in ``lua/limiter.lua`` (the same as ``policy/aimd.py``). Time is the Redis
 server's clock, so workers on hosts with skewed clocks agree. The key layout
-(``redis_keys.py``) gives each limiter key a hash tag of its own, so tenants spread over the
-shards of a Redis Cluster and a decision touches one slot; the integration's breaker, under
+(``redis_keys.py``) spreads an integration's tenants over 1,024 hash tags, so they spread over
+the shards of a Redis Cluster, and a decision touches one slot; the integration's breaker, under
 the integration's tag, reaches a decision as an argument (``_view``, ``_admit``). Keys expire once
 idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease; Redis
 keeps them ``remember_for`` longer, for the rates they learned (``aimd.revive``).
@@ -39,11 +39,12 @@ from queue_ratelimit.backends.redis_connect import (
     describe,
     timeout_warning,
 )
+from queue_ratelimit.backends.redis_overrides import COPY_TTL, RedisOverrides
 from queue_ratelimit.backends.redis_steps import Steps
 from queue_ratelimit.backends.redis_tools import RedisTools
 from queue_ratelimit.errors import BackendError, ConfigError
 from queue_ratelimit.policy import chain
-from queue_ratelimit.policy.overrides import BoundedPlans, Override
+from queue_ratelimit.policy.overrides import BoundedPlans
 from queue_ratelimit.policy.state import (
     FAILURE,
     SUCCESS,
@@ -79,7 +80,7 @@ def _words(word: str, event: str, stored_name: str) -> tuple[str, ...]:
     return (word,) if word else ()
 
 
-class RedisBackend(RedisTools):
+class RedisBackend(RedisOverrides, RedisTools):
     """Keeps limiter keys in Redis; a decision is one script call (one round trip).
 
     Args:
@@ -97,7 +98,8 @@ class RedisBackend(RedisTools):
             time starts near them instead of at the configured start (0: forget at once).
         breaker_poll: seconds a process trusts its last read of an integration's breaker
             (opened elsewhere, it stops this process's grants within this time; a queue's
-            breaker poll reads it afresh and refreshes it).
+            breaker poll reads it afresh and refreshes it); at most a day (the copies of the
+            overrides' version live a day after the last change).
         transient_retry: seconds a call retries a moving slot, a failover or a demoted
             master (``TRYAGAIN``, ``ASK``, ``CLUSTERDOWN``, ``READONLY``) before it counts
             as an outage.
@@ -123,8 +125,10 @@ class RedisBackend(RedisTools):
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
             raise ConfigError(None, "prefix", prefix, "use 1-64 of letters, digits and _.:-")
         check_lifetimes(idle_ttl, remember_for)
-        if not breaker_poll >= 0:
-            raise ConfigError(None, "breaker_poll", breaker_poll, "must be >= 0 seconds")
+        if not 0 <= breaker_poll <= COPY_TTL:
+            raise ConfigError(
+                None, "breaker_poll", breaker_poll, f"must be between 0 and {COPY_TTL} seconds"
+            )
         if isinstance(client, str):
             async_client = async_client or client
             client = client_from_url(client)
@@ -345,36 +349,7 @@ class RedisBackend(RedisTools):
             return (view.state, view.until), None
         return (wire.HALF_OPEN, 0.0), (before[0], before[1], view.until)
 
-    # -- the operators' overrides (policy/overrides.py) ---------------------------------------
-
-    def set_override(self, integration: str, tenant: str | None, override: Override | None) -> None:
-        """See ``Backend.set_override``: written to the integration's overrides hash, with
-        its version moved on: every process's next decision of a key in the hash's slot (a
-        single server, Sentinel, an integration's own key, a chain's tenants) sees the change
-        and reads the hash again; a Cluster's other tenants within ``breaker_poll``."""
-        held = layout.integration_keys(self.prefix, integration)[2]
-        field = wire.override_field(tenant)
-        try:
-            pipe = self.client.pipeline(transaction=True)  # (one key: one slot)
-            if override is None:
-                pipe.hdel(held, field)
-            else:
-                pipe.hset(held, field, override.to_json())
-            pipe.hincrby(held, wire.VERSION, 1)  # every decision given the last sees it
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"redis override failed for {integration!r}: {exc}") from exc
-        self._views.pop(integration, None)
-
-    def overrides(self, integration: str) -> dict[str | None, Override]:
-        """See ``Backend.overrides``."""
-        held = layout.integration_keys(self.prefix, integration)[2]
-        try:
-            pairs: dict[Any, Any] = self.client.hgetall(held)  # type: ignore[assignment]
-        except redis.RedisError as exc:
-            raise BackendError(f"redis overrides failed for {integration!r}: {exc}") from exc
-        flat = [part for pair in pairs.items() for part in pair]
-        return dict(wire.overrides_from(flat))
+    # -- the operators' overrides (redis_overrides.py; their rules: policy/overrides.py) --
 
     def _bounded(self, plan: Plan, view: wire.View, tenant: str | None) -> Plan:
         """``plan`` within the overrides the view holds for the key."""
@@ -481,20 +456,18 @@ class RedisBackend(RedisTools):
         breaker: tuple[int, float],
         view: wire.View | None = None,
     ) -> tuple[Any, ...]:
-        """EVALSHA's arguments for ``request``; with ``view``, and the overrides hash in the
-        key's slot, the view's version to check (``wire.STALE``)."""
+        """EVALSHA's arguments for ``request``; with ``view``, the view's version to check
+        (``wire.STALE``) against the overrides hash, or its copy in the tenant's shard."""
         args = self._decision_args(request, plan, breaker)
-        if view is None or not self._checks(request.integration, request.tenant, plan):
+        if view is None:
             return args
+        held = self._names(request.integration, request.tenant).version
         count, rest = args[0], args[1:]
-        held = layout.integration_keys(self.prefix, request.integration)[2]
         keys, argv = rest[:count], rest[count:]
         words = (*argv, *([""] * (7 - len(argv))), view.version or "0")
+        if held.endswith(layout.VERSION):  # a shard's copy: kept (redis_overrides.py)
+            words += (COPY_TTL,)
         return (count + 1, *keys, held, *words)
-
-    def _checks(self, integration: str, tenant: str | None, plan: Plan) -> bool:
-        """The key shares the overrides hash's slot (its decision can check the version)."""
-        return tenant is None or plan.app is not None or not isinstance(self.client, RedisCluster)
 
     def _decision_args(
         self, request: AcquireRequest, plan: Plan, breaker: tuple[int, float]

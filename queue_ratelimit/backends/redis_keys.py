@@ -1,10 +1,15 @@
-"""The limiter's key layout in Redis (layout 4; ``docs/redis.md`` writes it down).
+"""The limiter's key layout in Redis (layout 5; ``docs/redis.md`` writes it down).
 
-Each limiter key has a hash tag of its own, so the tenants of one integration spread over
-every shard of a Redis Cluster while the keys one decision touches share one slot:
+The tenants of one integration spread over every shard of a Redis Cluster, in ``SHARDS``
+hash tags per integration, while the keys one decision touches share one slot:
 
 * ``{P:I}:state.v5`` and ``{P:I}:leases``: the integration's own key (no tenant);
-* ``{P:I:t=T}:state.v5`` and ``{P:I:t=T}:leases``: tenant ``T`` of integration ``I``;
+* ``{P:I:s=N}:t=T:state.v5`` and ``{P:I:s=N}:t=T:leases``: tenant ``T`` of integration
+  ``I``, in shard ``N`` (``0 <= N < SHARDS``, from a CRC-32 of the tenant's part);
+* ``{P:I:s=N}:version.v1``: a copy of the overrides' version (a hash, field ``#v``) in the
+  shard's slot, which ``set`` writes to every shard after the overrides hash, so that each
+  decision of those tenants checks it in its own script call, as the integration's own key
+  checks the overrides hash;
 * ``{P:I}:t=T:state.v5`` and ``{P:I}:t=T:leases``: tenant ``T`` of an integration with an
   integration-wide limit (a chain), under the integration's own tag, so that one decision
   touches its tenant's key and ``{P:I}:app.v5``, the integration-wide level, in one slot;
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
@@ -38,19 +44,23 @@ STATE, LEASES, BREAKER, META = ":state.v5", ":leases", ":breaker.v3", ":meta"
 APP = ":app.v5"  # a chain's integration-wide level (the state's layout)
 FAIR, ACTIVE = ":fair.v1", ":active.v1"  # fair share: tenants' share buckets, active times
 OVERRIDES = ":overrides.v1"
-_TENANT = ":t="
+VERSION = ":version.v1"  # the overrides' version, copied into each shard's slot
+SHARDS = 1024  # hash tags per integration its tenants spread over (the layout: fixed)
+_TENANT, _SHARD = ":t=", ":s="
 _MAX_TENANT_KEY = 128
 _DIGEST = re.compile(r"#[0-9a-f]{64}")
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]{1,128}")  # what quote() leaves as it is
 
 
 class KeyNames(NamedTuple):
-    """The Redis keys of one limiter key, and the tenant's name when the keys hold only its
-    digest (the script stores it in the state), else ``""``."""
+    """The Redis keys of one limiter key, the tenant's name when the keys hold only its
+    digest (the script stores it in the state), else ``""``, and the key holding the
+    overrides' version in the key's slot (the overrides hash, or its shard's copy)."""
 
     state: str
     leases: str
     stored_name: str
+    version: str
 
 
 def _tenant_part(tenant: str) -> tuple[str, str]:
@@ -73,15 +83,32 @@ def _tag(prefix: str, integration: str, part: str | None = None) -> str:
     return f"{{{prefix}:{inner}}}"
 
 
+def _shard_tag(prefix: str, integration: str, shard: int) -> str:
+    return f"{{{prefix}:{integration}{_SHARD}{shard}}}"
+
+
+def _shard(part: str) -> int:
+    return zlib.crc32(part.encode()) % SHARDS
+
+
 def key_names(prefix: str, integration: str, tenant: str | None, chained: bool = False) -> KeyNames:
     """The state and leases keys of ``(integration, tenant)``; ``chained``: of an integration
     with an integration-wide level, whose tenants' keys share its tag (and slot)."""
-    part, stored_name = (None, "") if tenant is None else _tenant_part(tenant)
-    if chained and part is not None:
-        base = f"{_tag(prefix, integration)}{_TENANT}{part}"
-    else:
-        base = _tag(prefix, integration, part)
-    return KeyNames(base + STATE, base + LEASES, stored_name)
+    own = _tag(prefix, integration)
+    if tenant is None:
+        return KeyNames(own + STATE, own + LEASES, "", own + OVERRIDES)
+    part, stored_name = _tenant_part(tenant)
+    if chained:
+        base = f"{own}{_TENANT}{part}"
+        return KeyNames(base + STATE, base + LEASES, stored_name, own + OVERRIDES)
+    shard = _shard_tag(prefix, integration, _shard(part))
+    base = f"{shard}{_TENANT}{part}"
+    return KeyNames(base + STATE, base + LEASES, stored_name, shard + VERSION)
+
+
+def version_keys(prefix: str, integration: str) -> list[str]:
+    """Every shard's copy of the overrides' version (``set`` writes them all)."""
+    return [_shard_tag(prefix, integration, shard) + VERSION for shard in range(SHARDS)]
 
 
 def app_key(prefix: str, integration: str) -> str:
@@ -113,7 +140,7 @@ def patterns(prefix: str, integration: str | None = None) -> list[str]:
     needs no escaping."""
     if integration is None:
         return [f"{{{prefix}:*"]
-    # its own keys ({P:I}...) and its tenants' ({P:I:t=...}) in one pass: I holds no ':'
+    # its own keys ({P:I}...) and its shards' ({P:I:s=...}) in one pass: I holds no ':'
     return [f"{{{prefix}:{integration}[}}:]*"]
 
 
@@ -124,18 +151,15 @@ def parse_state_key(prefix: str, key: str) -> tuple[str, str | None] | None:
     head = f"{{{prefix}:"
     if not (key.startswith(head) and key.endswith(STATE)):
         return None
-    inner = key[len(head) : -len(STATE)]
-    if inner.endswith("}"):
-        inner = inner[:-1]
-    elif "}" + _TENANT in inner:  # a chained tenant's: {P:I}:t=T
-        inner = inner.replace("}" + _TENANT, _TENANT, 1)
-    else:
+    tag, _, rest = key[len(head) : -len(STATE)].partition("}")
+    integration, sharded, shard = tag.partition(_SHARD)
+    if not integration or ":" in integration or "{" in integration:
         return None
-    if "}" in inner or "{" in inner:
+    if not rest:
+        return (integration, None) if not sharded else None  # its own key: {P:I}:state.v5
+    part = rest.removeprefix(_TENANT)
+    if part == rest or not part or "}" in part or "{" in part:
         return None
-    integration, found, part = inner.partition(_TENANT)
-    if not integration or ":" in integration:
+    if sharded and shard != str(_shard(part)):  # a tenant's key in its shard's tag only
         return None
-    if not found:
-        return integration, None
     return integration, part if part.startswith("#") or "%" not in part else unquote(part)

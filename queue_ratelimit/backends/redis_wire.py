@@ -81,8 +81,8 @@ class View(NamedTuple):
     until: float  # on the server's clock
     read: float  # time.monotonic() when read
     overrides: Mapping[str | None, Override] = MappingProxyType({})
-    version: str = ""  # the overrides' version (``#v``; "" none set yet): a decision
-    # given it answers STALE while the hash holds another (``limiter.lua``)
+    version: str = ""  # the overrides' version (``#v``; "0" none set yet): a decision given
+    # it answers STALE while the key it checks holds a later one (``redis_overrides.py``)
 
 
 CLEAN = View(CLOSED, 0, 0.0, float("-inf"))

@@ -1,7 +1,9 @@
 """``set`` while four worker processes run: each takes the new bound at its next decision
 (the overrides' version, checked in the decision's script call), without a restart, and
 without waiting for its next read of the integration's record (``breaker_poll``, set long
-here to show that it is not what they wait for)."""
+here to show that it is not what they wait for): on one Redis for the integration's own
+key, and on a Redis Cluster for a tenant's, whose keys are in another slot than the
+overrides hash (they check its version's copy in their shard's slot)."""
 
 from __future__ import annotations
 
@@ -30,33 +32,36 @@ CONFIG = IntegrationConfig(
 )
 
 
-def worker(url: str, prefix: str, granted: Any, stop: Any, out: Any) -> None:
+def worker(url: str, prefix: str, tenant: str | None, granted: Any, stop: Any, out: Any) -> None:
     """Acquire and sleep the wait, back to back, until ``stop``; the time of each grant."""
     limiter = Limiter(RedisBackend(url, prefix=prefix, breaker_poll=60.0), {"svc": CONFIG})
     times = []
     while not stop.is_set():
-        limiter.wait("svc")
+        limiter.wait("svc", tenant)
         times.append(time.time())
         with granted.get_lock():
             granted.value += 1
     out.put(times)
 
 
+@pytest.mark.parametrize(("deployment", "tenant"), [("redis_url", None), ("redis_cluster", "acme")])
 def test_a_max_rate_set_while_four_workers_run_holds_from_their_next_decision(
-    redis_url: str,
+    request: pytest.FixtureRequest, deployment: str, tenant: str | None
 ) -> None:
+    found = request.getfixturevalue(deployment)
+    url = found if isinstance(found, str) else found.url
     prefix = new_prefix()
     ctx = multiprocessing.get_context("spawn")
     granted, stop, out = ctx.Value("i", 0), ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=worker, args=(redis_url, prefix, granted, stop, out)) for _ in "1234"
+        ctx.Process(target=worker, args=(url, prefix, tenant, granted, stop, out)) for _ in "1234"
     ]
     for proc in procs:
         proc.start()
     try:
         wait_until(lambda: granted.value >= 80, timeout=60)  # two seconds or so at 40/s
-        operator = Limiter(RedisBackend(redis_url, prefix=prefix), {"svc": CONFIG})
-        operator.set_override("svc", max_rate=SLOW, by="test")
+        operator = Limiter(RedisBackend(url, prefix=prefix), {"svc": CONFIG})
+        operator.set_override("svc", max_rate=SLOW, by="test")  # (the integration's: all keys)
         switched, at_switch = time.time(), granted.value
         wait_until(lambda: granted.value >= at_switch + 40, timeout=60)  # ~4 s at 10/s
     finally:

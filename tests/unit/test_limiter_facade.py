@@ -19,6 +19,7 @@ from queue_ratelimit import (
     RateLimited,
 )
 from queue_ratelimit.backends.redis import RedisBackend
+from queue_ratelimit.backends.redis_keys import SHARDS
 from queue_ratelimit.policy.state import Decision
 from tests.conftest import FakeClock
 from tests.support import SVC
@@ -95,9 +96,10 @@ def test_hostile_tenants_get_distinct_hash_tags_and_scan_back(
     backend = RedisBackend(redis_url, prefix=key_prefix)
     keys = {backend.keys_for("svc", t)[0] for t in [*HOSTILE_TENANTS, None]}
     assert len(keys) == len(HOSTILE_TENANTS) + 1
-    tags = {k[: k.index("}") + 1] for k in keys}  # what Redis Cluster hashes
-    assert len(tags) == len(keys)
-    assert all(k.startswith(f"{{{key_prefix}:svc") and k.count("{") == 1 for k in keys)
+    tags = {k[: k.index("}") + 1] for k in keys}  # what Redis Cluster hashes: a shard's
+    shards = {f"{{{key_prefix}:svc:s={n}}}" for n in range(SHARDS)}
+    assert tags <= shards | {f"{{{key_prefix}:svc}}"}
+    assert all(k.count("{") == 1 and k.count("}") == 1 for k in keys)
     assert all(len(k) < 300 for k in keys)
     # the state written under one tenant is not seen by any other
     limiter = Limiter(backend, {"svc": SVC})
@@ -208,9 +210,20 @@ def test_kept_acquire_arguments_follow_each_calls_cost_and_wait_bounds(
     assert limiter.acquire("svc", "b", max_wait=60.0, max_sleepers=3, reserve=False).granted
 
 
-def test_a_redis_backend_refuses_an_idle_ttl_of_zero(redis_url: str) -> None:
-    with pytest.raises(ConfigError, match="idle_ttl"):
-        RedisBackend(redis_url, idle_ttl=0)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"idle_ttl": 0},
+        {"breaker_poll": -1.0},
+        {"breaker_poll": float("nan")},
+        {"breaker_poll": 1e6},
+    ],
+)
+def test_a_redis_backend_refuses_bad_settings_naming_them(
+    redis_url: str, settings: dict[str, float]
+) -> None:
+    with pytest.raises(ConfigError, match=next(iter(settings))):
+        RedisBackend(redis_url, **settings)  # type: ignore[arg-type]
 
 
 def test_decisions_init_takes_every_field_in_order() -> None:

@@ -73,7 +73,10 @@
 --         its key KEYS[3]; ARGV[6] (reports) the level a backoff lowers (1 the key's, 2 the
 --         chain's, 3 both); ARGV[7] (acquire) fair share's tenant and weights (open_share)
 -- ARGV[8] (optional, acquire) the overrides' version the caller's bounds come from; the
---         overrides hash is then the last key, and a different version answers {STALE}
+--         last key is then the overrides hash or, for a tenant in a shard's tag, the
+--         shard's copy of its version (a hash too: field '#v'), and a later version there
+--         answers {STALE}; ARGV[9] (with a copy) the copy's TTL: a copy missing or behind
+--         is written with the caller's version (backends/redis_overrides.py tells why)
 --
 -- Returns arrays of integers; times, rates and tokens in millionths (seconds -> us):
 --   acquire:  {reason (OK, REDEEMED and PROBE are grants; a grant with a concurrency limit
@@ -143,8 +146,14 @@ if op == SUCCESS then
 end
 
 if op == ACQUIRE and ARGV[8] and ARGV[8] ~= '' then  -- the overrides' version it was given:
-  local version = redis.call('HGET', KEYS[#KEYS], '#v') or '0'  -- (the hash, the last key)
-  if version ~= ARGV[8] then return {STALE} end  -- changed: the caller reads them again
+  local held, given = KEYS[#KEYS], tonumber(ARGV[8])  -- (the last key: the hash or a copy)
+  local version = tonumber(redis.call('HGET', held, '#v'))
+  if ARGV[9] and (not version or version < given) then  -- a copy, none or behind: the caller's
+    redis.call('HSET', held, '#v', ARGV[8])
+    redis.call('EXPIRE', held, ARGV[9])
+  elseif version and version > given then
+    return {STALE}  -- changed since the caller read them: it reads them again
+  end
 end
 if now ~= now then
   local t = redis.call('TIME')
