@@ -7,9 +7,8 @@ hash tags per integration, while the keys one decision touches share one slot:
 * ``{P:I:s=N}:t=T:state.v5`` and ``{P:I:s=N}:t=T:leases``: tenant ``T`` of integration
   ``I``, in shard ``N`` (``0 <= N < SHARDS``, from a CRC-32 of the tenant's part);
 * ``{P:I:s=N}:version.v1``: a copy of the overrides' version (a hash, field ``#v``) in the
-  shard's slot, which ``set`` writes to every shard after the overrides hash, so that each
-  decision of those tenants checks it in its own script call, as the integration's own key
-  checks the overrides hash;
+  shard's slot, which each decision of those tenants checks in its own script call, as the
+  integration's own key checks the overrides hash (``redis_overrides.py`` keeps it);
 * ``{P:I}:t=T:state.v5`` and ``{P:I}:t=T:leases``: tenant ``T`` of an integration with an
   integration-wide limit (a chain), under the integration's own tag, so that one decision
   touches its tenant's key and ``{P:I}:app.v5``, the integration-wide level, in one slot;
@@ -76,11 +75,9 @@ def _tenant_part(tenant: str) -> tuple[str, str]:
     return part, ""
 
 
-def _tag(prefix: str, integration: str, part: str | None = None) -> str:
-    """The hash tag (with its braces) of the integration's own keys, or of a tenant's by its
-    ``part``."""
-    inner = integration if part is None else f"{integration}{_TENANT}{part}"
-    return f"{{{prefix}:{inner}}}"
+def _tag(prefix: str, integration: str) -> str:
+    """The hash tag (with its braces) of the integration's own keys."""
+    return f"{{{prefix}:{integration}}}"
 
 
 def _shard_tag(prefix: str, integration: str, shard: int) -> str:
