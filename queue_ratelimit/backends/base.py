@@ -54,7 +54,7 @@ class Backend(Protocol):
         """Decide an acquire (or a redemption) and record it; an open breaker grants nothing.
 
         ``request.cooldown_wait`` and ``max_sleepers`` bound the waits granted
-        (``aimd.fits_wait``).
+        (``admission.fits_wait``).
         """
         ...
 

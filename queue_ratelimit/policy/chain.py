@@ -11,7 +11,7 @@ never come closer than its rate allows (a token taken early is not lent again me
 Each level adapts on its own signals: a success raises both; a backoff lowers the level it is
 attributed to (``Report.level``, else the plan's ``app_backoffs``: ``tenant`` by default, as
 most upstreams limit each token; ``app`` when the upstream says the app's limit was met;
-``both``); a failure changes neither (the breaker counts it). ``aimd.acquire`` applies the
+``both``); a failure changes neither (the breaker counts it). ``admission.acquire`` applies the
 rules; the functions here are what both backends share about them.
 """
 
@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from queue_ratelimit.policy import aimd, fair, quota
+from queue_ratelimit.policy import admission, aimd, fair, quota
 from queue_ratelimit.policy.state import BACKOFF, SUCCESS, KeyState, Plan, Report, ReportResult
 
 TENANT, APP, BOTH = "tenant", "app", "both"
@@ -48,7 +48,7 @@ def level_of(report: Report, plan: Plan) -> str:
 
 @dataclass(frozen=True)
 class Level:
-    """A chain's integration-wide level as one acquire meets it (``aimd.acquire``)."""
+    """A chain's integration-wide level as one acquire meets it (``admission.acquire``)."""
 
     state: KeyState
     plan: Plan
@@ -76,7 +76,7 @@ def level(
     share = None
     if plan.fair_share and shares is not None:
         share = fair.open_share(shares, tenant, plan, upper, cost, now)
-    slot = aimd.slot_of(upper, now, app.limits, cost)
+    slot = admission.slot_of(upper, now, app.limits, cost)
     first = app.limits[0]
     pace, units = quota.refill_rate(upper.buckets[first.name]), cost.get(first.name, 0.0)
     if units > 0 and pace > 0:  # in the order granted (the module's docstring)

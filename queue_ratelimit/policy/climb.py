@@ -6,6 +6,7 @@ Free of I/O and clocks; ``backends/lua/limiter.lua`` implements the same.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from queue_ratelimit.config import PRIMARY_LIMIT
@@ -73,3 +74,14 @@ def probe_step(rate: float, peak: float, increase: float, since: float) -> float
         return increase
     target = peak * (PROBE_FLOOR + (1.0 - PROBE_FLOOR) * min(1.0, since / BAND))
     return min(increase, max(0.0, target - rate))
+
+
+def climb_time(units: float, rate: float, increase: float, max_rate: float) -> float:
+    """Seconds to refill ``units`` starting at ``rate`` if each unit granted raises the rate
+    by ``increase`` (so ``rate' = increase * rate``), up to ``max_rate``."""
+    if increase <= 0 or rate >= max_rate:
+        return units / rate
+    cap_units = (max_rate - rate) / increase
+    if units <= cap_units:
+        return math.log(1 + units * increase / rate) / increase
+    return math.log(max_rate / rate) / increase + (units - cap_units) / max_rate

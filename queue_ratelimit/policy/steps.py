@@ -8,7 +8,7 @@ integration-wide level's state and fair shares; these functions apply the rules 
 
 from __future__ import annotations
 
-from queue_ratelimit.policy import aimd, chain, climb, fair, quota
+from queue_ratelimit.policy import admission, aimd, chain, climb, fair, quota
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.state import (
     BACKOFF,
@@ -53,10 +53,10 @@ def acquire(
     request: AcquireRequest,
     idle_ttl: float,
 ) -> tuple[Decision, bool]:
-    """Decide ``request`` (``aimd.acquire``, with the chain's level when ``upper`` is given
+    """Decide ``request`` (``admission.acquire``, with the chain's level when ``upper`` is given
     and the tenants' fair ``shares`` when the plan shares fairly); whether ``upper`` changed."""
     level = chain.level(upper, plan, request.costs, now, shares, request.tenant)
-    decision = aimd.acquire(state, breaker, now, plan, request, level)
+    decision = admission.acquire(state, breaker, now, plan, request, level)
     if shares is not None and level is not None and level.share is not None:
         fair.save_share(shares, level.share, now, idle_ttl)
     if not decision.granted and request.refusal_event:

@@ -1,5 +1,5 @@
-"""The Lua script and ``policy/aimd.py`` agree: random operation sequences, step by step; so do
-the SQL stores, which run that policy on rows."""
+"""The Lua script and ``policy/`` (``admission.py``, ``aimd.py``) agree: random operation
+sequences, step by step; so do the SQL stores, which run that policy on rows."""
 
 from __future__ import annotations
 

@@ -460,7 +460,7 @@ local function pay(limits, now)
   end
 end
 
--- a reservation's slot at the current rates, never later than promised (aimd._pulled)
+-- a reservation's slot at the current rates, never later than promised (admission._pulled)
 local function pulled(kept_slot, dues, limits, now)
   if #dues < #limits then return kept_slot end
   local slot = now
@@ -475,7 +475,7 @@ local function pulled(kept_slot, dues, limits, now)
   return math.min(kept_slot, slot)
 end
 
--- seconds to refill `units` from `rate` when each unit raises it by `inc` (aimd.climb_time)
+-- seconds to refill `units` from `rate` when each unit raises it by `inc` (climb.climb_time)
 local function climb_time(units, rate, inc, max_rate)
   if inc <= 0 or rate >= max_rate then return units / rate end
   local cap_units = (max_rate - rate) / inc
@@ -483,7 +483,7 @@ local function climb_time(units, rate, inc, max_rate)
   return math.log(max_rate / rate) / inc + (units - cap_units) / max_rate
 end
 
--- when a reservation's holder should come back (aimd._recheck), the rate growing by `growth`
+-- when a reservation's holder should come back (admission._recheck), the rate growing by `growth`
 local function recheck_of(dues, wait, limits, now, cool, growth)
   if #dues < #limits then return wait end
   local start = math.max(now, cool)
@@ -586,7 +586,7 @@ local function slide_left(lim, at)
   return lim.burst - (#lim.lv / 8 - slide_gone(lim.lv, at))
 end
 
--- the latest slot the call's sliding windows allow (aimd._slid; now without any)
+-- the latest slot the call's sliding windows allow (admission._slid; now without any)
 local function slid(limits)
   local slot = now
   for i = 1, #limits do
@@ -1087,7 +1087,7 @@ if op == ACQUIRE then
       slot = max(bucket_slot(limits, max(now, cool)), chain_slot, share_slot)
     end
     wait = slot - now
-    -- aimd.fits_wait: the wait for a place in line, capped to max_sleepers places, and a
+    -- admission.fits_wait: the wait for a place in line, capped to max_sleepers places, and a
     -- cooldown up to cooldown_wait before it
     local in_line = max_wait
     local pace = refill_rate(limits[1])
