@@ -18,7 +18,7 @@ a value a client joined from repeats, ``"5, 5"``, is also tried by its first ele
   ``RateLimit-Policy: "name";q=100;w=60`` (-08 and later) and the -07 dictionary form.
 * Named quotas: OpenAI ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, Anthropic
   ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*`` (keys use ``_``,
-  e.g. ``input_tokens``, to match :class:`~queue_ratelimit.config.LimitConfig` names), Linear
+  e.g. ``input_tokens``, to match :class:`~queue_ratelimit.limit_config.LimitConfig` names), Linear
   ``x-ratelimit-{requests,complexity}-{limit,remaining,reset}``, IETF policies by name,
   HubSpot ``secondly`` and ``daily``, Salesforce ``per_app``, and any header the dialect's
   ``headers`` map names.

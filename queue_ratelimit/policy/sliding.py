@@ -5,7 +5,7 @@ window (a full bucket, then a window's refill); an upstream that counts a slidin
 ("100 per minute", any minute) answers 429 to the second half. The limit keeps, for each
 unit granted within its last window, the time it leaves the window, ``slide`` seconds
 after its grant (``BucketState.leaves``, in order, one entry per unit, at most
-``config.SLIDING_MAX``):
+``limit_config.SLIDING_MAX``):
 
 * a call's slot is the later of the last grant's (grants keep their order, as the arrival
   schedule does) and the moment enough of the window's units have left it;
