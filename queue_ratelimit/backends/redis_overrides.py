@@ -22,6 +22,7 @@ keys are served; a missing one makes the script wait for the migration's end).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -32,6 +33,8 @@ from queue_ratelimit.errors import BackendError
 from queue_ratelimit.policy.overrides import Override
 
 __all__ = ["COPY_TTL", "RedisOverrides"]
+
+log = logging.getLogger(__name__)
 
 COPY_TTL = 86400
 """Seconds a copy of the overrides' version lives after it was last written."""
@@ -62,20 +65,31 @@ class RedisOverrides:
 
     def set_override(self, integration: str, tenant: str | None, override: Override | None) -> None:
         """See ``Backend.set_override``: the hash changed, then its version raised in every
-        shard's copy; every process's next decision of any key sees the change."""
+        shard's copy; every process's next decision of any key sees the change. A shard that
+        does not answer is logged (a WARNING), not raised: the change is stored, and its
+        tenants obey it within ``breaker_poll``."""
         held = layout.integration_keys(self.prefix, integration)[2]
         field = wire.override_field(tenant)
         written = "" if override is None else override.to_json()
         try:
             version = wire.text(self.client.eval(_CHANGE, 1, held, field, written))
+        except redis.RedisError as exc:
+            raise BackendError(f"redis override failed for {integration!r}: {exc}") from exc
+        self._views.pop(integration, None)
+        try:
             copies = self.client.pipeline(transaction=False)  # (a cluster's: per node)
             for key in layout.version_keys(self.prefix, integration):
                 # (EVAL by name: a cluster pipeline has no eval(), but routes EVAL by its key)
                 copies.execute_command("EVAL", _RAISE, 1, key, version, COPY_TTL)
             copies.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"redis override failed for {integration!r}: {exc}") from exc
-        self._views.pop(integration, None)
+        except redis.RedisError as exc:  # (a shard down: its tenants' decisions fail anyway)
+            log.warning(
+                "queue_ratelimit: the override of %r is stored, but its version did not "
+                "reach every shard (%s): tenants there obey it within their workers' "
+                "breaker_poll, and the next decision there that has read it copies it",
+                integration,
+                exc,
+            )
 
     def overrides(self, integration: str) -> dict[str | None, Override]:
         """See ``Backend.overrides``."""

@@ -156,7 +156,9 @@ def test_a_slot_migration_under_load_fails_no_decision(
 
 
 def test_a_dead_master_is_the_outage_of_its_own_keys_only(
-    private_cluster: ClusterProcesses, private_backend: RedisBackend
+    private_cluster: ClusterProcesses,
+    private_backend: RedisBackend,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     probe_interval = 0.5
     limiter = Limiter(private_backend, {"svc": SVC}, probe_interval=probe_interval)  # closed
@@ -185,3 +187,10 @@ def test_a_dead_master_is_the_outage_of_its_own_keys_only(
         for tenant in lost:
             with pytest.raises(BackendUnavailable):
                 limiter.acquire("svc", tenant)
+    # an operator's set meanwhile: stored (the overrides hash's master lives), and obeyed at
+    # the next decision of every tenant on a live master; the dead shards' copies are logged
+    limiter.set_override("svc", min_rate=4.0, max_rate=4.0, by="test")  # pinned at 4/s
+    assert any("did not reach every shard" in r.getMessage() for r in caplog.records)
+    for tenant in kept:
+        limiter.acquire("svc", tenant, max_wait=1.0)
+        assert limiter.snapshot("svc", tenant).limit().rate == 4.0
