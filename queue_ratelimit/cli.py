@@ -6,36 +6,41 @@
     queue-ratelimit top [INTEGRATION]                   the same, live, with requeues/s
     queue-ratelimit reset INTEGRATION [--tenant T]      forget a key's learned state
     queue-ratelimit breaker open|close INTEGRATION      an operator's override
+    queue-ratelimit set INTEGRATION [--tenant T] ...    bound a rate at run time (unset)
+    queue-ratelimit migrate                             a SQL store's tables
     queue-ratelimit config show | validate FILE         the merged configuration
     queue-ratelimit exporter [--port N]                 /metrics for Prometheus
     queue-ratelimit demo [--plot FILE.png]              the product, end to end, no server
 
 Redis and configuration come from ``--redis`` / ``--prefix`` / ``--config`` or the
 environment (``QUEUE_RATELIMIT_REDIS_URL``, ``QUEUE_RATELIMIT_PREFIX``,
-``QUEUE_RATELIMIT_CONFIG``). Needs the ``cli`` extra (click, rich).
+``QUEUE_RATELIMIT_CONFIG``). Needs the ``cli`` extra (click, rich). The commands that
+change the state are in ``cli_change.py``, what every command shares in ``cli_context.py``.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import threading
 import time
 
 import click
-import redis
 from rich.console import Console
 
 from queue_ratelimit.backends import (
-    POSTGRES_SCHEMES,
-    SQLITE_SCHEME,
     Backend,
-    open_backend,
     redacted,
 )
-from queue_ratelimit.cli_tables import override_text, status_table, top_table, with_override
-from queue_ratelimit.config import IntegrationConfig
+from queue_ratelimit.cli_change import breaker, migrate, reset, set_override, unset_override
+from queue_ratelimit.cli_context import Context, configs_from, explain
+from queue_ratelimit.cli_tables import (
+    key_text,
+    override_text,
+    status_table,
+    top_table,
+    with_override,
+)
 from queue_ratelimit.errors import BackendError, QueueRateLimitError
 from queue_ratelimit.inspection import (
     SORTS,
@@ -47,44 +52,9 @@ from queue_ratelimit.inspection import (
     tool_plan,
 )
 from queue_ratelimit.limiter import Limiter
-from queue_ratelimit.logs import install_logging
-from queue_ratelimit.policy.state import Plan
-from queue_ratelimit.registry import (
-    did_you_mean,
-    load_configs,
-    load_json,
-    load_toml,
-    merge_configs,
-)
+from queue_ratelimit.registry import did_you_mean, load_json, load_toml, merge_configs
 
 __all__ = ["main"]
-
-
-def _configs(path: str | None) -> dict[str, IntegrationConfig]:
-    if path is None:
-        return load_configs()
-    if path.endswith(".json"):
-        return load_configs(json_path=path)
-    return load_configs(toml_path=path)
-
-
-class _Context:
-    """What every command needs, built lazily so ``config`` works without Redis."""
-
-    last: _Context | None = None  # the latest, for the error line of ``main``
-
-    def __init__(
-        self, redis_url: str, prefix: str, config: str | None, backend: Backend | None = None
-    ) -> None:
-        self.redis_url = redis_url
-        self.prefix = prefix
-        self.config_path = config
-        self.backend = backend  # given: the commands use it (any Backend), not the URL's
-        _Context.last = self
-
-    def limiter(self) -> tuple[Limiter, Backend]:
-        backend = self.backend or open_backend(self.redis_url, prefix=self.prefix)
-        return Limiter(backend, _configs(self.config_path)), backend
 
 
 @click.group()
@@ -113,13 +83,13 @@ class _Context:
 @click.pass_context
 def cli(ctx: click.Context, redis_url: str, prefix: str, config: str | None) -> None:
     """See and steer queue_ratelimit's shared limiter state."""
-    ctx.obj = _Context(redis_url, prefix, config)
+    ctx.obj = Context(redis_url, prefix, config)
 
 
 _SORT = click.Choice(SORTS)
 
 
-def _empty(obj: _Context, backend: Backend, integration: str | None) -> str:
+def _empty(obj: Context, backend: Backend, integration: str | None) -> str:
     """Why a listing is empty, and what to check."""
     what = f"no keys of {integration}" if integration else "no limiter keys"
     return (
@@ -140,7 +110,7 @@ def _empty(obj: _Context, backend: Backend, integration: str | None) -> str:
     help="Keys in the table (the first by --sort); --json prints them all.",
 )
 @click.pass_obj
-def status(obj: _Context, integration: str | None, as_json: bool, sort: str, limit: int) -> None:
+def status(obj: Context, integration: str | None, as_json: bool, sort: str, limit: int) -> None:
     """Every limiter key in Redis: rate, tokens, cooldown, reservations, breaker."""
     limiter, backend = obj.limiter()
     if integration is not None:
@@ -161,7 +131,7 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
         if integration is not None:  # (bounds set before any worker wrote a key)
             for tenant, override in limiter.overrides(integration).items():
                 click.echo(
-                    f"override on {_key_text(integration, tenant)}: {override_text(override)}"
+                    f"override on {key_text(integration, tenant)}: {override_text(override)}"
                 )
         return
     shown = sort_keys(keys, sort)[:limit]
@@ -175,7 +145,7 @@ def status(obj: _Context, integration: str | None, as_json: bool, sort: str, lim
         for tenant, override in sorted(
             limiter.overrides(name).items(), key=lambda item: item[0] or ""
         ):
-            click.echo(f"override on {_key_text(name, tenant)}: {override_text(override)}")
+            click.echo(f"override on {key_text(name, tenant)}: {override_text(override)}")
         line = _app_line(limiter, backend, name)
         if line:
             click.echo(line)
@@ -221,9 +191,7 @@ def _app_line(limiter: Limiter, backend: Backend, integration: str) -> str:
     "--sort", type=_SORT, default="requeues", show_default=True, help="Busiest keys first by."
 )
 @click.pass_obj
-def top(
-    obj: _Context, integration: str | None, interval: float, iterations: int, sort: str
-) -> None:
+def top(obj: Context, integration: str | None, interval: float, iterations: int, sort: str) -> None:
     """``status``, live: the busiest keys first, with requeues and 429s per second."""
     from rich.live import Live
 
@@ -246,131 +214,6 @@ def top(
             done += 1
 
 
-@cli.command()
-@click.argument("integration")
-@click.option("--tenant", default=None, help="Reset one tenant's key only.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.pass_obj
-def reset(obj: _Context, integration: str, tenant: str | None, yes: bool) -> None:
-    """Forget learned rates, debts, cooldowns and leases: of the integration and every one
-    of its tenants, or of one tenant's key (``--tenant``; exit 1 when there is no such key).
-    The breaker is left as it is (see ``breaker``)."""
-    limiter, backend = obj.limiter()
-    known(limiter, backend, integration)
-    keys = [key for key in backend.scan(integration) if tenant is None or key[1] == tenant]
-    if tenant is not None and not keys:
-        tenants = [each for _, each in backend.scan(integration) if each]
-        hint = did_you_mean(tenant, tenants)
-        raise click.ClickException(f"no such key: {integration}:{tenant}{hint}")
-    count = f"{len(keys)} key{'' if len(keys) == 1 else 's'}"
-    what = f"{integration}:{tenant}" if tenant else f"{integration} ({count})"
-    if not yes:
-        click.confirm(f"Reset the limiter state of {what}?", abort=True)
-    for name, each in keys:
-        backend.reset(name, each)
-    click.echo(f"reset {what}")
-
-
-@cli.command()
-@click.argument("action", type=click.Choice(["open", "close"]))
-@click.argument("integration")
-@click.option(
-    "--seconds",
-    type=float,
-    default=None,
-    help="How long to hold it open (default: the integration's breaker_open_seconds).",
-)
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.pass_obj
-def breaker(obj: _Context, action: str, integration: str, seconds: float | None, yes: bool) -> None:
-    """Force an integration's breaker open (every worker pauses its queue) or closed."""
-    limiter, backend = obj.limiter()
-    known(limiter, backend, integration)
-    if not yes:
-        click.confirm(f"{action.capitalize()} the breaker of {integration}?", abort=True)
-    state = "open" if action == "open" else "closed"
-    plan = tool_plan(limiter, backend, integration) or Plan(limits=())  # (its defaults, at worst)
-    backend.set_breaker(
-        integration, state, plan.breaker_open_seconds if seconds is None else seconds
-    )
-    click.echo(f"breaker of {integration}: {'open' if action == 'open' else 'closed'}")
-
-
-@cli.command()
-@click.pass_obj
-def migrate(obj: _Context) -> None:
-    """Create the shared state's tables when missing (a SQL store; idempotent). Redis needs
-    none."""
-    backend = obj.backend or open_backend(obj.redis_url, prefix=obj.prefix)
-    create = getattr(backend, "create_schema", None)
-    if create is None:
-        click.echo(f"{backend.describe()}: nothing to create")
-        return
-    try:
-        create()
-    finally:
-        close = getattr(backend, "close", None)
-        if close is not None and obj.backend is None:  # (a backend the command opened)
-            close()
-    click.echo(f"{backend.describe()}: tables ready")
-
-
-@cli.command("set")
-@click.argument("integration")
-@click.option("--tenant", default=None, help="Bound one tenant's key only.")
-@click.option("--max-rate", type=float, default=None, help="Highest rate, calls per second.")
-@click.option("--min-rate", type=float, default=None, help="Lowest rate AIMD may fall to.")
-@click.option("--rate", type=float, default=None, help="Pin the rate: both bounds at once.")
-@click.pass_obj
-def set_override(
-    obj: _Context,
-    integration: str,
-    tenant: str | None,
-    max_rate: float | None,
-    min_rate: float | None,
-    rate: float | None,
-) -> None:
-    """Bound an integration's rate (or one tenant's) for every running worker, until
-    ``unset``: each worker's next decision obeys it, without a restart. Logged, with you."""
-    if rate is not None:
-        if max_rate is not None or min_rate is not None:
-            raise click.UsageError("--rate pins the rate: give it alone, or the bounds")
-        max_rate = min_rate = rate
-    limiter, backend = obj.limiter()
-    known(limiter, backend, integration)
-    install_logging()
-    override = limiter.set_override(
-        integration, tenant, max_rate=max_rate, min_rate=min_rate, by=_operator()
-    )
-    click.echo(f"override on {_key_text(integration, tenant)}: {override_text(override)}")
-
-
-@cli.command("unset")
-@click.argument("integration")
-@click.option("--tenant", default=None, help="The tenant's override only.")
-@click.pass_obj
-def unset_override(obj: _Context, integration: str, tenant: str | None) -> None:
-    """Remove an override ``set`` made: the workers' config holds again."""
-    limiter, _ = obj.limiter()
-    if tenant not in limiter.overrides(integration):
-        raise click.ClickException(f"no override on {_key_text(integration, tenant)}")
-    install_logging()
-    limiter.clear_override(integration, tenant, by=_operator())
-    click.echo(f"override removed from {_key_text(integration, tenant)}")
-
-
-def _operator() -> str:
-    """Who runs the command, for the audit trail."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def _key_text(integration: str, tenant: str | None) -> str:
-    return f"{integration}:{tenant}" if tenant else f"{integration} (all its keys)"
-
-
 @cli.group()
 def config() -> None:
     """The merged integration configuration."""
@@ -379,9 +222,9 @@ def config() -> None:
 @config.command("show")
 @click.argument("integration", required=False)
 @click.pass_obj
-def config_show(obj: _Context, integration: str | None) -> None:
+def config_show(obj: Context, integration: str | None) -> None:
     """Print the merged configuration (built-ins < TOML < JSON < environment) as JSON."""
-    configs = _configs(obj.config_path)
+    configs = configs_from(obj.config_path)
     names = [integration] if integration else sorted(configs)
     for name in names:
         if name not in configs:
@@ -419,7 +262,7 @@ def config_validate(path: str) -> None:
 )
 @click.pass_obj
 def exporter(
-    obj: _Context, port: int, addr: str, multiproc_dir: str | None, max_tenants: int
+    obj: Context, port: int, addr: str, multiproc_dir: str | None, max_tenants: int
 ) -> None:
     """Serve the fleet-wide state (and this host's worker counters) for Prometheus."""
     from queue_ratelimit.metrics import serve
@@ -483,6 +326,10 @@ def demo(
         raise click.ClickException(f"{summary.lost} lost, {summary.duplicates} duplicated")
 
 
+for command in (reset, breaker, migrate, set_override, unset_override):
+    cli.add_command(command)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr and exit status 1."""
     try:
@@ -494,47 +341,11 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except BackendError as exc:
-        click.echo(f"error: {_explain(exc, _Context.last)}", err=True)
+        click.echo(f"error: {explain(exc, Context.last)}", err=True)
         sys.exit(1)
     except QueueRateLimitError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-
-
-def _explain(exc: BackendError, obj: _Context | None) -> str:
-    """A store's failure as the operator can act on it: what, where and what to check."""
-    where = f"Redis at {redacted(obj.redis_url)}" if obj else "the shared state"
-    if obj and obj.redis_url.startswith(SQLITE_SCHEME):
-        return f"the SQLite file {obj.redis_url[len(SQLITE_SCHEME) :]}: {exc}"
-    if obj and obj.redis_url.startswith(POSTGRES_SCHEMES):
-        return f"{exc} (is the server up, and the URL's user allowed in?)"
-    cause = exc.__cause__
-    detail = str(cause or exc)
-    lowered = detail.lower()
-    if isinstance(cause, redis.AuthenticationError) or any(
-        word in lowered for word in ("wrongpass", "noauth", "auth <password>", "invalid password")
-    ):
-        return (
-            f"{where} refused the credentials ({detail}); give them in the URL: "
-            "redis://:PASSWORD@host:6379/0 or redis://USER:PASSWORD@host:6379/0"
-        )
-    if "db index" in lowered:
-        return f"{where}: no such database ({detail}); use the database your workers use"
-    if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
-        reason = (
-            "connection refused"
-            if "refused" in lowered
-            else "unknown host"
-            if "not known" in lowered or "nodename" in lowered
-            else "no answer in time"
-            if isinstance(cause, redis.TimeoutError) or "timed out" in lowered
-            else detail
-        )
-        return (
-            f"cannot reach {where}: {reason}; is the server up, and is this the URL your "
-            "workers use? (--redis or QUEUE_RATELIMIT_REDIS_URL)"
-        )
-    return f"{where}: {exc}"
 
 
 if __name__ == "__main__":

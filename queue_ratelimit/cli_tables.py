@@ -217,3 +217,8 @@ def with_override(
     if bounds is not None:
         row["override"] = {"max_rate": bounds[0], "min_rate": bounds[1]}
     return row
+
+
+def key_text(integration: str, tenant: str | None) -> str:
+    """A key as the CLI's lines name it."""
+    return f"{integration}:{tenant}" if tenant else f"{integration} (all its keys)"

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from queue_ratelimit import Limiter, MemoryBackend
 from queue_ratelimit.backends import open_backend
-from queue_ratelimit.cli import _Context, status
+from queue_ratelimit.cli import status
+from queue_ratelimit.cli_context import Context
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.registry import load_configs
 
@@ -21,7 +22,7 @@ def test_status_reads_the_memory_backend_through_the_protocol() -> None:
     limiter = Limiter(backend, load_configs())
     limiter.acquire("notion", "workspace-1")
     limiter.on_backoff("notion", "workspace-1", retry_after=30.0)
-    obj = _Context("memory://", "qrl", None, backend=backend)
+    obj = Context("memory://", "qrl", None, backend=backend)
     result = CliRunner().invoke(status, ["--json"], obj=obj)
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
@@ -54,12 +55,12 @@ def test_a_backend_describes_itself_without_a_password() -> None:
 
 
 def test_a_typed_name_that_matches_nothing_fails_with_a_suggestion() -> None:
-    from queue_ratelimit.cli import reset
+    from queue_ratelimit.cli_change import reset
 
     backend = MemoryBackend()
     limiter = Limiter(backend, load_configs())
     limiter.acquire("notion", "workspace-1")
-    obj = _Context("memory://", "qrl", None, backend=backend)
+    obj = Context("memory://", "qrl", None, backend=backend)
     typo = CliRunner().invoke(reset, ["notion", "--tenant", "workspace-l", "--yes"], obj=obj)
     assert typo.exit_code == 1
     assert "no such key: notion:workspace-l (did you mean 'workspace-1'?)" in typo.output
