@@ -1,14 +1,17 @@
 """Limiter state in Redis, shared by every worker: one EVALSHA per decision.
 
-The rules live in ``lua/limiter.lua`` (the same as ``policy/aimd.py``). Time is the Redis
-server's clock, so workers on hosts with skewed clocks agree. The key layout
+The rules live in ``lua/limiter.lua`` (the same as ``policy/``'s ``admission`` and ``aimd``).
+Time is the Redis server's clock, so workers on hosts with skewed clocks agree. The key layout
 (``redis_keys.py``) spreads an integration's tenants over 1,024 hash tags, so they spread over
 the shards of a Redis Cluster, and a decision touches one slot; the integration's breaker, under
-the integration's tag, reaches a decision as an argument (``_view``, ``_admit``). Keys expire once
-idle: ``idle_ttl`` (up to an eighth more) after their last cooldown, debt and lease; Redis
-keeps them ``remember_for`` longer, for the rates they learned (``aimd.revive``).
+the integration's tag, reaches a decision as an argument. Keys expire once idle: ``idle_ttl``
+(up to an eighth more) after their last cooldown, debt and lease; Redis keeps them
+``remember_for`` longer, for the rates they learned (``climb.revive``).
 
-What the operator tools do (scan, read many keys, reset, purge) is in ``redis_tools.py``.
+This module holds the ops (acquire, report, release, check, count); the backend's other parts
+each hold one concern: the script's arguments (``redis_args.py``), the breaker's view
+(``redis_breaker.py``), the operators' tools (``redis_tools.py``: scan, read many keys, reset,
+purge) and overrides (``redis_overrides.py``).
 
 Arguments, state and answers are binary (``struct`` doubles, integer arrays), laid out in the
 script's header: nothing is formatted or parsed as text per decision, on either side.
@@ -20,8 +23,6 @@ import hashlib
 import importlib.resources
 import logging
 import re
-import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,21 +64,6 @@ _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 def _script_source() -> str:
     return (importlib.resources.files(__package__) / "lua" / "limiter.lua").read_text("utf-8")
-
-
-_KEY_CACHE = 4096  # key names kept per backend (tenants beyond it are encoded per call)
-_ARGS_CACHE = 4096  # acquire arguments kept per backend (see acquire)
-_META_EVERY = 300.0  # seconds between a process's writes of an integration's description
-
-
-def _words(word: str, event: str, stored_name: str) -> tuple[str, ...]:
-    """ARGV[2..4] as far as they are needed: the op's word, the event a refusal counts, the
-    tenant's name the state keeps (limiter.lua's header)."""
-    if stored_name:
-        return (word, event, stored_name)
-    if event:
-        return (word, event)
-    return (word,) if word else ()
 
 
 class RedisBackend(RedisOverrides, RedisTools):
@@ -145,13 +131,7 @@ class RedisBackend(RedisOverrides, RedisTools):
         self._clock = clock
         self._source = _script_source()
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
-        self._plans: dict[int, tuple[Plan, bytes]] = {}
-        self._keys: dict[tuple[str, str | None, bool], layout.KeyNames] = {}
-        self._chained: set[str] = set()  # integrations with an integration-wide level
-        self._app_blobs: dict[int, tuple[Plan, bytes]] = {}
-        self._fair_blobs: dict[tuple[int, str | None], tuple[Plan, bytes]] = {}
-        # an acquire's keys and blob (and its event and stored name), by its request's fields
-        self._acquires: dict[tuple[Any, ...], tuple[Plan, tuple[Any, ...], str, str]] = {}
+        self._init_args()
         self._views: dict[str, wire.View] = {}
         self._described: dict[str, tuple[float, str]] = {}  # integration -> (when, text)
         self._bounded_plans = BoundedPlans()
@@ -169,44 +149,6 @@ class RedisBackend(RedisOverrides, RedisTools):
         breaker, meta, _ = layout.integration_keys(self.prefix, integration)
         return (names.state, names.leases, breaker, meta)
 
-    def _names(self, integration: str, tenant: str | None) -> layout.KeyNames:
-        cached = (integration, tenant, integration in self._chained)
-        names = self._keys.get(cached)
-        if names is None:
-            names = layout.key_names(self.prefix, integration, tenant, cached[2])
-            if len(self._keys) < _KEY_CACHE:
-                self._keys[cached] = names
-        return names
-
-    def note_plan(self, integration: str, plan: Plan) -> None:
-        """What ``Limiter`` tells its backend of each integration it prepares: with a chain,
-        the integration's tenants' keys are named under its tag, in every op (a release, a
-        count or a check in a process that decided nothing yet included)."""
-        self._note(integration, plan)
-
-    def _note(self, integration: str, plan: Plan) -> None:
-        """Remember whether ``integration`` is chained (its tenants' keys are named so)."""
-        if plan.app is not None:
-            self._chained.add(integration)
-        elif plan.limits:
-            self._chained.discard(integration)
-
-    def _app_blob(self, plan: Plan) -> bytes:
-        """A chain's integration-wide level as the script reads it (ARGV[5]): its limits."""
-        cached = self._app_blobs.get(id(plan))
-        if cached is not None and cached[0] is plan:
-            return cached[1]
-        assert plan.app is not None
-        slow = 1 if plan.app.slow_start else 0  # its limits, and its own start phase
-        packed = struct.pack("<BB", len(plan.app.limits), slow) + b"".join(
-            wire.name_bytes(lim.name) + struct.pack("<7d", *wire.limit_numbers(lim))
-            for lim in plan.app.limits
-        )
-        if len(self._app_blobs) > 1024:
-            self._app_blobs.clear()
-        self._app_blobs[id(plan)] = (plan, packed)
-        return packed
-
     def shard(self, integration: str, tenant: str | None) -> str:
         """The node that holds the key (``host:port``) on a cluster; ``""`` otherwise (the
         outage guard keeps one outage state per shard)."""
@@ -217,137 +159,6 @@ class RedisBackend(RedisOverrides, RedisTools):
             return str(self.client.nodes_manager.get_node_from_slot(slot).name)
         except (redis.RedisError, RedisClusterException) as exc:  # (a slot no node serves)
             raise BackendError(f"redis cluster map unavailable: {exc}") from exc
-
-    def _plan_bytes(self, plan: Plan) -> bytes:
-        """The plan as the script reads it (after the head); packed once per plan."""
-        cached = self._plans.get(id(plan))
-        if cached is not None and cached[0] is plan:
-            return cached[1]
-        head = struct.pack(
-            "<B10d",
-            len(plan.limits),
-            self._idle_ttl,
-            self._remember_for,
-            1.0 if plan.slow_start else 0.0,
-            plan.cooldown_multiplier,
-            plan.max_backoff,
-            plan.max_quota_wait,
-            plan.max_concurrent or 0,
-            plan.lease_ttl,
-            plan.breaker_threshold,
-            plan.breaker_open_seconds,
-        )
-        packed = head + b"".join(
-            wire.name_bytes(lim.name) + struct.pack("<7d", *wire.limit_numbers(lim))
-            for lim in plan.limits
-        )
-        if len(self._plans) > 1024:
-            self._plans.clear()
-        self._plans[id(plan)] = (plan, packed)
-        return packed
-
-    def _blob(
-        self, op: str, plan: Plan, numbers: bytes = b"", breaker: tuple[int, float] = (0, 0.0)
-    ) -> bytes:
-        """The script's ARGV[1]: op code, now, the breaker passed in, the plan and the op's
-        numbers."""
-        now = float(self._clock()) if self._clock else wire.NONE
-        return wire.HEAD.pack(wire.OPS[op], now, *breaker) + self._plan_bytes(plan) + numbers
-
-    def _key_args(
-        self,
-        integration: str,
-        tenant: str | None,
-        blob: bytes,
-        word: str = "",
-        leases: bool = False,
-    ) -> tuple[Any, ...]:
-        """EVALSHA's arguments after the digest for an op on a limiter key: its keys (the
-        leases only when ``leases``), the blob and the op's word."""
-        head, stored_name = self._key_head(integration, tenant, blob, leases)
-        return head + _words(word, "", stored_name)
-
-    def _key_head(
-        self, integration: str, tenant: str | None, blob: bytes, leases: bool
-    ) -> tuple[tuple[Any, ...], str]:
-        """The key count, keys and blob of an op on a limiter key, and the tenant's name the
-        state keeps (``""``: its key names it)."""
-        names = self._names(integration, tenant)
-        keys = (2, names.state, names.leases) if leases else (1, names.state)
-        return (*keys, blob), names.stored_name
-
-    # -- the integration's breaker ------------------------------------------------------
-
-    def _breaker_steps(
-        self, op: str, integration: str, plan: Plan, numbers: bytes = b"", word: str = ""
-    ) -> Steps[tuple[wire.View, int, tuple[int, float]]]:
-        """An op on the integration's breaker key: the view it leaves (kept), its answer,
-        and the breaker's state and until before it."""
-        breaker, meta, held = layout.integration_keys(self.prefix, integration)
-        blob = self._blob(op, plan, numbers)
-        if op == "view":
-            args: tuple[Any, ...] = (3, breaker, meta, held, blob, word)
-        else:
-            args = (1, breaker, blob, word)
-        state, failures, until, _now, answer, before, before_until, *pairs = yield (
-            op,
-            integration,
-            args,
-        )
-        if op == "view":
-            overrides, version = wire.overrides_from(pairs), wire.version_from(pairs)
-        else:  # (what the last VIEW read)
-            last = self._views.get(integration, wire.CLEAN)
-            overrides, version = last.overrides, last.version
-        view = wire.View(state, failures, until / wire.MICRO, time.monotonic(), overrides, version)
-        self._views[integration] = view
-        return view, answer, (before, before_until / wire.MICRO)
-
-    def _breaker_op(
-        self, op: str, integration: str, plan: Plan, numbers: bytes = b"", word: str = ""
-    ) -> tuple[wire.View, int, tuple[int, float]]:
-        return self._drive(self._breaker_steps(op, integration, plan, numbers, word))
-
-    def _current_view(self, integration: str, plan: Plan) -> Steps[wire.View]:
-        """The integration's breaker as a decision or a report is passed it: as last seen,
-        read again when older than ``breaker_poll`` (this process may also be a fork that
-        inherited an old view: RQ's work horse). While the breaker's shard does not answer,
-        the last view holds until the next ``breaker_poll``."""
-        view = self._views.get(integration, wire.CLEAN)
-        if time.monotonic() - view.read < self._breaker_poll:
-            return view
-        try:
-            return (yield from self._view_steps(integration, plan))
-        except BackendError:
-            view = self._views[integration] = view._replace(read=time.monotonic())
-            return view
-
-    def _view(self, integration: str, plan: Plan) -> wire.View:
-        return self._drive(self._view_steps(integration, plan))
-
-    def _view_steps(self, integration: str, plan: Plan) -> Steps[wire.View]:
-        """The integration's breaker, read now (and kept); the read also writes the
-        integration's description for the tools every few minutes."""
-        word = ""
-        if plan.limits:
-            described = wire.plan_json(plan, self._idle_ttl)
-            when, last = self._described.get(integration, (float("-inf"), ""))
-            if described != last or time.monotonic() - when > _META_EVERY:
-                word = described
-                self._described[integration] = (time.monotonic(), described)
-        return (yield from self._breaker_steps("view", integration, plan, word=word))[0]
-
-    def _admit(
-        self, integration: str, plan: Plan
-    ) -> Steps[tuple[tuple[int, float], tuple[float, float, float] | None]]:
-        """The breaker an acquire is passed while the breaker is not closed (the verdict of
-        an ADMIT on its key), and when this caller took the probe, what gives it back."""
-        view, answer, before = yield from self._breaker_steps("admit", integration, plan)
-        if answer == 0:
-            return (wire.CLOSED, 0.0), None
-        if answer == 1:
-            return (view.state, view.until), None
-        return (wire.HALF_OPEN, 0.0), (before[0], before[1], view.until)
 
     # -- the operators' overrides (redis_overrides.py; their rules: policy/overrides.py) --
 
@@ -449,131 +260,6 @@ class RedisBackend(RedisOverrides, RedisTools):
             app_epoch,
         )
 
-    def _acquire_args(
-        self,
-        request: AcquireRequest,
-        plan: Plan,
-        breaker: tuple[int, float],
-        view: wire.View | None = None,
-    ) -> tuple[Any, ...]:
-        """EVALSHA's arguments for ``request``; with ``view``, the view's version to check
-        (``wire.STALE``) against the overrides hash, or its copy in the tenant's shard."""
-        args = self._decision_args(request, plan, breaker)
-        if view is None:
-            return args
-        held = self._names(request.integration, request.tenant).version
-        count, rest = args[0], args[1:]
-        keys, argv = rest[:count], rest[count:]
-        words = (*argv, *([""] * (7 - len(argv))), view.version or "0")
-        if held.endswith(layout.VERSION):  # a shard's copy: kept (redis_overrides.py)
-            words += (COPY_TTL,)
-        return (count + 1, *keys, held, *words)
-
-    def _decision_args(
-        self, request: AcquireRequest, plan: Plan, breaker: tuple[int, float]
-    ) -> tuple[Any, ...]:
-        """EVALSHA's arguments for ``request``. Without a reservation, with the breaker
-        closed (and on the server's clock) they are the same for every call of one key,
-        plan, wait bounds and cost: built once and kept."""
-        reservation, costs = request.reservation, request.costs
-        key = None
-        if reservation is None and not self._clock and len(plan.limits) == 1 and not breaker[0]:
-            cost = costs.get(plan.limits[0].name, 0.0)
-            key = (
-                request.integration,
-                request.tenant,
-                id(plan),
-                request.max_wait,
-                request.reserve,
-                request.cooldown_wait,
-                request.max_sleepers,
-                request.refusal_event,
-                request.tokens,
-                cost,
-            )
-            kept = self._acquires.get(key)
-            if kept is not None and kept[0] is plan:  # ``plan`` kept alive: its id is its own
-                return kept[1] + self._words(
-                    plan,
-                    request.lease_id or "",
-                    kept[2],
-                    kept[3],
-                    acquire=True,
-                    tenant=request.tenant,
-                )
-        held = (reservation.epoch, reservation.slot) if reservation else (wire.NONE, wire.NONE)
-        flags = (1.0 if request.reserve else 0.0) + (2.0 if request.tokens else 0.0)
-        numbers = [request.max_wait, flags, *held]
-        numbers += [wire.opt(request.cooldown_wait), wire.opt(request.max_sleepers)]
-        numbers += [costs.get(lim.name, 0.0) for lim in plan.limits]
-        if reservation and len(reservation.due) >= len(plan.limits):
-            numbers += reservation.due
-        blob = self._blob("acquire", plan, wire.pack(numbers), breaker)
-        event = str(wire.EVENTS.index(request.refusal_event) + 1) if request.refusal_event else ""
-        names = self._names(request.integration, request.tenant)
-        if plan.app is not None:  # a chain: the integration-wide level's key too
-            app = layout.app_key(self.prefix, request.integration)
-            head: tuple[Any, ...] = (3, names.state, names.leases, app, blob)
-            if plan.fair_share:  # and fair share's
-                shares, active = layout.fair_keys(self.prefix, request.integration)
-                head = (5, names.state, names.leases, app, shares, active, blob)
-        elif plan.max_concurrent:
-            head = (2, names.state, names.leases, blob)
-        else:
-            head = (1, names.state, blob)
-        if key is not None:  # (the lease id is new on every acquire: kept apart)
-            if len(self._acquires) >= _ARGS_CACHE:
-                self._acquires.clear()
-            self._acquires[key] = (plan, head, event, names.stored_name)
-        return head + self._words(
-            plan,
-            request.lease_id or "",
-            event,
-            names.stored_name,
-            acquire=True,
-            tenant=request.tenant,
-        )
-
-    def _fair_blob(self, plan: Plan, tenant: str | None) -> bytes:
-        """Fair share's ARGV[7]: the tenant and its weight, then the weighted tenants (kept
-        per plan and tenant, as the key names are)."""
-        cached = self._fair_blobs.get((id(plan), tenant))
-        if cached is not None and cached[0] is plan:
-            return cached[1]
-        weights = dict(plan.weights)
-        packed = wire.name_bytes(layout.member(tenant)) + struct.pack(
-            "<dd", weights.get(tenant, 1.0) if tenant is not None else 1.0, len(weights)
-        )
-        packed += b"".join(
-            wire.name_bytes(layout.member(other)) + struct.pack("<d", weight)
-            for other, weight in plan.weights
-        )
-        if len(self._fair_blobs) >= _KEY_CACHE:
-            self._fair_blobs.clear()
-        self._fair_blobs[(id(plan), tenant)] = (plan, packed)
-        return packed
-
-    def _words(
-        self,
-        plan: Plan,
-        word: str,
-        event: str,
-        stored_name: str,
-        level: str = "",
-        *,
-        acquire: bool = False,
-        tenant: str | None = None,
-    ) -> tuple[str | bytes, ...]:
-        """ARGV[2..]: ``_words``, then for a chain its integration-wide level's limits, the
-        level a backoff lowers (a report's) and, for an ``acquire`` of ``tenant``'s key, fair
-        share's blob."""
-        if plan.app is None:
-            return _words(word, event, stored_name)
-        words: tuple[str | bytes, ...] = (word, event, stored_name, self._app_blob(plan), level)
-        if acquire and plan.fair_share:
-            words += (self._fair_blob(plan, tenant),)
-        return words
-
     def _report_steps(self, report: Report, plan: Plan) -> Steps[ReportResult]:
         if plan.app is not None or report.integration in self._chained:
             self._note(report.integration, plan)
@@ -644,9 +330,3 @@ class RedisBackend(RedisOverrides, RedisTools):
         word = str(wire.EVENTS.index(event) + 1)
         args = self._key_args(integration, tenant, self._blob("count", wire.NO_PLAN), word)
         yield "count", integration, args
-
-    def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
-        """See ``Backend.set_breaker``."""
-        if state not in ("open", "closed"):
-            raise ValueError(f"breaker state must be 'open' or 'closed', not {state!r}")
-        self._breaker_op("breaker", integration, wire.NO_PLAN, wire.pack([open_seconds]), state)

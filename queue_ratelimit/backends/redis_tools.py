@@ -4,7 +4,8 @@ cluster, two round trips in flight), sum their counts, reset and purge them, and
 description the workers stored.
 
 ``RedisTools`` is a part of ``RedisBackend`` (``redis.py``: the decisions), kept apart so
-each file holds one concern; it uses the backend's script runner and key names.
+each file holds one concern; it builds on the breaker's view and the script's arguments
+(``redis_breaker.py``, ``redis_args.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from redis.exceptions import NoScriptError
 
 from queue_ratelimit.backends import redis_keys as layout
 from queue_ratelimit.backends import redis_wire as wire
-from queue_ratelimit.backends.redis_steps import ScriptRunner, Steps
+from queue_ratelimit.backends.redis_breaker import RedisBreaker
+from queue_ratelimit.backends.redis_steps import Steps
 from queue_ratelimit.errors import BackendError
 from queue_ratelimit.policy.state import Plan, Snapshot
 
@@ -42,23 +44,11 @@ def batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-class RedisTools(ScriptRunner):
+class RedisTools(RedisBreaker):
     """The operator tools' side of ``RedisBackend`` (see the module)."""
 
-    prefix: str
-    _views: dict[str, wire.View]
-
     # the backend's own (redis.py), which these use
-    _names: Callable[[str, str | None], layout.KeyNames]
-    _blob: Callable[..., bytes]
-    _key_args: Callable[..., tuple[Any, ...]]
-    _breaker_op: Callable[..., tuple[wire.View, int, tuple[int, float]]]
-    _view: Callable[[str, Plan], wire.View]
-    _view_steps: Callable[[str, Plan], Steps[wire.View]]
-    _breaker_steps: Callable[..., Steps[tuple[wire.View, int, tuple[int, float]]]]
     _bounded: Callable[[Plan, wire.View, str | None], Plan]
-    _note: Callable[[str, Plan], None]
-    _chained: set[str]
 
     def scan(self, integration: str | None = None) -> Iterator[tuple[str, str | None]]:
         """Every limiter key in Redis under this prefix (on every master of a cluster):
