@@ -164,7 +164,7 @@ class RedisArgs(ScriptRunner):
         count, rest = args[0], args[1:]
         keys, argv = rest[:count], rest[count:]
         words = (*argv, *([""] * (7 - len(argv))), view.version or "0")
-        if held.endswith(layout.VERSION):  # a shard's copy: kept (redis_overrides.py)
+        if held.endswith(layout.COPY):  # a shard's copy: kept (redis_overrides.py)
             words += (COPY_TTL,)
         return (count + 1, *keys, held, *words)
 

@@ -43,7 +43,7 @@ STATE, LEASES, BREAKER, META = ":state.v5", ":leases", ":breaker.v3", ":meta"
 APP = ":app.v5"  # a chain's integration-wide level (the state's layout)
 FAIR, ACTIVE = ":fair.v1", ":active.v1"  # fair share: tenants' share buckets, active times
 OVERRIDES = ":overrides.v1"
-VERSION = ":version.v1"  # the overrides' version, copied into each shard's slot
+COPY = ":version.v1"  # the overrides' version, copied into each shard's slot
 SHARDS = 1024  # hash tags per integration its tenants spread over (the layout: fixed)
 _TENANT, _SHARD = ":t=", ":s="
 _MAX_TENANT_KEY = 128
@@ -100,12 +100,12 @@ def key_names(prefix: str, integration: str, tenant: str | None, chained: bool =
         return KeyNames(base + STATE, base + LEASES, stored_name, own + OVERRIDES)
     shard = _shard_tag(prefix, integration, _shard(part))
     base = f"{shard}{_TENANT}{part}"
-    return KeyNames(base + STATE, base + LEASES, stored_name, shard + VERSION)
+    return KeyNames(base + STATE, base + LEASES, stored_name, shard + COPY)
 
 
 def version_keys(prefix: str, integration: str) -> list[str]:
     """Every shard's copy of the overrides' version (``set`` writes them all)."""
-    return [_shard_tag(prefix, integration, shard) + VERSION for shard in range(SHARDS)]
+    return [_shard_tag(prefix, integration, shard) + COPY for shard in range(SHARDS)]
 
 
 def app_key(prefix: str, integration: str) -> str:

@@ -86,7 +86,7 @@ class View(NamedTuple):
 
 
 CLEAN = View(CLOSED, 0, 0.0, float("-inf"))
-VERSION = "#v"  # the overrides hash's field counting its changes
+VERSION = "#v"  # the overrides' version's field (in the hash and in its copies)
 STALE = -1  # an acquire's reply: the overrides changed since the view it was given
 
 
