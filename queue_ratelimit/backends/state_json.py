@@ -35,9 +35,18 @@ def state_text(state: KeyState) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+_FIELDS: dict[type, frozenset[str]] = {}
+"""Each state class's field names (``dataclasses.fields`` is slow enough to show in a
+decision's time)."""
+
+
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """``data``'s fields that ``cls`` has (a row another version wrote may hold more)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    if names.issuperset(data):
+        return data
     return {k: v for k, v in data.items() if k in names}
 
 
