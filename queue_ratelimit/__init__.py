@@ -16,6 +16,7 @@ from queue_ratelimit.errors import (
     ConfigError,
     InvalidRequest,
     QueueRateLimitError,
+    QuotaSpent,
     RateLimited,
     RequeueBudgetExhausted,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "BackendUnavailable",
     "RateLimited",
     "RequeueBudgetExhausted",
+    "QuotaSpent",
 ]
 
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ from queue_ratelimit.client_requests import (
 )
 from queue_ratelimit.client_retries import NO_RETRIES, Retries
 from queue_ratelimit.endpoints import route
-from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, RateLimited
+from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, QuotaSpent, RateLimited
 from queue_ratelimit.hosts import BY_HOST
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import Outcome
@@ -366,7 +366,7 @@ class ClientCalls:
     ) -> Outcome:
         """Report the answer (``status=None``: none came); raise ``RateLimited`` on a backoff."""
         args, named = self._answer(call, status, headers, body, response)
-        return self._raise_on_backoff(call, self.limiter.report_response(*args, **named))
+        return self._raise_on_backoff(call, self.limiter.report_response(*args, **named), status)
 
     async def aafter(
         self,
@@ -378,7 +378,8 @@ class ClientCalls:
     ) -> Outcome:
         """``after`` on the async limiter."""
         args, named = self._answer(call, status, headers, body, response)
-        return self._raise_on_backoff(call, await self.alimiter.report_response(*args, **named))
+        outcome = await self.alimiter.report_response(*args, **named)
+        return self._raise_on_backoff(call, outcome, status)
 
     def _answer(
         self, call: _Call, status: int | None, headers: Any, body: bytes | None, response: Any
@@ -392,8 +393,14 @@ class ClientCalls:
         }
         return (call.integration, call.tenant, status, headers, body), named
 
-    def _raise_on_backoff(self, call: _Call, outcome: Outcome) -> Outcome:
-        if outcome.kind == BACKOFF and self.raise_on_backoff:
+    def _raise_on_backoff(self, call: _Call, outcome: Outcome, status: int | None) -> Outcome:
+        """Raise ``RateLimited`` on a backoff, ``QuotaSpent`` on a refusal (unless the
+        client returns answers as they are: ``raise_on_backoff=False``)."""
+        if not self.raise_on_backoff:
+            return outcome
+        if outcome.info.refused:
+            raise QuotaSpent(call.integration, outcome.info.refused, status or 0)
+        if outcome.kind == BACKOFF:
             context.raise_rate_limited(
                 RateLimited(outcome.retry_after, call.integration, call.tenant)
             )

@@ -9,6 +9,15 @@ send and backs off on 429 and 503. A :class:`Dialect` adds what one vendor does 
   there, and the error codes that mean one (a GraphQL API answering ``200`` with
   ``errors[].extensions.code == "THROTTLED"``, AWS answering ``400`` with
   ``ThrottlingException``, Salesforce ``403`` with ``REQUEST_LIMIT_EXCEEDED``);
+* ``wording``: whether rate-limit wording in a body ("rate limit", "too many requests")
+  is evidence that a listed status such as a 403 is a throttle; by default only for a
+  dialect with no ``throttle_codes`` (AWS names a field ``throttlingBurstLimit`` in its
+  validation errors), ``True`` for an API that states some throttles by code and others
+  only in words (GitHub GraphQL's secondary limits);
+* ``refusal_codes``: error codes that refuse the call for a reason waiting will not mend: a
+  spent credit balance or plan quota (OpenAI's ``429 insufficient_quota``). Such an answer is
+  no backoff (the rate is not cut, the call not retried): it is a failure, which the breaker
+  counts, and the HTTP clients raise :class:`~queue_ratelimit.errors.QuotaSpent`;
 * ``wait_fields``: JSON keys whose value is the wait a throttled body states (seconds, or a
   duration such as Google's ``"retryDelay": "30s"``);
 * ``headers``: header names this API uses for a quota's fields (``{"X-Points-Left":
@@ -85,12 +94,18 @@ class Dialect:
     default_wait: float | None = None
     cost_quota: str = "points"
     cost_fields: Mapping[str, str] = field(default_factory=_empty, hash=False)
+    refusal_codes: frozenset[str] = frozenset()
+    wording: bool | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "backoff_statuses", _statuses("backoff_statuses", self.backoff_statuses))
         set_(self, "body_statuses", _statuses("body_statuses", self.body_statuses))
         set_(self, "throttle_codes", frozenset(_words("throttle_codes", self.throttle_codes)))
+        set_(self, "refusal_codes", frozenset(_words("refusal_codes", self.refusal_codes)))
+        if self.throttle_codes & self.refusal_codes:
+            both = sorted(self.throttle_codes & self.refusal_codes)
+            _fail("refusal_codes", both, "a code is a throttle or a refusal, not both")
         set_(self, "wait_fields", tuple(_words("wait_fields", self.wait_fields, _WAIT_FIELD)))
         set_(self, "headers", _header_map(self.headers))
         if self.reset_unit not in RESET_UNITS:
@@ -105,6 +120,13 @@ class Dialect:
         if not isinstance(self.cost_quota, str) or not _QUOTA.fullmatch(self.cost_quota):
             _fail("cost_quota", self.cost_quota, "must be a quota name: [a-z][a-z0-9_]*")
         set_(self, "cost_fields", _cost_fields(self.cost_fields))
+        if self.wording is not None and not isinstance(self.wording, bool):
+            _fail("wording", self.wording, "must be true, false or unset")
+
+    @property
+    def reads_wording(self) -> bool:
+        """Whether rate-limit wording counts as evidence (``wording``, else: no codes)."""
+        return not self.throttle_codes if self.wording is None else self.wording
 
     def cost_paths(self) -> dict[str, tuple[str, ...]]:
         """``cost_fields`` split into keys: ``{"actual": ("extensions", "cost", ...)}``."""
@@ -142,6 +164,8 @@ class Dialect:
             "backoff_statuses": sorted(self.backoff_statuses),
             "body_statuses": sorted(self.body_statuses),
             "throttle_codes": sorted(self.throttle_codes),
+            "refusal_codes": sorted(self.refusal_codes),
+            "wording": self.wording,
             "wait_fields": list(self.wait_fields),
             "headers": dict(self.headers),
             "reset_unit": self.reset_unit,

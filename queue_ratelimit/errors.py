@@ -8,6 +8,7 @@
     ├── BackendError                       the shared state (Redis) failed; chained from the cause
     │   └── BackendUnavailable             ... and the integration fails closed: retry later
     ├── RateLimited                        control flow: wait ``retry_after`` seconds, then retry
+    ├── QuotaSpent                         the upstream refused: credit or plan quota spent
     └── RequeueBudgetExhausted             a task was requeued ``requeue_budget`` times: it fails
 """
 
@@ -95,6 +96,33 @@ class RateLimited(QueueRateLimitError):
         target = f"{self.integration}:{self.tenant}" if self.tenant else self.integration
         where = f" on {target}" if target else ""
         return f"rate limited{where}; retry in {float(self.retry_after):.3f}s"
+
+
+class QuotaSpent(QueueRateLimitError):
+    """The upstream refused the call for a reason no wait mends: the account's credit or
+    plan quota is spent (OpenAI's ``429 insufficient_quota``; the dialect's
+    ``refusal_codes``). Raised by the HTTP clients instead of retrying; the limiter counts the
+    answer as a failure (repeated, the breaker pauses the integration) and does not cut the
+    rate. A task fails through the framework's own failure path, visibly.
+
+    Attributes:
+        integration: the integration that refused.
+        code: the refusal code the answer stated.
+        status: the answer's HTTP status.
+    """
+
+    def __init__(self, integration: str = "", code: str = "", status: int = 0) -> None:
+        super().__init__(integration, code, status)  # args rebuild it (result backends)
+        self.integration = integration
+        self.code = code
+        self.status = status
+
+    def __str__(self) -> str:
+        return (
+            f"{self.integration or 'the upstream'} refused the call: {self.code}"
+            f" (HTTP {self.status}): its credit or plan quota is spent, and waiting will"
+            " not mend it"
+        )
 
 
 class RequeueBudgetExhausted(QueueRateLimitError):

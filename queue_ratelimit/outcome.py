@@ -27,9 +27,13 @@ from queue_ratelimit.policy.state import (
 
 
 def classify(status: int | None, info: RateLimitInfo) -> str:
-    """``backoff`` for a rate-limit answer, ``failure`` for a 5xx or no answer (``None``: a
-    timeout or connection error), else ``success``: any other answer, 4xx included, shows the
-    upstream accepted the call's rate."""
+    """``backoff`` for a rate-limit answer, ``failure`` for a 5xx, no answer (``None``: a
+    timeout or connection error) or a refusal (``info.refused``: a spent credit or plan
+    quota, which the breaker counts: repeated, it pauses the integration), else
+    ``success``: any other answer, 4xx included, shows the upstream accepted the call's
+    rate."""
+    if info.refused:
+        return FAILURE
     if info.backoff:
         return BACKOFF
     if status is None or status >= 500:

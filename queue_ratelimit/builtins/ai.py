@@ -15,10 +15,13 @@ OPENAI = Builtin(
     "https://platform.openai.com/docs/guides/rate-limits",
     basis="requests: burst 5 + 8/s x 60 s = 485 <= 500 RPM. tokens: sized for 30,000 TPM "
     "(500 tokens/s); burst 6,000 + 400/s x 60 s = 30,000. A single call costing more than the "
-    "tokens burst is refused: raise burst_size (and lower max_rate) for long prompts.",
+    "tokens burst is refused: raise burst_size (and lower max_rate) for long prompts. A 429 "
+    "insufficient_quota (the credit spent) is a refusal: a failure the breaker counts, not a "
+    "backoff.",
     config=IntegrationConfig(
         name="openai", rate_limit_per_sec=1.0, burst_size=5.0, increase_factor=0.1,
         min_rate=0.1, max_rate=8.0,
+        dialect=Dialect(refusal_codes=frozenset({"insufficient_quota"})),
         limits=(
             LimitConfig(
                 name="tokens", rate_limit_per_sec=200.0, burst_size=6000.0, min_rate=10.0,

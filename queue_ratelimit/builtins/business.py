@@ -24,10 +24,12 @@ STRIPE = Builtin(
 HUBSPOT = Builtin(
     source="HubSpot private apps: 100 requests per 10 s (Free/Starter), 190 per 10 s "
     "(Professional/Enterprise). https://developers.hubspot.com/docs/api/usage-details",
-    basis="Free/Starter figure: burst 5 + 9.5/s x 10 s = 100 per 10 s.",
+    basis="Free/Starter figure: burst 5 + 9.5/s x 10 s = 100 per 10 s. A spent daily limit "
+    "(429 with policyName DAILY, until midnight in the account's time zone) is a refusal: a "
+    "failure the breaker counts, not a backoff retried all day.",
     config=IntegrationConfig(
         name="hubspot", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.1,
-        min_rate=0.1, max_rate=9.5,
+        min_rate=0.1, max_rate=9.5, dialect=Dialect(refusal_codes=frozenset({"DAILY"})),
     ),
     hosts=("api.hubapi.com",),
 )

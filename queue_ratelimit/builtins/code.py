@@ -130,16 +130,18 @@ GITHUB_GRAPHQL = Builtin(
     "https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api",
     basis="As the REST built-in, in points (1.38/s at most; a call is charged 1 unless "
     "estimated, then corrected by its rateLimit { cost remaining limit resetAt } when the "
-    "query asks for it). The dialect reads RATE_LIMITED from a 200's body and waits the "
-    "documented minute when nothing says how long. It shares api.github.com with REST, so "
-    "no host is mapped.",
+    "query asks for it). The dialect reads RATE_LIMITED (and the RATE_LIMIT type with code "
+    "graphql_rate_limit GitHub also sends) from a 200's body, takes a 403's secondary-limit "
+    "wording as a backoff, and waits the documented minute when nothing says how long. It "
+    "shares api.github.com with REST, so no host is mapped.",
     config=IntegrationConfig(
         name="github-graphql", rate_limit_per_sec=1.0, burst_size=10.0, increase_factor=0.01,
         min_rate=0.1, max_rate=1.38,
         backoff_status_codes=frozenset({403, 429, 503}), max_backoff=3600.0, max_concurrent=10,
         dialect=Dialect(
-            body_statuses=frozenset({200}), throttle_codes=frozenset({"RATE_LIMITED"}),
-            default_wait=60.0, cost_quota="requests",
+            body_statuses=frozenset({200}),
+            throttle_codes=frozenset({"RATE_LIMITED", "RATE_LIMIT", "graphql_rate_limit"}),
+            wording=True, default_wait=60.0, cost_quota="requests",
             cost_fields={
                 "actual": "data.rateLimit.cost", "remaining": "data.rateLimit.remaining",
                 "limit": "data.rateLimit.limit", "reset": "data.rateLimit.resetAt",

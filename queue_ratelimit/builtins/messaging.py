@@ -86,10 +86,15 @@ RESEND = Builtin(
     source="Resend: 2 requests per second per team by default, shared by its API keys; 429 "
     "rate_limit_exceeded with ratelimit-* and retry-after (daily and monthly email quotas "
     "apart). https://resend.com/docs/api-reference/rate-limit",
-    basis="Within the default 2/s: burst 1 + 1/s x 1 s = 2.",
+    basis="Within the default 2/s: burst 1 + 1/s x 1 s = 2. A spent daily or monthly email "
+    "quota (429 daily_quota_exceeded, monthly_quota_exceeded) is a refusal: a failure the "
+    "breaker counts, not a backoff.",
     config=IntegrationConfig(
         name="resend", rate_limit_per_sec=0.5, burst_size=1.0, increase_factor=0.05,
         min_rate=0.1, max_rate=1.0,
+        dialect=Dialect(
+            refusal_codes=frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
+        ),
     ),
     hosts=("api.resend.com",),
 )

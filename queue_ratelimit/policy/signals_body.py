@@ -13,6 +13,8 @@ decoding failure reads as "nothing said".
   ``"error_summary": "too_many_requests/..."`` (before the ``/``). A wait is the value of a
   key the dialect names (and always ``retry_after``, Discord's): seconds as a number or a
   decimal string, or a duration (Google's ``"retryDelay": "30s"``).
+  A refusal code (the dialect's ``refusal_codes``: a spent credit or plan quota) is found
+  the same way, also under ``name`` (Resend) and ``policyName`` (HubSpot).
 * **XML**: a ``<Code>`` element (AWS Query and S3: ``<Code>Throttling</Code>``,
   ``<Code>SlowDown</Code>``).
 * **Wording**: "rate limit", "too many requests", "throttl..." in the text, the evidence a
@@ -54,6 +56,8 @@ _CODE_KEYS = frozenset(
         "error",
         ".tag",
         "error_summary",
+        "name",
+        "policyname",
     }
 )
 _ERRORS = frozenset({"error", "errors"})
@@ -62,12 +66,13 @@ _GENERIC_WAIT = "retry_after"  # Discord's body field, seconds (API v8+)
 
 @dataclass(frozen=True)
 class BodyReading:
-    """What a body said: a throttle code found, the wait it stated (seconds), and the
-    figures found at the dialect's cost paths (a reset as seconds from now)."""
+    """What a body said: a throttle code found, the wait it stated (seconds), the figures
+    found at the dialect's cost paths (a reset as seconds from now), and a refusal code."""
 
     throttled: bool = False
     wait: float | None = None
     figures: Mapping[str, float] = field(default_factory=dict)
+    refused: str | None = None
 
 
 NOTHING = BodyReading()
@@ -79,27 +84,33 @@ def read_body(
     wait_fields: Collection[str] = (),
     paths: Mapping[str, tuple[str, ...]] | None = None,
     now: float = 0.0,
+    refusal_codes: Collection[str] = (),
 ) -> BodyReading:
-    """Look for ``throttle_codes``, a wait (``retry_after`` or ``wait_fields``) and the
-    figures at ``paths`` in ``body`` (bytes, text or decoded JSON); :data:`NOTHING` when it
-    says none of these or cannot be read."""
+    """Look for ``throttle_codes``, a wait (``retry_after`` or ``wait_fields``), the
+    figures at ``paths`` and ``refusal_codes`` in ``body`` (bytes, text or decoded JSON);
+    :data:`NOTHING` when it says none of these or cannot be read."""
     paths = paths or {}
     waits = (_GENERIC_WAIT, *wait_fields)
     if isinstance(body, (Mapping, list)):
-        return _read_json(body, throttle_codes, waits, paths, now)
+        return _read_json(body, throttle_codes, waits, paths, now, refusal_codes)
     text = body_text(body)
     if text is None:
         return NOTHING
     head = text.lstrip()[:1]
     if head in ("{", "["):
-        wanted = (*throttle_codes, *waits, *(keys[-1] for keys in paths.values()))
+        wanted = (
+            *throttle_codes,
+            *refusal_codes,
+            *waits,
+            *(keys[-1] for keys in paths.values()),
+        )
         if not any(word in text for word in wanted):
             return NOTHING  # nothing it looks for is there: skip the decoding
         try:
             document = json.loads(text)
         except (ValueError, RecursionError):
             return NOTHING
-        return _read_json(document, throttle_codes, waits, paths, now)
+        return _read_json(document, throttle_codes, waits, paths, now, refusal_codes)
     if head == "<" and throttle_codes:
         codes = itertools.islice(_XML_CODE.finditer(text), 16)
         return BodyReading(throttled=any(_is_code(m.group(1), throttle_codes) for m in codes))
@@ -127,13 +138,16 @@ def _read_json(
     wait_fields: tuple[str, ...],
     paths: Mapping[str, tuple[str, ...]],
     now: float,
+    refusal_codes: Collection[str] = (),
 ) -> BodyReading:
-    throttled, wait = False, None
+    throttled, wait, refused = False, None, None
     for key, value, erring in _pairs(document):
-        if not throttled and erring and throttle_codes and key.lower() in _CODE_KEYS:
+        if erring and (throttle_codes or refusal_codes) and key.lower() in _CODE_KEYS:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
-            throttled = isinstance(value, str) and _is_code(value, throttle_codes)
+            if isinstance(value, str):
+                throttled = throttled or _is_code(value, throttle_codes)
+                refused = refused or _code_of(value, refusal_codes)
         if wait is None and key in wait_fields:
             wait = _seconds(value)
     figures = {}
@@ -141,7 +155,7 @@ def _read_json(
         figure = _figure(_at(document, keys), now if role == "reset" else None)
         if figure is not None:
             figures[role] = figure
-    return BodyReading(throttled, wait, figures)
+    return BodyReading(throttled, wait, figures, refused)
 
 
 def _at(document: object, keys: tuple[str, ...]) -> object:
@@ -202,13 +216,20 @@ def _pairs(document: object) -> Iterator[tuple[str, object, bool]]:
         level = deeper
 
 
-def _is_code(value: str, throttle_codes: Collection[str]) -> bool:
+def _is_code(value: str, codes: Collection[str]) -> bool:
+    return _code_of(value, codes) is not None
+
+
+def _code_of(value: str, codes: Collection[str]) -> str | None:
+    """Which of ``codes`` ``value`` states (as it is, after an AWS ``#``, before a Dropbox
+    ``/``), or None."""
     value = value.strip()[:256]
-    if value in throttle_codes:
-        return True
     after_hash = value.rpartition("#")[2]  # AWS: "com.amazon.coral...#ThrottlingException"
     before_slash = value.partition("/")[0]  # Dropbox: "too_many_requests/..."
-    return after_hash in throttle_codes or before_slash in throttle_codes
+    for form in (value, after_hash, before_slash):
+        if form in codes:
+            return form
+    return None
 
 
 def _seconds(value: object) -> float | None:

@@ -42,6 +42,9 @@ Rules:
   ``throttle_codes`` in it. A plain 403 is a permission error. On a status the dialect names
   in ``body_statuses`` (a GraphQL 200), a throttle code in the body is a backoff
   (:mod:`~queue_ratelimit.policy.signals_body` says how bodies are read).
+* **Refusals**: one of the dialect's ``refusal_codes`` in the body (or a header mapped to
+  ``code``) is no backoff whatever the status: the account's credit or plan quota is spent
+  (OpenAI's ``429 insufficient_quota``), which no wait mends. ``refused`` names the code.
 * **Points budgets** the dialect locates (``cost_fields``: a GraphQL cost) become the quota
   ``cost_quota`` (reset: what is spent over the restore rate) and :attr:`RateLimitInfo.costs`
   (the call's actual cost); a throttled query waits until its requested cost is restored.
@@ -135,6 +138,8 @@ class RateLimitInfo:
         near_limit: the API flagged the quota as nearly spent (Atlassian).
         costs: what the call actually cost, by quota, when the body said so (a GraphQL
             ``actualQueryCost``, through the dialect's ``cost_fields``).
+        refused: the dialect's refusal code the answer stated (a spent credit or plan
+            quota: waiting will not mend it), else None; such an answer is no backoff.
     """
 
     backoff: bool = False
@@ -145,6 +150,7 @@ class RateLimitInfo:
     quotas: Mapping[str, Quota] = field(default_factory=_no_quotas, hash=False)
     near_limit: bool = False
     costs: Mapping[str, float] = field(default_factory=_no_costs, hash=False)
+    refused: str | None = None
 
     @property
     def wait(self) -> float | None:
@@ -210,9 +216,14 @@ def parse_rate_limit(
     said = NOTHING
     if status in codes or status in dialect.body_statuses:
         paths = dialect.cost_paths()
-        said = read_body(body, dialect.throttle_codes, dialect.wait_fields, paths, now)
+        said = read_body(
+            body, dialect.throttle_codes, dialect.wait_fields, paths, now, dialect.refusal_codes
+        )
         if not said.throttled and set(readings.codes) & dialect.throttle_codes:
-            said = BodyReading(True, said.wait, said.figures)  # a header named the throttle
+            said = BodyReading(True, said.wait, said.figures, said.refused)  # a header's code
+        named = sorted(set(readings.codes) & dialect.refusal_codes)
+        if said.refused is None and named:
+            said = BodyReading(said.throttled, said.wait, said.figures, named[0])
     costs = {**readings.costs, **_cost_quota(said.figures, quotas, dialect.cost_quota, max_backoff)}
     exhausted = any(quota.remaining == 0 for quota in (headline, *quotas.values()))
     stated = _header_delay(view, now)
@@ -223,10 +234,12 @@ def parse_rate_limit(
     if stated is None and said.throttled:  # a points budget: until the call's cost is restored
         stated = _restored_in(said.figures)
     # wording is evidence only where no exact codes are known (a 400 that names a field
-    # "throttlingBurstLimit" is a validation error of an API that states its throttles)
-    worded = not dialect.throttle_codes and mentions_rate_limit(body)
-    backoff = said.throttled or (
-        status in codes and (status in always or stated is not None or exhausted or worded)
+    # "throttlingBurstLimit" is a validation error of an API that states its throttles),
+    # unless the dialect says its API words some throttles (``Dialect.wording``)
+    worded = dialect.reads_wording and mentions_rate_limit(body)
+    backoff = not said.refused and (
+        said.throttled
+        or (status in codes and (status in always or stated is not None or exhausted or worded))
     )
     if backoff and stated is None and not exhausted and status != 503:
         stated = dialect.default_wait  # documented for its limits; a 503 may be an outage
@@ -240,6 +253,7 @@ def parse_rate_limit(
         quotas=MappingProxyType(quotas),
         near_limit=readings.near_limit,
         costs=MappingProxyType(costs),
+        refused=said.refused,
     )
 
 

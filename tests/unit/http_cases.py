@@ -80,10 +80,18 @@ def signal(
     reset_after: float | None = None,
     quotas: Mapping[str, Quota] | None = None,
     near_limit: bool = False,
+    refused: str | None = None,
 ) -> RateLimitInfo:
     """Build an expected signal tersely."""
     return RateLimitInfo(
-        backoff, retry_after, limit, remaining, reset_after, dict(quotas or {}), near_limit
+        backoff,
+        retry_after,
+        limit,
+        remaining,
+        reset_after,
+        dict(quotas or {}),
+        near_limit,
+        refused=refused,
     )
 
 
@@ -283,6 +291,29 @@ DOCUMENTED: list[HttpCase] = [
         ),
         wait=None,
         max_backoff=600.0,
+    ),
+    HttpCase(  # the credit is spent: no wait mends it (a failure, which the breaker counts)
+        "openai_429_insufficient_quota_is_a_refusal",
+        "https://platform.openai.com/docs/guides/error-codes",
+        429,
+        {},
+        signal(refused="insufficient_quota"),
+        wait=None,
+        body=b'{"error": {"message": "You exceeded your current quota, please check your plan'
+        b' and billing details.", "type": "insufficient_quota", "param": null,'
+        b' "code": "insufficient_quota"}}',
+        integration="openai",
+    ),
+    HttpCase(  # the same status, a throttle: a backoff
+        "openai_429_rate_limit_exceeded_is_a_backoff",
+        "https://platform.openai.com/docs/guides/error-codes",
+        429,
+        {},
+        signal(backoff=True),
+        wait=None,
+        body=b'{"error": {"message": "Rate limit reached for requests", "type": "requests",'
+        b' "param": null, "code": "rate_limit_exceeded"}}',
+        integration="openai",
     ),
     HttpCase(
         "openai_200_tokens_spent_waits_for_tokens",
@@ -546,6 +577,23 @@ DOCUMENTED: list[HttpCase] = [
             quotas={"secondly": Quota(10, 9, 1.0), "daily": Quota(250000, 249998, None)},
         ),
         wait=10.0,
+    ),
+    HttpCase(  # the daily limit is spent until midnight in the account's time zone
+        "hubspot_429_daily_limit_is_a_refusal",
+        HUBSPOT,
+        429,
+        {**HUBSPOT_HEADERS, "X-HubSpot-RateLimit-Daily-Remaining": "0"},
+        signal(
+            limit=100,
+            remaining=99,
+            reset_after=10.0,
+            quotas={"secondly": Quota(10, 9, 1.0), "daily": Quota(250000, 0, None)},
+            refused="DAILY",
+        ),
+        wait=None,
+        body=b'{"status": "error", "message": "You have reached your daily limit.",'
+        b' "errorType": "RATE_LIMIT", "policyName": "DAILY", "correlationId": "c0ffee"}',
+        integration="hubspot",
     ),
     HttpCase(
         "atlassian_429_iso_minute_reset",

@@ -31,6 +31,7 @@ def flat(signal: RateLimitInfo) -> dict[str, object]:
         name: getattr(signal, name)
         for name in ("backoff", "retry_after", "limit", "remaining", "reset_after", "near_limit")
     }
+    fields["refused"] = signal.refused
     fields["wait"] = signal.wait
     for key, quota in signal.quotas.items():
         fields.update({f"{key}.{name}": value for name, value in dataclasses.asdict(quota).items()})

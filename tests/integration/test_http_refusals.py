@@ -1,0 +1,111 @@
+"""An answer that refuses for good (a spent credit: OpenAI's ``429 insufficient_quota``) is
+no throttle: the clients raise ``QuotaSpent`` instead of ``RateLimited``, the rate is not
+cut, no cooldown opens, and the breaker counts it, so repeated refusals pause the
+integration. Against a real local server answering as OpenAI documents it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import requests
+
+from queue_ratelimit import BUILTIN_INTEGRATIONS, Limiter, QuotaSpent, RateLimited
+from queue_ratelimit.http import RateLimitedAdapter, RateLimitedTransport
+from queue_ratelimit.policy.state import FAILURE
+
+OPENAI = BUILTIN_INTEGRATIONS["openai"].replace(breaker_failure_threshold=3)
+SPENT = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+}
+THROTTLED = {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}
+
+
+class _Answers(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps(THROTTLED if self.path.startswith("/throttled") else SPENT).encode()
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _limiter() -> Limiter:
+    return Limiter(configs={"openai": OPENAI})
+
+
+def test_requests_raises_quota_spent_and_the_breaker_counts_it(upstream: str) -> None:
+    limiter = _limiter()
+    session = requests.Session()
+    session.mount("http://", RateLimitedAdapter(limiter, "openai"))
+    rate = limiter.snapshot("openai").limit().rate
+    for count in (1, 2):
+        with pytest.raises(QuotaSpent) as caught:
+            session.get(f"{upstream}/v1/chat/completions", timeout=5)
+        assert (caught.value.integration, caught.value.code) == ("openai", "insufficient_quota")
+        assert caught.value.status == 429
+        assert "insufficient_quota" in str(caught.value)
+        seen = limiter.snapshot("openai")
+        assert seen.breaker_failures == count
+        assert seen.cooldown_left == 0.0  # no backoff: nothing to wait out
+        assert seen.limit().rate == rate  # and the rate is not cut
+    with pytest.raises(QuotaSpent):
+        session.get(f"{upstream}/v1/chat/completions", timeout=5)
+    assert limiter.snapshot("openai").breaker == "open"  # the third: the integration pauses
+
+
+def test_httpx_raises_quota_spent(upstream: str) -> None:
+    limiter = _limiter()
+    transport = RateLimitedTransport(limiter, "openai")
+    with httpx.Client(transport=transport) as client, pytest.raises(QuotaSpent) as caught:
+        client.get(f"{upstream}/v1/embeddings")
+    assert caught.value.code == "insufficient_quota"
+    assert limiter.snapshot("openai").breaker_failures == 1
+
+
+def test_a_throttle_on_the_same_status_is_still_a_backoff(upstream: str) -> None:
+    limiter = _limiter()
+    session = requests.Session()
+    session.mount("http://", RateLimitedAdapter(limiter, "openai"))
+    with pytest.raises(RateLimited):
+        session.get(f"{upstream}/throttled", timeout=5)
+    assert limiter.snapshot("openai").breaker_failures == 0
+
+
+def test_without_raising_the_answer_is_returned_as_a_failure(upstream: str) -> None:
+    limiter = _limiter()
+    answer = requests.get(f"{upstream}/v1/models", timeout=5)
+    outcome = limiter.report_response(
+        "openai", None, answer.status_code, answer.headers, answer.content
+    )
+    assert (outcome.kind, outcome.info.refused, outcome.info.backoff) == (
+        FAILURE,
+        "insufficient_quota",
+        False,
+    )
+    session = requests.Session()
+    session.mount("http://", RateLimitedAdapter(limiter, "openai", raise_on_backoff=False))
+    assert session.get(f"{upstream}/v1/models", timeout=5).status_code == 429
