@@ -170,6 +170,8 @@ class RateLimitMiddleware(QueuePausing):
         except Exception as exc:  # the budget, the limiter's backend, a tenant function:
             raise delivery.fail(exc) from exc  # raised on, Dramatiq would run the body unguarded
         if requeue is not None:
+            if self._local is not None:  # (crowding weighs it: this integration runs later)
+                self._local.hold(limits.integration, requeue.wait)
             raise delivery.requeue(requeue)
 
     def after_process_message(
@@ -199,7 +201,7 @@ class RateLimitMiddleware(QueuePausing):
         if local is None or most is None or run.ticket.requeues >= self.gate.budget(run.call):
             return  # on its last chance a task sleeps its wait rather than fail for it
         integration = run.call.integration
-        if local.others_waiting(integration):
+        if local.others_waiting(integration, most):
             run.call = run.call.within(most, self.limiter.config(integration))
         else:
             run.pause = functools.partial(local.pause, integration, most)

@@ -19,6 +19,13 @@ unused (the upstream sees one call fewer), and the requeue counts against its bu
 (which bounds how often one task gives way). A task on its last chance (no budget left)
 and a breaker's half-open probe sleep their whole wait. Messages of the same integration
 are left to ``max_sleepers`` and ``tenant_sleepers``, as on any worker.
+
+A message counts as waiting for a thread only when its integration could run it soon: the
+process remembers, per integration, the latest time its decisions held one of that
+integration's tasks back to (a slot slept for, a requeue's reservation), and a message of an
+integration held past ``crowded_wait`` from now does not count. When every integration of
+a worker is throttled, their tasks would only trade places, each requeue leaving a granted
+slot unused: they sleep for their slots as on a worker of one integration.
 """
 
 from __future__ import annotations
@@ -45,11 +52,21 @@ class LocalWork:
         self.queue = getattr(worker, "work_queue", None)
         self.threads = int(getattr(worker, "worker_threads", 1))
         self.busy = busy
+        self._held: dict[object, float] = {}  # integration -> until when (monotonic)
 
-    def others_waiting(self, integration: str) -> bool:
+    def hold(self, integration: str, seconds: float) -> None:
+        """A decision in this process holds a task of ``integration`` back ``seconds`` (its
+        slot, or its reservation's): the integration's slots are taken that far ahead, so a
+        message of it would wait too (the latest such time counts; it passes with time)."""
+        until = time.monotonic() + seconds
+        if until > self._held.get(integration, 0.0):
+            self._held[integration] = until
+
+    def others_waiting(self, integration: str, most: float = 0.0) -> bool:
         """Whether a message of an integration other than ``integration`` (or of an ungated
         actor) waits in this process with every thread busy (``busy``: the messages taken
-        and not yet settled), so that no thread will take it before one is given up."""
+        and not yet settled), so that no thread will take it before one is given up, and
+        its integration is not held back for more than ``most`` seconds from now."""
         queue = self.queue
         if queue is None:  # a Dramatiq without a local work queue: nothing is held up
             return False
@@ -57,18 +74,24 @@ class LocalWork:
             return False
         with queue.mutex:
             items = list(queue.queue)
-        return any(self._integration(item) != integration for item in items)
+        soon = time.monotonic() + most
+        for item in items:
+            other = self._integration(item)
+            if other != integration and self._held.get(other, 0.0) <= soon:
+                return True
+        return False
 
     def pause(self, integration: str, most: float, seconds: float) -> bool:
         """Sleep ``seconds`` (a task of ``integration`` waiting for its slot); stop early,
-        returning False, when a message of another integration has come to wait in this
-        process and more than ``most`` of the sleep is left."""
+        returning False, when a message of another integration that could run has come to
+        wait in this process and more than ``most`` of the sleep is left."""
+        self.hold(integration, seconds)
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             if left <= most:
                 time.sleep(left)
                 break
-            if self.others_waiting(integration):
+            if self.others_waiting(integration, most):
                 return False
             time.sleep(min(left - most, SLICE))
         return True

@@ -272,6 +272,55 @@ def test_a_task_sleeping_for_its_slot_gives_its_thread_to_another_integrations_m
     assert stub.dead_letters == []
 
 
+def test_a_sleeper_keeps_its_thread_from_an_integration_that_is_throttled_too(
+    stub: StubBroker,
+) -> None:
+    # as above, but the other integration is in a cooldown of its own, which requeued its
+    # first task: its next message could not run either, so giving way to it would only
+    # trade places (and leave svc's slot unused)
+    slow = SVC.replace(max_wait=0.5, cooldown_wait=30.0)
+    held = SVC.replace(max_wait=0.5, cooldown_wait=0.0)
+    limiter = Limiter(MemoryBackend(), {"svc": slow, "other": held})
+    stub.add_middleware(RateLimitMiddleware(limiter))
+    done: list[str] = []
+    waits: list[float] = []
+    reasons: list[str] = []
+    svc = dramatiq.actor(broker=stub, actor_name="s", queue_name="svc", integration="svc")(
+        done.append
+    )
+    other = dramatiq.actor(broker=stub, actor_name="o", queue_name="other", integration="other")(
+        done.append
+    )
+
+    def acquired(sender: object, **fields: Any) -> None:
+        if fields["integration"] == "svc":
+            waits.append(fields["wait"])
+
+    def requeued(sender: object, **fields: Any) -> None:
+        reasons.append(f"{fields['integration']}:{fields['reason']}")
+
+    signals.acquired.connect(acquired)
+    signals.task_requeued.connect(requeued)
+    limiter.on_backoff("svc", retry_after=2.0)
+    limiter.on_backoff("other", retry_after=60.0)
+    worker = dramatiq.Worker(stub, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        other.send("first")
+        wait_until(lambda: reasons == ["other:cooldown"], timeout=10)  # requeued: held
+        svc.send("svc")
+        wait_until(lambda: waits, timeout=10)  # the svc task sleeps out its cooldown
+        assert waits[0] > 1.0
+        other.send("second")  # waits behind the sleeper, its integration held for a minute
+        wait_until(lambda: done == ["svc"], timeout=20)
+        wait_until(lambda: len(reasons) == 2, timeout=10)  # then "second" meets its cooldown
+    finally:
+        worker.stop()
+        signals.acquired.disconnect(acquired)
+        signals.task_requeued.disconnect(requeued)
+    assert reasons == ["other:cooldown", "other:cooldown"]  # svc never yielded
+
+
 def test_only_another_integrations_message_with_every_thread_busy_counts_as_held_up(
     stub: StubBroker,
 ) -> None:
@@ -299,3 +348,26 @@ def test_only_another_integrations_message_with_every_thread_busy_counts_as_held
     assert local.others_waiting("svc")  # an ungated actor's, both threads busy
     busy[0] = 1
     assert not local.others_waiting("svc")  # a free thread takes it
+
+
+def test_a_message_of_an_integration_held_back_does_not_count_as_held_up(
+    stub: StubBroker,
+) -> None:
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from queue_ratelimit.integrations.dramatiq_crowd import LocalWork
+
+    configs = {"svc": SVC, "other": SVC}
+    stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), configs)))
+    dramatiq.actor(broker=stub, actor_name="theirs", queue_name="other", integration="other")(print)
+    worker = dramatiq.Worker(stub, worker_threads=1)  # not started: its queue filled by hand
+    local = LocalWork(stub, worker, lambda: 1)
+    message = Message(queue_name="q", actor_name="theirs", args=(), kwargs={}, options={})
+    worker.work_queue.put((0, MessageProxy(message)))
+    assert local.others_waiting("svc", 0.1)  # nothing holds "other" back: it could run
+    local.hold("other", 30.0)  # a decision put one of its tasks 30 s ahead
+    assert not local.others_waiting("svc", 0.1)
+    local.hold("other", 0.0)  # an earlier time does not shorten the later one
+    assert not local.others_waiting("svc", 0.1)
+    assert local.others_waiting("svc", 60.0)  # within what the caller may wait: it counts
