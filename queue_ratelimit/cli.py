@@ -94,7 +94,7 @@ def _empty(obj: Context, backend: Backend, integration: str | None) -> str:
     what = f"no keys of {integration}" if integration else "no limiter keys"
     return (
         f"{what} in {backend.describe()}: workers write them at their first decision; "
-        "check that they use this Redis and prefix (each worker names both in its start line)"
+        "check that they use this store and prefix (each worker names both in its start line)"
     )
 
 
@@ -139,7 +139,9 @@ def status(obj: Context, integration: str | None, as_json: bool, sort: str, limi
         f"{len(keys) - len(shown):,} more: --limit, --sort or --json" if len(keys) > limit else ""
     )
     console = Console()
-    title = f"queue_ratelimit: {len(keys):,} keys under {obj.prefix!r}"
+    title = (
+        f"queue_ratelimit: {len(keys):,} key{'' if len(keys) == 1 else 's'} under {obj.prefix!r}"
+    )
     console.print(status_table(shown, title, console.width, caption))
     for name in sorted({key.integration for key in keys}):
         for tenant, override in sorted(
@@ -265,7 +267,13 @@ def exporter(
     obj: Context, port: int, addr: str, multiproc_dir: str | None, max_tenants: int
 ) -> None:
     """Serve the fleet-wide state (and this host's worker counters) for Prometheus."""
-    from queue_ratelimit.metrics import serve
+    try:
+        from queue_ratelimit.metrics import serve
+    except ImportError as exc:  # (the extra is not installed)
+        raise click.ClickException(
+            f"the exporter needs prometheus-client ({exc}): pip install"
+            " 'queue_ratelimit[prometheus]'"
+        ) from None
 
     limiter, backend = obj.limiter()
     serve(limiter, backend, port, addr, multiproc_dir, max_tenants)

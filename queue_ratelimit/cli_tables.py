@@ -177,7 +177,9 @@ def top_table(
         Column("reserved", _described(_reserved), 6),
     ]
     total = len(keys) if total is None else total
-    title = f"queue_ratelimit top: {total:,} keys, by {sort} (Ctrl-C to quit)"
+    title = (
+        f"queue_ratelimit top: {total:,} key{'' if total == 1 else 's'}, by {sort} (Ctrl-C to quit)"
+    )
     caption = f"{total - len(keys):,} more not shown" if total > len(keys) else ""
     return _render(title, keys, columns, width, caption)
 

@@ -53,7 +53,8 @@ class TaskLimits:
     Attributes:
         integration: the integration whose limits apply.
         tenant: a tenant name, or a function of the task's arguments giving one (None: one
-            limit for every task of the integration).
+            limit for every task of the integration; an int, such as an account id, is its
+            decimal string).
         cost: what a run spends: a number of requests, ``{limit: units}``, or a function of
             the task's arguments giving one.
         requeue_budget: requeues allowed before ``RequeueBudgetExhausted`` (None: the
@@ -105,6 +106,8 @@ class TaskLimits:
         (the integration's config fills in what neither sets, in the gate)."""
         given = message or {}
         tenant = self.tenant(*args, **kwargs) if callable(self.tenant) else self.tenant
+        if isinstance(tenant, int) and not isinstance(tenant, bool):
+            tenant = str(tenant)  # (an id as a task's argument: 123 is the tenant "123")
         cost = self.cost(*args, **kwargs) if callable(self.cost) else self.cost
         budget = given.get("requeue_budget", self.requeue_budget)
         max_wait = given.get("max_wait", self.max_wait)

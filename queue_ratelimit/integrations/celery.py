@@ -33,6 +33,7 @@ from queue_ratelimit.integrations.celery_due import (
     UNCHECKED,
     PromoteStep,
     arrival,
+    due_for,
     enable,
     ticket_header,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "RateLimitedTask",
     "check_tasks",
     "configure",
+    "due_for",
     "install",
     "integration_router",
     "limiter_for",

@@ -217,6 +217,16 @@ def test_each_operator_error_is_one_line_with_exit_1(
     assert "wrong" not in done.stderr  # never the password
 
 
+def test_the_exporter_without_its_extra_says_what_to_install(  # type: ignore[no-untyped-def]
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "queue_ratelimit.metrics", raising=False)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as when it is not installed
+    code, out = run("exporter", "--port", "0")
+    assert code == 1 and "queue_ratelimit[prometheus]" in out
+    assert "Traceback" not in out
+
+
 def test_an_empty_listing_says_where_it_looked(run) -> None:  # type: ignore[no-untyped-def]
     code, out = run("status")
     assert code == 0 and "no limiter keys in redis://" in out and "start line" in out

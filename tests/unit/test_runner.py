@@ -72,6 +72,13 @@ def test_the_message_overrides_the_task_and_the_task_its_integration() -> None:
     assert limits.call(("ws-1",), {}, {"requeue_budget": 0}).requeue_budget == 0
 
 
+def test_an_id_given_as_an_int_is_the_tenant_of_its_decimal_string() -> None:
+    limits = TaskLimits("svc", tenant=lambda account, page: account)
+    assert limits.call((123, "p"), {}).tenant == "123"
+    assert limits.call(("acme", "p"), {}).tenant == "acme"
+    assert limits.call((True, "p"), {}).tenant is True  # (not an id: the limiter refuses it)
+
+
 @pytest.mark.parametrize(
     ("field", "options"),
     [
