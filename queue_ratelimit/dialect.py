@@ -14,6 +14,12 @@ send and backs off on 429 and 503. A :class:`Dialect` adds what one vendor does 
   dialect with no ``throttle_codes`` (AWS names a field ``throttlingBurstLimit`` in its
   validation errors), ``True`` for an API that states some throttles by code and others
   only in words (GitHub GraphQL's secondary limits);
+* ``resource_header`` and ``resources``: the header naming which of the API's limits an
+  answer's quota headers describe, and the names that are this integration's (GitHub's
+  ``x-ratelimit-resource``: ``core`` for REST, ``search``, ``graphql``); an answer naming
+  another resource publishes no quota here (its ``remaining`` is another limit's). With
+  ``resources`` empty, an answer carrying the header never does (Discord's per-route
+  buckets, named by ``X-RateLimit-Bucket``);
 * ``refusal_codes``: error codes that refuse the call for a reason waiting will not mend: a
   spent credit balance or plan quota (OpenAI's ``429 insufficient_quota``). Such an answer is
   no backoff (the rate is not cut, the call not retried): it is a failure, which the breaker
@@ -96,6 +102,8 @@ class Dialect:
     cost_fields: Mapping[str, str] = field(default_factory=_empty, hash=False)
     refusal_codes: frozenset[str] = frozenset()
     wording: bool | None = None
+    resource_header: str | None = None
+    resources: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -122,6 +130,14 @@ class Dialect:
         set_(self, "cost_fields", _cost_fields(self.cost_fields))
         if self.wording is not None and not isinstance(self.wording, bool):
             _fail("wording", self.wording, "must be true, false or unset")
+        header = self.resource_header
+        if header is not None:
+            if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header):
+                _fail("resource_header", header, "is not a header name")
+            set_(self, "resource_header", header.lower())
+        set_(self, "resources", frozenset(_words("resources", self.resources)))
+        if self.resources and header is None:
+            _fail("resources", sorted(self.resources), "needs a resource_header to read them")
 
     @property
     def reads_wording(self) -> bool:
@@ -166,6 +182,8 @@ class Dialect:
             "throttle_codes": sorted(self.throttle_codes),
             "refusal_codes": sorted(self.refusal_codes),
             "wording": self.wording,
+            "resource_header": self.resource_header,
+            "resources": sorted(self.resources),
             "wait_fields": list(self.wait_fields),
             "headers": dict(self.headers),
             "reset_unit": self.reset_unit,

@@ -18,12 +18,17 @@ GITHUB = Builtin(
     basis="Without Retry-After (and with remaining quota) GitHub asks to wait at least a "
     "minute: the dialect's default wait. A primary-limit reset may be up to an hour away, "
     "hence max_backoff = 3600 s. A 403 is also a permissions error: it counts as a backoff "
-    "only with rate-limit headers or wording.",
+    "only with rate-limit headers or wording. Quota headers count only for the core resource "
+    "(x-ratelimit-resource): another resource's remaining (audit_log, code_scanning_upload, "
+    "...) is not the core limit's.",
     config=IntegrationConfig(
         name="github", rate_limit_per_sec=1.0, burst_size=10.0, increase_factor=0.01,
         min_rate=0.1, max_rate=1.38,
         backoff_status_codes=frozenset({403, 429, 503}), max_backoff=3600.0, max_concurrent=10,
-        dialect=Dialect(default_wait=60.0),
+        dialect=Dialect(
+            default_wait=60.0, resource_header="x-ratelimit-resource",
+            resources=frozenset({"core"}),
+        ),
         endpoints=(
             Endpoint("github-search", paths=("/search/",)),
             Endpoint("github-graphql", paths=("/graphql",)),
@@ -43,7 +48,10 @@ GITHUB_SEARCH = Builtin(
         name="github-search", rate_limit_per_sec=0.4, burst_size=5.0, increase_factor=0.01,
         min_rate=0.1, max_rate=0.5,
         backoff_status_codes=frozenset({403, 429, 503}), max_backoff=3600.0, max_concurrent=10,
-        dialect=Dialect(default_wait=60.0),
+        dialect=Dialect(
+            default_wait=60.0, resource_header="x-ratelimit-resource",
+            resources=frozenset({"search", "code_search"}),
+        ),
     ),
 )
 
@@ -142,6 +150,7 @@ GITHUB_GRAPHQL = Builtin(
             body_statuses=frozenset({200}),
             throttle_codes=frozenset({"RATE_LIMITED", "RATE_LIMIT", "graphql_rate_limit"}),
             wording=True, default_wait=60.0, cost_quota="requests",
+            resource_header="x-ratelimit-resource", resources=frozenset({"graphql"}),
             cost_fields={
                 "actual": "data.rateLimit.cost", "remaining": "data.rateLimit.remaining",
                 "limit": "data.rateLimit.limit", "reset": "data.rateLimit.resetAt",

@@ -104,10 +104,12 @@ DISCORD = Builtin(
     "requests per second per bot; 429 with Retry-After and a JSON body whose retry_after is "
     "precise, global true for the global limit. "
     "https://discord.com/developers/docs/topics/rate-limits",
-    basis="At most 40/s, below the global limit; the per-route headers steer each route.",
+    basis="At most 40/s, below the global limit. The X-RateLimit-* headers describe one "
+    "route's bucket (X-RateLimit-Bucket), not the bot's limit: they publish no quota here "
+    "(a route's 5 per 5 s would hold every route); a 429 waits its retry_after.",
     config=IntegrationConfig(
         name="discord", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
-        min_rate=0.1, max_rate=40.0,
+        min_rate=0.1, max_rate=40.0, dialect=Dialect(resource_header="X-RateLimit-Bucket"),
     ),
     hosts=("discord.com",),
 )

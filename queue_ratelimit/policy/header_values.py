@@ -41,6 +41,7 @@ _DURATION_PART = re.compile(rf"([0-9]{{1,12}}(?:\.[0-9]{{1,12}})?){_UNIT}")
 _MICRO = {"us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6}
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "ns": 1e-9, **_MICRO}
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}\S{0,40}")
+_FRACTION = re.compile(r"(?<=:[0-9]{2})\.([0-9]{1,30})")
 _USED_OF = re.compile(r"([0-9]{1,18})\s*/\s*([0-9]{1,18})")
 _POLICY_NAME = re.compile(r'"([^"\\]{1,64})"|([A-Za-z*][A-Za-z0-9_.:/*-]{0,63})')
 
@@ -81,6 +82,8 @@ def timestamp(text: str) -> float | None:
 def _iso_timestamp(text: str) -> float | None:
     if text[-1] in "Zz":  # datetime.fromisoformat accepts "Z" only from Python 3.11
         text = text[:-1] + "+00:00"
+    # and a second's fraction of 3 or 6 digits only (Anthropic's resets carry 9: nanoseconds)
+    text = _FRACTION.sub(lambda found: "." + found[1][:6].ljust(6, "0"), text, count=1)
     try:
         return _epoch(datetime.fromisoformat(text))
     except (ValueError, OverflowError):

@@ -209,6 +209,10 @@ def parse_rate_limit(
     for read in DIALECTS:
         read(view, now, readings)
     drafts = {name: _finish(draft, max_backoff) for name, draft in readings.quotas.items()}
+    if dialect.resource_header is not None:
+        resource = view.first(dialect.resource_header, _named)
+        if resource is not None and resource not in dialect.resources:
+            drafts = {}  # (the headers describe another of the API's limits)
     quotas = {name: quota for name, quota in drafts.items() if name and quota != Quota()}
     headline = _headline(drafts.get(""), quotas)
     always = _ALWAYS_BACKOFF | dialect.backoff_statuses
@@ -287,6 +291,11 @@ def _restored_in(figures: Mapping[str, float]) -> float | None:
     if requested is None or remaining is None or not restore:
         return None
     return max(0.0, requested - remaining) / restore
+
+
+def _named(text: str) -> str | None:
+    """A header value as a name (None when empty)."""
+    return text.strip() or None
 
 
 def _clamp(seconds: float | None, max_backoff: float) -> float | None:

@@ -391,6 +391,26 @@ DOCUMENTED: list[HttpCase] = [
         ),
         wait=30.0,
     ),
+    HttpCase(  # fractions of 9 and 2 digits (fromisoformat takes 3 or 6 before Python 3.11)
+        "anthropic_200_resets_with_nanoseconds_and_centiseconds",
+        ANTHROPIC,
+        200,
+        {
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-requests-reset": "2024-05-01T12:00:30.123456789Z",
+            "anthropic-ratelimit-tokens-limit": "40000",
+            "anthropic-ratelimit-tokens-remaining": "12000",
+            "anthropic-ratelimit-tokens-reset": "2024-05-01T12:00:20.25Z",
+        },
+        signal(
+            limit=50,
+            remaining=49,
+            reset_after=30.123456,
+            quotas={"requests": Quota(50, 49, 30.123456), "tokens": Quota(40000, 12000, 20.25)},
+        ),
+        wait=None,
+    ),
     HttpCase(
         "anthropic_200_input_tokens_spent",
         ANTHROPIC,

@@ -99,10 +99,26 @@ def test_a_dialect_names_its_invalid_field() -> None:
         Dialect.from_mapping({"colour": "red"}, "myapi")
     with pytest.raises(ConfigError, match=r"dialect.default_wait"):
         Dialect(default_wait=math.inf)
+    with pytest.raises(ConfigError, match=r"dialect.refusal_codes"):  # one or the other
+        Dialect(throttle_codes=frozenset({"x"}), refusal_codes=frozenset({"x"}))
+    with pytest.raises(ConfigError, match=r"dialect.wording"):
+        Dialect.from_mapping({"wording": "yes"})
+    with pytest.raises(ConfigError, match=r"dialect.resources"):  # read from which header?
+        Dialect(resources=frozenset({"core"}))
+    with pytest.raises(ConfigError, match=r"dialect.resource_header"):
+        Dialect(resource_header="not a header")
 
 
 def test_a_dialect_round_trips_through_a_mapping() -> None:
     assert Dialect.from_mapping(CLOUD.to_dict()) == CLOUD
+    full = Dialect(
+        refusal_codes=frozenset({"insufficient_quota"}),
+        wording=True,
+        resource_header="X-RateLimit-Resource",
+        resources=frozenset({"core"}),
+    )
+    assert Dialect.from_mapping(full.to_dict()) == full
+    assert full.resource_header == "x-ratelimit-resource"  # header names compare lowercased
 
 
 # --- Hostile bodies ------------------------------------------------------------------------
