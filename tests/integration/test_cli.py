@@ -232,6 +232,15 @@ def test_an_empty_listing_says_where_it_looked(run) -> None:  # type: ignore[no-
     assert code == 0 and "no limiter keys in redis://" in out and "start line" in out
 
 
+def test_a_breaker_forced_open_before_any_key_shows(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("breaker", "open", "github", "--seconds", "600", "--yes")[0] == 0
+    code, out = run("status", "github")
+    assert code == 0 and "no keys of github" in out
+    assert "breaker of github: open" in out and "paused" in out
+    assert run("breaker", "close", "github", "--yes")[0] == 0
+    assert "breaker of" not in run("status", "github")[1]
+
+
 def test_status_shows_the_first_keys_by_the_sort_and_counts_the_rest(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
     for i in range(5):
         limiter.acquire("notion", f"ws-{i}")
