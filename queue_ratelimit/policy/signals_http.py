@@ -245,7 +245,11 @@ def parse_rate_limit(
         said.throttled
         or (status in codes and (status in always or stated is not None or exhausted or worded))
     )
-    if backoff and stated is None and not exhausted and status != 503:
+    timed = any(  # a spent quota whose reset says when (a leaky bucket's "40/40" does not)
+        quota.remaining == 0 and quota.reset_after is not None
+        for quota in (headline, *quotas.values())
+    )
+    if backoff and stated is None and not timed and status != 503:
         stated = dialect.default_wait  # documented for its limits; a 503 may be an outage
     retry_after = _clamp(stated, max_backoff)
     return RateLimitInfo(

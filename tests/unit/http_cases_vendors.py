@@ -438,6 +438,15 @@ VENDOR_CASES: list[HttpCase] = [
         wait=1.0,
         integration="shopify",
     ),
+    HttpCase(  # the bucket full says no reset (it leaks): the documented second is waited
+        "shopify_rest_429_full_bucket_no_retry_after",
+        "https://shopify.dev/docs/api/admin-rest/usage/rate-limits#resource-based-rate-limits",
+        429,
+        {"X-Shopify-Shop-Api-Call-Limit": "40/40"},
+        signal(backoff=True, retry_after=1.0, limit=40, remaining=0),
+        wait=1.0,
+        integration="shopify",
+    ),
     # --- shopify-graphql: Calculated query cost, leaky bucket per app+store: Standard 100 points...
     HttpCase(
         "shopify_gql_200_cost_extensions",
