@@ -3,6 +3,8 @@ pointed at (``Context``), and a store's failure said so that the operator can ac
 
 from __future__ import annotations
 
+import os
+
 import redis
 
 from queue_ratelimit.backends import (
@@ -43,6 +45,15 @@ class Context:
         Context.last = self
 
     def limiter(self) -> tuple[Limiter, Backend]:
+        """The limiter on the store (a SQLite file must exist: only ``migrate`` makes one,
+        so that a mistyped path is said, not made)."""
+        if self.backend is None and self.redis_url.startswith(SQLITE_SCHEME):
+            path = self.redis_url[len(SQLITE_SCHEME) :]
+            if not os.path.exists(path):
+                raise BackendError(
+                    "no such file: the workers make it at their first decision, and"
+                    " `queue-ratelimit --store URL migrate` makes it now; check the path"
+                )
         backend = self.backend or open_backend(self.redis_url, prefix=self.prefix)
         return Limiter(backend, configs_from(self.config_path)), backend
 

@@ -83,6 +83,18 @@ def test_a_sqlite_url_opens_the_file_and_the_cli_migrates_it(
     assert list(backend.scan()) == []  # the tables are there
 
 
+def test_the_cli_says_a_missing_file_instead_of_making_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typo.db"
+    with pytest.raises(SystemExit) as ended:
+        cli_main(["--store", f"sqlite:///{path}", "status"])
+    assert ended.value.code == 1
+    said = capsys.readouterr().err
+    assert "no such file" in said and "migrate" in said and said.count("\n") == 1
+    assert not path.exists()  # a mistyped path is said, not made
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [((":memory:",), "path"), (("",), "path"), (("x.db",), "busy_timeout")],
