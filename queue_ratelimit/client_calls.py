@@ -144,7 +144,10 @@ class ClientCalls:
         if self.tenant == BY_TOKEN:
             return token_tenant(request.headers.get("Authorization"))
         if callable(self.tenant):
-            return self.tenant(request)
+            tenant = self.tenant(request)
+            if isinstance(tenant, int) and not isinstance(tenant, bool):
+                return format(tenant, "d")  # (an id: 123 is "123", as for tasks)
+            return tenant
         if self.tenant is None:
             return context.task_tenant(integration)
         return self.tenant

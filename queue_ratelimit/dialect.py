@@ -175,15 +175,13 @@ class Dialect:
         return (Dialect.from_mapping, (self.to_dict(),))
 
     def to_dict(self) -> dict[str, object]:
-        """The fields, JSON-friendly, shaped like a ``dialect`` table (round-trips)."""
-        return {
+        """The fields, JSON-friendly, shaped like a ``dialect`` table (round-trips); the
+        fields added after 0.1.0 (refusals, wording, resources) only when set, so that a
+        process of 0.1.0 still reads a dialect that does not use them."""
+        data: dict[str, object] = {
             "backoff_statuses": sorted(self.backoff_statuses),
             "body_statuses": sorted(self.body_statuses),
             "throttle_codes": sorted(self.throttle_codes),
-            "refusal_codes": sorted(self.refusal_codes),
-            "wording": self.wording,
-            "resource_header": self.resource_header,
-            "resources": sorted(self.resources),
             "wait_fields": list(self.wait_fields),
             "headers": dict(self.headers),
             "reset_unit": self.reset_unit,
@@ -191,6 +189,14 @@ class Dialect:
             "cost_quota": self.cost_quota,
             "cost_fields": dict(self.cost_fields),
         }
+        if self.refusal_codes:
+            data["refusal_codes"] = sorted(self.refusal_codes)
+        if self.wording is not None:
+            data["wording"] = self.wording
+        if self.resource_header is not None:
+            data["resource_header"] = self.resource_header
+            data["resources"] = sorted(self.resources)
+        return data
 
 
 def _fail(name: str, value: object, reason: str) -> NoReturn:

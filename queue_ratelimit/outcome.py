@@ -129,6 +129,10 @@ def response_report(
         dialect=config.dialect,
     )
     kind = classify(status, info)
+    if info.refused and tenant is not None:
+        # a tenant's own account or key is spent: the breaker, which every tenant of the
+        # integration shares, does not count it (the HTTP clients still raise QuotaSpent)
+        kind = SUCCESS
     if actual is None and estimated is not None and info.costs:
         # the answer stated what the estimated call really cost: believed up to the
         # limit's burst (one answer cannot claim more; ``actual`` given here is the

@@ -107,7 +107,7 @@ class TaskLimits:
         given = message or {}
         tenant = self.tenant(*args, **kwargs) if callable(self.tenant) else self.tenant
         if isinstance(tenant, int) and not isinstance(tenant, bool):
-            tenant = str(tenant)  # (an id as a task's argument: 123 is the tenant "123")
+            tenant = format(tenant, "d")  # (an id: 123 is "123", an IntEnum's value too)
         cost = self.cost(*args, **kwargs) if callable(self.cost) else self.cost
         budget = given.get("requeue_budget", self.requeue_budget)
         max_wait = given.get("max_wait", self.max_wait)

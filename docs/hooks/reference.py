@@ -73,7 +73,7 @@ def plain(value: object) -> object:
         return int(value)
     if isinstance(value, Dialect):  # the fields it sets
         generic = GENERIC.to_dict()
-        return {k: plain(v) for k, v in value.to_dict().items() if v != generic[k]}
+        return {k: plain(v) for k, v in value.to_dict().items() if v != generic.get(k)}
     if isinstance(value, tuple) and all(isinstance(item, LimitConfig) for item in value):
         return {item.name: {k: plain(v) for k, v in item.to_dict().items()} for item in value}
     if isinstance(value, (list, tuple)):

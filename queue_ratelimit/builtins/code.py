@@ -30,6 +30,7 @@ GITHUB = Builtin(
             resources=frozenset({"core"}),
         ),
         endpoints=(
+            Endpoint("github-code-search", paths=("/search/code",)),
             Endpoint("github-search", paths=("/search/",)),
             Endpoint("github-graphql", paths=("/graphql",)),
         ),
@@ -43,14 +44,32 @@ GITHUB_SEARCH = Builtin(
     "x-ratelimit-* headers (resource search). "
     "https://docs.github.com/en/rest/search/search#rate-limit",
     basis="0.4/s climbing to 0.5/s (30 a minute), in bursts of 5: github's endpoints send "
-    "/search/ here, so a search backlog neither spends nor waits for the core limit.",
+    "/search/ here (but /search/code: github-code-search), so a search backlog neither "
+    "spends nor waits for the core limit.",
     config=IntegrationConfig(
         name="github-search", rate_limit_per_sec=0.4, burst_size=5.0, increase_factor=0.01,
         min_rate=0.1, max_rate=0.5,
         backoff_status_codes=frozenset({403, 429, 503}), max_backoff=3600.0, max_concurrent=10,
         dialect=Dialect(
             default_wait=60.0, resource_header="x-ratelimit-resource",
-            resources=frozenset({"search", "code_search"}),
+            resources=frozenset({"search"}),
+        ),
+    ),
+)
+
+GITHUB_CODE_SEARCH = Builtin(
+    source="GitHub REST code search: 10 requests per minute per user (resource code_search), "
+    "apart from the other searches' 30 and the core limit. "
+    "https://docs.github.com/en/rest/search/search#rate-limit",
+    basis="burst 5 + 0.083/s x 60 s = 10 per minute: github's endpoints send /search/code "
+    "here, so its quota neither holds nor hides the other searches'.",
+    config=IntegrationConfig(
+        name="github-code-search", rate_limit_per_sec=0.08, burst_size=5.0,
+        increase_factor=0.01, min_rate=0.02, max_rate=0.083,
+        backoff_status_codes=frozenset({403, 429, 503}), max_backoff=3600.0, max_concurrent=10,
+        dialect=Dialect(
+            default_wait=60.0, resource_header="x-ratelimit-resource",
+            resources=frozenset({"code_search"}),
         ),
     ),
 )
@@ -198,6 +217,7 @@ LINEAR = Builtin(
 )
 
 BUILTINS: tuple[Builtin, ...] = (
-    GITHUB, GITHUB_SEARCH, GITHUB_GRAPHQL, GITLAB, LINEAR, JIRA, CONFLUENCE, CLOUDFLARE, AWS,
+    GITHUB, GITHUB_SEARCH, GITHUB_CODE_SEARCH, GITHUB_GRAPHQL, GITLAB, LINEAR, JIRA, CONFLUENCE,
+    CLOUDFLARE, AWS,
 )
 # fmt: on

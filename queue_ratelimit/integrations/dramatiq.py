@@ -31,7 +31,7 @@ from dramatiq.middleware import MiddlewareError
 from dramatiq.worker import Worker
 
 from queue_ratelimit.context import TaskInfo
-from queue_ratelimit.errors import ConfigError
+from queue_ratelimit.errors import ConfigError, QuotaSpent
 from queue_ratelimit.integrations.dramatiq_breaker import QueuePausing
 from queue_ratelimit.integrations.dramatiq_crowd import LocalWork
 from queue_ratelimit.integrations.dramatiq_delivery import (
@@ -151,6 +151,7 @@ class RateLimitMiddleware(QueuePausing):
         """Acquire; sleep a short wait, or end the delivery (``SkipMessage``) to requeue it."""
         self.take(message)
         actor = broker.get_actor(message.actor_name)
+        _refusals_end(actor)
         limits = _limits(actor)
         if limits is None or message.failed:
             return
@@ -225,6 +226,18 @@ def limiter_for(broker: Broker) -> Limiter:
         if isinstance(middleware, RateLimitMiddleware):
             return middleware.limiter
     raise ConfigError(None, "middleware", None, "the broker has no RateLimitMiddleware")
+
+
+def _refusals_end(actor: Actor[Any, Any]) -> None:
+    """``QuotaSpent`` ends a message (``Retries``' ``throws``, added to the actor's own): a
+    spent credit or plan quota is not mended by calling again."""
+    throws = actor.options.get("throws")
+    if throws is None:
+        actor.options["throws"] = (QuotaSpent,)
+    elif isinstance(throws, tuple) and QuotaSpent not in throws:
+        actor.options["throws"] = (*throws, QuotaSpent)
+    elif isinstance(throws, type) and not issubclass(QuotaSpent, throws):
+        actor.options["throws"] = (throws, QuotaSpent)
 
 
 def _limits(actor: Actor[Any, Any]) -> TaskLimits | None:

@@ -23,7 +23,8 @@ are left to ``max_sleepers`` and ``tenant_sleepers``, as on any worker.
 A message counts as waiting for a thread only when its integration could run it soon: the
 process remembers, per integration, the latest time its decisions held one of that
 integration's tasks back to (a slot slept for, a requeue's reservation), and a message of an
-integration held past ``crowded_wait`` from now does not count. When every integration of
+integration held past ``crowded_wait`` from now does not count (a hold lasts
+:data:`HOLD_MOST` at most). When every integration of
 a worker is throttled, their tasks would only trade places, each requeue leaving a granted
 slot unused: they sleep for their slots as on a worker of one integration.
 """
@@ -38,10 +39,15 @@ from dramatiq.broker import Broker
 from dramatiq.errors import ActorNotFound
 from dramatiq.worker import Worker
 
-__all__ = ["SLICE", "LocalWork"]
+__all__ = ["HOLD_MOST", "SLICE", "LocalWork"]
 
 SLICE = 0.05
 """Seconds: how often a sleeping task looks for another integration's message behind it."""
+
+HOLD_MOST = 5.0
+"""Seconds at most that one decision holds an integration back here: a longer wait may be
+one tenant's, or end early (an operator's reset, a breaker closed), and the integration's
+next decision holds it again anyway."""
 
 
 class LocalWork:
@@ -58,7 +64,7 @@ class LocalWork:
         """A decision in this process holds a task of ``integration`` back ``seconds`` (its
         slot, or its reservation's): the integration's slots are taken that far ahead, so a
         message of it would wait too (the latest such time counts; it passes with time)."""
-        until = time.monotonic() + seconds
+        until = time.monotonic() + min(seconds, HOLD_MOST)
         if until > self._held.get(integration, 0.0):
             self._held[integration] = until
 

@@ -87,14 +87,7 @@ class RateLimitedWorkerMixin(PausingDequeue):
         self._exhausted: set[str] = set()
         self._configured = limiter_given or type(self).limiter is not None  # in code
         if kwargs.get("prepare_for_work", True):  # invalid settings fail here, at start
-            try:
-                limiter = self.gate.limiter
-            except ConfigError as exc:
-                if self._configured:  # a limiter given in code: the caller's error to see
-                    raise
-                self.log.critical("queue_ratelimit: ConfigError: %s", exc)  # one line
-                raise SystemExit(1) from exc
-            announce(self.log, limiter, [q.name for q in self.queues], self._configured)
+            announce(self.log, self.gate.limiter, [q.name for q in self.queues], self._configured)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop, after checking the job functions imported so far against the

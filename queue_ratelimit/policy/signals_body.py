@@ -56,10 +56,9 @@ _CODE_KEYS = frozenset(
         "error",
         ".tag",
         "error_summary",
-        "name",
-        "policyname",
     }
 )
+_REFUSAL_KEYS = _CODE_KEYS | {"name", "policyname"}  # (Resend's, HubSpot's: refusals only)
 _ERRORS = frozenset({"error", "errors"})
 _GENERIC_WAIT = "retry_after"  # Discord's body field, seconds (API v8+)
 
@@ -142,11 +141,13 @@ def _read_json(
 ) -> BodyReading:
     throttled, wait, refused = False, None, None
     for key, value, erring in _pairs(document):
-        if erring and (throttle_codes or refusal_codes) and key.lower() in _CODE_KEYS:
+        lowered = key.lower()
+        if erring and (throttle_codes or refusal_codes) and lowered in _REFUSAL_KEYS:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
             if isinstance(value, str):
-                throttled = throttled or _is_code(value, throttle_codes)
+                if lowered in _CODE_KEYS:
+                    throttled = throttled or _is_code(value, throttle_codes)
                 refused = refused or _code_of(value, refusal_codes)
         if wait is None and key in wait_fields:
             wait = _seconds(value)

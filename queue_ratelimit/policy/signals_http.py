@@ -42,9 +42,10 @@ Rules:
   ``throttle_codes`` in it. A plain 403 is a permission error. On a status the dialect names
   in ``body_statuses`` (a GraphQL 200), a throttle code in the body is a backoff
   (:mod:`~queue_ratelimit.policy.signals_body` says how bodies are read).
-* **Refusals**: one of the dialect's ``refusal_codes`` in the body (or a header mapped to
-  ``code``) is no backoff whatever the status: the account's credit or plan quota is spent
-  (OpenAI's ``429 insufficient_quota``), which no wait mends. ``refused`` names the code.
+* **Refusals**: one of the dialect's ``refusal_codes`` in a body read (on the statuses
+  above: a backoff status or the dialect's ``body_statuses``), or in a header mapped to
+  ``code``, is no backoff: the account's credit or plan quota is spent (OpenAI's ``429
+  insufficient_quota``), which no wait mends. ``refused`` names the code.
 * **Points budgets** the dialect locates (``cost_fields``: a GraphQL cost) become the quota
   ``cost_quota`` (reset: what is spent over the restore rate) and :attr:`RateLimitInfo.costs`
   (the call's actual cost); a throttled query waits until its requested cost is restored.

@@ -225,6 +225,33 @@ def test_an_async_actor_runs_with_its_slot_and_a_backoff_in_it_requeues(stub: St
     assert dead.options.get("retries", 0) == 0
 
 
+def test_a_spent_quota_ends_the_message_without_retries(stub: StubBroker) -> None:
+    from queue_ratelimit import QuotaSpent
+
+    stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC})))
+    runs: list[int] = []
+
+    @dramatiq.actor(broker=stub, queue_name="svc", integration="svc", min_backoff=10)
+    def calls(n: int) -> None:
+        runs.append(n)
+        raise QuotaSpent("svc", "insufficient_quota", 429)  # what the HTTP clients raise
+
+    @dramatiq.actor(broker=stub, queue_name="svc", throws=(KeyError,), min_backoff=10)
+    def plain(n: int) -> None:  # an actor with throws of its own, and no integration
+        runs.append(n)
+        raise QuotaSpent("svc", "insufficient_quota", 429)
+
+    calls.send(1)
+    plain.send(2)
+    _run(stub, "svc")
+    assert sorted(runs) == [1, 2]  # once each: Retries retried neither
+    assert sorted(type(dead._exception).__name__ for dead in stub.dead_letters) == [
+        "QuotaSpent",
+        "QuotaSpent",
+    ]
+    assert plain.options["throws"] == (KeyError, QuotaSpent)  # the actor's own kept
+
+
 def test_a_task_sleeping_for_its_slot_gives_its_thread_to_another_integrations_message(
     stub: StubBroker,
 ) -> None:
@@ -356,7 +383,7 @@ def test_a_message_of_an_integration_held_back_does_not_count_as_held_up(
     from dramatiq import Message
     from dramatiq.broker import MessageProxy
 
-    from queue_ratelimit.integrations.dramatiq_crowd import LocalWork
+    from queue_ratelimit.integrations.dramatiq_crowd import HOLD_MOST, LocalWork
 
     configs = {"svc": SVC, "other": SVC}
     stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), configs)))
@@ -366,8 +393,8 @@ def test_a_message_of_an_integration_held_back_does_not_count_as_held_up(
     message = Message(queue_name="q", actor_name="theirs", args=(), kwargs={}, options={})
     worker.work_queue.put((0, MessageProxy(message)))
     assert local.others_waiting("svc", 0.1)  # nothing holds "other" back: it could run
-    local.hold("other", 30.0)  # a decision put one of its tasks 30 s ahead
+    local.hold("other", 30.0)  # a decision put one of its tasks 30 s ahead (held 5 s here)
     assert not local.others_waiting("svc", 0.1)
     local.hold("other", 0.0)  # an earlier time does not shorten the later one
     assert not local.others_waiting("svc", 0.1)
-    assert local.others_waiting("svc", 60.0)  # within what the caller may wait: it counts
+    assert local.others_waiting("svc", HOLD_MOST + 1.0)  # within what the caller may wait

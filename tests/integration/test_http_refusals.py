@@ -109,3 +109,15 @@ def test_without_raising_the_answer_is_returned_as_a_failure(upstream: str) -> N
     session = requests.Session()
     session.mount("http://", RateLimitedAdapter(limiter, "openai", raise_on_backoff=False))
     assert session.get(f"{upstream}/v1/models", timeout=5).status_code == 429
+
+
+def test_a_tenants_refusal_is_its_own_and_pauses_no_one(upstream: str) -> None:
+    limiter = _limiter()
+    session = requests.Session()
+    session.mount("http://", RateLimitedAdapter(limiter, "openai", tenant="acme"))
+    for _ in range(OPENAI.breaker_failure_threshold + 1):
+        with pytest.raises(QuotaSpent):
+            session.get(f"{upstream}/v1/chat/completions", timeout=5)
+    assert limiter.snapshot("openai").breaker == "closed"  # every tenant's: not counted
+    assert limiter.snapshot("openai", "acme").cooldown_left == 0.0
+    assert limiter.acquire("openai", "globex").granted  # another tenant goes on

@@ -23,8 +23,8 @@ from queue_ratelimit.registry import (
 
 BUILTIN_NAMES = [
     "airtable", "anthropic", "asana", "attio", "aws", "azure-openai", "clickup", "cloudflare",
-    "confluence", "discord", "dropbox", "fieldguide", "github", "github-graphql", "github-search",
-    "gitlab",
+    "confluence", "discord", "dropbox", "fieldguide", "github", "github-code-search",
+    "github-graphql", "github-search", "gitlab",
     "google-drive", "google-gemini", "hubspot", "intercom", "jira", "linear", "mailchimp",
     "microsoft-graph", "mistral", "monday", "notion", "openai", "resend", "salesforce",
     "sendgrid", "shopify", "shopify-graphql", "slack", "stripe", "twilio", "vanta", "x",

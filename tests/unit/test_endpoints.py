@@ -57,6 +57,7 @@ def test_a_group_whose_integration_is_not_configured_stays_on_the_main_one() -> 
     ("method", "url", "integration"),
     [
         ("GET", "https://api.github.com/search/issues?q=bug", "github-search"),
+        ("GET", "https://api.github.com/search/code?q=addClass", "github-code-search"),
         ("POST", "https://api.github.com/graphql", "github-graphql"),
         ("GET", "https://api.github.com/repos/o/r/issues", "github"),
     ],

@@ -109,6 +109,20 @@ def test_a_dialect_names_its_invalid_field() -> None:
         Dialect(resource_header="not a header")
 
 
+def test_name_keys_state_refusals_only() -> None:
+    dialect = Dialect(
+        body_statuses=frozenset({200}),
+        throttle_codes=frozenset({"THROTTLED"}),
+        refusal_codes=frozenset({"DAILY"}),
+    )
+    named = {"name": "THROTTLED", "id": 1}  # a record named so, not an error's code
+    assert parse_rate_limit(200, {}, named, dialect=dialect, now=0.0).backoff is False
+    coded = {"code": "THROTTLED"}
+    assert parse_rate_limit(200, {}, coded, dialect=dialect, now=0.0).backoff is True
+    spent = {"errorType": "RATE_LIMIT", "policyName": "DAILY"}  # HubSpot's
+    assert parse_rate_limit(429, {}, spent, dialect=dialect, now=0.0).refused == "DAILY"
+
+
 def test_a_dialect_round_trips_through_a_mapping() -> None:
     assert Dialect.from_mapping(CLOUD.to_dict()) == CLOUD
     full = Dialect(
@@ -118,6 +132,7 @@ def test_a_dialect_round_trips_through_a_mapping() -> None:
         resources=frozenset({"core"}),
     )
     assert Dialect.from_mapping(full.to_dict()) == full
+    assert "refusal_codes" not in Dialect().to_dict()  # (an earlier version reads it still)
     assert full.resource_header == "x-ratelimit-resource"  # header names compare lowercased
 
 
