@@ -1,4 +1,5 @@
-"""The demo on Dramatiq: its in-process ``StubBroker`` and a ``Worker`` of 8 threads.
+"""The demo on Dramatiq: its in-process ``StubBroker`` and a ``Worker`` of 8 threads per
+integration's queue.
 
 The same tasks as the Celery run (one upstream call per message, keyed by the message id,
 which a requeue keeps), gated by ``RateLimitMiddleware``. Needs the ``dramatiq`` extra.
@@ -63,17 +64,22 @@ def dramatiq_run(
     }
     recorder = Recorder(limiter, gate.gate, set(), celery=False)
     broker.add_middleware(_Outcomes(recorder, {a.actor_name: n for n, a in actors.items()}))
-    worker = dramatiq.Worker(broker, worker_threads=concurrency, worker_timeout=50)
+    workers = [  # a worker per integration's queue, as a fleet runs them (docs/dramatiq.md)
+        dramatiq.Worker(broker, queues={name}, worker_threads=concurrency, worker_timeout=50)
+        for name in INTEGRATIONS
+    ]
 
     def send(n: int) -> str:
         return str(actors[INTEGRATIONS[n % len(INTEGRATIONS)]].send(n).message_id)
 
     with recorder.listening():
-        worker.start()
+        for worker in workers:
+            worker.start()
         try:
             yield recorder, send
         finally:
-            worker.stop()
+            for worker in workers:
+                worker.stop()
             broker.close()
             session.close()
 
