@@ -133,8 +133,10 @@ def status(obj: Context, integration: str | None, as_json: bool, sort: str, limi
                 click.echo(
                     f"override on {key_text(integration, tenant)}: {override_text(override)}"
                 )
-            seen = limiter.snapshot(integration)  # (a breaker forced open before any key)
-            if seen.breaker != "closed":
+            seen = (  # (a breaker forced open before any key; of an integration known here)
+                limiter.snapshot(integration) if integration in limiter.configs else None
+            )
+            if seen is not None and seen.breaker != "closed":
                 click.echo(
                     f"breaker of {integration}: {seen.breaker}, {seen.breaker_wait:.0f} s"
                     " until its probe: its queues are paused"

@@ -124,6 +124,25 @@ GOOGLE_DRIVE = Builtin(
     ),
 )
 
+GOOGLE_SHEETS = Builtin(
+    source="Google Sheets API: per minute, 300 read and 300 write requests per project and 60 "
+    "of each per user per project, refilled every minute; past them 429 Too many requests "
+    "(status RESOURCE_EXHAUSTED, reason rateLimitExceeded), to back off from exponentially. "
+    "https://developers.google.com/workspace/sheets/api/limits",
+    basis="One user's reads or writes: burst 5 + 0.9/s x 60 s = 59 per minute (make the user "
+    "the tenant, and give a project of many users an app_limit of 300 a minute). A 403 with "
+    "a rate-limit reason is a backoff too, as for Google's other APIs.",
+    config=IntegrationConfig(
+        name="google-sheets", rate_limit_per_sec=0.5, burst_size=5.0, increase_factor=0.05,
+        min_rate=0.05, max_rate=0.9, backoff_status_codes=frozenset({403, 429, 503}),
+        dialect=Dialect(
+            body_statuses=frozenset({403}),
+            throttle_codes=frozenset({"userRateLimitExceeded", "rateLimitExceeded"}),
+        ),
+    ),
+    hosts=("sheets.googleapis.com",),
+)
+
 MICROSOFT_GRAPH = Builtin(
     source="Microsoft Graph: limits per service; Outlook allows 10,000 requests per 10 "
     "minutes and 4 concurrent requests per app and mailbox; 429 (or 503/504) with "
@@ -166,6 +185,6 @@ MONDAY = Builtin(
 
 BUILTINS: tuple[Builtin, ...] = (
     NOTION, VANTA, FIELDGUIDE, AIRTABLE, ZAPIER, ASANA, CLICKUP, DROPBOX, GOOGLE_DRIVE,
-    MICROSOFT_GRAPH, MONDAY,
+    GOOGLE_SHEETS, MICROSOFT_GRAPH, MONDAY,
 )
 # fmt: on
