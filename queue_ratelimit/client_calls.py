@@ -369,7 +369,7 @@ class ClientCalls:
     ) -> Outcome:
         """Report the answer (``status=None``: none came); raise ``RateLimited`` on a backoff."""
         args, named = self._answer(call, status, headers, body, response)
-        return self._raise_on_backoff(call, self.limiter.report_response(*args, **named), status)
+        return self._raise_for(call, self.limiter.report_response(*args, **named), status)
 
     async def aafter(
         self,
@@ -382,7 +382,7 @@ class ClientCalls:
         """``after`` on the async limiter."""
         args, named = self._answer(call, status, headers, body, response)
         outcome = await self.alimiter.report_response(*args, **named)
-        return self._raise_on_backoff(call, outcome, status)
+        return self._raise_for(call, outcome, status)
 
     def _answer(
         self, call: _Call, status: int | None, headers: Any, body: bytes | None, response: Any
@@ -396,7 +396,7 @@ class ClientCalls:
         }
         return (call.integration, call.tenant, status, headers, body), named
 
-    def _raise_on_backoff(self, call: _Call, outcome: Outcome, status: int | None) -> Outcome:
+    def _raise_for(self, call: _Call, outcome: Outcome, status: int | None) -> Outcome:
         """Raise ``RateLimited`` on a backoff, ``QuotaSpent`` on a refusal (unless the
         client returns answers as they are: ``raise_on_backoff=False``)."""
         if not self.raise_on_backoff:

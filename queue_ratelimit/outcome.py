@@ -26,14 +26,15 @@ from queue_ratelimit.policy.state import (
 )
 
 
-def classify(status: int | None, info: RateLimitInfo) -> str:
+def classify(status: int | None, info: RateLimitInfo, tenant: str | None = None) -> str:
     """``backoff`` for a rate-limit answer, ``failure`` for a 5xx, no answer (``None``: a
     timeout or connection error) or a refusal (``info.refused``: a spent credit or plan
     quota, which the breaker counts: repeated, it pauses the integration), else
     ``success``: any other answer, 4xx included, shows the upstream accepted the call's
-    rate."""
+    rate. A tenant's refusal is a success: that tenant's own account or key is spent, and
+    the breaker is every tenant's (the HTTP clients still raise ``QuotaSpent``)."""
     if info.refused:
-        return FAILURE
+        return FAILURE if tenant is None else SUCCESS
     if info.backoff:
         return BACKOFF
     if status is None or status >= 500:
@@ -128,11 +129,7 @@ def response_report(
         max_backoff=config.max_quota_wait,  # the true stated wait: the limiter clamps it
         dialect=config.dialect,
     )
-    kind = classify(status, info)
-    if info.refused and tenant is not None:
-        # a tenant's own account or key is spent: the breaker, which every tenant of the
-        # integration shares, does not count it (the HTTP clients still raise QuotaSpent)
-        kind = SUCCESS
+    kind = classify(status, info, tenant)
     if actual is None and estimated is not None and info.costs:
         # the answer stated what the estimated call really cost: believed up to the
         # limit's burst (one answer cannot claim more; ``actual`` given here is the

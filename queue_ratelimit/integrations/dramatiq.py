@@ -139,7 +139,10 @@ class RateLimitMiddleware(QueuePausing):
                 raise _InvalidActor(exc.integration, exc.field, exc.value, exc.reason) from exc
 
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
-        """Run the body of a gated actor's messages through the task runner."""
+        """Run the body of a gated actor's messages through the task runner; end any
+        actor's message on ``QuotaSpent`` (Dramatiq calls this for the actors declared
+        before the middleware was added, too)."""
+        _refusals_end(actor)
         if actor.options.get("integration"):
             gated(actor)
 
@@ -151,7 +154,6 @@ class RateLimitMiddleware(QueuePausing):
         """Acquire; sleep a short wait, or end the delivery (``SkipMessage``) to requeue it."""
         self.take(message)
         actor = broker.get_actor(message.actor_name)
-        _refusals_end(actor)
         limits = _limits(actor)
         if limits is None or message.failed:
             return

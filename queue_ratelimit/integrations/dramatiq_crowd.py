@@ -24,9 +24,9 @@ A message counts as waiting for a thread only when its integration could run it 
 process remembers, per integration, the latest time its decisions held one of that
 integration's tasks back to (a slot slept for, a requeue's reservation), and a message of an
 integration held past ``crowded_wait`` from now does not count (a hold lasts
-:data:`HOLD_MOST` at most). When every integration of
-a worker is throttled, their tasks would only trade places, each requeue leaving a granted
-slot unused: they sleep for their slots as on a worker of one integration.
+:data:`HOLD_MOST` at most). When every integration of a worker is throttled, their tasks
+would only trade places, each requeue leaving a granted slot unused: they sleep for their
+slots as on a worker of one integration.
 """
 
 from __future__ import annotations

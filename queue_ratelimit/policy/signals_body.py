@@ -112,7 +112,7 @@ def read_body(
         return _read_json(document, throttle_codes, waits, paths, now, refusal_codes)
     if head == "<" and throttle_codes:
         codes = itertools.islice(_XML_CODE.finditer(text), 16)
-        return BodyReading(throttled=any(_is_code(m.group(1), throttle_codes) for m in codes))
+        return BodyReading(throttled=any(_code_of(m.group(1), throttle_codes) for m in codes))
     return NOTHING
 
 
@@ -147,7 +147,7 @@ def _read_json(
                 value = str(value)
             if isinstance(value, str):
                 if lowered in _CODE_KEYS:
-                    throttled = throttled or _is_code(value, throttle_codes)
+                    throttled = throttled or _code_of(value, throttle_codes) is not None
                 refused = refused or _code_of(value, refusal_codes)
         if wait is None and key in wait_fields:
             wait = _seconds(value)
@@ -215,10 +215,6 @@ def _pairs(document: object) -> Iterator[tuple[str, object, bool]]:
         if not deeper:
             return
         level = deeper
-
-
-def _is_code(value: str, codes: Collection[str]) -> bool:
-    return _code_of(value, codes) is not None
 
 
 def _code_of(value: str, codes: Collection[str]) -> str | None:

@@ -4,6 +4,8 @@ what is Dramatiq's own (the scenarios every framework shares: test_scenarios.py)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
@@ -228,8 +230,14 @@ def test_an_async_actor_runs_with_its_slot_and_a_backoff_in_it_requeues(stub: St
 def test_a_spent_quota_ends_the_message_without_retries(stub: StubBroker) -> None:
     from queue_ratelimit import QuotaSpent
 
-    stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC})))
     runs: list[int] = []
+
+    @dramatiq.actor(broker=stub, queue_name="svc", min_backoff=10)
+    def early(n: int) -> None:  # declared before the middleware was added
+        runs.append(n)
+        raise QuotaSpent("svc", "insufficient_quota", 429)
+
+    stub.add_middleware(RateLimitMiddleware(Limiter(MemoryBackend(), {"svc": SVC})))
 
     @dramatiq.actor(broker=stub, queue_name="svc", integration="svc", min_backoff=10)
     def calls(n: int) -> None:
@@ -243,59 +251,77 @@ def test_a_spent_quota_ends_the_message_without_retries(stub: StubBroker) -> Non
 
     calls.send(1)
     plain.send(2)
+    early.send(3)
     _run(stub, "svc")
-    assert sorted(runs) == [1, 2]  # once each: Retries retried neither
-    assert sorted(type(dead._exception).__name__ for dead in stub.dead_letters) == [
-        "QuotaSpent",
-        "QuotaSpent",
-    ]
+    assert sorted(runs) == [1, 2, 3]  # once each: Retries retried none
+    assert [type(dead._exception).__name__ for dead in stub.dead_letters] == ["QuotaSpent"] * 3
     assert plain.options["throws"] == (KeyError, QuotaSpent)  # the actor's own kept
+
+
+@dataclass
+class _Crowd:
+    """A single-thread worker's two integrations: what ran, svc's waits, the requeues."""
+
+    limiter: Limiter
+    svc: Any
+    other: Any
+    done: list[str] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _crowd(stub: StubBroker, other: Any) -> Iterator[_Crowd]:
+    """svc in a cooldown its tasks sleep out in the worker (``cooldown_wait``) beside
+    ``other``'s config, the signals counted while the block runs."""
+    slow = SVC.replace(max_wait=0.5, cooldown_wait=30.0)
+    limiter = Limiter(MemoryBackend(), {"svc": slow, "other": other})
+    stub.add_middleware(RateLimitMiddleware(limiter))
+    done: list[str] = []
+    actors = [
+        dramatiq.actor(broker=stub, actor_name=name[0], queue_name=name, integration=name)(
+            done.append
+        )
+        for name in ("svc", "other")
+    ]
+    crowd = _Crowd(limiter, *actors, done=done)
+
+    def acquired(sender: object, **fields: Any) -> None:
+        if fields["integration"] == "svc":
+            crowd.waits.append(fields["wait"])
+
+    def requeued(sender: object, **fields: Any) -> None:
+        crowd.reasons.append(f"{fields['integration']}:{fields['reason']}")
+
+    signals.acquired.connect(acquired)
+    signals.task_requeued.connect(requeued)
+    try:
+        yield crowd
+    finally:
+        signals.acquired.disconnect(acquired)
+        signals.task_requeued.disconnect(requeued)
 
 
 def test_a_task_sleeping_for_its_slot_gives_its_thread_to_another_integrations_message(
     stub: StubBroker,
 ) -> None:
-    # svc is in a cooldown that its tasks sleep out in the worker (cooldown_wait); a
-    # message of another queue that comes to wait behind the sleeper runs first
-    slow = SVC.replace(max_wait=0.5, cooldown_wait=30.0)
-    limiter = Limiter(MemoryBackend(), {"svc": slow, "other": SVC})
-    stub.add_middleware(RateLimitMiddleware(limiter))
-    done: list[str] = []
-    waits: list[float] = []
-    reasons: list[str] = []
-    svc = dramatiq.actor(broker=stub, actor_name="s", queue_name="svc", integration="svc")(
-        done.append
-    )
-    other = dramatiq.actor(broker=stub, actor_name="o", queue_name="other", integration="other")(
-        done.append
-    )
-
-    def acquired(sender: object, **fields: Any) -> None:
-        if fields["integration"] == "svc":
-            waits.append(fields["wait"])
-
-    def requeued(sender: object, **fields: Any) -> None:
-        reasons.append(fields["reason"])
-
-    signals.acquired.connect(acquired)
-    signals.task_requeued.connect(requeued)
-    limiter.on_backoff("svc", retry_after=3.0)
-    svc.send("svc")
-    worker = dramatiq.Worker(stub, worker_timeout=50, worker_threads=1)
-    worker.start()
-    try:
-        wait_until(lambda: waits, timeout=10)  # the svc task sleeps out the cooldown
-        assert waits[0] > 1.0
-        other.send("other")
-        wait_until(lambda: len(done) == 2, timeout=20)
-        stub.join("svc", timeout=10_000)
-        worker.join()
-    finally:
-        worker.stop()
-        signals.acquired.disconnect(acquired)
-        signals.task_requeued.disconnect(requeued)
-    assert done == ["other", "svc"]  # without yielding: svc after its whole sleep, first
-    assert reasons == ["yielded"]
+    # a message of another queue that comes to wait behind svc's sleeper runs first
+    with _crowd(stub, SVC) as crowd:
+        crowd.limiter.on_backoff("svc", retry_after=3.0)
+        crowd.svc.send("svc")
+        worker = dramatiq.Worker(stub, worker_timeout=50, worker_threads=1)
+        worker.start()
+        try:
+            wait_until(lambda: crowd.waits, timeout=10)  # the svc task sleeps out the cooldown
+            assert crowd.waits[0] > 1.0
+            crowd.other.send("other")
+            wait_until(lambda: len(crowd.done) == 2, timeout=20)
+            stub.join("svc", timeout=10_000)
+            worker.join()
+        finally:
+            worker.stop()
+    assert crowd.done == ["other", "svc"]  # without yielding: svc after its whole sleep, first
+    assert crowd.reasons == ["svc:yielded"]
     assert stub.dead_letters == []
 
 
@@ -305,47 +331,23 @@ def test_a_sleeper_keeps_its_thread_from_an_integration_that_is_throttled_too(
     # as above, but the other integration is in a cooldown of its own, which requeued its
     # first task: its next message could not run either, so giving way to it would only
     # trade places (and leave svc's slot unused)
-    slow = SVC.replace(max_wait=0.5, cooldown_wait=30.0)
-    held = SVC.replace(max_wait=0.5, cooldown_wait=0.0)
-    limiter = Limiter(MemoryBackend(), {"svc": slow, "other": held})
-    stub.add_middleware(RateLimitMiddleware(limiter))
-    done: list[str] = []
-    waits: list[float] = []
-    reasons: list[str] = []
-    svc = dramatiq.actor(broker=stub, actor_name="s", queue_name="svc", integration="svc")(
-        done.append
-    )
-    other = dramatiq.actor(broker=stub, actor_name="o", queue_name="other", integration="other")(
-        done.append
-    )
-
-    def acquired(sender: object, **fields: Any) -> None:
-        if fields["integration"] == "svc":
-            waits.append(fields["wait"])
-
-    def requeued(sender: object, **fields: Any) -> None:
-        reasons.append(f"{fields['integration']}:{fields['reason']}")
-
-    signals.acquired.connect(acquired)
-    signals.task_requeued.connect(requeued)
-    limiter.on_backoff("svc", retry_after=2.0)
-    limiter.on_backoff("other", retry_after=60.0)
-    worker = dramatiq.Worker(stub, worker_timeout=50, worker_threads=1)
-    worker.start()
-    try:
-        other.send("first")
-        wait_until(lambda: reasons == ["other:cooldown"], timeout=10)  # requeued: held
-        svc.send("svc")
-        wait_until(lambda: waits, timeout=10)  # the svc task sleeps out its cooldown
-        assert waits[0] > 1.0
-        other.send("second")  # waits behind the sleeper, its integration held for a minute
-        wait_until(lambda: done == ["svc"], timeout=20)
-        wait_until(lambda: len(reasons) == 2, timeout=10)  # then "second" meets its cooldown
-    finally:
-        worker.stop()
-        signals.acquired.disconnect(acquired)
-        signals.task_requeued.disconnect(requeued)
-    assert reasons == ["other:cooldown", "other:cooldown"]  # svc never yielded
+    with _crowd(stub, SVC.replace(max_wait=0.5, cooldown_wait=0.0)) as crowd:
+        crowd.limiter.on_backoff("svc", retry_after=2.0)
+        crowd.limiter.on_backoff("other", retry_after=60.0)
+        worker = dramatiq.Worker(stub, worker_timeout=50, worker_threads=1)
+        worker.start()
+        try:
+            crowd.other.send("first")
+            wait_until(lambda: crowd.reasons == ["other:cooldown"], timeout=10)  # held
+            crowd.svc.send("svc")
+            wait_until(lambda: crowd.waits, timeout=10)  # the svc task sleeps out its cooldown
+            assert crowd.waits[0] > 1.0
+            crowd.other.send("second")  # waits behind the sleeper, its integration held
+            wait_until(lambda: crowd.done == ["svc"], timeout=20)
+            wait_until(lambda: len(crowd.reasons) == 2, timeout=10)  # "second" meets its cooldown
+        finally:
+            worker.stop()
+    assert crowd.reasons == ["other:cooldown", "other:cooldown"]  # svc never yielded
 
 
 def test_only_another_integrations_message_with_every_thread_busy_counts_as_held_up(

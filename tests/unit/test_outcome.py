@@ -27,6 +27,14 @@ def test_classify(status: int | None, signal: RateLimitInfo, kind: str) -> None:
     assert classify(status, signal) == kind
 
 
+def test_a_refusal_is_a_failure_unless_a_tenant_met_it() -> None:
+    """A spent plan quota is the integration's breaker's to count; a tenant's spent key is
+    that tenant's alone (the breaker is every tenant's)."""
+    refused = RateLimitInfo(backoff=True, refused="insufficient_quota")
+    assert classify(429, refused) == FAILURE
+    assert classify(429, refused, "acme") == SUCCESS
+
+
 def test_the_headline_quota_feeds_the_requests_limit() -> None:
     signal = RateLimitInfo(limit=100, remaining=7, reset_after=12.0)
     assert feedback_for(OPENAI, signal, seq=4).quotas == {"requests": (7.0, 12.0)}
