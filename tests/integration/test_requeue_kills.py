@@ -62,9 +62,11 @@ def _run_with_kills(rig: CeleryRig, redis_url: str) -> tuple[int, list[str]]:
     """Send the tasks; kill one whole worker every KILL_EVERY s, alternating, each restarted
     RESTART_AFTER s later, until every task has finished. Returns the kills and the ids."""
     nodes = [rig.start_worker(f"k{i}", [capp.NOTION], concurrency=4, **SETTINGS) for i in (0, 1)]
-    ids = [rig.send("tests.counted", [i], capp.NOTION) for i in range(TASKS)]
+    # the kills' clock starts with the sending: the workers run tasks while it goes on (a
+    # slow CI's sending once took long enough that the run met 2 kills, not 3)
     kills, deadline = 0, time.monotonic() + 240
     next_kill = time.monotonic() + KILL_EVERY
+    ids = [rig.send("tests.counted", [i], capp.NOTION) for i in range(TASKS)]
     while len(_bodies(redis_url)) < TASKS:
         assert time.monotonic() < deadline, _missing(rig, redis_url, ids)
         if time.monotonic() < next_kill:
