@@ -130,7 +130,7 @@ def fields_table(cls: type[Any]) -> str:
 
 
 def _number(value: float) -> str:
-    return str(plain(value))
+    return f"{value:.4g}"
 
 
 def _differences(config: IntegrationConfig) -> list[str]:
@@ -146,6 +146,13 @@ def _differences(config: IntegrationConfig) -> list[str]:
             for limit in value:
                 settings = ", ".join(f"{k} {spell(v)}" for k, v in limit.to_dict().items())
                 changed.append(f"limit `{limit.name}`: {settings}")
+        elif field.name == "endpoints":
+            routes = (
+                f"{' '.join(endpoint.methods)} {', '.join(endpoint.paths)}".strip()
+                + f" to `{endpoint.integration}`"
+                for endpoint in value
+            )
+            changed.append("`endpoints`: " + "; ".join(routes))
         elif field.name == "dialect":
             settings = ", ".join(f"{k} {spell(v)}" for k, v in plain(value).items())
             changed.append(f"dialect: {settings}")

@@ -5,21 +5,95 @@ from __future__ import annotations
 from queue_ratelimit.builtins.model import Builtin
 from queue_ratelimit.config import IntegrationConfig
 from queue_ratelimit.dialect import Dialect
+from queue_ratelimit.endpoints import Endpoint
 
 __all__ = ["BUILTINS"]
 
 # fmt: off
+SLACK_SOURCE = (
+    "Slack Web API: each method is limited per workspace per app by its tier: Tier 1 1+/min, "
+    "Tier 2 20+/min, Tier 3 50+/min, Tier 4 100+/min, chat.postMessage about 1 a second per "
+    "channel; 429 with Retry-After (body error ratelimited). "
+    "https://docs.slack.dev/apis/web-api/rate-limits"
+)
+# Tier of each method, from Slack's method pages (docs.slack.dev/reference/methods/...);
+# a method not listed here is Tier 3, the tier of most, and goes to ``slack`` itself. The
+# paths are prefixes: conversations.list covers conversations.listConnectInvites (Tier 2).
+SLACK_TIER_1 = ("apps.connections.open",)
+SLACK_TIER_2 = (
+    "conversations.list", "conversations.create", "users.list", "usergroups.list",
+    "usergroups.users.list", "pins.add", "files.upload", "search.messages", "search.all",
+    "search.files", "emoji.list", "bookmarks.add", "reminders.add",
+)
+SLACK_TIER_4 = (
+    "chat.postEphemeral", "conversations.members", "users.info", "users.profile.get",
+    "files.getUploadURLExternal", "files.completeUploadExternal", "files.info", "views.open",
+    "views.publish", "views.update", "views.push", "auth.test", "chat.getPermalink",
+)
+SLACK_POST = ("chat.postMessage",)
+
+
+def _slack_paths(methods: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"/api/{method}" for method in methods)
+
+
+def _slack(name: str, rate: float, burst: float, most: float, increase: float) -> IntegrationConfig:
+    """A Slack tier's config: its 429's body names the throttle (``ratelimited``; chat's
+    ``rate_limited``), read on a 200 too, should one ever carry it."""
+    return IntegrationConfig(
+        name=name, rate_limit_per_sec=rate, burst_size=burst, increase_factor=increase,
+        min_rate=min(0.1, rate), max_rate=most,
+        dialect=Dialect(
+            body_statuses=frozenset({200}),
+            throttle_codes=frozenset({"ratelimited", "rate_limited"}),
+        ),
+    )
+
+
 SLACK = Builtin(
-    source="Slack Web API: per method, per workspace, per app tiers: Tier 2 20+/min, Tier 3 "
-    "50+/min, Tier 4 100+/min; 429 with Retry-After. https://api.slack.com/apis/rate-limits",
-    basis="Tier 3, the tier of most methods: burst 3 + 0.78/s x 60 s = 49.8 per minute. For "
-    "Tier 4 methods define a separate integration (max_rate 1.6), for Tier 2 likewise "
-    "(rate_limit_per_sec 0.25, max_rate 0.3).",
-    config=IntegrationConfig(
-        name="slack", rate_limit_per_sec=0.6, burst_size=3.0, increase_factor=0.02,
-        min_rate=0.1, max_rate=0.78,
+    source=SLACK_SOURCE,
+    basis="Tier 3, for every method not routed elsewhere: burst 3 + 0.78/s x 60 s = 49.8 per "
+    "minute. Its endpoints send the Tier 1, 2 and 4 methods and chat.postMessage to "
+    "slack-tier1, slack-tier2, slack-tier4 and slack-post-message (the HTTP clients pick "
+    "the method from the path). The methods of a tier share one level, though Slack counts "
+    "each method apart: conservative when one app calls several methods of a tier.",
+    config=_slack("slack", 0.6, 3.0, 0.78, 0.02).replace(
+        endpoints=(
+            Endpoint("slack-post-message", paths=_slack_paths(SLACK_POST)),
+            Endpoint("slack-tier1", paths=_slack_paths(SLACK_TIER_1)),
+            Endpoint("slack-tier2", paths=_slack_paths(SLACK_TIER_2)),
+            Endpoint("slack-tier4", paths=_slack_paths(SLACK_TIER_4)),
+        ),
     ),
     hosts=("slack.com",),
+)
+
+SLACK_TIER1 = Builtin(
+    source=SLACK_SOURCE,
+    basis="Tier 1 (apps.connections.open): one call a minute, and a burst of one tolerated.",
+    config=_slack("slack-tier1", 0.01, 1.0, 1 / 60, 0.001),
+)
+
+SLACK_TIER2 = Builtin(
+    source=SLACK_SOURCE,
+    basis="Tier 2 (conversations.list, users.list, search.messages, ...): burst 2 + 0.3/s x "
+    "60 s = 20 per minute.",
+    config=_slack("slack-tier2", 0.25, 2.0, 0.3, 0.01),
+)
+
+SLACK_TIER4 = Builtin(
+    source=SLACK_SOURCE,
+    basis="Tier 4 (users.info, conversations.members, views.*, ...), and auth.test and "
+    "chat.getPermalink (hundreds a minute): burst 5 + 1.58/s x 60 s = 99.8 per minute.",
+    config=_slack("slack-tier4", 1.2, 5.0, 1.58, 0.05),
+)
+
+SLACK_POST_MESSAGE = Builtin(
+    source=SLACK_SOURCE,
+    basis="About one message a second per channel, short bursts tolerated (a workspace-wide "
+    "limit of several hundred a minute besides): make the channel (with the workspace, for "
+    "an app in several) the tenant; without one, every channel shares the one second.",
+    config=_slack("slack-post-message", 0.8, 2.0, 1.0, 0.05),
 )
 
 ZENDESK = Builtin(
@@ -128,6 +202,7 @@ X = Builtin(
 )
 
 BUILTINS: tuple[Builtin, ...] = (
-    SLACK, DISCORD, X, ZENDESK, INTERCOM, SENDGRID, TWILIO, MAILCHIMP, RESEND,
+    SLACK, SLACK_TIER1, SLACK_TIER2, SLACK_TIER4, SLACK_POST_MESSAGE, DISCORD, X, ZENDESK,
+    INTERCOM, SENDGRID, TWILIO, MAILCHIMP, RESEND,
 )
 # fmt: on

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (documented responses, verbatim: long header values and bodies stay whole)
-"""Documented responses of 29 more APIs, each with its preset's dialect and status codes.
+"""Documented responses of 30 more APIs, each with its preset's dialect and status codes.
 
 Every case cites the vendor's page it comes from, with the documentation's own values where
 it gives them and the times moved relative to ``NOW`` (``http_cases``). ``integration``
@@ -2173,5 +2173,47 @@ VENDOR_CASES: list[HttpCase] = [
         signal(backoff=True),
         wait=None,
         integration="mistral",
+    ),
+    # --- slack: per method per workspace per app, by tier; 429 with Retry-After; errors in
+    # an ``ok: false`` body, which Slack sends with HTTP 200 for most errors
+    HttpCase(
+        "slack_429_ratelimited_body",
+        "https://docs.slack.dev/apis/web-api/rate-limits",
+        429,
+        {"Retry-After": "1", "Content-Type": "application/json; charset=utf-8"},
+        signal(backoff=True, retry_after=1.0),
+        wait=1.0,
+        body=b'{"ok":false,"error":"ratelimited"}',
+        integration="slack",
+    ),
+    HttpCase(
+        "slack_200_chat_post_message_rate_limited",
+        "https://docs.slack.dev/reference/methods/chat.postMessage",
+        200,
+        {"Content-Type": "application/json; charset=utf-8"},
+        signal(backoff=True),
+        wait=None,
+        body=b'{"ok":false,"error":"rate_limited"}',
+        integration="slack-post-message",
+    ),
+    HttpCase(
+        "slack_200_other_error",
+        "https://docs.slack.dev/reference/methods/conversations.info",
+        200,
+        {"Content-Type": "application/json; charset=utf-8"},
+        signal(),
+        wait=None,
+        body=b'{"ok":false,"error":"channel_not_found"}',
+        integration="slack",
+    ),
+    HttpCase(
+        "slack_200_history_quoting_the_code",
+        "https://docs.slack.dev/reference/methods/conversations.history",
+        200,
+        {"Content-Type": "application/json; charset=utf-8"},
+        signal(),
+        wait=None,
+        body=b'{"ok":true,"messages":[{"type":"message","user":"U1","text":"ratelimited","ts":"1512085950.000216"}],"has_more":false}',
+        integration="slack-tier2",
     ),
 ]

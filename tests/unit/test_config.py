@@ -27,7 +27,8 @@ BUILTIN_NAMES = [
     "github-graphql", "github-search", "gitlab", "google-drive", "google-gemini",
     "google-sheets", "hubspot", "intercom", "jira", "linear", "mailchimp", "microsoft-graph",
     "mistral", "monday", "notion", "openai", "resend", "salesforce", "sendgrid", "shopify",
-    "shopify-graphql", "slack", "stripe", "twilio", "vanta", "x", "zapier", "zendesk",
+    "shopify-graphql", "slack", "slack-post-message", "slack-tier1", "slack-tier2",
+    "slack-tier4", "stripe", "twilio", "vanta", "x", "zapier", "zendesk",
 ]  # fmt: skip
 
 TOKENS = {"rate_limit_per_sec": 100, "burst_size": 1000, "min_rate": 10, "max_rate": 500}

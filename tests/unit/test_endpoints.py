@@ -60,11 +60,17 @@ def test_a_group_whose_integration_is_not_configured_stays_on_the_main_one() -> 
         ("GET", "https://api.github.com/search/code?q=addClass", "github-code-search"),
         ("POST", "https://api.github.com/graphql", "github-graphql"),
         ("GET", "https://api.github.com/repos/o/r/issues", "github"),
+        # Slack: each method's tier (its path), Tier 3 when not listed
+        ("POST", "https://slack.com/api/chat.postMessage", "slack-post-message"),
+        ("GET", "https://slack.com/api/users.list?limit=200", "slack-tier2"),
+        ("POST", "https://slack.com/api/conversations.listConnectInvites", "slack-tier2"),
+        ("GET", "https://slack.com/api/users.info?user=U1", "slack-tier4"),
+        ("POST", "https://slack.com/api/apps.connections.open", "slack-tier1"),
+        ("GET", "https://slack.com/api/conversations.history?channel=C1", "slack"),
+        ("POST", "https://slack.com/api/chat.update", "slack"),
     ],
 )
-def test_github_by_host_picks_the_group_of_each_request(
-    method: str, url: str, integration: str
-) -> None:
+def test_by_host_picks_the_group_of_each_request(method: str, url: str, integration: str) -> None:
     calls = ClientCalls(Limiter(), BY_HOST, None, None, True, None, None)
     assert calls.integration_of(httpx.Request(method, url)) == integration
     prepared = requests.Request(method, url).prepare()
