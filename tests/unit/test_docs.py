@@ -78,12 +78,13 @@ def test_the_builtins_table_lists_every_integration_with_its_values_and_source()
     assert list(rows) == list(BUILTIN_INTEGRATIONS)
     for name, config in BUILTIN_INTEGRATIONS.items():
         row = rows[name]
-        rate, burst = hook.spell(config.rate_limit_per_sec), hook.spell(config.burst_size)
+        rate, burst = f"{config.rate_limit_per_sec:.4g}", f"{config.burst_size:.4g}"
         assert f"| {rate} | {burst} |" in row
-        assert f"{hook.spell(config.min_rate)} - {hook.spell(config.max_rate)}" in row
+        assert f"{config.min_rate:.4g} - {config.max_rate:.4g}" in row
         url = hook.URL.search(BUILTIN_SOURCES[name])
         assert (f"]({url.group(0)})" if url else "none published") in row
     assert "`max_concurrent` 10" in rows["github"]
+    assert "/search/code to `github-code-search`; /search/ to `github-search`" in rows["github"]
     assert "limit `tokens`" in rows["openai"]
 
 
