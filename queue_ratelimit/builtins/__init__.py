@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from queue_ratelimit.builtins import ai, business, code, messaging, work
+from queue_ratelimit.builtins import ai, business, code, google, messaging, work
 from queue_ratelimit.builtins.model import Builtin
 from queue_ratelimit.config import IntegrationConfig
 
@@ -20,6 +20,7 @@ __all__ = ["BUILTIN_HOSTS", "BUILTIN_INTEGRATIONS", "BUILTIN_NOTES", "BUILTIN_SO
 
 _BUILTINS: tuple[Builtin, ...] = (
     *work.BUILTINS,
+    *google.BUILTINS,
     *messaging.BUILTINS,
     *code.BUILTINS,
     *ai.BUILTINS,

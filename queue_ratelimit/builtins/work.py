@@ -108,41 +108,6 @@ DROPBOX = Builtin(
     hosts=("api.dropboxapi.com", "content.dropboxapi.com"),
 )
 
-GOOGLE_DRIVE = Builtin(
-    source="Google Drive API: 12,000 queries per 60 s per project and per user (quota units "
-    "from May 2026); rate limits answer 403 or 429 with reason userRateLimitExceeded or "
-    "rateLimitExceeded. https://developers.google.com/workspace/drive/api/guides/limits",
-    basis="Half the per-user figure (200/s) at most. A 403 is a backoff only with one of "
-    "those reasons (or rate-limit wording): any other 403 is a permission error.",
-    config=IntegrationConfig(
-        name="google-drive", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
-        min_rate=0.1, max_rate=100.0, backoff_status_codes=frozenset({403, 429, 503}),
-        dialect=Dialect(
-            body_statuses=frozenset({403}),
-            throttle_codes=frozenset({"userRateLimitExceeded", "rateLimitExceeded"}),
-        ),
-    ),
-)
-
-GOOGLE_SHEETS = Builtin(
-    source="Google Sheets API: per minute, 300 read and 300 write requests per project and 60 "
-    "of each per user per project, refilled every minute; past them 429 Too many requests "
-    "(status RESOURCE_EXHAUSTED, reason rateLimitExceeded), to back off from exponentially. "
-    "https://developers.google.com/workspace/sheets/api/limits",
-    basis="One user's reads or writes: burst 5 + 0.9/s x 60 s = 59 per minute (make the user "
-    "the tenant, and give a project of many users an app_limit of 300 a minute). A 403 with "
-    "a rate-limit reason is a backoff too, as for Google's other APIs.",
-    config=IntegrationConfig(
-        name="google-sheets", rate_limit_per_sec=0.5, burst_size=5.0, increase_factor=0.05,
-        min_rate=0.05, max_rate=0.9, backoff_status_codes=frozenset({403, 429, 503}),
-        dialect=Dialect(
-            body_statuses=frozenset({403}),
-            throttle_codes=frozenset({"userRateLimitExceeded", "rateLimitExceeded"}),
-        ),
-    ),
-    hosts=("sheets.googleapis.com",),
-)
-
 MICROSOFT_GRAPH = Builtin(
     source="Microsoft Graph: limits per service; Outlook allows 10,000 requests per 10 "
     "minutes and 4 concurrent requests per app and mailbox; 429 (or 503/504) with "
@@ -184,7 +149,7 @@ MONDAY = Builtin(
 )
 
 BUILTINS: tuple[Builtin, ...] = (
-    NOTION, VANTA, FIELDGUIDE, AIRTABLE, ZAPIER, ASANA, CLICKUP, DROPBOX, GOOGLE_DRIVE,
-    GOOGLE_SHEETS, MICROSOFT_GRAPH, MONDAY,
+    NOTION, VANTA, FIELDGUIDE, AIRTABLE, ZAPIER, ASANA, CLICKUP, DROPBOX, MICROSOFT_GRAPH,
+    MONDAY,
 )
 # fmt: on

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (documented responses, verbatim: long header values and bodies stay whole)
-"""Documented responses of 30 more APIs, each with its preset's dialect and status codes.
+"""Documented responses of 33 more APIs, each with its preset's dialect and status codes.
 
 Every case cites the vendor's page it comes from, with the documentation's own values where
 it gives them and the times moved relative to ``NOW`` (``http_cases``). ``integration``
@@ -2215,5 +2215,77 @@ VENDOR_CASES: list[HttpCase] = [
         wait=None,
         body=b'{"ok":true,"messages":[{"type":"message","user":"U1","text":"ratelimited","ts":"1512085950.000216"}],"has_more":false}',
         integration="slack-tier2",
+    ),
+    # --- Google's APIs: 403 with a rate-limit reason a backoff, with quotaExceeded or
+    # dailyLimitExceeded a refusal, with any other reason a permission error
+    HttpCase(
+        "youtube_403_quota_exceeded",
+        "https://developers.google.com/youtube/v3/docs/errors",
+        403,
+        {"Content-Type": "application/json; charset=UTF-8"},
+        signal(refused="quotaExceeded"),  # until midnight Pacific time: a failure
+        wait=None,
+        body=b'{"error": {"code": 403, "message": "The request cannot be completed because you have exceeded your <a href=\\"/youtube/v3/getting-started#quota\\">quota</a>.", "errors": [{"message": "The request cannot be completed because you have exceeded your <a href=\\"/youtube/v3/getting-started#quota\\">quota</a>.", "domain": "youtube.quota", "reason": "quotaExceeded"}]}}',
+        integration="youtube",
+    ),
+    HttpCase(
+        "youtube_403_forbidden",
+        "https://developers.google.com/youtube/v3/docs/errors",
+        403,
+        {"Content-Type": "application/json; charset=UTF-8"},
+        signal(),  # a permission error: the call's rate was accepted
+        wait=None,
+        body=b'{"error": {"code": 403, "message": "Access forbidden. The request may not be properly authorized.", "errors": [{"message": "Access forbidden.", "domain": "youtube.common", "reason": "forbidden"}]}}',
+        integration="youtube",
+    ),
+    HttpCase(
+        "gmail_403_user_rate_limit_exceeded",
+        "https://developers.google.com/workspace/gmail/api/guides/handle-errors",
+        403,
+        {"Content-Type": "application/json; charset=UTF-8"},
+        signal(backoff=True),
+        wait=None,
+        body=b'{"error": {"errors": [{"domain": "usageLimits", "reason": "userRateLimitExceeded", "message": "User Rate Limit Exceeded"}], "code": 403, "message": "User Rate Limit Exceeded"}}',
+        integration="gmail",
+    ),
+    HttpCase(
+        "gmail_429_too_many_concurrent_requests",
+        "https://developers.google.com/workspace/gmail/api/guides/handle-errors",
+        429,
+        {"Content-Type": "application/json; charset=UTF-8"},
+        signal(backoff=True),
+        wait=None,
+        body=b'{"error": {"errors": [{"domain": "usageLimits", "reason": "rateLimitExceeded", "message": "Too many concurrent requests for user"}], "code": 429, "message": "Too many concurrent requests for user"}}',
+        integration="gmail",
+    ),
+    HttpCase(
+        "gmail_403_daily_limit_exceeded",
+        "https://developers.google.com/workspace/gmail/api/guides/handle-errors",
+        403,
+        {"Content-Type": "application/json; charset=UTF-8"},
+        signal(refused="dailyLimitExceeded"),
+        wait=None,
+        body=b'{"error": {"errors": [{"domain": "usageLimits", "reason": "dailyLimitExceeded", "message": "Daily Limit Exceeded"}], "code": 403, "message": "Daily Limit Exceeded"}}',
+        integration="gmail",
+    ),
+    HttpCase(
+        "calendar_403_rate_limit_exceeded",
+        "https://developers.google.com/workspace/calendar/api/guides/errors",
+        403,
+        {"Content-Type": "application/json; charset=UTF-8"},
+        signal(backoff=True),
+        wait=None,
+        body=b'{"error": {"errors": [{"domain": "usageLimits", "reason": "rateLimitExceeded", "message": "Rate Limit Exceeded"}], "code": 403, "message": "Rate Limit Exceeded"}}',
+        integration="google-calendar",
+    ),
+    HttpCase(
+        "calendar_403_usage_limits_quota_exceeded",
+        "https://developers.google.com/workspace/calendar/api/guides/errors",
+        403,
+        {"Content-Type": "application/json; charset=UTF-8"},
+        signal(refused="quotaExceeded"),  # calendar usage limits: for hours
+        wait=None,
+        body=b'{"error": {"errors": [{"domain": "usageLimits", "reason": "quotaExceeded", "message": "Calendar usage limits exceeded."}], "code": 403, "message": "Calendar usage limits exceeded."}}',
+        integration="google-calendar",
     ),
 ]

@@ -24,11 +24,12 @@ from queue_ratelimit.registry import (
 BUILTIN_NAMES = [
     "airtable", "anthropic", "asana", "attio", "aws", "azure-openai", "clickup", "cloudflare",
     "confluence", "discord", "dropbox", "fieldguide", "github", "github-code-search",
-    "github-graphql", "github-search", "gitlab", "google-drive", "google-gemini",
-    "google-sheets", "hubspot", "intercom", "jira", "linear", "mailchimp", "microsoft-graph",
-    "mistral", "monday", "notion", "openai", "resend", "salesforce", "sendgrid", "shopify",
+    "github-graphql", "github-search", "gitlab", "gmail", "google-calendar", "google-drive",
+    "google-gemini", "google-sheets", "googleapis", "hubspot", "intercom", "jira", "linear",
+    "mailchimp", "microsoft-graph", "mistral", "monday", "notion", "openai", "resend",
+    "salesforce", "sendgrid", "shopify",
     "shopify-graphql", "slack", "slack-post-message", "slack-tier1", "slack-tier2",
-    "slack-tier4", "stripe", "twilio", "vanta", "x", "zapier", "zendesk",
+    "slack-tier4", "stripe", "twilio", "vanta", "x", "youtube", "zapier", "zendesk",
 ]  # fmt: skip
 
 TOKENS = {"rate_limit_per_sec": 100, "burst_size": 1000, "min_rate": 10, "max_rate": 500}

@@ -68,6 +68,14 @@ def test_a_group_whose_integration_is_not_configured_stays_on_the_main_one() -> 
         ("POST", "https://slack.com/api/apps.connections.open", "slack-tier1"),
         ("GET", "https://slack.com/api/conversations.history?channel=C1", "slack"),
         ("POST", "https://slack.com/api/chat.update", "slack"),
+        # www.googleapis.com: each Google API's paths to its integration
+        ("GET", "https://www.googleapis.com/drive/v3/files", "google-drive"),
+        ("POST", "https://www.googleapis.com/upload/drive/v3/files", "google-drive"),
+        ("GET", "https://www.googleapis.com/calendar/v3/calendars/c/events", "google-calendar"),
+        ("GET", "https://www.googleapis.com/youtube/v3/videos?id=x", "youtube"),
+        ("GET", "https://www.googleapis.com/gmail/v1/users/me/messages", "gmail"),
+        ("GET", "https://www.googleapis.com/oauth2/v3/userinfo", "googleapis"),
+        ("GET", "https://youtube.googleapis.com/youtube/v3/search", "youtube"),
     ],
 )
 def test_by_host_picks_the_group_of_each_request(method: str, url: str, integration: str) -> None:
