@@ -59,7 +59,12 @@ class Context:
 
 
 def explain(exc: BackendError, obj: Context | None) -> str:
-    """A store's failure as the operator can act on it: what, where and what to check."""
+    """A store's failure as the operator can act on it: what, where and what to check, in
+    one line (a driver's message may span several: psycopg's does)."""
+    return " ".join(_explain(exc, obj).split())
+
+
+def _explain(exc: BackendError, obj: Context | None) -> str:
     where = f"Redis at {redacted(obj.redis_url)}" if obj else "the shared state"
     if obj and obj.redis_url.startswith(SQLITE_SCHEME):
         return f"the SQLite file {obj.redis_url[len(SQLITE_SCHEME) :]}: {exc}"

@@ -204,6 +204,7 @@ def test_the_cli_in_an_empty_directory_lists_and_resets_what_workers_wrote(
         ("redis://{server}/99", "no such database"),  # the suite's server, a database it lacks
         ("redis://:wrong@{server}/0", "refused the credentials"),  # it has no password
         ("redis//host", "url"),
+        ("postgresql://postgres:wrong@127.0.0.1:1/postgres", "is the server up"),
     ],
 )
 def test_each_operator_error_is_one_line_with_exit_1(
