@@ -52,6 +52,7 @@ from queue_ratelimit.inspection import (
     tool_plan,
 )
 from queue_ratelimit.limiter import Limiter
+from queue_ratelimit.policy.state import Snapshot
 from queue_ratelimit.registry import did_you_mean, load_json, load_toml, merge_configs
 
 __all__ = ["main"]
@@ -123,6 +124,17 @@ def status(obj: Context, integration: str | None, as_json: bool, sort: str, limi
             with_override(state.row(), held[state.integration], state.tenant) for state in keys
         ]
         found += [row for row in (_app_row(limiter, backend, name) for name in names) if row]
+        forced = _forced_breaker(limiter, integration) if not keys else None
+        if forced is not None:
+            found.append(
+                {
+                    "integration": integration,
+                    "tenant": None,
+                    "breaker": forced.breaker,
+                    "breaker_wait": round(forced.breaker_wait, 3),
+                    "level": "breaker",
+                }
+            )
         rows = ",\n".join(json.dumps(row) for row in found)  # (a key a line)
         click.echo(f"[\n{rows}\n]" if rows else "[]")
         return
@@ -133,10 +145,8 @@ def status(obj: Context, integration: str | None, as_json: bool, sort: str, limi
                 click.echo(
                     f"override on {key_text(integration, tenant)}: {override_text(override)}"
                 )
-            seen = (  # (a breaker forced open before any key; of an integration known here)
-                limiter.snapshot(integration) if integration in limiter.configs else None
-            )
-            if seen is not None and seen.breaker != "closed":
+            seen = _forced_breaker(limiter, integration)
+            if seen is not None:
                 click.echo(
                     f"breaker of {integration}: {seen.breaker}, {seen.breaker_wait:.0f} s"
                     " until its probe: its queues are paused"
@@ -159,6 +169,15 @@ def status(obj: Context, integration: str | None, as_json: bool, sort: str, limi
         line = _app_line(limiter, backend, name)
         if line:
             click.echo(line)
+
+
+def _forced_breaker(limiter: Limiter, integration: str | None) -> Snapshot | None:
+    """The snapshot of an integration known here whose breaker is not closed though no key
+    exists (forced open by an operator before any worker decided); else None."""
+    if integration is None or integration not in limiter.configs:
+        return None
+    seen = limiter.snapshot(integration)
+    return seen if seen.breaker != "closed" else None
 
 
 def _app_row(limiter: Limiter, backend: Backend, integration: str) -> dict[str, object] | None:

@@ -238,8 +238,13 @@ def test_a_breaker_forced_open_before_any_key_shows(run) -> None:  # type: ignor
     code, out = run("status", "github")
     assert code == 0 and "no keys of github" in out
     assert "breaker of github: open" in out and "paused" in out
+    code, out = run("status", "github", "--json")
+    (row,) = json.loads(out)
+    assert code == 0 and row["level"] == "breaker" and row["breaker"] == "open"
+    assert 0 < row["breaker_wait"] <= 600
     assert run("breaker", "close", "github", "--yes")[0] == 0
     assert "breaker of" not in run("status", "github")[1]
+    assert json.loads(run("status", "github", "--json")[1]) == []
 
 
 def test_status_shows_the_first_keys_by_the_sort_and_counts_the_rest(run, limiter: Limiter) -> None:  # type: ignore[no-untyped-def]
