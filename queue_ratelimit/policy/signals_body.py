@@ -188,8 +188,10 @@ def _figure(value: object, now: float | None) -> float | None:
 def _pairs(document: object) -> Iterator[tuple[str, object, bool]]:
     """(key, value, in an error) of every object member, breadth first, bounded in depth and
     count. A member is in an error when it sits at the top of the document (or of one of its
-    top-level list items) or anywhere below a key named ``error`` or ``errors``: a code in a
-    GraphQL answer's ``data`` (a merchant's discount code) is not an error's code."""
+    top-level list items) or anywhere below a key named ``error`` or ``errors`` that is
+    itself in an error: a code in a GraphQL answer's ``data`` (a merchant's discount code)
+    is not an error's code, nor is an ``error`` object a successful answer carries in its
+    payload (a Slack message's metadata)."""
     # each node: (value, its members are in an error, its subtree is below an error key)
     level: list[tuple[object, bool, bool]] = [(document, True, False)]
     seen = 0
@@ -204,7 +206,7 @@ def _pairs(document: object) -> Iterator[tuple[str, object, bool]]:
                     if not isinstance(key, str):
                         continue
                     yield key, value, matched
-                    inside = below or key.lower() in _ERRORS
+                    inside = below or (matched and key.lower() in _ERRORS)
                     deeper.append((value, inside, inside))
             elif isinstance(node, list):
                 for value in node[:_MAX_NODES]:

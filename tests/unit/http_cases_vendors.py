@@ -2216,6 +2216,16 @@ VENDOR_CASES: list[HttpCase] = [
         body=b'{"ok":true,"messages":[{"type":"message","user":"U1","text":"ratelimited","ts":"1512085950.000216"}],"has_more":false}',
         integration="slack-tier2",
     ),
+    HttpCase(
+        "slack_200_posted_with_metadata_naming_an_error",
+        "https://docs.slack.dev/messaging/message-metadata",
+        200,
+        {"Content-Type": "application/json; charset=utf-8"},
+        signal(),  # the app's own payload: an "error" there is no answer's error
+        wait=None,
+        body=b'{"ok":true,"channel":"C1","ts":"1503435956.000247","message":{"text":"sync failed","metadata":{"event_type":"sync_failed","event_payload":{"error":{"type":"rate_limited"}}}}}',
+        integration="slack-post-message",
+    ),
     # --- Google's APIs: 403 with a rate-limit reason a backoff, with quotaExceeded or
     # dailyLimitExceeded a refusal, with any other reason a permission error
     HttpCase(
