@@ -23,7 +23,10 @@ send and backs off on 429 and 503. A :class:`Dialect` adds what one vendor does 
 * ``refusal_codes``: error codes that refuse the call for a reason waiting will not mend: a
   spent credit balance or plan quota (OpenAI's ``429 insufficient_quota``). Such an answer is
   no backoff (the rate is not cut, the call not retried): it is a failure, which the breaker
-  counts, and the HTTP clients raise :class:`~queue_ratelimit.errors.QuotaSpent`;
+  counts, and the HTTP clients raise :class:`~queue_ratelimit.errors.QuotaSpent`. A
+  tenant's refusal is that tenant's (its account or key is spent) and the breaker does not
+  count it, unless its code is one of ``app_refusals``: a quota of the whole application
+  (YouTube's project-wide day of units), which the breaker counts whoever met it;
 * ``wait_fields``: JSON keys whose value is the wait a throttled body states (seconds, or a
   duration such as Google's ``"retryDelay": "30s"``);
 * ``headers``: header names this API uses for a quota's fields (``{"X-Points-Left":
@@ -104,6 +107,7 @@ class Dialect:
     wording: bool | None = None
     resource_header: str | None = None
     resources: frozenset[str] = frozenset()
+    app_refusals: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -114,6 +118,10 @@ class Dialect:
         if self.throttle_codes & self.refusal_codes:
             both = sorted(self.throttle_codes & self.refusal_codes)
             _fail("refusal_codes", both, "a code is a throttle or a refusal, not both")
+        set_(self, "app_refusals", frozenset(_words("app_refusals", self.app_refusals)))
+        if not self.app_refusals <= self.refusal_codes:
+            only = sorted(self.app_refusals - self.refusal_codes)
+            _fail("app_refusals", only, "each must be one of refusal_codes too")
         set_(self, "wait_fields", tuple(_words("wait_fields", self.wait_fields, _WAIT_FIELD)))
         set_(self, "headers", _header_map(self.headers))
         if self.reset_unit not in RESET_UNITS:
@@ -191,6 +199,8 @@ class Dialect:
         }
         if self.refusal_codes:
             data["refusal_codes"] = sorted(self.refusal_codes)
+        if self.app_refusals:
+            data["app_refusals"] = sorted(self.app_refusals)
         if self.wording is not None:
             data["wording"] = self.wording
         if self.resource_header is not None:

@@ -129,7 +129,8 @@ def response_report(
         max_backoff=config.max_quota_wait,  # the true stated wait: the limiter clamps it
         dialect=config.dialect,
     )
-    kind = classify(status, info, tenant)
+    shared = info.refused in config.dialect.app_refusals  # the whole application's quota
+    kind = classify(status, info, None if shared else tenant)
     if actual is None and estimated is not None and info.costs:
         # the answer stated what the estimated call really cost: believed up to the
         # limit's burst (one answer cannot claim more; ``actual`` given here is the

@@ -23,12 +23,25 @@ _BACKOFF = frozenset({403, 429, 503})
 GOOGLE = Dialect(body_statuses=frozenset({403}), throttle_codes=_RATE_REASONS)
 """A 403 is a backoff only with a rate-limit reason."""
 
+_SPENT = frozenset({"quotaExceeded", "dailyLimitExceeded"})
+
 GOOGLE_DAILY = Dialect(
     body_statuses=frozenset({403}),
     throttle_codes=_RATE_REASONS,
-    refusal_codes=frozenset({"quotaExceeded", "dailyLimitExceeded"}),
+    refusal_codes=_SPENT,
+    app_refusals=frozenset({"dailyLimitExceeded"}),
 )
-"""And a spent daily quota refuses the call: a failure the breaker counts."""
+"""And a spent quota refuses the call: a failure the breaker counts. ``quotaExceeded`` is
+a user's (Calendar's usage limits: the tenant's alone), ``dailyLimitExceeded`` the
+project's."""
+
+YOUTUBE_DAILY = Dialect(
+    body_statuses=frozenset({403}),
+    throttle_codes=_RATE_REASONS,
+    refusal_codes=_SPENT,
+    app_refusals=_SPENT,
+)
+"""YouTube's quotas are the project's: a spent one refuses every tenant's call."""
 
 # fmt: off
 GOOGLE_DRIVE = Builtin(
@@ -60,21 +73,53 @@ GOOGLE_SHEETS = Builtin(
     hosts=("sheets.googleapis.com",),
 )
 
-YOUTUBE = Builtin(
-    source="YouTube Data API v3: 10,000 quota units a day per project (a list call costs 1, "
-    "writes 50; search.list and videos.insert 100 calls a day each, in buckets of their own), "
+YOUTUBE_SOURCE = (
+    "YouTube Data API v3: 10,000 quota units a day per project (a list call costs 1, writes "
+    "50), and search.list and videos.insert 100 calls a day each in buckets of their own, "
     "reset at midnight Pacific time; a spent quota answers 403 with reason quotaExceeded. "
-    "https://developers.google.com/youtube/v3/determine_quota_cost",
-    basis="The day's units bind long before any rate: at most 20/s, burst 10, so a backlog "
-    "spends the day no faster than it must. quotaExceeded is a refusal (a failure the "
-    "breaker counts, which pauses the integration and probes every 10 minutes until the "
-    "quota is back), not a backoff retried all day.",
+    "https://developers.google.com/youtube/v3/determine_quota_cost"
+)
+
+YOUTUBE = Builtin(
+    source=YOUTUBE_SOURCE,
+    basis="A day's quota is not modelled as a rate (it would allow 0.1 calls a second): the "
+    "rate, at most 20/s with a burst of 10, only spaces the calls, and a spent quota is a "
+    "refusal, for every tenant: a failure the breaker counts, which pauses the integration "
+    "and probes every 10 minutes until the quota is back, not a backoff retried all day. "
+    "Its endpoints send search.list and videos.insert, with quotas of their own, to "
+    "youtube-search and youtube-upload.",
     config=IntegrationConfig(
         name="youtube", rate_limit_per_sec=5.0, burst_size=10.0, increase_factor=0.5,
         min_rate=0.1, max_rate=20.0, backoff_status_codes=_BACKOFF,
-        breaker_open_seconds=600.0, dialect=GOOGLE_DAILY,
+        breaker_open_seconds=600.0, dialect=YOUTUBE_DAILY,
+        endpoints=(
+            Endpoint("youtube-search", paths=("/youtube/v3/search",)),
+            Endpoint("youtube-upload", paths=("/upload/youtube/v3/videos",)),
+        ),
     ),
     hosts=("youtube.googleapis.com",),
+)
+
+YOUTUBE_SEARCH = Builtin(
+    source=YOUTUBE_SOURCE,
+    basis="search.list's own 100 calls a day: its refusal pauses searches, not the rest; "
+    "the rate only spaces the calls (at most 1/s).",
+    config=IntegrationConfig(
+        name="youtube-search", rate_limit_per_sec=0.5, burst_size=2.0, increase_factor=0.05,
+        min_rate=0.05, max_rate=1.0, backoff_status_codes=_BACKOFF,
+        breaker_open_seconds=600.0, dialect=YOUTUBE_DAILY,
+    ),
+)
+
+YOUTUBE_UPLOAD = Builtin(
+    source=YOUTUBE_SOURCE,
+    basis="videos.insert's own 100 calls a day: its refusal pauses uploads, not the rest; "
+    "at most 2 uploads at once.",
+    config=IntegrationConfig(
+        name="youtube-upload", rate_limit_per_sec=0.5, burst_size=2.0, increase_factor=0.05,
+        min_rate=0.05, max_rate=1.0, backoff_status_codes=_BACKOFF, max_concurrent=2,
+        breaker_open_seconds=600.0, dialect=YOUTUBE_DAILY,
+    ),
 )
 
 GMAIL = Builtin(
@@ -101,7 +146,9 @@ GOOGLE_CALENDAR = Builtin(
     "created, invitations, sharing) are spent, for hours. "
     "https://developers.google.com/workspace/calendar/api/guides/quota",
     basis="One user: burst 5 + 9/s x 60 s = 545 a minute; make the user the tenant. "
-    "quotaExceeded is a refusal: retrying soon only extends it.",
+    "quotaExceeded is a refusal (retrying soon only extends it), that user's: the breaker "
+    "counts it only for a call made without a tenant; dailyLimitExceeded, the project's, "
+    "it counts for every call.",
     config=IntegrationConfig(
         name="google-calendar", rate_limit_per_sec=2.0, burst_size=5.0, increase_factor=0.2,
         min_rate=0.1, max_rate=9.0, backoff_status_codes=_BACKOFF,
@@ -119,9 +166,11 @@ GOOGLEAPIS = Builtin(
         name="googleapis", rate_limit_per_sec=5.0, burst_size=5.0, increase_factor=0.5,
         min_rate=0.1, max_rate=20.0, backoff_status_codes=_BACKOFF, dialect=GOOGLE,
         endpoints=(
-            Endpoint("google-drive", paths=("/drive/", "/upload/drive/")),
-            Endpoint("gmail", paths=("/gmail/", "/upload/gmail/")),
-            Endpoint("google-calendar", paths=("/calendar/",)),
+            Endpoint("google-drive", paths=("/drive/", "/upload/drive/", "/batch/drive/")),
+            Endpoint("gmail", paths=("/gmail/", "/upload/gmail/", "/batch/gmail/")),
+            Endpoint("google-calendar", paths=("/calendar/", "/batch/calendar/")),
+            Endpoint("youtube-search", paths=("/youtube/v3/search",)),
+            Endpoint("youtube-upload", paths=("/upload/youtube/v3/videos",)),
             Endpoint("youtube", paths=("/youtube/", "/upload/youtube/")),
         ),
     ),
@@ -129,6 +178,7 @@ GOOGLEAPIS = Builtin(
 )
 
 BUILTINS: tuple[Builtin, ...] = (
-    GOOGLEAPIS, GOOGLE_DRIVE, GOOGLE_SHEETS, GOOGLE_CALENDAR, GMAIL, YOUTUBE,
+    GOOGLEAPIS, GOOGLE_DRIVE, GOOGLE_SHEETS, GOOGLE_CALENDAR, GMAIL, YOUTUBE, YOUTUBE_SEARCH,
+    YOUTUBE_UPLOAD,
 )
 # fmt: on

@@ -19,11 +19,11 @@ SLACK_SOURCE = (
 # Tier of each method, from Slack's method pages (docs.slack.dev/reference/methods/...);
 # a method not listed here is Tier 3, the tier of most, and goes to ``slack`` itself. The
 # paths are prefixes: conversations.list covers conversations.listConnectInvites (Tier 2).
-SLACK_TIER_1 = ("apps.connections.open",)
+SLACK_TIER_1 = ("apps.connections.open", "rtm.connect")
 SLACK_TIER_2 = (
     "conversations.list", "conversations.create", "users.list", "usergroups.list",
     "usergroups.users.list", "pins.add", "files.upload", "search.messages", "search.all",
-    "search.files", "emoji.list", "bookmarks.add", "reminders.add",
+    "search.files", "emoji.list", "bookmarks.add", "reminders.add", "reminders.list",
 )
 SLACK_TIER_4 = (
     "chat.postEphemeral", "conversations.members", "users.info", "users.profile.get",
@@ -70,7 +70,8 @@ SLACK = Builtin(
 
 SLACK_TIER1 = Builtin(
     source=SLACK_SOURCE,
-    basis="Tier 1 (apps.connections.open): one call a minute, and a burst of one tolerated.",
+    basis="Tier 1 (apps.connections.open, rtm.connect): one call a minute, and the small "
+    "burst Slack tolerates: at most 2 in a minute (burst 1 + 1/60 s x 60 s).",
     config=_slack("slack-tier1", 0.01, 1.0, 1 / 60, 0.001),
 )
 
@@ -90,9 +91,10 @@ SLACK_TIER4 = Builtin(
 
 SLACK_POST_MESSAGE = Builtin(
     source=SLACK_SOURCE,
-    basis="About one message a second per channel, short bursts tolerated (a workspace-wide "
-    "limit of several hundred a minute besides): make the channel (with the workspace, for "
-    "an app in several) the tenant; without one, every channel shares the one second.",
+    basis="About one message a second per channel, with the short bursts Slack tolerates "
+    "(burst 2 + 1/s: at most 3 in a second, 62 in a minute; a workspace-wide limit of "
+    "several hundred a minute besides): make the channel (with the workspace, for an app in "
+    "several) the tenant; without one, every channel shares the one second.",
     config=_slack("slack-post-message", 0.8, 2.0, 1.0, 0.05),
 )
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import requests
 
-from queue_ratelimit import BUILTIN_INTEGRATIONS, Limiter, QuotaSpent, RateLimited
+from queue_ratelimit import BUILTIN_INTEGRATIONS, Dialect, Limiter, QuotaSpent, RateLimited
 from queue_ratelimit.http import RateLimitedAdapter, RateLimitedTransport
 from queue_ratelimit.policy.state import FAILURE
 
@@ -121,3 +121,18 @@ def test_a_tenants_refusal_is_its_own_and_pauses_no_one(upstream: str) -> None:
     assert limiter.snapshot("openai").breaker == "closed"  # every tenant's: not counted
     assert limiter.snapshot("openai", "acme").cooldown_left == 0.0
     assert limiter.acquire("openai", "globex").granted  # another tenant goes on
+
+
+def test_a_refusal_of_the_whole_applications_quota_counts_whoever_met_it(upstream: str) -> None:
+    # a quota the dialect names in app_refusals (YouTube's project-wide day of units) is
+    # every tenant's: a tenant's call that meets it counts for the breaker too
+    whole = OPENAI.dialect.to_dict() | {"app_refusals": ["insufficient_quota"]}
+    config = OPENAI.replace(dialect=Dialect.from_mapping(whole))
+    limiter = Limiter(configs={"openai": config})
+    session = requests.Session()
+    session.mount("http://", RateLimitedAdapter(limiter, "openai", tenant="acme"))
+    for _ in range(OPENAI.breaker_failure_threshold):
+        with pytest.raises(QuotaSpent):
+            session.get(f"{upstream}/v1/chat/completions", timeout=5)
+    assert limiter.snapshot("openai").breaker == "open"  # paused for every tenant
+    assert not limiter.acquire("openai", "globex").granted

@@ -29,7 +29,8 @@ BUILTIN_NAMES = [
     "mailchimp", "microsoft-graph", "mistral", "monday", "notion", "openai", "resend",
     "salesforce", "sendgrid", "shopify",
     "shopify-graphql", "slack", "slack-post-message", "slack-tier1", "slack-tier2",
-    "slack-tier4", "stripe", "twilio", "vanta", "x", "youtube", "zapier", "zendesk",
+    "slack-tier4", "stripe", "twilio", "vanta", "x", "youtube",
+    "youtube-search", "youtube-upload", "zapier", "zendesk",
 ]  # fmt: skip
 
 TOKENS = {"rate_limit_per_sec": 100, "burst_size": 1000, "min_rate": 10, "max_rate": 500}

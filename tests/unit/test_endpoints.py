@@ -75,7 +75,11 @@ def test_a_group_whose_integration_is_not_configured_stays_on_the_main_one() -> 
         ("GET", "https://www.googleapis.com/youtube/v3/videos?id=x", "youtube"),
         ("GET", "https://www.googleapis.com/gmail/v1/users/me/messages", "gmail"),
         ("GET", "https://www.googleapis.com/oauth2/v3/userinfo", "googleapis"),
-        ("GET", "https://youtube.googleapis.com/youtube/v3/search", "youtube"),
+        ("GET", "https://youtube.googleapis.com/youtube/v3/search", "youtube-search"),
+        ("GET", "https://youtube.googleapis.com/youtube/v3/videos", "youtube"),
+        ("POST", "https://www.googleapis.com/upload/youtube/v3/videos", "youtube-upload"),
+        ("GET", "https://www.googleapis.com/youtube/v3/search?q=x", "youtube-search"),
+        ("POST", "https://www.googleapis.com/batch/gmail/v1", "gmail"),
     ],
 )
 def test_by_host_picks_the_group_of_each_request(method: str, url: str, integration: str) -> None:

@@ -101,6 +101,8 @@ def test_a_dialect_names_its_invalid_field() -> None:
         Dialect(default_wait=math.inf)
     with pytest.raises(ConfigError, match=r"dialect.refusal_codes"):  # one or the other
         Dialect(throttle_codes=frozenset({"x"}), refusal_codes=frozenset({"x"}))
+    with pytest.raises(ConfigError, match=r"dialect.app_refusals"):  # a refusal first
+        Dialect(refusal_codes=frozenset({"x"}), app_refusals=frozenset({"y"}))
     with pytest.raises(ConfigError, match=r"dialect.wording"):
         Dialect.from_mapping({"wording": "yes"})
     with pytest.raises(ConfigError, match=r"dialect.resources"):  # read from which header?
