@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
+from queue_ratelimit.dialect import Dialect
 from queue_ratelimit.registry import BUILTIN_INTEGRATIONS, BUILTIN_NOTES, BUILTIN_SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,3 +174,9 @@ def test_a_kept_block_is_written_afresh_and_a_bare_marker_still_expands() -> Non
     assert hook.expand(fresh, ROOT) == fresh
     bare = hook.expand("<!-- qrl:signals -->\n\ntail <!-- /qrl -->\n", ROOT)
     assert "`backoff`" in bare and "<!-- qrl:" not in bare
+
+
+def test_the_dialects_page_names_every_dialect_field() -> None:
+    table = (DOCS / "dialects.md").read_text(encoding="utf-8").split("\n## ")[0]
+    missing = [f.name for f in dataclasses.fields(Dialect) if f"`{f.name}`" not in table]
+    assert missing == []
