@@ -130,7 +130,7 @@ GMAIL = Builtin(
     "https://developers.google.com/workspace/gmail/api/reference/quota",
     basis="Counted in reads of 5 units: burst 20 + 15/s x 60 s = 920 a minute, 4,600 units; "
     "make the mailbox the tenant. A message sent (100 units) is charged cost=20. At most 10 "
-    "calls at once, the concurrency Google's 429 names.",
+    "calls at once: Google's 429 for too many concurrent requests states no figure.",
     config=IntegrationConfig(
         name="gmail", rate_limit_per_sec=3.0, burst_size=20.0, increase_factor=0.3,
         min_rate=0.1, max_rate=15.0, backoff_status_codes=_BACKOFF, max_concurrent=10,
