@@ -10,6 +10,7 @@ from queue_ratelimit.async_limiter import AsyncCall, AsyncLimiter
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.dialect import Dialect
+from queue_ratelimit.endpoints import Endpoint
 from queue_ratelimit.errors import (
     BackendError,
     BackendUnavailable,
@@ -46,6 +47,7 @@ __all__ = [
     "IntegrationConfig",
     "LimitConfig",
     "Dialect",
+    "Endpoint",
     "get_integration",
     "list_integrations",
     "load_configs",
