@@ -5,20 +5,54 @@ from __future__ import annotations
 from queue_ratelimit.builtins.model import Builtin
 from queue_ratelimit.config import IntegrationConfig, LimitConfig
 from queue_ratelimit.dialect import Dialect
+from queue_ratelimit.endpoints import Endpoint
 
 __all__ = ["BUILTINS"]
 
 # fmt: off
+STRIPE_SOURCE = (
+    "Stripe: 100 operations per second in live mode, 25 per second in sandbox/test mode, "
+    "and by default 25 per second per endpoint; the Search API 20 reads per second, the "
+    "Files API (files.stripe.com) 20 reads and 20 writes per second. "
+    "https://docs.stripe.com/rate-limits"
+)
+STRIPE_SEARCHES = tuple(
+    f"/v1/{kind}/search"
+    for kind in (
+        "charges", "customers", "invoices", "payment_intents", "prices", "products",
+        "subscriptions",
+    )
+)
+
 STRIPE = Builtin(
-    source="Stripe: 100 operations per second in live mode, 25 per second in sandbox/test "
-    "mode. https://docs.stripe.com/rate-limits",
+    source=STRIPE_SOURCE,
     basis="Within the sandbox figure so the same config is safe in test and live mode: burst 2 "
-    "+ 23/s x 1 s = 25.",
+    "+ 23/s x 1 s = 25. Its endpoints send the Search API's paths to stripe-search.",
     config=IntegrationConfig(
         name="stripe", rate_limit_per_sec=10.0, burst_size=2.0, increase_factor=0.2,
         min_rate=0.5, max_rate=23.0,
+        endpoints=(Endpoint("stripe-search", paths=STRIPE_SEARCHES),),
     ),
     hosts=("api.stripe.com",),
+)
+
+STRIPE_SEARCH = Builtin(
+    source=STRIPE_SOURCE,
+    basis="The Search API's 20 reads a second: burst 2 + 18/s x 1 s = 20.",
+    config=IntegrationConfig(
+        name="stripe-search", rate_limit_per_sec=8.0, burst_size=2.0, increase_factor=0.2,
+        min_rate=0.5, max_rate=18.0,
+    ),
+)
+
+STRIPE_FILES = Builtin(
+    source=STRIPE_SOURCE,
+    basis="The Files API's 20 a second, reads and writes together: burst 2 + 18/s x 1 s = 20.",
+    config=IntegrationConfig(
+        name="stripe-files", rate_limit_per_sec=8.0, burst_size=2.0, increase_factor=0.2,
+        min_rate=0.5, max_rate=18.0,
+    ),
+    hosts=("files.stripe.com",),
 )
 
 HUBSPOT = Builtin(
@@ -110,6 +144,6 @@ SHOPIFY_GRAPHQL = Builtin(
 )
 
 BUILTINS: tuple[Builtin, ...] = (
-    STRIPE, SHOPIFY, SHOPIFY_GRAPHQL, HUBSPOT, SALESFORCE, ATTIO,
+    STRIPE, STRIPE_SEARCH, STRIPE_FILES, SHOPIFY, SHOPIFY_GRAPHQL, HUBSPOT, SALESFORCE, ATTIO,
 )
 # fmt: on

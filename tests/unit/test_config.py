@@ -29,7 +29,7 @@ BUILTIN_NAMES = [
     "mailchimp", "microsoft-graph", "mistral", "monday", "notion", "openai", "resend",
     "salesforce", "sendgrid", "shopify",
     "shopify-graphql", "slack", "slack-post-message", "slack-tier1", "slack-tier2",
-    "slack-tier4", "stripe", "twilio", "vanta", "x", "youtube",
+    "slack-tier4", "stripe", "stripe-files", "stripe-search", "twilio", "vanta", "x", "youtube",
     "youtube-search", "youtube-upload", "zapier", "zendesk",
 ]  # fmt: skip
 

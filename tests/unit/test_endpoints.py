@@ -80,6 +80,10 @@ def test_a_group_whose_integration_is_not_configured_stays_on_the_main_one() -> 
         ("POST", "https://www.googleapis.com/upload/youtube/v3/videos", "youtube-upload"),
         ("GET", "https://www.googleapis.com/youtube/v3/search?q=x", "youtube-search"),
         ("POST", "https://www.googleapis.com/batch/gmail/v1", "gmail"),
+        # Stripe: the Search API apart, the Files API on a host of its own
+        ("GET", "https://api.stripe.com/v1/customers/search?query=x", "stripe-search"),
+        ("GET", "https://api.stripe.com/v1/customers/cus_1", "stripe"),
+        ("POST", "https://files.stripe.com/v1/files", "stripe-files"),
     ],
 )
 def test_by_host_picks_the_group_of_each_request(method: str, url: str, integration: str) -> None:
