@@ -27,7 +27,9 @@ STRIPE_SEARCHES = tuple(
 STRIPE = Builtin(
     source=STRIPE_SOURCE,
     basis="Within the sandbox figure so the same config is safe in test and live mode: burst 2 "
-    "+ 23/s x 1 s = 25. Its endpoints send the Search API's paths to stripe-search.",
+    "+ 23/s x 1 s = 25. Its endpoints send the Search API's paths to stripe-search, whose "
+    "calls (and stripe-files') count apart: in sandbox mode, with all three busy, the "
+    "account's 25 a second can be passed, and its 429s slow each down.",
     config=IntegrationConfig(
         name="stripe", rate_limit_per_sec=10.0, burst_size=2.0, increase_factor=0.2,
         min_rate=0.5, max_rate=23.0,
