@@ -26,15 +26,16 @@ from queue_ratelimit.policy.state import (
 )
 
 
-def classify(status: int | None, info: RateLimitInfo, tenant: str | None = None) -> str:
+def classify(status: int | None, info: RateLimitInfo, own_refusal: bool = False) -> str:
     """``backoff`` for a rate-limit answer, ``failure`` for a 5xx, no answer (``None``: a
     timeout or connection error) or a refusal (``info.refused``: a spent credit or plan
     quota, which the breaker counts: repeated, it pauses the integration), else
     ``success``: any other answer, 4xx included, shows the upstream accepted the call's
-    rate. A tenant's refusal is a success: that tenant's own account or key is spent, and
-    the breaker is every tenant's (the HTTP clients still raise ``QuotaSpent``)."""
+    rate. ``own_refusal``: a refusal spends the calling tenant's own account or key, not
+    the whole application's quota; it is a success then, as the breaker is every tenant's
+    (the HTTP clients still raise ``QuotaSpent``)."""
     if info.refused:
-        return FAILURE if tenant is None else SUCCESS
+        return SUCCESS if own_refusal else FAILURE
     if info.backoff:
         return BACKOFF
     if status is None or status >= 500:
@@ -129,8 +130,8 @@ def response_report(
         max_backoff=config.max_quota_wait,  # the true stated wait: the limiter clamps it
         dialect=config.dialect,
     )
-    shared = info.refused in config.dialect.app_refusals  # the whole application's quota
-    kind = classify(status, info, None if shared else tenant)
+    own = tenant is not None and info.refused not in config.dialect.app_refusals
+    kind = classify(status, info, own_refusal=own)
     if actual is None and estimated is not None and info.costs:
         # the answer stated what the estimated call really cost: believed up to the
         # limit's burst (one answer cannot claim more; ``actual`` given here is the

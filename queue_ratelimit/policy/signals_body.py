@@ -112,7 +112,8 @@ def read_body(
         return _read_json(document, throttle_codes, waits, paths, now, refusal_codes)
     if head == "<" and throttle_codes:
         codes = itertools.islice(_XML_CODE.finditer(text), 16)
-        return BodyReading(throttled=any(_code_of(m.group(1), throttle_codes) for m in codes))
+        found = (_code_of(m.group(1), throttle_codes) for m in codes)
+        return BodyReading(throttled=any(code is not None for code in found))
     return NOTHING
 
 

@@ -29,10 +29,10 @@ def test_classify(status: int | None, signal: RateLimitInfo, kind: str) -> None:
 
 def test_a_refusal_is_a_failure_unless_a_tenant_met_it() -> None:
     """A spent plan quota is the integration's breaker's to count; a tenant's spent key is
-    that tenant's alone (the breaker is every tenant's)."""
+    that tenant's alone (the breaker is every tenant's): response_report says which."""
     refused = RateLimitInfo(backoff=True, refused="insufficient_quota")
     assert classify(429, refused) == FAILURE
-    assert classify(429, refused, "acme") == SUCCESS
+    assert classify(429, refused, own_refusal=True) == SUCCESS
 
 
 def test_the_headline_quota_feeds_the_requests_limit() -> None:
