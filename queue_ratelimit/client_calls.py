@@ -9,21 +9,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from queue_ratelimit import context
 from queue_ratelimit.async_limiter import AsyncLimiter
-from queue_ratelimit.client_requests import (
-    Request,
-    host_of,
-    method_and_path,
-    small,
-    token_tenant,
-)
+from queue_ratelimit.client_keys import BY_TOKEN, RequestKeys, Tenant
+from queue_ratelimit.client_requests import Request, small, token_tenant
 from queue_ratelimit.client_retries import NO_RETRIES, Retries
-from queue_ratelimit.endpoints import route
 from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, QuotaSpent, RateLimited
-from queue_ratelimit.hosts import BY_HOST
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import Outcome
 from queue_ratelimit.plans import Cost
@@ -42,11 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("queue_ratelimit.http")
-
-BY_TOKEN: Final = "queue_ratelimit:by-token"
-"""Pass as ``tenant`` to key each request's limit by a digest of its Authorization header."""
-
-Tenant = str | Callable[[Any], str | None] | None
 
 
 class _Answer(Protocol):
@@ -80,7 +68,7 @@ class _Call:
     decision: Decision
 
 
-class ClientCalls:
+class ClientCalls(RequestKeys):
     """The framework-neutral part: what to ask before a request and report after it."""
 
     def __init__(
@@ -94,17 +82,12 @@ class ClientCalls:
         usage: Callable[[Any], Mapping[str, float] | None] | None,
         retries: Retries = NO_RETRIES,
     ) -> None:
-        if integration != BY_HOST:
-            limiter.config(integration)  # an unknown integration fails here, at construction
         self._alimiter: AsyncLimiter | None = None
         if isinstance(limiter, AsyncLimiter):  # an async client's: it runs on an event loop
             self._alimiter, limiter = limiter, limiter.sync
-        self.limiter = limiter
-        self.integration = integration
-        self.tenant = tenant
+        super().__init__(limiter, integration, tenant, estimate)
         self.max_wait = max_wait
         self.raise_on_backoff = raise_on_backoff
-        self.estimate = estimate
         self.usage = usage
         self.retries = retries
         self._releasing: set[asyncio.Task[bool]] = set()
@@ -117,44 +100,9 @@ class ClientCalls:
             self._alimiter = AsyncLimiter.sharing(self.limiter)
         return self._alimiter
 
-    def integration_of(self, request: Request) -> str:
-        """The request's integration: the client's, or with ``BY_HOST`` its host's; then
-        the one its endpoint group names (see ``grouped``)."""
-        return self.grouped(request, self.base_of(request))
-
-    def base_of(self, request: Request) -> str:
-        """The client's integration, or with ``BY_HOST`` the request's host's."""
-        if self.integration == BY_HOST:
-            return self.limiter.for_host(*host_of(request))
-        return self.integration
-
-    def grouped(self, request: Request, integration: str) -> str:
-        """The integration of the endpoint group the request is one of, when that
-        integration is configured here; else ``integration`` (a group whose integration
-        this limiter lacks leaves its requests on the main one)."""
-        endpoints = self.limiter.config(integration).endpoints
-        if endpoints:
-            method, path = method_and_path(request)
-            target = route(endpoints, method, path)
-            if target is not None and target in self.limiter.configs:
-                return target
-        return integration
-
-    def tenant_of(self, request: Request, integration: str) -> str | None:
-        if self.tenant == BY_TOKEN:
-            return token_tenant(request.headers.get("Authorization"))
-        if callable(self.tenant):
-            tenant = self.tenant(request)
-            if isinstance(tenant, int) and not isinstance(tenant, bool):
-                return format(tenant, "d")  # (an id: 123 is "123", as for tasks)
-            return tenant
-        if self.tenant is None:
-            return context.task_tenant(integration)
-        return self.tenant
-
     def before(self, request: Request) -> _Call:
         """Acquire; raise ``RateLimited`` when the slot is further than ``max_wait``."""
-        integration, tenant, cost, slot = self._asked(request)
+        integration, tenant, cost, slot = self.asked(request)
         if slot is not None:  # what the task paid is this call's estimate
             return self._granted(integration, tenant, slot.cost, slot.decision)
         try:
@@ -167,7 +115,7 @@ class ClientCalls:
 
     async def abefore(self, request: Request) -> _Call:
         """``before`` on the async limiter."""
-        integration, tenant, cost, slot = self._asked(request)
+        integration, tenant, cost, slot = self.asked(request)
         if slot is not None:
             return self._granted(integration, tenant, slot.cost, slot.decision)
         try:
@@ -177,15 +125,6 @@ class ClientCalls:
         except BackendUnavailable as exc:
             self._unavailable(exc, integration, tenant)
         return self._granted(integration, tenant, cost, decision)
-
-    def _asked(self, request: Request) -> tuple[str, str | None, Cost, context.Prepaid | None]:
-        """The request's integration, tenant and estimated cost, and the slot its task paid
-        for it, if any."""
-        base = self.base_of(request)
-        integration = self.grouped(request, base)
-        tenant = self.tenant_of(request, base)  # (a task's tenant: named by its integration)
-        cost = self.estimate(request) if self.estimate else 1.0
-        return integration, tenant, cost, context.take_prepaid(integration, tenant)
 
     @staticmethod
     def _unavailable(exc: BackendUnavailable, integration: str, tenant: str | None) -> NoReturn:

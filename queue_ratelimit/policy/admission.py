@@ -1,6 +1,7 @@
 """How an acquire is decided on a key's token buckets: slots, waits, reservations, pacing;
-free of I/O and clocks. The state and the rest of the rules: ``aimd.py`` (the reference
-semantics with this module; ``backends/lua/limiter.lua`` implements the same).
+free of I/O and clocks. The state and the rest of the rules: ``aimd.py``, and ``redeem.py``
+for a reservation's holder (the reference semantics with this module;
+``backends/lua/limiter.lua`` implements the same).
 
 Rules (``now`` is always passed in, in seconds):
 
@@ -35,10 +36,10 @@ from typing import TYPE_CHECKING
 
 from queue_ratelimit.config import PRIMARY_LIMIT
 from queue_ratelimit.policy import breaker as brk
-from queue_ratelimit.policy import fair, pacing, quota, sliding
+from queue_ratelimit.policy import fair, pacing, quota, redeem, sliding
 from queue_ratelimit.policy.aimd import sync_buckets
 from queue_ratelimit.policy.breaker import BreakerState
-from queue_ratelimit.policy.climb import climb_time, growth, starting
+from queue_ratelimit.policy.climb import growth, starting
 from queue_ratelimit.policy.state import (
     AcquireRequest,
     Decision,
@@ -162,7 +163,7 @@ def acquire(
     cooldown_until = state.cooldown_until  # the later of the chain's levels'
     if chain is not None:
         cooldown_until = max(cooldown_until, chain.state.cooldown_until)
-    share_at = now if chain is None else _share_slot(chain, kept, len(limits), now)
+    share_at = now if chain is None else redeem.share_slot(chain, kept, len(limits), now)
     steady = not starting(state, plan)
     slot, fits, paced = _fit(
         state, now, limits, request, kept, cooldown_until, steady, chain, share_at
@@ -205,7 +206,7 @@ def acquire(
             due += (fair.book(chain.share, now),)
     else:
         due = kept.due
-    recheck = _recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)
+    recheck = redeem.recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)
     recheck = max(recheck, _slid(state, now, limits, request.costs) - now)  # (it reserves none)
     recheck = max(recheck, paced - now)  # (nor sooner than the arrival schedule allows)
     if chain is not None:  # (not sooner than that level, and the tenant's share, pay it)
@@ -222,16 +223,6 @@ def acquire(
         recheck=recheck,
         app_epoch=up_epoch,
     )
-
-
-def _share_slot(chain: Level, kept: Reservation | None, limits: int, now: float) -> float:
-    """When the tenant's share (fair share) lets the call through: a fresh call when its
-    share holds its cost, a redeemed one when its booked share comes."""
-    if chain.share is None:
-        return now
-    if kept is not None:
-        return fair.booked_slot(chain.share, kept.due, limits, now)
-    return fair.slot(chain.share, now)
 
 
 def _held(
@@ -276,7 +267,7 @@ def _fit(
     pace = quota.refill_rate(state.buckets[first.name])
     late = False
     if kept is not None:
-        pulled = _pulled(state, now, limits, kept)
+        pulled = redeem.pulled(state, now, limits, kept)
         slot = max(pulled, cooldown_until, now, _slid(state, now, limits, request.costs))
         late = pulled < now - pacing.tolerance(pace)
     else:
@@ -375,48 +366,3 @@ def _slid(
         if lim.window < 0 and cost > 0:
             slot = max(slot, sliding.slot(state.buckets[lim.name], now, lim, cost))
     return slot
-
-
-def _pulled(state: KeyState, now: float, limits: Sequence[LimitParams], kept: Reservation) -> float:
-    """A reservation's slot at the current rates (never later than it was promised)."""
-    if len(kept.due) < len(limits):
-        return kept.slot
-    slot = now
-    for lim, due in zip(limits, kept.due, strict=False):
-        bucket = state.buckets[lim.name]
-        left = due - bucket.credit
-        if left <= 0:
-            continue
-        if bucket.quota_left is not None:  # a published quota paces it: keep the promise
-            return kept.slot
-        slot = max(slot, max(bucket.ts, now) + left / bucket.rate)
-    return min(kept.slot, slot)
-
-
-def _recheck(
-    state: KeyState,
-    now: float,
-    limits: Sequence[LimitParams],
-    due: tuple[float, ...],
-    wait: float,
-    growth: float,
-    cooldown_until: float,
-) -> float:
-    """When a reservation's holder should come back: its slot, or sooner if the requests
-    rate goes on climbing by ``growth`` per success, as AIMD climbs it until a backoff
-    (not before ``cooldown_until``)."""
-    if len(due) < len(limits):
-        return wait
-    start = max(now, cooldown_until)
-    back = start - now
-    for index, (lim, mark) in enumerate(zip(limits, due, strict=False)):
-        bucket = state.buckets[lim.name]
-        left = mark - bucket.credit
-        if left <= 0:
-            continue
-        if bucket.quota_left is not None:
-            return wait
-        begin = max(bucket.ts, start) - now
-        increase = growth if index == 0 else 0.0  # other limits grow with requests
-        back = max(back, begin + climb_time(left, bucket.rate, increase, lim.max_rate))
-    return min(wait, back)
