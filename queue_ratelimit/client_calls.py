@@ -16,7 +16,14 @@ from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.client_keys import BY_TOKEN, RequestKeys, Tenant
 from queue_ratelimit.client_requests import Request, small, token_tenant
 from queue_ratelimit.client_retries import NO_RETRIES, Retries
-from queue_ratelimit.errors import BACKEND_UNAVAILABLE, BackendUnavailable, QuotaSpent, RateLimited
+from queue_ratelimit.errors import (
+    BACKEND_UNAVAILABLE,
+    CONTENTION,
+    CONTENTION_WAIT,
+    BackendUnavailable,
+    QuotaSpent,
+    RateLimited,
+)
 from queue_ratelimit.limiter import Limiter
 from queue_ratelimit.outcome import Outcome
 from queue_ratelimit.plans import Cost
@@ -336,12 +343,17 @@ class ClientCalls(RequestKeys):
         return (call.integration, call.tenant, status, headers, body), named
 
     def _raise_for(self, call: _Call, outcome: Outcome, status: int | None) -> Outcome:
-        """Raise ``RateLimited`` on a backoff, ``QuotaSpent`` on a refusal (unless the
-        client returns answers as they are: ``raise_on_backoff=False``)."""
+        """Raise ``RateLimited`` on a backoff or a contention (reason ``contention``: try
+        again after its stated wait, else ``CONTENTION_WAIT``), ``QuotaSpent`` on a refusal
+        (unless the client returns answers as they are: ``raise_on_backoff=False``)."""
         if not self.raise_on_backoff:
             return outcome
-        if outcome.info.refused:
-            raise QuotaSpent(call.integration, outcome.info.refused, status or 0)
+        info = outcome.info
+        if info.refused:
+            raise QuotaSpent(call.integration, info.refused, status or 0)
+        if info.contended:
+            wait = CONTENTION_WAIT if info.retry_after is None else info.retry_after
+            context.raise_rate_limited(RateLimited(wait, call.integration, call.tenant, CONTENTION))
         if outcome.kind == BACKOFF:
             context.raise_rate_limited(
                 RateLimited(outcome.retry_after, call.integration, call.tenant)

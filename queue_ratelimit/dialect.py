@@ -27,6 +27,13 @@ send and backs off on 429 and 503. A :class:`Dialect` adds what one vendor does 
   tenant's refusal is that tenant's (its account or key is spent) and the breaker does not
   count it, unless its code is one of ``app_refusals``: a quota of the whole application
   (YouTube's project-wide day of units), which the breaker counts whoever met it;
+* ``contention_codes``: error codes that say one object the call touches is busy or has a
+  limit of its own, not the API's rate (Stripe's ``429 lock_timeout``, its
+  ``resource-specific`` limits): no backoff (the rate is not cut, no cooldown opens, the
+  breaker counts nothing); the HTTP clients raise
+  :class:`~queue_ratelimit.errors.RateLimited` with the reason ``contention``, so a task
+  is requeued to try again later (the stated wait, else
+  :data:`~queue_ratelimit.errors.CONTENTION_WAIT`), spending its requeue budget;
 * ``wait_fields``: JSON keys whose value is the wait a throttled body states (seconds, or a
   duration such as Google's ``"retryDelay": "30s"``);
 * ``headers``: header names this API uses for a quota's fields (``{"X-Points-Left":
@@ -108,6 +115,7 @@ class Dialect:
     resource_header: str | None = None
     resources: frozenset[str] = frozenset()
     app_refusals: frozenset[str] = frozenset()
+    contention_codes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -122,6 +130,11 @@ class Dialect:
         if not self.app_refusals <= self.refusal_codes:
             only = sorted(self.app_refusals - self.refusal_codes)
             _fail("app_refusals", only, "each must be one of refusal_codes too")
+        contention = frozenset(_words("contention_codes", self.contention_codes))
+        set_(self, "contention_codes", contention)
+        if contention & (self.throttle_codes | self.refusal_codes):
+            both = sorted(contention & (self.throttle_codes | self.refusal_codes))
+            _fail("contention_codes", both, "a code is a throttle, a refusal or a contention")
         set_(self, "wait_fields", tuple(_words("wait_fields", self.wait_fields, _WAIT_FIELD)))
         set_(self, "headers", _header_map(self.headers))
         if self.reset_unit not in RESET_UNITS:
@@ -184,7 +197,7 @@ class Dialect:
 
     def to_dict(self) -> dict[str, object]:
         """The fields, JSON-friendly, shaped like a ``dialect`` table (round-trips); the
-        fields added after 0.1.0 (refusals, wording, resources) only when set, so that a
+        fields added after 0.1.0 (refusals, contention, wording, resources) only when set, so that a
         process of 0.1.0 still reads a dialect that does not use them."""
         data: dict[str, object] = {
             "backoff_statuses": sorted(self.backoff_statuses),
@@ -201,6 +214,8 @@ class Dialect:
             data["refusal_codes"] = sorted(self.refusal_codes)
         if self.app_refusals:
             data["app_refusals"] = sorted(self.app_refusals)
+        if self.contention_codes:
+            data["contention_codes"] = sorted(self.contention_codes)
         if self.wording is not None:
             data["wording"] = self.wording
         if self.resource_header is not None:

@@ -66,6 +66,14 @@ class BackendUnavailable(BackendError):
 BACKEND_UNAVAILABLE = "backend_unavailable"
 """``RateLimited.reason`` when the limiter's Redis did not answer."""
 
+CONTENTION = "contention"
+"""``RateLimited.reason`` when the upstream said one object the call touches is busy, not
+the API's rate (a dialect's ``contention_codes``: Stripe's ``lock_timeout``)."""
+
+CONTENTION_WAIT = 1.0
+"""Seconds a call that met contention waits before it is tried again, when the answer
+states no wait (a task requeued for it adds its jitter)."""
+
 
 class RateLimited(QueueRateLimitError):
     """Raised to say "not now": the caller should retry after ``retry_after`` seconds.
@@ -76,7 +84,8 @@ class RateLimited(QueueRateLimitError):
         tenant: the tenant key, when the limit is per tenant.
         reason: ``"backoff"`` (the upstream or the limiter said wait), or
             ``"backend_unavailable"`` (the limiter's Redis did not answer; a task requeued
-            for it spends none of its requeue budget).
+            for it spends none of its requeue budget), or ``"contention"`` (one object the
+            call touched was busy, not the API: the rate was not cut).
     """
 
     def __init__(

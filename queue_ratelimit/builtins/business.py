@@ -14,7 +14,16 @@ STRIPE_SOURCE = (
     "Stripe: 100 operations per second in live mode, 25 per second in sandbox/test mode, "
     "and by default 25 per second per endpoint; the Search API 20 reads per second, the "
     "Files API (files.stripe.com) 20 reads and 20 writes per second. "
-    "https://docs.stripe.com/rate-limits"
+    "https://docs.stripe.com/rate-limits; a 429 says which limiter in "
+    "Stripe-Rate-Limited-Reason (global-rate, endpoint-rate, global-concurrency, "
+    "endpoint-concurrency, resource-specific: one object's own limit), and a 429 with the "
+    "code lock_timeout is another request holding the object. "
+    "https://docs.stripe.com/error-codes#lock-timeout"
+)
+# one object busy or at its own limit is no backoff of the account's rate: retried alone
+STRIPE_DIALECT = Dialect(
+    headers={"Stripe-Rate-Limited-Reason": "code"},
+    contention_codes=frozenset({"lock_timeout", "resource-specific"}),
 )
 STRIPE_SEARCHES = tuple(
     f"/v1/{kind}/search"
@@ -32,7 +41,7 @@ STRIPE = Builtin(
     "account's 25 a second can be passed, and its 429s slow each down.",
     config=IntegrationConfig(
         name="stripe", rate_limit_per_sec=10.0, burst_size=2.0, increase_factor=0.2,
-        min_rate=0.5, max_rate=23.0,
+        min_rate=0.5, max_rate=23.0, dialect=STRIPE_DIALECT,
         endpoints=(Endpoint("stripe-search", paths=STRIPE_SEARCHES),),
     ),
     hosts=("api.stripe.com",),
@@ -43,7 +52,7 @@ STRIPE_SEARCH = Builtin(
     basis="The Search API's 20 reads a second: burst 2 + 18/s x 1 s = 20.",
     config=IntegrationConfig(
         name="stripe-search", rate_limit_per_sec=8.0, burst_size=2.0, increase_factor=0.2,
-        min_rate=0.5, max_rate=18.0,
+        min_rate=0.5, max_rate=18.0, dialect=STRIPE_DIALECT,
     ),
 )
 
@@ -52,7 +61,7 @@ STRIPE_FILES = Builtin(
     basis="The Files API's 20 a second, reads and writes together: burst 2 + 18/s x 1 s = 20.",
     config=IntegrationConfig(
         name="stripe-files", rate_limit_per_sec=8.0, burst_size=2.0, increase_factor=0.2,
-        min_rate=0.5, max_rate=18.0,
+        min_rate=0.5, max_rate=18.0, dialect=STRIPE_DIALECT,
     ),
     hosts=("files.stripe.com",),
 )

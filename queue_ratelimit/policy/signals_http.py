@@ -46,6 +46,10 @@ Rules:
   above: a backoff status or the dialect's ``body_statuses``), or in a header mapped to
   ``code``, is no backoff: the account's credit or plan quota is spent (OpenAI's ``429
   insufficient_quota``), which no wait mends. ``refused`` names the code.
+* **Contention**: one of the dialect's ``contention_codes``, read the same way, is no
+  backoff either: one object the call touches is busy or at a limit of its own (Stripe's
+  ``429 lock_timeout``, its ``Stripe-Rate-Limited-Reason: resource-specific``), not the
+  API's rate. ``contended`` names the code; a refusal's code wins over it.
 * **Points budgets** the dialect locates (``cost_fields``: a GraphQL cost) become the quota
   ``cost_quota`` (reset: what is spent over the restore rate) and :attr:`RateLimitInfo.costs`
   (the call's actual cost); a throttled query waits until its requested cost is restored.
@@ -141,6 +145,9 @@ class RateLimitInfo:
             ``actualQueryCost``, through the dialect's ``cost_fields``).
         refused: the dialect's refusal code the answer stated (a spent credit or plan
             quota: waiting will not mend it), else None; such an answer is no backoff.
+        contended: the dialect's contention code the answer stated (one object the call
+            touches is busy: Stripe's ``lock_timeout``), else None; no backoff either, and
+            ``retry_after`` is the wait it stated, if any.
     """
 
     backoff: bool = False
@@ -152,6 +159,7 @@ class RateLimitInfo:
     near_limit: bool = False
     costs: Mapping[str, float] = field(default_factory=_no_costs, hash=False)
     refused: str | None = None
+    contended: str | None = None
 
     @property
     def wait(self) -> float | None:
@@ -219,16 +227,20 @@ def parse_rate_limit(
     always = _ALWAYS_BACKOFF | dialect.backoff_statuses
     codes = frozenset(backoff_status_codes) | dialect.backoff_statuses
     said = NOTHING
+    contended = None
     if status in codes or status in dialect.body_statuses:
         paths = dialect.cost_paths()
-        said = read_body(
-            body, dialect.throttle_codes, dialect.wait_fields, paths, now, dialect.refusal_codes
-        )
+        # a refusal's and a contention's codes end the call alike (no backoff): read as one
+        stops = dialect.refusal_codes | dialect.contention_codes
+        said = read_body(body, dialect.throttle_codes, dialect.wait_fields, paths, now, stops)
         if not said.throttled and set(readings.codes) & dialect.throttle_codes:
             said = BodyReading(True, said.wait, said.figures, said.refused)  # a header's code
-        named = sorted(set(readings.codes) & dialect.refusal_codes)
-        if said.refused is None and named:
+        named = sorted(
+            set(readings.codes) & stops, key=lambda c: (c in dialect.contention_codes, c)
+        )
+        if said.refused is None and named:  # (a refusal first: no wait mends it)
             said = BodyReading(said.throttled, said.wait, said.figures, named[0])
+    contended = said.refused if said.refused in dialect.contention_codes else None
     costs = {**readings.costs, **_cost_quota(said.figures, quotas, dialect.cost_quota, max_backoff)}
     exhausted = any(quota.remaining == 0 for quota in (headline, *quotas.values()))
     stated = _header_delay(view, now)
@@ -255,14 +267,15 @@ def parse_rate_limit(
     retry_after = _clamp(stated, max_backoff)
     return RateLimitInfo(
         backoff=backoff,
-        retry_after=retry_after if backoff else None,
+        retry_after=retry_after if backoff or contended else None,
         limit=headline.limit,
         remaining=headline.remaining,
         reset_after=headline.reset_after,
         quotas=MappingProxyType(quotas),
         near_limit=readings.near_limit,
         costs=MappingProxyType(costs),
-        refused=said.refused,
+        refused=None if contended else said.refused,
+        contended=contended,
     )
 
 

@@ -14,7 +14,10 @@ from types import TracebackType
 
 from queue_ratelimit.testing.cost import CostBuckets
 
-__all__ = ["DIALECTS", "HiddenLimitUpstream"]
+__all__ = ["DIALECTS", "LOCK_TIMEOUT", "HiddenLimitUpstream"]
+
+LOCK_TIMEOUT = "lock_timeout"
+"""The error code of a call ``busy`` answers (Stripe's, for an object another request holds)."""
 
 DIALECTS = ("retry-after", "x-ratelimit", "github", "ietf", "none", "graphql-cost")
 
@@ -71,6 +74,7 @@ class HiddenLimitUpstream:
         self._fixed: dict[str, tuple[float, int]] = {}
         self._fault: int | None = None
         self._storm: tuple[float, str] | None = None
+        self._busy: float | None = None
         self._dice = random.Random(0)  # a storm hits the same calls run after run
         self._costs = CostBuckets(limit, window)
         self.served: collections.Counter[str] = collections.Counter()
@@ -141,6 +145,16 @@ class HiddenLimitUpstream:
         with self._lock:
             self._storm = None if fraction is None else (fraction, f"{retry_after:g}")
 
+    def busy(self, fraction: float | None) -> None:
+        """Answer a random ``fraction`` of the calls the limit lets through as Stripe does
+        when another request holds the object: ``429`` with the error code
+        ``lock_timeout`` in the body (a dialect's ``contention_codes``), until called with
+        ``None``. Such a call is not served."""
+        if fraction is not None and not 0 <= fraction <= 1:
+            raise ValueError("fraction must lie in [0, 1]")
+        with self._lock:
+            self._busy = fraction
+
     def count(self, status: int) -> int:
         """How many answers had ``status``."""
         with self._lock:
@@ -190,15 +204,20 @@ class HiddenLimitUpstream:
         with self._lock:
             now = time.time()
             status, headers = self._decide(bucket, now)
+            busy = status == 200 and self._busy is not None and self._dice.random() < self._busy
+            if busy:
+                status = 429
             self.status_counts[status] += 1
             if status == 200:
                 self.served[call_id] += 1
                 self.served_at[bucket].append(now)
                 self.served_when[call_id] = now
-        body = {"id": call_id, "status": status}
+        answer: dict[str, object] = {"id": call_id, "status": status}
+        if busy:
+            answer["error"] = {"type": "invalid_request_error", "code": LOCK_TIMEOUT}
         if status == 200 and "tokens" in params:  # an LLM-style API reports its usage
-            body["usage"] = {"total_tokens": int(params["tokens"][0])}
-        self._answer(handler, status, headers, body)
+            answer["usage"] = {"total_tokens": int(params["tokens"][0])}
+        self._answer(handler, status, headers, answer)
 
     def _decide(self, bucket: str, now: float) -> tuple[int, dict[str, str]]:
         if self._fault is not None:

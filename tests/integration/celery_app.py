@@ -30,6 +30,7 @@ from queue_ratelimit.integrations.celery import (
     integration_router,
 )
 from queue_ratelimit.tasks import TICKET_HEADER, Ticket
+from queue_ratelimit.testing.upstream import LOCK_TIMEOUT
 
 PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
 SUFFIX = PREFIX.replace("qrltest-", "")[:12]
@@ -55,6 +56,7 @@ COMMON: dict[str, Any] = dict(
     breaker_open_seconds=float(os.environ.get("QRL_BREAKER_OPEN", "8")),
     on_backend_error=os.environ.get("QRL_ON_BACKEND_ERROR", "closed"),
     fallback_processes=2,
+    dialect={"contention_codes": [LOCK_TIMEOUT]},  # what the upstream's busy() answers
 )
 CONFIGS = {
     NOTION: IntegrationConfig(name=NOTION, **COMMON),

@@ -26,6 +26,7 @@ from queue_ratelimit import IntegrationConfig, Limiter, requeue_after
 from queue_ratelimit.backends import open_backend
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.dramatiq import RateLimitMiddleware
+from queue_ratelimit.testing.upstream import LOCK_TIMEOUT
 
 PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
 SUFFIX = PREFIX.replace("qrltest-", "")[:12]
@@ -50,6 +51,7 @@ COMMON: dict[str, Any] = dict(
     requeue_budget=200,
     breaker_failure_threshold=5,
     breaker_open_seconds=10.0,
+    dialect={"contention_codes": [LOCK_TIMEOUT]},  # what the upstream's busy() answers
 )
 CONFIGS = {
     NOTION: IntegrationConfig(name=NOTION, **COMMON),

@@ -140,8 +140,8 @@ class Rig(Protocol):
         requeued by hand starts with a full budget, docs/rq.md)."""
         ...
 
-    def requeued(self) -> list[str]:
-        """The id of the task of each requeue, in order."""
+    def requeued(self, reason: str | None = None) -> list[str]:
+        """The id of the task of each requeue (for ``reason`` only, when given), in order."""
         ...
 
     def waits(self) -> list[Wait]:
@@ -189,8 +189,9 @@ class _Records:
     def _lines(self, what: str) -> list[list[str]]:
         return [r.decode().split() for r in self.records.lrange(f"{PREFIX}:{what}", 0, -1)]
 
-    def requeued(self) -> list[str]:
-        return [task_id for task_id, _reason in self._lines("requeues")]
+    def requeued(self, reason: str | None = None) -> list[str]:
+        lines = self._lines("requeues")
+        return [task_id for task_id, why in lines if reason is None or why == reason]
 
     def waits(self) -> list[Wait]:
         return [Wait(name, task_id, float(s)) for name, task_id, s in self._lines("granted")]

@@ -19,6 +19,7 @@ from rq import get_current_job
 from queue_ratelimit import RateLimited
 from queue_ratelimit.http import RateLimitedAdapter
 from queue_ratelimit.integrations.rq import limiter_for, rate_limited
+from queue_ratelimit.testing.upstream import LOCK_TIMEOUT
 
 PREFIX = os.environ.get("QRL_PREFIX", "qrltest")
 SUFFIX = PREFIX.replace("qrltest-", "")[:12]
@@ -37,6 +38,7 @@ COMMON: dict[str, Any] = dict(
     requeue_budget=200,
     breaker_failure_threshold=5,
     breaker_open_seconds=5.0,
+    dialect={"contention_codes": [LOCK_TIMEOUT]},  # what the upstream's busy() answers
 )
 SHARED = f"shared{SUFFIX}"
 ALONE = f"alone{SUFFIX}"  # the same limits, beside it: the quiet tenants without a backlog

@@ -1,10 +1,12 @@
 """The fault scenarios every integration must pass, written once and run on each rig (see
-test_scenarios.py): a breaker that pauses a queue, a worker killed mid-task."""
+test_scenarios.py): a breaker that pauses a queue, a worker killed mid-task, objects
+another request holds."""
 
 from __future__ import annotations
 
 import pytest
 
+from queue_ratelimit.errors import CONTENTION
 from tests.integration.rigs import Failure, OpenRig, completed
 from tests.support import wait_until
 
@@ -29,6 +31,23 @@ def test_consecutive_5xx_pause_the_queue_until_a_probe_succeeds(rig_of: OpenRig)
         assert completed(rig.wait_all(held, timeout=60))
         assert rig.limiter.snapshot(rig.notion).breaker == "closed"  # the probe closed it
         assert rig.upstream.served_once({*held, other})
+
+
+def test_a_busy_object_requeues_its_task_without_cutting_the_rate(rig_of: OpenRig) -> None:
+    with rig_of(limit=100) as rig:  # (above the limiter's max_rate: no 429 of the limit)
+        rig.upstream.busy(0.3)  # Stripe's 429 lock_timeout, for 30% of the calls
+        rig.start_worker([rig.notion], concurrency=4)
+        ids = [rig.send("notion", rig.notion, i) for i in range(40)]
+        assert completed(rig.wait_all(ids, timeout=90))
+        assert rig.upstream.served_once(set(ids))  # each ran once to its 200, none lost
+        assert rig.upstream.count(429) > 0  # objects were busy ...
+        busy = set(rig.requeued(CONTENTION))
+        assert busy and busy <= set(ids)  # ... and their tasks went back to try again
+        assert set(rig.retries(ids)) == {0}  # spending no framework retry
+        seen = rig.limiter.snapshot(rig.notion)
+        assert seen.counts.get("backoffs", 0) == 0  # no backoff: the rate was never cut
+        assert seen.cooldown_left == 0.0
+        assert (seen.breaker, seen.breaker_failures) == ("closed", 0)
 
 
 @pytest.mark.timeout(240)  # RQ's simple worker: its job is abandoned only 70 s after it began

@@ -33,6 +33,7 @@ AIRTABLE = "https://airtable.com/developers/web/api/rate-limits"
 ZAPIER = "https://docs.zapier.com/platform/build/troubleshoot-throttles"
 STRIPE = "https://docs.stripe.com/rate-limits"
 STRIPE_ERRORS = "https://docs.stripe.com/error-low-level"
+STRIPE_CODES = "https://docs.stripe.com/error-codes#lock-timeout"
 SHOPIFY = "https://shopify.dev/docs/api/admin-rest/usage/rate-limits"
 DISCORD = "https://discord.com/developers/docs/topics/rate-limits"
 SALESFORCE = (
@@ -81,6 +82,7 @@ def signal(
     quotas: Mapping[str, Quota] | None = None,
     near_limit: bool = False,
     refused: str | None = None,
+    contended: str | None = None,
 ) -> RateLimitInfo:
     """Build an expected signal tersely."""
     return RateLimitInfo(
@@ -92,6 +94,7 @@ def signal(
         dict(quotas or {}),
         near_limit,
         refused=refused,
+        contended=contended,
     )
 
 
@@ -469,6 +472,53 @@ DOCUMENTED: list[HttpCase] = [
         signal(backoff=True),
         wait=None,
         body={"error": {"type": "invalid_request_error", "code": "rate_limit"}},
+    ),
+    HttpCase(  # the account's rate: a backoff, whichever limiter said it
+        "stripe_429_global_rate_is_a_backoff",
+        STRIPE,
+        429,
+        {"Stripe-Rate-Limited-Reason": "global-rate", "Request-Id": "req_124"},
+        signal(backoff=True),
+        wait=None,
+        body={"error": {"type": "invalid_request_error", "code": "rate_limit"}},
+        integration="stripe",
+    ),
+    HttpCase(  # one endpoint's concurrency: a backoff too
+        "stripe_429_endpoint_concurrency_is_a_backoff",
+        STRIPE,
+        429,
+        {"Stripe-Rate-Limited-Reason": "endpoint-concurrency"},
+        signal(backoff=True),
+        wait=None,
+        body={"error": {"type": "invalid_request_error", "code": "rate_limit"}},
+        integration="stripe",
+    ),
+    HttpCase(  # one object's own limit (a PaymentIntent's updates an hour): not the rate
+        "stripe_429_resource_specific_is_contention",
+        STRIPE,
+        429,
+        {"Stripe-Rate-Limited-Reason": "resource-specific", "Stripe-Should-Retry": "true"},
+        signal(contended="resource-specific"),
+        wait=None,
+        body={"error": {"type": "invalid_request_error", "code": "rate_limit"}},
+        integration="stripe",
+    ),
+    HttpCase(  # another request holds the object's lock: retry it, the rate is fine
+        "stripe_429_lock_timeout_is_contention",
+        STRIPE_CODES,
+        429,
+        {"Request-Id": "req_125", "Stripe-Should-Retry": "true"},
+        signal(contended="lock_timeout"),
+        wait=None,
+        body={
+            "error": {
+                "type": "invalid_request_error",
+                "code": "lock_timeout",
+                "message": "This object cannot be accessed right now because another API "
+                "request or Stripe process is currently accessing it.",
+            }
+        },
+        integration="stripe",
     ),
     HttpCase(
         "stripe_200_says_nothing",

@@ -103,6 +103,10 @@ def test_a_dialect_names_its_invalid_field() -> None:
         Dialect(throttle_codes=frozenset({"x"}), refusal_codes=frozenset({"x"}))
     with pytest.raises(ConfigError, match=r"dialect.app_refusals"):  # a refusal first
         Dialect(refusal_codes=frozenset({"x"}), app_refusals=frozenset({"y"}))
+    with pytest.raises(ConfigError, match=r"dialect.contention_codes"):  # a throttle already
+        Dialect(throttle_codes=frozenset({"x"}), contention_codes=frozenset({"x"}))
+    with pytest.raises(ConfigError, match=r"dialect.contention_codes"):  # a refusal already
+        Dialect.from_mapping({"refusal_codes": ["x"], "contention_codes": ["x"]}, "myapi")
     with pytest.raises(ConfigError, match=r"dialect.wording"):
         Dialect.from_mapping({"wording": "yes"})
     with pytest.raises(ConfigError, match=r"dialect.resources"):  # read from which header?
@@ -313,3 +317,33 @@ def test_a_stated_cost_counts_up_to_the_burst_and_only_against_an_estimate() -> 
         "shopify-graphql", None, 200, {}, body, decision=decision, estimated={"points": 10}
     )
     assert _points(limiter) >= before - 1000 - 1  # at most the burst, not a billion
+
+
+def test_contention_is_no_backoff_and_keeps_a_stated_wait() -> None:
+    dialect = Dialect(
+        headers={"Stripe-Rate-Limited-Reason": "code"},
+        refusal_codes=frozenset({"spent"}),
+        contention_codes=frozenset({"lock_timeout", "resource-specific"}),
+    )
+    assert Dialect.from_mapping(dialect.to_dict()) == dialect  # (round-trips)
+    locked = {"error": {"code": "lock_timeout"}}
+    info = parse_rate_limit(429, {"Retry-After": "2"}, locked, dialect=dialect, now=0.0)
+    assert (info.backoff, info.contended, info.refused, info.retry_after) == (
+        False,
+        "lock_timeout",
+        None,
+        2.0,
+    )
+    info = parse_rate_limit(429, {}, locked, dialect=dialect, now=0.0)
+    assert (info.contended, info.retry_after) == ("lock_timeout", None)  # none stated
+    by_header = {"Stripe-Rate-Limited-Reason": "resource-specific"}
+    assert parse_rate_limit(429, by_header, {}, dialect=dialect, now=0.0).contended == (
+        "resource-specific"
+    )
+    rate = {"Stripe-Rate-Limited-Reason": "global-rate"}  # the account's rate: a backoff
+    info = parse_rate_limit(429, rate, {}, dialect=dialect, now=0.0)
+    assert (info.backoff, info.contended) == (True, None)
+    both = parse_rate_limit(429, by_header, {"error": {"code": "spent"}}, dialect=dialect, now=0.0)
+    assert (both.refused, both.contended, both.backoff) == ("spent", None, False)  # it wins
+    plain = parse_rate_limit(429, {}, locked, now=0.0)  # the generic dialect: a backoff
+    assert (plain.backoff, plain.contended) == (True, None)
