@@ -104,7 +104,7 @@ task_requeued: NamedSignal = _events.signal(
     "task_requeued",
     doc="A task went back to the broker instead of waiting in the worker. Fields: "
     "integration, tenant, reason (rate, cooldown, concurrency, breaker_open, backoff, parked, "
-    "recheck, yielded, backend_unavailable), "
+    "recheck, yielded, backend_unavailable, contention), "
     "countdown, requeues.",
 )
 budget_exhausted: NamedSignal = _events.signal(
