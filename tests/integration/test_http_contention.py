@@ -7,10 +7,8 @@ backs off. Against a real local server answering as Stripe documents it, with th
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import httpx
@@ -21,6 +19,7 @@ from queue_ratelimit import BUILTIN_INTEGRATIONS, Limiter, RateLimited
 from queue_ratelimit.errors import CONTENTION, CONTENTION_WAIT
 from queue_ratelimit.http import RateLimitedAdapter, RateLimitedTransport
 from queue_ratelimit.policy.state import SUCCESS
+from tests.support import send_json, serving
 
 LOCKED = {
     "error": {
@@ -51,13 +50,7 @@ class _Stripe(BaseHTTPRequestHandler):
         else:
             status, body = 429, LIMITED
             headers["Stripe-Rate-Limited-Reason"] = "global-rate"
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in {**headers, "Content-Type": "application/json"}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, status, body, **headers)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -65,12 +58,8 @@ class _Stripe(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stripe)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Stripe) as url:
+        yield url
 
 
 def _limiter() -> Limiter:

@@ -5,10 +5,8 @@ integration. Against a real local server answering as OpenAI documents it."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -17,6 +15,7 @@ import requests
 from queue_ratelimit import BUILTIN_INTEGRATIONS, Dialect, Limiter, QuotaSpent, RateLimited
 from queue_ratelimit.http import RateLimitedAdapter, RateLimitedTransport
 from queue_ratelimit.policy.state import FAILURE
+from tests.support import send_json, serving
 
 OPENAI = BUILTIN_INTEGRATIONS["openai"].replace(breaker_failure_threshold=3)
 SPENT = {
@@ -32,12 +31,7 @@ THROTTLED = {"error": {"message": "Rate limit reached", "code": "rate_limit_exce
 
 class _Answers(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps(THROTTLED if self.path.startswith("/throttled") else SPENT).encode()
-        self.send_response(429)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, 429, THROTTLED if self.path.startswith("/throttled") else SPENT)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -45,12 +39,8 @@ class _Answers(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Answers) as url:
+        yield url
 
 
 def _limiter() -> Limiter:

@@ -5,6 +5,7 @@ in a fixed order each tick, so without fair share the first one takes everything
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,29 @@ def _workers(
                 held[worker] = decision.reservation
                 free[worker] = clock.now + decision.come_back
     return calls, waits
+
+
+def _borrowing_backlog(make_limiter: MakeLimiter, clock: FakeClock) -> tuple[Any, list[Decision]]:
+    """A tenant held to 5/s by its own limit, alone under an app's 20/s, whose 60 tasks are
+    taken off its queue every 25 ms: refused by its own limit while the app's rate is to
+    spare, most of them borrow and book no share. The limiter and the refused decisions."""
+    limiter = make_limiter(
+        SHARED.replace(
+            rate_limit_per_sec=5.0,
+            max_rate=5.0,
+            min_rate=5.0,
+            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
+        )
+    )
+    booked = [limiter.acquire("svc", "noisy", max_wait=0.0)]
+    for _ in range(59):
+        clock.advance(0.025)
+        booked.append(limiter.acquire("svc", "noisy", max_wait=0.0))
+    clock.advance(0.025)
+    held = [d for d in booked if not d.granted and d.reservation is not None]
+    unbooked = [d for d in held if d.reservation.due[-1] == -1.0]  # type: ignore[union-attr]
+    assert len(unbooked) >= len(held) / 2  # it borrowed: no share booked
+    return limiter, held
 
 
 def test_backlogged_tenants_share_the_limit_evenly(
@@ -134,21 +158,7 @@ def test_a_backlog_booked_while_it_borrowed_yields_its_share_later(
     """Alone, a tenant's own limit holds it back and it borrows the app's spare rate: its
     reservations book no share. When others arrive, its calls come back and pay their share
     then, as new calls do: it gets its share, not its own limit."""
-    limiter = make_limiter(
-        SHARED.replace(
-            rate_limit_per_sec=5.0,
-            max_rate=5.0,
-            min_rate=5.0,
-            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
-        )
-    )
-    booked = []
-    for _ in range(60):  # alone, taken off its queue every 25 ms: the app's rate to spare
-        booked.append(limiter.acquire("svc", "noisy", max_wait=0.0))
-        clock.advance(0.025)
-    held = [d for d in booked if not d.granted and d.reservation is not None]
-    unbooked = [d for d in held if d.reservation.due[-1] == -1.0]  # type: ignore[union-attr]
-    assert len(unbooked) >= len(held) / 2  # it borrowed: no share booked
+    limiter, held = _borrowing_backlog(make_limiter, clock)
     due = {i: clock.now + d.come_back for i, d in enumerate(held)}
     calls: Counter[str] = Counter()
     free = {f"q{k}": clock.now for k in range(9)}
@@ -187,21 +197,7 @@ def test_holders_that_borrowed_come_back_alone_in_turn_not_racing(
     When its own limit no longer holds it back and it is alone, each holder its share sends
     back books it, and comes back in its turn: one requeue or two each, not a race for every
     next unit of the share (the goodput benchmark's fairness tail: 700 requeues a second)."""
-    limiter = make_limiter(
-        SHARED.replace(
-            rate_limit_per_sec=5.0,
-            max_rate=5.0,
-            min_rate=5.0,
-            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
-        )
-    )
-    booked = []
-    for _ in range(60):  # alone, taken off its queue every 25 ms: the app's rate to spare
-        booked.append(limiter.acquire("svc", "noisy", max_wait=0.0))
-        clock.advance(0.025)
-    held = [d for d in booked if not d.granted and d.reservation is not None]
-    unbooked = [d for d in held if d.reservation.due[-1] == -1.0]  # type: ignore[union-attr]
-    assert len(unbooked) >= len(held) / 2  # it borrowed: no share booked
+    limiter, held = _borrowing_backlog(make_limiter, clock)
     limiter.set_override("svc", "noisy", min_rate=100.0, max_rate=100.0)  # its own: far above
     due = {i: clock.now + min(d.come_back, 0.5) for i, d in enumerate(held)}
     reservations = {i: d.reservation for i, d in enumerate(held)}
