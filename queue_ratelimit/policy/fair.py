@@ -11,10 +11,7 @@ holds more than the other active tenants' parts of its burst, a tenant borrows i
 its share (what one tenant leaves unused goes to the others at once). A refused call books
 its share with its reservation (``Reservation.due``'s last mark): its holders come back at
 its share, and a redeemed call waits for its booked share at the rate of now (a tenant's
-share shrinks as others arrive, and so do its bookings). A holder that booked none (it
-borrowed then) and is refused again while its tenant is the only active one books its share
-then (``Share.alone``: the whole level, which no arrival can make larger), so such holders
-come back in turn rather than each racing for the next unit. Share buckets of tenants idle past
+share shrinks as others arrive, and so do its bookings). Share buckets of tenants idle past
 ``idle_ttl`` are forgotten, as their keys are.
 
 ``limiter.lua`` holds the same rules (``open_share``, ``save_share``): the buckets in a hash
