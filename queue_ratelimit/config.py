@@ -177,8 +177,7 @@ class IntegrationConfig:
         default=1,
         metadata=field_help(
             "workers that may sleep at once for one tenant's slots before a task; the others "
-            "requeue theirs with a reservation and move on (none: no cap; a task whose "
-            "reserved slot has come is not counted)"
+            "requeue theirs with a reservation and move on (none: no cap)"
         ),
     )
     requeue_budget: int = field(

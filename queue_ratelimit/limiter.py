@@ -162,8 +162,7 @@ class Limiter(LimiterReports, LimiterTools):
 
         Returns a ``Decision``: granted (sleep ``wait`` first), or not granted with ``wait``
         until its slot. Granted means the slot is within ``max_wait`` (default: the
-        integration's), and within ``max_sleepers`` places in line when given (unless it
-        redeems a reservation whose slot has come); during a
+        integration's), and within ``max_sleepers`` places in line when given; during a
         cooldown, up to ``cooldown_wait`` of the cooldown is added (default: the
         integration's ``cooldown_wait``, which when unset is ``max_wait``). Beyond, the slot
         is reserved (when ``reserve``): pass ``decision.reservation`` back here when the

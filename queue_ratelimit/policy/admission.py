@@ -9,8 +9,7 @@ Rules (``now`` is always passed in, in seconds):
   ``max(cooldown_until, max over limits of max(ts, now) + max(0, cost - tokens) / rate)``.
   If the call fits ``max_wait`` it is granted (the caller sleeps ``slot - now``) and each
   limit pays its cost. It fits when ``slot - now <= max_wait`` (and, with ``max_sleepers``,
-  within that many places in line, unless it redeems a reservation whose slot and booked
-  share have come: ``_fit``), or, during a cooldown, when the cooldown left is within
+  within that many places in line), or, during a cooldown, when the cooldown left is within
   ``cooldown_wait`` (None: ``max_wait``) and the wait after it fits (``fits_wait``).
   Otherwise, when ``reserve`` is set, it pays anyway and receives a reservation for
   ``slot``; else nothing changes. A concurrency limit, when set, is checked first; a full
@@ -207,14 +206,6 @@ def acquire(
             due += (fair.book(chain.share, now),)
     else:
         due = kept.due
-        share = None if chain is None else chain.share
-        if share is not None and share.unbooked and share.alone and len(due) >= len(limits):
-            # it holds no share booked (it borrowed when it was refused), and its share is
-            # the whole level now (no other tenant active): it books it now, as a new
-            # refusal does, and comes back when it comes, instead of racing the tenant's
-            # other such holders for each next unit (booked at a smaller share, it would
-            # come back late once the others left)
-            due = (*due[: len(limits)], fair.book(share, now))
     recheck = redeem.recheck(state, now, limits, due, wait, growth(state, plan), cooldown_until)
     recheck = max(recheck, _slid(state, now, limits, request.costs) - now)  # (it reserves none)
     recheck = max(recheck, paced - now)  # (nor sooner than the arrival schedule allows)
@@ -274,16 +265,11 @@ def _fit(
     holder."""
     first = limits[0]
     pace = quota.refill_rate(state.buckets[first.name])
-    late = entitled = False
+    late = False
     if kept is not None:
         pulled = redeem.pulled(state, now, limits, kept)
         slot = max(pulled, cooldown_until, now, _slid(state, now, limits, request.costs))
         late = pulled < now - pacing.tolerance(pace)
-        # its paid slot and booked share have come: the schedules (the integration-wide
-        # level's too) hold it back within max_wait, a place in line aside, as a late
-        # holder's own schedule does (sent back, it would race the other due holders for
-        # the next slot through the broker, again and again)
-        entitled = pulled <= now + SLACK and share_at <= now + SLACK and cooldown_until <= now
     else:
         slot = slot_of(state, now, limits, request.costs)
     if chain is not None:
@@ -298,7 +284,7 @@ def _fit(
         cooldown_until,
         max_wait=request.max_wait,
         cooldown_wait=request.cooldown_wait,
-        max_sleepers=None if entitled else request.max_sleepers,
+        max_sleepers=request.max_sleepers,
         pace=line,
     )
     after = 0.0  # the schedule's slot, when it holds a late holder back

@@ -54,7 +54,6 @@ class Share:
     borrow: bool  # the level's bucket holds more than the others' parts: no share needed
     full: float  # since when the share has been full: unused
     used: float  # what the tenants using less than their share take per second, now
-    alone: bool = False  # no other tenant is active: its share is the whole level's
     spent: bool = False  # the call was granted
     unbooked: bool = False  # a redeemed call with no share booked: it pays as a new call
 
@@ -104,7 +103,7 @@ def open_share(
         bucket.ts = min(now, full)  # (full since then: its ts says so)
     cost = app_costs.get(up_limit.name, 0.0)
     borrow = up.tokens - cost >= up_limit.burst * (total - weight) / total
-    return Share(tenant, bucket, cost, borrow, full, used, total <= weight)
+    return Share(tenant, bucket, cost, borrow, full, used)
 
 
 def slot(share: Share, now: float) -> float:

@@ -190,38 +190,6 @@ def test_a_backlog_booked_while_it_borrowed_yields_its_share_later(
     assert calls["quiet"] >= 80
 
 
-def test_holders_that_borrowed_come_back_alone_in_turn_not_racing(
-    make_limiter: MakeLimiter, clock: FakeClock
-) -> None:
-    """A backlog refused by its own limit while the app's rate was to spare booked no share.
-    When its own limit no longer holds it back and it is alone, each holder its share sends
-    back books it, and comes back in its turn: one requeue or two each, not a race for every
-    next unit of the share (the goodput benchmark's fairness tail: 700 requeues a second)."""
-    limiter, held = _borrowing_backlog(make_limiter, clock)
-    limiter.set_override("svc", "noisy", min_rate=100.0, max_rate=100.0)  # its own: far above
-    due = {i: clock.now + min(d.come_back, 0.5) for i, d in enumerate(held)}
-    reservations = {i: d.reservation for i, d in enumerate(held)}
-    refusals, grants = 0, []
-    for _ in range(1000):  # 10 s: each holder comes back when told, every 10 ms
-        clock.advance(0.01)
-        for i, at in list(due.items()):
-            if at <= clock.now:
-                decision = limiter.acquire(
-                    "svc", "noisy", max_wait=1.0, max_sleepers=1, reservation=reservations[i]
-                )
-                if decision.granted:
-                    grants.append(clock.now + decision.wait)
-                    del due[i]
-                else:
-                    refusals += 1
-                    reservations[i] = decision.reservation
-                    due[i] = clock.now + decision.come_back
-    assert not due  # every holder was served
-    assert refusals <= 2 * len(held)  # in turn
-    spread = max(grants) - min(grants)
-    assert len(grants) - 1 <= 20.0 * spread + 1.0 + 1e-6  # the app's 20/s held
-
-
 def test_weights_without_an_app_limit_are_refused_naming_the_field() -> None:
     with pytest.raises(ConfigError, match="tenant_weights"):
         SVC.replace(tenant_weights={"big": 3.0})

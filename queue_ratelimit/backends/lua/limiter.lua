@@ -1066,7 +1066,7 @@ if op == ACQUIRE then
       probe = true
     end
     local slot
-    local late, entitled = false, false
+    local late = false
     if redeeming then
       local due_at = pulled(res_slot, dues, limits, now)
       slot = max(due_at, cool, now, chain_slot, slid(limits))
@@ -1083,9 +1083,6 @@ if op == ACQUIRE then
         end
       end
       slot = max(slot, share_slot)
-      -- its paid slot and booked share have come: the schedules hold it back within
-      -- max_wait, a place in line aside (admission._fit)
-      entitled = due_at <= now + SLACK and share_slot <= now + SLACK and cool <= now
     else
       slot = max(bucket_slot(limits, max(now, cool)), chain_slot, share_slot)
     end
@@ -1100,9 +1097,7 @@ if op == ACQUIRE then
       if cline <= 0 then cline = C.limits[1].r end
       line = min(line, cline)
     end
-    if sleepers and line > 0 and not entitled then
-      in_line = min(in_line, sleepers / line + SLACK)
-    end
+    if sleepers and line > 0 then in_line = min(in_line, sleepers / line + SLACK) end
     local cw = max_wait
     if cooldown_wait then cw = cooldown_wait + SLACK end
     local fits = wait <= in_line
@@ -1188,9 +1183,7 @@ if op == ACQUIRE then
         dues[n + 1] = -1
         if not F.borrow then F.t, F.s, dues[n + 1] = F.t - F.cost, now, F.c - F.t + F.cost end
       end
-    elseif F and F.unbooked and F.total <= F.weight and #dues >= n then  -- none booked (it
-      F.t, F.s, dues[n + 1] = F.t - F.cost, now, F.c - F.t + F.cost  -- borrowed then), its
-    end  -- share the whole level now: it books it (admission.acquire)
+    end
     local growth = limits[1].inc
     if growth > 0 and slow == 1 and limits[1].p == 0 then growth = max(growth, START_GROWTH) end
     recheck = recheck_of(dues, wait, limits, now, cool, growth)
