@@ -194,36 +194,52 @@ class RedisProcess:
         return "\n".join([f"--- last lines of {self.log}", *text])
 
 
-def shared_limiter(url: str, prefix: str, config: IntegrationConfig, now: float | None) -> Limiter:
+def shared_limiter(
+    url: str,
+    prefix: str,
+    config: IntegrationConfig,
+    now: float | None,
+    claim_ahead: float = 0.0,
+) -> Limiter:
     """A limiter on the shared state at ``url`` (Redis, PostgreSQL or a ``sqlite:///`` file), as
-    another process has it; at a fixed time ``now`` when given."""
+    another process has it; at a fixed time ``now`` when given; a SQL store's
+    ``claim_ahead``."""
     clock = (lambda: now) if now is not None else None
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
-        backend: Any = SQLiteBackend(path, prefix=prefix, clock=clock or time.time)
+        backend: Any = SQLiteBackend(
+            path, prefix=prefix, clock=clock or time.time, claim_ahead=claim_ahead
+        )
     elif url.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
-        backend = PostgresBackend(url, prefix=prefix, clock=clock)
+        backend = PostgresBackend(url, prefix=prefix, clock=clock, claim_ahead=claim_ahead)
     else:
         backend = RedisBackend(url, prefix=prefix, clock=clock)
     return Limiter(backend, {config.name: config})
 
 
-def _grab(url: str, prefix: str, config: IntegrationConfig, tries: int, results: Any) -> None:
+def _grab(
+    url: str, prefix: str, config: IntegrationConfig, tries: int, results: Any, ahead: float
+) -> None:
     """Worker process: ``tries`` acquires that reserve nothing; put how many were granted."""
-    limiter = shared_limiter(url, prefix, config, None)
+    limiter = shared_limiter(url, prefix, config, None, ahead)
     results.put(sum(limiter.acquire(config.name, reserve=False).granted for _ in range(tries)))
     getattr(limiter.backend, "close", lambda: None)()
 
 
 def grants_across_processes(
-    url: str, prefix: str, config: IntegrationConfig, processes: int = 4, tries: int = 20
+    url: str,
+    prefix: str,
+    config: IntegrationConfig,
+    processes: int = 4,
+    tries: int = 20,
+    claim_ahead: float = 0.0,
 ) -> int:
     """The grants ``processes`` spawned processes sharing the state at ``url`` got between
-    them, each asking ``tries`` times."""
+    them, each asking ``tries`` times (a SQL store with ``claim_ahead``)."""
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=_grab, args=(url, prefix, config, tries, results))
+        ctx.Process(target=_grab, args=(url, prefix, config, tries, results, claim_ahead))
         for _ in range(processes)
     ]
     for proc in procs:

@@ -1,6 +1,8 @@
 """Where limiter state lives: in this process (``MemoryBackend``), in Redis (``RedisBackend``),
 in PostgreSQL (``PostgresBackend``) or in a SQLite file (``SQLiteBackend``)."""
 
+from urllib.parse import parse_qsl, urlencode
+
 from queue_ratelimit.backends.base import REMEMBER_FOR, Backend
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.errors import ConfigError
@@ -47,6 +49,28 @@ def redacted(url: str) -> str:
     return f"{scheme}://{user}:***@{tail}"
 
 
+def _claim_ahead(url: str, field: str) -> tuple[str, float]:
+    """A SQL store's URL without its ``claim_ahead=SECONDS`` query parameter, and that (0
+    when absent); the other parameters (libpq's) are kept as they were.
+
+    Raises:
+        ConfigError: naming ``field``, when the value is not a number of seconds.
+    """
+    head, mark, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True) if mark else []
+    given = [value for name, value in pairs if name == "claim_ahead"]
+    if not given:
+        return url, 0.0
+    try:
+        ahead = float(given[-1])
+    except ValueError:
+        raise ConfigError(
+            None, field, f"...?claim_ahead={given[-1]}", "claim_ahead must be seconds"
+        ) from None
+    kept = [(name, value) for name, value in pairs if name != "claim_ahead"]
+    return head + (f"?{urlencode(kept)}" if kept else ""), ahead
+
+
 def open_backend(
     url: str,
     *,
@@ -60,7 +84,9 @@ def open_backend(
     ``PostgresBackend``: its tables made once by ``queue-ratelimit migrate``),
     ``sqlite:///path`` (a ``SQLiteBackend`` on that file, shared by the processes of one
     host; four slashes for an absolute path), or ``memory://`` (a new ``MemoryBackend``,
-    for one process). ``idle_ttl`` and ``remember_for``: the backend's (``memory://``'s too).
+    for one process). A SQL store's URL may end with ``?claim_ahead=SECONDS`` (after
+    libpq's parameters: ``&claim_ahead=``): the store's ``claim_ahead``. ``idle_ttl`` and
+    ``remember_for``: the backend's (``memory://``'s too).
 
     Raises:
         ConfigError: any other URL, naming ``field``.
@@ -70,12 +96,21 @@ def open_backend(
     if isinstance(url, str) and url.startswith(SQLITE_SCHEME):
         from queue_ratelimit.backends.sqlite import SQLiteBackend
 
-        path = url[len(SQLITE_SCHEME) :]
-        return SQLiteBackend(path, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for)
+        path, ahead = _claim_ahead(url[len(SQLITE_SCHEME) :], field)
+        return SQLiteBackend(
+            path, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for, claim_ahead=ahead
+        )
     if isinstance(url, str) and url.startswith(POSTGRES_SCHEMES):
         from queue_ratelimit.backends.postgres import PostgresBackend
 
-        return PostgresBackend(url, prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for)
+        conninfo, ahead = _claim_ahead(url, field)
+        return PostgresBackend(
+            conninfo,
+            prefix=prefix,
+            idle_ttl=idle_ttl,
+            remember_for=remember_for,
+            claim_ahead=ahead,
+        )
     if isinstance(url, str) and url.startswith(REDIS_SCHEMES):
         from queue_ratelimit.backends.redis import RedisBackend
         from queue_ratelimit.backends.redis_connect import client_from_url

@@ -111,6 +111,9 @@ class PostgresBackend(SQLBackend):
         durable: a commit waits for its WAL on disk (``synchronous_commit`` on). Off by
             default: a crash of the server may lose the last fraction of a second of
             decisions (never corrupt a row), and a decision takes half the time.
+        claim_ahead: seconds of slots one transaction may claim for this process's next
+            acquires of a key when it asks often (``sql_claims.py``; docs/postgres.md,
+            "Claiming ahead"); 0, the default: every acquire is its own transaction.
         clock: the current time in seconds; unset, the server's (tests inject a fake one).
     """
 
@@ -128,9 +131,16 @@ class PostgresBackend(SQLBackend):
         connect_timeout: float = 5.0,
         prepare: bool = True,
         durable: bool = False,
+        claim_ahead: float = 0.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(prefix=prefix, idle_ttl=idle_ttl, remember_for=remember_for, clock=clock)
+        super().__init__(
+            prefix=prefix,
+            idle_ttl=idle_ttl,
+            remember_for=remember_for,
+            clock=clock,
+            claim_ahead=claim_ahead,
+        )
         if (conninfo is None) == (pool is None):
             raise ConfigError(None, "conninfo", "(not shown)", "give either a conninfo or a pool")
         if pool is not None and not callable(getattr(pool, "connection", None)):

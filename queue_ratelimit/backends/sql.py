@@ -36,6 +36,7 @@ from queue_ratelimit.errors import BackendError
 from queue_ratelimit.policy import aimd, fair, steps
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.state import (
+    SUCCESS,
     AcquireRequest,
     Decision,
     KeyState,
@@ -129,19 +130,41 @@ class SQLBackend(SQLTools):
         return result
 
     def acquire(self, request: AcquireRequest, plan: Plan) -> Decision:
-        """See ``Backend.acquire``."""
-        return self._apply(
+        """See ``Backend.acquire``; with ``claim_ahead``, from the slots this process claimed
+        (``sql_claims.py``) when it has some left."""
+        claims = self._claims
+        if claims is None or not steps.claimable(plan, request):
+            return self._apply(
+                request.integration,
+                request.tenant,
+                plan,
+                lambda state, breaker, now, upper, shares, bounded: steps.acquire(
+                    state, breaker, now, upper, shares, bounded, request, self._idle_ttl
+                ),
+                save_plan=True,
+            )
+        taken = claims.take(request)
+        if taken is not None:
+            return taken
+        most, ahead = claims.size(request), claims.ahead
+        decisions = self._apply(
             request.integration,
             request.tenant,
             plan,
-            lambda state, breaker, now, upper, shares, bounded: steps.acquire(
-                state, breaker, now, upper, shares, bounded, request, self._idle_ttl
+            lambda state, breaker, now, _upper, _shares, bounded: (
+                steps.claim(state, breaker, now, bounded, request, self._idle_ttl, most, ahead),
+                False,
             ),
             save_plan=True,
         )
+        claims.keep(request, decisions)
+        return decisions[0]
 
     def report(self, report: Report, plan: Plan) -> ReportResult:
-        """See ``Backend.report``."""
+        """See ``Backend.report``; a backoff or a failure drops the slots this process
+        claimed for the integration."""
+        if self._claims is not None and report.kind != SUCCESS:
+            self._claims.drop(report.integration)
         return self._apply(
             report.integration,
             report.tenant,
@@ -198,6 +221,11 @@ class SQLBackend(SQLTools):
     # -- asyncio: the same calls in a thread (a busy database must not block the loop) --------
 
     async def aacquire(self, request: AcquireRequest, plan: Plan) -> Decision:
+        claims = self._claims  # (a slot claimed already: no thread)
+        if claims is not None and steps.claimable(plan, request):
+            taken = claims.take(request)
+            if taken is not None:
+                return taken
         return await asyncio.to_thread(self.acquire, request, plan)
 
     async def areport(self, report: Report, plan: Plan) -> ReportResult:

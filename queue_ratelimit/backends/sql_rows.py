@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from queue_ratelimit.backends import state_json as sj
 from queue_ratelimit.backends.base import check_lifetimes
+from queue_ratelimit.backends.sql_claims import Claims, check_claim_ahead
 from queue_ratelimit.policy import aimd
 from queue_ratelimit.policy import breaker as brk
 from queue_ratelimit.policy.overrides import BoundedPlans, Override
@@ -129,8 +130,11 @@ class SQLRows(abc.ABC):
         idle_ttl: float,
         remember_for: float,
         clock: Callable[[], float] | None,
+        claim_ahead: float = 0.0,
     ) -> None:
         check_lifetimes(idle_ttl, remember_for)
+        ahead = check_claim_ahead(claim_ahead)
+        self._claims = Claims(ahead, clock) if ahead > 0 else None
         self.prefix = prefix
         self._idle_ttl = idle_ttl
         self._remember_for = remember_for

@@ -26,6 +26,11 @@ __all__ = ["SQLTools"]
 class SQLTools(SQLRows):
     """The operator tools' side of ``SQLBackend`` (see the module)."""
 
+    def _forget_claims(self, integration: str) -> None:
+        """An operator's change: this process's claimed slots (``sql_claims``) go too."""
+        if self._claims is not None:
+            self._claims.drop(integration)
+
     def snapshot(self, integration: str, tenant: str | None, plan: Plan) -> Snapshot:
         """See ``Backend.snapshot``."""
         with self._tx(write=False) as conn:
@@ -98,6 +103,7 @@ class SQLTools(SQLRows):
 
     def reset(self, integration: str, tenant: str | None) -> None:
         """See ``Backend.reset``."""
+        self._forget_claims(integration)
         with self._tx() as conn:
             where = (self.prefix, integration)
             self._exec(
@@ -120,6 +126,7 @@ class SQLTools(SQLRows):
 
     def purge(self, integration: str) -> None:
         """See ``Backend.purge``."""
+        self._forget_claims(integration)
         with self._tx() as conn:
             if self.lock_rows:  # (the keys' rows in the order decisions lock them)
                 self._exec(
@@ -138,6 +145,7 @@ class SQLTools(SQLRows):
 
     def set_breaker(self, integration: str, state: str, open_seconds: float) -> None:
         """See ``Backend.set_breaker``."""
+        self._forget_claims(integration)
         with self._tx() as conn:
             breaker = brk.force(state, self._now(conn), open_seconds)
             text = None if breaker.is_default else sj.breaker_text(breaker)
@@ -145,6 +153,7 @@ class SQLTools(SQLRows):
 
     def set_override(self, integration: str, tenant: str | None, override: Override | None) -> None:
         """See ``Backend.set_override``."""
+        self._forget_claims(integration)
         with self._tx() as conn:
             key = (self.prefix, integration, column(tenant))
             if override is None:

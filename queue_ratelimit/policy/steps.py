@@ -23,7 +23,7 @@ from queue_ratelimit.policy.state import (
     new_state,
 )
 
-__all__ = ["acquire", "bump", "report", "start"]
+__all__ = ["acquire", "bump", "claim", "claimable", "report", "start"]
 
 
 def bump(state: KeyState, event: str) -> None:
@@ -62,6 +62,56 @@ def acquire(
     if not decision.granted and request.refusal_event:
         bump(state, request.refusal_event)
     return decision, decision.granted
+
+
+def claimable(plan: Plan, request: AcquireRequest) -> bool:
+    """Whether slots for ``request`` may be claimed ahead (``claim``): a plain acquire on
+    token buckets alone. A concurrency limit's leases, an integration-wide level and its
+    fair shares, and windows (which count a grant at the time it is made) are decided one
+    acquire at a time, as are a reservation's redemption and an acquire that asks for the
+    tokens left."""
+    return (
+        request.reservation is None
+        and request.lease_id is None
+        and not request.tokens
+        and plan.max_concurrent is None
+        and plan.app is None
+        and not plan.fair_share
+        and all(lim.window == 0 for lim in plan.limits)
+    )
+
+
+def claim(
+    state: KeyState,
+    breaker: brk.BreakerState,
+    now: float,
+    plan: Plan,
+    request: AcquireRequest,
+    idle_ttl: float,
+    most: int,
+    ahead: float,
+) -> list[Decision]:
+    """Decide ``request`` (``acquire``), then, when it is granted, up to ``most - 1`` more
+    acquires like it while their slots are within ``ahead`` seconds of its: the slots, in
+    order, of a process's next calls, decided by the same rules as one at a time (each
+    paid, the arrival schedule moved on by each), as if they had all been asked at
+    ``now``. The first refusal ends the claim and is dropped (made without a reservation,
+    it changed nothing). A claimable ``request`` only (``claimable``: no integration-wide
+    level)."""
+    first, _ = acquire(state, breaker, now, None, None, plan, request, idle_ttl)
+    decisions = [first]
+    more = request._replace(reserve=False, refusal_event=None)
+    last = first
+    while (
+        len(decisions) < most
+        and last.granted
+        and last.reason == "ok"
+        and last.wait - first.wait <= ahead
+    ):
+        last = admission.acquire(state, breaker, now, plan, more)  # (no level, no event)
+        if last.granted:
+            decisions.append(last)
+    return decisions
 
 
 def report(

@@ -1,6 +1,7 @@
 """The limiter's state in PostgreSQL, with real workers: the exactly-once scenario on Celery,
 Dramatiq and RQ (four worker processes each, 200 tasks against a hidden-limit upstream:
-every task runs, once; the limit is met and absorbed by requeues, not framework retries),
+every task runs, once; the limit is met and absorbed by requeues, not framework retries;
+on Celery again with each worker claiming its next slots ahead, ``claim_ahead``),
 and the database restarted under a running Celery worker (nothing lost, the outage policy
 holds, the worker recovers by itself)."""
 
@@ -17,11 +18,20 @@ from tests.support import wait_until
 pytestmark = pytest.mark.redis  # (the brokers' records and results live in Redis)
 
 
-@pytest.mark.parametrize("name", ["celery-rabbitmq", "dramatiq-rabbitmq", "rq-fork"])
+@pytest.mark.parametrize(
+    "name, claims",
+    [
+        ("celery-rabbitmq", ""),
+        ("dramatiq-rabbitmq", ""),
+        ("rq-fork", ""),
+        ("celery-rabbitmq", "?claim_ahead=1"),  # each worker claiming its next slots
+    ],
+)
 def test_200_tasks_on_four_workers_run_once_with_the_limiter_on_postgres(
-    name: str, redis_url: str, postgres_url: str
+    name: str, claims: str, redis_url: str, postgres_url: str
 ) -> None:
-    with open_rig(name, redis_url, limiter_url=postgres_url, limit=10, window=1.0) as rig:
+    url = postgres_url + claims
+    with open_rig(name, redis_url, limiter_url=url, limit=10, window=1.0) as rig:
         for _ in range(4):
             rig.start_worker([rig.notion, rig.github], concurrency=1)
         ids = [rig.send("notion", rig.notion, i) for i in range(100)]
