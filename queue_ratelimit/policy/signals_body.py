@@ -19,6 +19,10 @@ decoding failure reads as "nothing said".
   ``<Code>SlowDown</Code>``).
 * **Wording**: "rate limit", "too many requests", "throttl..." in the text, the evidence a
   403 needs to count as GitHub's rate limit rather than a permission error.
+* **A wait in words** (``wait_in_words``): "retry after" or "try again in" followed by a
+  time or a span: Gmail's "User-rate limit exceeded.  Retry after
+  2026-04-19T23:39:25.148Z", Azure OpenAI's "Please retry after 6 seconds", OpenAI's
+  "Please try again in 1.8s" or "in 6m0s". Only a wait, never evidence of a backoff.
 """
 
 from __future__ import annotations
@@ -30,9 +34,15 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from queue_ratelimit.policy.header_values import decimal, duration, reset_delay
+from queue_ratelimit.policy.header_values import decimal, duration, reset_delay, timestamp
 
-__all__ = ["MAX_BODY_BYTES", "BodyReading", "mentions_rate_limit", "read_body"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BodyReading",
+    "mentions_rate_limit",
+    "read_body",
+    "wait_in_words",
+]
 
 MAX_BODY_BYTES = 64 * 1024
 """Bodies this large or larger are not read (a throttled answer is small)."""
@@ -41,6 +51,16 @@ _MAX_DEPTH = 8
 _MAX_NODES = 512
 _MAX_WORDING_CHARS = 4096
 _RATE_LIMIT_WORDING = re.compile(r"rate[ _-]?limit|too many requests|throttl", re.IGNORECASE)
+_WAIT_WORDS = re.compile(
+    r"\b(?:retry\s+after|try\s+again\s+in)\s+(?:"
+    r"(?P<at>[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2}))"
+    r"|(?P<span>(?:[0-9]{1,12}(?:\.[0-9]{1,12})?(?:ms|h|m|s)){1,6})(?![A-Za-z])"
+    r"|(?P<number>[0-9]{1,12}(?:\.[0-9]{1,12})?)\s*"
+    r"(?P<unit>milliseconds?|seconds?|secs?|minutes?|mins?|hours?)\b)",
+    re.IGNORECASE,
+)
+_WORD_SECONDS = {"mil": 1e-3, "sec": 1.0, "min": 60.0, "hou": 3600.0}
 _XML_CODE = re.compile(r"<(?:[A-Za-z0-9_]{1,32}:)?Code>\s*([^<\s]{1,128})\s*</", re.IGNORECASE)
 _CODE_KEYS = frozenset(
     {
@@ -130,6 +150,23 @@ def mentions_rate_limit(body: object) -> bool:
     if not text:
         return False
     return _RATE_LIMIT_WORDING.search(text[:_MAX_WORDING_CHARS]) is not None
+
+
+def wait_in_words(body: object, now: float) -> float | None:
+    """The wait a body's text states in words (see the module), seconds from ``now`` (a
+    time already past: below 0), else None."""
+    text = " ".join(_strings(body)) if isinstance(body, Mapping) else body_text(body)
+    if not text:
+        return None
+    found = _WAIT_WORDS.search(text[:_MAX_WORDING_CHARS])
+    if found is None:
+        return None
+    if found["at"] is not None:
+        moment = timestamp(found["at"])
+        return None if moment is None else moment - now
+    if found["span"] is not None:
+        return duration(found["span"].lower())
+    return float(found["number"]) * _WORD_SECONDS[found["unit"][:3].lower()]
 
 
 def _read_json(

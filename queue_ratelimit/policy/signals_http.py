@@ -57,6 +57,10 @@ Rules:
   polling hint) or a 3xx is not a rate limit. A backoff without one (Airtable's fixed 30 s
   penalty, Stripe, whose ``Stripe-Should-Retry`` says whether, not when) has
   ``retry_after=None``; the caller's configuration supplies the cooldown.
+* A backoff whose headers and body fields state no wait takes one its body states in words
+  ("Retry after 2026-04-19T23:39:25.148Z", Gmail's; "Please retry after 6 seconds", "Please
+  try again in 1.8s"), before the dialect's ``default_wait``; words never make a backoff
+  (a 403 "try again in 30 minutes" of a locked account is a permission error).
 * When ``Retry-After`` and a reset header disagree, ``retry_after`` comes from
   ``Retry-After`` and ``reset_after`` keeps the reset; :attr:`RateLimitInfo.wait` prefers
   ``retry_after``.
@@ -97,6 +101,7 @@ from queue_ratelimit.policy.signals_body import (
     BodyReading,
     mentions_rate_limit,
     read_body,
+    wait_in_words,
 )
 from queue_ratelimit.policy.signals_headers import DIALECTS, HeaderView, QuotaDraft, Readings
 
@@ -262,6 +267,8 @@ def parse_rate_limit(
         quota.remaining == 0 and quota.reset_after is not None
         for quota in (headline, *quotas.values())
     )
+    if backoff and stated is None:  # (words are a wait only, never evidence of a backoff)
+        stated = wait_in_words(body, now)
     if backoff and stated is None and not timed and status != 503:
         stated = dialect.default_wait  # documented for its limits; a 503 may be an outage
     retry_after = _clamp(stated, max_backoff)

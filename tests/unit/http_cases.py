@@ -800,6 +800,57 @@ DOCUMENTED: list[HttpCase] = [
 ]
 
 HOSTILE_CASES: list[HttpCase] = [
+    HttpCase(  # words are a wait, never evidence: a locked account is no rate limit
+        "words_never_make_a_backoff",
+        HOSTILE,
+        403,
+        {},
+        signal(),
+        wait=None,
+        body=b'{"error": {"message": "Too many failed sign-ins: try again in 30 minutes"}}',
+        backoff_status_codes=frozenset({403, 429, 503}),
+    ),
+    HttpCase(
+        "words_name_a_time_already_past",
+        HOSTILE,
+        429,
+        {},
+        signal(backoff=True, retry_after=0.0),
+        wait=0.0,
+        body=b"Slow down. Retry after 2024-05-01T11:59:00Z.",
+    ),
+    HttpCase(
+        "a_header_wins_over_words",
+        HOSTILE,
+        429,
+        {"Retry-After": "5"},
+        signal(backoff=True, retry_after=5.0),
+        wait=5.0,
+        body=b'{"message": "Please retry after 60 seconds"}',
+    ),
+    HttpCase(
+        "words_of_a_go_duration",
+        HOSTILE,
+        429,
+        {},
+        signal(backoff=True, retry_after=1.8),
+        wait=1.8,
+        body=(
+            b'{"error": {"message": "Rate limit reached for gpt-4o on tokens per min (TPM):'
+            b" Limit 30000, Used 29000, Requested 2000. Please try again in 1.8s. Visit"
+            b' https://platform.openai.com/account/rate-limits to learn more.",'
+            b' "type": "tokens", "code": "rate_limit_exceeded"}}'
+        ),
+    ),
+    HttpCase(
+        "words_without_a_number_say_nothing",
+        HOSTILE,
+        429,
+        {},
+        signal(backoff=True),
+        wait=None,
+        body=b"Please retry after a while, or try again in a few minutes.",
+    ),
     HttpCase(
         "garbage_retry_after",
         HOSTILE,
