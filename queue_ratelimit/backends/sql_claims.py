@@ -122,8 +122,8 @@ class Claims:
                 if at + self.ahead < now:
                     continue  # (too late to use: dropped, never sent late)
                 wait = at - now if at > now else 0.0
-                if wait > request.max_wait + SLACK:
-                    slots.clear()  # (asked to wait less than these were claimed for)
+                if wait > request.max_wait + SLACK:  # (asked to wait less: kept for others)
+                    slots.appendleft((at, decided))
                     return None
                 pool.served += 1
                 return Decision(

@@ -162,6 +162,23 @@ def test_threads_claiming_together_lose_no_slot(make: Make, clock: FakeClock) ->
     assert sum(granted) == 400  # 800 asks: the whole burst, every slot claimed handed out
 
 
+def test_a_caller_that_may_wait_less_leaves_the_claimed_slots_to_the_others(
+    make: Make, clock: FakeClock
+) -> None:
+    backend = make(claim_ahead=0.05)
+    paced = dataclasses.replace(
+        PLENTY, rate_limit_per_sec=100.0, min_rate=100.0, max_rate=100.0, burst_size=1.0
+    )
+    limiter = Limiter(backend, {"svc": dataclasses.replace(paced, max_wait=1.0)})
+    limiter.acquire("svc")
+    limiter.acquire("svc")  # claims the next slots, 10 ms apart
+    refused = limiter.acquire("svc", max_wait=0.0, reserve=False)
+    assert not refused.granted  # its slot is not now: the store says so
+    trips = backend.trips
+    later = limiter.acquire("svc")  # the claimed slot, still there
+    assert later.granted and 0 < later.wait <= 0.05 and backend.trips == trips
+
+
 def test_its_own_backoff_drops_its_claims(make: Make, clock: FakeClock) -> None:
     backend = make(claim_ahead=0.05)
     limiter = Limiter(backend, {"svc": PLENTY})
