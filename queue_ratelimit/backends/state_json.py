@@ -83,6 +83,7 @@ def fair_text(shares: FairState) -> str:
         "shares": [[t, vars(b)] for t, b in shares.shares.items()],
         "active": [[t, until] for t, until in shares.active.items()],
         "used": list(shares.used),
+        "told": [[t, at] for t, at in shares.told.items()],
     }
     return json.dumps(data, separators=(",", ":"))
 
@@ -97,6 +98,7 @@ def fair_from(text: str | bytes | None) -> FairState:
             shares={t: _bucket(b) for t, b in data["shares"]},
             active={t: until for t, until in data["active"]},
             used=(float(data["used"][0]), float(data["used"][1])),
+            told={t: float(at) for t, at in data.get("told", [])},  # (absent: written before)
         )
     except (TypeError, KeyError, IndexError, AttributeError) as exc:
         raise ValueError(f"not fair shares: {exc!r}") from exc

@@ -19,7 +19,9 @@ Rules (``now`` is always passed in, in seconds):
   until then without spending its budget. A report that moves such a hold on says so
   (``ReportResult.exhausted``), once per move.
 * redeem a reservation: same epoch means already paid, so only ``slot`` and the cooldown are
-  waited for; a void reservation is treated as a fresh acquire.
+  waited for; a void reservation is treated as a fresh acquire. With fair share, a holder
+  whose slot has come but that is sent back (the schedules, its line, its share) is told
+  its own place to come back, one interval after its tenant's last one told (``_told``).
 * pacing: every grant moves an arrival schedule on (``pacing``). A holder that comes back
   after its slot is granted no sooner than the schedule allows, if that is within
   ``max_wait`` (else it goes back, holding its reservation, told to come back then). Once
@@ -211,6 +213,8 @@ def acquire(
     recheck = max(recheck, paced - now)  # (nor sooner than the arrival schedule allows)
     if chain is not None:  # (not sooner than that level, and the tenant's share, pay it)
         recheck = max(recheck, chain.slot - now, share_at - now)
+        if kept is not None and chain.share is not None:
+            recheck = _told(state, now, limits, kept, chain.share, recheck)
     promise = Reservation(state.epoch, slot, due)
     return Decision(
         False,
@@ -223,6 +227,25 @@ def acquire(
         recheck=recheck,
         app_epoch=up_epoch,
     )
+
+
+def _told(
+    state: KeyState,
+    now: float,
+    limits: Sequence[LimitParams],
+    kept: Reservation,
+    share: fair.Share,
+    recheck: float,
+) -> float:
+    """When a holder whose own slot has come, sent back by the schedules, its line or its
+    share, comes back: at its own place, one interval (of the slower of its key's pace and
+    its share) after the place the tenant's last such holder was told (``fair.tell``). Told
+    the same moment, a tenant's due holders would come back together, one would go, and the
+    rest would be sent back again, each time through a worker and the broker."""
+    pace = min(quota.refill_rate(state.buckets[limits[0].name]), share.bucket.rate)
+    if pace <= 0 or redeem.pulled(state, now, limits, kept) > now:
+        return recheck  # (its own slot to come: its recheck is its own already)
+    return fair.tell(share, now + recheck, 1.0 / pace) - now
 
 
 def _held(

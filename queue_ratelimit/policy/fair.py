@@ -11,8 +11,12 @@ holds more than the other active tenants' parts of its burst, a tenant borrows i
 its share (what one tenant leaves unused goes to the others at once). A refused call books
 its share with its reservation (``Reservation.due``'s last mark): its holders come back at
 its share, and a redeemed call waits for its booked share at the rate of now (a tenant's
-share shrinks as others arrive, and so do its bookings). Share buckets of tenants idle past
-``idle_ttl`` are forgotten, as their keys are.
+share shrinks as others arrive, and so do its bookings). A holder whose slot has come but
+that is sent back (the schedules, its line, its share) is told its own place to come back
+(``tell``): one interval after the place its tenant's last such holder was told, so a
+tenant's due holders come back one at a time, not together to race for the next unit
+(``benchmarks/fair_replay.py``: a backlog's tail 104-119 requeues a second before, 1-2
+after). Share buckets of tenants idle past ``idle_ttl`` are forgotten, as their keys are.
 
 ``limiter.lua`` holds the same rules (``open_share``, ``save_share``): the buckets in a hash
 and the tenants' active times in a sorted set, under the integration's hash tag.
@@ -42,6 +46,7 @@ class FairState:
     shares: dict[str | None, BucketState] = field(default_factory=dict)
     active: dict[str | None, float] = field(default_factory=dict)
     used: tuple[float, float] = (0.0, 0.0)  # what light tenants take per second, and when
+    told: dict[str | None, float] = field(default_factory=dict)  # see ``tell``
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Share:
     used: float  # what the tenants using less than their share take per second, now
     spent: bool = False  # the call was granted
     unbooked: bool = False  # a redeemed call with no share booked: it pays as a new call
+    told: float = 0.0  # the place the tenant's last holder sent back was told (``tell``)
 
 
 def _weight(plan: Plan, tenant: str | None) -> float:
@@ -103,7 +109,7 @@ def open_share(
         bucket.ts = min(now, full)  # (full since then: its ts says so)
     cost = app_costs.get(up_limit.name, 0.0)
     borrow = up.tokens - cost >= up_limit.burst * (total - weight) / total
-    return Share(tenant, bucket, cost, borrow, full, used)
+    return Share(tenant, bucket, cost, borrow, full, used, told=fair.told.get(tenant, 0.0))
 
 
 def slot(share: Share, now: float) -> float:
@@ -153,6 +159,15 @@ def pay(share: Share, now: float) -> None:
         share.bucket.ts = now
 
 
+def tell(share: Share, back: float, interval: float) -> float:
+    """When a due holder the schedules sent back comes back: at ``back``, and no sooner than
+    one ``interval`` after the place the tenant's last such holder was told, so that they
+    come back one at a time rather than together."""
+    told = max(back, share.told)
+    share.told = told + interval
+    return told
+
+
 def save_share(fair: FairState, share: Share, now: float, idle_ttl: float) -> None:
     """Keep the share; its tenant active until its booked share is served; forget the
     tenants idle past ``idle_ttl`` (``PRUNE_BATCH`` at most, the oldest first)."""
@@ -164,6 +179,10 @@ def save_share(fair: FairState, share: Share, now: float, idle_ttl: float) -> No
         if share.spent:  # (but in what the others share)
             fair.used = (share.used + share.cost / USAGE, now)
     fair.active[share.tenant] = until
+    if share.told > now:
+        fair.told[share.tenant] = share.told
+    else:
+        fair.told.pop(share.tenant, None)
     gone = sorted(
         (seen, "" if tenant is None else tenant, tenant)
         for tenant, seen in fair.active.items()
@@ -172,3 +191,4 @@ def save_share(fair: FairState, share: Share, now: float, idle_ttl: float) -> No
     for _, _, tenant in gone[:PRUNE_BATCH]:
         del fair.active[tenant]
         fair.shares.pop(tenant, None)
+        fair.told.pop(tenant, None)

@@ -4,6 +4,7 @@ in a fixed order each tick, so without fair share the first one takes everything
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from typing import Any
 
@@ -193,3 +194,47 @@ def test_a_backlog_booked_while_it_borrowed_yields_its_share_later(
 def test_weights_without_an_app_limit_are_refused_naming_the_field() -> None:
     with pytest.raises(ConfigError, match="tenant_weights"):
         SVC.replace(tenant_weights={"big": 3.0})
+
+
+def test_due_holders_sent_back_come_back_one_at_a_time(
+    make_limiter: MakeLimiter, clock: FakeClock
+) -> None:
+    """A tenant's holders whose slots have all come, redeemed together with one place in
+    line each, are sent back told places one interval apart (``fair.tell``), not the same
+    moment: coming back when told, nearly each is served at its first return, instead of
+    all racing again for each next unit (``benchmarks/fair_replay.py``)."""
+    limiter = make_limiter(
+        SHARED.replace(
+            rate_limit_per_sec=5.0,
+            max_rate=5.0,
+            min_rate=5.0,
+            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
+        )
+    )
+    booked = [limiter.acquire("svc", "noisy", max_wait=0.0) for _ in range(20)]
+    held = [d.reservation for d in booked if not d.granted and d.reservation is not None]
+    assert len(held) >= 15
+    clock.advance(10.0)  # every slot has come
+    told: dict[int, float] = {}
+    for i, reservation in enumerate(held):  # all at once, as a worker pool takes them
+        decision = limiter.acquire(
+            "svc", "noisy", max_wait=1.0, max_sleepers=1, reservation=reservation
+        )
+        if not decision.granted:
+            told[i] = clock.now + decision.come_back
+    assert len(told) >= 10  # one place in line: most are sent back
+    places = sorted(told.values())
+    assert all(b - a >= 0.2 - 1e-6 for a, b in itertools.pairwise(places))
+    again = 0  # returns refused once more
+    while told:
+        i, at = min(told.items(), key=lambda item: item[1])
+        clock.advance(max(0.0, at - clock.now))
+        decision = limiter.acquire(
+            "svc", "noisy", max_wait=1.0, max_sleepers=1, reservation=held[i]
+        )
+        if decision.granted:
+            del told[i]
+        else:
+            again += 1
+            told[i] = clock.now + decision.come_back
+    assert again <= len(held) // 4

@@ -894,7 +894,8 @@ end
 
 -- fair share (policy/fair.py): a chained tenant's share of the integration-wide level (C),
 -- by weight among the tenants active now: KEYS[4] the share buckets (a hash: tenant ->
--- '<ddd' tokens, ts, credit), KEYS[5] when each tenant stays active (a zset: tenant ->
+-- '<dddd' tokens, ts, credit, and the place its last due holder sent back was told, 0:
+-- none (fair.tell); '<ddd' as written before: none), KEYS[5] when each tenant stays active (a zset: tenant ->
 -- the end of its booked share, or its last call); ARGV[7] the tenant '<sd' (member, weight),
 -- then '<d' the count of weighted tenants and each '<sd' (member, weight)
 local function open_share(C, cost)
@@ -928,7 +929,9 @@ local function open_share(C, cost)
   F.t = F.burst
   local saved = redis.call('HGET', KEYS[4], member)
   F.full = now  -- since when its share has been full (unused): a full one keeps its ts
+  F.told = 0
   if saved then F.t, F.s, F.c = struct.unpack('<ddd', saved) end
+  if saved and #saved >= 32 then F.told = struct.unpack('<d', saved, 25) end
   if F.t >= F.burst then
     F.t, F.full = F.burst, F.s
   elseif now > F.s then
@@ -947,7 +950,9 @@ end
 -- the share bucket written back; its tenant active until its booked share is served, and
 -- the tenants idle past idle_ttl forgotten (their keys expire alike)
 local function save_share(F)
-  redis.call('HSET', KEYS[4], F.member, struct.pack('<ddd', F.t, F.s, F.c))
+  local told = F.told
+  if told <= now then told = 0 end
+  redis.call('HSET', KEYS[4], F.member, struct.pack('<dddd', F.t, F.s, F.c, told))
   local until_ = max(now, F.s + max(0, -F.t) / F.r)
   if F.t >= 0 and now - F.full > F.cost / F.r then  -- it used less than its share: it
     until_ = now - FAIR_GRACE - 0.000001  -- takes what it needs, and counts in no one's
@@ -1192,6 +1197,14 @@ if op == ACQUIRE then
     if recheck < paced - now then recheck = paced - now end  -- (nor the schedule's)
     if recheck < chain_slot - now then recheck = chain_slot - now end  -- (not sooner)
     if recheck < share_slot - now then recheck = share_slot - now end
+    if F and redeeming then  -- its own slot come, sent back: its own place (admission._told)
+      local pace = min(refill_rate(limits[1]), F.r)
+      if pace > 0 and pulled(res_slot, dues, limits, now) <= now then
+        local told = max(now + recheck, F.told)
+        F.told = told + 1 / pace
+        recheck = told - now
+      end
+    end
     slot_out, dues_out = slot, dues
   until true
   if F then save_share(F) end
