@@ -214,7 +214,7 @@ def acquire(
     if chain is not None:  # (not sooner than that level, and the tenant's share, pay it)
         recheck = max(recheck, chain.slot - now, share_at - now)
         if kept is not None and chain.share is not None:
-            recheck = _told(state, now, limits, kept, chain.share, recheck)
+            recheck = _told(state, now, limits, kept, chain, recheck)
     promise = Reservation(state.epoch, slot, due)
     return Decision(
         False,
@@ -234,18 +234,23 @@ def _told(
     now: float,
     limits: Sequence[LimitParams],
     kept: Reservation,
-    share: fair.Share,
+    chain: Level,
     recheck: float,
 ) -> float:
     """When a holder whose own slot has come, sent back by the schedules, its line or its
-    share, comes back: at its own place, one interval (of the slower of its key's pace and
-    its share) after the place the tenant's last such holder was told (``fair.tell``). Told
-    the same moment, a tenant's due holders would come back together, one would go, and the
-    rest would be sent back again, each time through a worker and the broker."""
-    pace = min(quota.refill_rate(state.buckets[limits[0].name]), share.bucket.rate)
+    share, comes back: at its own place, one interval after the place the tenant's last such
+    holder was told (``fair.tell``). Told the same moment, a tenant's due holders would come
+    back together, one would go, and the rest would be sent back again, each time through a
+    worker and the broker. The interval is of the faster pace the tenant may be served at
+    (the slower of its key's and the integration's), not its share's: a share grows when
+    others leave, and a holder told too late leaves the rate unused, told too early it is
+    only told again."""
+    assert chain.share is not None
+    up = chain.state.buckets[chain.plan.limits[0].name]
+    pace = min(quota.refill_rate(state.buckets[limits[0].name]), quota.refill_rate(up) or up.rate)
     if pace <= 0 or redeem.pulled(state, now, limits, kept) > now:
         return recheck  # (its own slot to come: its recheck is its own already)
-    return fair.tell(share, now + recheck, 1.0 / pace) - now
+    return fair.tell(chain.share, now + recheck, 1.0 / pace) - now
 
 
 def _held(

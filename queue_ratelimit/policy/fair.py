@@ -15,7 +15,7 @@ share shrinks as others arrive, and so do its bookings). A holder whose slot has
 that is sent back (the schedules, its line, its share) is told its own place to come back
 (``tell``): one interval after the place its tenant's last such holder was told, so a
 tenant's due holders come back one at a time, not together to race for the next unit
-(``benchmarks/fair_replay.py``: a backlog's tail 104-119 requeues a second before, 1-2
+(``benchmarks/fair_replay.py``: a backlog's tail 104-119 requeues a second before, 1-3
 after). Share buckets of tenants idle past ``idle_ttl`` are forgotten, as their keys are.
 
 ``limiter.lua`` holds the same rules (``open_share``, ``save_share``): the buckets in a hash

@@ -1198,7 +1198,9 @@ if op == ACQUIRE then
     if recheck < chain_slot - now then recheck = chain_slot - now end  -- (not sooner)
     if recheck < share_slot - now then recheck = share_slot - now end
     if F and redeeming then  -- its own slot come, sent back: its own place (admission._told)
-      local pace = min(refill_rate(limits[1]), F.r)
+      local cpace = refill_rate(C.limits[1])
+      if cpace <= 0 then cpace = C.limits[1].r end  -- (a window's: its nominal rate)
+      local pace = min(refill_rate(limits[1]), cpace)
       if pace > 0 and pulled(res_slot, dues, limits, now) <= now then
         local told = max(now + recheck, F.told)
         F.told = told + 1 / pace
