@@ -25,6 +25,14 @@ SHARED = SVC.replace(
     app_limit=LimitConfig("app", 10.0, 1.0, 10.0, 10.0),
 )
 
+# each tenant held to 5/s by its own limit, all of them together to 20/s: the fleet test's
+FIVE_UNDER_TWENTY = SHARED.replace(
+    rate_limit_per_sec=5.0,
+    max_rate=5.0,
+    min_rate=5.0,
+    app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
+)
+
 
 def _workers(
     limiter: object,
@@ -67,14 +75,7 @@ def _borrowing_backlog(make_limiter: MakeLimiter, clock: FakeClock) -> tuple[Any
     """A tenant held to 5/s by its own limit, alone under an app's 20/s, whose 60 tasks are
     taken off its queue every 25 ms: refused by its own limit while the app's rate is to
     spare, most of them borrow and book no share. The limiter and the refused decisions."""
-    limiter = make_limiter(
-        SHARED.replace(
-            rate_limit_per_sec=5.0,
-            max_rate=5.0,
-            min_rate=5.0,
-            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
-        )
-    )
+    limiter = make_limiter(FIVE_UNDER_TWENTY)
     booked = [limiter.acquire("svc", "noisy", max_wait=0.0)]
     for _ in range(59):
         clock.advance(0.025)
@@ -203,14 +204,7 @@ def test_due_holders_sent_back_come_back_one_at_a_time(
     line each, are sent back told places one interval apart (``fair.tell``), not the same
     moment: coming back when told, nearly each is served at its first return, instead of
     all racing again for each next unit (``benchmarks/fair_replay.py``)."""
-    limiter = make_limiter(
-        SHARED.replace(
-            rate_limit_per_sec=5.0,
-            max_rate=5.0,
-            min_rate=5.0,
-            app_limit=LimitConfig("app", 20.0, 1.0, 20.0, 20.0),
-        )
-    )
+    limiter = make_limiter(FIVE_UNDER_TWENTY)
     booked = [limiter.acquire("svc", "noisy", max_wait=0.0) for _ in range(20)]
     held = [d.reservation for d in booked if not d.granted and d.reservation is not None]
     assert len(held) >= 15
