@@ -341,7 +341,7 @@ def _pace(url: str, tag: str, seconds: float, barrier: Barrier) -> tuple[list[fl
     return grants, calls, denied
 
 
-def _max_window(times: list[float], width: float = 1.0) -> int:
+def max_window(times: list[float], width: float = 1.0) -> int:
     """The most grants in any window ``[t, t + width)`` starting at a grant time ``t``."""
     best, end = 0, 0
     for start, t in enumerate(times):
@@ -361,7 +361,7 @@ def run_pacing(ctx: SpawnContext, url: str, run: str, seconds: float, procs: int
     denied = sum(d for _, _, d in results)
     achieved = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     error = (achieved - PACE_RATE) / PACE_RATE * 100
-    window, bound = _max_window(times), int(PACE_RATE + PACE_BURST)
+    window, bound = max_window(times), int(PACE_RATE + PACE_BURST)
     per_grant = calls / len(times) if times else math.inf
     body = [
         ["grants (not granted)", f"{len(times)} ({denied})", "", ""],

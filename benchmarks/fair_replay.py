@@ -33,6 +33,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from acquire import max_window
+
 from queue_ratelimit import IntegrationConfig, Limiter
 from queue_ratelimit.backends.memory import MemoryBackend
 from queue_ratelimit.tasks import Run, TaskCall, TaskGate, Ticket
@@ -71,16 +73,6 @@ class Outcome:
     tail_seconds: float = 0.0
     most_in_a_second: int = 0
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
-
-
-def _most_in_one_second(times: list[float]) -> int:
-    times = sorted(times)
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while at - times[first] >= 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def replay(seed: int, hop: float, backlog: int, to_the_end: bool) -> Outcome:
@@ -149,7 +141,7 @@ def replay(seed: int, hop: float, backlog: int, to_the_end: bool) -> Outcome:
     out.served = len(served)
     if to_the_end:
         out.tail_requeues, out.tail_seconds = out.requeues - at_done, now[0] - done
-    out.most_in_a_second = _most_in_one_second(grants)
+    out.most_in_a_second = max_window(sorted(grants))
     return out
 
 

@@ -133,7 +133,7 @@ class SQLBackend(SQLTools):
         """See ``Backend.acquire``; with ``claim_ahead``, from the slots this process claimed
         (``sql_claims.py``) when it has some left."""
         claims = self._claims
-        if claims is None or not self._claimable(plan, request):
+        if claims is None or not steps.claimable(plan, request):
             return self._apply(
                 request.integration,
                 request.tenant,
@@ -159,15 +159,6 @@ class SQLBackend(SQLTools):
         )
         claims.keep(request, decisions)
         return decisions[0]
-
-    def _claimable(self, plan: Plan, request: AcquireRequest) -> bool:
-        """``steps.claimable``, the plan's side computed once per plan."""
-        known = self._claimable_plans.get(id(plan))
-        if known is None or known[0] is not plan:
-            if len(self._claimable_plans) >= 1024:  # (plans made afresh: never grows on)
-                self._claimable_plans.clear()
-            known = self._claimable_plans[id(plan)] = (plan, steps.claimable_plan(plan))
-        return steps.claimable(plan, request, known[1])
 
     def report(self, report: Report, plan: Plan) -> ReportResult:
         """See ``Backend.report``; a backoff or a failure drops the slots this process
@@ -231,7 +222,7 @@ class SQLBackend(SQLTools):
 
     async def aacquire(self, request: AcquireRequest, plan: Plan) -> Decision:
         claims = self._claims  # (a slot claimed already: no thread)
-        if claims is not None and self._claimable(plan, request):
+        if claims is not None and steps.claimable(plan, request):
             taken = claims.take(request)
             if taken is not None:
                 return taken

@@ -23,6 +23,8 @@ What it costs, bounded by ``claim_ahead``:
   more. A slot handed out late goes at once, so at most one claim's slots go closer
   together than the schedule laid them.
 * A forked child never uses its parent's claims.
+* Past ``KEEP_POOLS`` keys, a process forgets those it has not claimed for in a long time
+  (their next claim would be of one slot anyway): many tenants do not grow it unbounded.
 
 Only plain acquires on token buckets are claimed (``steps.claimable``): a concurrency
 limit's leases, an integration-wide level and its fair shares, windows, a reservation's
@@ -47,6 +49,8 @@ __all__ = ["MOST", "Claims", "check_claim_ahead"]
 
 MOST = 256
 """The most slots one transaction claims."""
+KEEP_POOLS = 1024
+"""Keys past which a new one first forgets the idle ones (``Claims._forget_idle``)."""
 
 _Key = tuple[str, str | None]
 
@@ -133,11 +137,8 @@ class Claims:
                     decided.epoch,
                     None,
                     decided.now + (now - pool.made),
-                    None,
-                    decided.seq,
-                    None,
-                    None,
-                    decided.app_epoch,
+                    seq=decided.seq,
+                    app_epoch=decided.app_epoch,
                 )
         return None
 
@@ -164,6 +165,8 @@ class Claims:
         with self._lock:
             pool = self._pools.get(key)
             if pool is None or pool.costs != request.costs:
+                if pool is None and len(self._pools) >= KEEP_POOLS:
+                    self._forget_idle(made)
                 pool = self._pools[key] = _Pool(request.costs)
             elif pool.slots and slots:
                 slots = sorted([*pool.slots, *slots], key=_time)
@@ -171,11 +174,20 @@ class Claims:
             pool.made, pool.served = made, 1
             pool.slots.extend(slots)
 
-    def drop(self, integration: str | None = None) -> None:
-        """Forget the slots claimed for ``integration``'s keys (None: every key)."""
+    def _forget_idle(self, now: float) -> None:
+        """Forget the keys with no slot left whose last claim is so old that the next would
+        be of one slot anyway (``size``): a process that meets many tenants keeps only
+        those it asks for often."""
+        idle = [
+            key
+            for key, pool in self._pools.items()
+            if not pool.slots and now - pool.made > MOST * self.ahead
+        ]
+        for key in idle:
+            del self._pools[key]
+
+    def drop(self, integration: str) -> None:
+        """Forget the slots claimed for ``integration``'s keys."""
         with self._lock:
-            if integration is None:
-                self._pools.clear()
-                return
             for key in [key for key in self._pools if key[0] == integration]:
                 del self._pools[key]

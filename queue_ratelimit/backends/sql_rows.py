@@ -135,7 +135,6 @@ class SQLRows(abc.ABC):
         check_lifetimes(idle_ttl, remember_for)
         ahead = check_claim_ahead(claim_ahead)
         self._claims = Claims(ahead, clock) if ahead > 0 else None
-        self._claimable_plans: dict[int, tuple[Plan, bool]] = {}  # (sql.py's, by plan)
         self.prefix = prefix
         self._idle_ttl = idle_ttl
         self._remember_for = remember_for

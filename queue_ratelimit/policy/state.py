@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,17 @@ class Plan:
     app_backoffs: str = "tenant"
     fair_share: bool = False
     weights: tuple[tuple[str, float], ...] = ()
+
+    @functools.cached_property
+    def claimable(self) -> bool:
+        """Token buckets alone, nothing decided apart: a SQL store may claim a process's
+        next slots ahead on such a key (``steps.claimable``; computed once per plan)."""
+        return (
+            self.max_concurrent is None
+            and self.app is None
+            and not self.fair_share
+            and all(lim.window == 0 for lim in self.limits)
+        )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from queue_ratelimit.policy.state import (
     new_state,
 )
 
-__all__ = ["acquire", "bump", "claim", "claimable", "claimable_plan", "report", "start"]
+__all__ = ["acquire", "bump", "claim", "claimable", "report", "start"]
 
 
 def bump(state: KeyState, event: str) -> None:
@@ -64,24 +64,17 @@ def acquire(
     return decision, decision.granted
 
 
-def claimable(plan: Plan, request: AcquireRequest, plan_claimable: bool | None = None) -> bool:
+def claimable(plan: Plan, request: AcquireRequest) -> bool:
     """Whether slots for ``request`` may be claimed ahead (``claim``): a plain acquire on
-    token buckets alone. A concurrency limit's leases, an integration-wide level and its
-    fair shares, and windows (which count a grant at the time it is made) are decided one
-    acquire at a time, as are a reservation's redemption and an acquire that asks for the
-    tokens left. ``plan_claimable``: ``claimable_plan(plan)`` when known already."""
-    if request.reservation is not None or request.lease_id is not None or request.tokens:
-        return False
-    return claimable_plan(plan) if plan_claimable is None else plan_claimable
-
-
-def claimable_plan(plan: Plan) -> bool:
-    """The plan's side of ``claimable``: token buckets alone, nothing decided apart."""
+    token buckets alone (``Plan.claimable``). A concurrency limit's leases, an
+    integration-wide level and its fair shares, and windows (which count a grant at the time
+    it is made) are decided one acquire at a time, as are a reservation's redemption and an
+    acquire that asks for the tokens left."""
     return (
-        plan.max_concurrent is None
-        and plan.app is None
-        and not plan.fair_share
-        and all(lim.window == 0 for lim in plan.limits)
+        request.reservation is None
+        and request.lease_id is None
+        and not request.tokens
+        and plan.claimable
     )
 
 

@@ -23,6 +23,7 @@ from queue_ratelimit.async_limiter import AsyncLimiter
 from queue_ratelimit.backends import open_backend
 from queue_ratelimit.backends.postgres import PostgresBackend
 from queue_ratelimit.backends.sql import SQLBackend
+from queue_ratelimit.backends.sql_claims import KEEP_POOLS, MOST
 from queue_ratelimit.backends.sqlite import SQLiteBackend
 from queue_ratelimit.errors import ConfigError
 from queue_ratelimit.limiter import Limiter
@@ -294,7 +295,7 @@ def test_claim_ahead_must_be_seconds(tmp_path: Path) -> None:
             SQLiteBackend(str(tmp_path / "c.db"), claim_ahead=value)  # type: ignore[arg-type]
 
 
-def test_config_name_is_kept_apart(make: Make, clock: FakeClock) -> None:
+def test_two_integrations_of_one_process_claim_apart(make: Make, clock: FakeClock) -> None:
     """Two integrations of one process claim apart: one's slots never answer the other."""
     backend = make(claim_ahead=0.05)
     other = dataclasses.replace(
@@ -309,3 +310,16 @@ def test_config_name_is_kept_apart(make: Make, clock: FakeClock) -> None:
     for _ in range(20):
         limiter.acquire("svc")
     assert sum(limiter.acquire("other").granted for _ in range(10)) == 2
+
+
+def test_a_process_meeting_many_tenants_keeps_only_the_busy_ones(
+    make: Make, clock: FakeClock
+) -> None:
+    backend = make(claim_ahead=0.05)
+    limiter = Limiter(backend, {"svc": STEADY})
+    for n in range(KEEP_POOLS + 10):  # one acquire per tenant: each a key of its own
+        limiter.acquire("svc", f"t{n}")
+    assert len(backend._claims._pools) == KEEP_POOLS + 10
+    clock.advance(MOST * 0.05 + 1.0)  # long enough that none would claim more than one
+    limiter.acquire("svc", "new")
+    assert len(backend._claims._pools) == 1  # the idle ones forgotten, the new one kept
