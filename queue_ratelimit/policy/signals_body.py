@@ -144,21 +144,22 @@ def body_text(body: object) -> str | None:
     return None
 
 
+def _words(body: object) -> str:
+    """The head of a body's text that its wording is read in (a decoded document's strings;
+    empty when it has none or is too large to read)."""
+    text = " ".join(_strings(body)) if isinstance(body, Mapping) else body_text(body)
+    return (text or "")[:_MAX_WORDING_CHARS]
+
+
 def mentions_rate_limit(body: object) -> bool:
     """Whether the body speaks of a rate limit (GitHub's secondary-limit 403)."""
-    text = " ".join(_strings(body)) if isinstance(body, Mapping) else body_text(body)
-    if not text:
-        return False
-    return _RATE_LIMIT_WORDING.search(text[:_MAX_WORDING_CHARS]) is not None
+    return _RATE_LIMIT_WORDING.search(_words(body)) is not None
 
 
 def wait_in_words(body: object, now: float) -> float | None:
     """The wait a body's text states in words (see the module), seconds from ``now`` (a
     time already past: below 0), else None."""
-    text = " ".join(_strings(body)) if isinstance(body, Mapping) else body_text(body)
-    if not text:
-        return None
-    found = _WAIT_WORDS.search(text[:_MAX_WORDING_CHARS])
+    found = _WAIT_WORDS.search(_words(body))
     if found is None:
         return None
     if found["at"] is not None:

@@ -895,9 +895,10 @@ end
 -- fair share (policy/fair.py): a chained tenant's share of the integration-wide level (C),
 -- by weight among the tenants active now: KEYS[4] the share buckets (a hash: tenant ->
 -- '<dddd' tokens, ts, credit, and the place its last due holder sent back was told, 0:
--- none (fair.tell); '<ddd' as written before: none), KEYS[5] when each tenant stays active (a zset: tenant ->
--- the end of its booked share, or its last call); ARGV[7] the tenant '<sd' (member, weight),
--- then '<d' the count of weighted tenants and each '<sd' (member, weight)
+-- none (fair.tell); '<ddd' as written before: none), KEYS[5] when each tenant stays
+-- active (a zset: tenant -> the end of its booked share, or its last call); ARGV[7] the
+-- tenant '<sd' (member, weight), then '<d' the count of weighted tenants and each '<sd'
+-- (member, weight)
 local function open_share(C, cost)
   local member, weight, pos = struct.unpack('<sd', ARGV[7])
   local count
